@@ -1,0 +1,166 @@
+"""The one answer checker: SFT data, the Regime W reward and evaluation all call these functions.
+
+Modes
+-----
+- ``strict``: only a ``#### <number>`` line counts (GSM8K's own convention; the last such line wins).
+- ``flexible``: ``#### <number>``, else the last ``\\boxed{...}``, else a final "the answer is ..." sentence.
+
+Before either, ``<think>...</think>`` is removed; an unclosed ``<think>`` (a reasoning model cut off
+mid-thought) removes everything after it, and a lone ``</think>`` (R1 templates open the tag in the
+prompt) removes everything before it. There is deliberately no "last number anywhere" fallback: it
+credits outputs that merely list numbers, which invites reward hacking and inflates evaluation.
+
+Numbers compare as exact rationals: ``1,600`` = ``1600`` = ``1600.0`` = ``$1,600.00``; ``3/4`` = ``0.75``.
+"""
+
+from __future__ import annotations
+
+import re
+from fractions import Fraction
+
+__all__ = ["strip_thinking", "parse_number", "extract_answer", "is_correct", "parse_gold", "MODES"]
+
+MODES = ("strict", "flexible")
+
+_THINK_BLOCK = re.compile(r"<think>.*?</think>", re.DOTALL | re.IGNORECASE)
+_HASH_LINE = re.compile(r"####[ \t]*([^\n]*)")
+_ANSWER_IS = re.compile(
+    r"(?:final answer|the answer|answer)\s*(?:is|:|=)\s*:?\s*([^\n]*)",
+    re.IGNORECASE,
+)
+# A number: optional sign, digits with optional thousands commas, optional decimals, or a leading-dot decimal.
+_NUMBER = re.compile(r"[-+−]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|[-+−]?\.\d+")
+_LATEX_FRAC = re.compile(r"\\[dt]?frac\{\s*([^{}]+?)\s*\}\{\s*([^{}]+?)\s*\}")
+_SIMPLE_FRAC = re.compile(r"^\s*([-+]?\d+(?:\.\d+)?)\s*/\s*(\d+(?:\.\d+)?)\s*$")
+
+
+def strip_thinking(text: str) -> str:
+    """Remove reasoning-model thoughts so that only the visible answer is checked."""
+    text = _THINK_BLOCK.sub(" ", text)
+    lower = text.lower()
+    if "</think>" in lower:  # opened by the chat template, closed in the completion
+        text = text[lower.rfind("</think>") + len("</think>") :]
+        lower = text.lower()
+    if "<think>" in lower:  # unclosed: the model was cut off while thinking
+        text = text[: lower.find("<think>")]
+    return text
+
+
+def _to_fraction(token: str) -> Fraction | None:
+    token = token.replace(",", "").replace("−", "-").lstrip("+")
+    try:
+        return Fraction(token)
+    except (ValueError, ZeroDivisionError):
+        return None
+
+
+def parse_number(text: str) -> Fraction | None:
+    """Parse a short answer span into an exact number, or None if it is not exactly one number.
+
+    Accepts currency symbols, percent signs, units and trailing periods around a single number
+    (``$1,600.00.``, ``45 dollars``, ``12%``), LaTeX ``\\frac{a}{b}`` and plain ``a/b``. A span with an
+    ``=`` is read after its last ``=`` (``5 + 3 = 8`` is 8). A span holding two or more numbers is
+    ambiguous and gives None.
+    """
+    span = text.strip()
+    if "=" in span:
+        span = span.rsplit("=", 1)[1]
+    span = span.replace("{,}", ",")  # LaTeX thousands separator: 1{,}600
+    span = re.sub(r"\\(?:text|mathrm|textbf|mbox)\{[^{}]*\}", " ", span)  # \text{dollars}
+    span = re.sub(r"\\?[$%]", " ", span)
+    frac = _LATEX_FRAC.search(span)
+    if frac:
+        num, den = _to_fraction(frac.group(1)), _to_fraction(frac.group(2))
+        rest = _LATEX_FRAC.sub(" ", span)
+        if num is None or not den or _NUMBER.search(rest):
+            return None
+        return num / den
+    span = re.sub(r"\\[a-zA-Z]+|\\.|[{}]", " ", span)
+    simple = _SIMPLE_FRAC.match(span.replace(",", ""))
+    if simple:
+        num, den = _to_fraction(simple.group(1)), _to_fraction(simple.group(2))
+        return num / den if num is not None and den else None
+    numbers = _NUMBER.findall(span)
+    if len(numbers) != 1:
+        return None
+    return _to_fraction(numbers[0])
+
+
+def _format(value: Fraction) -> str:
+    """Canonical string for a number: integers without decimals, others as a short decimal."""
+    if value.denominator == 1:
+        return str(value.numerator)
+    return format(float(value), ".10g")
+
+
+def _last_boxed(text: str) -> str | None:
+    """Content of the last ``\\boxed{...}`` (or ``\\fbox{...}``), with nested braces balanced."""
+    start = max(text.rfind("\\boxed{"), text.rfind("\\fbox{"))
+    if start < 0:
+        return None
+    i = text.index("{", start) + 1
+    depth = 1
+    for j in range(i, len(text)):
+        if text[j] == "{":
+            depth += 1
+        elif text[j] == "}":
+            depth -= 1
+            if depth == 0:
+                return text[i:j]
+    return None
+
+
+def _extract_value(text: str, mode: str) -> Fraction | None:
+    if mode not in MODES:
+        raise ValueError(f"unknown answer mode {mode!r}; expected one of {MODES}")
+    text = strip_thinking(text)
+    hashes = _HASH_LINE.findall(text)
+    if hashes:
+        # The last #### line is the answer; an unparseable one is not rescued by other rules,
+        # so that "#### N" followed by garbage is a wrong answer, not a second chance.
+        return parse_number(hashes[-1])
+    if mode == "strict":
+        return None
+    boxed = _last_boxed(text)
+    if boxed is not None:
+        return parse_number(boxed)
+    sentences = _ANSWER_IS.findall(text)
+    if sentences:
+        # Only the start of the sentence counts: "the answer is 18 because 3 + 15 = 18" -> 18.
+        span = re.split(r"(?<=\d)\.(?!\d)|\s(?:because|since|as|so)\s|[;(]", sentences[-1], maxsplit=1)[0]
+        return parse_number(span)
+    return None
+
+
+def extract_answer(text: str, mode: str = "strict") -> str | None:
+    """The final answer in ``text`` as a canonical number string (``"1600"``, ``"0.75"``), or None."""
+    value = _extract_value(text, mode)
+    return None if value is None else _format(value)
+
+
+def _gold_value(gold: str | int | float | Fraction) -> Fraction | None:
+    if isinstance(gold, Fraction):
+        return gold
+    if isinstance(gold, (int, float)):
+        return Fraction(gold).limit_denominator(10**9) if isinstance(gold, float) else Fraction(gold)
+    return parse_number(str(gold))
+
+
+def is_correct(text: str, gold: str | int | float, mode: str = "strict") -> bool:
+    """True when the final answer in ``text`` equals ``gold`` as a number."""
+    predicted = _extract_value(text, mode)
+    expected = _gold_value(gold)
+    return predicted is not None and expected is not None and predicted == expected
+
+
+def answers_equal(a: str | None, b: str | None) -> bool:
+    """Compare two extracted answers (canonical strings or None) as numbers; None never equals."""
+    if a is None or b is None:
+        return False
+    va, vb = parse_number(a), parse_number(b)
+    return va is not None and va == vb
+
+
+def parse_gold(solution: str) -> str | None:
+    """The gold number of a GSM8K-style solution (its ``#### N`` line), canonical, or None."""
+    return extract_answer(solution, mode="strict")

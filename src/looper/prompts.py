@@ -1,0 +1,42 @@
+"""The one prompt template, shared by SFT, rollouts, GRPO/DPO and eval.
+
+``plain`` (the plan's): ``{system}\\n\\nProblem: {question}\\n\\nSolution:``, completion `` {solution}``.
+``chat``: system / user / assistant messages through the model's own chat template (instruct and
+R1-style models). A Regime W arm swaps in its own system prompt; nothing else changes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def plain_prompt(question: str, system_prompt: str) -> str:
+    return f"{system_prompt}\n\nProblem: {question.strip()}\n\nSolution:"
+
+
+def chat_messages(question: str, system_prompt: str) -> list[dict[str, str]]:
+    return [{"role": "system", "content": system_prompt}, {"role": "user", "content": question.strip()}]
+
+
+def sft_example(question: str, solution: str, system_prompt: str, prompt_format: str) -> dict[str, Any]:
+    """One TRL prompt-completion example (loss on the completion only)."""
+    if prompt_format == "chat":
+        return {"prompt": chat_messages(question, system_prompt),
+                "completion": [{"role": "assistant", "content": solution.strip()}]}
+    return {"prompt": plain_prompt(question, system_prompt), "completion": " " + solution.strip()}
+
+
+def render_prompt(tokenizer: Any, question: str, system_prompt: str, prompt_format: str) -> str:
+    """The prompt as text, ready to tokenize for generation (chat: with the generation prompt)."""
+    if prompt_format == "chat":
+        return tokenizer.apply_chat_template(chat_messages(question, system_prompt), tokenize=False, add_generation_prompt=True)
+    return plain_prompt(question, system_prompt)
+
+
+def preference_prompt(question: str, system_prompt: str, prompt_format: str) -> Any:
+    """Prompt field of a TRL preference / GRPO example (text, or a message list for chat)."""
+    return chat_messages(question, system_prompt) if prompt_format == "chat" else plain_prompt(question, system_prompt)
+
+
+def preference_completion(text: str, prompt_format: str) -> Any:
+    return [{"role": "assistant", "content": text.strip()}] if prompt_format == "chat" else " " + text.strip()

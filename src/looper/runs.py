@@ -1,0 +1,271 @@
+"""Run folders: every stage reads explicit paths and writes here, atomically or one whole record at a time.
+
+Layout of ``runs/<name>/`` (file names from the original plan)::
+
+    config.yaml                 resolved config of the last stage run
+    manifest.json               library versions, git commit, device
+    data/gsm8k_{train,dev,test}.jsonl, data/platinum_test.jsonl
+    checkpoints/lora_sft/       SFT adapter + tokenizer (checkpoints/sft for full SFT)
+    checkpoints/lora_rl/        RL adapter + tokenizer
+    data/rl_rollouts.jsonl      one record per question, appended whole
+    data/preferences.jsonl
+    eval/                       per-sample JSONL, summary.json, report.md, plots
+    logs/<stage>.jsonl          metrics
+    stages/<stage>.json         completion marker with the config hash it was made with
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("looper")
+
+STAGES = ("prepare-data", "sft", "collect-rollouts", "build-preferences", "train-rl", "eval")
+
+
+class InputError(ValueError):
+    """Bad user input (a file, a line, a field); the CLI prints it and exits non-zero."""
+
+
+# ----------------------------------------------------------------------------- atomic files
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def atomic_write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> int:
+    lines = [json.dumps(r, ensure_ascii=False) for r in records]
+    atomic_write_text(path, "".join(line + "\n" for line in lines))
+    return len(lines)
+
+
+def read_jsonl(path: Path, required: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """Read a JSONL file; a malformed line or a missing field is an InputError naming file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: file not found")
+    records = []
+    with path.open() as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise InputError(f"{path}:{lineno}: not valid JSON ({err.msg})") from None
+            if not isinstance(record, dict):
+                raise InputError(f"{path}:{lineno}: expected a JSON object")
+            for key in required:
+                if key not in record:
+                    raise InputError(f"{path}:{lineno}: missing field {key!r}")
+            records.append(record)
+    return records
+
+
+class JsonlAppender:
+    """Append-only JSONL for long stages: one whole record per line, flushed and fsynced.
+
+    On open, a torn last line (a crash mid-write) is cut off with a warning, so that the file
+    always holds complete records; ``done_keys`` lists what is already there for resuming.
+    """
+
+    def __init__(self, path: Path, key: str = "id"):
+        self.path = Path(path)
+        self.key = key
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.records: list[dict[str, Any]] = []
+        if self.path.exists():
+            self._recover()
+        self._f = self.path.open("a")
+
+    def _recover(self) -> None:
+        raw = self.path.read_bytes()
+        good_end = 0
+        pos = 0
+        for line in raw.splitlines(keepends=True):
+            pos += len(line)
+            if not line.endswith(b"\n"):
+                break
+            try:
+                self.records.append(json.loads(line))
+            except json.JSONDecodeError:
+                break
+            good_end = pos
+        if good_end < len(raw):
+            log.warning("%s: dropping a torn record after byte %d (an interrupted run); it will be redone",
+                        self.path, good_end)
+            with self.path.open("r+b") as f:
+                f.truncate(good_end)
+
+    @property
+    def done_keys(self) -> set[Any]:
+        return {r[self.key] for r in self.records}
+
+    def append(self, record: dict[str, Any]) -> None:
+        self._f.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self._f.flush()
+        os.fsync(self._f.fileno())
+        self.records.append(record)
+
+    def close(self) -> None:
+        self._f.close()
+
+    def __enter__(self) -> "JsonlAppender":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+# ----------------------------------------------------------------------------- seeds
+
+
+def set_seed(seed: int) -> None:
+    """The one place the global seed is set (python, numpy, torch, transformers)."""
+    import numpy as np
+    import torch
+    from transformers import set_seed as hf_set_seed
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    hf_set_seed(seed)
+
+
+def derive_seed(seed: int, *parts: Any) -> int:
+    """A per-sample seed from (run seed, question id, arm, sample): replayable and batch-independent."""
+    digest = hashlib.sha256(json.dumps([seed, *map(str, parts)]).encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+# ----------------------------------------------------------------------------- run folder
+
+
+class RunDir:
+    """Paths of one run folder; the file names are the plan's."""
+
+    def __init__(self, root: Path | str):
+        self.root = Path(root)
+
+    train = property(lambda self: self.root / "data" / "gsm8k_train.jsonl")
+    dev = property(lambda self: self.root / "data" / "gsm8k_dev.jsonl")
+    test = property(lambda self: self.root / "data" / "gsm8k_test.jsonl")
+    platinum = property(lambda self: self.root / "data" / "platinum_test.jsonl")
+    data_info = property(lambda self: self.root / "data" / "prepare_data.json")
+    lora_sft = property(lambda self: self.root / "checkpoints" / "lora_sft")
+    full_sft = property(lambda self: self.root / "checkpoints" / "sft")
+    lora_rl = property(lambda self: self.root / "checkpoints" / "lora_rl")
+    rollouts = property(lambda self: self.root / "data" / "rl_rollouts.jsonl")
+    preferences = property(lambda self: self.root / "data" / "preferences.jsonl")
+    eval_dir = property(lambda self: self.root / "eval")
+
+    def log_path(self, stage: str) -> Path:
+        return self.root / "logs" / f"{stage}.jsonl"
+
+    def marker(self, stage: str) -> Path:
+        return self.root / "stages" / f"{stage}.json"
+
+    def work_dir(self, stage: str) -> Path:
+        """Scratch space of a stage (trainer checkpoints for resuming); outputs go elsewhere."""
+        return self.root / "work" / stage
+
+
+def library_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for name in ("looper", "torch", "transformers", "trl", "peft", "datasets", "accelerate",
+                 "bitsandbytes", "reasoning-gym", "gguf"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def git_commit() -> str | None:
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None
+    return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def start_stage(config: Any, stage: str) -> RunDir:
+    """Create the run folder, write the resolved config and manifest, log the stage start."""
+    from looper.config import save_config
+
+    run = RunDir(config.run_dir)
+    run.root.mkdir(parents=True, exist_ok=True)
+    save_config(config, run.root / "config.yaml")
+    manifest_path = run.root / "manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    manifest.setdefault("stages", {})[stage] = {
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "versions": library_versions(),
+        "git_commit": git_commit(),
+        "argv": sys.argv,
+        "host": platform.node(),
+    }
+    atomic_write_json(manifest_path, manifest)
+    return run
+
+
+def finish_stage(run: RunDir, stage: str, config_hash: str, **info: Any) -> None:
+    """Mark a stage complete for this config hash (the pipeline skips it next time)."""
+    atomic_write_json(run.marker(stage), {"config_hash": config_hash, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **info})
+
+
+def stage_marker(run: RunDir, stage: str) -> dict[str, Any] | None:
+    path = run.marker(stage)
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+class MetricsLog:
+    """Metrics as JSONL, one flushed line per event."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(self, **record: Any) -> None:
+        with self.path.open("a") as f:
+            f.write(json.dumps({"time": round(time.time(), 3), **record}, default=str) + "\n")
+
+
+def iter_batches(items: list[Any], size: int) -> Iterator[list[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]

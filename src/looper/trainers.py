@@ -1,0 +1,134 @@
+"""What the SFT and RL stages share around TRL's trainers: configs, metrics, resuming, saving.
+
+TRL's own config classes are used as they are: looper only supplies defaults (the plan's) under the
+user's ``sft.trainer`` / ``rl.trainer`` fields, and the output folder under the run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from looper.config import ConfigError, RunConfig
+from looper.runs import InputError, MetricsLog, atomic_write_json
+
+log = logging.getLogger("looper")
+
+COMMON_DEFAULTS: dict[str, Any] = {
+    "report_to": "none",  # "tensorboard" or "wandb" in the config turn those on
+    "logging_steps": 10,
+    "save_strategy": "steps",
+    "save_steps": 100,
+    "save_total_limit": 2,
+    "lr_scheduler_type": "cosine",
+    "warmup_steps": 0.03,  # a float < 1 is a ratio of the total steps (transformers 5)
+    "dataloader_num_workers": 0,
+}
+
+# The plan's recipe per trainer; anything in the YAML wins.
+TRAINER_DEFAULTS: dict[str, dict[str, Any]] = {
+    "sft": {"learning_rate": 2e-4, "num_train_epochs": 1, "per_device_train_batch_size": 4,
+            "gradient_accumulation_steps": 4, "max_length": 512},
+    "dpo": {"learning_rate": 5e-6, "num_train_epochs": 1, "per_device_train_batch_size": 2,
+            "gradient_accumulation_steps": 4, "beta": 0.1, "max_length": 1024},
+    "grpo": {"learning_rate": 1e-6, "num_generations": 8, "max_completion_length": 256, "per_device_train_batch_size": 8,
+             "beta": 0.0, "num_train_epochs": 1},
+    "rloo": {"learning_rate": 1e-6, "num_generations": 8, "max_completion_length": 256, "per_device_train_batch_size": 8,
+             "beta": 0.0, "num_train_epochs": 1},
+}
+
+
+def _trl_class(kind: str) -> type:
+    import trl
+
+    return {"sft": trl.SFTConfig, "dpo": trl.DPOConfig, "grpo": trl.GRPOConfig, "rloo": trl.RLOOConfig}[kind]
+
+
+def make_trl_config(kind: str, config: RunConfig, output_dir: Path, **forced: Any) -> Any:
+    """TRL's SFTConfig / DPOConfig / GRPOConfig / RLOOConfig from looper defaults + the YAML's trainer section."""
+    section = "sft.trainer" if kind == "sft" else "rl.trainer"
+    user = config.sft.trainer if kind == "sft" else config.rl.trainer
+    on_gpu = torch.cuda.is_available()
+    bf16 = on_gpu and torch.cuda.is_bf16_supported() and config.model.dtype in ("auto", "bfloat16")
+    kwargs = {**COMMON_DEFAULTS, **TRAINER_DEFAULTS[kind], "bf16": bf16, "use_cpu": not on_gpu, **user,
+              "output_dir": str(output_dir), "seed": config.seed, **forced}
+    try:
+        return _trl_class(kind)(**kwargs)
+    except TypeError as err:  # unknown field
+        raise ConfigError(f"{section}: {err} (see TRL's {_trl_class(kind).__name__})") from None
+    except ValueError as err:  # a value TRL/transformers rejects
+        raise ConfigError(f"{section}: {err}") from None
+
+
+def metrics_callback(path: Path) -> Any:
+    """A TrainerCallback that appends every log (loss, learning rate, rewards, ...) to a JSONL file."""
+    from transformers import TrainerCallback
+
+    metrics = MetricsLog(path)
+
+    class JsonlMetrics(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
+            if logs and state.is_world_process_zero:
+                metrics.write(step=state.global_step, epoch=state.epoch, **logs)
+
+    return JsonlMetrics()
+
+
+def prepare_work_dir(work_dir: Path, config_hash: str, stage: str) -> str | None:
+    """The trainer's checkpoint folder for this config; returns the checkpoint to resume from, if any.
+
+    A work folder left by a different config is an error rather than a silent resume of other
+    settings.
+    """
+    from transformers.trainer_utils import get_last_checkpoint
+
+    work_dir.mkdir(parents=True, exist_ok=True)
+    stamp = work_dir / "looper_config_hash"
+    if stamp.exists() and stamp.read_text().strip() != config_hash:
+        raise InputError(f"{work_dir}: checkpoints of a {stage} run with a different config are here; "
+                         f"delete that folder (or use another run name) to start over")
+    stamp.write_text(config_hash)
+    last = get_last_checkpoint(str(work_dir))
+    if last:
+        print(f"{stage}: resuming from {last}")
+    return last
+
+
+def check_output_free(target: Path, config_hash: str, stage: str) -> None:
+    """Refuse to overwrite an adapter/checkpoint made by a different config."""
+    info = Path(target) / "looper_adapter.json"
+    if Path(target).exists():
+        made_by = json.loads(info.read_text()).get("config_hash") if info.exists() else None
+        if made_by != config_hash:
+            raise InputError(f"{target} already exists from another {stage} config (hash {made_by}, now {config_hash}); "
+                             "delete it or use another run name")
+
+
+def save_atomically(model: Any, tokenizer: Any, target: Path, info: dict[str, Any]) -> None:
+    """Save a PEFT adapter (or full model) + tokenizer + looper_adapter.json, then rename into place."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        atomic_write_json(tmp / "looper_adapter.json", info)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def last_logged(path: Path, key: str) -> list[float]:
+    """Values of one metric from a JSONL metrics log (for summaries and tests)."""
+    if not Path(path).exists():
+        return []
+    return [r[key] for r in map(json.loads, Path(path).read_text().splitlines()) if key in r]

@@ -1,0 +1,92 @@
+"""The one answer checker: a row per rule, each with why it is there."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from looper.answers import answers_equal, extract_answer, is_correct, parse_gold
+
+SHARED_GSM8K = Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k"
+
+# (text, strict, flexible, why)
+EXTRACT_TABLE = [
+    ("So she has 18 eggs.\n#### 18", "18", "18", "GSM8K's own format"),
+    ("#### 1,600", "1600", "1600", "thousands commas are formatting, not decimals"),
+    ("#### $1,600.00", "1600", "1600", "currency and trailing zero decimals compare as the number"),
+    ("#### 1600.", "1600", "1600", "a sentence-ending period is not a decimal point"),
+    ("#### 45 dollars", "45", "45", "units after the number are ignored"),
+    ("#### 12%", "12", "12", "a percent sign is formatting (GSM8K golds drop it)"),
+    ("#### -3", "-3", "-3", "negative answers exist in GSM8K"),
+    ("#### 0.5", "0.5", "0.5", "decimals are kept"),
+    ("#### 3/4", "0.75", "0.75", "a plain fraction is a number"),
+    ("#### 5 + 3 = 8", "8", "8", "an equation in the answer line: the value after the last '='"),
+    ("#### 1 2 3 4 5", None, None, "a line that merely lists numbers is not an answer (anti reward-hacking)"),
+    ("first #### 7\nthen #### 9", "9", "9", "the last #### line is the final answer"),
+    ("#### seven", None, None, "words are not parsed as numbers: no credit"),
+    ("#### \\frac{3}{4}", "0.75", "0.75", "LaTeX fractions, as models write them"),
+    ("The answer is \\boxed{42}.", None, "42", "boxed answers count in flexible mode only"),
+    ("\\boxed{1{,}600}", None, "1600", "LaTeX thousands separator"),
+    ("\\boxed{\\$18}", None, "18", "escaped dollar inside a box"),
+    ("\\boxed{\\frac{1}{2}}", None, "0.5", "nested braces in a box are balanced"),
+    ("So the answer is 18.", None, "18", "a final 'the answer is' sentence counts in flexible mode"),
+    ("The final answer is: $20", None, "20", "'final answer is:' with currency"),
+    ("The answer is 18 because 3 + 15 = 18 and 2 more", None, "18", "only the start of the sentence is the answer"),
+    ("She has 3 apples, then 5, so 8 in total.", None, None, "no last-number fallback: it credits number lists"),
+    ("<think>maybe #### 5</think>\n#### 6", "6", "6", "thoughts are removed before checking"),
+    ("<think>the answer is 5, so #### 5", None, None, "an unclosed <think> (cut off) gives no answer"),
+    ("so #### 5 wait</think>\nFinal: #### 6", "6", "6", "R1 templates open <think> in the prompt: drop up to </think>"),
+    ("", None, None, "empty output"),
+    ("#### ", None, None, "an empty #### line"),
+    ("\\boxed{9}\n#### 7", "7", "7", "#### wins over \\boxed when both are present"),
+    ("#### oops\nThe answer is 9", None, None, "an unparseable #### line is not rescued by weaker rules"),
+]
+
+
+@pytest.mark.parametrize("text,strict,flexible,why", EXTRACT_TABLE, ids=[row[3][:50] for row in EXTRACT_TABLE])
+def test_extract_answer(text, strict, flexible, why):
+    assert extract_answer(text, "strict") == strict, why
+    assert extract_answer(text, "flexible") == flexible, why
+
+
+# (text, gold, mode, correct, why)
+CORRECT_TABLE = [
+    ("#### 1,600", "1600", "strict", True, "commas vs none"),
+    ("#### 1600.0", "1,600", "strict", True, "decimal zero vs commas in gold"),
+    ("#### 1600", 1600, "strict", True, "numeric gold"),
+    ("#### 1600", 1600.0, "strict", True, "float gold"),
+    ("#### 1601", "1600", "strict", False, "off by one is wrong"),
+    ("\\boxed{1600}", "1600", "strict", False, "strict mode ignores boxes"),
+    ("\\boxed{1600}", "1600", "flexible", True, "flexible mode reads boxes"),
+    ("#### 0.50", "1/2", "strict", True, "0.5 = 1/2 exactly"),
+    ("1600 1600 1600", "1600", "flexible", False, "repeating the gold without an answer marker is not credited"),
+]
+
+
+@pytest.mark.parametrize("text,gold,mode,correct,why", CORRECT_TABLE, ids=[row[4] for row in CORRECT_TABLE])
+def test_is_correct(text, gold, mode, correct, why):
+    assert is_correct(text, gold, mode) is correct, why
+
+
+def test_unknown_mode_is_an_error():
+    with pytest.raises(ValueError, match="unknown answer mode"):
+        extract_answer("#### 1", "loose")
+
+
+def test_answers_equal_compares_numbers():
+    assert answers_equal("1600", "1600.0")
+    assert not answers_equal(None, None)  # two missing answers do not agree
+    assert not answers_equal("3", "4")
+
+
+@pytest.mark.skipif(not SHARED_GSM8K.is_dir(), reason="real GSM8K copy not present")
+def test_every_real_gsm8k_gold_parses():
+    count = 0
+    for split in ("train", "test"):
+        for line in (SHARED_GSM8K / f"{split}.jsonl").open():
+            row = json.loads(line)
+            gold = parse_gold(row["answer"])
+            assert gold is not None, row["answer"][-80:]
+            assert is_correct(row["answer"], gold)  # the solution itself is correct under strict mode
+            count += 1
+    assert count == 8792
