@@ -120,6 +120,8 @@ class ArmOverride:
 class RegimeWConfig:
     arms: list[ArmOverride] = _help("Changes to the eight default arms, matched by name.", factory=list)
     only_arms: list[str] | None = _help("Use only these arms (by name); null uses all.", None)
+    answer_mode: Literal["strict", "flexible"] = _help(
+        "How answers are read for scoring: strict (#### N only) or flexible (also \\boxed, 'the answer is').", "strict")
     w_end: float = _help("Weight of s_end in s_wm.", 0.4)
     w_path: float = _help("Weight of s_path in s_wm.", 0.2)
     w_cf: float = _help("Weight of s_cf in s_wm.", 0.4)

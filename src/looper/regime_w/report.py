@@ -1,0 +1,112 @@
+"""Regime W diagnostics on saved rollouts, re-scored without generating again.
+
+    looper regime-w report runs/demo/data/rl_rollouts.jsonl [--config configs/demo.yaml] [--out report.md]
+
+1. Per arm: accuracy vs gold, agreement with the consensus, mean length, truncation rate.
+2. How well each score predicts that the consensus answer is correct (AUROC against gold),
+   s_wm against plain majority agreement (s_end alone).
+3. Ablations: each reward part switched off, and how the chosen/rejected pairs would change.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from looper.answers import answers_equal
+from looper.config import RegimeWConfig, RunConfig
+from looper.regime_w.demo import render_table
+from looper.regime_w.reward import ArmOutput, trajectory_rewards
+from looper.rl_training.build_preferences import select_pairs
+from looper.runs import InputError, atomic_write_text, read_jsonl
+from looper.stats import auroc
+
+ABLATIONS = {
+    "full": {},
+    "no s_end": {"w_end": 0.0},
+    "no s_path": {"w_path": 0.0},
+    "no s_cf": {"w_cf": 0.0},
+    "no consensus term": {"consensus_weight": 0.0},
+    "no length penalty": {"length_penalty": 0.0},
+    "no missing penalty": {"missing_penalty": 0.0},
+    "no truncation penalty": {"truncation_penalty": 0.0},
+}
+
+
+def _outputs(record: dict[str, Any]) -> list[ArmOutput]:
+    return [ArmOutput(t["arm"], t["family"], t["text"], t.get("num_tokens", 0), t.get("truncated", False))
+            for t in record["trajectories"]]
+
+
+def _fmt(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
+
+
+def build_report(records: list[dict[str, Any]], cfg: RegimeWConfig, config: RunConfig | None = None) -> str:
+    prefs = (config or RunConfig()).preferences
+    per_arm: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    score_rows: dict[str, list[float]] = defaultdict(list)
+    consensus_correct: list[bool] = []
+    correct_flags: list[list[bool]] = []  # re-scored correctness of each record's trajectories
+    pairs_by_variant: dict[str, list[tuple[int, int] | None]] = {}
+    for name, change in ABLATIONS.items():
+        try:
+            variant = dataclasses.replace(cfg, **change)
+            pairs_by_variant[name] = []
+            for rec in records:
+                scores, rewards = trajectory_rewards(_outputs(rec), rec.get("gold"), variant)
+                chosen = select_pairs([r.reward for r in rewards], [r.correct == 1.0 for r in rewards], prefs)[0]
+                pairs_by_variant[name].append(chosen[0] if chosen else None)
+                if name != "full":
+                    continue
+                consensus_correct.append(answers_equal(scores.consensus, rec.get("gold")))
+                correct_flags.append([r.correct == 1.0 for r in rewards])
+                for key in ("s_end", "s_path", "s_cf", "s_wm"):
+                    score_rows[key].append(getattr(scores, key))
+                for t, r in zip(rec["trajectories"], rewards):
+                    stats = per_arm[t["arm"]]
+                    stats["correct"].append(r.correct)
+                    stats["agree"].append(float(r.agree))
+                    stats["tokens"].append(t.get("num_tokens", 0))
+                    stats["truncated"].append(float(t.get("truncated", False)))
+                    stats["missing"].append(float(r.missing))
+        except ValueError as err:  # e.g. an ablation that breaks the ordering guarantee
+            pairs_by_variant.pop(name, None)
+            print(f"regime-w report: ablation {name!r} skipped: {err}")
+    mean = lambda xs: sum(xs) / len(xs) if xs else 0.0  # noqa: E731
+    out = [f"# Regime W report\n\n{len(records)} questions, {sum(len(r['trajectories']) for r in records)} trajectories.\n",
+           "## Per arm\n", "```", render_table(
+               [[arm, f"{mean(s['correct']):.3f}", f"{mean(s['agree']):.3f}", f"{mean(s['tokens']):.0f}",
+                 f"{mean(s['truncated']):.3f}", f"{mean(s['missing']):.3f}"] for arm, s in per_arm.items()],
+               ["arm", "accuracy", "agrees w/ consensus", "mean tokens", "truncated", "no answer"]), "```\n",
+           f"## Scores as predictors of a correct consensus answer\n\nConsensus correct on "
+           f"{sum(consensus_correct)}/{len(consensus_correct)} questions. AUROC (0.5 = no signal):\n", "```",
+           render_table([[k, _fmt(auroc(v, consensus_correct)), f"{mean(v):.3f}"] for k, v in score_rows.items()],
+                        ["score", "AUROC", "mean"]), "```",
+           "s_end alone is plain majority agreement; s_wm is the combined score.\n",
+           "## Ablations: how the best-vs-worst pairs change\n", "```"]
+    full = pairs_by_variant.get("full", [])
+    rows = []
+    for name, pairs in pairs_by_variant.items():
+        kept = sum(p is not None for p in pairs)
+        changed = sum(p != f for p, f in zip(pairs, full))
+        clean = 0
+        for flags, p in zip(correct_flags, pairs):
+            if p is not None:
+                clean += flags[p[0]] and not flags[p[1]]
+        rows.append([name, str(kept), str(changed), f"{clean / kept:.3f}" if kept else "n/a"])
+    out += [render_table(rows, ["variant", "questions with a pair", "pairs changed vs full", "chosen correct & rejected wrong"]), "```\n"]
+    return "\n".join(out)
+
+
+def main(rollouts: str, config: RunConfig | None = None, out: str | None = None) -> None:
+    records = read_jsonl(Path(rollouts), required=("id", "trajectories"))
+    if not records:
+        raise InputError(f"{rollouts}: no rollout records")
+    text = build_report(records, config.regime_w if config else RegimeWConfig(), config)
+    print(text)
+    if out:
+        atomic_write_text(Path(out), text)
+        print(f"written to {out}")

@@ -1,0 +1,95 @@
+"""Regime W scores of one question's arm outputs; each is a pure function with a value in [0, 1].
+
+Formulas (docs/regime_w.md has the derivations and examples). For n outputs with answers a_i
+(None = no answer), families f_i and intermediate-quantity sets Q_i:
+
+- ``s_end = max_a |{i : a_i = a}| / n`` over non-missing answers a (missing ones only enlarge n).
+- ``s_path = mean_{i<j} J(Q_i, Q_j)`` with Jaccard ``J(A, B) = |A ∩ B| / |A ∪ B|`` and ``J(∅, ∅) = 0``
+  (no shown work is no evidence of a shared route).
+- ``s_cf = |{(i, j) : f_i = compute, f_j = reflective, a_i = a_j ≠ None}| / (n_compute * n_reflective)``:
+  the share of cross-family pairs that agree; 0 when a family is absent (robustness unmeasured).
+- ``s_wm = (w_end s_end + w_path s_path + w_cf s_cf) / (w_end + w_path + w_cf)``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Sequence
+from itertools import combinations
+from typing import Protocol
+
+from looper.answers import parse_number
+
+_ANNOTATION = re.compile(r"<<[^<>]*=\s*([^<>]+?)>>")
+_NUM = r"-?\$?\d[\d,]*(?:\.\d+)?%?"
+# "a op b (op c ...) = c": an arithmetic step whose result is an intermediate quantity.
+_STEP = re.compile(rf"{_NUM}(?:\s*[-+*/x×÷^]\s*\(?\s*{_NUM}\s*\)?)+\s*=\s*({_NUM})")
+
+
+class HasFamilyAndAnswer(Protocol):
+    family: str
+    answer: str | None
+
+
+def intermediate_quantities(reasoning: str) -> frozenset[str]:
+    """Numbers produced by calculation steps (``a op b = c`` and ``<<...=c>>``), canonicalised."""
+    found = set()
+    for raw in _ANNOTATION.findall(reasoning) + _STEP.findall(reasoning):
+        value = parse_number(raw)
+        if value is not None:
+            found.add(str(value))
+    return frozenset(found)
+
+
+def consensus_answer(answers: Sequence[str | None], families: Sequence[str] | None = None) -> str | None:
+    """The modal answer; ties go to the answer reached by more families, then to the earliest arm."""
+    counts = Counter(a for a in answers if a is not None)
+    if not counts:
+        return None
+    fams = families or [""] * len(answers)
+    coverage = {a: len({f for f, b in zip(fams, answers) if b == a}) for a in counts}
+    first = {}
+    for i, a in enumerate(answers):
+        if a is not None:
+            first.setdefault(a, i)
+    return max(counts, key=lambda a: (counts[a], coverage[a], -first[a]))
+
+
+def s_end_for_question(answers: Sequence[str | None]) -> float:
+    """Share of outputs on the modal answer; a missing answer counts as disagreement."""
+    if not answers:
+        return 0.0
+    counts = Counter(a for a in answers if a is not None)
+    return max(counts.values()) / len(answers) if counts else 0.0
+
+
+def _jaccard(a: frozenset[str], b: frozenset[str]) -> float:
+    union = a | b
+    return len(a & b) / len(union) if union else 0.0
+
+
+def s_path_for_question(reasonings: Sequence[str], quantities: Sequence[frozenset[str]] | None = None) -> float:
+    """Mean pairwise Jaccard overlap of the intermediate quantities the outputs compute."""
+    sets = list(quantities) if quantities is not None else [intermediate_quantities(r) for r in reasonings]
+    pairs = list(combinations(sets, 2))
+    return sum(_jaccard(a, b) for a, b in pairs) / len(pairs) if pairs else 0.0
+
+
+def s_cf_for_question(arm_outputs: Sequence[HasFamilyAndAnswer]) -> float:
+    """Share of (compute, reflective) pairs whose answers agree: does the answer survive a change of regime?"""
+    compute = [o.answer for o in arm_outputs if o.family == "compute"]
+    reflective = [o.answer for o in arm_outputs if o.family == "reflective"]
+    if not compute or not reflective:
+        return 0.0
+    agree = sum(1 for a in compute for b in reflective if a is not None and a == b)
+    return agree / (len(compute) * len(reflective))
+
+
+def s_wm_for_question(s_end: float, s_path: float, s_cf: float, w_end: float = 0.4, w_path: float = 0.2,
+                      w_cf: float = 0.4) -> float:
+    """Weighted mean of the three agreement scores (weights need not sum to 1; they are normalised)."""
+    total = w_end + w_path + w_cf
+    if total <= 0 or min(w_end, w_path, w_cf) < 0:
+        raise ValueError(f"Regime W weights must be >= 0 with a positive sum, got {w_end}, {w_path}, {w_cf}")
+    return (w_end * s_end + w_path * s_path + w_cf * s_cf) / total
