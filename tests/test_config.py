@@ -33,6 +33,8 @@ def test_overrides_apply_with_yaml_types():
     assert config.sft.trainer["max_steps"] == 7
     assert config.rollouts.num_questions is None
     assert config.regime_w.w_end == 0.5
+    # YAML 1.1 would read 1e-4 as a string; learning rates are written that way
+    assert load_config(CONFIGS[0], ["sft.trainer.learning_rate=1e-4"]).sft.trainer["learning_rate"] == 1e-4
 
 
 @pytest.mark.parametrize("overrides,message", [

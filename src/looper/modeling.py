@@ -196,21 +196,15 @@ def check_adapter_base(adapter: Path, model: Any) -> None:
         return
     info = json.loads(info_path.read_text())
     want = info.get("base_architecture")
-    have = _architecture_signature(model)
+    have = architecture_signature(model)
     if want and want != have:
         raise InputError(f"{adapter}: adapter was trained on a different base model ({want}) than the one loaded ({have}); "
                          "check model.name_or_path")
 
 
-def _architecture_signature(model: Any) -> str:
+def architecture_signature(model: Any) -> str:
     c = model.config
     return f"{c.model_type}:h{c.hidden_size}:l{c.num_hidden_layers}:v{c.vocab_size}"
-
-
-def write_adapter_info(adapter_dir: Path, model: Any, **extra: Any) -> None:
-    from looper.runs import atomic_write_json
-
-    atomic_write_json(Path(adapter_dir) / "looper_adapter.json", {"base_architecture": _architecture_signature(model), **extra})
 
 
 def linear_module_names(model: Any) -> list[str]:

@@ -76,7 +76,7 @@ def metrics_callback(path: Path) -> Any:
     class JsonlMetrics(TrainerCallback):
         def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
             if logs and state.is_world_process_zero:
-                metrics.write(step=state.global_step, epoch=state.epoch, **logs)
+                metrics.write(**{"step": state.global_step, "epoch": state.epoch, **logs})
 
     return JsonlMetrics()
 
@@ -119,7 +119,9 @@ def save_atomically(model: Any, tokenizer: Any, target: Path, info: dict[str, An
     try:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        atomic_write_json(tmp / "looper_adapter.json", info)
+        from looper.modeling import architecture_signature
+
+        atomic_write_json(tmp / "looper_adapter.json", {"base_architecture": architecture_signature(model), **info})
         if target.exists():
             shutil.rmtree(target)
         os.replace(tmp, target)
