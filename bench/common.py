@@ -1,0 +1,75 @@
+"""Shared by the benchmarks: the 8B architecture with random weights, device facts, result records.
+
+Speed does not depend on weight values, so the benchmarks build DeepSeek-R1-Distill-Llama-8B's
+architecture (its config.json: Llama 3.1 8B shape) with random weights and save it once as a local
+checkpoint, which then goes through looper's own loading code like any model (bf16, 8-bit, 4-bit).
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+# deepseek-ai/DeepSeek-R1-Distill-Llama-8B config.json (architecture fields)
+R1_DISTILL_LLAMA_8B = dict(
+    vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
+    num_key_value_heads=8, max_position_embeddings=131072, rms_norm_eps=1e-5, rope_theta=500000.0,
+    rope_scaling={"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                  "original_max_position_embeddings": 8192, "rope_type": "llama3"},
+    tie_word_embeddings=False, bos_token_id=128000, eos_token_id=128001,
+)
+PARAMS_8B = 8.03e9
+BF16_PEAK = {"H100": 989e12, "H200": 989e12}  # dense bf16 tensor-core peak (SXM)
+
+
+def build_random_checkpoint(out: Path, tokenizer_dir: Path, shape: dict[str, Any] | None = None) -> Path:
+    """Save a random-weight Llama of the given shape (default: the 8B) with a real tokenizer, once."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    out = Path(out)
+    if (out / "config.json").is_file():
+        return out
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    config = LlamaConfig(**(shape or R1_DISTILL_LLAMA_8B))
+    config.pad_token_id = tokenizer.pad_token_id
+    torch.manual_seed(0)
+    with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
+        model = LlamaForCausalLM(config).to(torch.bfloat16)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    del model
+    torch.cuda.empty_cache() if torch.cuda.is_available() else None
+    return out
+
+
+def device_info() -> dict[str, Any]:
+    import transformers
+
+    info = {"torch": torch.__version__, "transformers": transformers.__version__, "python": platform.python_version(),
+            "date": time.strftime("%Y-%m-%d")}
+    for name in ("trl", "peft", "bitsandbytes", "datasets", "accelerate", "liger_kernel"):
+        try:
+            info[name] = __import__(name).__version__
+        except Exception:  # noqa: BLE001 - optional packages
+            pass
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+        info["gpu_memory_gib"] = round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1)
+    return info
+
+
+def peak_flops() -> float:
+    name = torch.cuda.get_device_name(0) if torch.cuda.is_available() else ""
+    return next((v for k, v in BF16_PEAK.items() if k in name), 989e12)
+
+
+def write_results(path: Path | None, results: dict[str, Any]) -> None:
+    print(json.dumps(results, indent=2))
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(results, indent=2) + "\n")

@@ -1,0 +1,132 @@
+"""collect-rollouts: every Regime W arm answers each training question with the SFT model; scored and saved.
+
+    looper collect-rollouts configs/demo.yaml
+    python -m looper.rl_training.collect_rollouts configs/demo.yaml rollouts.num_questions=500
+
+Loads the base model plus ``checkpoints/lora_sft`` (or the full SFT checkpoint), renders each
+(question, arm) prompt with the SFT template and the arm's system prompt, and generates in large
+length-sorted batches that mix questions and arms (``looper.generation``). Per-sample seeds come
+from (seed, question id, arm, sample), so any trajectory can be replayed. Each question's record,
+with its trajectories, Regime W scores and rewards, is appended whole to ``data/rl_rollouts.jsonl``
+once all its arms are done: a killed run loses at most the chunk in flight, and rerunning skips the
+questions already written (a torn last line is dropped with a warning).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from looper.config import RunConfig
+from looper.generation import GenRequest, generate
+from looper.modeling import load_stage_model, load_tokenizer, stage_model_path
+from looper.prompts import render_prompt
+from looper.regime_w.arms import build_all_arms
+from looper.regime_w.reward import ArmOutput, check_reward_config, trajectory_rewards
+from looper.runs import (
+    InputError,
+    JsonlAppender,
+    RunDir,
+    atomic_write_json,
+    derive_seed,
+    finish_stage,
+    iter_batches,
+    read_jsonl,
+    stage_marker,
+    start_stage,
+)
+
+STAGE = "collect-rollouts"
+
+
+def config_hash(config: RunConfig) -> str:
+    return config.section_hash("rollouts", "regime_w", "model", "sft", "data", "seed")
+
+
+def build_record(question: dict[str, Any], arms: list, samples: list[tuple[Any, Any]], config: RunConfig,
+                 model_name: str, adapter: str | None) -> dict[str, Any]:
+    """One question's record: every trajectory with its reward parts, and the question's scores."""
+    outputs = [ArmOutput(arm.name, arm.family, res.text, res.num_tokens, res.truncated) for (arm, _, _), res in samples]
+    scores, rewards = trajectory_rewards(outputs, question["gold"], config.regime_w)
+    trajectories = []
+    for ((arm, sample, seed), res), reward in zip(samples, rewards):
+        trajectories.append({
+            "arm": arm.name, "family": arm.family, "sample": sample, "temperature": arm.temperature, "top_p": arm.top_p,
+            "seed": seed, "text": res.text, "reasoning": res.text.rsplit("####", 1)[0].strip(), "answer": reward.answer,
+            "num_tokens": res.num_tokens, "truncated": res.truncated, "reward": reward.reward, "parts": reward.parts(),
+        })
+    return {"id": question["id"], "question": question["question"], "gold": question["gold"],
+            "scores": {"consensus": scores.consensus, "s_end": scores.s_end, "s_path": scores.s_path,
+                       "s_cf": scores.s_cf, "s_wm": scores.s_wm},
+            "trajectories": trajectories, "model": model_name, "adapter": adapter, "seed": config.seed}
+
+
+def main(config: RunConfig) -> RunDir:
+    run = RunDir(config.run_dir)
+    chash = config_hash(config)
+    marker = stage_marker(run, STAGE)
+    if marker and marker.get("config_hash") == chash:
+        print(f"collect-rollouts: {run.rollouts} is complete for this config; nothing to do")
+        return run
+    questions = read_jsonl(run.train, required=("id", "question", "gold"))
+    if config.rollouts.num_questions is not None:
+        questions = questions[: config.rollouts.num_questions]
+    if not questions:
+        raise InputError(f"{run.train}: no training questions")
+    arms = build_all_arms(config.regime_w)
+    check_reward_config(config.regime_w)
+    meta_path = run.rollouts.with_suffix(".meta.json")
+    if run.rollouts.exists() and meta_path.exists() and json.loads(meta_path.read_text())["config_hash"] != chash:
+        raise InputError(f"{run.rollouts} was collected with a different config; delete it (and {meta_path.name}) to start over")
+    adapter = stage_model_path(config, run, "sft")
+    model = load_stage_model(config, run, "sft")
+    tokenizer = load_tokenizer(config.model, padding_side="left")
+    run = start_stage(config, STAGE)
+    atomic_write_json(meta_path, {"config_hash": chash})
+    with JsonlAppender(run.rollouts) as out:
+        done = out.done_keys
+        todo = [q for q in questions if q["id"] not in done]
+        if done:
+            print(f"collect-rollouts: resuming, {len(done)} questions already done, {len(todo)} to go")
+        bar = tqdm(total=len(questions), initial=len(questions) - len(todo), desc="rollouts", unit="question", dynamic_ncols=True)
+        tokens, started = 0, time.perf_counter()
+        for chunk in iter_batches(todo, config.rollouts.questions_per_chunk):
+            requests = []
+            for q in chunk:
+                for arm in arms:
+                    prompt = render_prompt(tokenizer, q["question"], arm.system_prompt, config.model.prompt_format)
+                    for s in range(config.rollouts.samples_per_arm):
+                        seed = derive_seed(config.seed, q["id"], arm.name, s)
+                        requests.append(GenRequest((q["id"], arm, s, seed), prompt, arm.temperature, arm.top_p, seed))
+            results = generate(model, tokenizer, requests, config.rollouts.max_new_tokens, config.rollouts.batch_size,
+                               progress=False)
+            by_question: dict[str, list] = {}
+            for res in results:
+                qid, arm, s, seed = res.key
+                by_question.setdefault(qid, []).append(((arm, s, seed), res))
+                tokens += res.num_tokens
+            for q in chunk:  # whole records, in question order
+                out.append(build_record(q, arms, by_question[q["id"]], config, config.model.name_or_path,
+                                        str(adapter) if adapter else None))
+            bar.update(len(chunk))
+            bar.set_postfix(tok_per_s=f"{tokens / (time.perf_counter() - started):.0f}")
+        bar.close()
+        records = out.records
+    ids = [r["id"] for r in records]
+    if len(ids) != len(set(ids)):
+        raise InputError(f"{run.rollouts}: duplicate question ids; delete the file and collect again")
+    finish_stage(run, STAGE, chash, questions=len(records))
+    acc = sum(t["parts"]["correct"] == 1.0 for r in records for t in r["trajectories"])
+    total = sum(len(r["trajectories"]) for r in records)
+    print(f"collect-rollouts: {len(records)} questions x {total // max(1, len(records))} trajectories, "
+          f"{acc / max(1, total):.1%} correct -> {run.rollouts}")
+    return run
+
+
+if __name__ == "__main__":
+    from looper.cli import run_stage_module
+
+    run_stage_module(main, __doc__)
