@@ -58,6 +58,8 @@ def run(model, tokenizer, prompts, arms, batch: int, new_tokens: int, per_questi
                                 cache_implementation=cache)
     else:
         results = generate(model, tokenizer, requests, new_tokens, batch, progress=False, cache_implementation=cache)
+    if cache is None:
+        cache = "dynamic"
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     seconds = time.perf_counter() - started
@@ -82,6 +84,8 @@ def main() -> None:
     parser.add_argument("--prompt-tokens", type=int, default=200)
     parser.add_argument("--new-tokens", type=int, default=256)
     parser.add_argument("--static-cache", action="store_true", help="also time cache_implementation=static")
+    parser.add_argument("--profile", type=int, default=0, metavar="BATCH",
+                        help="only profile one generate() of this batch size (16 new tokens) and print the top CUDA ops")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
@@ -97,6 +101,16 @@ def main() -> None:
     prompts = make_prompts(args.gsm8k, tokenizer, max(args.plan_questions, args.engine_questions), args.prompt_tokens)
     # warm-up (kernels, allocator) outside the timings
     generate(model, tokenizer, [GenRequest(0, prompts[0], 0.5, 1.0, 1)] * 8, 8, 8, progress=False)
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
+
+        requests = [GenRequest(i, prompts[i % len(prompts)], arms[i % 8].temperature, arms[i % 8].top_p, i) for i in range(args.profile)]
+        generate(model, tokenizer, requests, 4, args.profile, progress=False)
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            generate(model, tokenizer, requests, 16, args.profile, progress=False)
+            torch.cuda.synchronize()
+        print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=25, max_name_column_width=60))
+        return
     results = {"device": device_info(), "command": " ".join(sys.argv), "runs": []}
     results["runs"].append(dict(way="plan", **run(model, tokenizer, prompts[: args.plan_questions], arms, 8, args.new_tokens, True, None)))
     for b in map(int, args.batches.split(",")):
