@@ -25,7 +25,8 @@ def test_trainer_sections_are_valid_trl_configs(tmp_path):
     for path in CONFIGS:
         config = load_config(path)
         make_trl_config("sft", config, tmp_path)
-        make_trl_config(config.rl.algorithm, config, tmp_path)
+        for kind in ("dpo", "grpo", "rloo"):
+            make_trl_config(kind, config, tmp_path)
 
 
 def test_overrides_apply_with_yaml_types():

@@ -3,7 +3,7 @@
 ``looper sft configs/demo.yaml sft.lora_preset=aggressive sft.trainer.max_steps=20``
 
 Unknown keys are errors naming the key and the file. Trainer settings are not re-declared here:
-``sft.trainer`` and ``rl.trainer`` are passed to TRL's own ``SFTConfig`` / ``DPOConfig`` /
+``sft.trainer`` and ``rl.dpo`` / ``rl.grpo`` / ``rl.rloo`` are passed to TRL's own ``SFTConfig`` / ``DPOConfig`` /
 ``GRPOConfig`` / ``RLOOConfig``, which validate them (an unknown field is an error there too).
 """
 
@@ -177,7 +177,9 @@ class RLConfig:
     truncation: Literal["mask", "penalize"] = _help(
         "GRPO/RLOO: completions cut at max length are masked out of the loss or penalised by Regime W.", "penalize"
     )
-    trainer: dict[str, Any] = _help("Fields of TRL's DPOConfig / GRPOConfig / RLOOConfig.", factory=dict)
+    dpo: dict[str, Any] = _help("Fields of TRL's DPOConfig (used when algorithm is dpo).", factory=dict)
+    grpo: dict[str, Any] = _help("Fields of TRL's GRPOConfig (used when algorithm is grpo).", factory=dict)
+    rloo: dict[str, Any] = _help("Fields of TRL's RLOOConfig (used when algorithm is rloo).", factory=dict)
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """What the SFT and RL stages share around TRL's trainers: configs, metrics, resuming, saving.
 
 TRL's own config classes are used as they are: looper only supplies defaults (the plan's) under the
-user's ``sft.trainer`` / ``rl.trainer`` fields, and the output folder under the run.
+user's ``sft.trainer`` / ``rl.dpo`` / ``rl.grpo`` / ``rl.rloo`` fields, and the output folder under the run.
 """
 
 from __future__ import annotations
@@ -53,8 +53,8 @@ def _trl_class(kind: str) -> type:
 
 def make_trl_config(kind: str, config: RunConfig, output_dir: Path, **forced: Any) -> Any:
     """TRL's SFTConfig / DPOConfig / GRPOConfig / RLOOConfig from looper defaults + the YAML's trainer section."""
-    section = "sft.trainer" if kind == "sft" else "rl.trainer"
-    user = config.sft.trainer if kind == "sft" else config.rl.trainer
+    section = "sft.trainer" if kind == "sft" else f"rl.{kind}"
+    user = config.sft.trainer if kind == "sft" else getattr(config.rl, kind)
     on_gpu = torch.cuda.is_available()
     bf16 = on_gpu and torch.cuda.is_bf16_supported() and config.model.dtype in ("auto", "bfloat16")
     kwargs = {**COMMON_DEFAULTS, **TRAINER_DEFAULTS[kind], "bf16": bf16, "use_cpu": not on_gpu, **user,
@@ -111,13 +111,19 @@ def check_output_free(target: Path, config_hash: str, stage: str) -> None:
                              "delete it or use another run name")
 
 
-def save_atomically(model: Any, tokenizer: Any, target: Path, info: dict[str, Any]) -> None:
-    """Save a PEFT adapter (or full model) + tokenizer + looper_adapter.json, then rename into place."""
+def save_atomically(model: Any, tokenizer: Any, target: Path, info: dict[str, Any], adapter_names: list[str] | None = None) -> None:
+    """Save a PEFT adapter (or full model) + tokenizer + looper_adapter.json, then rename into place.
+
+    ``adapter_names`` picks the adapters of a PEFT model to save (DPO adds a frozen "ref" copy that
+    must not be saved as part of the result)."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
     try:
-        model.save_pretrained(tmp)
+        if adapter_names is not None and hasattr(model, "peft_config"):
+            model.save_pretrained(tmp, selected_adapters=adapter_names)
+        else:
+            model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         from looper.modeling import architecture_signature
 

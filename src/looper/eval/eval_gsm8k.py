@@ -1,0 +1,161 @@
+"""eval: base vs SFT vs RL on GSM8K dev/test, GSM8K-Platinum and gsm_symbolic, with a readable report.
+
+    looper eval configs/demo.yaml
+    python -m looper.eval.eval_gsm8k configs/demo.yaml eval.datasets=[gsm8k_dev,gsm8k_test] eval.limit=200
+
+For each model in ``eval.models`` (``base``; ``sft`` = base + checkpoints/lora_sft; ``rl`` = base +
+checkpoints/lora_rl; a missing adapter is skipped with a notice) and each dataset in
+``eval.datasets``, answers are generated with the shared engine (greedy unless ``eval.samples > 1``)
+and checked by the one answer checker in strict and flexible mode. Per-sample records are appended
+to ``eval/<model>__<dataset>.jsonl`` as they finish, so a killed eval continues where it stopped.
+``eval/summary.json`` and ``eval/report.md`` (tables, 95% intervals, exact McNemar tests, flipped
+questions, PNG plots) are written at the end, and the table is printed.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+from pathlib import Path
+from typing import Any
+
+from looper.answers import extract_answer, is_correct
+from looper.config import RunConfig
+from looper.eval.report import write_report
+from looper.generation import GenRequest, generate
+from looper.modeling import load_stage_model, load_tokenizer, stage_model_path
+from looper.prompts import render_prompt
+from looper.runs import (
+    InputError,
+    JsonlAppender,
+    RunDir,
+    atomic_write_json,
+    atomic_write_jsonl,
+    derive_seed,
+    finish_stage,
+    iter_batches,
+    read_jsonl,
+    start_stage,
+)
+
+STAGE = "eval"
+DATASETS = ("gsm8k_dev", "gsm8k_test", "platinum", "gsm_symbolic")
+MODELS = ("base", "sft", "rl")
+
+
+def dataset_rows(name: str, config: RunConfig, run: RunDir) -> list[dict[str, Any]]:
+    """The evaluation questions of one dataset (first eval.limit)."""
+    if name not in DATASETS:
+        raise InputError(f"eval.datasets: unknown dataset {name!r}; known: {', '.join(DATASETS)}")
+    if name == "gsm_symbolic":
+        path = run.root / "data" / "gsm_symbolic_eval.jsonl"
+        if not path.exists():  # a fixed, seeded set distinct from the training seeds
+            from looper.baseline_sft.prepare_data import generate_symbolic, to_records
+
+            atomic_write_jsonl(path, to_records(generate_symbolic(config.eval.limit or 200, config.seed + 1000),
+                                                "gsm_symbolic-eval", "gsm_symbolic"))
+    else:
+        path = {"gsm8k_dev": run.dev, "gsm8k_test": run.test, "platinum": run.platinum}[name]
+    if not path.exists():
+        hint = "set data.platinum.source and rerun prepare-data" if name == "platinum" else "run `looper prepare-data` first"
+        raise InputError(f"eval dataset {name}: {path} not found; {hint}")
+    rows = read_jsonl(path, required=("id", "question", "gold"))
+    rows = rows[: config.eval.limit] if config.eval.limit is not None else rows
+    if not rows:
+        raise InputError(f"eval dataset {name}: {path} is empty")
+    return rows
+
+
+def _model_fingerprint(config: RunConfig, run: RunDir, which: str) -> str | None:
+    path = stage_model_path(config, run, which)
+    if path is None:
+        return config.model.name_or_path
+    info = Path(path) / "looper_adapter.json"
+    return json.loads(info.read_text()).get("config_hash") if info.exists() else None
+
+
+def score_record(row: dict[str, Any], outputs: list[Any]) -> dict[str, Any]:
+    """Per-sample record: every output with its extracted answers and correctness (strict and flexible)."""
+    samples = []
+    for out in outputs:
+        samples.append({
+            "output": out.text, "tokens": out.num_tokens, "truncated": out.truncated,
+            "answer_strict": extract_answer(out.text, "strict"), "answer_flexible": extract_answer(out.text, "flexible"),
+            "correct_strict": is_correct(out.text, row["gold"], "strict"),
+            "correct_flexible": is_correct(out.text, row["gold"], "flexible"),
+        })
+    first = samples[0]
+    record = {"id": row["id"], "question": row["question"], "gold": row["gold"], **first, "samples": samples[1:] or None}
+    if "cleaning_status" in row:
+        record["cleaning_status"] = row["cleaning_status"]
+    return record
+
+
+def evaluate(model: Any, tokenizer: Any, rows: list[dict[str, Any]], config: RunConfig, out_path: Path, label: str) -> list[dict]:
+    """Generate and score every row not yet in ``out_path`` (resumable); returns all records in row order."""
+    ev = config.eval
+    temperature = 0.0 if ev.samples == 1 else ev.temperature
+    with JsonlAppender(out_path) as out:
+        done = out.done_keys
+        todo = [r for r in rows if r["id"] not in done]
+        if done and todo:
+            print(f"eval {label}: resuming, {len(done)} done, {len(todo)} to go")
+        chunk_size = max(1, ev.batch_size * 4 // ev.samples)
+        for chunk in iter_batches(todo, chunk_size):
+            requests = [GenRequest((r["id"], s), render_prompt(tokenizer, r["question"], config.model.system_prompt,
+                                                               config.model.prompt_format),
+                                   temperature, 1.0, derive_seed(config.seed, r["id"], "eval", s))
+                        for r in chunk for s in range(ev.samples)]
+            results = generate(model, tokenizer, requests, ev.max_new_tokens, ev.batch_size,
+                               desc=f"eval {label}")
+            grouped: dict[str, list] = {}
+            for res in results:
+                grouped.setdefault(res.key[0], []).append(res)
+            for r in chunk:
+                out.append(score_record(r, sorted(grouped[r["id"]], key=lambda x: x.key[1])))
+        by_id = {rec["id"]: rec for rec in out.records}
+    return [by_id[r["id"]] for r in rows]
+
+
+def main(config: RunConfig) -> RunDir:
+    run = RunDir(config.run_dir)
+    for name in config.eval.models:
+        if name not in MODELS:
+            raise InputError(f"eval.models: unknown model {name!r}; expected base, sft or rl")
+    datasets = {name: dataset_rows(name, config, run) for name in config.eval.datasets}
+    if config.eval.samples < 1:
+        raise InputError("eval.samples must be >= 1")
+    run = start_stage(config, STAGE)
+    tokenizer = load_tokenizer(config.model, padding_side="left")
+    records: dict[str, dict[str, list[dict]]] = {}
+    for which in config.eval.models:
+        path = stage_model_path(config, run, which)
+        if path is not None and not Path(path).exists():
+            print(f"eval: skipping {which}: {path} does not exist yet")
+            continue
+        fingerprint = {"model": _model_fingerprint(config, run, which), "eval": config.section_hash("eval", "model")}
+        model = load_stage_model(config, run, which)
+        records[which] = {}
+        for name, rows in datasets.items():
+            out_path = run.eval_dir / f"{which}__{name}.jsonl"
+            meta = out_path.with_suffix(".meta.json")
+            if out_path.exists() and meta.exists() and json.loads(meta.read_text()) != fingerprint:
+                print(f"eval: {out_path.name} is from another model or eval config; starting it over")
+                out_path.unlink()
+            atomic_write_json(meta, fingerprint)
+            records[which][name] = evaluate(model, tokenizer, rows, config, out_path, f"{which}/{name}")
+        del model
+        gc.collect()
+    if not records:
+        raise InputError("eval: no model to evaluate")
+    summary = write_report(records, config, run.eval_dir)
+    finish_stage(run, STAGE, config.section_hash("eval", "model", "seed"), models=list(records))
+    print(summary["table"])
+    print(f"\nreport: {run.eval_dir / 'report.md'}")
+    return run
+
+
+if __name__ == "__main__":
+    from looper.cli import run_stage_module
+
+    run_stage_module(main, __doc__)

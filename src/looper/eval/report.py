@@ -1,0 +1,163 @@
+"""Evaluation metrics, model comparisons and the report (summary.json, report.md, PNG plots)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from itertools import combinations
+from pathlib import Path
+from typing import Any
+
+from looper.answers import parse_number
+from looper.runs import atomic_write_json, atomic_write_text
+from looper.stats import mcnemar_exact, pass_at_k, wilson_interval
+
+MODES = ("strict", "flexible")
+
+
+def _all_samples(rec: dict[str, Any]) -> list[dict[str, Any]]:
+    return [rec] + (rec.get("samples") or [])
+
+
+def majority_correct(rec: dict[str, Any], mode: str) -> bool:
+    """maj@k: the most common extracted answer among the k samples equals gold (ties: first seen)."""
+    answers = [s[f"answer_{mode}"] for s in _all_samples(rec) if s[f"answer_{mode}"] is not None]
+    if not answers:
+        return False
+    top = Counter(answers).most_common(1)[0][0]
+    return parse_number(top) == parse_number(rec["gold"])
+
+
+def dataset_metrics(records: list[dict[str, Any]]) -> dict[str, Any]:
+    n = len(records)
+    k = len(_all_samples(records[0])) if records else 1
+    out: dict[str, Any] = {"n": n, "samples": k}
+    for mode in MODES:
+        correct = sum(r[f"correct_{mode}"] for r in records)
+        lo, hi = wilson_interval(correct, n)
+        out[mode] = {"correct": correct, "accuracy": correct / n if n else 0.0, "ci95": [lo, hi]}
+        if k > 1:
+            out[mode][f"maj@{k}"] = sum(majority_correct(r, mode) for r in records) / n
+            out[mode][f"pass@{k}"] = sum(pass_at_k(k, sum(s[f"correct_{mode}"] for s in _all_samples(r)), k) for r in records) / n
+            out[mode]["pass@1"] = sum(pass_at_k(k, sum(s[f"correct_{mode}"] for s in _all_samples(r)), 1) for r in records) / n
+    out["truncation_rate"] = sum(r["truncated"] for r in records) / n if n else 0.0
+    out["mean_tokens"] = sum(r["tokens"] for r in records) / n if n else 0.0
+    return out
+
+
+def compare(a: list[dict[str, Any]], b: list[dict[str, Any]], mode: str) -> dict[str, Any]:
+    """Paired comparison of model A and B on the same questions: difference, exact McNemar, flips."""
+    wrong_to_right = [x["id"] for x, y in zip(a, b) if not x[f"correct_{mode}"] and y[f"correct_{mode}"]]
+    right_to_wrong = [x["id"] for x, y in zip(a, b) if x[f"correct_{mode}"] and not y[f"correct_{mode}"]]
+    n = len(a)
+    return {"difference": (len(wrong_to_right) - len(right_to_wrong)) / n if n else 0.0,
+            "p_value": mcnemar_exact(len(right_to_wrong), len(wrong_to_right)),
+            "wrong_to_right": wrong_to_right, "right_to_wrong": right_to_wrong}
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    fmt = lambda r: "| " + " | ".join(str(x).ljust(w) for x, w in zip(r, widths)) + " |"  # noqa: E731
+    return "\n".join([fmt(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(fmt, rows)])
+
+
+def _plots(summary: dict[str, Any], out_dir: Path) -> list[str]:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    made = []
+    datasets = sorted({d for m in summary["metrics"].values() for d in m})
+    models = list(summary["metrics"])
+    fig, axes = plt.subplots(1, len(MODES), figsize=(5 * len(MODES), 3.6), squeeze=False)
+    width = 0.8 / max(1, len(models))
+    for ax, mode in zip(axes[0], MODES):
+        for i, model in enumerate(models):
+            xs, ys, lo, hi = [], [], [], []
+            for j, d in enumerate(datasets):
+                m = summary["metrics"][model].get(d)
+                if m:
+                    xs.append(j + i * width)
+                    ys.append(100 * m[mode]["accuracy"])
+                    lo.append(100 * (m[mode]["accuracy"] - m[mode]["ci95"][0]))
+                    hi.append(100 * (m[mode]["ci95"][1] - m[mode]["accuracy"]))
+            ax.bar(xs, ys, width, yerr=[lo, hi], capsize=3, label=model)
+        ax.set_xticks([j + width * (len(models) - 1) / 2 for j in range(len(datasets))], datasets)
+        ax.set_ylabel(f"{mode} accuracy (%)")
+        ax.set_title(f"{mode} accuracy, 95% Wilson intervals")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(out_dir / "accuracy.png", dpi=120)
+    plt.close(fig)
+    made.append("accuracy.png")
+    pairs = [(d, c) for d, comps in summary["comparisons"].items() for c in comps]
+    if pairs:
+        fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(pairs)), 3.6))
+        labels = [f"{c['a']}→{c['b']}\n{d}" for d, c in pairs]
+        ax.bar(range(len(pairs)), [len(c["strict"]["wrong_to_right"]) for _, c in pairs], label="wrong → right")
+        ax.bar(range(len(pairs)), [-len(c["strict"]["right_to_wrong"]) for _, c in pairs], label="right → wrong")
+        ax.axhline(0, color="black", linewidth=0.8)
+        ax.set_xticks(range(len(pairs)), labels, fontsize=8)
+        ax.set_ylabel("questions (strict)")
+        ax.set_title("Flipped questions between models")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(out_dir / "flips.png", dpi=120)
+        plt.close(fig)
+        made.append("flips.png")
+    return made
+
+
+def write_report(records: dict[str, dict[str, list[dict[str, Any]]]], config: Any, out_dir: Path) -> dict[str, Any]:
+    """records[model][dataset] -> per-sample records (same question order for every model)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    metrics = {m: {d: dataset_metrics(rs) for d, rs in by_d.items()} for m, by_d in records.items()}
+    comparisons: dict[str, list[dict[str, Any]]] = {}
+    datasets = sorted({d for by_d in records.values() for d in by_d})
+    for d in datasets:
+        present = [m for m in records if d in records[m]]
+        comparisons[d] = [{"a": a, "b": b, **{mode: compare(records[a][d], records[b][d], mode) for mode in MODES}}
+                          for a, b in combinations(present, 2)]
+    rows = []
+    for m, by_d in metrics.items():
+        for d, x in by_d.items():
+            row = [m, d, str(x["n"])]
+            for mode in MODES:
+                lo, hi = x[mode]["ci95"]
+                row.append(f"{100 * x[mode]['accuracy']:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]")
+            row += [f"{100 * x['truncation_rate']:.1f}", f"{x['mean_tokens']:.0f}"]
+            rows.append(row)
+    header = ["model", "dataset", "n", "strict % [95% CI]", "flexible % [95% CI]", "truncated %", "mean tokens"]
+    table = _table(rows, header)
+    comp_rows = [[d, f"{c['a']} → {c['b']}", f"{100 * c['strict']['difference']:+.1f}", f"{c['strict']['p_value']:.3g}",
+                  str(len(c["strict"]["wrong_to_right"])), str(len(c["strict"]["right_to_wrong"])),
+                  f"{100 * c['flexible']['difference']:+.1f}", f"{c['flexible']['p_value']:.3g}"]
+                 for d, comps in comparisons.items() for c in comps]
+    comp_table = _table(comp_rows, ["dataset", "models", "strict Δ pts", "strict McNemar p", "wrong→right", "right→wrong",
+                                    "flexible Δ pts", "flexible McNemar p"]) if comp_rows else "(one model only)"
+    summary = {"metrics": metrics, "comparisons": comparisons, "table": table + "\n\n" + comp_table}
+    plots = _plots(summary, out_dir)
+    sampled = []
+    for m, by_d in metrics.items():
+        for d, x in by_d.items():
+            k = x["samples"]
+            if k > 1:
+                parts = [f"{mode} maj@{k} {100 * x[mode][f'maj@{k}']:.1f}%, pass@{k} {100 * x[mode][f'pass@{k}']:.1f}%" for mode in MODES]
+                sampled.append(f"- {m}/{d}: " + "; ".join(parts))
+    flips = [f"- {d}, {c['a']} → {c['b']} (strict): wrong→right {', '.join(c['strict']['wrong_to_right'][:20]) or '-'}; "
+             f"right→wrong {', '.join(c['strict']['right_to_wrong'][:20]) or '-'}" for d, comps in comparisons.items() for c in comps]
+    md = [f"# Evaluation report: {config.name}\n",
+          f"Model `{config.model.name_or_path}`, prompt format `{config.model.prompt_format}`, "
+          f"{'greedy' if config.eval.samples == 1 else f'{config.eval.samples} samples at T={config.eval.temperature}'}, "
+          f"max {config.eval.max_new_tokens} new tokens. Answers checked by `looper.answers` (strict: `#### N`; "
+          "flexible: also `\\boxed{}` and 'the answer is'). Intervals: 95% Wilson. p: exact McNemar on paired questions.\n",
+          "## Accuracy\n", table, "\n## Paired comparisons\n", comp_table, ""]
+    if sampled:
+        md += ["## Sampling metrics\n", *sampled, ""]
+    md += [f"![{p}]({p})" for p in plots]
+    md += ["\n## Flipped questions (first 20 ids each; all in summary.json)\n", *flips, ""]
+    atomic_write_text(out_dir / "report.md", "\n".join(md) + "\n")
+    atomic_write_json(out_dir / "summary.json", {k: v for k, v in summary.items() if k != "table"})
+    return summary
