@@ -44,7 +44,7 @@ def test_sft_trains_lora_and_logs_loss(prepared, tiny_model_dir):
     again = run_looper("sft", *args, cwd=REPO)
     assert "nothing to do" in again.stdout
     other = run_looper("sft", *args[:-2], "sft.lora.r=8", "sft.lora.alpha=8", cwd=REPO, check=False)
-    assert other.returncode != 0 and "already exists from another sft config" in other.stderr
+    assert other.returncode != 0 and "made with a different config" in other.stderr and "sft.lora.r: 4 -> 8" in other.stderr
 
 
 def test_sft_resumes_after_interrupt(prepared, tiny_model_dir, monkeypatch, capsys):

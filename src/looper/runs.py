@@ -33,6 +33,16 @@ from typing import Any
 log = logging.getLogger("looper")
 
 STAGES = ("prepare-data", "sft", "collect-rollouts", "build-preferences", "train-rl", "eval")
+# The config sections each stage's outputs depend on, its own and every upstream stage's: a change
+# anywhere upstream makes the outputs stale.
+STAGE_SECTIONS = {
+    "prepare-data": ("seed", "data"),
+    "sft": ("seed", "data", "model", "sft"),
+    "collect-rollouts": ("seed", "data", "model", "sft", "rollouts", "regime_w"),
+    "build-preferences": ("seed", "data", "model", "sft", "rollouts", "regime_w", "preferences"),
+    "train-rl": ("seed", "data", "model", "sft", "rollouts", "regime_w", "preferences", "rl"),
+    "eval": ("seed", "data", "model", "sft", "rollouts", "regime_w", "preferences", "rl", "eval"),
+}
 
 
 class InputError(ValueError):
@@ -244,9 +254,39 @@ def start_stage(config: Any, stage: str) -> RunDir:
     return run
 
 
-def finish_stage(run: RunDir, stage: str, config_hash: str, **info: Any) -> None:
-    """Mark a stage complete for this config hash (the pipeline skips it next time)."""
-    atomic_write_json(run.marker(stage), {"config_hash": config_hash, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **info})
+def stage_hash(config: Any, stage: str) -> str:
+    return config.section_hash(*STAGE_SECTIONS[stage])
+
+
+def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(obj, dict):
+        out: dict[str, Any] = {}
+        for k, v in obj.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: obj}
+
+
+def finish_stage(run: RunDir, stage: str, config: Any, **info: Any) -> None:
+    """Mark a stage complete for this config (later runs skip it, or refuse a different config)."""
+    sections = {s: config.to_dict()[s] for s in STAGE_SECTIONS[stage]}
+    atomic_write_json(run.marker(stage), {"config_hash": stage_hash(config, stage),
+                                          "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **info, "config": sections})
+
+
+def check_stage(run: RunDir, stage: str, config: Any) -> bool:
+    """True when the stage is complete for this config; an InputError naming the differing keys when its
+    outputs were made by another config; False when it has not finished (it runs, or resumes)."""
+    marker = stage_marker(run, stage)
+    if marker is None:
+        return False
+    if marker.get("config_hash") == stage_hash(config, stage):
+        return True
+    old = _flatten(marker.get("config", {}))
+    new = _flatten({s: config.to_dict()[s] for s in STAGE_SECTIONS[stage]})
+    diffs = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    raise InputError(f"{run.root}: the {stage} outputs there were made with a different config ({'; '.join(diffs[:8]) or 'unknown keys'}); "
+                     f"use another run name, or delete {run.marker(stage)} and that stage's outputs to redo it")
 
 
 def stage_marker(run: RunDir, stage: str) -> dict[str, Any] | None:

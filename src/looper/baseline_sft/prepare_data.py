@@ -23,7 +23,7 @@ from typing import Any
 
 from looper.answers import parse_gold
 from looper.config import DataConfig, PlatinumConfig, RunConfig
-from looper.runs import InputError, RunDir, atomic_write_json, atomic_write_jsonl, finish_stage, start_stage
+from looper.runs import InputError, RunDir, atomic_write_json, atomic_write_jsonl, check_stage, finish_stage, start_stage
 
 log = logging.getLogger("looper")
 
@@ -175,6 +175,9 @@ def load_platinum(platinum: PlatinumConfig) -> list[dict[str, Any]] | None:
 
 
 def main(config: RunConfig) -> RunDir:
+    if check_stage(RunDir(config.run_dir), STAGE, config):
+        print(f"prepare-data: {config.run_dir / 'data'} is complete for this config; nothing to do")
+        return RunDir(config.run_dir)
     train_all, test = load_source(config.data, config.seed)
     train, dev = split_train_dev(train_all, config.data.dev_fraction, config.seed)
     platinum = load_platinum(config.data.platinum)
@@ -188,7 +191,7 @@ def main(config: RunConfig) -> RunDir:
         "source": config.data.source, "seed": config.seed, "dev_fraction": config.data.dev_fraction,
         "counts": counts, "dev_ids": [r["id"] for r in dev],
     })
-    finish_stage(run, STAGE, config.section_hash("data", "seed"), counts=counts)
+    finish_stage(run, STAGE, config, counts=counts)
     print(f"prepare-data: {', '.join(f'{k} {v}' for k, v in counts.items())} -> {run.root / 'data'}")
     return run
 

@@ -19,7 +19,7 @@ from typing import Any
 from looper.config import RunConfig
 from looper.modeling import load_model, load_tokenizer, lora_config
 from looper.prompts import sft_example
-from looper.runs import InputError, RunDir, finish_stage, read_jsonl, set_seed, stage_marker, start_stage
+from looper.runs import InputError, RunDir, check_stage, finish_stage, read_jsonl, set_seed, stage_hash, start_stage
 from looper.trainers import check_output_free, make_trl_config, metrics_callback, prepare_work_dir, save_atomically
 
 log = logging.getLogger("looper")
@@ -29,10 +29,6 @@ STAGE = "sft"
 
 def sft_output_dir(run: RunDir, config: RunConfig):
     return run.lora_sft if config.sft.method == "lora" else run.full_sft
-
-
-def config_hash(config: RunConfig) -> str:
-    return config.section_hash("sft", "model", "data", "seed")
 
 
 def build_dataset(config: RunConfig, run: RunDir) -> Any:
@@ -50,9 +46,8 @@ def main(config: RunConfig) -> RunDir:
     if not run.train.exists():
         raise InputError(f"{run.train}: not found; run `looper prepare-data {config.name}` first (same config)")
     target = sft_output_dir(run, config)
-    chash = config_hash(config)
-    marker = stage_marker(run, STAGE)
-    if marker and marker.get("config_hash") == chash and (target / "looper_adapter.json").exists():
+    chash = stage_hash(config, STAGE)
+    if check_stage(run, STAGE, config) and (target / "looper_adapter.json").exists():
         print(f"sft: {target} is complete for this config; nothing to do (delete it to train again)")
         return run
     check_output_free(target, chash, STAGE)
@@ -78,7 +73,7 @@ def main(config: RunConfig) -> RunDir:
         "config_hash": chash, "base_model": config.model.name_or_path, "method": config.sft.method,
         "train_loss": result.training_loss, "global_step": result.global_step,
     })
-    finish_stage(run, STAGE, chash, output=str(target), train_loss=result.training_loss, steps=result.global_step)
+    finish_stage(run, STAGE, config, output=str(target), train_loss=result.training_loss, steps=result.global_step)
     print(f"sft: {result.global_step} steps, train loss {result.training_loss:.4f} -> {target}")
     return run
 

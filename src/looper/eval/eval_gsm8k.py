@@ -31,10 +31,12 @@ from looper.runs import (
     RunDir,
     atomic_write_json,
     atomic_write_jsonl,
+    check_stage,
     derive_seed,
     finish_stage,
     iter_batches,
     read_jsonl,
+    stage_marker,
     start_stage,
 )
 
@@ -119,6 +121,12 @@ def evaluate(model: Any, tokenizer: Any, rows: list[dict[str, Any]], config: Run
 
 def main(config: RunConfig) -> RunDir:
     run = RunDir(config.run_dir)
+    available = [m for m in config.eval.models if m in MODELS and (m == "base" or Path(stage_model_path(config, run, m)).exists())]
+    if check_stage(run, STAGE, config) and (run.eval_dir / "report.md").exists() \
+            and set(available) <= set(stage_marker(run, STAGE).get("models", [])):
+        print(f"eval: {run.eval_dir / 'report.md'} is complete for this config; nothing to do")
+        print(json.loads((run.eval_dir / "summary.json").read_text()).get("table", ""))
+        return run
     for name in config.eval.models:
         if name not in MODELS:
             raise InputError(f"eval.models: unknown model {name!r}; expected base, sft or rl")
@@ -149,7 +157,7 @@ def main(config: RunConfig) -> RunDir:
     if not records:
         raise InputError("eval: no model to evaluate")
     summary = write_report(records, config, run.eval_dir)
-    finish_stage(run, STAGE, config.section_hash("eval", "model", "seed"), models=list(records))
+    finish_stage(run, STAGE, config, models=list(records))
     print(summary["table"])
     print(f"\nreport: {run.eval_dir / 'report.md'}")
     return run

@@ -159,5 +159,5 @@ def write_report(records: dict[str, dict[str, list[dict[str, Any]]]], config: An
     md += [f"![{p}]({p})" for p in plots]
     md += ["\n## Flipped questions (first 20 ids each; all in summary.json)\n", *flips, ""]
     atomic_write_text(out_dir / "report.md", "\n".join(md) + "\n")
-    atomic_write_json(out_dir / "summary.json", {k: v for k, v in summary.items() if k != "table"})
+    atomic_write_json(out_dir / "summary.json", summary)
     return summary

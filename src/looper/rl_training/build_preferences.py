@@ -19,7 +19,7 @@ from typing import Any
 from looper.config import PreferencesConfig, RunConfig
 from looper.prompts import preference_completion, preference_prompt
 from looper.regime_w.arms import build_all_arms
-from looper.runs import InputError, atomic_write_jsonl, finish_stage, read_jsonl, stage_marker, start_stage
+from looper.runs import InputError, atomic_write_jsonl, check_stage, finish_stage, read_jsonl, stage_marker, start_stage
 
 STAGE = "build-preferences"
 
@@ -60,6 +60,9 @@ def main(config: RunConfig) -> None:
     from looper.runs import RunDir
 
     run = RunDir(config.run_dir)
+    if check_stage(run, STAGE, config):
+        print(f"build-preferences: {run.preferences} is complete for this config; nothing to do")
+        return
     if not run.rollouts.exists():
         raise InputError(f"{run.rollouts}: no rollouts yet; run `looper collect-rollouts` first")
     marker = stage_marker(run, "collect-rollouts")
@@ -97,7 +100,7 @@ def main(config: RunConfig) -> None:
     run = start_stage(config, STAGE)
     atomic_write_jsonl(run.preferences, pairs)
     n_q = len({p["id"] for p in pairs})
-    finish_stage(run, STAGE, config.section_hash("preferences", "regime_w", "model", "seed"), pairs=len(pairs))
+    finish_stage(run, STAGE, config, pairs=len(pairs))
     print(f"build-preferences: {len(pairs)} pairs from {n_q} of {len(records)} questions -> {run.preferences}")
     for why, count in reasons.most_common():
         print(f"  no pair for {count} questions: {why}")

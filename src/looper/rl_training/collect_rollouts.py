@@ -34,16 +34,13 @@ from looper.runs import (
     derive_seed,
     finish_stage,
     iter_batches,
+    check_stage,
     read_jsonl,
-    stage_marker,
+    stage_hash,
     start_stage,
 )
 
 STAGE = "collect-rollouts"
-
-
-def config_hash(config: RunConfig) -> str:
-    return config.section_hash("rollouts", "regime_w", "model", "sft", "data", "seed")
 
 
 def build_record(question: dict[str, Any], arms: list, samples: list[tuple[Any, Any]], config: RunConfig,
@@ -66,9 +63,8 @@ def build_record(question: dict[str, Any], arms: list, samples: list[tuple[Any, 
 
 def main(config: RunConfig) -> RunDir:
     run = RunDir(config.run_dir)
-    chash = config_hash(config)
-    marker = stage_marker(run, STAGE)
-    if marker and marker.get("config_hash") == chash:
+    chash = stage_hash(config, STAGE)
+    if check_stage(run, STAGE, config):
         print(f"collect-rollouts: {run.rollouts} is complete for this config; nothing to do")
         return run
     questions = read_jsonl(run.train, required=("id", "question", "gold"))
@@ -118,7 +114,7 @@ def main(config: RunConfig) -> RunDir:
     ids = [r["id"] for r in records]
     if len(ids) != len(set(ids)):
         raise InputError(f"{run.rollouts}: duplicate question ids; delete the file and collect again")
-    finish_stage(run, STAGE, chash, questions=len(records))
+    finish_stage(run, STAGE, config, questions=len(records))
     acc = sum(t["parts"]["correct"] == 1.0 for r in records for t in r["trajectories"])
     total = sum(len(r["trajectories"]) for r in records)
     print(f"collect-rollouts: {len(records)} questions x {total // max(1, len(records))} trajectories, "

@@ -34,14 +34,10 @@ from looper.modeling import attach_adapter, load_model, load_tokenizer, lora_con
 from looper.prompts import preference_prompt
 from looper.regime_w.arms import build_all_arms
 from looper.regime_w.reward import ArmOutput, check_reward_config, trajectory_rewards
-from looper.runs import InputError, RunDir, finish_stage, read_jsonl, set_seed, stage_marker, start_stage
+from looper.runs import InputError, RunDir, check_stage, finish_stage, read_jsonl, set_seed, stage_hash, start_stage
 from looper.trainers import check_output_free, make_trl_config, metrics_callback, prepare_work_dir, save_atomically
 
 STAGE = "train-rl"
-
-
-def config_hash(config: RunConfig) -> str:
-    return config.section_hash("rl", "regime_w", "preferences", "rollouts", "sft", "model", "data", "seed")
 
 
 # ----------------------------------------------------------------------------- policy
@@ -210,9 +206,8 @@ def train_online(config: RunConfig, run: RunDir, resume_from: str | None) -> Any
 
 def main(config: RunConfig) -> RunDir:
     run = RunDir(config.run_dir)
-    chash = config_hash(config)
-    marker = stage_marker(run, STAGE)
-    if marker and marker.get("config_hash") == chash and (run.lora_rl / "looper_adapter.json").exists():
+    chash = stage_hash(config, STAGE)
+    if check_stage(run, STAGE, config) and (run.lora_rl / "looper_adapter.json").exists():
         print(f"train-rl: {run.lora_rl} is complete for this config; nothing to do (delete it to train again)")
         return run
     check_output_free(run.lora_rl, chash, STAGE)
@@ -228,7 +223,7 @@ def main(config: RunConfig) -> RunDir:
         "on_top_of": "full SFT checkpoint" if config.sft.method == "full" else "base (adapter includes SFT)",
         "train_loss": result.training_loss, "global_step": result.global_step,
     }, adapter_names=["default"])
-    finish_stage(run, STAGE, chash, algorithm=config.rl.algorithm, train_loss=result.training_loss, steps=result.global_step)
+    finish_stage(run, STAGE, config, algorithm=config.rl.algorithm, train_loss=result.training_loss, steps=result.global_step)
     print(f"train-rl ({config.rl.algorithm}): {result.global_step} steps, loss {result.training_loss:.4f} -> {run.lora_rl}")
     return run
 

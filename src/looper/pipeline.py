@@ -1,0 +1,50 @@
+"""pipeline: every stage in order on one run folder.
+
+    looper pipeline configs/demo.yaml
+    looper pipeline configs/demo.yaml --from collect-rollouts --to eval
+
+prepare-data -> sft -> collect-rollouts -> build-preferences -> train-rl -> eval. A stage whose
+outputs are complete for the same config is skipped (and says so); one that was cut off resumes;
+outputs made by a different config stop the pipeline with the differing keys named. At the end the
+evaluation table and the path of report.md are printed, with the time each stage took.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import time
+
+from looper.config import RunConfig
+from looper.runs import STAGES, InputError, RunDir, atomic_write_json
+
+STAGE_MODULES = {
+    "prepare-data": "looper.baseline_sft.prepare_data",
+    "sft": "looper.baseline_sft.train_sft",
+    "collect-rollouts": "looper.rl_training.collect_rollouts",
+    "build-preferences": "looper.rl_training.build_preferences",
+    "train-rl": "looper.rl_training.train_rl",
+    "eval": "looper.eval.eval_gsm8k",
+}
+
+
+def main(config: RunConfig, from_stage: str | None = None, to_stage: str | None = None) -> RunDir:
+    first = STAGES.index(from_stage) if from_stage else 0
+    last = STAGES.index(to_stage) if to_stage else len(STAGES) - 1
+    if first > last:
+        raise InputError(f"--from {from_stage} comes after --to {to_stage}")
+    run = RunDir(config.run_dir)
+    timings = {}
+    for stage in STAGES[first : last + 1]:
+        print(f"\n=== {stage} ===", flush=True)
+        started = time.perf_counter()
+        importlib.import_module(STAGE_MODULES[stage]).main(config)
+        timings[stage] = round(time.perf_counter() - started, 1)
+    atomic_write_json(run.root / "pipeline_timings.json", timings)
+    print("\n=== pipeline done ===")
+    print("time per stage (s): " + ", ".join(f"{k} {v}" for k, v in timings.items()))
+    summary = run.eval_dir / "summary.json"
+    if "eval" in STAGES[first : last + 1] and summary.exists():
+        print(json.loads(summary.read_text())["table"])
+        print(f"\nreport: {run.eval_dir / 'report.md'}")
+    return run
