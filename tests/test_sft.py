@@ -89,3 +89,22 @@ def test_sft_bad_inputs(tmp_path, tiny_model_dir):
     assert proc.returncode != 0 and "training set is empty" in proc.stderr
     proc = run_looper("sft", *tiny_run_config(tmp_path, tiny_model_dir, "model.quantization=4bit"), cwd=REPO, check=False)
     assert proc.returncode != 0 and ("needs a CUDA GPU" in proc.stderr or "empty" in proc.stderr)
+
+
+def test_full_sft_then_rloo_pipeline(tmp_path, tiny_model_dir):
+    """sft.method=full trains every weight, saves checkpoints/sft; RLOO and eval then take that checkpoint."""
+    from safetensors.torch import load_file as load
+
+    a = tiny_run_config(tmp_path, tiny_model_dir, "sft.method=full", "sft.trainer.max_steps=2", "sft.trainer.learning_rate=1e-2",
+                        "rollouts.num_questions=2", "rollouts.max_new_tokens=8", "preferences.min_margin=0.0",
+                        "rl.algorithm=rloo", "rl.num_questions=1", "rl.rloo.max_steps=1", "rl.rloo.max_completion_length=8",
+                        "sft.lora.r=4", "eval.limit=2", "eval.max_new_tokens=4")
+    out = run_looper("pipeline", *a, cwd=REPO)
+    assert "sft (full): memory estimate GiB" in out.stdout
+    full = tmp_path / "demo" / "checkpoints" / "sft"
+    before, after = load(tiny_model_dir / "model.safetensors"), load(full / "model.safetensors")
+    changed = [k for k in before if k in after and not torch.equal(before[k], after[k])]
+    assert len(changed) > len(before) // 2  # every layer trained, not an adapter
+    assert not (tmp_path / "demo" / "checkpoints" / "lora_sft").exists()
+    assert (tmp_path / "demo" / "checkpoints" / "lora_rl" / "adapter_model.safetensors").exists()
+    assert "| rl " in out.stdout

@@ -120,11 +120,13 @@ def _sdpa_gqa_with_mask(enabled: bool) -> Iterator[None]:
 
 @torch.inference_mode()
 def generate(model: Any, tokenizer: Any, requests: Sequence[GenRequest], max_new_tokens: int, batch_size: int,
-             desc: str = "generate", progress: bool = True, cache_implementation: str | None = "auto") -> list[GenResult]:
+             desc: str = "generate", progress: bool = True, cache_implementation: str | None = None) -> list[GenResult]:
     """Generate for every request; results come back in the requests' order.
 
-    ``cache_implementation="auto"`` uses a static (preallocated) KV cache on CUDA, which measured
-    faster than the dynamic one for large batches (docs/benchmarks.md), and the dynamic one on CPU.
+    The KV cache is transformers' dynamic one by default. ``cache_implementation="static"`` was faster
+    in the benchmark (one prompt shape), but transformers compiles the forward for a static cache and
+    recompiles for every new batch shape, which stalled a real rollout run whose batches differ in
+    prompt width (docs/benchmarks.md); it stays available for uniform workloads.
     """
     from transformers import GenerationConfig
 
@@ -132,8 +134,6 @@ def generate(model: Any, tokenizer: Any, requests: Sequence[GenRequest], max_new
         return []
     device = next(model.parameters()).device
     on_cuda = device.type == "cuda"
-    if cache_implementation == "auto":
-        cache_implementation = "static" if on_cuda else None
     eos = _eos_ids(model, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
     encoded = tokenizer([r.prompt for r in requests], add_special_tokens=False)["input_ids"]

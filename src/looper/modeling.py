@@ -109,6 +109,13 @@ def resolve_model_path(name_or_path: str) -> str:
     return name_or_path
 
 
+def local_device() -> torch.device:
+    """This process's device: its own GPU under accelerate / torchrun (LOCAL_RANK), else cuda:0 or CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cpu")
+
+
 def resolve_dtype(dtype: str) -> torch.dtype:
     if dtype == "auto":
         return torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
@@ -163,13 +170,13 @@ def load_model(model_cfg: ModelConfig, adapter: str | Path | None = None, traina
     quant = quantization_config(model_cfg.quantization, dtype)
     if quant is not None:
         kwargs["quantization_config"] = quant
-        kwargs["device_map"] = {"": torch.cuda.current_device()}
+        kwargs["device_map"] = {"": local_device().index}
     try:
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except OSError as err:
         raise InputError(f"could not load model {path!r}: {err}") from None
     if quant is None and torch.cuda.is_available():
-        model.to("cuda")
+        model.to(local_device())
     if adapter is not None:
         model = attach_adapter(model, adapter, trainable=trainable_adapter)
     if not trainable_adapter:

@@ -40,6 +40,7 @@ def main(config: RunConfig, from_stage: str | None = None, to_stage: str | None 
         started = time.perf_counter()
         importlib.import_module(STAGE_MODULES[stage]).main(config)
         timings[stage] = round(time.perf_counter() - started, 1)
+        print(f"=== {stage} took {timings[stage]} s", flush=True)
     atomic_write_json(run.root / "pipeline_timings.json", timings)
     print("\n=== pipeline done ===")
     print("time per stage (s): " + ", ".join(f"{k} {v}" for k, v in timings.items()))

@@ -31,6 +31,43 @@ def sft_output_dir(run: RunDir, config: RunConfig):
     return run.lora_sft if config.sft.method == "lora" else run.full_sft
 
 
+def full_sft_memory_estimate(model: Any, args: Any) -> dict[str, float]:
+    """GiB needed to train every weight on one device: weights + gradients + optimizer states + activations.
+
+    Optimizer: AdamW keeps two fp32 moments per weight (8 bytes); bitsandbytes' 8-bit / paged 8-bit
+    AdamW keeps two 1-byte moments (2 bytes). Activations: with gradient checkpointing, one hidden
+    state per layer per token is kept (plus one layer's full activations being recomputed); without,
+    about 34 hidden-size values per layer per token (Korthikanti et al., 2022), in the weights' dtype.
+    """
+    n = sum(p.numel() for p in model.parameters())
+    width = next(model.parameters()).element_size()
+    c = model.config
+    tokens = args.per_device_train_batch_size * (args.max_length or 1024)
+    optim_bytes = 2 if "8bit" in str(args.optim) else 8
+    per_layer = 2 if args.gradient_checkpointing else 34
+    activations = tokens * c.hidden_size * width * (per_layer * c.num_hidden_layers + (34 if args.gradient_checkpointing else 0))
+    logits = tokens * c.vocab_size * 4 * 2  # fp32 logits and their gradient
+    gib = 2**30
+    est = {"weights": n * width / gib, "gradients": n * width / gib, "optimizer": n * optim_bytes / gib,
+           "activations": (activations + logits) / gib}
+    est["total"] = sum(est.values())
+    return est
+
+
+def check_full_sft_fits(model: Any, args: Any) -> None:
+    import torch
+
+    est = full_sft_memory_estimate(model, args)
+    parts = ", ".join(f"{k} {v:.1f}" for k, v in est.items())
+    print(f"sft (full): memory estimate GiB: {parts}")
+    if torch.cuda.is_available():
+        have = torch.cuda.get_device_properties(0).total_memory / 2**30
+        if est["total"] > 0.95 * have:
+            raise InputError(f"full SFT needs about {est['total']:.0f} GiB but this GPU has {have:.0f} GiB ({parts}). "
+                             "Options: sft.trainer.optim=paged_adamw_8bit, sft.trainer.gradient_checkpointing=true, a smaller "
+                             "max_length, or more GPUs with FSDP / DeepSpeed ZeRO-3 (configs/accelerate/).")
+
+
 def build_dataset(config: RunConfig, run: RunDir) -> Any:
     from datasets import Dataset
 
@@ -64,6 +101,8 @@ def main(config: RunConfig) -> RunDir:
     if config.sft.method == "full" and config.model.quantization != "none":
         raise InputError("sft.method=full trains every weight and cannot use a quantized base; set model.quantization=none")
     args = make_trl_config("sft", config, run.work_dir(STAGE))
+    if config.sft.method == "full":
+        check_full_sft_fits(model, args)
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                          peft_config=peft_config, callbacks=[metrics_callback(run.log_path(STAGE))])
     if peft_config is not None:

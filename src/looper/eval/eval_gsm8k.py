@@ -31,11 +31,11 @@ from looper.runs import (
     RunDir,
     atomic_write_json,
     atomic_write_jsonl,
-    check_stage,
     derive_seed,
     finish_stage,
     iter_batches,
     read_jsonl,
+    stage_hash,
     stage_marker,
     start_stage,
 )
@@ -122,8 +122,11 @@ def evaluate(model: Any, tokenizer: Any, rows: list[dict[str, Any]], config: Run
 def main(config: RunConfig) -> RunDir:
     run = RunDir(config.run_dir)
     available = [m for m in config.eval.models if m in MODELS and (m == "base" or Path(stage_model_path(config, run, m)).exists())]
-    if check_stage(run, STAGE, config) and (run.eval_dir / "report.md").exists() \
-            and set(available) <= set(stage_marker(run, STAGE).get("models", [])):
+    # Unlike training stages, a changed config simply redoes eval: each per-sample file carries the
+    # fingerprint of the model and eval settings that made it and is started over when they differ.
+    marker = stage_marker(run, STAGE) or {}
+    if marker.get("config_hash") == stage_hash(config, STAGE) and (run.eval_dir / "report.md").exists() \
+            and set(available) <= set(marker.get("models", [])):
         print(f"eval: {run.eval_dir / 'report.md'} is complete for this config; nothing to do")
         print(json.loads((run.eval_dir / "summary.json").read_text()).get("table", ""))
         return run

@@ -59,10 +59,11 @@ def load_policy(config: RunConfig, run: RunDir) -> Any:
 
 
 def load_reference(config: RunConfig, run: RunDir) -> Any:
-    """The plan's two-model layout: a second, frozen copy of base + SFT."""
+    """The plan's two-model layout: a second, frozen copy of base + SFT, the adapter merged in (TRL
+    patches its fused log-prob head onto a plain model, not a PEFT wrapper)."""
     if config.sft.method == "full":
         return load_model(config.model, checkpoint=run.full_sft)
-    return load_model(config.model, adapter=run.lora_sft)
+    return load_model(config.model, adapter=run.lora_sft).merge_and_unload()
 
 
 # ----------------------------------------------------------------------------- DPO

@@ -1,0 +1,106 @@
+"""train-rl on a tiny model: DPO, GRPO and RLOO train the adapter and log what they should."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import read_jsonl, run_looper
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def args(tmp_path, tiny_model_dir, *extra):
+    return ["configs/demo.yaml", f"runs_dir={tmp_path}", f"model.name_or_path={tiny_model_dir}", "data.symbolic_train_size=20",
+            "data.symbolic_test_size=4", "sft.trainer.max_steps=2", "sft.lora.r=4", "rollouts.num_questions=4",
+            "rollouts.max_new_tokens=16", "preferences.min_margin=0.0", "rl.dpo.max_steps=2", "rl.dpo.learning_rate=0.05",
+            "rl.num_questions=2", "rl.grpo.max_steps=2", "rl.grpo.max_completion_length=8", "rl.grpo.learning_rate=0.05",
+            "rl.rloo.max_steps=2", "rl.rloo.max_completion_length=8", "rl.rloo.learning_rate=0.05", *extra]
+
+
+@pytest.fixture(scope="module")
+def sft_run(tmp_path_factory, tiny_model_dir):
+    tmp = tmp_path_factory.mktemp("rl")
+    for stage in ("prepare-data", "sft", "collect-rollouts", "build-preferences"):
+        run_looper(stage, *args(tmp, tiny_model_dir), cwd=REPO)
+    return tmp
+
+
+def _lora(path: Path) -> dict[str, torch.Tensor]:
+    return {k.replace(".default", ""): v for k, v in load_file(path / "adapter_model.safetensors").items()}
+
+
+def _fresh_copy(src: Path, dst: Path) -> Path:
+    import shutil
+
+    shutil.copytree(src / "demo", dst / "demo")
+    return dst
+
+
+def _answer_bias(tiny_model_dir: Path, algorithm: str) -> list[str]:
+    """A random model never writes '#### N', so every completion would get the same reward and the
+    advantage would be zero. Biasing generation (TRL's generation_kwargs -> sequence_bias) towards
+    '####' and digits makes some completions carry answers, so rewards differ within a group."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    hashes = tok.encode("####", add_special_tokens=False)
+    digits = [tok.encode(d, add_special_tokens=False) for d in "123456789"]
+    bias = [[hashes, 9.0]] + [[d, 8.0] for d in digits] + [[tok.encode(" ", add_special_tokens=False), 8.0]]
+    return [f"rl.{algorithm}.generation_kwargs={{sequence_bias: {bias}}}", f"rl.{algorithm}.max_completion_length=12"]
+
+
+@pytest.mark.parametrize("algorithm", ["dpo", "grpo", "rloo"])
+def test_rl_trains_the_sft_adapter(sft_run, tiny_model_dir, tmp_path, algorithm):
+    run_dir = _fresh_copy(sft_run, tmp_path)
+    extra = _answer_bias(tiny_model_dir, algorithm) if algorithm != "dpo" else []
+    run_looper("train-rl", *args(run_dir, tiny_model_dir, f"rl.algorithm={algorithm}", *extra), cwd=REPO)
+    sft, rl = _lora(run_dir / "demo" / "checkpoints" / "lora_sft"), _lora(run_dir / "demo" / "checkpoints" / "lora_rl")
+    assert set(sft) == set(rl)  # the RL adapter is the SFT adapter trained further: loads on the base alone
+    assert any(not torch.equal(sft[k], rl[k]) for k in sft), "RL did not change the adapter"
+    assert not (run_dir / "demo" / "checkpoints" / "lora_rl" / "ref").exists()  # the frozen DPO reference is not saved
+    logs = read_jsonl(run_dir / "demo" / "logs" / "train-rl.jsonl")
+    assert any("loss" in r for r in logs)
+    if algorithm == "dpo":
+        assert any("rewards/margins" in r for r in logs)
+    else:
+        for part in ("correct", "consensus", "length", "missing", "truncated"):
+            assert any(f"rewards/regime_w_{part}/mean" in r for r in logs), part
+        assert any(r.get("rewards/regime_w_missing/mean", 1.0) < 1.0 for r in logs)  # some answers were scored
+
+
+def test_dpo_two_model_layout(sft_run, tiny_model_dir, tmp_path):
+    run_dir = _fresh_copy(sft_run, tmp_path)
+    run_looper("train-rl", *args(run_dir, tiny_model_dir, "rl.reference=two_models"), cwd=REPO)
+    assert (run_dir / "demo" / "checkpoints" / "lora_rl" / "adapter_model.safetensors").exists()
+
+
+def test_regime_w_reward_functions_sum_to_the_reward():
+    from looper.config import RunConfig
+    from looper.regime_w.reward import ArmOutput, trajectory_rewards
+    from looper.rl_training.train_rl import RegimeWRewards
+
+    config = RunConfig()
+    rw = RegimeWRewards(config, max_completion_length=50, eos_token_id=0)
+    completions = ["2 + 2 = 4\n#### 4", "#### 5", "no idea", "#### 4"]
+    ids = [[1] * 10 + [0], [1] * 50, [1] * 50, [1] * 20 + [0]]
+    kw = dict(completion_ids=ids, id=["q"] * 4, gold=["4"] * 4, arm=["a", "b", "c", "d"],
+              family=["compute", "reflective", "compute", "reflective"])
+    parts = [f(prompts=[""] * 4, completions=completions, **kw) for f in rw.functions()]
+    total = [sum(w * p[i] for w, p in zip(rw.weights, parts)) for i in range(4)]
+    outs = [ArmOutput(a, f, c, len(i), len(i) >= 50 and i[-1] != 0) for a, f, c, i in zip(kw["arm"], kw["family"], completions, ids)]
+    _, expected = trajectory_rewards(outs, "4", config.regime_w)
+    assert total == pytest.approx([r.reward for r in expected])
+
+
+def test_train_rl_bad_inputs(tmp_path, tiny_model_dir):
+    run_looper("prepare-data", *args(tmp_path, tiny_model_dir), cwd=REPO)
+    proc = run_looper("train-rl", *args(tmp_path, tiny_model_dir), cwd=REPO, check=False)
+    assert proc.returncode != 0 and "no preference pairs" in proc.stderr
+    proc = run_looper("train-rl", *args(tmp_path, tiny_model_dir, "rl.algorithm=grpo"), cwd=REPO, check=False)
+    assert proc.returncode != 0 and "no SFT adapter" in proc.stderr
+    (tmp_path / "demo" / "data").mkdir(exist_ok=True)
+    (tmp_path / "demo" / "data" / "preferences.jsonl").write_text("")
+    proc = run_looper("train-rl", *args(tmp_path, tiny_model_dir), cwd=REPO, check=False)
+    assert proc.returncode != 0 and "empty" in proc.stderr
