@@ -23,6 +23,9 @@ R1_DISTILL_LLAMA_8B = dict(
                   "original_max_position_embeddings": 8192, "rope_type": "llama3"},
     tie_word_embeddings=False, bos_token_id=128000, eos_token_id=128001,
 )
+# A CPU smoke-test shape (--shape tiny) for the benchmark scripts themselves
+TINY = dict(vocab_size=49152, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=2, max_position_embeddings=4096)
 PARAMS_8B = 8.03e9
 BF16_PEAK = {"H100": 989e12, "H200": 989e12}  # dense bf16 tensor-core peak (SXM)
 
@@ -45,6 +48,19 @@ def build_random_checkpoint(out: Path, tokenizer_dir: Path, shape: dict[str, Any
     del model
     torch.cuda.empty_cache() if torch.cuda.is_available() else None
     return out
+
+
+def add_model_args(parser: Any) -> None:
+    """Arguments every benchmark takes: data, tokenizer, where the random checkpoint goes, its shape."""
+    parser.add_argument("--gsm8k", required=True, type=Path, help="folder with GSM8K train.jsonl / test.jsonl")
+    parser.add_argument("--tokenizer", required=True, help="tokenizer folder (the embedded model's)")
+    parser.add_argument("--model-dir", default="/tmp/looper-bench/llama-8b-random", help="where the random checkpoint goes")
+    parser.add_argument("--shape", default="8b", choices=["8b", "tiny"], help="tiny: a CPU smoke test of the script")
+    parser.add_argument("--out", type=Path, help="write the results JSON here")
+
+
+def random_checkpoint_for(args: Any) -> Path:
+    return build_random_checkpoint(Path(args.model_dir), Path(args.tokenizer), TINY if args.shape == "tiny" else None)
 
 
 def device_info() -> dict[str, Any]:

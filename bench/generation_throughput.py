@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import build_random_checkpoint, device_info, write_results  # noqa: E402
+from common import add_model_args, device_info, random_checkpoint_for, write_results  # noqa: E402
 
 from looper.config import ModelConfig  # noqa: E402
 from looper.generation import GenRequest, generate  # noqa: E402
@@ -74,10 +74,7 @@ def run(model, tokenizer, prompts, arms, batch: int, new_tokens: int, per_questi
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--gsm8k", required=True, type=Path)
-    parser.add_argument("--tokenizer", required=True)
-    parser.add_argument("--model-dir", default="/tmp/looper-bench/llama-8b-random")
-    parser.add_argument("--shape", default="8b", choices=["8b", "tiny"])
+    add_model_args(parser)
     parser.add_argument("--plan-questions", type=int, default=4)
     parser.add_argument("--engine-questions", type=int, default=128)
     parser.add_argument("--batches", default="256,512")
@@ -86,14 +83,9 @@ def main() -> None:
     parser.add_argument("--static-cache", action="store_true", help="also time cache_implementation=static")
     parser.add_argument("--profile", type=int, default=0, metavar="BATCH",
                         help="only profile one generate() of this batch size (16 new tokens) and print the top CUDA ops")
-    parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
-    shape = None
-    if args.shape == "tiny":
-        shape = dict(vocab_size=49152, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                     num_key_value_heads=2, max_position_embeddings=4096)
-    model_dir = build_random_checkpoint(Path(args.model_dir), Path(args.tokenizer), shape)
+    model_dir = random_checkpoint_for(args)
     model_cfg = ModelConfig(name_or_path=str(model_dir), dtype="bfloat16" if torch.cuda.is_available() else "float32")
     model = load_model(model_cfg)
     tokenizer = load_tokenizer(model_cfg, padding_side="left")

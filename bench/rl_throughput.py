@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import build_random_checkpoint, device_info, write_results  # noqa: E402
+from common import add_model_args, device_info, random_checkpoint_for, write_results  # noqa: E402
 from sft_throughput import throughput  # noqa: E402
 
 from looper.config import load_config  # noqa: E402
@@ -59,22 +59,14 @@ def make_run(config, gsm8k: Path, pairs: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--gsm8k", required=True, type=Path)
-    parser.add_argument("--tokenizer", required=True)
-    parser.add_argument("--model-dir", default="/tmp/looper-bench/llama-8b-random")
-    parser.add_argument("--shape", default="8b", choices=["8b", "tiny"])
+    add_model_args(parser)
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--batch", type=int, default=8, help="pairs per step")
     parser.add_argument("--runs-dir", default="/tmp/looper-bench/runs")
-    parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
-    shape = None
-    if args.shape == "tiny":
-        shape = dict(vocab_size=49152, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                     num_key_value_heads=2, max_position_embeddings=4096)
-    model_dir = build_random_checkpoint(Path(args.model_dir), Path(args.tokenizer), shape)
+    model_dir = random_checkpoint_for(args)
     from looper.rl_training import train_rl
 
     dtype = "bfloat16" if torch.cuda.is_available() else "float32"

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import PARAMS_8B, build_random_checkpoint, device_info, peak_flops, write_results  # noqa: E402
+from common import PARAMS_8B, add_model_args, device_info, peak_flops, random_checkpoint_for, write_results  # noqa: E402
 
 from looper.config import load_config  # noqa: E402
 
@@ -68,23 +68,15 @@ def throughput(log_path: Path, warmup: int) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--gsm8k", required=True, help="folder with GSM8K train.jsonl/test.jsonl")
-    parser.add_argument("--tokenizer", required=True, help="tokenizer folder (the embedded model's)")
-    parser.add_argument("--model-dir", default="/tmp/looper-bench/llama-8b-random", help="where the random 8B checkpoint goes")
-    parser.add_argument("--shape", default="8b", choices=["8b", "tiny"], help="tiny: a CPU smoke test of this script")
+    add_model_args(parser)
     parser.add_argument("--recipes", default="plan,fast,fast-4bit")
     parser.add_argument("--steps", type=int, default=14)
     parser.add_argument("--warmup", type=int, default=4)
     parser.add_argument("--pack", type=int, default=8192, help="tokens per packed micro-batch in the fast recipe")
     parser.add_argument("--runs-dir", default="/tmp/looper-bench/runs")
-    parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
-    shape = None
-    if args.shape == "tiny":
-        shape = dict(vocab_size=49152, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                     num_key_value_heads=2, max_position_embeddings=4096)
-    model_dir = build_random_checkpoint(Path(args.model_dir), Path(args.tokenizer), shape)
+    model_dir = random_checkpoint_for(args)
     from looper.baseline_sft import prepare_data, train_sft
 
     results = {"device": device_info(), "command": " ".join(sys.argv), "recipes": {}}

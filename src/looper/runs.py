@@ -77,8 +77,9 @@ def atomic_write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> int:
     return len(lines)
 
 
-def read_jsonl(path: Path, required: tuple[str, ...] = ()) -> list[dict[str, Any]]:
-    """Read a JSONL file; a malformed line or a missing field is an InputError naming file and line."""
+def read_jsonl_lines(path: Path, required: tuple[str, ...] = ()) -> list[tuple[int, dict[str, Any]]]:
+    """(line number, record) pairs of a JSONL file; a malformed line or a missing field is an InputError
+    naming the file and the line."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: file not found")
@@ -92,12 +93,17 @@ def read_jsonl(path: Path, required: tuple[str, ...] = ()) -> list[dict[str, Any
             except json.JSONDecodeError as err:
                 raise InputError(f"{path}:{lineno}: not valid JSON ({err.msg})") from None
             if not isinstance(record, dict):
-                raise InputError(f"{path}:{lineno}: expected a JSON object")
+                raise InputError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
             for key in required:
                 if key not in record:
                     raise InputError(f"{path}:{lineno}: missing field {key!r}")
-            records.append(record)
+            records.append((lineno, record))
     return records
+
+
+def read_jsonl(path: Path, required: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """The records of a JSONL file, validated as in ``read_jsonl_lines``."""
+    return [record for _, record in read_jsonl_lines(path, required)]
 
 
 class JsonlAppender:
@@ -309,3 +315,55 @@ class MetricsLog:
 def iter_batches(items: list[Any], size: int) -> Iterator[list[Any]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
+
+
+class Shards:
+    """Work split across the processes of an ``accelerate launch`` / ``torchrun`` job (one per GPU).
+
+    Each process takes every ``world``-th item (round robin keeps shards balanced after length
+    sorting), appends its records to its own shard file (so each shard resumes on its own), and the
+    main process merges the shards into the final file in the original order once all are done.
+    With one process nothing changes: the shard file is the final file.
+    """
+
+    def __init__(self) -> None:
+        import torch
+        from accelerate import PartialState
+
+        self.state = PartialState(cpu=not torch.cuda.is_available())
+        self.rank, self.world = self.state.process_index, self.state.num_processes
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def mine(self, items: list[Any]) -> list[Any]:
+        return items[self.rank :: self.world]
+
+    def path(self, final: Path, rank: int | None = None) -> Path:
+        if self.world == 1:
+            return Path(final)
+        r = self.rank if rank is None else rank
+        return Path(final).with_name(f"{Path(final).stem}.shard{r}-of-{self.world}{Path(final).suffix}")
+
+    def wait(self) -> None:
+        self.state.wait_for_everyone()
+
+    def merge(self, final: Path, order: list[Any], key: str = "id") -> list[dict[str, Any]]:
+        """Main process: every shard's records, in ``order`` of their keys, written atomically to ``final``."""
+        if self.world == 1:
+            return read_jsonl(final)
+        by_key: dict[Any, dict[str, Any]] = {}
+        for r in range(self.world):
+            for record in read_jsonl(self.path(final, r)):
+                if record[key] in by_key:
+                    raise InputError(f"{final}: {key} {record[key]!r} appears in two shards; delete the shards and redo")
+                by_key[record[key]] = record
+        missing = [k for k in order if k not in by_key]
+        if missing:
+            raise InputError(f"{final}: {len(missing)} records missing after merging {self.world} shards (e.g. {missing[0]!r})")
+        records = [by_key[k] for k in order]
+        atomic_write_jsonl(final, records)
+        for r in range(self.world):
+            self.path(final, r).unlink(missing_ok=True)
+        return records

@@ -13,7 +13,6 @@ and leaves no output behind. Output rows: ``id, question, answer, gold, source``
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import re
@@ -23,7 +22,16 @@ from typing import Any
 
 from looper.answers import parse_gold
 from looper.config import DataConfig, PlatinumConfig, RunConfig
-from looper.runs import InputError, RunDir, atomic_write_json, atomic_write_jsonl, check_stage, finish_stage, start_stage
+from looper.runs import (
+    InputError,
+    RunDir,
+    atomic_write_json,
+    atomic_write_jsonl,
+    check_stage,
+    finish_stage,
+    read_jsonl_lines,
+    start_stage,
+)
 
 log = logging.getLogger("looper")
 
@@ -42,19 +50,7 @@ def _read_rows(path: Path) -> list[Row]:
         import pyarrow.parquet as pq
 
         return [(f"{path}:row {i + 1}", row) for i, row in enumerate(pq.read_table(path).to_pylist())]
-    rows = []
-    with path.open() as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise InputError(f"{path}:{lineno}: not valid JSON ({err.msg})") from None
-            if not isinstance(record, dict):
-                raise InputError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
-            rows.append((f"{path}:{lineno}", record))
-    return rows
+    return [(f"{path}:{lineno}", record) for lineno, record in read_jsonl_lines(path)]
 
 
 def _find_split_file(folder: Path, split: str) -> Path:

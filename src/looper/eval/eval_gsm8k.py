@@ -29,6 +29,7 @@ from looper.runs import (
     InputError,
     JsonlAppender,
     RunDir,
+    Shards,
     atomic_write_json,
     atomic_write_jsonl,
     derive_seed,
@@ -136,7 +137,9 @@ def main(config: RunConfig) -> RunDir:
     datasets = {name: dataset_rows(name, config, run) for name in config.eval.datasets}
     if config.eval.samples < 1:
         raise InputError("eval.samples must be >= 1")
-    run = start_stage(config, STAGE)
+    shards = Shards()  # one process per GPU under accelerate launch / torchrun; else a single shard
+    if shards.is_main:
+        run = start_stage(config, STAGE)
     tokenizer = load_tokenizer(config.model, padding_side="left")
     records: dict[str, dict[str, list[dict]]] = {}
     for which in config.eval.models:
@@ -148,15 +151,26 @@ def main(config: RunConfig) -> RunDir:
         model = load_stage_model(config, run, which)
         records[which] = {}
         for name, rows in datasets.items():
-            out_path = run.eval_dir / f"{which}__{name}.jsonl"
+            final = run.eval_dir / f"{which}__{name}.jsonl"
+            out_path = shards.path(final)
             meta = out_path.with_suffix(".meta.json")
-            if out_path.exists() and meta.exists() and json.loads(meta.read_text()) != fingerprint:
+            if out_path.exists() and (not meta.exists() or json.loads(meta.read_text()) != fingerprint):
                 print(f"eval: {out_path.name} is from another model or eval config; starting it over")
                 out_path.unlink()
             atomic_write_json(meta, fingerprint)
-            records[which][name] = evaluate(model, tokenizer, rows, config, out_path, f"{which}/{name}")
+            records[which][name] = evaluate(model, tokenizer, shards.mine(rows), config, out_path, f"{which}/{name}")
         del model
         gc.collect()
+        shards.wait()
+        if shards.world > 1 and shards.is_main:
+            for name, rows in datasets.items():
+                final = run.eval_dir / f"{which}__{name}.jsonl"
+                records[which][name] = shards.merge(final, [r["id"] for r in rows])
+                atomic_write_json(final.with_suffix(".meta.json"), fingerprint)
+                for r in range(shards.world):
+                    shards.path(final, r).with_suffix(".meta.json").unlink(missing_ok=True)
+    if not shards.is_main:
+        return run
     if not records:
         raise InputError("eval: no model to evaluate")
     summary = write_report(records, config, run.eval_dir)

@@ -10,6 +10,10 @@ from (seed, question id, arm, sample), so any trajectory can be replayed. Each q
 with its trajectories, Regime W scores and rewards, is appended whole to ``data/rl_rollouts.jsonl``
 once all its arms are done: a killed run loses at most the chunk in flight, and rerunning skips the
 questions already written (a torn last line is dropped with a warning).
+
+Across GPUs: ``accelerate launch -m looper.cli collect-rollouts CONFIG`` (or torchrun) runs one
+process per GPU; each takes every n-th question into its own shard file (resumable on its own) and
+the main process merges the shards in question order, the same records as a single-GPU run.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from looper.runs import (
     InputError,
     JsonlAppender,
     RunDir,
+    Shards,
     atomic_write_json,
     derive_seed,
     finish_stage,
@@ -75,19 +80,31 @@ def main(config: RunConfig) -> RunDir:
     arms = build_all_arms(config.regime_w)
     check_reward_config(config.regime_w)
     meta_path = run.rollouts.with_suffix(".meta.json")
-    if run.rollouts.exists() and meta_path.exists() and json.loads(meta_path.read_text())["config_hash"] != chash:
-        raise InputError(f"{run.rollouts} was collected with a different config; delete it (and {meta_path.name}) to start over")
+    existing = [run.rollouts, *run.rollouts.parent.glob(f"{run.rollouts.stem}.shard*")]
+    if meta_path.exists() and json.loads(meta_path.read_text())["config_hash"] != chash and any(p.exists() for p in existing):
+        raise InputError(f"{run.rollouts} (or its shards) was collected with a different config; "
+                         f"delete it, its shards and {meta_path.name} to start over")
+    shards = Shards()  # one process per GPU under accelerate launch / torchrun; else a single shard
     adapter = stage_model_path(config, run, "sft")
     model = load_stage_model(config, run, "sft")
     tokenizer = load_tokenizer(config.model, padding_side="left")
-    run = start_stage(config, STAGE)
-    atomic_write_json(meta_path, {"config_hash": chash})
-    with JsonlAppender(run.rollouts) as out:
+    if shards.is_main:
+        run = start_stage(config, STAGE)
+        atomic_write_json(meta_path, {"config_hash": chash})
+    if shards.world > 1 and run.rollouts.exists():  # merged earlier, stopped before the completion marker
+        merged = {r["id"] for r in read_jsonl(run.rollouts)}
+        if all(q["id"] in merged for q in questions):
+            if shards.is_main:
+                finish_stage(run, STAGE, config, questions=len(questions))
+            return run
+    mine = shards.mine(questions)
+    with JsonlAppender(shards.path(run.rollouts)) as out:
         done = out.done_keys
-        todo = [q for q in questions if q["id"] not in done]
+        todo = [q for q in mine if q["id"] not in done]
         if done:
             print(f"collect-rollouts: resuming, {len(done)} questions already done, {len(todo)} to go")
-        bar = tqdm(total=len(questions), initial=len(questions) - len(todo), desc="rollouts", unit="question", dynamic_ncols=True)
+        bar = tqdm(total=len(mine), initial=len(mine) - len(todo), desc=f"rollouts{'' if shards.world == 1 else f' [{shards.rank}]'}",
+                   unit="question", dynamic_ncols=True)
         tokens, started = 0, time.perf_counter()
         for chunk in iter_batches(todo, config.rollouts.questions_per_chunk):
             requests = []
@@ -110,7 +127,10 @@ def main(config: RunConfig) -> RunDir:
             bar.update(len(chunk))
             bar.set_postfix(tok_per_s=f"{tokens / (time.perf_counter() - started):.0f}")
         bar.close()
-        records = out.records
+    shards.wait()
+    if not shards.is_main:
+        return run
+    records = shards.merge(run.rollouts, [q["id"] for q in questions])
     ids = [r["id"] for r in records]
     if len(ids) != len(set(ids)):
         raise InputError(f"{run.rollouts}: duplicate question ids; delete the file and collect again")
