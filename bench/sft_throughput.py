@@ -113,7 +113,7 @@ def main() -> None:
         results["recipes"][name] = row
         print(f"== {name}: {row['tokens_per_s']:.0f} tokens/s, peak {row.get('peak_memory_gib', 0):.1f} GiB")
     plan = results["recipes"].get("plan", {}).get("tokens_per_s")
-    for name, row in results["recipes"].items():
+    for row in results["recipes"].values():
         if plan and "tokens_per_s" in row:
             row["speedup_vs_plan"] = row["tokens_per_s"] / plan
     write_results(args.out, results)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from typing import Any
 
 from looper.config import PreferencesConfig, RunConfig
 from looper.prompts import preference_completion, preference_prompt

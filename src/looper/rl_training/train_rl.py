@@ -153,7 +153,7 @@ class RegimeWRewards:
         for i, qid in enumerate(id):
             groups[qid].append(i)
         parts = {p: [0.0] * len(completions) for p in self.PARTS}
-        for qid, idx in groups.items():
+        for idx in groups.values():
             outputs = []
             for i in idx:
                 ids = completion_ids[i] if completion_ids is not None else []
