@@ -104,3 +104,17 @@ def test_train_rl_bad_inputs(tmp_path, tiny_model_dir):
     (tmp_path / "demo" / "data" / "preferences.jsonl").write_text("")
     proc = run_looper("train-rl", *args(tmp_path, tiny_model_dir), cwd=REPO, check=False)
     assert proc.returncode != 0 and "empty" in proc.stderr
+
+
+def test_adapter_on_a_different_base_model_is_refused(sft_run, tiny_model_dir, tmp_path):
+    """An SFT adapter trained on one base must not be loaded onto another (shapes would not line up)."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    other = tmp_path / "other-base"
+    LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=48, intermediate_size=96, num_hidden_layers=2,
+                                 num_attention_heads=4, num_key_value_heads=2)).save_pretrained(other)
+    tok.save_pretrained(other)
+    run_dir = _fresh_copy(sft_run, tmp_path / "runs")
+    proc = run_looper("train-rl", *args(run_dir, other), cwd=REPO, check=False)
+    assert proc.returncode != 0 and "trained on a different base model" in proc.stderr

@@ -133,10 +133,3 @@ def save_atomically(model: Any, tokenizer: Any, target: Path, info: dict[str, An
         os.replace(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def last_logged(path: Path, key: str) -> list[float]:
-    """Values of one metric from a JSONL metrics log (for summaries and tests)."""
-    if not Path(path).exists():
-        return []
-    return [r[key] for r in map(json.loads, Path(path).read_text().splitlines()) if key in r]
