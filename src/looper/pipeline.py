@@ -6,13 +6,12 @@
 prepare-data -> sft -> collect-rollouts -> build-preferences -> train-rl -> eval. A stage whose
 outputs are complete for the same config is skipped (and says so); one that was cut off resumes;
 outputs made by a different config stop the pipeline with the differing keys named. At the end the
-evaluation table and the path of report.md are printed, with the time each stage took.
+evaluation table (printed by eval) and the path of report.md end the output, with the time each stage took.
 """
 
 from __future__ import annotations
 
 import importlib
-import json
 import time
 
 from looper.config import RunConfig
@@ -44,8 +43,6 @@ def main(config: RunConfig, from_stage: str | None = None, to_stage: str | None 
     atomic_write_json(run.root / "pipeline_timings.json", timings)
     print("\n=== pipeline done ===")
     print("time per stage (s): " + ", ".join(f"{k} {v}" for k, v in timings.items()))
-    summary = run.eval_dir / "summary.json"
-    if "eval" in STAGES[first : last + 1] and summary.exists():
-        print(json.loads(summary.read_text())["table"])
-        print(f"\nreport: {run.eval_dir / 'report.md'}")
+    if "eval" in STAGES[first : last + 1] and (run.eval_dir / "report.md").exists():
+        print(f"report: {run.eval_dir / 'report.md'}  (the table is printed above by eval)")
     return run
