@@ -78,6 +78,16 @@ def test_s_path(texts, expected, why):
 
 def test_intermediate_quantities_ignores_plain_numbers():
     assert intermediate_quantities("There are 12 apples and 7 pears; 12 + 7 = 19.") == frozenset({"19"})
+    assert intermediate_quantities("x = 5 and y = 7") == frozenset()  # assignments are not calculation steps
+    assert intermediate_quantities("(3 + 4) * 2 = 14, then 14/7=2") == frozenset({"14", "2"})
+
+
+def test_intermediate_quantities_is_linear_time_on_long_chains():
+    """A long 'a * $b + c * $d ...' chain without '=' once backtracked for seconds (GSM8K train 5619)."""
+    chain = " + ".join(f"{i} * ${i}0" for i in range(1, 400)) + " bills, or $1"
+    t = time.perf_counter()
+    intermediate_quantities(chain * 5)
+    assert time.perf_counter() - t < 0.5
 
 
 def _fa(pairs):

@@ -31,6 +31,9 @@ _ANSWER_IS = re.compile(
 # A number: optional sign, digits with optional thousands commas, optional decimals, or a leading-dot decimal.
 _NUMBER = re.compile(r"[-+−]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|[-+−]?\.\d+")
 _LATEX_FRAC = re.compile(r"\\[dt]?frac\{\s*([^{}]+?)\s*\}\{\s*([^{}]+?)\s*\}")
+_TEXT_MACRO = re.compile(r"\\(?:text|mathrm|textbf|mbox)\{[^{}]*\}")
+_CURRENCY_PERCENT = re.compile(r"\\?[$%]")
+_LATEX_LEFTOVER = re.compile(r"\\[a-zA-Z]+|\\.|[{}]")
 _SIMPLE_FRAC = re.compile(r"^\s*([-+]?\d+(?:\.\d+)?)\s*/\s*(\d+(?:\.\d+)?)\s*$")
 
 
@@ -66,8 +69,8 @@ def parse_number(text: str) -> Fraction | None:
     if "=" in span:
         span = span.rsplit("=", 1)[1]
     span = span.replace("{,}", ",")  # LaTeX thousands separator: 1{,}600
-    span = re.sub(r"\\(?:text|mathrm|textbf|mbox)\{[^{}]*\}", " ", span)  # \text{dollars}
-    span = re.sub(r"\\?[$%]", " ", span)
+    span = _TEXT_MACRO.sub(" ", span)  # \text{dollars}
+    span = _CURRENCY_PERCENT.sub(" ", span)
     frac = _LATEX_FRAC.search(span)
     if frac:
         num, den = _to_fraction(frac.group(1)), _to_fraction(frac.group(2))
@@ -75,7 +78,7 @@ def parse_number(text: str) -> Fraction | None:
         if num is None or not den or _NUMBER.search(rest):
             return None
         return num / den
-    span = re.sub(r"\\[a-zA-Z]+|\\.|[{}]", " ", span)
+    span = _LATEX_LEFTOVER.sub(" ", span)
     simple = _SIMPLE_FRAC.match(span.replace(",", ""))
     if simple:
         num, den = _to_fraction(simple.group(1)), _to_fraction(simple.group(2))

@@ -16,15 +16,21 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Sequence
+from fractions import Fraction
+from functools import lru_cache
 from itertools import combinations
 from typing import Protocol
 
 from looper.answers import parse_number
 
 _ANNOTATION = re.compile(r"<<[^<>]*=\s*([^<>]+?)>>")
-_NUM = r"-?\$?\d[\d,]*(?:\.\d+)?%?"
-# "a op b (op c ...) = c": an arithmetic step whose result is an intermediate quantity.
-_STEP = re.compile(rf"{_NUM}(?:\s*[-+*/x×÷^]\s*\(?\s*{_NUM}\s*\)?)+\s*=\s*({_NUM})")
+# "... a op b = c": the number after an "=" is a step's result when the text just before that "="
+# (back to the previous "=" or line break) holds an operator between two numbers. Two linear scans
+# instead of one pattern with nested repetition, which backtracked for seconds on long "a * b + c"
+# chains (a policy could write those on purpose).
+_RESULT = re.compile(r"=\s*(-?\$?\d[\d,]*(?:\.\d+)?%?)")
+_OPERATION = re.compile(r"\d[\s%)]*[-+*/x×÷^][\s($]*-?\$?\d")
+_LOOKBACK = 200  # characters before an "=" searched for its operation
 
 
 class HasFamilyAndAnswer(Protocol):
@@ -32,13 +38,26 @@ class HasFamilyAndAnswer(Protocol):
     answer: str | None
 
 
+@lru_cache(maxsize=1 << 16)
+def _quantity(raw: str) -> str | None:
+    """Canonical form of a step's result; plain tokens (the common case) skip the general parser."""
+    try:
+        return str(Fraction(raw.replace(",", "").replace("$", "").rstrip("%").strip()))
+    except (ValueError, ZeroDivisionError):
+        value = parse_number(raw)
+        return None if value is None else str(value)
+
+
 def intermediate_quantities(reasoning: str) -> frozenset[str]:
     """Numbers produced by calculation steps (``a op b = c`` and ``<<...=c>>``), canonicalised."""
-    found = set()
-    for raw in _ANNOTATION.findall(reasoning) + _STEP.findall(reasoning):
-        value = parse_number(raw)
-        if value is not None:
-            found.add(str(value))
+    results = []
+    for match in _RESULT.finditer(reasoning):
+        left = reasoning[max(0, match.start() - _LOOKBACK) : match.start()]
+        left = left.rsplit("\n", 1)[-1].rsplit("=", 1)[-1]
+        if _OPERATION.search(left):
+            results.append(match.group(1))
+    found = {_quantity(raw) for raw in _ANNOTATION.findall(reasoning) + results}
+    found.discard(None)
     return frozenset(found)
 
 
