@@ -68,6 +68,15 @@ def test_is_correct(text, gold, mode, correct, why):
     assert is_correct(text, gold, mode) is correct, why
 
 
+def test_adversarial_think_tags_are_linear_time():
+    import time
+
+    text = "</think>" + "<think> 1 + 1 = 2 " * 50000 + "#### 3"
+    t = time.perf_counter()
+    assert extract_answer(text, "flexible") is None  # an unclosed <think> hides the rest
+    assert time.perf_counter() - t < 0.5
+
+
 def test_unknown_mode_is_an_error():
     with pytest.raises(ValueError, match="unknown answer mode"):
         extract_answer("#### 1", "loose")

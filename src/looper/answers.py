@@ -5,9 +5,9 @@ Modes
 - ``strict``: only a ``#### <number>`` line counts (GSM8K's own convention; the last such line wins).
 - ``flexible``: ``#### <number>``, else the last ``\\boxed{...}``, else a final "the answer is ..." sentence.
 
-Before either, ``<think>...</think>`` is removed; an unclosed ``<think>`` (a reasoning model cut off
-mid-thought) removes everything after it, and a lone ``</think>`` (R1 templates open the tag in the
-prompt) removes everything before it. There is deliberately no "last number anywhere" fallback: it
+Before either, thoughts are removed: everything up to the last ``</think>`` (closed blocks, and the
+block R1 chat templates open in the prompt), then everything after an unclosed ``<think>`` (a
+reasoning model cut off mid-thought). There is deliberately no "last number anywhere" fallback: it
 credits outputs that merely list numbers, which invites reward hacking and inflates evaluation.
 
 Numbers compare as exact rationals: ``1,600`` = ``1600`` = ``1600.0`` = ``$1,600.00``; ``3/4`` = ``0.75``.
@@ -22,7 +22,6 @@ __all__ = ["strip_thinking", "parse_number", "extract_answer", "is_correct", "pa
 
 MODES = ("strict", "flexible")
 
-_THINK_BLOCK = re.compile(r"<think>.*?</think>", re.DOTALL | re.IGNORECASE)
 _HASH_LINE = re.compile(r"####[ \t]*([^\n]*)")
 _ANSWER_IS = re.compile(
     r"(?:final answer|the answer|answer)\s*(?:is|:|=)\s*:?\s*([^\n]*)",
@@ -38,15 +37,18 @@ _SIMPLE_FRAC = re.compile(r"^\s*([-+]?\d+(?:\.\d+)?)\s*/\s*(\d+(?:\.\d+)?)\s*$")
 
 
 def strip_thinking(text: str) -> str:
-    """Remove reasoning-model thoughts so that only the visible answer is checked."""
-    text = _THINK_BLOCK.sub(" ", text)
+    """Remove reasoning-model thoughts so that only the visible answer is checked.
+
+    Everything up to the last ``</think>`` goes (closed blocks, and a block the chat template opened
+    in the prompt); then an unclosed ``<think>`` cuts the rest (a model stopped mid-thought). Two
+    linear scans: this runs on policy outputs, which an adversarial policy controls.
+    """
     lower = text.lower()
-    if "</think>" in lower:  # opened by the chat template, closed in the completion
-        text = text[lower.rfind("</think>") + len("</think>") :]
-        lower = text.lower()
-    if "<think>" in lower:  # unclosed: the model was cut off while thinking
-        text = text[: lower.find("<think>")]
-    return text
+    close = lower.rfind("</think>")
+    if close >= 0:
+        text, lower = text[close + len("</think>") :], lower[close + len("</think>") :]
+    opened = lower.find("<think>")
+    return text if opened < 0 else text[:opened]
 
 
 def _to_fraction(token: str) -> Fraction | None:
