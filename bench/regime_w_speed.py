@@ -3,7 +3,7 @@
     python bench/regime_w_speed.py --gsm8k /path/to/gsm8k --questions 10000
 
 Each arm output is a real GSM8K worked solution (with its calculator annotations) ending in
-``#### N``; two in eight get a wrong final answer and one none, so every code path is used.
+``#### N``; about one in eight gets a wrong final answer and one in eight none, so every path is used.
 Reports questions/s for ``trajectory_rewards`` (answers, s_end, s_path, s_cf, s_wm, rewards).
 """
 
@@ -40,7 +40,7 @@ def main() -> None:
         row = rows[q % len(rows)]
         body, gold = row["answer"].rsplit("####", 1)
         outs = []
-        for i, arm in enumerate(arms):
+        for arm in arms:
             tail = {0: f"#### {gold.strip()}", 1: "#### 12345", 2: "I am not sure."}.get(rng.randrange(8), f"#### {gold.strip()}")
             outs.append(ArmOutput(arm.name, arm.family, body + tail, num_tokens=rng.randint(80, 400)))
         questions.append((outs, gold.strip()))

@@ -57,3 +57,15 @@ def test_eval_bad_inputs(tmp_path, tiny_model_dir):
     (tmp_path / "demo" / "data" / "gsm8k_test.jsonl").write_text("")
     proc = run_looper("eval", *args(tmp_path, tiny_model_dir), cwd=REPO, check=False)
     assert proc.returncode != 0 and "is empty" in proc.stderr
+
+
+def test_generated_gsm_symbolic_set_follows_eval_limit(tmp_path):
+    """A later, larger eval.limit must not silently reuse a smaller set generated earlier."""
+    from looper.config import load_config
+    from looper.eval.eval_gsm8k import dataset_rows
+    from looper.runs import RunDir
+
+    run = RunDir(tmp_path / "demo")
+    small = dataset_rows("gsm_symbolic", load_config(REPO / "configs" / "demo.yaml", ["eval.limit=2"]), run)
+    large = dataset_rows("gsm_symbolic", load_config(REPO / "configs" / "demo.yaml", ["eval.limit=5"]), run)
+    assert len(small) == 2 and len(large) == 5

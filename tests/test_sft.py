@@ -1,5 +1,6 @@
 """SFT on a tiny random Llama: loss logged, LoRA weights changed, resume after a kill, bad input."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -82,6 +83,9 @@ def test_sft_bad_inputs(tmp_path, tiny_model_dir):
     proc = run_looper("sft", *tiny_run_config(tmp_path, tiny_model_dir), cwd=REPO, check=False)
     assert proc.returncode != 0 and "gsm8k_train.jsonl: not found" in proc.stderr
     run_looper("prepare-data", *tiny_run_config(tmp_path, tiny_model_dir), cwd=REPO)
+    proc = run_looper("sft", *tiny_run_config(tmp_path, tiny_model_dir, "sft.method=full", "model.quantization=8bit"), cwd=REPO, check=False)
+    assert proc.returncode != 0 and "cannot use a quantized base" in proc.stderr
+    assert "sft" not in json.loads((tmp_path / "demo" / "manifest.json").read_text())["stages"]  # refused before starting
     proc = run_looper("sft", *tiny_run_config(tmp_path, tiny_model_dir, "sft.lora.target_modules=[wq,wk]"), cwd=REPO, check=False)
     assert proc.returncode != 0 and "its linear modules are" in proc.stderr and "q_proj" in proc.stderr
     (tmp_path / "demo" / "data" / "gsm8k_train.jsonl").write_text("")

@@ -241,27 +241,27 @@ def lora_config(preset: str, overrides: Any, model: Any) -> Any:
                       target_modules=list(settings["target_modules"]), bias="none", task_type="CAUSAL_LM")
 
 
-def load_stage_model(config: Any, run: Any, which: str) -> Any:
-    """The model a later stage uses: ``base``, ``sft`` (base + lora_sft, or the full SFT checkpoint) or
-    ``rl`` (base + lora_rl, an adapter that already contains SFT, or full SFT + lora_rl)."""
-    full = config.sft.method == "full"
-    if which == "base":
-        return load_model(config.model)
-    if which == "sft":
-        if full:
-            if not (run.full_sft / "config.json").is_file():
-                raise InputError(f"{run.full_sft}: no full SFT checkpoint; run `looper sft` first")
-            return load_model(config.model, checkpoint=run.full_sft)
-        return load_model(config.model, adapter=run.lora_sft)
-    if which == "rl":
-        return load_model(config.model, adapter=run.lora_rl, checkpoint=run.full_sft if full else None)
-    raise InputError(f"unknown model {which!r}; expected base, sft or rl")
-
-
 def stage_model_path(config: Any, run: Any, which: str) -> Path | None:
     """Where the weights of ``which`` live in the run (None for the base model)."""
     if which == "base":
         return None
     if which == "sft":
         return run.full_sft if config.sft.method == "full" else run.lora_sft
-    return run.lora_rl
+    if which == "rl":
+        return run.lora_rl
+    raise InputError(f"unknown model {which!r}; expected base, sft or rl")
+
+
+def load_stage_model(config: Any, run: Any, which: str, trainable_adapter: bool = False) -> Any:
+    """The model a later stage uses: ``base``, ``sft`` (base + lora_sft, or the full SFT checkpoint) or
+    ``rl`` (base + lora_rl, an adapter that already contains SFT, or full SFT + lora_rl)."""
+    path = stage_model_path(config, run, which)
+    if path is None:
+        return load_model(config.model)
+    full = config.sft.method == "full"
+    if full and not (run.full_sft / "config.json").is_file():
+        raise InputError(f"{run.full_sft}: no full SFT checkpoint; run `looper sft` first")
+    if which == "sft" and full:
+        return load_model(config.model, checkpoint=path)
+    return load_model(config.model, adapter=path, trainable_adapter=trainable_adapter,
+                      checkpoint=run.full_sft if full else None)

@@ -273,9 +273,14 @@ def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: obj}
 
 
+def _stage_sections(config: Any, stage: str) -> dict[str, Any]:
+    everything = config.to_dict()
+    return {s: everything[s] for s in STAGE_SECTIONS[stage]}
+
+
 def finish_stage(run: RunDir, stage: str, config: Any, **info: Any) -> None:
     """Mark a stage complete for this config (later runs skip it, or refuse a different config)."""
-    sections = {s: config.to_dict()[s] for s in STAGE_SECTIONS[stage]}
+    sections = _stage_sections(config, stage)
     atomic_write_json(run.marker(stage), {"config_hash": stage_hash(config, stage),
                                           "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **info, "config": sections})
 
@@ -289,7 +294,7 @@ def check_stage(run: RunDir, stage: str, config: Any) -> bool:
     if marker.get("config_hash") == stage_hash(config, stage):
         return True
     old = _flatten(marker.get("config", {}))
-    new = _flatten({s: config.to_dict()[s] for s in STAGE_SECTIONS[stage]})
+    new = _flatten(_stage_sections(config, stage))
     diffs = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
     raise InputError(f"{run.root}: the {stage} outputs there were made with a different config ({'; '.join(diffs[:8]) or 'unknown keys'}); "
                      f"use another run name, or delete {run.marker(stage)} and that stage's outputs to redo it")

@@ -13,7 +13,6 @@ same command again resumes from the last trainer checkpoint in ``work/sft``.
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from looper.config import RunConfig
@@ -21,8 +20,6 @@ from looper.modeling import load_model, load_tokenizer, lora_config
 from looper.prompts import sft_example
 from looper.runs import InputError, RunDir, check_stage, finish_stage, read_jsonl, set_seed, stage_hash, start_stage
 from looper.trainers import check_output_free, make_trl_config, metrics_callback, prepare_work_dir, save_atomically
-
-log = logging.getLogger("looper")
 
 STAGE = "sft"
 
@@ -65,7 +62,7 @@ def check_full_sft_fits(model: Any, args: Any) -> None:
         if est["total"] > 0.95 * have:
             raise InputError(f"full SFT needs about {est['total']:.0f} GiB but this GPU has {have:.0f} GiB ({parts}). "
                              "Options: sft.trainer.optim=paged_adamw_8bit, sft.trainer.gradient_checkpointing=true, a smaller "
-                             "max_length, or more GPUs with FSDP / DeepSpeed ZeRO-3 (configs/accelerate/).")
+                             "max_length, or more GPUs with FSDP / DeepSpeed ZeRO-3 (docs/scaling.md).")
 
 
 def build_dataset(config: RunConfig, run: RunDir) -> Any:
@@ -87,6 +84,8 @@ def main(config: RunConfig) -> RunDir:
     if check_stage(run, STAGE, config) and (target / "looper_adapter.json").exists():
         print(f"sft: {target} is complete for this config; nothing to do (delete it to train again)")
         return run
+    if config.sft.method == "full" and config.model.quantization != "none":
+        raise InputError("sft.method=full trains every weight and cannot use a quantized base; set model.quantization=none")
     check_output_free(target, chash, STAGE)
     dataset = build_dataset(config, run)
     resume_from = prepare_work_dir(run.work_dir(STAGE), chash, STAGE)
@@ -98,8 +97,6 @@ def main(config: RunConfig) -> RunDir:
     tokenizer = load_tokenizer(config.model)
     model = load_model(config.model)
     peft_config = lora_config(config.sft.lora_preset, config.sft.lora, model) if config.sft.method == "lora" else None
-    if config.sft.method == "full" and config.model.quantization != "none":
-        raise InputError("sft.method=full trains every weight and cannot use a quantized base; set model.quantization=none")
     args = make_trl_config("sft", config, run.work_dir(STAGE))
     if config.sft.method == "full":
         check_full_sft_fits(model, args)

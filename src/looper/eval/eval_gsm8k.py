@@ -51,12 +51,12 @@ def dataset_rows(name: str, config: RunConfig, run: RunDir) -> list[dict[str, An
     if name not in DATASETS:
         raise InputError(f"eval.datasets: unknown dataset {name!r}; known: {', '.join(DATASETS)}")
     if name == "gsm_symbolic":
-        path = run.root / "data" / "gsm_symbolic_eval.jsonl"
+        size = config.eval.limit or 200
+        path = run.root / "data" / f"gsm_symbolic_eval_{size}.jsonl"
         if not path.exists():  # a fixed, seeded set distinct from the training seeds
             from looper.baseline_sft.prepare_data import generate_symbolic, to_records
 
-            atomic_write_jsonl(path, to_records(generate_symbolic(config.eval.limit or 200, config.seed + 1000),
-                                                "gsm_symbolic-eval", "gsm_symbolic"))
+            atomic_write_jsonl(path, to_records(generate_symbolic(size, config.seed + 1000), "gsm_symbolic-eval", "gsm_symbolic"))
     else:
         path = {"gsm8k_dev": run.dev, "gsm8k_test": run.test, "platinum": run.platinum}[name]
     if not path.exists():

@@ -30,7 +30,7 @@ from collections import defaultdict
 from typing import Any
 
 from looper.config import RunConfig
-from looper.modeling import attach_adapter, load_model, load_tokenizer, lora_config
+from looper.modeling import load_stage_model, load_tokenizer, lora_config
 from looper.prompts import preference_prompt
 from looper.regime_w.arms import build_all_arms
 from looper.regime_w.reward import ArmOutput, check_reward_config, trajectory_rewards
@@ -48,22 +48,18 @@ def load_policy(config: RunConfig, run: RunDir) -> Any:
     if config.sft.method == "full":
         from peft import get_peft_model
 
-        if not (run.full_sft / "config.json").is_file():
-            raise InputError(f"{run.full_sft}: no full SFT checkpoint; run `looper sft` first")
-        model = load_model(config.model, checkpoint=run.full_sft)
+        model = load_stage_model(config, run, "sft")
         return get_peft_model(model, lora_config(config.sft.lora_preset, config.sft.lora, model))
     if not (run.lora_sft / "adapter_config.json").is_file():
         raise InputError(f"{run.lora_sft}: no SFT adapter; run `looper sft` first")
-    model = load_model(config.model)
-    return attach_adapter(model, run.lora_sft, trainable=True)
+    return load_stage_model(config, run, "sft", trainable_adapter=True)
 
 
 def load_reference(config: RunConfig, run: RunDir) -> Any:
     """The plan's two-model layout: a second, frozen copy of base + SFT, the adapter merged in (TRL
     patches its fused log-prob head onto a plain model, not a PEFT wrapper)."""
-    if config.sft.method == "full":
-        return load_model(config.model, checkpoint=run.full_sft)
-    return load_model(config.model, adapter=run.lora_sft).merge_and_unload()
+    model = load_stage_model(config, run, "sft")
+    return model if config.sft.method == "full" else model.merge_and_unload()
 
 
 # ----------------------------------------------------------------------------- DPO
