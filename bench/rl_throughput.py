@@ -40,7 +40,7 @@ def make_run(config, gsm8k: Path, pairs: int) -> None:
 
     shutil.rmtree(config.run_dir, ignore_errors=True)
     prepare_data.main(config)
-    run = RunDir(config.run_dir)
+    run = RunDir.of(config)
     model = load_model(config.model)
     peft_model = get_peft_model(model, lora_config("baseline", config.sft.lora, model))
     save_atomically(peft_model, load_tokenizer(config.model), run.lora_sft, {"config_hash": "bench", "base_model": "random 8B"})

@@ -52,8 +52,9 @@ def test_split_is_deterministic_and_seeded(tmp_path):
 def test_gsm_symbolic_source(tmp_path):
     run_looper("prepare-data", "configs/demo.yaml", f"runs_dir={tmp_path}", "data.symbolic_train_size=20",
                "data.symbolic_test_size=5", cwd=Path(__file__).resolve().parents[1])
-    train = read_jsonl(tmp_path / "demo" / "data" / "gsm8k_train.jsonl")
-    test = read_jsonl(tmp_path / "demo" / "data" / "gsm8k_test.jsonl")
+    train = read_jsonl(tmp_path / "demo" / "data" / "gsm_symbolic_train.jsonl")
+    test = read_jsonl(tmp_path / "demo" / "data" / "gsm_symbolic_test.jsonl")
+    assert not (tmp_path / "demo" / "data" / "gsm8k_train.jsonl").exists()  # files are named for what they hold
     assert len(train) == 16 and len(test) == 5
     assert all(r["answer"].rstrip().splitlines()[-1].startswith("####") for r in train)
     assert not any("Do not include units" in r["question"] for r in train)
@@ -66,7 +67,7 @@ def test_platinum_local_keeps_cleaning_status(tmp_path):
     run_looper("prepare-data", "configs/demo.yaml", f"runs_dir={tmp_path}", "data.symbolic_train_size=10",
                "data.symbolic_test_size=2", "data.platinum.source=local", f"data.platinum.path={tmp_path}/plat",
                cwd=Path(__file__).resolve().parents[1])
-    plat = read_jsonl(tmp_path / "demo" / "data" / "platinum_test.jsonl")
+    plat = read_jsonl(tmp_path / "demo" / "data" / "gsm8k_platinum_test.jsonl")
     assert [r["cleaning_status"] for r in plat] == ["consensus"] * 3
 
 
@@ -103,4 +104,4 @@ def test_real_gsm8k_local(tmp_path):
     run_looper("prepare-data", "configs/demo.yaml", f"runs_dir={tmp_path}", "data.source=local",
                f"data.path={SHARED_GSM8K}", cwd=Path(__file__).resolve().parents[1])
     counts = json.loads((tmp_path / "demo" / "data" / "prepare_data.json").read_text())["counts"]
-    assert counts == {"train": 5978, "dev": 1495, "test": 1319}
+    assert counts == {"gsm8k_train": 5978, "gsm8k_dev": 1495, "gsm8k_test": 1319}

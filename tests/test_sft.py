@@ -81,14 +81,14 @@ def test_sft_resumes_after_interrupt(prepared, tiny_model_dir, monkeypatch, caps
 
 def test_sft_bad_inputs(tmp_path, tiny_model_dir):
     proc = run_looper("sft", *tiny_run_config(tmp_path, tiny_model_dir), cwd=REPO, check=False)
-    assert proc.returncode != 0 and "gsm8k_train.jsonl: not found" in proc.stderr
+    assert proc.returncode != 0 and "gsm_symbolic_train.jsonl: not found" in proc.stderr
     run_looper("prepare-data", *tiny_run_config(tmp_path, tiny_model_dir), cwd=REPO)
     proc = run_looper("sft", *tiny_run_config(tmp_path, tiny_model_dir, "sft.method=full", "model.quantization=8bit"), cwd=REPO, check=False)
     assert proc.returncode != 0 and "cannot use a quantized base" in proc.stderr
     assert "sft" not in json.loads((tmp_path / "demo" / "manifest.json").read_text())["stages"]  # refused before starting
     proc = run_looper("sft", *tiny_run_config(tmp_path, tiny_model_dir, "sft.lora.target_modules=[wq,wk]"), cwd=REPO, check=False)
     assert proc.returncode != 0 and "its linear modules are" in proc.stderr and "q_proj" in proc.stderr
-    (tmp_path / "demo" / "data" / "gsm8k_train.jsonl").write_text("")
+    (tmp_path / "demo" / "data" / "gsm_symbolic_train.jsonl").write_text("")
     proc = run_looper("sft", *tiny_run_config(tmp_path, tiny_model_dir), cwd=REPO, check=False)
     assert proc.returncode != 0 and "training set is empty" in proc.stderr
     proc = run_looper("sft", *tiny_run_config(tmp_path, tiny_model_dir, "model.quantization=4bit"), cwd=REPO, check=False)

@@ -43,7 +43,7 @@ def test_two_process_rollouts_and_eval_match_one_process(tmp_path, tiny_model_di
 
     run_looper("eval", *args(single, tiny_model_dir), cwd=REPO)
     torchrun("eval", *args(sharded, tiny_model_dir))
-    for name in ("base__gsm8k_test.jsonl", "sft__gsm8k_test.jsonl"):
+    for name in ("base__gsm_symbolic_test.jsonl", "sft__gsm_symbolic_test.jsonl"):
         a = read_jsonl(single / "demo" / "eval" / name)
         b = read_jsonl(sharded / "demo" / "eval" / name)
         assert [(r["id"], r["output"]) for r in a] == [(r["id"], r["output"]) for r in b]

@@ -79,6 +79,11 @@ class DataConfig:
     symbolic_test_size: int = _help("gsm_symbolic: number of generated test problems.", 200)
     platinum: PlatinumConfig = _help("GSM8K-Platinum, the cleaned test set used by eval.", factory=PlatinumConfig)
 
+    @property
+    def name(self) -> str:
+        """What the splits hold, as their files and reports name them: gsm_symbolic or gsm8k (hub and local)."""
+        return "gsm_symbolic" if self.source == "gsm_symbolic" else "gsm8k"
+
 
 @dataclass
 class ModelConfig:
@@ -185,7 +190,10 @@ class RLConfig:
 @dataclass
 class EvalConfig:
     models: list[str] = _help("Which models: base, sft, rl (each skipped with a notice if missing).", factory=lambda: ["base", "sft", "rl"])
-    datasets: list[str] = _help("gsm8k_dev, gsm8k_test, platinum, gsm_symbolic.", factory=lambda: ["gsm8k_test"])
+    datasets: list[str] = _help(
+        "Named for what they hold: the run's own splits (gsm8k_dev / gsm8k_test, or gsm_symbolic_dev / gsm_symbolic_test "
+        "when data.source is gsm_symbolic), gsm8k_platinum, and gsm_symbolic_test in a GSM8K run (generated, "
+        "data.symbolic_test_size problems).", factory=lambda: ["gsm8k_test"])
     limit: int | None = _help("First N questions of each dataset; null = all.", None)
     max_new_tokens: int = _help("Generation limit.", 256)
     batch_size: int = _help("Sequences per generate() call.", 32)
@@ -196,6 +204,8 @@ class EvalConfig:
 @dataclass
 class RunConfig:
     name: str = _help("Run name; outputs go to <runs_dir>/<name>/.", "demo")
+    note: str | None = _help("What this run shows, in a sentence or two: printed under the pipeline's and eval's "
+                             "last lines and at the top of eval/report.md.", None)
     runs_dir: str = _help("Folder holding run folders.", "runs")
     seed: int = _help("The one seed: data split, training, per-sample generation seeds.", 1234)
     data: DataConfig = _help("prepare-data", factory=DataConfig)
@@ -213,6 +223,10 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        """The resolved config as YAML (what a run folder's config.yaml holds)."""
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     def section_hash(self, *sections: str) -> str:
         """Stable hash of the named sections (plus seed and model), to tell whether outputs are stale."""
@@ -324,9 +338,3 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         return _build(RunConfig, data, "")
     except ConfigError as err:
         raise ConfigError(f"{where}: {err}") from None
-
-
-def save_config(config: RunConfig, path: Path) -> None:
-    from looper.runs import atomic_write_text
-
-    atomic_write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))

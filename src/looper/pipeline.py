@@ -15,16 +15,7 @@ import importlib
 import time
 
 from looper.config import RunConfig
-from looper.runs import STAGES, InputError, RunDir, atomic_write_json
-
-STAGE_MODULES = {
-    "prepare-data": "looper.baseline_sft.prepare_data",
-    "sft": "looper.baseline_sft.train_sft",
-    "collect-rollouts": "looper.rl_training.collect_rollouts",
-    "build-preferences": "looper.rl_training.build_preferences",
-    "train-rl": "looper.rl_training.train_rl",
-    "eval": "looper.eval.eval_gsm8k",
-}
+from looper.runs import STAGE_MODULES, STAGES, InputError, RunDir, atomic_write_json
 
 
 def main(config: RunConfig, from_stage: str | None = None, to_stage: str | None = None) -> RunDir:
@@ -32,7 +23,7 @@ def main(config: RunConfig, from_stage: str | None = None, to_stage: str | None 
     last = STAGES.index(to_stage) if to_stage else len(STAGES) - 1
     if first > last:
         raise InputError(f"--from {from_stage} comes after --to {to_stage}")
-    run = RunDir(config.run_dir)
+    run = RunDir.of(config)
     timings = {}
     for stage in STAGES[first : last + 1]:
         print(f"\n=== {stage} ===", flush=True)
@@ -45,4 +36,6 @@ def main(config: RunConfig, from_stage: str | None = None, to_stage: str | None 
     print("time per stage (s): " + ", ".join(f"{k} {v}" for k, v in timings.items()))
     if "eval" in STAGES[first : last + 1] and (run.eval_dir / "report.md").exists():
         print(f"report: {run.eval_dir / 'report.md'}  (the table is printed above by eval)")
+    if config.note:
+        print(f"note: {config.note}")
     return run

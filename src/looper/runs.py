@@ -4,7 +4,8 @@ Layout of ``runs/<name>/`` (file names from the original plan)::
 
     config.yaml                 resolved config of the last stage run
     manifest.json               library versions, git commit, device
-    data/gsm8k_{train,dev,test}.jsonl, data/platinum_test.jsonl
+    data/<data>_{train,dev,test}.jsonl    <data> = gsm8k, or gsm_symbolic for generated problems
+    data/gsm8k_platinum_test.jsonl
     checkpoints/lora_sft/       SFT adapter + tokenizer (checkpoints/sft for full SFT)
     checkpoints/lora_rl/        RL adapter + tokenizer
     data/rl_rollouts.jsonl      one record per question, appended whole
@@ -33,6 +34,15 @@ from typing import Any
 log = logging.getLogger("looper")
 
 STAGES = ("prepare-data", "sft", "collect-rollouts", "build-preferences", "train-rl", "eval")
+# Where each stage's ``main(config)`` lives (imported by name, so this module imports no stage).
+STAGE_MODULES = {
+    "prepare-data": "looper.baseline_sft.prepare_data",
+    "sft": "looper.baseline_sft.train_sft",
+    "collect-rollouts": "looper.rl_training.collect_rollouts",
+    "build-preferences": "looper.rl_training.build_preferences",
+    "train-rl": "looper.rl_training.train_rl",
+    "eval": "looper.eval.eval_gsm8k",
+}
 # The config sections each stage's outputs depend on, its own and every upstream stage's: a change
 # anywhere upstream makes the outputs stale.
 STAGE_SECTIONS = {
@@ -186,15 +196,24 @@ def derive_seed(seed: int, *parts: Any) -> int:
 
 
 class RunDir:
-    """Paths of one run folder; the file names are the plan's."""
+    """Paths of one run folder. Data files are named for what they hold (the plan's ``gsm8k_train.jsonl``
+    for GSM8K; ``gsm_symbolic_train.jsonl`` for generated problems)."""
 
-    def __init__(self, root: Path | str):
+    def __init__(self, root: Path | str, data_name: str):
         self.root = Path(root)
+        self.data_name = data_name  # gsm8k or gsm_symbolic (DataConfig.name)
 
-    train = property(lambda self: self.root / "data" / "gsm8k_train.jsonl")
-    dev = property(lambda self: self.root / "data" / "gsm8k_dev.jsonl")
-    test = property(lambda self: self.root / "data" / "gsm8k_test.jsonl")
-    platinum = property(lambda self: self.root / "data" / "platinum_test.jsonl")
+    @classmethod
+    def of(cls, config: Any) -> "RunDir":
+        return cls(config.run_dir, config.data.name)
+
+    def split(self, split: str) -> Path:
+        return self.root / "data" / f"{self.data_name}_{split}.jsonl"
+
+    train = property(lambda self: self.split("train"))
+    dev = property(lambda self: self.split("dev"))
+    test = property(lambda self: self.split("test"))
+    platinum = property(lambda self: self.root / "data" / "gsm8k_platinum_test.jsonl")
     data_info = property(lambda self: self.root / "data" / "prepare_data.json")
     lora_sft = property(lambda self: self.root / "checkpoints" / "lora_sft")
     full_sft = property(lambda self: self.root / "checkpoints" / "sft")
@@ -242,11 +261,9 @@ def git_commit() -> str | None:
 
 def start_stage(config: Any, stage: str) -> RunDir:
     """Create the run folder, write the resolved config and manifest, log the stage start."""
-    from looper.config import save_config
-
-    run = RunDir(config.run_dir)
+    run = RunDir.of(config)
     run.root.mkdir(parents=True, exist_ok=True)
-    save_config(config, run.root / "config.yaml")
+    atomic_write_text(run.root / "config.yaml", config.to_yaml())
     manifest_path = run.root / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
     manifest.setdefault("stages", {})[stage] = {

@@ -117,6 +117,14 @@ def generate_symbolic(size: int, seed: int) -> list[Row]:
     return rows
 
 
+def symbolic_test_records(data: DataConfig, seed: int, exclude: set[str] = frozenset()) -> list[dict[str, Any]]:
+    """The gsm_symbolic test set: data.symbolic_test_size problems generated with seed + 1 (train uses
+    seed), less any question in ``exclude`` (the train split's). A gsm_symbolic run's test split, and
+    the generated set a GSM8K run's eval can add, are made by this one recipe."""
+    rows = [r for r in generate_symbolic(data.symbolic_test_size, seed + 1) if r[1]["question"] not in exclude]
+    return to_records(rows, "gsm_symbolic-test", "gsm_symbolic")
+
+
 def split_train_dev(records: list[dict[str, Any]], dev_fraction: float, seed: int) -> tuple[list, list]:
     """Deterministic seeded 80/20 split; train and dev keep the source order."""
     if not 0 < dev_fraction < 1:
@@ -134,22 +142,22 @@ def split_train_dev(records: list[dict[str, Any]], dev_fraction: float, seed: in
 
 def load_source(data: DataConfig, seed: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(train+dev records, test records) from the configured source, validated."""
+    if data.source == "gsm_symbolic":
+        train = to_records(generate_symbolic(data.symbolic_train_size, seed), "gsm_symbolic-train", data.source)
+        return _cap(train, test=symbolic_test_records(data, seed, exclude={r["question"] for r in train}), data=data)
     if data.source == "hub":
         raw_train = load_hub(data.hub_id, data.hub_config, "train")
         raw_test = load_hub(data.hub_id, data.hub_config, "test")
-    elif data.source == "local":
+    else:
         if not data.path:
             raise InputError("data.path is required when data.source is local")
         raw_train = load_local(Path(data.path), "train")
         raw_test = load_local(Path(data.test_path), "test") if data.test_path else load_local(Path(data.path), "test")
-    else:
-        raw_train = generate_symbolic(data.symbolic_train_size, seed)
-        train_questions = {row["question"] for _, row in raw_train}
-        # A different seed for test; drop any problem that also occurs in train.
-        raw_test = [r for r in generate_symbolic(data.symbolic_test_size, seed + 1) if r[1]["question"] not in train_questions]
-    prefix = "gsm8k" if data.source != "gsm_symbolic" else "gsm_symbolic"
-    train = to_records(raw_train, f"{prefix}-train", data.source)
-    test = to_records(raw_test, f"{prefix}-test", data.source)
+    return _cap(to_records(raw_train, "gsm8k-train", data.source), to_records(raw_test, "gsm8k-test", data.source), data)
+
+
+def _cap(train: list[dict[str, Any]], test: list[dict[str, Any]], data: DataConfig) -> tuple[list, list]:
+    """data.max_train / data.max_test: keep the first N."""
     if data.max_train is not None:
         train = train[: data.max_train]
     if data.max_test is not None:
@@ -167,22 +175,23 @@ def load_platinum(platinum: PlatinumConfig) -> list[dict[str, Any]] | None:
         if not platinum.path:
             raise InputError("data.platinum.path is required when data.platinum.source is local")
         rows = load_local(Path(platinum.path), "test")
-    return to_records(rows, "platinum-test", f"platinum:{platinum.source}", keep=("cleaning_status",))
+    return to_records(rows, "gsm8k_platinum-test", f"platinum:{platinum.source}", keep=("cleaning_status",))
 
 
 def main(config: RunConfig) -> RunDir:
-    if check_stage(RunDir(config.run_dir), STAGE, config):
+    if check_stage(RunDir.of(config), STAGE, config):
         print(f"prepare-data: {config.run_dir / 'data'} is complete for this config; nothing to do")
-        return RunDir(config.run_dir)
+        return RunDir.of(config)
     train_all, test = load_source(config.data, config.seed)
     train, dev = split_train_dev(train_all, config.data.dev_fraction, config.seed)
     platinum = load_platinum(config.data.platinum)
     # Everything is validated; only now does the run folder get outputs.
     run = start_stage(config, STAGE)
-    counts = {"train": atomic_write_jsonl(run.train, train), "dev": atomic_write_jsonl(run.dev, dev),
-              "test": atomic_write_jsonl(run.test, test)}
+    name = config.data.name
+    counts = {f"{name}_train": atomic_write_jsonl(run.train, train), f"{name}_dev": atomic_write_jsonl(run.dev, dev),
+              f"{name}_test": atomic_write_jsonl(run.test, test)}
     if platinum is not None:
-        counts["platinum"] = atomic_write_jsonl(run.platinum, platinum)
+        counts["gsm8k_platinum"] = atomic_write_jsonl(run.platinum, platinum)
     atomic_write_json(run.data_info, {
         "source": config.data.source, "seed": config.seed, "dev_fraction": config.data.dev_fraction,
         "counts": counts, "dev_ids": [r["id"] for r in dev],
@@ -193,6 +202,6 @@ def main(config: RunConfig) -> RunDir:
 
 
 if __name__ == "__main__":
-    from looper.cli import run_stage_module
+    from looper.entrypoint import run_stage_command
 
-    run_stage_module(main, __doc__)
+    run_stage_command(main, __doc__, "prepare-data")

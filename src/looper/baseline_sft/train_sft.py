@@ -3,7 +3,7 @@
     looper sft configs/demo.yaml
     python -m looper.baseline_sft.train_sft configs/r1-distill-llama-8b.yaml sft.lora_preset=aggressive
 
-Trains on ``data/gsm8k_train.jsonl`` with the plan's prompt ("You are a careful math tutor ...",
+Trains on the run's train split (``data/gsm8k_train.jsonl``) with the plan's prompt ("You are a careful math tutor ...",
 the problem, "Solution:") or the model's chat template (``model.prompt_format: chat``); the target
 is GSM8K's full worked solution and the loss is on the completion only (TRL's prompt-completion
 format). ``sft.method: lora`` saves a PEFT adapter + tokenizer to ``checkpoints/lora_sft``;
@@ -76,7 +76,7 @@ def build_dataset(config: RunConfig, run: RunDir) -> Any:
 
 
 def main(config: RunConfig) -> RunDir:
-    run = RunDir(config.run_dir)
+    run = RunDir.of(config)
     if not run.train.exists():
         raise InputError(f"{run.train}: not found; run `looper prepare-data {config.name}` first (same config)")
     target = sft_output_dir(run, config)
@@ -115,6 +115,6 @@ def main(config: RunConfig) -> RunDir:
 
 
 if __name__ == "__main__":
-    from looper.cli import run_stage_module
+    from looper.entrypoint import run_stage_command
 
-    run_stage_module(main, __doc__)
+    run_stage_command(main, __doc__, "sft")

@@ -42,25 +42,37 @@ from looper.runs import (
 )
 
 STAGE = "eval"
-DATASETS = ("gsm8k_dev", "gsm8k_test", "platinum", "gsm_symbolic")
+# Named for what they hold; the first four are a run's own dev/test splits, depending on data.source.
+DATASETS = ("gsm8k_dev", "gsm8k_test", "gsm_symbolic_dev", "gsm_symbolic_test", "gsm8k_platinum")
+RENAMED = {"platinum": "gsm8k_platinum", "gsm_symbolic": "gsm_symbolic_test"}
 MODELS = ("base", "sft", "rl")
+
+
+def dataset_path(name: str, config: RunConfig, run: RunDir) -> Path:
+    """Where an eval dataset's questions are; a generated gsm_symbolic test set is written on first use."""
+    if name not in DATASETS:
+        hint = f" (renamed {RENAMED[name]!r})" if name in RENAMED else ""
+        raise InputError(f"eval.datasets: unknown dataset {name!r}{hint}; known: {', '.join(DATASETS)}")
+    if name == "gsm8k_platinum":
+        return run.platinum
+    source, split = name.rsplit("_", 1)
+    if source == config.data.name:
+        return run.split(split)
+    if name == "gsm_symbolic_test":  # a GSM8K run can also be scored on generated problems
+        from looper.baseline_sft.prepare_data import symbolic_test_records
+
+        path = run.split("test").with_name("gsm_symbolic_test.jsonl")
+        atomic_write_jsonl(path, symbolic_test_records(config.data, config.seed))
+        return path
+    raise InputError(f"eval.datasets: {name} is not part of this run: data.source={config.data.source} makes "
+                     f"{config.data.name}_dev and {config.data.name}_test")
 
 
 def dataset_rows(name: str, config: RunConfig, run: RunDir) -> list[dict[str, Any]]:
     """The evaluation questions of one dataset (first eval.limit)."""
-    if name not in DATASETS:
-        raise InputError(f"eval.datasets: unknown dataset {name!r}; known: {', '.join(DATASETS)}")
-    if name == "gsm_symbolic":
-        size = config.eval.limit or 200
-        path = run.root / "data" / f"gsm_symbolic_eval_{size}.jsonl"
-        if not path.exists():  # a fixed, seeded set distinct from the training seeds
-            from looper.baseline_sft.prepare_data import generate_symbolic, to_records
-
-            atomic_write_jsonl(path, to_records(generate_symbolic(size, config.seed + 1000), "gsm_symbolic-eval", "gsm_symbolic"))
-    else:
-        path = {"gsm8k_dev": run.dev, "gsm8k_test": run.test, "platinum": run.platinum}[name]
+    path = dataset_path(name, config, run)
     if not path.exists():
-        hint = "set data.platinum.source and rerun prepare-data" if name == "platinum" else "run `looper prepare-data` first"
+        hint = "set data.platinum.source and rerun prepare-data" if name == "gsm8k_platinum" else "run `looper prepare-data` first"
         raise InputError(f"eval dataset {name}: {path} not found; {hint}")
     rows = read_jsonl(path, required=("id", "question", "gold"))
     rows = rows[: config.eval.limit] if config.eval.limit is not None else rows
@@ -121,7 +133,7 @@ def evaluate(model: Any, tokenizer: Any, rows: list[dict[str, Any]], config: Run
 
 
 def main(config: RunConfig) -> RunDir:
-    run = RunDir(config.run_dir)
+    run = RunDir.of(config)
     available = [m for m in config.eval.models if m in MODELS and (m == "base" or Path(stage_model_path(config, run, m)).exists())]
     # Unlike training stages, a changed config simply redoes eval: each per-sample file carries the
     # fingerprint of the model and eval settings that made it and is started over when they differ.
@@ -177,10 +189,12 @@ def main(config: RunConfig) -> RunDir:
     finish_stage(run, STAGE, config, models=list(records))
     print(summary["table"])
     print(f"\nreport: {run.eval_dir / 'report.md'}")
+    if config.note:
+        print(f"note: {config.note}")
     return run
 
 
 if __name__ == "__main__":
-    from looper.cli import run_stage_module
+    from looper.entrypoint import run_stage_command
 
-    run_stage_module(main, __doc__)
+    run_stage_command(main, __doc__, "eval")

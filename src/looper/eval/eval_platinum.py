@@ -2,7 +2,7 @@
 
     python -m looper.eval.eval_platinum configs/r1-distill-llama-8b.yaml
 
-Needs ``data.platinum.source`` (hub or local) so that prepare-data wrote ``data/platinum_test.jsonl``;
+Needs ``data.platinum.source`` (hub or local) so that prepare-data wrote ``data/gsm8k_platinum_test.jsonl``;
 its ``cleaning_status`` column is kept in the per-sample output.
 """
 
@@ -15,10 +15,10 @@ from looper.eval import eval_gsm8k
 
 
 def main(config: RunConfig):
-    return eval_gsm8k.main(dataclasses.replace(config, eval=dataclasses.replace(config.eval, datasets=["platinum"])))
+    return eval_gsm8k.main(dataclasses.replace(config, eval=dataclasses.replace(config.eval, datasets=["gsm8k_platinum"])))
 
 
 if __name__ == "__main__":
-    from looper.cli import run_stage_module
+    from looper.entrypoint import run_stage_command
 
-    run_stage_module(main, __doc__)
+    run_stage_command(main, __doc__, "eval")

@@ -10,6 +10,7 @@ from typing import Any
 from looper.answers import parse_number
 from looper.runs import atomic_write_json, atomic_write_text
 from looper.stats import mcnemar_exact, pass_at_k, wilson_interval
+from looper.tables import markdown_table
 
 MODES = ("strict", "flexible")
 
@@ -52,12 +53,6 @@ def compare(a: list[dict[str, Any]], b: list[dict[str, Any]], mode: str) -> dict
     return {"difference": (len(wrong_to_right) - len(right_to_wrong)) / n if n else 0.0,
             "p_value": mcnemar_exact(len(right_to_wrong), len(wrong_to_right)),
             "wrong_to_right": wrong_to_right, "right_to_wrong": right_to_wrong}
-
-
-def _table(rows: list[list[str]], header: list[str]) -> str:
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
-    fmt = lambda r: "| " + " | ".join(str(x).ljust(w) for x, w in zip(r, widths)) + " |"  # noqa: E731
-    return "\n".join([fmt(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(fmt, rows)])
 
 
 def _plots(summary: dict[str, Any], out_dir: Path) -> list[str]:
@@ -130,12 +125,12 @@ def write_report(records: dict[str, dict[str, list[dict[str, Any]]]], config: An
             row += [f"{100 * x['truncation_rate']:.1f}", f"{x['mean_tokens']:.0f}"]
             rows.append(row)
     header = ["model", "dataset", "n", "strict % [95% CI]", "flexible % [95% CI]", "truncated %", "mean tokens"]
-    table = _table(rows, header)
+    table = markdown_table(rows, header)
     comp_rows = [[d, f"{c['a']} → {c['b']}", f"{100 * c['strict']['difference']:+.1f}", f"{c['strict']['p_value']:.3g}",
                   str(len(c["strict"]["wrong_to_right"])), str(len(c["strict"]["right_to_wrong"])),
                   f"{100 * c['flexible']['difference']:+.1f}", f"{c['flexible']['p_value']:.3g}"]
                  for d, comps in comparisons.items() for c in comps]
-    comp_table = _table(comp_rows, ["dataset", "models", "strict Δ pts", "strict McNemar p", "wrong→right", "right→wrong",
+    comp_table = markdown_table(comp_rows, ["dataset", "models", "strict Δ pts", "strict McNemar p", "wrong→right", "right→wrong",
                                     "flexible Δ pts", "flexible McNemar p"]) if comp_rows else "(one model only)"
     summary = {"metrics": metrics, "comparisons": comparisons, "table": table + "\n\n" + comp_table}
     plots = _plots(summary, out_dir)
@@ -149,6 +144,7 @@ def write_report(records: dict[str, dict[str, list[dict[str, Any]]]], config: An
     flips = [f"- {d}, {c['a']} → {c['b']} (strict): wrong→right {', '.join(c['strict']['wrong_to_right'][:20]) or '-'}; "
              f"right→wrong {', '.join(c['strict']['right_to_wrong'][:20]) or '-'}" for d, comps in comparisons.items() for c in comps]
     md = [f"# Evaluation report: {config.name}\n",
+          *([f"> {config.note}\n"] if config.note else []),
           f"Model `{config.model.name_or_path}`, prompt format `{config.model.prompt_format}`, "
           f"{'greedy' if config.eval.samples == 1 else f'{config.eval.samples} samples at T={config.eval.temperature}'}, "
           f"max {config.eval.max_new_tokens} new tokens. Answers checked by `looper.answers` (strict: `#### N`; "

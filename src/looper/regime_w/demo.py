@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from looper.config import RegimeWConfig
 from looper.regime_w.reward import ArmOutput, compute_reward, trajectory_rewards
+from looper.tables import text_table
 
 QUESTION = ("Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
             "How many clips did Natalia sell altogether in April and May?")
@@ -28,12 +29,6 @@ OUTPUTS = [
 ]
 
 
-def render_table(rows: list[list[str]], header: list[str]) -> str:
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
-    line = lambda r: "  ".join(str(x).ljust(w) for x, w in zip(r, widths))  # noqa: E731
-    return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
-
-
 def main() -> None:
     cfg = RegimeWConfig(length_free_tokens=64, length_cap_tokens=256)
     print(f"Question: {QUESTION}\nGold: {GOLD}\n")
@@ -43,7 +38,7 @@ def main() -> None:
                  f"{r.length_penalty:.3f}", "yes" if r.missing else "", "yes" if r.truncated else "", f"{r.reward:+.3f}"]
                 for o, r in zip(OUTPUTS, rewards)]
         print(f"== {label}")
-        print(render_table(rows, ["arm", "family", "answer", "correct", "agree", "len_pen", "missing", "truncated", "reward"]))
+        print(text_table(rows, ["arm", "family", "answer", "correct", "agree", "len_pen", "missing", "truncated", "reward"]))
         print(f"consensus={scores.consensus}  s_end={scores.s_end:.3f}  s_path={scores.s_path:.3f}  "
               f"s_cf={scores.s_cf:.3f}  s_wm={scores.s_wm:.3f}  "
               f"question reward={compute_reward(QUESTION, OUTPUTS, gold, cfg):+.3f}\n")

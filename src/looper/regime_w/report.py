@@ -17,11 +17,11 @@ from typing import Any
 
 from looper.answers import answers_equal
 from looper.config import RegimeWConfig, RunConfig
-from looper.regime_w.demo import render_table
+from looper.regime_w.pairs import select_pairs
 from looper.regime_w.reward import ArmOutput, trajectory_rewards
-from looper.rl_training.build_preferences import select_pairs
 from looper.runs import InputError, atomic_write_text, read_jsonl
 from looper.stats import auroc
+from looper.tables import text_table
 
 ABLATIONS = {
     "full": {},
@@ -77,13 +77,13 @@ def build_report(records: list[dict[str, Any]], cfg: RegimeWConfig, config: RunC
             print(f"regime-w report: ablation {name!r} skipped: {err}")
     mean = lambda xs: sum(xs) / len(xs) if xs else 0.0  # noqa: E731
     out = [f"# Regime W report\n\n{len(records)} questions, {sum(len(r['trajectories']) for r in records)} trajectories.\n",
-           "## Per arm\n", "```", render_table(
+           "## Per arm\n", "```", text_table(
                [[arm, f"{mean(s['correct']):.3f}", f"{mean(s['agree']):.3f}", f"{mean(s['tokens']):.0f}",
                  f"{mean(s['truncated']):.3f}", f"{mean(s['missing']):.3f}"] for arm, s in per_arm.items()],
                ["arm", "accuracy", "agrees w/ consensus", "mean tokens", "truncated", "no answer"]), "```\n",
            f"## Scores as predictors of a correct consensus answer\n\nConsensus correct on "
            f"{sum(consensus_correct)}/{len(consensus_correct)} questions. AUROC (0.5 = no signal):\n", "```",
-           render_table([[k, _fmt(auroc(v, consensus_correct)), f"{mean(v):.3f}"] for k, v in score_rows.items()],
+           text_table([[k, _fmt(auroc(v, consensus_correct)), f"{mean(v):.3f}"] for k, v in score_rows.items()],
                         ["score", "AUROC", "mean"]), "```",
            "s_end alone is plain majority agreement; s_wm is the combined score.\n",
            "## Ablations: how the best-vs-worst pairs change\n", "```"]
@@ -97,7 +97,7 @@ def build_report(records: list[dict[str, Any]], cfg: RegimeWConfig, config: RunC
             if p is not None:
                 clean += flags[p[0]] and not flags[p[1]]
         rows.append([name, str(kept), str(changed), f"{clean / kept:.3f}" if kept else "n/a"])
-    out += [render_table(rows, ["variant", "questions with a pair", "pairs changed vs full", "chosen correct & rejected wrong"]), "```\n"]
+    out += [text_table(rows, ["variant", "questions with a pair", "pairs changed vs full", "chosen correct & rejected wrong"]), "```\n"]
     return "\n".join(out)
 
 

@@ -13,52 +13,18 @@ rejected is not). ``max_pairs_per_question > 1`` adds correct x incorrect pairs,
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
 
-from looper.config import PreferencesConfig, RunConfig
+from looper.config import RunConfig
 from looper.prompts import preference_completion, preference_prompt
 from looper.regime_w.arms import build_all_arms
-from looper.runs import InputError, atomic_write_jsonl, check_stage, finish_stage, read_jsonl, stage_marker, start_stage
+from looper.regime_w.pairs import select_pairs
+from looper.runs import InputError, RunDir, atomic_write_jsonl, check_stage, finish_stage, read_jsonl, stage_marker, start_stage
 
 STAGE = "build-preferences"
 
 
-def select_pairs(rewards: Sequence[float], correct: Sequence[bool], cfg: PreferencesConfig) -> tuple[list[tuple[int, int]], str]:
-    """Indices (chosen, rejected) for one question's trajectories, and why none when empty.
-
-    Ties in reward go to the earlier trajectory for chosen and the later one for rejected, so the
-    result is deterministic.
-    """
-    n = len(rewards)
-    if n < 2:
-        return [], "fewer than 2 trajectories"
-    order = sorted(range(n), key=lambda i: (-rewards[i], i))
-    candidates = [(order[0], order[-1])]
-    if cfg.max_pairs_per_question > 1:
-        good = [i for i in order if correct[i]]
-        bad = [i for i in order if not correct[i]]
-        candidates += sorted(((g, b) for g in good for b in bad), key=lambda p: -(rewards[p[0]] - rewards[p[1]]))
-    pairs, seen = [], set()
-    reason = "reward gap below min_margin"
-    for chosen, rejected in candidates:
-        if (chosen, rejected) in seen:
-            continue
-        seen.add((chosen, rejected))
-        if rewards[chosen] - rewards[rejected] < cfg.min_margin:
-            continue
-        if cfg.require_correct_chosen and not (correct[chosen] and not correct[rejected]):
-            reason = "no correct-vs-incorrect pair"
-            continue
-        pairs.append((chosen, rejected))
-        if len(pairs) >= cfg.max_pairs_per_question:
-            break
-    return pairs, ("" if pairs else reason)
-
-
 def main(config: RunConfig) -> None:
-    from looper.runs import RunDir
-
-    run = RunDir(config.run_dir)
+    run = RunDir.of(config)
     if check_stage(run, STAGE, config):
         print(f"build-preferences: {run.preferences} is complete for this config; nothing to do")
         return
@@ -106,6 +72,6 @@ def main(config: RunConfig) -> None:
 
 
 if __name__ == "__main__":
-    from looper.cli import run_stage_module
+    from looper.entrypoint import run_stage_command
 
-    run_stage_module(main, __doc__)
+    run_stage_command(main, __doc__, "build-preferences")

@@ -67,7 +67,7 @@ def build_record(question: dict[str, Any], arms: list, samples: list[tuple[Any, 
 
 
 def main(config: RunConfig) -> RunDir:
-    run = RunDir(config.run_dir)
+    run = RunDir.of(config)
     chash = stage_hash(config, STAGE)
     if check_stage(run, STAGE, config):
         print(f"collect-rollouts: {run.rollouts} is complete for this config; nothing to do")
@@ -143,6 +143,6 @@ def main(config: RunConfig) -> RunDir:
 
 
 if __name__ == "__main__":
-    from looper.cli import run_stage_module
+    from looper.entrypoint import run_stage_command
 
-    run_stage_module(main, __doc__)
+    run_stage_command(main, __doc__, "collect-rollouts")

@@ -26,6 +26,6 @@ def main(config: RunConfig):
 
 
 if __name__ == "__main__":
-    from looper.cli import run_stage_module
+    from looper.entrypoint import run_stage_command
 
-    run_stage_module(main, __doc__)
+    run_stage_command(main, __doc__, "train-ppo")

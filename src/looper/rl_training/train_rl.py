@@ -202,7 +202,7 @@ def train_online(config: RunConfig, run: RunDir, resume_from: str | None) -> Any
 
 
 def main(config: RunConfig) -> RunDir:
-    run = RunDir(config.run_dir)
+    run = RunDir.of(config)
     chash = stage_hash(config, STAGE)
     if check_stage(run, STAGE, config) and (run.lora_rl / "looper_adapter.json").exists():
         print(f"train-rl: {run.lora_rl} is complete for this config; nothing to do (delete it to train again)")
@@ -226,6 +226,6 @@ def main(config: RunConfig) -> RunDir:
 
 
 if __name__ == "__main__":
-    from looper.cli import run_stage_module
+    from looper.entrypoint import run_stage_command
 
-    run_stage_module(main, __doc__)
+    run_stage_command(main, __doc__, "train-rl")
