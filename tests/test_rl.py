@@ -97,7 +97,7 @@ def test_regime_w_reward_functions_sum_to_the_reward():
 def test_train_rl_bad_inputs(tmp_path, tiny_model_dir):
     run_looper("prepare-data", *args(tmp_path, tiny_model_dir), cwd=REPO)
     proc = run_looper("train-rl", *args(tmp_path, tiny_model_dir), cwd=REPO, check=False)
-    assert proc.returncode != 0 and "no preference pairs" in proc.stderr
+    assert proc.returncode != 0 and "run `looper build-preferences` first" in proc.stderr
     proc = run_looper("train-rl", *args(tmp_path, tiny_model_dir, "rl.algorithm=grpo"), cwd=REPO, check=False)
     assert proc.returncode != 0 and "no SFT adapter" in proc.stderr
     (tmp_path / "demo" / "data").mkdir(exist_ok=True)

@@ -89,4 +89,4 @@ def test_bad_inputs(tmp_path, tiny_model_dir):
     proc = run_looper("collect-rollouts", *args(tmp_path, tiny_model_dir), cwd=REPO, check=False)
     assert proc.returncode != 0 and "not a PEFT adapter" in proc.stderr
     proc = run_looper("build-preferences", *args(tmp_path, tiny_model_dir), cwd=REPO, check=False)
-    assert proc.returncode != 0 and "no rollouts yet" in proc.stderr
+    assert proc.returncode != 0 and "run `looper collect-rollouts` first" in proc.stderr

@@ -43,14 +43,24 @@ def _yaml_load(text: str) -> Any:
     return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
 
 
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    return " ".join(str(getattr(err, "problem", None) or err).split())
+
+
 class ConfigError(ValueError):
     """A config file or override that does not match the schema; the message names key and file."""
 
 
-def _help(text: str, default: Any = dataclasses.MISSING, factory: Any = dataclasses.MISSING) -> Any:
+def _help(text: str, default: Any = dataclasses.MISSING, factory: Any = dataclasses.MISSING, **bounds: float) -> Any:
+    """A field with its help text and optional bounds on its value: ge, gt, le, lt (checked on load)."""
+    metadata = {"help": text, "bounds": bounds}
     if factory is not dataclasses.MISSING:
-        return field(default_factory=factory, metadata={"help": text})
-    return field(default=default, metadata={"help": text})
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+_BOUND_CHECKS = {"ge": (lambda v, b: v >= b, ">="), "gt": (lambda v, b: v > b, ">"),
+                 "le": (lambda v, b: v <= b, "<="), "lt": (lambda v, b: v < b, "<")}
 
 
 @dataclass
@@ -72,11 +82,11 @@ class DataConfig:
     test_path: str | None = _help("source=local: the test file when path is a file.", None)
     hub_id: str = _help("Hub dataset id for source=hub.", "openai/gsm8k")
     hub_config: str = _help("Hub dataset config for source=hub.", "main")
-    dev_fraction: float = _help("Share of the train split held out as dev (the plan's 80/20).", 0.2)
-    max_train: int | None = _help("Keep at most this many train+dev problems (before the split); null keeps all.", None)
-    max_test: int | None = _help("Keep at most this many test problems; null keeps all.", None)
-    symbolic_train_size: int = _help("gsm_symbolic: number of generated train+dev problems.", 1000)
-    symbolic_test_size: int = _help("gsm_symbolic: number of generated test problems.", 200)
+    dev_fraction: float = _help("Share of the train split held out as dev (the plan's 80/20).", 0.2, gt=0, lt=1)
+    max_train: int | None = _help("Keep at most this many train+dev problems (before the split); null keeps all.", None, ge=2)
+    max_test: int | None = _help("Keep at most this many test problems; null keeps all.", None, ge=1)
+    symbolic_train_size: int = _help("gsm_symbolic: number of generated train+dev problems.", 1000, ge=2)
+    symbolic_test_size: int = _help("gsm_symbolic: number of generated test problems.", 200, ge=1)
     platinum: PlatinumConfig = _help("GSM8K-Platinum, the cleaned test set used by eval.", factory=PlatinumConfig)
 
     @property
@@ -112,9 +122,9 @@ class ModelConfig:
 
 @dataclass
 class LoraSettings:
-    r: int | None = _help("LoRA rank; null takes the preset's.", None)
-    alpha: int | None = _help("LoRA alpha; null takes the preset's.", None)
-    dropout: float | None = _help("LoRA dropout; null takes the preset's.", None)
+    r: int | None = _help("LoRA rank; null takes the preset's.", None, ge=1)
+    alpha: int | None = _help("LoRA alpha; null takes the preset's.", None, gt=0)
+    dropout: float | None = _help("LoRA dropout; null takes the preset's.", None, ge=0, lt=1)
     target_modules: list[str] | None = _help("Module names to adapt; null takes the preset's.", None)
 
 
@@ -133,8 +143,8 @@ class ArmOverride:
     name: str = _help("Arm name (an existing arm to change, or a new one).", "")
     family: Literal["compute", "reflective"] | None = _help("compute or reflective.", None)
     system_prompt: str | None = _help("System prompt of the arm.", None)
-    temperature: float | None = _help("Sampling temperature (0 = greedy).", None)
-    top_p: float | None = _help("Nucleus sampling mass.", None)
+    temperature: float | None = _help("Sampling temperature (0 = greedy).", None, ge=0)
+    top_p: float | None = _help("Nucleus sampling mass.", None, gt=0, le=1)
 
 
 @dataclass
@@ -143,32 +153,32 @@ class RegimeWConfig:
     only_arms: list[str] | None = _help("Use only these arms (by name); null uses all.", None)
     answer_mode: Literal["strict", "flexible"] = _help(
         "How answers are read for scoring: strict (#### N only) or flexible (also \\boxed, 'the answer is').", "strict")
-    w_end: float = _help("Weight of s_end in s_wm.", 0.4)
-    w_path: float = _help("Weight of s_path in s_wm.", 0.2)
-    w_cf: float = _help("Weight of s_cf in s_wm.", 0.4)
+    w_end: float = _help("Weight of s_end in s_wm.", 0.4, ge=0)
+    w_path: float = _help("Weight of s_path in s_wm.", 0.2, ge=0)
+    w_cf: float = _help("Weight of s_cf in s_wm.", 0.4, ge=0)
     correct_reward: float = _help("Reward for a trajectory whose answer equals gold.", 1.0)
     consensus_weight: float = _help("Max reward for agreeing with the consensus, scaled by s_wm (< correct_reward).", 0.3)
     missing_penalty: float = _help("Penalty for a trajectory with no extractable answer.", 0.2)
     truncation_penalty: float = _help("Extra penalty for a trajectory cut off at max_new_tokens.", 0.1)
     length_penalty: float = _help("Max length penalty, reached at length_cap_tokens.", 0.1)
-    length_free_tokens: int = _help("Tokens allowed before the length penalty starts.", 256)
-    length_cap_tokens: int = _help("Tokens at which the length penalty is full.", 1024)
+    length_free_tokens: int = _help("Tokens allowed before the length penalty starts.", 256, ge=0)
+    length_cap_tokens: int = _help("Tokens at which the length penalty is full.", 1024, ge=1)
 
 
 @dataclass
 class RolloutsConfig:
-    num_questions: int | None = _help("First N training questions to roll out; null = all.", 200)
-    samples_per_arm: int = _help("Samples per arm per question.", 1)
-    max_new_tokens: int = _help("Generation limit; R1-style models need thousands.", 256)
-    batch_size: int = _help("Sequences per generate() call (length-sorted).", 32)
-    questions_per_chunk: int = _help("Questions generated together before their records are written.", 16)
+    num_questions: int | None = _help("First N training questions to roll out; null = all.", 200, ge=1)
+    samples_per_arm: int = _help("Samples per arm per question.", 1, ge=1)
+    max_new_tokens: int = _help("Generation limit; R1-style models need thousands.", 256, ge=1)
+    batch_size: int = _help("Sequences per generate() call (length-sorted).", 32, ge=1)
+    questions_per_chunk: int = _help("Questions generated together before their records are written.", 16, ge=1)
 
 
 @dataclass
 class PreferencesConfig:
-    min_margin: float = _help("Minimum reward gap between chosen and rejected.", 0.1)
+    min_margin: float = _help("Minimum reward gap between chosen and rejected.", 0.1, ge=0)
     require_correct_chosen: bool = _help("Keep a pair only if chosen is correct and rejected is not.", False)
-    max_pairs_per_question: int = _help("1 = best vs worst; more = correct x incorrect pairs, capped.", 1)
+    max_pairs_per_question: int = _help("1 = best vs worst; more = correct x incorrect pairs, capped.", 1, ge=1)
 
 
 @dataclass
@@ -177,7 +187,7 @@ class RLConfig:
     reference: Literal["adapter", "two_models"] = _help(
         "DPO reference: adapter = one base, frozen copy of the SFT adapter; two_models = the plan's layout.", "adapter"
     )
-    num_questions: int | None = _help("GRPO/RLOO: training questions used; null = all.", None)
+    num_questions: int | None = _help("GRPO/RLOO: training questions used; null = all.", None, ge=1)
     mix_arms: bool = _help("GRPO/RLOO: each group mixes arms' system prompts so s_cf is measured in the group.", True)
     truncation: Literal["mask", "penalize"] = _help(
         "GRPO/RLOO: completions cut at max length are masked out of the loss or penalised by Regime W.", "penalize"
@@ -194,11 +204,11 @@ class EvalConfig:
         "Named for what they hold: the run's own splits (gsm8k_dev / gsm8k_test, or gsm_symbolic_dev / gsm_symbolic_test "
         "when data.source is gsm_symbolic), gsm8k_platinum, and gsm_symbolic_test in a GSM8K run (generated, "
         "data.symbolic_test_size problems).", factory=lambda: ["gsm8k_test"])
-    limit: int | None = _help("First N questions of each dataset; null = all.", None)
-    max_new_tokens: int = _help("Generation limit.", 256)
-    batch_size: int = _help("Sequences per generate() call.", 32)
-    samples: int = _help("Samples per question; >1 reports maj@k and pass@k (sampled at temperature).", 1)
-    temperature: float = _help("Temperature when samples > 1 (greedy when samples == 1).", 0.7)
+    limit: int | None = _help("First N questions of each dataset; null = all.", None, ge=1)
+    max_new_tokens: int = _help("Generation limit.", 256, ge=1)
+    batch_size: int = _help("Sequences per generate() call.", 32, ge=1)
+    samples: int = _help("Samples per question; >1 reports maj@k and pass@k (sampled at temperature).", 1, ge=1)
+    temperature: float = _help("Temperature when samples > 1 (greedy when samples == 1).", 0.7, gt=0)
 
 
 @dataclass
@@ -284,7 +294,16 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
     unknown = sorted(set(data) - names)
     if unknown:
         raise ConfigError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(names))})")
-    kwargs = {k: _check_type(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()}
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        at = f"{where}.{key}" if where else key
+        kwargs[key] = _check_type(value, hints[key], at)
+        if isinstance(kwargs[key], (int, float)) and not isinstance(kwargs[key], bool):
+            for name, bound in fields[key].metadata.get("bounds", {}).items():
+                ok, sign = _BOUND_CHECKS[name]
+                if not ok(kwargs[key], bound):
+                    raise ConfigError(f"{at}: must be {sign} {bound}, got {kwargs[key]!r}")
     return cls(**kwargs)
 
 
@@ -305,7 +324,13 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
         if "=" not in item:
             raise ConfigError(f"override {item!r} must look like section.key=value")
         key, raw = item.split("=", 1)
-        _set_dotted(out, key.strip(), _yaml_load(raw) if raw.strip() else None)
+        if not key.strip() or any(not part for part in key.strip().split(".")):
+            raise ConfigError(f"override {item!r}: {key.strip()!r} is not a key like section.key")
+        try:
+            value = _yaml_load(raw) if raw.strip() else None
+        except yaml.YAMLError as err:
+            raise ConfigError(f"override {item!r}: the value is not valid YAML ({_yaml_problem(err)})") from None
+        _set_dotted(out, key.strip(), value)
     return out
 
 
@@ -330,7 +355,11 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         try:
             data = _yaml_load(path.read_text()) or {}
         except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML: {err}") from err
+            mark = getattr(err, "problem_mark", None)
+            at = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+            raise ConfigError(f"{at}: not valid YAML ({_yaml_problem(err)})") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path}: not a text file (not UTF-8)") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of sections")
     try:

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from looper.config import EMBEDDED_MODEL, ModelConfig
+from looper.hub import require_hub
 from looper.runs import InputError
 
 log = logging.getLogger("looper")
@@ -67,8 +68,11 @@ def convert_gguf(gguf_file: Path, out_dir: Path) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf_file = Path(gguf_file)
-    tokenizer = AutoTokenizer.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name, dtype=torch.float32)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name, dtype=torch.float32)
+    except Exception as err:  # the GGUF reader raises many types (ValueError, KeyError, struct.error, ...) on a bad file
+        raise InputError(f"{gguf_file}: not a readable GGUF checkpoint ({type(err).__name__}: {err})") from None
     # The weights are dequantized to float32 already; the GGUF quantizer flag only blocks saving.
     model.hf_quantizer = None
     model.is_quantized = False
@@ -106,6 +110,12 @@ def resolve_model_path(name_or_path: str) -> str:
             target.parent.mkdir(parents=True, exist_ok=True)
             convert_gguf(gguf, target)
         return str(target)
+    if Path(name_or_path).exists():
+        return name_or_path
+    if name_or_path.startswith(("/", "./", "../", "~")) or name_or_path.count("/") > 1:
+        raise InputError(f"model.name_or_path: {name_or_path} does not exist (and is not a Hub id like org/name)")
+    require_hub(f"model {name_or_path!r}", "Offline, set model.name_or_path to a local folder, a .gguf file or "
+                                          f"{EMBEDDED_MODEL}.")
     return name_or_path
 
 
@@ -144,7 +154,10 @@ def load_tokenizer(model_cfg: ModelConfig, padding_side: str = "right") -> Any:
     from transformers import AutoTokenizer
 
     path = resolve_model_path(model_cfg.name_or_path)
-    tokenizer = AutoTokenizer.from_pretrained(path, revision=model_cfg.revision, trust_remote_code=model_cfg.trust_remote_code)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, revision=model_cfg.revision, trust_remote_code=model_cfg.trust_remote_code)
+    except OSError as err:
+        raise InputError(f"could not load the tokenizer of {path!r}: {err}") from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = padding_side

@@ -94,8 +94,12 @@ def read_jsonl_lines(path: Path, required: tuple[str, ...] = ()) -> list[tuple[i
     if not path.is_file():
         raise InputError(f"{path}: file not found")
     records = []
-    with path.open() as f:
-        for lineno, line in enumerate(f, 1):
+    with path.open("rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise InputError(f"{path}:{lineno}: not UTF-8 text (is this a binary file?)") from None
             if not line.strip():
                 continue
             try:
@@ -109,6 +113,13 @@ def read_jsonl_lines(path: Path, required: tuple[str, ...] = ()) -> list[tuple[i
                     raise InputError(f"{path}:{lineno}: missing field {key!r}")
             records.append((lineno, record))
     return records
+
+
+def require_input(path: Path, made_by: str) -> Path:
+    """``path`` if it exists, else an InputError saying which stage makes it."""
+    if not Path(path).exists():
+        raise InputError(f"{path}: not found; run `looper {made_by}` first, with the same config")
+    return Path(path)
 
 
 def read_jsonl(path: Path, required: tuple[str, ...] = ()) -> list[dict[str, Any]]:

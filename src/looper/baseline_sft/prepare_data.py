@@ -22,6 +22,7 @@ from typing import Any
 
 from looper.answers import parse_gold
 from looper.config import DataConfig, PlatinumConfig, RunConfig
+from looper.hub import require_hub
 from looper.runs import (
     InputError,
     RunDir,
@@ -47,9 +48,14 @@ def _read_rows(path: Path) -> list[Row]:
     if not path.is_file():
         raise InputError(f"{path}: file not found")
     if path.suffix == ".parquet":
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        return [(f"{path}:row {i + 1}", row) for i, row in enumerate(pq.read_table(path).to_pylist())]
+        try:
+            table = pq.read_table(path)
+        except (pa.ArrowException, OSError) as err:
+            raise InputError(f"{path}: not a readable parquet file ({err})") from None
+        return [(f"{path}:row {i + 1}", row) for i, row in enumerate(table.to_pylist())]
     return [(f"{path}:{lineno}", record) for lineno, record in read_jsonl_lines(path)]
 
 
@@ -92,6 +98,8 @@ def load_local(path: Path, split: str) -> list[Row]:
 
 def load_hub(hub_id: str, hub_config: str, split: str) -> list[Row]:
     """Rows of a Hub dataset split (network needed; a clear error offline)."""
+    require_hub(f"dataset {hub_id}", "Offline, use data.source=local with data.path=<folder with train/test JSONL> "
+                                     "or data.source=gsm_symbolic.")
     try:
         from datasets import load_dataset
 

@@ -18,7 +18,17 @@ from typing import Any
 from looper.config import RunConfig
 from looper.modeling import load_model, load_tokenizer, lora_config
 from looper.prompts import sft_example
-from looper.runs import InputError, RunDir, check_stage, finish_stage, read_jsonl, set_seed, stage_hash, start_stage
+from looper.runs import (
+    InputError,
+    RunDir,
+    check_stage,
+    finish_stage,
+    read_jsonl,
+    require_input,
+    set_seed,
+    stage_hash,
+    start_stage,
+)
 from looper.trainers import check_output_free, make_trl_config, metrics_callback, prepare_work_dir, save_atomically
 
 STAGE = "sft"
@@ -77,8 +87,7 @@ def build_dataset(config: RunConfig, run: RunDir) -> Any:
 
 def main(config: RunConfig) -> RunDir:
     run = RunDir.of(config)
-    if not run.train.exists():
-        raise InputError(f"{run.train}: not found; run `looper prepare-data {config.name}` first (same config)")
+    require_input(run.train, "prepare-data")
     target = sft_output_dir(run, config)
     chash = stage_hash(config, STAGE)
     if check_stage(run, STAGE, config) and (target / "looper_adapter.json").exists():
@@ -87,19 +96,20 @@ def main(config: RunConfig) -> RunDir:
     if config.sft.method == "full" and config.model.quantization != "none":
         raise InputError("sft.method=full trains every weight and cannot use a quantized base; set model.quantization=none")
     check_output_free(target, chash, STAGE)
+    # Everything a bad input can break is read and checked before the run folder is written to.
     dataset = build_dataset(config, run)
+    args = make_trl_config("sft", config, run.work_dir(STAGE))
+    tokenizer = load_tokenizer(config.model)
+    set_seed(config.seed)  # before the model: LoRA's initial weights are drawn from it
+    model = load_model(config.model)
+    peft_config = lora_config(config.sft.lora_preset, config.sft.lora, model) if config.sft.method == "lora" else None
+    if config.sft.method == "full":
+        check_full_sft_fits(model, args)
     resume_from = prepare_work_dir(run.work_dir(STAGE), chash, STAGE)
     run = start_stage(config, STAGE)
-    set_seed(config.seed)
 
     from trl import SFTTrainer
 
-    tokenizer = load_tokenizer(config.model)
-    model = load_model(config.model)
-    peft_config = lora_config(config.sft.lora_preset, config.sft.lora, model) if config.sft.method == "lora" else None
-    args = make_trl_config("sft", config, run.work_dir(STAGE))
-    if config.sft.method == "full":
-        check_full_sft_fits(model, args)
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                          peft_config=peft_config, callbacks=[metrics_callback(run.log_path(STAGE))])
     if peft_config is not None:

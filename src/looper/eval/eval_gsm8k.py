@@ -36,6 +36,7 @@ from looper.runs import (
     finish_stage,
     iter_batches,
     read_jsonl,
+    require_input,
     stage_hash,
     stage_marker,
     start_stage,
@@ -71,9 +72,9 @@ def dataset_path(name: str, config: RunConfig, run: RunDir) -> Path:
 def dataset_rows(name: str, config: RunConfig, run: RunDir) -> list[dict[str, Any]]:
     """The evaluation questions of one dataset (first eval.limit)."""
     path = dataset_path(name, config, run)
-    if not path.exists():
-        hint = "set data.platinum.source and rerun prepare-data" if name == "gsm8k_platinum" else "run `looper prepare-data` first"
-        raise InputError(f"eval dataset {name}: {path} not found; {hint}")
+    if name == "gsm8k_platinum" and not path.exists():
+        raise InputError(f"eval dataset {name}: {path} not found; set data.platinum.source and rerun prepare-data")
+    require_input(path, "prepare-data")
     rows = read_jsonl(path, required=("id", "question", "gold"))
     rows = rows[: config.eval.limit] if config.eval.limit is not None else rows
     if not rows:
@@ -147,12 +148,10 @@ def main(config: RunConfig) -> RunDir:
         if name not in MODELS:
             raise InputError(f"eval.models: unknown model {name!r}; expected base, sft or rl")
     datasets = {name: dataset_rows(name, config, run) for name in config.eval.datasets}
-    if config.eval.samples < 1:
-        raise InputError("eval.samples must be >= 1")
+    tokenizer = load_tokenizer(config.model, padding_side="left")
     shards = Shards()  # one process per GPU under accelerate launch / torchrun; else a single shard
     if shards.is_main:
         run = start_stage(config, STAGE)
-    tokenizer = load_tokenizer(config.model, padding_side="left")
     records: dict[str, dict[str, list[dict]]] = {}
     for which in config.eval.models:
         path = stage_model_path(config, run, which)

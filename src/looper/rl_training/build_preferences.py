@@ -18,7 +18,17 @@ from looper.config import RunConfig
 from looper.prompts import preference_completion, preference_prompt
 from looper.regime_w.arms import build_all_arms
 from looper.regime_w.pairs import select_pairs
-from looper.runs import InputError, RunDir, atomic_write_jsonl, check_stage, finish_stage, read_jsonl, stage_marker, start_stage
+from looper.runs import (
+    InputError,
+    RunDir,
+    atomic_write_jsonl,
+    check_stage,
+    finish_stage,
+    read_jsonl,
+    require_input,
+    stage_marker,
+    start_stage,
+)
 
 STAGE = "build-preferences"
 
@@ -28,8 +38,7 @@ def main(config: RunConfig) -> None:
     if check_stage(run, STAGE, config):
         print(f"build-preferences: {run.preferences} is complete for this config; nothing to do")
         return
-    if not run.rollouts.exists():
-        raise InputError(f"{run.rollouts}: no rollouts yet; run `looper collect-rollouts` first")
+    require_input(run.rollouts, "collect-rollouts")
     marker = stage_marker(run, "collect-rollouts")
     records = read_jsonl(run.rollouts, required=("id", "question", "gold", "trajectories"))
     if not records:

@@ -41,6 +41,7 @@ from looper.runs import (
     iter_batches,
     check_stage,
     read_jsonl,
+    require_input,
     stage_hash,
     start_stage,
 )
@@ -72,7 +73,7 @@ def main(config: RunConfig) -> RunDir:
     if check_stage(run, STAGE, config):
         print(f"collect-rollouts: {run.rollouts} is complete for this config; nothing to do")
         return run
-    questions = read_jsonl(run.train, required=("id", "question", "gold"))
+    questions = read_jsonl(require_input(run.train, "prepare-data"), required=("id", "question", "gold"))
     if config.rollouts.num_questions is not None:
         questions = questions[: config.rollouts.num_questions]
     if not questions:

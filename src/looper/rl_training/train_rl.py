@@ -34,7 +34,17 @@ from looper.modeling import load_stage_model, load_tokenizer, lora_config
 from looper.prompts import preference_prompt
 from looper.regime_w.arms import build_all_arms
 from looper.regime_w.reward import ArmOutput, check_reward_config, trajectory_rewards
-from looper.runs import InputError, RunDir, check_stage, finish_stage, read_jsonl, set_seed, stage_hash, start_stage
+from looper.runs import (
+    InputError,
+    RunDir,
+    check_stage,
+    finish_stage,
+    read_jsonl,
+    require_input,
+    set_seed,
+    stage_hash,
+    start_stage,
+)
 from looper.trainers import check_output_free, make_trl_config, metrics_callback, prepare_work_dir, save_atomically
 
 STAGE = "train-rl"
@@ -68,25 +78,22 @@ def load_reference(config: RunConfig, run: RunDir) -> Any:
 def dpo_dataset(config: RunConfig, run: RunDir) -> Any:
     from datasets import Dataset
 
-    if not run.preferences.exists():
-        raise InputError(f"{run.preferences}: no preference pairs; run `looper build-preferences` first")
-    rows = read_jsonl(run.preferences, required=("prompt", "chosen", "rejected"))
+    rows = read_jsonl(require_input(run.preferences, "build-preferences"), required=("prompt", "chosen", "rejected"))
     if not rows:
         raise InputError(f"{run.preferences}: empty; no pairs to train on")
     return Dataset.from_list([{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows])
 
 
-def train_dpo(config: RunConfig, run: RunDir, resume_from: str | None) -> Any:
+def prepare_dpo(config: RunConfig, run: RunDir) -> tuple[type, dict[str, Any]]:
+    """TRL's DPOTrainer and its arguments: pairs, config, tokenizer, policy (and the two-model reference)."""
     from trl import DPOTrainer
 
     dataset = dpo_dataset(config, run)
+    args = make_trl_config("dpo", config, run.work_dir(STAGE))
     tokenizer = load_tokenizer(config.model)
     policy = load_policy(config, run)
     ref = load_reference(config, run) if config.rl.reference == "two_models" else None
-    args = make_trl_config("dpo", config, run.work_dir(STAGE))
-    trainer = DPOTrainer(model=policy, ref_model=ref, args=args, train_dataset=dataset, processing_class=tokenizer,
-                         callbacks=[metrics_callback(run.log_path(STAGE))])
-    return trainer, tokenizer, trainer.train(resume_from_checkpoint=resume_from)
+    return DPOTrainer, {"model": policy, "ref_model": ref, "args": args, "train_dataset": dataset, "processing_class": tokenizer}
 
 
 # ----------------------------------------------------------------------------- GRPO / RLOO
@@ -96,7 +103,7 @@ def online_dataset(config: RunConfig, run: RunDir) -> tuple[Any, int]:
     """Training rows for GRPO/RLOO and the number of rows per question (arms in a group)."""
     from datasets import Dataset
 
-    questions = read_jsonl(run.train, required=("id", "question", "gold"))
+    questions = read_jsonl(require_input(run.train, "prepare-data"), required=("id", "question", "gold"))
     if config.rl.num_questions is not None:
         questions = questions[: config.rl.num_questions]
     if not questions:
@@ -176,14 +183,14 @@ class RegimeWRewards:
         return [make(p) for p in self.PARTS]
 
 
-def train_online(config: RunConfig, run: RunDir, resume_from: str | None) -> Any:
+def prepare_online(config: RunConfig, run: RunDir) -> tuple[type, dict[str, Any]]:
+    """TRL's GRPOTrainer or RLOOTrainer and its arguments, with Regime W as the reward functions."""
     from trl import GRPOTrainer, RLOOTrainer
 
     kind = config.rl.algorithm
     dataset, per_question = online_dataset(config, run)
-    tokenizer = load_tokenizer(config.model, padding_side="left")
-    policy = load_policy(config, run)
     probe = make_trl_config(kind, config, run.work_dir(STAGE))
+    tokenizer = load_tokenizer(config.model, padding_side="left")
     rewards = RegimeWRewards(config, probe.max_completion_length, tokenizer.eos_token_id)
     forced: dict[str, Any] = {"reward_weights": rewards.weights, "shuffle_dataset": False,
                               "mask_truncated_completions": config.rl.truncation == "mask"}
@@ -192,10 +199,9 @@ def train_online(config: RunConfig, run: RunDir, resume_from: str | None) -> Any
         forced["generation_batch_size"] = probe.num_generations * per_question
         forced["steps_per_generation"] = None
     args = make_trl_config(kind, config, run.work_dir(STAGE), **forced)
-    trainer_cls = GRPOTrainer if kind == "grpo" else RLOOTrainer
-    trainer = trainer_cls(model=policy, reward_funcs=rewards.functions(), args=args, train_dataset=dataset,
-                          processing_class=tokenizer, callbacks=[metrics_callback(run.log_path(STAGE))])
-    return trainer, tokenizer, trainer.train(resume_from_checkpoint=resume_from)
+    policy = load_policy(config, run)
+    return (GRPOTrainer if kind == "grpo" else RLOOTrainer), {
+        "model": policy, "reward_funcs": rewards.functions(), "args": args, "train_dataset": dataset, "processing_class": tokenizer}
 
 
 # ----------------------------------------------------------------------------- stage
@@ -208,14 +214,14 @@ def main(config: RunConfig) -> RunDir:
         print(f"train-rl: {run.lora_rl} is complete for this config; nothing to do (delete it to train again)")
         return run
     check_output_free(run.lora_rl, chash, STAGE)
-    if config.rl.algorithm == "dpo":
-        dpo_dataset(config, run)  # validate inputs before loading any model
+    set_seed(config.seed)
+    # Inputs, trainer config and models are read and checked before the run folder is written to.
+    trainer_cls, trainer_kwargs = (prepare_dpo if config.rl.algorithm == "dpo" else prepare_online)(config, run)
     resume_from = prepare_work_dir(run.work_dir(STAGE), chash, STAGE)
     run = start_stage(config, STAGE)
-    set_seed(config.seed)
-    train = train_dpo if config.rl.algorithm == "dpo" else train_online
-    trainer, tokenizer, result = train(config, run, resume_from)
-    save_atomically(trainer.model, tokenizer, run.lora_rl, {
+    trainer = trainer_cls(**trainer_kwargs, callbacks=[metrics_callback(run.log_path(STAGE))])
+    result = trainer.train(resume_from_checkpoint=resume_from)
+    save_atomically(trainer.model, trainer_kwargs["processing_class"], run.lora_rl, {
         "config_hash": chash, "base_model": config.model.name_or_path, "algorithm": config.rl.algorithm,
         "on_top_of": "full SFT checkpoint" if config.sft.method == "full" else "base (adapter includes SFT)",
         "train_loss": result.training_loss, "global_step": result.global_step,

@@ -1,0 +1,205 @@
+"""Bad input, typed as a user would type it: each case through the real CLI must exit non-zero with one
+line ``looper: error: ...`` naming the file, line, field or missing input, print no traceback, and
+leave the run folder exactly as it was (no file added, changed or removed)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from conftest import run_looper
+
+REPO = Path(__file__).resolve().parents[1]
+GOOD_ROWS = [{"question": f"Tom has {i} apples and buys 2 more. How many?", "answer": f"{i} + 2 = {i + 2}\n#### {i + 2}"}
+             for i in range(10)]
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """Every file under ``folder`` with a hash of its bytes."""
+    if not folder.exists():
+        return {}
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def write_jsonl(path: Path, rows: list, extra: str = "") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows) + extra)
+    return path
+
+
+def write_parquet(path: Path, rows: list) -> Path:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    return path
+
+
+@dataclass
+class Case:
+    argv: list[str]  # after `looper`; {cfg} is the demo config, {src} a scratch folder
+    expect: str  # a part of the one error line
+    needs: str = "nothing"  # the run folder state the case starts from: nothing, data, sft, rollouts
+    setup: Callable[[Path], None] = field(default=lambda src: None)  # writes bad files under src
+
+
+def _yaml(text: str) -> Callable[[Path], None]:
+    return lambda src: (src.mkdir(parents=True, exist_ok=True), (src / "run.yaml").write_text(text))
+
+
+def _local(train: Callable[[Path], object]) -> Callable[[Path], None]:
+    def make(src: Path) -> None:
+        train(src / "data")
+        if not (src / "data" / "test.jsonl").exists():
+            write_jsonl(src / "data" / "test.jsonl", GOOD_ROWS[:2])
+    return make
+
+
+LOCAL = ["data.source=local", "data.path={src}/data"]
+CASES = {
+    # --- the config file and overrides
+    "yaml-malformed": Case(["sft", "{src}/run.yaml"], "run.yaml:2:", setup=_yaml("name: [x\n  y: 2\n")),
+    "yaml-not-a-mapping": Case(["sft", "{src}/run.yaml"], "the top level must be a mapping", setup=_yaml("- a\n- b\n")),
+    "yaml-binary": Case(["sft", "{src}/run.yaml"], "not a text file", setup=lambda src: (src.mkdir(parents=True), (src / "run.yaml").write_bytes(b"\xff\xfe\x00\x81"))),
+    "config-missing": Case(["sft", "{src}/nope.yaml"], "config file not found"),
+    "unknown-top-level-key": Case(["sft", "{cfg}", "sede=3"], "unknown key 'sede'"),
+    "unknown-key-in-file": Case(["sft", "{src}/run.yaml"], "sft.lora: unknown key 'rank'", setup=_yaml("sft:\n  lora:\n    rank: 8\n")),
+    "unknown-nested-key": Case(["sft", "{cfg}", "rollouts.batch=4"], "rollouts: unknown key 'batch'"),
+    "unknown-sft-trainer-key": Case(["sft", "{cfg}", "sft.trainer.max_stepz=3"], "sft.trainer", needs="data"),
+    "unknown-dpo-trainer-key": Case(["train-rl", "{cfg}", "rl.dpo.betta=0.2"], "rl.dpo", needs="preferences"),
+    "unknown-grpo-trainer-key": Case(["train-rl", "{cfg}", "rl.algorithm=grpo", "rl.grpo.num_generation=2"], "rl.grpo", needs="sft"),
+    "wrong-type-int": Case(["sft", "{cfg}", "rollouts.batch_size=big"], "rollouts.batch_size: expected int"),
+    "wrong-type-bool": Case(["sft", "{cfg}", "preferences.require_correct_chosen=maybe"], "expected true/false"),
+    "not-one-of": Case(["sft", "{cfg}", "model.quantization=3bit"], "'3bit' is not one of"),
+    "zero-batch-size": Case(["collect-rollouts", "{cfg}", "rollouts.batch_size=0"], "rollouts.batch_size: must be >= 1, got 0"),
+    "negative-limit": Case(["eval", "{cfg}", "eval.limit=-5"], "eval.limit: must be >= 1, got -5"),
+    "dev-fraction-out-of-range": Case(["prepare-data", "{cfg}", "data.dev_fraction=1.5"], "data.dev_fraction: must be < 1"),
+    "override-without-equals": Case(["sft", "{cfg}", "sft.trainer.max_steps"], "must look like section.key=value"),
+    "override-empty-key": Case(["sft", "{cfg}", "=3"], "is not a key like section.key"),
+    "override-bad-yaml-value": Case(["eval", "{cfg}", "eval.datasets=[a,"], "the value is not valid YAML"),
+    "override-under-a-value": Case(["sft", "{cfg}", "seed.value=3"], "seed: expected int"),
+    # --- data files
+    "data-folder-missing": Case(["prepare-data", "{cfg}", "data.source=local", "data.path={src}/nowhere"], "nowhere: file not found"),
+    "data-no-test-file": Case(["prepare-data", "{cfg}", *LOCAL], "no test.jsonl or test.parquet",
+                              setup=lambda src: write_jsonl(src / "data" / "train.jsonl", GOOD_ROWS)),
+    "jsonl-empty": Case(["prepare-data", "{cfg}", *LOCAL], "holds no rows", setup=_local(lambda d: write_jsonl(d / "train.jsonl", []))),
+    "jsonl-binary": Case(["prepare-data", "{cfg}", *LOCAL], "train.jsonl:1: not UTF-8 text",
+                         setup=_local(lambda d: (d.mkdir(parents=True), (d / "train.jsonl").write_bytes(b"\xff\xd8\xff\xe0JFIF" + bytes(range(256)))))),
+    "jsonl-invalid-line": Case(["prepare-data", "{cfg}", *LOCAL], "train.jsonl:11: not valid JSON",
+                               setup=_local(lambda d: write_jsonl(d / "train.jsonl", GOOD_ROWS, '{"question": "q", "answer\n'))),
+    "jsonl-not-an-object": Case(["prepare-data", "{cfg}", *LOCAL], "train.jsonl:11: expected a JSON object",
+                                setup=_local(lambda d: write_jsonl(d / "train.jsonl", [*GOOD_ROWS, [1, 2]]))),
+    "jsonl-missing-field": Case(["prepare-data", "{cfg}", *LOCAL], "train.jsonl:11: missing field 'answer'",
+                                setup=_local(lambda d: write_jsonl(d / "train.jsonl", [*GOOD_ROWS, {"question": "q"}]))),
+    "jsonl-non-numeric-answer": Case(["prepare-data", "{cfg}", *LOCAL], "train.jsonl:11: field 'answer' has no parseable",
+                                     setup=_local(lambda d: write_jsonl(d / "train.jsonl", [*GOOD_ROWS, {"question": "q", "answer": "so\n#### twelve"}]))),
+    "parquet-invalid": Case(["prepare-data", "{cfg}", *LOCAL], "train.parquet: not a readable parquet file",
+                            setup=_local(lambda d: (d.mkdir(parents=True), (d / "train.parquet").write_text("not parquet at all")))),
+    "parquet-missing-field": Case(["prepare-data", "{cfg}", *LOCAL], "train.parquet:row 1: missing field 'answer'",
+                                  setup=_local(lambda d: write_parquet(d / "train.parquet", [{"question": "q"}]))),
+    "rollouts-invalid-line": Case(["build-preferences", "{cfg}"], "rl_rollouts.jsonl:2: not valid JSON", needs="rollouts",
+                                  setup=lambda src: None),
+    # --- models
+    "gguf-corrupt": Case(["sft", "{cfg}", "model.name_or_path={src}/broken.gguf"], "broken.gguf: not a readable GGUF checkpoint",
+                         needs="data", setup=lambda src: (src.mkdir(parents=True), (src / "broken.gguf").write_bytes(b"GGUF" + bytes(64)))),
+    "hub-model-offline": Case(["sft", "{cfg}", "model.name_or_path=some-org/some-model"], "cannot be reached", needs="data"),
+    "hub-data-offline": Case(["prepare-data", "{cfg}", "data.source=hub"], "dataset openai/gsm8k comes from the Hugging Face Hub"),
+    "model-path-missing": Case(["sft", "{cfg}", "model.name_or_path=/no/such/model"], "/no/such/model does not exist", needs="data"),
+    "lora-targets-missing": Case(["sft", "{cfg}", "sft.lora.target_modules=[wq,wk]"], "its linear modules are", needs="data"),
+    # --- stages run before their inputs exist
+    "sft-before-prepare-data": Case(["sft", "{cfg}"], "run `looper prepare-data` first"),
+    "rollouts-before-sft": Case(["collect-rollouts", "{cfg}"], "lora_sft: not a PEFT adapter folder", needs="data"),
+    "preferences-before-rollouts": Case(["build-preferences", "{cfg}"], "run `looper collect-rollouts` first", needs="sft"),
+    "dpo-before-preferences": Case(["train-rl", "{cfg}"], "run `looper build-preferences` first", needs="sft"),
+    "eval-before-prepare-data": Case(["eval", "{cfg}"], "run `looper prepare-data` first"),
+    "eval-unknown-dataset": Case(["eval", "{cfg}", "eval.datasets=[mmlu]"], "unknown dataset 'mmlu'", needs="data"),
+    "eval-dataset-not-in-run": Case(["eval", "{cfg}", "eval.datasets=[gsm8k_test]"], "gsm8k_test is not part of this run", needs="data"),
+    "report-missing-rollouts": Case(["regime-w", "report", "{src}/none.jsonl"], "none.jsonl: file not found"),
+    "pipeline-from-after-to": Case(["pipeline", "{cfg}", "--from", "eval", "--to", "sft"], "--from eval comes after --to sft"),
+}
+
+
+@pytest.fixture(scope="module")
+def prepared_runs(tmp_path_factory, tiny_model_dir):
+    """Run folders at each state a case starts from, made once and copied per case."""
+    base = tmp_path_factory.mktemp("states")
+    common = [f"model.name_or_path={tiny_model_dir}", "data.symbolic_train_size=20", "data.symbolic_test_size=4",
+              "sft.trainer.max_steps=1", "sft.lora.r=4", "rollouts.num_questions=2", "rollouts.max_new_tokens=8",
+              "preferences.min_margin=0.0"]
+    states = {}
+    for state, stages in {"data": ["prepare-data"], "sft": ["prepare-data", "sft"],
+                          "rollouts": ["prepare-data", "sft", "collect-rollouts"],
+                          "preferences": ["prepare-data", "sft", "collect-rollouts", "build-preferences"]}.items():
+        for stage in stages:
+            run_looper(stage, "configs/demo.yaml", f"runs_dir={base / state}", *common, cwd=REPO)
+        states[state] = base / state
+    return states, common
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_bad_input_is_refused_cleanly(name, tmp_path, prepared_runs):
+    import shutil
+
+    case = CASES[name]
+    states, common = prepared_runs
+    runs, src = tmp_path / "runs", tmp_path / "src"
+    if case.needs != "nothing":
+        shutil.copytree(states[case.needs], runs)
+    if name == "rollouts-invalid-line":
+        path = runs / "demo" / "data" / "rl_rollouts.jsonl"
+        lines = path.read_text().splitlines()
+        path.write_text(lines[0] + "\n" + lines[1][: len(lines[1]) // 2] + "\n")
+        (runs / "demo" / "stages" / "build-preferences.json").unlink(missing_ok=True)
+    case.setup(src)
+    argv = [a.format(cfg="configs/demo.yaml", src=src) for a in case.argv]
+    if argv[0] != "regime-w":  # stage, config, then the shared overrides, then the case's own (the last one wins)
+        argv = argv[:2] + [f"runs_dir={runs}", *common] + argv[2:]
+    before = snapshot(runs)
+    started = time.monotonic()
+    proc = run_looper(*argv, cwd=REPO, check=False)
+    elapsed = time.monotonic() - started
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("looper: error:")]
+    assert proc.returncode != 0, f"{name}: exit 0\n{proc.stdout[-1500:]}\n{proc.stderr[-1500:]}"
+    assert "Traceback" not in proc.stderr, f"{name}: traceback\n{proc.stderr[-3000:]}"
+    assert len(errors) == 1 and proc.stderr.rstrip().splitlines()[-1] == errors[0], f"{name}: not one last error line\n{proc.stderr[-2000:]}"
+    assert case.expect in errors[0], f"{name}: {errors[0]!r} does not say {case.expect!r}"
+    assert snapshot(runs) == before, f"{name}: the run folder changed"
+    assert not (runs / "demo.lock").exists()
+    if name.startswith("hub-"):
+        assert elapsed < 30, f"{name}: took {elapsed:.0f} s to fail offline"
+
+
+def test_a_second_process_on_the_same_run_folder_is_refused(tmp_path):
+    """One process holds the run folder; a second `looper` on it is refused by the lock and writes nothing;
+    once the holder is killed (-9, no cleanup), the next command runs."""
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time\n"
+        "from looper.config import load_config\n"
+        "from looper.entrypoint import lock_run_folder\n"
+        f"lock_run_folder(load_config('configs/demo.yaml', ['runs_dir={tmp_path}']), 'sft')\n"
+        "print('locked', flush=True)\n"
+        "time.sleep(120)\n")], cwd=REPO, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        proc = run_looper("prepare-data", "configs/demo.yaml", f"runs_dir={tmp_path}", "data.symbolic_train_size=10",
+                          "data.symbolic_test_size=2", cwd=REPO, check=False)
+        assert proc.returncode != 0 and "is in use by another looper process" in proc.stderr and f"pid {holder.pid}" in proc.stderr
+        assert "Traceback" not in proc.stderr
+        assert not (tmp_path / "demo").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    proc = run_looper("prepare-data", "configs/demo.yaml", f"runs_dir={tmp_path}", "data.symbolic_train_size=10",
+                      "data.symbolic_test_size=2", cwd=REPO)
+    assert (tmp_path / "demo" / "data" / "gsm_symbolic_train.jsonl").exists()
+    assert not (tmp_path / "demo.lock").exists()  # released and removed at exit
