@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from looper.config import ConfigError, RunConfig
-from looper.runs import InputError, MetricsLog, atomic_write_json
+from looper.runs import InputError, JsonlAppender, MetricsLog, atomic_write_json, atomic_write_jsonl
 
 log = logging.getLogger("looper")
 
@@ -81,24 +81,39 @@ def metrics_callback(path: Path) -> Any:
     return JsonlMetrics()
 
 
-def prepare_work_dir(work_dir: Path, config_hash: str, stage: str) -> str | None:
+def prepare_work_dir(work_dir: Path, config_hash: str, stage: str, metrics_path: Path) -> str | None:
     """The trainer's checkpoint folder for this config; returns the checkpoint to resume from, if any.
 
     A work folder left by a different config is an error rather than a silent resume of other
-    settings.
+    settings. transformers writes a checkpoint's files one by one, ``trainer_state.json`` last, so a
+    run killed while saving leaves a checkpoint without a readable one: such checkpoints are removed
+    and the run resumes from the last complete one. The metrics log is cut back to the steps that
+    checkpoint holds, so the resumed run logs every later step once, as an uninterrupted run would.
     """
-    from transformers.trainer_utils import get_last_checkpoint
-
-    work_dir.mkdir(parents=True, exist_ok=True)
     stamp = work_dir / "looper_config_hash"
     if stamp.exists() and stamp.read_text().strip() != config_hash:
         raise InputError(f"{work_dir}: checkpoints of a {stage} run with a different config are here; "
                          f"delete that folder (or use another run name) to start over")
+    work_dir.mkdir(parents=True, exist_ok=True)
     stamp.write_text(config_hash)
-    last = get_last_checkpoint(str(work_dir))
-    if last:
-        print(f"{stage}: resuming from {last}")
-    return last
+    checkpoints = sorted((p for p in work_dir.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()),
+                         key=lambda p: int(p.name.split("-")[-1]), reverse=True)
+    resume, step = None, 0
+    for ckpt in checkpoints:
+        try:
+            step = json.loads((ckpt / "trainer_state.json").read_text())["global_step"]
+            resume = ckpt
+            break
+        except (OSError, ValueError, KeyError):
+            log.warning("%s: incomplete checkpoint (the run was killed while saving it); removing it", ckpt)
+            shutil.rmtree(ckpt)
+    if Path(metrics_path).exists():
+        with JsonlAppender(metrics_path, key="step") as logged:  # drops a line torn by the kill
+            kept = [r for r in logged.records if r.get("step", 0) <= step]
+        atomic_write_jsonl(metrics_path, kept)
+    if resume is not None:
+        print(f"{stage}: resuming from {resume}")
+    return str(resume) if resume is not None else None
 
 
 def check_output_free(target: Path, config_hash: str, stage: str) -> None:
@@ -118,6 +133,8 @@ def save_atomically(model: Any, tokenizer: Any, target: Path, info: dict[str, An
     must not be saved as part of the result)."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    for stale in target.parent.glob(f".{target.name}.*"):  # left by a save that was killed midway
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
     try:
         if adapter_names is not None and hasattr(model, "peft_config"):

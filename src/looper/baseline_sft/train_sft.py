@@ -105,7 +105,7 @@ def main(config: RunConfig) -> RunDir:
     peft_config = lora_config(config.sft.lora_preset, config.sft.lora, model) if config.sft.method == "lora" else None
     if config.sft.method == "full":
         check_full_sft_fits(model, args)
-    resume_from = prepare_work_dir(run.work_dir(STAGE), chash, STAGE)
+    resume_from = prepare_work_dir(run.work_dir(STAGE), chash, STAGE, run.log_path(STAGE))
     run = start_stage(config, STAGE)
 
     from trl import SFTTrainer

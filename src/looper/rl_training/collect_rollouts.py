@@ -124,7 +124,7 @@ def main(config: RunConfig) -> RunDir:
                 tokens += res.num_tokens
             for q in chunk:  # whole records, in question order
                 out.append(build_record(q, arms, by_question[q["id"]], config, config.model.name_or_path,
-                                        str(adapter) if adapter else None))
+                                        str(adapter.relative_to(run.root)) if adapter else None))
             bar.update(len(chunk))
             bar.set_postfix(tok_per_s=f"{tokens / (time.perf_counter() - started):.0f}")
         bar.close()

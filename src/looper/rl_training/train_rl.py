@@ -217,7 +217,7 @@ def main(config: RunConfig) -> RunDir:
     set_seed(config.seed)
     # Inputs, trainer config and models are read and checked before the run folder is written to.
     trainer_cls, trainer_kwargs = (prepare_dpo if config.rl.algorithm == "dpo" else prepare_online)(config, run)
-    resume_from = prepare_work_dir(run.work_dir(STAGE), chash, STAGE)
+    resume_from = prepare_work_dir(run.work_dir(STAGE), chash, STAGE, run.log_path(STAGE))
     run = start_stage(config, STAGE)
     trainer = trainer_cls(**trainer_kwargs, callbacks=[metrics_callback(run.log_path(STAGE))])
     result = trainer.train(resume_from_checkpoint=resume_from)

@@ -1,0 +1,114 @@
+"""Every long stage, killed with SIGKILL at a random point and run again, ends exactly where an
+uninterrupted run ends: the same adapter weights, records, metrics log and report, nothing lost or
+repeated. The kill point is drawn afresh each run; set LOOPER_KILL_SEED to replay one."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import read_jsonl, run_looper
+
+REPO = Path(__file__).resolve().parents[1]
+
+# stage -> (the state it starts from, its overrides, what counts as progress, how many units there are)
+STAGES = {
+    "sft": ("data", ["sft.trainer.max_steps=12", "sft.trainer.save_steps=3", "sft.trainer.logging_steps=1"], "log", 12),
+    "collect-rollouts": ("sft", ["rollouts.num_questions=10", "rollouts.questions_per_chunk=1"], "rollouts", 10),
+    "train-rl": ("preferences", ["rl.dpo.max_steps=10", "rl.dpo.save_steps=3", "rl.dpo.logging_steps=1"], "log", 10),
+    "eval": ("sft", ["eval.models=[base,sft]", "eval.limit=12", "eval.batch_size=1"], "eval", 24),
+}
+
+
+def common(runs: Path, tiny_model_dir: Path) -> list[str]:
+    return ["configs/demo.yaml", f"runs_dir={runs}", f"model.name_or_path={tiny_model_dir}", "data.symbolic_train_size=30",
+            "data.symbolic_test_size=12", "sft.trainer.max_steps=2", "sft.lora.r=4", "rollouts.num_questions=4",
+            "rollouts.max_new_tokens=16", "preferences.min_margin=0.0", "rl.dpo.max_steps=2", "eval.max_new_tokens=12"]
+
+
+@pytest.fixture(scope="module")
+def states(tmp_path_factory, tiny_model_dir):
+    base = tmp_path_factory.mktemp("resume-states")
+    made = {}
+    for state, stages in {"data": ["prepare-data"], "sft": ["prepare-data", "sft"],
+                          "preferences": ["prepare-data", "sft", "collect-rollouts", "build-preferences"]}.items():
+        for stage in stages:
+            run_looper(stage, *common(base / state, tiny_model_dir), cwd=REPO)
+        made[state] = base / state
+    return made
+
+
+def progress(run: Path, stage: str, kind: str) -> int:
+    if kind == "log":
+        path = run / "logs" / f"{stage}.jsonl"
+        return sum('"loss"' in line for line in path.read_text().splitlines()) if path.exists() else 0
+    if kind == "rollouts":
+        path = run / "data" / "rl_rollouts.jsonl"
+        return len(path.read_text().splitlines()) if path.exists() else 0
+    return sum(len(p.read_text().splitlines()) for p in (run / "eval").glob("*__*.jsonl")) if (run / "eval").exists() else 0
+
+
+def outcome(run: Path, stage: str) -> dict:
+    """What the stage produced, in a form two runs can be compared by."""
+    if stage in ("sft", "train-rl"):
+        adapter = run / "checkpoints" / ("lora_sft" if stage == "sft" else "lora_rl") / "adapter_model.safetensors"
+        logs = [(r["step"], r["loss"]) for r in read_jsonl(run / "logs" / f"{stage}.jsonl") if "loss" in r]
+        return {"adapter": load_file(adapter), "log": logs}
+    if stage == "collect-rollouts":
+        return {"records": read_jsonl(run / "data" / "rl_rollouts.jsonl")}
+    summary = (run / "eval" / "summary.json").read_text()
+    return {"samples": {p.name: read_jsonl(p) for p in sorted((run / "eval").glob("*__*.jsonl"))},
+            "summary": summary.replace(str(run), "RUN")}
+
+
+def assert_same(a: dict, b: dict, what: str) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        if key == "adapter":
+            assert a[key].keys() == b[key].keys(), what
+            different = [k for k in a[key] if not torch.equal(a[key][k], b[key][k])]
+            assert not different, f"{what}: adapter tensors differ: {different[:3]}"
+        else:
+            assert a[key] == b[key], f"{what}: {key} differs"
+
+
+@pytest.mark.parametrize("stage", list(STAGES))
+def test_kill_9_at_a_random_point_then_rerun_equals_an_uninterrupted_run(stage, states, tiny_model_dir, tmp_path):
+    start_state, overrides, kind, units = STAGES[stage]
+    seed = int(os.environ.get("LOOPER_KILL_SEED", time.time_ns() % 2**31))
+    rng = random.Random(f"{stage}-{seed}")
+    what = f"{stage} (LOOPER_KILL_SEED={seed})"
+
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    shutil.copytree(states[start_state], whole)
+    shutil.copytree(states[start_state], killed)
+    run_looper(stage, *common(whole, tiny_model_dir), *overrides, cwd=REPO)
+
+    kill_after = rng.randint(1, units - 3)  # progress units seen before the kill...
+    extra_wait = rng.uniform(0.0, 0.2)  # ...plus a little more, so the kill can land mid-write or mid-save
+    proc = subprocess.Popen([sys.executable, "-m", "looper.cli", stage, *common(killed, tiny_model_dir), *overrides], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    deadline = time.monotonic() + 300
+    while proc.poll() is None and progress(killed / "demo", stage, kind) < kill_after and time.monotonic() < deadline:
+        time.sleep(0.005)
+    time.sleep(extra_wait)
+    assert proc.poll() is None, f"{what}: finished before the kill; make the stage longer"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done_at_kill = progress(killed / "demo", stage, kind)
+    assert done_at_kill < units, f"{what}: nothing left to resume"
+
+    run_looper(stage, *common(killed, tiny_model_dir), *overrides, cwd=REPO)
+    assert_same(outcome(whole / "demo", stage), outcome(killed / "demo", stage), f"{what}, killed after {done_at_kill} units")
+    assert not (killed / "demo.lock").exists()
