@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from looper.config import ModelConfig
-from looper.generation import GenRequest, SeededSampler, generate, gumbel_noise
+from looper.generation import GenRequest, SeededSampler, generate, generate_stream, gumbel_noise
 from looper.modeling import load_model, load_tokenizer
 
 
@@ -52,3 +52,54 @@ def test_samples_replay_whatever_the_batch(tiny):
     other = generate(model, tokenizer, [GenRequest("x", prompts[0], 0.9, 0.95, seed=12)], 12, 4, progress=False)[0]
     assert other.text != alone.text  # a different seed gives a different sample (random tiny model: near-uniform)
     assert alone.truncated and alone.num_tokens == 12  # a random model rarely stops: cut at max_new_tokens
+
+
+@pytest.fixture(scope="module")
+def eos_biased(tiny_model_dir):
+    """The tiny model with a bias on EOS in its head: sampled rows end after 1 to 20 tokens, so slots free up and refill
+    at different steps."""
+    cfg = ModelConfig(name_or_path=str(tiny_model_dir), dtype="float32")
+    model, tokenizer = load_model(cfg), load_tokenizer(cfg, padding_side="left")
+    with torch.no_grad():
+        head = torch.nn.Linear(model.config.hidden_size, model.config.vocab_size, bias=True)
+        head.weight.copy_(model.lm_head.weight)
+        head.bias.zero_()
+        head.bias[tokenizer.eos_token_id] = 7.0
+    model.lm_head = head
+    return model, tokenizer
+
+
+def _mixed_requests(n=23):
+    prompts = [f"Problem {i}: " + "apples and pears " * (i % 7) + "how many?" for i in range(n)]
+    return [GenRequest(i, p, [0.0, 0.7, 1.0][i % 3], [1.0, 0.9, 0.95][i % 3], seed=100 + i) for i, p in enumerate(prompts)]
+
+
+def test_slot_engine_draws_what_the_hf_engine_draws(eos_biased):
+    """Continuous batching (5 slots for 23 requests, rows ending at different steps, refilled) gives every request
+    the same tokens as transformers' generate() in one batch."""
+    model, tokenizer = eos_biased
+    requests = _mixed_requests()
+    hf = generate(model, tokenizer, requests, 20, 23, progress=False, engine="hf")
+    slots = generate(model, tokenizer, requests, 20, 5, progress=False, engine="slots", sync_every=3)
+    assert len({r.num_tokens for r in hf}) >= 3 and any(r.truncated for r in hf) and not all(r.truncated for r in hf)
+    assert [(r.key, r.text, r.num_tokens, r.truncated) for r in slots] == [(r.key, r.text, r.num_tokens, r.truncated) for r in hf]
+
+
+def test_slot_engine_replays_a_request_alone_and_streams_all(eos_biased):
+    model, tokenizer = eos_biased
+    requests = _mixed_requests(12)
+    crowd = generate(model, tokenizer, requests, 16, 4, progress=False, sync_every=2)
+    for request, result in zip(requests, crowd):
+        alone = generate(model, tokenizer, [request], 16, 1, progress=False)[0]
+        assert (alone.text, alone.num_tokens) == (result.text, result.num_tokens), request.key
+    streamed = list(generate_stream(model, tokenizer, requests, 16, 4, progress=False))
+    assert sorted(r.key for r in streamed) == [r.key for r in requests]
+    assert {r.key: r.text for r in streamed} == {r.key: r.text for r in crowd}
+    one = generate(model, tokenizer, requests, 1, 4, progress=False)
+    assert all(r.num_tokens == 1 for r in one)
+
+
+def test_unknown_engine_is_an_error(tiny):
+    model, tokenizer = tiny
+    with pytest.raises(ValueError, match="unknown generation engine"):
+        generate(model, tokenizer, [GenRequest("x", "hi")], 4, 1, progress=False, engine="vllm")

@@ -53,7 +53,7 @@ def test_rollouts_and_preferences(sft_done, tiny_model_dir):
 
 
 def test_killed_rollouts_resume_with_every_question_once(sft_done, tiny_model_dir):
-    a = args(sft_done, tiny_model_dir, "rollouts.num_questions=24", "rollouts.questions_per_chunk=1")
+    a = args(sft_done, tiny_model_dir, "rollouts.num_questions=24")
     out_file = sft_done / "demo" / "data" / "rl_rollouts.jsonl"
     proc = subprocess.Popen([sys.executable, "-m", "looper.cli", "collect-rollouts", *a], cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)

@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[1]
 def args(runs_dir, tiny_model_dir, *extra):
     return ["configs/demo.yaml", f"runs_dir={runs_dir}", f"model.name_or_path={tiny_model_dir}", "data.symbolic_train_size=30",
             "data.symbolic_test_size=6", "sft.trainer.max_steps=1", "sft.lora.r=4", "rollouts.num_questions=5",
-            "rollouts.max_new_tokens=10", "rollouts.questions_per_chunk=2", "eval.models=[base,sft]", "eval.limit=5",
+            "rollouts.max_new_tokens=10", "eval.models=[base,sft]", "eval.limit=5",
             "eval.max_new_tokens=6", *extra]
 
 

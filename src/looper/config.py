@@ -170,8 +170,10 @@ class RolloutsConfig:
     num_questions: int | None = _help("First N training questions to roll out; null = all.", 200, ge=1)
     samples_per_arm: int = _help("Samples per arm per question.", 1, ge=1)
     max_new_tokens: int = _help("Generation limit; R1-style models need thousands.", 256, ge=1)
-    batch_size: int = _help("Sequences per generate() call (length-sorted).", 32, ge=1)
-    questions_per_chunk: int = _help("Questions generated together before their records are written.", 16, ge=1)
+    batch_size: int = _help("Sequences decoded together (the engine's slots; the KV cache holds this many).", 32, ge=1)
+    engine: Literal["slots", "hf"] = _help(
+        "slots: looper's continuous batching with a preallocated KV cache and a CUDA-graph decode step; hf: "
+        "transformers' generate() in length-sorted batches (for models whose attention the slot cache does not fit).", "slots")
 
 
 @dataclass
@@ -206,7 +208,8 @@ class EvalConfig:
         "data.symbolic_test_size problems).", factory=lambda: ["gsm8k_test"])
     limit: int | None = _help("First N questions of each dataset; null = all.", None, ge=1)
     max_new_tokens: int = _help("Generation limit.", 256, ge=1)
-    batch_size: int = _help("Sequences per generate() call.", 32, ge=1)
+    batch_size: int = _help("Sequences decoded together (the engine's slots).", 32, ge=1)
+    engine: Literal["slots", "hf"] = _help("Generation engine, as rollouts.engine.", "slots")
     samples: int = _help("Samples per question; >1 reports maj@k and pass@k (sampled at temperature).", 1, ge=1)
     temperature: float = _help("Temperature when samples > 1 (greedy when samples == 1).", 0.7, gt=0)
 

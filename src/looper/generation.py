@@ -1,21 +1,40 @@
-"""The one generation engine, shared by collect-rollouts and eval: batched HF ``generate``.
+"""The one generation engine, shared by collect-rollouts and eval.
 
-Requests are tokenized, sorted by prompt length (longest first, so padding is small and memory
-peaks early), left-padded and generated in batches with the KV cache. Each request carries its own
-temperature, top_p and seed, so one batch can mix Regime W arms.
+``generate`` returns results in request order; ``generate_stream`` yields each result as soon as its
+sequence ends. Each request carries its own temperature, top_p and seed, so one batch can mix
+Regime W arms, and a sample depends only on (prompt, temperature, top_p, seed), never on the batch
+it lands in: it can be replayed alone.
 
-Sampling is exact and replayable per sample: ``SeededSampler`` applies each row's temperature and
-top_p and adds Gumbel noise computed by a counter-based hash of (row seed, step, token id); greedy
-decoding of the perturbed logits is then a draw from the filtered softmax (the Gumbel-max trick).
-The noise depends only on the row's own seed, never on the batch it lands in, so a record can be
-replayed from (prompt, temperature, top_p, seed) alone. Temperature 0 is plain greedy decoding.
+Two engines (``engine=``):
+
+* ``slots`` (default): request-level continuous batching. ``batch_size`` slots decode together; when
+  a sequence ends, the next waiting request is prefilled into its slot while the others keep going,
+  so no step is spent on finished rows. The KV cache is preallocated once
+  (``SlotKVCache``: per layer ``(slots, kv_heads, columns, head_dim)``) and used as a ring: every
+  decode step writes all slots at the same column, and a new request's prompt is written just behind
+  that column, so prompts and continuations of different lengths share one fixed shape. Attention
+  does not care where a key sits (rotary positions are applied before caching; each row's
+  ``position_ids`` and its own column mask are passed explicitly), so the ring changes nothing in
+  what is computed. Fixed shapes let the decode step (forward + sampling + bookkeeping, all on the
+  device) be captured once as a CUDA graph and replayed; the host looks at the batch only every
+  ``sync_every`` steps. transformers provides the model's forward; what it lacks (per-request seeded
+  sampling inside continuous batching) is the small scheduler here.
+* ``hf``: length-sorted, left-padded batches through ``model.generate`` with the dynamic cache, kept
+  for models whose attention the slot cache does not fit (sliding windows, other cache types).
+
+Sampling is exact: each row's logits are divided by its temperature, cut to its top_p nucleus, and
+Gumbel noise computed by a counter-based hash of (row seed, tokens generated so far, token id) is
+added; the argmax is then a draw from the filtered softmax (the Gumbel-max trick). Temperature 0 is
+greedy decoding. Both engines use the same sampler, so they draw the same samples from the same logits.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import time
+from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +42,10 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+log = logging.getLogger("looper")
+
 _MASK32 = 0xFFFFFFFF
+ENGINES = ("slots", "hf")
 
 
 @dataclass
@@ -43,6 +65,9 @@ class GenResult:
     truncated: bool  # stopped by max_new_tokens, not by end-of-sequence
 
 
+# ----------------------------------------------------------------------------- sampling
+
+
 def _hash32(x: torch.Tensor) -> torch.Tensor:
     """A 32-bit integer mixer (int64 tensors holding values < 2**32); vectorised and deterministic."""
     x = x & _MASK32
@@ -51,22 +76,49 @@ def _hash32(x: torch.Tensor) -> torch.Tensor:
     return (x >> 16) ^ x
 
 
-def gumbel_noise(seeds: torch.Tensor, step: int, vocab: int, device: torch.device) -> torch.Tensor:
-    """(batch, vocab) standard Gumbel noise, a pure function of (seed, step, token id)."""
-    row = _hash32(seeds.to(device=device, dtype=torch.int64) * 0x9E3779B1 + _hash32(torch.tensor(step + 0x632BE5AB, device=device)))
+def gumbel_noise(seeds: torch.Tensor, steps: torch.Tensor | int, vocab: int, device: torch.device) -> torch.Tensor:
+    """(batch, vocab) standard Gumbel noise, a pure function of (seed, step, token id) for each row.
+
+    ``steps`` is each row's count of tokens generated so far (a tensor), or one count for every row.
+    """
+    seeds = seeds.to(device=device, dtype=torch.int64)
+    steps = torch.as_tensor(steps, dtype=torch.int64).to(device).expand_as(seeds)
+    row = _hash32(seeds * 0x9E3779B1 + _hash32(steps + 0x632BE5AB))
     tokens = torch.arange(vocab, device=device, dtype=torch.int64)
     bits = _hash32(row[:, None] + tokens[None, :] * 0x85EBCA6B) >> 8  # 24 random bits
     u = (bits.to(torch.float32) + 0.5) / float(1 << 24)  # uniform in (0, 1), never 0 or 1
     return -torch.log(-torch.log(u))
 
 
+def perturbed_logits(logits: torch.Tensor, temperatures: torch.Tensor, top_ps: torch.Tensor, seeds: torch.Tensor,
+                     steps: torch.Tensor | int, use_top_p: bool = True) -> torch.Tensor:
+    """(batch, vocab) float logits whose argmax is each row's sample (greedy rows: the plain logits).
+
+    No host synchronisation (it runs inside a CUDA graph): both paths are computed and selected per
+    row. ``use_top_p=False`` skips the nucleus sort when no row has top_p < 1.
+    """
+    greedy = temperatures <= 0
+    scaled = logits.float() / torch.where(greedy, torch.ones_like(temperatures), temperatures)[:, None]
+    if use_top_p:
+        sorted_logits, order = torch.sort(scaled, descending=True, dim=-1)
+        probs = sorted_logits.softmax(dim=-1)
+        # drop a token when the mass before it already reaches top_p (the first token always stays)
+        drop_sorted = (probs.cumsum(dim=-1) - probs) >= top_ps[:, None]
+        drop = torch.zeros_like(drop_sorted).scatter(1, order, drop_sorted)
+        scaled = scaled.masked_fill(drop, float("-inf"))
+    noisy = scaled + gumbel_noise(seeds, steps, scaled.shape[-1], scaled.device)
+    return torch.where(greedy[:, None], logits.float(), noisy)
+
+
 class SeededSampler:
-    """A LogitsProcessor for ``generate(do_sample=False)``: per-row temperature, top_p and seeded sampling."""
+    """A LogitsProcessor for ``model.generate(do_sample=False)`` (the ``hf`` engine): per-row temperature,
+    top_p and seeded sampling, the same draws as the slot engine."""
 
     def __init__(self, temperatures: Sequence[float], top_ps: Sequence[float], seeds: Sequence[int]):
         self.temperatures = torch.tensor(temperatures, dtype=torch.float32)
         self.top_ps = torch.tensor(top_ps, dtype=torch.float32)
         self.seeds = torch.tensor(seeds, dtype=torch.int64)
+        self.use_top_p = bool(((self.top_ps < 1) & (self.temperatures > 0)).any())
         self.start: int | None = None
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
@@ -74,21 +126,7 @@ class SeededSampler:
             self.start = input_ids.shape[1]
         step = input_ids.shape[1] - self.start  # tokens generated so far; the same for every row
         device = scores.device
-        temps = self.temperatures.to(device)
-        sampled = temps > 0
-        if not bool(sampled.any()):
-            return scores
-        logits = scores.float() / torch.where(sampled, temps, torch.ones_like(temps))[:, None]
-        top_p = self.top_ps.to(device)
-        if bool((top_p < 1).any()):
-            sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
-            probs = sorted_logits.softmax(dim=-1)
-            # drop a token when the mass before it already reaches top_p (the first token always stays)
-            drop_sorted = (probs.cumsum(dim=-1) - probs) >= top_p[:, None]
-            drop = torch.zeros_like(drop_sorted).scatter(1, order, drop_sorted)
-            logits = logits.masked_fill(drop, float("-inf"))
-        noisy = logits + gumbel_noise(self.seeds, step, logits.shape[-1], device)
-        return torch.where(sampled[:, None], noisy, scores.float())
+        return perturbed_logits(scores, self.temperatures.to(device), self.top_ps.to(device), self.seeds, step, self.use_top_p)
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> list[int]:
@@ -99,11 +137,218 @@ def _eos_ids(model: Any, tokenizer: Any) -> list[int]:
     return ids
 
 
+def _result(key: Any, tokens: list[int], eos: list[int], max_new_tokens: int, tokenizer: Any) -> GenResult:
+    end = next((k for k, t in enumerate(tokens) if t in eos), None)
+    kept = tokens if end is None else tokens[: end + 1]
+    return GenResult(key, tokenizer.decode(kept, skip_special_tokens=True), num_tokens=len(kept),
+                     truncated=end is None and len(kept) >= max_new_tokens)
+
+
+# ----------------------------------------------------------------------------- slot engine
+
+from transformers.cache_utils import Cache  # noqa: E402  (after torch; the import is light)
+
+
+class SlotKVCache(Cache):
+    """The slot engine's KV cache, handed to the model's forward as ``past_key_values``.
+
+    Per layer, keys and values of shape ``(slots, kv_heads, columns, head_dim)``, allocated once. In
+    decode, ``update`` writes every slot's new key/value at ``column`` (a device tensor, so a CUDA
+    graph can replay it) and returns the whole ring; the caller's 4D mask says which columns each slot
+    may attend to. While ``prefill_at = (slots, columns)`` is set, ``update`` stores a prompt's
+    keys/values at those places and returns them unchanged, so prompt tokens attend among themselves.
+    """
+
+    is_compileable = False
+
+    def __init__(self, num_layers: int, slots: int, kv_heads: int, columns: int, head_dim: int, dtype: torch.dtype,
+                 device: torch.device):
+        # Cache.__init__ builds transformers' own layer objects; this cache keeps plain tensors instead.
+        self.layers = []
+        self.keys = [torch.zeros(slots, kv_heads, columns, head_dim, dtype=dtype, device=device) for _ in range(num_layers)]
+        self.values = [torch.zeros_like(k) for k in self.keys]
+        self.column = torch.zeros(1, dtype=torch.long, device=device)
+        self.prefill_at: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int,
+               cache_kwargs: dict[str, Any] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        keys, values = self.keys[layer_idx], self.values[layer_idx]
+        if self.prefill_at is not None:
+            slots, columns = self.prefill_at  # (n,), (prompt width,)
+            keys.transpose(1, 2)[slots[:, None], columns[None, :]] = key_states.transpose(1, 2).to(keys.dtype)
+            values.transpose(1, 2)[slots[:, None], columns[None, :]] = value_states.transpose(1, 2).to(values.dtype)
+            return key_states, value_states
+        keys.index_copy_(2, self.column, key_states.to(keys.dtype))
+        values.index_copy_(2, self.column, value_states.to(values.dtype))
+        return keys, values
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        return 0  # positions are always passed explicitly
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
+def _text_config(model: Any) -> Any:
+    config = model.config
+    return config.get_text_config() if hasattr(config, "get_text_config") else config
+
+
+class SlotEngine:
+    """Continuous batching over ``slots`` rows with a ring KV cache of ``columns`` columns (module docstring).
+
+    State lives on the device, one row per slot: the token to feed and its position, the row's column
+    mask, its sampling settings, tokens generated so far and whether it is done.
+    """
+
+    def __init__(self, model: Any, slots: int, columns: int, max_new_tokens: int, eos: list[int], use_top_p: bool,
+                 cuda_graph: bool):
+        cfg = _text_config(model)
+        self.model = model
+        self.device = next(model.parameters()).device
+        dtype = next(p for p in model.parameters() if p.is_floating_point()).dtype
+        head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        kv_heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
+        self.slots, self.columns, self.max_new = slots, columns, max_new_tokens
+        self.cache = SlotKVCache(cfg.num_hidden_layers, slots, kv_heads, columns, head_dim, dtype, self.device)
+        dev = self.device
+        self.ids = torch.zeros(slots, 1, dtype=torch.long, device=dev)
+        self.pos = torch.zeros(slots, 1, dtype=torch.long, device=dev)
+        self.mask = torch.zeros(slots, columns, dtype=torch.bool, device=dev)
+        self.temps = torch.zeros(slots, dtype=torch.float32, device=dev)
+        self.top_ps = torch.ones(slots, dtype=torch.float32, device=dev)
+        self.seeds = torch.zeros(slots, dtype=torch.long, device=dev)
+        self.step = torch.zeros(slots, dtype=torch.long, device=dev)
+        self.done = torch.ones(slots, dtype=torch.bool, device=dev)
+        self.out = torch.zeros(slots, max_new_tokens, dtype=torch.long, device=dev)
+        self.eos = torch.tensor(eos or [-1], dtype=torch.long, device=dev)
+        self.use_top_p = use_top_p
+        self.host_column = 0  # mirror of cache.column, advanced once per decode step
+        self.graph = self._capture() if cuda_graph and dev.type == "cuda" else None
+
+    # -- one decode step for every slot; device work only, so it can be captured and replayed
+    def _decode(self) -> None:
+        self.mask.index_fill_(1, self.cache.column, True)  # each row attends to the token it writes now
+        logits = self.model(input_ids=self.ids, position_ids=self.pos, attention_mask=self.mask[:, None, None, :],
+                            past_key_values=self.cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+        tokens = perturbed_logits(logits, self.temps, self.top_ps, self.seeds, self.step, self.use_top_p).argmax(-1)
+        self._record(tokens, ~self.done)
+        self.ids.copy_(tokens[:, None])
+        self.pos.add_(1)
+        self.cache.column.add_(1).remainder_(self.columns)
+
+    def _record(self, tokens: torch.Tensor, active: torch.Tensor) -> None:
+        """Append each active row's token to its output; mark rows that ended (EOS or max_new_tokens)."""
+        at = self.step.clamp(max=self.max_new - 1)[:, None]
+        self.out.scatter_(1, at, torch.where(active, tokens, self.out.gather(1, at).squeeze(1))[:, None])
+        self.step.add_(active.long())
+        ended = (tokens[:, None] == self.eos[None, :]).any(-1) | (self.step >= self.max_new)
+        self.done.logical_or_(active & ended)
+
+    def _capture(self) -> torch.cuda.CUDAGraph | None:
+        """Capture the decode step as a CUDA graph (after warm-up on a side stream); None if it cannot be."""
+        try:
+            stream = torch.cuda.Stream()
+            stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(stream):
+                for _ in range(2):
+                    self._decode()
+            torch.cuda.current_stream().wait_stream(stream)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                self._decode()
+        except Exception as err:  # a model whose forward syncs with the host cannot be captured
+            log.warning("generation: the decode step could not be captured as a CUDA graph (%s: %s); running it eagerly",
+                        type(err).__name__, str(err).splitlines()[0][:200])
+            graph = None
+        # warm-up and capture ran on idle rows (all done); start from a clean state
+        self.cache.column.zero_()
+        self.mask.zero_()
+        self.pos.zero_()
+        self.ids.zero_()
+        return graph
+
+    def decode(self, steps: int) -> None:
+        for _ in range(steps):
+            if self.graph is not None:
+                self.graph.replay()
+            else:
+                self._decode()
+        self.host_column = (self.host_column + steps) % self.columns
+
+    def prefill(self, slots: list[int], prompts: list[list[int]], requests: list[GenRequest]) -> None:
+        """Write each prompt's keys/values just behind the current column of its slot and sample its first token."""
+        dev, n = self.device, len(slots)
+        width = max(len(p) for p in prompts)
+        ids = torch.zeros(n, width, dtype=torch.long)
+        valid = torch.zeros(n, width, dtype=torch.bool)
+        for row, prompt in enumerate(prompts):  # left padding: every prompt ends at the last column
+            ids[row, width - len(prompt):] = torch.tensor(prompt)
+            valid[row, width - len(prompt):] = True
+        ids, valid = ids.to(dev), valid.to(dev)
+        positions = (valid.long().cumsum(-1) - 1).clamp(min=0)
+        causal = torch.ones(width, width, dtype=torch.bool, device=dev).tril()
+        # padding queries attend to themselves only, so that no row of the softmax is empty
+        mask = (causal[None] & valid[:, None, :]) | torch.eye(width, dtype=torch.bool, device=dev)[None]
+        rows = torch.tensor(slots, dtype=torch.long, device=dev)
+        columns = (torch.arange(width, device=dev) + self.host_column - width) % self.columns
+        self.cache.prefill_at = (rows, columns)
+        try:
+            logits = self.model(input_ids=ids, position_ids=positions, attention_mask=mask[:, None], past_key_values=self.cache,
+                                use_cache=True, logits_to_keep=1).logits[:, -1]
+        finally:
+            self.cache.prefill_at = None
+        self.mask[rows] = False
+        self.mask[rows[:, None], columns[None, :]] = valid
+        self.pos[rows, 0] = valid.sum(-1)  # the first generated token's position
+        self.temps[rows] = torch.tensor([r.temperature for r in requests], dtype=torch.float32, device=dev)
+        self.top_ps[rows] = torch.tensor([r.top_p for r in requests], dtype=torch.float32, device=dev)
+        self.seeds[rows] = torch.tensor([r.seed for r in requests], dtype=torch.long, device=dev)
+        self.step[rows] = 0
+        self.done[rows] = False
+        tokens = perturbed_logits(logits, self.temps[rows], self.top_ps[rows], self.seeds[rows], 0, self.use_top_p).argmax(-1)
+        self.ids[rows, 0] = tokens
+        self.out[rows, 0] = tokens
+        self.step[rows] = 1
+        self.done[rows] = (tokens[:, None] == self.eos[None, :]).any(-1) | (self.max_new <= 1)
+
+
+def _generate_slots(model: Any, tokenizer: Any, requests: Sequence[GenRequest], encoded: list[list[int]], max_new_tokens: int,
+                    slots: int, eos: list[int], sync_every: int, cuda_graph: bool, prefill_rows: int) -> Iterator[tuple[int, GenResult]]:
+    waiting = deque(sorted(range(len(requests)), key=lambda i: -len(encoded[i])))  # long prompts first
+    slots = min(slots, len(requests))
+    use_top_p = any(r.top_p < 1 and r.temperature > 0 for r in requests)
+    engine = SlotEngine(model, slots, max(len(e) for e in encoded) + max_new_tokens, max_new_tokens, eos, use_top_p, cuda_graph)
+    owner: list[int | None] = [None] * slots  # request index held by each slot
+    while waiting or any(o is not None for o in owner):
+        free = [s for s in range(slots) if owner[s] is None]
+        for start in range(0, min(len(free), len(waiting)), prefill_rows):
+            group = free[start : start + prefill_rows][: len(waiting)]
+            taken = [waiting.popleft() for _ in group]
+            engine.prefill(group, [encoded[i] for i in taken], [requests[i] for i in taken])
+            for s, i in zip(group, taken):
+                owner[s] = i
+        engine.decode(sync_every)
+        done = engine.done.cpu()  # the one host synchronisation every sync_every steps
+        ended = [s for s in range(slots) if owner[s] is not None and bool(done[s])]
+        if not ended:
+            continue
+        steps = engine.step[ended].cpu().tolist()
+        outs = engine.out[ended].cpu().tolist()
+        for s, n, tokens in zip(ended, steps, outs):
+            i = owner[s]
+            owner[s] = None
+            yield i, _result(requests[i].key, tokens[:n], eos, max_new_tokens, tokenizer)
+
+
+# ----------------------------------------------------------------------------- hf engine
+
+
 @contextlib.contextmanager
 def _sdpa_gqa_with_mask(enabled: bool) -> Iterator[None]:
-    """Let SDPA do grouped-query attention itself under a padding mask, instead of transformers copying
-    K/V to every query head at every step (measured: the copy dominated batched decoding on an H200).
-    Scoped to generation: training keeps transformers' default."""
+    """transformers < 5.2x copies K/V to every query head under a padding mask at each decode step
+    (measured: the copy dominated batched decoding on an H200); this lets SDPA do grouped-query
+    attention itself. Scoped to generation: training keeps transformers' default."""
     key = "TRANSFORMERS_SDPA_FORCE_GQA"
     old = os.environ.get(key)
     if enabled:
@@ -118,54 +363,78 @@ def _sdpa_gqa_with_mask(enabled: bool) -> Iterator[None]:
                 os.environ[key] = old
 
 
-@torch.inference_mode()
-def generate(model: Any, tokenizer: Any, requests: Sequence[GenRequest], max_new_tokens: int, batch_size: int,
-             desc: str = "generate", progress: bool = True, cache_implementation: str | None = None) -> list[GenResult]:
-    """Generate for every request; results come back in the requests' order.
-
-    The KV cache is transformers' dynamic one by default. ``cache_implementation="static"`` was faster
-    in the benchmark (one prompt shape), but transformers compiles the forward for a static cache and
-    recompiles for every new batch shape, which stalled a real rollout run whose batches differ in
-    prompt width (docs/benchmarks.md); it stays available for uniform workloads.
-    """
+def _generate_hf(model: Any, tokenizer: Any, requests: Sequence[GenRequest], encoded: list[list[int]], max_new_tokens: int,
+                 batch_size: int, eos: list[int]) -> Iterator[tuple[int, GenResult]]:
     from transformers import GenerationConfig
 
-    if not requests:
-        return []
     device = next(model.parameters()).device
-    on_cuda = device.type == "cuda"
-    eos = _eos_ids(model, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
-    encoded = tokenizer([r.prompt for r in requests], add_special_tokens=False)["input_ids"]
     order = sorted(range(len(requests)), key=lambda i: -len(encoded[i]))
     gen_config = GenerationConfig(do_sample=False, max_new_tokens=max_new_tokens, pad_token_id=pad_id, eos_token_id=eos,
-                                  temperature=None, top_p=None, top_k=None, cache_implementation=cache_implementation)
-    results: list[GenResult | None] = [None] * len(requests)
-    bar = tqdm(total=len(requests), desc=desc, unit="seq", disable=not progress, dynamic_ncols=True)
-    generated_tokens, started = 0, time.perf_counter()
+                                  temperature=None, top_p=None, top_k=None)
     for b in range(0, len(order), batch_size):
         idx = order[b : b + batch_size]
         width = max(len(encoded[i]) for i in idx)
         input_ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
         attention = torch.zeros((len(idx), width), dtype=torch.long)
         for row, i in enumerate(idx):  # left padding: every row's last prompt token is at the same column
-            ids = encoded[i]
-            input_ids[row, width - len(ids):] = torch.tensor(ids)
-            attention[row, width - len(ids):] = 1
+            input_ids[row, width - len(encoded[i]):] = torch.tensor(encoded[i])
+            attention[row, width - len(encoded[i]):] = 1
         sampler = SeededSampler([requests[i].temperature for i in idx], [requests[i].top_p for i in idx],
                                 [requests[i].seed for i in idx])
-        with _sdpa_gqa_with_mask(on_cuda):
+        with _sdpa_gqa_with_mask(device.type == "cuda"):
             out = model.generate(input_ids=input_ids.to(device), attention_mask=attention.to(device),
                                  generation_config=gen_config, logits_processor=[sampler])
         new = out[:, width:].cpu()
         for row, i in enumerate(idx):
-            tokens = new[row].tolist()
-            end = next((k for k, t in enumerate(tokens) if t in eos), None)
-            kept = tokens if end is None else tokens[: end + 1]
-            results[i] = GenResult(requests[i].key, tokenizer.decode(kept, skip_special_tokens=True),
-                                   num_tokens=len(kept), truncated=end is None and len(tokens) >= max_new_tokens)
-            generated_tokens += len(kept)
-        bar.update(len(idx))
-        bar.set_postfix(tok_per_s=f"{generated_tokens / (time.perf_counter() - started):.0f}")
+            yield i, _result(requests[i].key, new[row].tolist(), eos, max_new_tokens, tokenizer)
+
+
+# ----------------------------------------------------------------------------- entry points
+
+
+@torch.inference_mode()
+def _indexed_stream(model: Any, tokenizer: Any, requests: Sequence[GenRequest], max_new_tokens: int, batch_size: int,
+                    desc: str, progress: bool, engine: str = "slots", sync_every: int = 8, cuda_graph: bool = True,
+                    prefill_rows: int = 64) -> Iterator[tuple[int, GenResult]]:
+    if engine not in ENGINES:
+        raise ValueError(f"unknown generation engine {engine!r}; expected one of {ENGINES}")
+    if not requests:
+        return
+    eos = _eos_ids(model, tokenizer)
+    encoded = tokenizer([r.prompt for r in requests], add_special_tokens=False)["input_ids"]
+    bar = tqdm(total=len(requests), desc=desc, unit="seq", disable=not progress, dynamic_ncols=True)
+    tokens, started = 0, time.perf_counter()
+    if engine == "slots":
+        results = _generate_slots(model, tokenizer, requests, encoded, max_new_tokens, batch_size, eos, sync_every,
+                                  cuda_graph, prefill_rows)
+    else:
+        results = _generate_hf(model, tokenizer, requests, encoded, max_new_tokens, batch_size, eos)
+    for i, result in results:
+        tokens += result.num_tokens
+        bar.update(1)
+        bar.set_postfix(tok_per_s=f"{tokens / (time.perf_counter() - started):.0f}", refresh=False)
+        yield i, result
     bar.close()
+
+
+def generate_stream(model: Any, tokenizer: Any, requests: Sequence[GenRequest], max_new_tokens: int, batch_size: int,
+                    desc: str = "generate", progress: bool = True, **engine_options: Any) -> Iterator[GenResult]:
+    """Yield one GenResult per request, each as soon as its sequence ends (not in request order).
+
+    ``batch_size``: sequences decoded together (slots, or rows of one ``generate`` call). Engine
+    options: ``engine`` ("slots" or "hf"); slot engine: ``sync_every`` (decode steps between looks at
+    which rows ended, default 8), ``prefill_rows`` (most prompts prefilled in one forward, default 64),
+    ``cuda_graph`` (capture the decode step on CUDA, default True).
+    """
+    for _, result in _indexed_stream(model, tokenizer, requests, max_new_tokens, batch_size, desc, progress, **engine_options):
+        yield result
+
+
+def generate(model: Any, tokenizer: Any, requests: Sequence[GenRequest], max_new_tokens: int, batch_size: int,
+             desc: str = "generate", progress: bool = True, **engine_options: Any) -> list[GenResult]:
+    """Generate for every request; results come back in the requests' order (options: ``generate_stream``)."""
+    results: list[GenResult | None] = [None] * len(requests)
+    for i, result in _indexed_stream(model, tokenizer, requests, max_new_tokens, batch_size, desc, progress, **engine_options):
+        results[i] = result
     return results  # type: ignore[return-value]

@@ -345,11 +345,6 @@ class MetricsLog:
             f.write(json.dumps({"time": round(time.time(), 3), **record}, default=str) + "\n")
 
 
-def iter_batches(items: list[Any], size: int) -> Iterator[list[Any]]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
-
-
 class Shards:
     """Work split across the processes of an ``accelerate launch`` / ``torchrun`` job (one per GPU).
 
@@ -383,20 +378,20 @@ class Shards:
         self.state.wait_for_everyone()
 
     def merge(self, final: Path, order: list[Any], key: str = "id") -> list[dict[str, Any]]:
-        """Main process: every shard's records, in ``order`` of their keys, written atomically to ``final``."""
-        if self.world == 1:
-            return read_jsonl(final)
+        """Main process: every shard's records, in ``order`` of their keys, written atomically to ``final``
+        (with one process, the file is only put in that order)."""
         by_key: dict[Any, dict[str, Any]] = {}
         for r in range(self.world):
             for record in read_jsonl(self.path(final, r)):
                 if record[key] in by_key:
-                    raise InputError(f"{final}: {key} {record[key]!r} appears in two shards; delete the shards and redo")
+                    raise InputError(f"{final}: {key} {record[key]!r} appears twice; delete the file (and any shards) and redo")
                 by_key[record[key]] = record
         missing = [k for k in order if k not in by_key]
         if missing:
             raise InputError(f"{final}: {len(missing)} records missing after merging {self.world} shards (e.g. {missing[0]!r})")
         records = [by_key[k] for k in order]
         atomic_write_jsonl(final, records)
-        for r in range(self.world):
-            self.path(final, r).unlink(missing_ok=True)
+        if self.world > 1:
+            for r in range(self.world):
+                self.path(final, r).unlink(missing_ok=True)
         return records

@@ -22,7 +22,7 @@ from typing import Any
 from looper.answers import extract_answer, is_correct
 from looper.config import RunConfig
 from looper.eval.report import write_report
-from looper.generation import GenRequest, generate
+from looper.generation import GenRequest, generate_stream
 from looper.modeling import load_stage_model, load_tokenizer, stage_model_path
 from looper.prompts import render_prompt
 from looper.runs import (
@@ -34,7 +34,6 @@ from looper.runs import (
     atomic_write_jsonl,
     derive_seed,
     finish_stage,
-    iter_batches,
     read_jsonl,
     require_input,
     stage_hash,
@@ -108,7 +107,11 @@ def score_record(row: dict[str, Any], outputs: list[Any]) -> dict[str, Any]:
 
 
 def evaluate(model: Any, tokenizer: Any, rows: list[dict[str, Any]], config: RunConfig, out_path: Path, label: str) -> list[dict]:
-    """Generate and score every row not yet in ``out_path`` (resumable); returns all records in row order."""
+    """Generate and score every row not yet in ``out_path`` (resumable); returns all records in row order.
+
+    All remaining requests stream through the engine; a question's record is appended once its last
+    sample ends, and the finished file is rewritten in row order.
+    """
     ev = config.eval
     temperature = 0.0 if ev.samples == 1 else ev.temperature
     with JsonlAppender(out_path) as out:
@@ -116,21 +119,23 @@ def evaluate(model: Any, tokenizer: Any, rows: list[dict[str, Any]], config: Run
         todo = [r for r in rows if r["id"] not in done]
         if done and todo:
             print(f"eval {label}: resuming, {len(done)} done, {len(todo)} to go")
-        chunk_size = max(1, ev.batch_size * 4 // ev.samples)
-        for chunk in iter_batches(todo, chunk_size):
-            requests = [GenRequest((r["id"], s), render_prompt(tokenizer, r["question"], config.model.system_prompt,
-                                                               config.model.prompt_format),
-                                   temperature, 1.0, derive_seed(config.seed, r["id"], "eval", s))
-                        for r in chunk for s in range(ev.samples)]
-            results = generate(model, tokenizer, requests, ev.max_new_tokens, ev.batch_size,
-                               desc=f"eval {label}")
-            grouped: dict[str, list] = {}
-            for res in results:
-                grouped.setdefault(res.key[0], []).append(res)
-            for r in chunk:
-                out.append(score_record(r, sorted(grouped[r["id"]], key=lambda x: x.key[1])))
+        requests = [GenRequest((r["id"], s), render_prompt(tokenizer, r["question"], config.model.system_prompt,
+                                                           config.model.prompt_format),
+                               temperature, 1.0, derive_seed(config.seed, r["id"], "eval", s))
+                    for r in todo for s in range(ev.samples)]
+        by_row = {r["id"]: r for r in todo}
+        pending: dict[str, list] = {}
+        for res in generate_stream(model, tokenizer, requests, ev.max_new_tokens, ev.batch_size, desc=f"eval {label}",
+                                   engine=ev.engine):
+            arrived = pending.setdefault(res.key[0], [])
+            arrived.append(res)
+            if len(arrived) == ev.samples:
+                out.append(score_record(by_row[res.key[0]], sorted(pending.pop(res.key[0]), key=lambda x: x.key[1])))
         by_id = {rec["id"]: rec for rec in out.records}
-    return [by_id[r["id"]] for r in rows]
+    ordered = [by_id[r["id"]] for r in rows]
+    if todo:
+        atomic_write_jsonl(out_path, ordered)
+    return ordered
 
 
 def main(config: RunConfig) -> RunDir:

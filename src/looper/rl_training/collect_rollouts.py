@@ -4,12 +4,14 @@
     python -m looper.rl_training.collect_rollouts configs/demo.yaml rollouts.num_questions=500
 
 Loads the base model plus ``checkpoints/lora_sft`` (or the full SFT checkpoint), renders each
-(question, arm) prompt with the SFT template and the arm's system prompt, and generates in large
-length-sorted batches that mix questions and arms (``looper.generation``). Per-sample seeds come
-from (seed, question id, arm, sample), so any trajectory can be replayed. Each question's record,
-with its trajectories, Regime W scores and rewards, is appended whole to ``data/rl_rollouts.jsonl``
-once all its arms are done: a killed run loses at most the chunk in flight, and rerunning skips the
-questions already written (a torn last line is dropped with a warning).
+(question, arm) prompt with the SFT template and the arm's system prompt, and streams every
+(question, arm, sample) request through the shared engine (``looper.generation``: continuous
+batching, questions and arms mixed). Per-sample seeds come from (seed, question id, arm, sample), so
+any trajectory can be replayed alone. Each question's record, with its trajectories, Regime W
+scores and rewards, is appended whole to ``data/rl_rollouts.jsonl`` as soon as its last sample
+ends: a killed run loses only the questions in flight, and rerunning skips the questions already
+written (a torn last line is dropped with a warning). When all are done the file is rewritten in
+question order.
 
 Across GPUs: ``accelerate launch -m looper.cli collect-rollouts CONFIG`` (or torchrun) runs one
 process per GPU; each takes every n-th question into its own shard file (resumable on its own) and
@@ -25,7 +27,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from looper.config import RunConfig
-from looper.generation import GenRequest, generate
+from looper.generation import GenRequest, generate_stream
 from looper.modeling import load_stage_model, load_tokenizer, stage_model_path
 from looper.prompts import render_prompt
 from looper.regime_w.arms import build_all_arms
@@ -38,7 +40,6 @@ from looper.runs import (
     atomic_write_json,
     derive_seed,
     finish_stage,
-    iter_batches,
     check_stage,
     read_jsonl,
     require_input,
@@ -106,32 +107,36 @@ def main(config: RunConfig) -> RunDir:
             print(f"collect-rollouts: resuming, {len(done)} questions already done, {len(todo)} to go")
         bar = tqdm(total=len(mine), initial=len(mine) - len(todo), desc=f"rollouts{'' if shards.world == 1 else f' [{shards.rank}]'}",
                    unit="question", dynamic_ncols=True)
+        requests = []
+        for q in todo:
+            for arm in arms:
+                prompt = render_prompt(tokenizer, q["question"], arm.system_prompt, config.model.prompt_format)
+                for s in range(config.rollouts.samples_per_arm):
+                    seed = derive_seed(config.seed, q["id"], arm.name, s)
+                    requests.append(GenRequest((q["id"], arm.name, s, seed), prompt, arm.temperature, arm.top_p, seed))
+        per_question = len(arms) * config.rollouts.samples_per_arm
+        arm_index = {arm.name: k for k, arm in enumerate(arms)}
+        by_id = {q["id"]: q for q in todo}
+        pending: dict[str, list] = {}
         tokens, started = 0, time.perf_counter()
-        for chunk in iter_batches(todo, config.rollouts.questions_per_chunk):
-            requests = []
-            for q in chunk:
-                for arm in arms:
-                    prompt = render_prompt(tokenizer, q["question"], arm.system_prompt, config.model.prompt_format)
-                    for s in range(config.rollouts.samples_per_arm):
-                        seed = derive_seed(config.seed, q["id"], arm.name, s)
-                        requests.append(GenRequest((q["id"], arm, s, seed), prompt, arm.temperature, arm.top_p, seed))
-            results = generate(model, tokenizer, requests, config.rollouts.max_new_tokens, config.rollouts.batch_size,
-                               progress=False)
-            by_question: dict[str, list] = {}
-            for res in results:
-                qid, arm, s, seed = res.key
-                by_question.setdefault(qid, []).append(((arm, s, seed), res))
-                tokens += res.num_tokens
-            for q in chunk:  # whole records, in question order
-                out.append(build_record(q, arms, by_question[q["id"]], config, config.model.name_or_path,
-                                        str(adapter.relative_to(run.root)) if adapter else None))
-            bar.update(len(chunk))
-            bar.set_postfix(tok_per_s=f"{tokens / (time.perf_counter() - started):.0f}")
+        for res in generate_stream(model, tokenizer, requests, config.rollouts.max_new_tokens, config.rollouts.batch_size,
+                                   progress=False, engine=config.rollouts.engine):
+            qid, arm_name, s, seed = res.key
+            tokens += res.num_tokens
+            arrived = pending.setdefault(qid, [])
+            arrived.append(((arms[arm_index[arm_name]], s, seed), res))
+            if len(arrived) < per_question:
+                continue
+            arrived.sort(key=lambda item: (arm_index[item[0][0].name], item[0][1]))  # arm order, then sample
+            out.append(build_record(by_id[qid], arms, pending.pop(qid), config, config.model.name_or_path,
+                                    str(adapter.relative_to(run.root)) if adapter else None))
+            bar.update(1)
+            bar.set_postfix(tok_per_s=f"{tokens / (time.perf_counter() - started):.0f}", refresh=False)
         bar.close()
     shards.wait()
     if not shards.is_main:
         return run
-    records = shards.merge(run.rollouts, [q["id"] for q in questions])
+    records = shards.merge(run.rollouts, [q["id"] for q in questions])  # in question order
     ids = [r["id"] for r in records]
     if len(ids) != len(set(ids)):
         raise InputError(f"{run.rollouts}: duplicate question ids; delete the file and collect again")
