@@ -41,6 +41,7 @@ from typing import Any
 
 import torch
 from tqdm.auto import tqdm
+from transformers.cache_utils import Cache
 
 log = logging.getLogger("looper")
 
@@ -145,9 +146,6 @@ def _result(key: Any, tokens: list[int], eos: list[int], max_new_tokens: int, to
 
 
 # ----------------------------------------------------------------------------- slot engine
-
-from transformers.cache_utils import Cache  # noqa: E402  (after torch; the import is light)
-
 
 class SlotKVCache(Cache):
     """The slot engine's KV cache, handed to the model's forward as ``past_key_values``.
