@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import TINY, build_random_checkpoint, device_info, write_results  # noqa: E402
 
 from looper.config import EMBEDDED_MODEL, ModelConfig  # noqa: E402
-from looper.generation import GenRequest, generate, perturbed_logits  # noqa: E402
+from looper.generation import GenRequest, generate, left_pad, perturbed_logits  # noqa: E402
 from looper.modeling import load_model, load_tokenizer, resolve_model_path  # noqa: E402
 from looper.prompts import render_prompt  # noqa: E402
 from looper.regime_w.arms import build_all_arms  # noqa: E402
@@ -68,13 +68,9 @@ def plain_generate(model, tokenizer, requests: list[GenRequest], batch: int, new
     tokens = 0
     for b in range(0, len(order), batch):
         idx = order[b : b + batch]
-        width = max(len(encoded[i]) for i in idx)
-        ids = torch.full((len(idx), width), tokenizer.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(idx), width), dtype=torch.long)
-        for row, i in enumerate(idx):
-            ids[row, width - len(encoded[i]):] = torch.tensor(encoded[i])
-            mask[row, width - len(encoded[i]):] = 1
-        out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), do_sample=True, temperature=0.7,
+        ids, mask = left_pad([encoded[i] for i in idx], tokenizer.pad_token_id)
+        width = ids.shape[1]
+        out = model.generate(input_ids=ids.to(device), attention_mask=mask.long().to(device), do_sample=True, temperature=0.7,
                              top_p=0.95, top_k=None, max_new_tokens=new_tokens, pad_token_id=tokenizer.pad_token_id)
         for row in out[:, width:].tolist():
             end = next((k for k, t in enumerate(row) if t in eos), None)

@@ -35,7 +35,7 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -136,6 +136,17 @@ def _eos_ids(model: Any, tokenizer: Any) -> list[int]:
     if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
         ids.append(tokenizer.eos_token_id)
     return ids
+
+
+def left_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, mask) of shape (n, longest): each prompt right-aligned, so every row's last token is in the last column."""
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.bool)
+    for row, prompt in enumerate(prompts):
+        ids[row, width - len(prompt):] = torch.tensor(prompt)
+        mask[row, width - len(prompt):] = True
+    return ids, mask
 
 
 def _result(key: Any, tokens: list[int], eos: list[int], max_new_tokens: int, tokenizer: Any) -> GenResult:
@@ -240,8 +251,10 @@ class SlotEngine:
         at = self.step.clamp(max=self.max_new - 1)[:, None]
         self.out.scatter_(1, at, torch.where(active, tokens, self.out.gather(1, at).squeeze(1))[:, None])
         self.step.add_(active.long())
-        ended = (tokens[:, None] == self.eos[None, :]).any(-1) | (self.step >= self.max_new)
-        self.done.logical_or_(active & ended)
+        self.done.logical_or_(active & (self._is_eos(tokens) | (self.step >= self.max_new)))
+
+    def _is_eos(self, tokens: torch.Tensor) -> torch.Tensor:
+        return (tokens[:, None] == self.eos[None, :]).any(-1)
 
     def _capture(self) -> torch.cuda.CUDAGraph | None:
         """Capture the decode step as a CUDA graph (after warm-up on a side stream); None if it cannot be."""
@@ -276,14 +289,9 @@ class SlotEngine:
 
     def prefill(self, slots: list[int], prompts: list[list[int]], requests: list[GenRequest]) -> None:
         """Write each prompt's keys/values just behind the current column of its slot and sample its first token."""
-        dev, n = self.device, len(slots)
-        width = max(len(p) for p in prompts)
-        ids = torch.zeros(n, width, dtype=torch.long)
-        valid = torch.zeros(n, width, dtype=torch.bool)
-        for row, prompt in enumerate(prompts):  # left padding: every prompt ends at the last column
-            ids[row, width - len(prompt):] = torch.tensor(prompt)
-            valid[row, width - len(prompt):] = True
-        ids, valid = ids.to(dev), valid.to(dev)
+        dev = self.device
+        ids, valid = left_pad(prompts, pad_id=0)  # the pad id is never attended to
+        ids, valid, width = ids.to(dev), valid.to(dev), ids.shape[1]
         positions = (valid.long().cumsum(-1) - 1).clamp(min=0)
         causal = torch.ones(width, width, dtype=torch.bool, device=dev).tril()
         # padding queries attend to themselves only, so that no row of the softmax is empty
@@ -302,13 +310,11 @@ class SlotEngine:
         self.temps[rows] = torch.tensor([r.temperature for r in requests], dtype=torch.float32, device=dev)
         self.top_ps[rows] = torch.tensor([r.top_p for r in requests], dtype=torch.float32, device=dev)
         self.seeds[rows] = torch.tensor([r.seed for r in requests], dtype=torch.long, device=dev)
-        self.step[rows] = 0
-        self.done[rows] = False
         tokens = perturbed_logits(logits, self.temps[rows], self.top_ps[rows], self.seeds[rows], 0, self.use_top_p).argmax(-1)
         self.ids[rows, 0] = tokens
         self.out[rows, 0] = tokens
         self.step[rows] = 1
-        self.done[rows] = (tokens[:, None] == self.eos[None, :]).any(-1) | (self.max_new <= 1)
+        self.done[rows] = self._is_eos(tokens) | (self.max_new <= 1)
 
 
 def _generate_slots(model: Any, tokenizer: Any, requests: Sequence[GenRequest], encoded: list[list[int]], max_new_tokens: int,
@@ -372,16 +378,12 @@ def _generate_hf(model: Any, tokenizer: Any, requests: Sequence[GenRequest], enc
                                   temperature=None, top_p=None, top_k=None)
     for b in range(0, len(order), batch_size):
         idx = order[b : b + batch_size]
-        width = max(len(encoded[i]) for i in idx)
-        input_ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
-        attention = torch.zeros((len(idx), width), dtype=torch.long)
-        for row, i in enumerate(idx):  # left padding: every row's last prompt token is at the same column
-            input_ids[row, width - len(encoded[i]):] = torch.tensor(encoded[i])
-            attention[row, width - len(encoded[i]):] = 1
+        input_ids, attention = left_pad([encoded[i] for i in idx], pad_id)
+        width = input_ids.shape[1]
         sampler = SeededSampler([requests[i].temperature for i in idx], [requests[i].top_p for i in idx],
                                 [requests[i].seed for i in idx])
         with _sdpa_gqa_with_mask(device.type == "cuda"):
-            out = model.generate(input_ids=input_ids.to(device), attention_mask=attention.to(device),
+            out = model.generate(input_ids=input_ids.to(device), attention_mask=attention.long().to(device),
                                  generation_config=gen_config, logits_processor=[sampler])
         new = out[:, width:].cpu()
         for row, i in enumerate(idx):
@@ -427,6 +429,16 @@ def generate_stream(model: Any, tokenizer: Any, requests: Sequence[GenRequest], 
     """
     for _, result in _indexed_stream(model, tokenizer, requests, max_new_tokens, batch_size, desc, progress, **engine_options):
         yield result
+
+
+def complete_groups(results: Iterable[GenResult], size: int) -> Iterator[list[GenResult]]:
+    """Group streamed results by ``key[0]`` (a question); yield each group, sorted by key, once it holds ``size``."""
+    pending: dict[Any, list[GenResult]] = {}
+    for result in results:
+        group = pending.setdefault(result.key[0], [])
+        group.append(result)
+        if len(group) == size:
+            yield sorted(pending.pop(result.key[0]), key=lambda r: r.key)
 
 
 def generate(model: Any, tokenizer: Any, requests: Sequence[GenRequest], max_new_tokens: int, batch_size: int,

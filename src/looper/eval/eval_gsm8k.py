@@ -22,7 +22,7 @@ from typing import Any
 from looper.answers import extract_answer, is_correct
 from looper.config import RunConfig
 from looper.eval.report import write_report
-from looper.generation import GenRequest, generate_stream
+from looper.generation import GenRequest, complete_groups, generate_stream
 from looper.modeling import load_stage_model, load_tokenizer, stage_model_path
 from looper.prompts import render_prompt
 from looper.runs import (
@@ -124,13 +124,10 @@ def evaluate(model: Any, tokenizer: Any, rows: list[dict[str, Any]], config: Run
                                temperature, 1.0, derive_seed(config.seed, r["id"], "eval", s))
                     for r in todo for s in range(ev.samples)]
         by_row = {r["id"]: r for r in todo}
-        pending: dict[str, list] = {}
-        for res in generate_stream(model, tokenizer, requests, ev.max_new_tokens, ev.batch_size, desc=f"eval {label}",
-                                   engine=ev.engine):
-            arrived = pending.setdefault(res.key[0], [])
-            arrived.append(res)
-            if len(arrived) == ev.samples:
-                out.append(score_record(by_row[res.key[0]], sorted(pending.pop(res.key[0]), key=lambda x: x.key[1])))
+        stream = generate_stream(model, tokenizer, requests, ev.max_new_tokens, ev.batch_size, desc=f"eval {label}",
+                                 engine=ev.engine)
+        for results in complete_groups(stream, ev.samples):
+            out.append(score_record(by_row[results[0].key[0]], results))
         by_id = {rec["id"]: rec for rec in out.records}
     ordered = [by_id[r["id"]] for r in rows]
     if todo:

@@ -27,7 +27,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from looper.config import RunConfig
-from looper.generation import GenRequest, generate_stream
+from looper.generation import GenRequest, complete_groups, generate_stream
 from looper.modeling import load_stage_model, load_tokenizer, stage_model_path
 from looper.prompts import render_prompt
 from looper.regime_w.arms import build_all_arms
@@ -109,37 +109,28 @@ def main(config: RunConfig) -> RunDir:
                    unit="question", dynamic_ncols=True)
         requests = []
         for q in todo:
-            for arm in arms:
+            for k, arm in enumerate(arms):  # keys sort in arm order, then sample
                 prompt = render_prompt(tokenizer, q["question"], arm.system_prompt, config.model.prompt_format)
                 for s in range(config.rollouts.samples_per_arm):
                     seed = derive_seed(config.seed, q["id"], arm.name, s)
-                    requests.append(GenRequest((q["id"], arm.name, s, seed), prompt, arm.temperature, arm.top_p, seed))
-        per_question = len(arms) * config.rollouts.samples_per_arm
-        arm_index = {arm.name: k for k, arm in enumerate(arms)}
+                    requests.append(GenRequest((q["id"], k, s, seed), prompt, arm.temperature, arm.top_p, seed))
         by_id = {q["id"]: q for q in todo}
-        pending: dict[str, list] = {}
         tokens, started = 0, time.perf_counter()
-        for res in generate_stream(model, tokenizer, requests, config.rollouts.max_new_tokens, config.rollouts.batch_size,
-                                   progress=False, engine=config.rollouts.engine):
-            qid, arm_name, s, seed = res.key
-            tokens += res.num_tokens
-            arrived = pending.setdefault(qid, [])
-            arrived.append(((arms[arm_index[arm_name]], s, seed), res))
-            if len(arrived) < per_question:
-                continue
-            arrived.sort(key=lambda item: (arm_index[item[0][0].name], item[0][1]))  # arm order, then sample
-            out.append(build_record(by_id[qid], arms, pending.pop(qid), config, config.model.name_or_path,
+        stream = generate_stream(model, tokenizer, requests, config.rollouts.max_new_tokens, config.rollouts.batch_size,
+                                 progress=False, engine=config.rollouts.engine)
+        for results in complete_groups(stream, len(arms) * config.rollouts.samples_per_arm):
+            qid = results[0].key[0]
+            samples = [((arms[res.key[1]], res.key[2], res.key[3]), res) for res in results]  # key: (id, arm, sample, seed)
+            out.append(build_record(by_id[qid], arms, samples, config, config.model.name_or_path,
                                     str(adapter.relative_to(run.root)) if adapter else None))
+            tokens += sum(res.num_tokens for res in results)
             bar.update(1)
             bar.set_postfix(tok_per_s=f"{tokens / (time.perf_counter() - started):.0f}", refresh=False)
         bar.close()
     shards.wait()
     if not shards.is_main:
         return run
-    records = shards.merge(run.rollouts, [q["id"] for q in questions])  # in question order
-    ids = [r["id"] for r in records]
-    if len(ids) != len(set(ids)):
-        raise InputError(f"{run.rollouts}: duplicate question ids; delete the file and collect again")
+    records = shards.merge(run.rollouts, [q["id"] for q in questions])  # in question order; refuses a duplicate id
     finish_stage(run, STAGE, config, questions=len(records))
     acc = sum(t["parts"]["correct"] == 1.0 for r in records for t in r["trajectories"])
     total = sum(len(r["trajectories"]) for r in records)
