@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import TINY, build_random_checkpoint, device_info, write_results  # noqa: E402
 
 from looper.config import EMBEDDED_MODEL, ModelConfig  # noqa: E402
-from looper.generation import GenRequest, generate, left_pad, perturbed_logits  # noqa: E402
+from looper.generation import GenRequest, generate, left_pad, sample  # noqa: E402
 from looper.modeling import load_model, load_tokenizer, resolve_model_path  # noqa: E402
 from looper.prompts import render_prompt  # noqa: E402
 from looper.regime_w.arms import build_all_arms  # noqa: E402
@@ -51,6 +51,17 @@ def make_requests(gsm8k: Path, tokenizer, n: int) -> list[GenRequest]:
         requests.append(GenRequest(i, render_prompt(tokenizer, q, arm.system_prompt, "chat"), arm.temperature, arm.top_p,
                                    derive_seed(0, i, arm.name)))
     return requests
+
+
+def load_bench_model(which: str, tokenizer_dir: str | None, model_dir: str):
+    """(model, left-padding tokenizer): the real embedded SmolLM2, or a random checkpoint of the 8B / tiny shape."""
+    tokenizer_dir = tokenizer_dir or resolve_model_path(EMBEDDED_MODEL)
+    if which == "smollm2":
+        path = resolve_model_path(EMBEDDED_MODEL)
+    else:
+        path = str(build_random_checkpoint(Path(model_dir), Path(tokenizer_dir), TINY if which == "tiny" else None))
+    cfg = ModelConfig(name_or_path=path, dtype="bfloat16" if torch.cuda.is_available() else "float32")
+    return load_model(cfg), load_tokenizer(cfg, padding_side="left")
 
 
 def sync() -> None:
@@ -110,11 +121,11 @@ def sampler_timing(batch: int, vocab: int, device: torch.device) -> dict:
     out = {}
     for label, use_top_p in (("with_top_p_ms", True), ("without_top_p_ms", False)):
         for _ in range(3):
-            perturbed_logits(logits, temps, top_ps, seeds, steps, use_top_p).argmax(-1)
+            sample(logits, temps, top_ps, seeds, steps, use_top_p)
         sync()
         started = time.perf_counter()
         for _ in range(20):
-            perturbed_logits(logits, temps, top_ps, seeds, steps, use_top_p).argmax(-1)
+            sample(logits, temps, top_ps, seeds, steps, use_top_p)
         sync()
         out[label] = round((time.perf_counter() - started) / 20 * 1000, 3)
     return out
@@ -168,14 +179,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
-    tokenizer_dir = args.tokenizer or resolve_model_path(EMBEDDED_MODEL)
-    if args.model == "smollm2":
-        path = resolve_model_path(EMBEDDED_MODEL)
-    else:
-        path = str(build_random_checkpoint(Path(args.model_dir), Path(tokenizer_dir), TINY if args.model == "tiny" else None))
-    cfg = ModelConfig(name_or_path=path, dtype="bfloat16" if torch.cuda.is_available() else "float32")
-    model = load_model(cfg)
-    tokenizer = load_tokenizer(cfg, padding_side="left")
+    model, tokenizer = load_bench_model(args.model, args.tokenizer, args.model_dir)
     requests = make_requests(args.gsm8k, tokenizer, args.requests)
     device = next(model.parameters()).device
     for way in args.ways.split(","):  # warm-up: kernels, allocator, graph capture outside the timings

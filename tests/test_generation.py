@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from looper.config import ModelConfig
-from looper.generation import GenRequest, SeededSampler, generate, generate_stream, gumbel_noise
+from looper.generation import GenRequest, SeededSampler, generate, generate_stream, gumbel_noise, row_uniforms, sample
 from looper.modeling import load_model, load_tokenizer
 
 
@@ -14,6 +14,19 @@ def tiny(tiny_model_dir):
     return load_model(cfg), load_tokenizer(cfg, padding_side="left")
 
 
+def test_row_uniforms_are_a_pure_function_of_seed_and_step():
+    cpu = torch.device("cpu")
+    a = row_uniforms(torch.tensor([1, 2]), 5, cpu)
+    b = row_uniforms(torch.tensor([2, 1]), torch.tensor([5, 5]), cpu)
+    assert torch.equal(a, b.flip(0))  # rows depend on their own seed only
+    assert a[0] != row_uniforms(torch.tensor([1]), 6, cpu)[0]
+    many = row_uniforms(torch.arange(100000), 3, cpu)
+    assert 0 < many.min() and many.max() < 1 and abs(many.mean().item() - 0.5) < 0.005
+    assert abs(many.std().item() - (1 / 12) ** 0.5) < 0.005
+    steps = row_uniforms(torch.full((100000,), 9), torch.arange(100000), cpu)  # one row along its steps
+    assert abs(steps.mean().item() - 0.5) < 0.005
+
+
 def test_gumbel_noise_is_a_pure_function_of_seed_step_token():
     a = gumbel_noise(torch.tensor([1, 2]), 5, 100, torch.device("cpu"))
     b = gumbel_noise(torch.tensor([2, 1]), 5, 100, torch.device("cpu"))
@@ -21,6 +34,63 @@ def test_gumbel_noise_is_a_pure_function_of_seed_step_token():
     assert not torch.equal(a[0], gumbel_noise(torch.tensor([1]), 6, 100, torch.device("cpu"))[0])
     big = gumbel_noise(torch.tensor([7]), 0, 200000, torch.device("cpu"))[0]
     assert abs(big.mean().item() - 0.5772) < 0.02  # Euler-Mascheroni: the mean of a standard Gumbel
+
+
+METHODS = ["gumbel", "inverse_cdf"]
+
+
+def _frequencies(logits, temperature, top_p, n=20000, use_top_p=True, method="gumbel"):
+    rows = logits.expand(n, -1)
+    tokens = sample(rows, torch.full((n,), temperature), torch.full((n,), top_p), torch.arange(n), 0, use_top_p, method)
+    return torch.bincount(tokens, minlength=logits.shape[-1]).float() / n
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("use_top_p", [True, False])
+def test_sample_draws_from_the_tempered_softmax(use_top_p, method):
+    logits = torch.tensor([[2.0, 1.0, 0.0, -1.0, 0.5]])
+    expected = (logits / 0.7).softmax(-1)[0]
+    assert torch.allclose(_frequencies(logits, 0.7, 1.0, use_top_p=use_top_p, method=method), expected, atol=0.01)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_sample_cuts_to_the_nucleus_and_renormalises(method):
+    logits = torch.tensor([[0.0, 3.0, 1.0, 2.0, -9.0]])  # probabilities .032 .644 .087 .237 .000
+    p = logits.softmax(-1)[0]
+    freq = _frequencies(logits, 1.0, 0.85, method=method)  # .644 + .237 = .881 >= .85: the nucleus is tokens 1 and 3
+    assert torch.allclose(freq, torch.tensor([0, p[1], 0, p[3], 0]) / (p[1] + p[3]), atol=0.01)
+    assert torch.equal(_frequencies(logits, 1.0, 0.5, n=500, method=method), torch.tensor([0.0, 1, 0, 0, 0]))  # the top token alone
+    row = torch.tensor([[1.0, 0, 0, 0, 0, -3]])  # .35 of the mass on token 0: the nucleus needs one 0-logit token,
+    ties = _frequencies(row, 1.0, 0.5, method=method)  # and the tokens tied with it come along; token 5 (below them) does not
+    kept = row.softmax(-1)[0, :5] / row.softmax(-1)[0, :5].sum()
+    assert ties[5] == 0 and torch.allclose(ties[:5], kept, atol=0.015)
+    ties = _frequencies(torch.tensor([[0.0, 2, 2, 0, 2, 0]]), 1.0, 0.5, method=method)  # three tied tokens: all kept, drawn evenly
+    assert torch.allclose(ties, torch.tensor([0, 1, 1, 0, 1, 0]) / 3, atol=0.015)
+
+
+def test_sample_mixes_rows_and_is_greedy_at_temperature_zero():
+    logits = torch.tensor([[0.0, 3.0, 1.0], [5.0, 0.0, 4.9], [0.0, 0.0, 0.1]])
+    tokens = sample(logits, torch.tensor([0.0, 0.0, 1.0]), torch.tensor([1.0, 0.5, 0.9]), torch.tensor([1, 2, 3]), 4)
+    assert tokens[:2].tolist() == [1, 0]  # greedy rows: the argmax whatever their top_p
+    alone = sample(logits[2:], torch.tensor([1.0]), torch.tensor([0.9]), torch.tensor([3]), 4)
+    assert tokens[2] == alone[0]  # a row's draw does not depend on the other rows
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_a_row_without_top_p_draws_the_same_whether_or_not_its_batch_sorts(method):
+    logits = torch.randn(64, 500)
+    temps, seeds = torch.full((64,), 0.8), torch.arange(64)
+    with_sort = sample(logits, temps, torch.ones(64), seeds, 3, use_top_p=True, method=method)
+    without = sample(logits, temps, torch.ones(64), seeds, 3, use_top_p=False, method=method)
+    assert torch.equal(with_sort, without)
+
+
+def test_cpu_draws_survive_last_bit_differences():
+    """What makes CPU replay exact: Gumbel-max ignores float32 noise of the size batch composition causes."""
+    logits = torch.randn(256, 49152)
+    noisy = logits * (1 + 1e-6 * torch.randn_like(logits))
+    args = (torch.full((256,), 0.7), torch.full((256,), 0.95), torch.arange(256), 5)
+    assert torch.equal(sample(logits, *args), sample(noisy, *args))  # CPU default: gumbel
 
 
 def test_sampler_matches_the_softmax_distribution():
@@ -38,7 +108,7 @@ def test_top_p_keeps_the_nucleus_and_temperature_zero_is_greedy():
               for seed in range(200)}
     assert picked == {0}  # token 0 alone holds > 50% of the mass
     out = SeededSampler([0.0], [1.0], [3])(torch.zeros((1, 1), dtype=torch.long), logits)
-    assert torch.equal(out, logits)
+    assert out.argmax().item() == 0 and torch.isinf(out).sum() == 3  # generate's argmax takes the drawn token
 
 
 def test_samples_replay_whatever_the_batch(tiny):

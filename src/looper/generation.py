@@ -9,23 +9,25 @@ Two engines (``engine=``):
 
 * ``slots`` (default): request-level continuous batching. ``batch_size`` slots decode together; when
   a sequence ends, the next waiting request is prefilled into its slot while the others keep going,
-  so no step is spent on finished rows. The KV cache is preallocated once
+  so few steps are spent on finished rows. The KV cache is preallocated once
   (``SlotKVCache``: per layer ``(slots, kv_heads, columns, head_dim)``) and used as a ring: every
   decode step writes all slots at the same column, and a new request's prompt is written just behind
   that column, so prompts and continuations of different lengths share one fixed shape. Attention
   does not care where a key sits (rotary positions are applied before caching; each row's
   ``position_ids`` and its own column mask are passed explicitly), so the ring changes nothing in
   what is computed. Fixed shapes let the decode step (forward + sampling + bookkeeping, all on the
-  device) be captured once as a CUDA graph and replayed; the host looks at the batch only every
-  ``sync_every`` steps. transformers provides the model's forward; what it lacks (per-request seeded
+  device) be captured once as a CUDA graph and replayed; the host looks at the batch every
+  ``sync_every`` steps, one such chunk behind the device, so the device never waits for it
+  (``_generate_slots``). transformers provides the model's forward; what it lacks (per-request seeded
   sampling inside continuous batching) is the small scheduler here.
 * ``hf``: length-sorted, left-padded batches through ``model.generate`` with the dynamic cache, kept
   for models whose attention the slot cache does not fit (sliding windows, other cache types).
 
-Sampling is exact: each row's logits are divided by its temperature, cut to its top_p nucleus, and
-Gumbel noise computed by a counter-based hash of (row seed, tokens generated so far, token id) is
-added; the argmax is then a draw from the filtered softmax (the Gumbel-max trick). Temperature 0 is
-greedy decoding. Both engines use the same sampler, so they draw the same samples from the same logits.
+Sampling is exact: each row's logits are divided by its temperature and cut to its top_p nucleus, and
+a counter-based hash of (row seed, tokens generated so far) picks the token: by inverse CDF from one
+uniform per row on CUDA, by Gumbel-max on CPU, where the draw must survive last-bit differences
+between batches (``sample``). Temperature 0 is greedy decoding. Both engines use the same sampler, so
+they draw the same samples from the same logits.
 """
 
 from __future__ import annotations
@@ -77,43 +79,78 @@ def _hash32(x: torch.Tensor) -> torch.Tensor:
     return (x >> 16) ^ x
 
 
-def gumbel_noise(seeds: torch.Tensor, steps: torch.Tensor | int, vocab: int, device: torch.device) -> torch.Tensor:
-    """(batch, vocab) standard Gumbel noise, a pure function of (seed, step, token id) for each row.
-
-    ``steps`` is each row's count of tokens generated so far (a tensor), or one count for every row.
-    """
+def _row_hash(seeds: torch.Tensor, steps: torch.Tensor | int, device: torch.device) -> torch.Tensor:
+    """(batch,) 32-bit hashes of each row's (seed, tokens generated so far)."""
     seeds = seeds.to(device=device, dtype=torch.int64)
     steps = torch.as_tensor(steps, dtype=torch.int64).to(device).expand_as(seeds)
-    row = _hash32(seeds * 0x9E3779B1 + _hash32(steps + 0x632BE5AB))
+    return _hash32(seeds * 0x9E3779B1 + _hash32(steps + 0x632BE5AB))
+
+
+def row_uniforms(seeds: torch.Tensor, steps: torch.Tensor | int, device: torch.device) -> torch.Tensor:
+    """(batch,) uniforms in (0, 1), a pure function of each row's (seed, tokens generated so far)."""
+    bits = _hash32(_row_hash(seeds, steps, device) + 0x85EBCA6B) >> 8  # 24 random bits
+    return (bits.to(torch.float32) + 0.5) / float(1 << 24)  # never 0 or 1
+
+
+def gumbel_noise(seeds: torch.Tensor, steps: torch.Tensor | int, vocab: int, device: torch.device) -> torch.Tensor:
+    """(batch, vocab) standard Gumbel noise, a pure function of (seed, tokens generated so far, token id) per row."""
     tokens = torch.arange(vocab, device=device, dtype=torch.int64)
-    bits = _hash32(row[:, None] + tokens[None, :] * 0x85EBCA6B) >> 8  # 24 random bits
-    u = (bits.to(torch.float32) + 0.5) / float(1 << 24)  # uniform in (0, 1), never 0 or 1
+    bits = _hash32(_row_hash(seeds, steps, device)[:, None] + tokens[None, :] * 0x85EBCA6B) >> 8  # 24 random bits
+    u = (bits.to(torch.float32) + 0.5) / float(1 << 24)
     return -torch.log(-torch.log(u))
 
 
-def perturbed_logits(logits: torch.Tensor, temperatures: torch.Tensor, top_ps: torch.Tensor, seeds: torch.Tensor,
-                     steps: torch.Tensor | int, use_top_p: bool = True) -> torch.Tensor:
-    """(batch, vocab) float logits whose argmax is each row's sample (greedy rows: the plain logits).
+def sample(logits: torch.Tensor, temperatures: torch.Tensor, top_ps: torch.Tensor, seeds: torch.Tensor,
+           steps: torch.Tensor | int, use_top_p: bool = True, method: str | None = None) -> torch.Tensor:
+    """(batch,) token ids: each row's draw from softmax(logits / temperature) cut to its top_p nucleus.
 
-    No host synchronisation (it runs inside a CUDA graph): both paths are computed and selected per
-    row. ``use_top_p=False`` skips the nucleus sort when no row has top_p < 1.
+    The nucleus is found on the logits sorted in their own dtype (bf16 logits sort on 16-bit keys):
+    its least probable member sets a threshold and every token at or above it is kept (ties with that
+    member included), so the kept set does not depend on sort order, and a row with top_p = 1 draws
+    the same whether or not its batch needed the sort (``use_top_p=False`` skips it when no row has
+    top_p < 1). Temperature 0 is greedy. No host synchronisation: it runs inside a CUDA graph.
+
+    Two exact ways to draw, both pure functions of (seed, tokens generated so far):
+
+    * ``inverse_cdf`` (default on CUDA): one seeded uniform per row, the token where the cumulative
+      probability (vocabulary order) first exceeds ``u`` times the kept mass. Cheap: no per-token noise.
+      Its draw moves when any probability moves in the last bits, which bf16 batch shapes do anyway.
+    * ``gumbel`` (default on CPU): seeded Gumbel noise per token added to the kept logits, argmax.
+      Costs a hash per token, but only the leading tokens decide, so float32 differences in the last
+      bits (a different batch, a different cache width) leave the draw unchanged: on a CPU a request
+      replays token for token whatever batch it lands in.
     """
+    method = method or ("inverse_cdf" if logits.is_cuda else "gumbel")
     greedy = temperatures <= 0
-    scaled = logits.float() / torch.where(greedy, torch.ones_like(temperatures), temperatures)[:, None]
+    inv_temp = 1.0 / torch.where(greedy, torch.ones_like(temperatures), temperatures)[:, None]
+    scaled = logits.float() * inv_temp
+    keep = None
     if use_top_p:
-        sorted_logits, order = torch.sort(scaled, descending=True, dim=-1)
-        probs = sorted_logits.softmax(dim=-1)
-        # drop a token when the mass before it already reaches top_p (the first token always stays)
-        drop_sorted = (probs.cumsum(dim=-1) - probs) >= top_ps[:, None]
-        drop = torch.zeros_like(drop_sorted).scatter(1, order, drop_sorted)
-        scaled = scaled.masked_fill(drop, float("-inf"))
-    noisy = scaled + gumbel_noise(seeds, steps, scaled.shape[-1], scaled.device)
-    return torch.where(greedy[:, None], logits.float(), noisy)
+        sorted_logits = torch.sort(logits, dim=-1, descending=True).values
+        sorted_probs = (sorted_logits.float() * inv_temp).softmax(dim=-1)
+        # the nucleus: tokens whose more probable predecessors hold less than top_p (the first always stays)
+        kept = ((sorted_probs.cumsum(dim=-1) - sorted_probs) < top_ps[:, None]).sum(dim=-1, keepdim=True).clamp(min=1)
+        keep = logits >= sorted_logits.gather(1, kept - 1)
+    if method == "gumbel":
+        if keep is not None:
+            scaled = scaled.masked_fill(~keep, float("-inf"))
+        tokens = (scaled + gumbel_noise(seeds, steps, scaled.shape[-1], scaled.device)).argmax(dim=-1)
+    elif method == "inverse_cdf":
+        probs = scaled.softmax(dim=-1)
+        if keep is not None:
+            probs = torch.where(keep, probs, torch.zeros_like(probs))
+        cum = probs.cumsum(dim=-1)
+        target = row_uniforms(seeds, steps, logits.device)[:, None] * cum[:, -1:]
+        tokens = torch.searchsorted(cum, target, right=True).clamp(max=cum.shape[-1] - 1).squeeze(1)
+    else:
+        raise ValueError(f"unknown sampling method {method!r}; expected 'gumbel' or 'inverse_cdf'")
+    return torch.where(greedy, logits.argmax(dim=-1), tokens)
 
 
 class SeededSampler:
     """A LogitsProcessor for ``model.generate(do_sample=False)`` (the ``hf`` engine): per-row temperature,
-    top_p and seeded sampling, the same draws as the slot engine."""
+    top_p and seeded sampling (``sample``), the same draws as the slot engine. It returns scores that are
+    -inf everywhere but at the drawn token, so generate's argmax picks it."""
 
     def __init__(self, temperatures: Sequence[float], top_ps: Sequence[float], seeds: Sequence[int]):
         self.temperatures = torch.tensor(temperatures, dtype=torch.float32)
@@ -127,7 +164,8 @@ class SeededSampler:
             self.start = input_ids.shape[1]
         step = input_ids.shape[1] - self.start  # tokens generated so far; the same for every row
         device = scores.device
-        return perturbed_logits(scores, self.temperatures.to(device), self.top_ps.to(device), self.seeds, step, self.use_top_p)
+        tokens = sample(scores, self.temperatures.to(device), self.top_ps.to(device), self.seeds, step, self.use_top_p)
+        return torch.full_like(scores, float("-inf")).scatter_(1, tokens[:, None], 0.0)
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> list[int]:
@@ -240,7 +278,7 @@ class SlotEngine:
         self.mask.index_fill_(1, self.cache.column, True)  # each row attends to the token it writes now
         logits = self.model(input_ids=self.ids, position_ids=self.pos, attention_mask=self.mask[:, None, None, :],
                             past_key_values=self.cache, use_cache=True, logits_to_keep=1).logits[:, -1]
-        tokens = perturbed_logits(logits, self.temps, self.top_ps, self.seeds, self.step, self.use_top_p).argmax(-1)
+        tokens = sample(logits, self.temps, self.top_ps, self.seeds, self.step, self.use_top_p)
         self._record(tokens, ~self.done)
         self.ids.copy_(tokens[:, None])
         self.pos.add_(1)
@@ -287,16 +325,25 @@ class SlotEngine:
                 self._decode()
         self.host_column = (self.host_column + steps) % self.columns
 
+    def _upload(self, *tensors: torch.Tensor) -> list[torch.Tensor]:
+        """Host tensors to the device without making the host wait for the work queued before them."""
+        if self.device.type != "cuda":
+            return list(tensors)
+        return [t.pin_memory().to(self.device, non_blocking=True) for t in tensors]
+
     def prefill(self, slots: list[int], prompts: list[list[int]], requests: list[GenRequest]) -> None:
         """Write each prompt's keys/values just behind the current column of its slot and sample its first token."""
         dev = self.device
         ids, valid = left_pad(prompts, pad_id=0)  # the pad id is never attended to
-        ids, valid, width = ids.to(dev), valid.to(dev), ids.shape[1]
+        width = ids.shape[1]
+        settings = torch.tensor([[r.temperature, r.top_p] for r in requests], dtype=torch.float32)
+        numbers = torch.tensor([[s, r.seed] for s, r in zip(slots, requests)], dtype=torch.long)
+        ids, valid, settings, numbers = self._upload(ids, valid, settings, numbers)
+        rows, seeds = numbers[:, 0], numbers[:, 1]
         positions = (valid.long().cumsum(-1) - 1).clamp(min=0)
         causal = torch.ones(width, width, dtype=torch.bool, device=dev).tril()
         # padding queries attend to themselves only, so that no row of the softmax is empty
         mask = (causal[None] & valid[:, None, :]) | torch.eye(width, dtype=torch.bool, device=dev)[None]
-        rows = torch.tensor(slots, dtype=torch.long, device=dev)
         columns = (torch.arange(width, device=dev) + self.host_column - width) % self.columns
         self.cache.prefill_at = (rows, columns)
         try:
@@ -307,23 +354,40 @@ class SlotEngine:
         self.mask[rows] = False
         self.mask[rows[:, None], columns[None, :]] = valid
         self.pos[rows, 0] = valid.sum(-1)  # the first generated token's position
-        self.temps[rows] = torch.tensor([r.temperature for r in requests], dtype=torch.float32, device=dev)
-        self.top_ps[rows] = torch.tensor([r.top_p for r in requests], dtype=torch.float32, device=dev)
-        self.seeds[rows] = torch.tensor([r.seed for r in requests], dtype=torch.long, device=dev)
-        tokens = perturbed_logits(logits, self.temps[rows], self.top_ps[rows], self.seeds[rows], 0, self.use_top_p).argmax(-1)
+        self.temps[rows], self.top_ps[rows], self.seeds[rows] = settings[:, 0], settings[:, 1], seeds
+        tokens = sample(logits, settings[:, 0], settings[:, 1], seeds, 0, self.use_top_p)
         self.ids[rows, 0] = tokens
         self.out[rows, 0] = tokens
         self.step[rows] = 1
         self.done[rows] = self._is_eos(tokens) | (self.max_new <= 1)
 
+    def snapshot(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.cuda.Event | None]:
+        """Host copies of (done, step, out) as of the work queued so far, and the event that says they have arrived.
+
+        The copies are only started here, so the host can go on queueing work while they travel.
+        """
+        if self.device.type != "cuda":
+            return self.done.clone(), self.step.clone(), self.out.clone(), None
+        copies = [torch.empty(t.shape, dtype=t.dtype, pin_memory=True).copy_(t, non_blocking=True)
+                  for t in (self.done, self.step, self.out)]
+        event = torch.cuda.Event()
+        event.record()
+        return copies[0], copies[1], copies[2], event
+
 
 def _generate_slots(model: Any, tokenizer: Any, requests: Sequence[GenRequest], encoded: list[list[int]], max_new_tokens: int,
                     slots: int, eos: list[int], sync_every: int, cuda_graph: bool, prefill_rows: int) -> Iterator[tuple[int, GenResult]]:
+    """The scheduler. The host runs one chunk of ``sync_every`` decode steps behind the device: it queues
+    chunk k, then reads the snapshot taken after chunk k-1 (long arrived), hands out the sequences that
+    ended and refills their slots before queueing chunk k+1. The device never waits for the host (its
+    decoding, refilling and the caller's work on the results all overlap a chunk in flight); the price
+    is that a finished slot idles for one chunk before its next request."""
     waiting = deque(sorted(range(len(requests)), key=lambda i: -len(encoded[i])))  # long prompts first
     slots = min(slots, len(requests))
     use_top_p = any(r.top_p < 1 and r.temperature > 0 for r in requests)
     engine = SlotEngine(model, slots, max(len(e) for e in encoded) + max_new_tokens, max_new_tokens, eos, use_top_p, cuda_graph)
     owner: list[int | None] = [None] * slots  # request index held by each slot
+    previous = None  # (snapshot, owners when it was taken)
     while waiting or any(o is not None for o in owner):
         free = [s for s in range(slots) if owner[s] is None]
         for start in range(0, min(len(free), len(waiting)), prefill_rows):
@@ -333,16 +397,18 @@ def _generate_slots(model: Any, tokenizer: Any, requests: Sequence[GenRequest], 
             for s, i in zip(group, taken):
                 owner[s] = i
         engine.decode(sync_every)
-        done = engine.done.cpu()  # the one host synchronisation every sync_every steps
-        ended = [s for s in range(slots) if owner[s] is not None and bool(done[s])]
-        if not ended:
-            continue
-        steps = engine.step[ended].cpu().tolist()
-        outs = engine.out[ended].cpu().tolist()
-        for s, n, tokens in zip(ended, steps, outs):
-            i = owner[s]
-            owner[s] = None
-            yield i, _result(requests[i].key, tokens[:n], eos, max_new_tokens, tokenizer)
+        current = (engine.snapshot(), list(owner))
+        if previous is not None:
+            (done, steps, outs, event), owners = previous
+            if event is not None:
+                event.synchronize()
+            # a slot ended in that snapshot and still holds the same request (not handed out before, not refilled)
+            for s in torch.nonzero(done).flatten().tolist():
+                i = owners[s]
+                if i is not None and owner[s] == i:
+                    owner[s] = None
+                    yield i, _result(requests[i].key, outs[s, : steps[s]].tolist(), eos, max_new_tokens, tokenizer)
+        previous = current
 
 
 # ----------------------------------------------------------------------------- hf engine
@@ -396,7 +462,7 @@ def _generate_hf(model: Any, tokenizer: Any, requests: Sequence[GenRequest], enc
 @torch.inference_mode()
 def _indexed_stream(model: Any, tokenizer: Any, requests: Sequence[GenRequest], max_new_tokens: int, batch_size: int,
                     desc: str, progress: bool, engine: str = "slots", sync_every: int = 8, cuda_graph: bool = True,
-                    prefill_rows: int = 64) -> Iterator[tuple[int, GenResult]]:
+                    prefill_rows: int = 256) -> Iterator[tuple[int, GenResult]]:
     if engine not in ENGINES:
         raise ValueError(f"unknown generation engine {engine!r}; expected one of {ENGINES}")
     if not requests:
@@ -424,7 +490,7 @@ def generate_stream(model: Any, tokenizer: Any, requests: Sequence[GenRequest], 
 
     ``batch_size``: sequences decoded together (slots, or rows of one ``generate`` call). Engine
     options: ``engine`` ("slots" or "hf"); slot engine: ``sync_every`` (decode steps between looks at
-    which rows ended, default 8), ``prefill_rows`` (most prompts prefilled in one forward, default 64),
+    which rows ended, default 8), ``prefill_rows`` (most prompts prefilled in one forward, default 256),
     ``cuda_graph`` (capture the decode step on CUDA, default True).
     """
     for _, result in _indexed_stream(model, tokenizer, requests, max_new_tokens, batch_size, desc, progress, **engine_options):
