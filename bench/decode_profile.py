@@ -27,7 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import device_info, write_results  # noqa: E402
-from generation_throughput import load_bench_model, make_requests, sync  # noqa: E402
+from generation_throughput import load_bench_model, make_requests, ms_per_call, sync  # noqa: E402
 
 from looper.generation import SlotEngine, generate  # noqa: E402
 
@@ -92,7 +92,7 @@ def attention_backends(cfg, batch: int, columns: int) -> dict:
     for name, fn in ways.items():
         try:
             err = (fn().float() - reference.float()).abs().max().item()
-            out[name] = {"ms": per_step_ms(fn, 20), "max_abs_diff": round(err, 4)}
+            out[name] = {"ms": ms_per_call(fn, 20), "max_abs_diff": round(err, 4)}
         except Exception as e:  # noqa: BLE001 - a backend may refuse the shape
             out[name] = {"error": str(e).splitlines()[0][:160]}
     return out
@@ -124,7 +124,7 @@ def steady_by_attention(model, encoded, requests, batch, new_tokens, prefill_row
                 model.set_attn_implementation("bench_matmul")
             with sdpa_kernel([backend]) if backend else torch.no_grad():
                 engine = filled_engine(model, encoded, requests, batch, new_tokens, prefill_rows)
-            out[name] = per_step_ms(lambda: engine.decode(1), 20)
+            out[name] = ms_per_call(lambda: engine.decode(1), 20)
             del engine
         except Exception as e:  # noqa: BLE001
             out[name] = str(e).splitlines()[0][:160]
@@ -142,16 +142,6 @@ def filled_engine(model, encoded, requests, batch: int, new_tokens: int, prefill
         rows = list(range(start, min(batch, start + prefill_rows)))
         engine.prefill(rows, [encoded[r % len(encoded)] for r in rows], [requests[r % len(requests)] for r in rows])
     return engine
-
-
-def per_step_ms(step, n: int) -> float:
-    step()
-    sync()
-    started = time.perf_counter()
-    for _ in range(n):
-        step()
-    sync()
-    return round((time.perf_counter() - started) / n * 1000, 3)
 
 
 def main() -> None:
@@ -182,21 +172,21 @@ def main() -> None:
 
     with torch.inference_mode():
         engine = filled_engine(model, encoded, requests, args.batch, args.new_tokens, args.prefill_rows)
-        results["steady_ms_per_step"] = {"graph": per_step_ms(lambda: engine.decode(1), 20) if engine.graph else None,
-                                         "eager": per_step_ms(engine._decode, 5)}
+        results["steady_ms_per_step"] = {"graph": ms_per_call(lambda: engine.decode(1), 20) if engine.graph else None,
+                                         "eager": ms_per_call(engine._decode, 5)}
         print("steady state ms/step:", results["steady_ms_per_step"], flush=True)
         if torch.cuda.is_available():
             results["decode_step_kernels"] = kernel_table(engine._decode, 3)
             rows = list(range(args.prefill_rows))
             results["prefill_kernels"] = kernel_table(
                 lambda: engine.prefill(rows, [encoded[r] for r in rows], [requests[r] for r in rows]), 2)
-            results["prefill_ms_wall"] = per_step_ms(
+            results["prefill_ms_wall"] = ms_per_call(
                 lambda: engine.prefill(rows, [encoded[r] for r in rows], [requests[r] for r in rows]), 5)
             from looper.generation import _sdpa_gqa_with_mask
             with _sdpa_gqa_with_mask(True):
                 results["prefill_gqa_kernels"] = kernel_table(
                     lambda: engine.prefill(rows, [encoded[r] for r in rows], [requests[r] for r in rows]), 2)
-                results["prefill_gqa_ms_wall"] = per_step_ms(
+                results["prefill_gqa_ms_wall"] = ms_per_call(
                     lambda: engine.prefill(rows, [encoded[r] for r in rows], [requests[r] for r in rows]), 5)
             print("prefill ms wall", results["prefill_ms_wall"], "with enable_gqa", results["prefill_gqa_ms_wall"], flush=True)
             for key in ("decode_step_kernels", "prefill_kernels", "prefill_gqa_kernels"):

@@ -111,6 +111,18 @@ def time_way(way: str, model, tokenizer, requests, batch: int, new_tokens: int) 
     return row, texts
 
 
+def ms_per_call(fn, n: int, warmup: int = 1) -> float:
+    """Milliseconds per call of fn over n calls, after warmup calls, device work included."""
+    for _ in range(warmup):
+        fn()
+    sync()
+    started = time.perf_counter()
+    for _ in range(n):
+        fn()
+    sync()
+    return round((time.perf_counter() - started) / n * 1000, 3)
+
+
 def sampler_timing(batch: int, vocab: int, device: torch.device) -> dict:
     """Milliseconds per call of the sampler on (batch, vocab) logits, with and without the top_p sort."""
     logits = torch.randn(batch, vocab, device=device, dtype=torch.bfloat16)
@@ -120,14 +132,7 @@ def sampler_timing(batch: int, vocab: int, device: torch.device) -> dict:
     steps = torch.full((batch,), 7, device=device)
     out = {}
     for label, use_top_p in (("with_top_p_ms", True), ("without_top_p_ms", False)):
-        for _ in range(3):
-            sample(logits, temps, top_ps, seeds, steps, use_top_p)
-        sync()
-        started = time.perf_counter()
-        for _ in range(20):
-            sample(logits, temps, top_ps, seeds, steps, use_top_p)
-        sync()
-        out[label] = round((time.perf_counter() - started) / 20 * 1000, 3)
+        out[label] = ms_per_call(lambda: sample(logits, temps, top_ps, seeds, steps, use_top_p), 20, warmup=3)
     return out
 
 

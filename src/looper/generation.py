@@ -86,17 +86,20 @@ def _row_hash(seeds: torch.Tensor, steps: torch.Tensor | int, device: torch.devi
     return _hash32(seeds * 0x9E3779B1 + _hash32(steps + 0x632BE5AB))
 
 
+def _uniform(hashes: torch.Tensor) -> torch.Tensor:
+    """Uniforms in (0, 1), never 0 or 1, from the top 24 bits of 32-bit hashes."""
+    return ((hashes >> 8).to(torch.float32) + 0.5) / float(1 << 24)
+
+
 def row_uniforms(seeds: torch.Tensor, steps: torch.Tensor | int, device: torch.device) -> torch.Tensor:
     """(batch,) uniforms in (0, 1), a pure function of each row's (seed, tokens generated so far)."""
-    bits = _hash32(_row_hash(seeds, steps, device) + 0x85EBCA6B) >> 8  # 24 random bits
-    return (bits.to(torch.float32) + 0.5) / float(1 << 24)  # never 0 or 1
+    return _uniform(_hash32(_row_hash(seeds, steps, device) + 0x85EBCA6B))
 
 
 def gumbel_noise(seeds: torch.Tensor, steps: torch.Tensor | int, vocab: int, device: torch.device) -> torch.Tensor:
     """(batch, vocab) standard Gumbel noise, a pure function of (seed, tokens generated so far, token id) per row."""
     tokens = torch.arange(vocab, device=device, dtype=torch.int64)
-    bits = _hash32(_row_hash(seeds, steps, device)[:, None] + tokens[None, :] * 0x85EBCA6B) >> 8  # 24 random bits
-    u = (bits.to(torch.float32) + 0.5) / float(1 << 24)
+    u = _uniform(_hash32(_row_hash(seeds, steps, device)[:, None] + tokens[None, :] * 0x85EBCA6B))
     return -torch.log(-torch.log(u))
 
 
