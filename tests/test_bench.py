@@ -31,3 +31,23 @@ def test_bench_script_runs_tiny(tmp_path, real_tokenizer_dir, script, extra, key
     results = json.loads(out.read_text())[key]
     rows = results.values() if isinstance(results, dict) else results
     assert rows and all("tokens_per_s" in r and r["tokens_per_s"] > 0 for r in rows), results
+
+
+def test_rl_recipes_compares_recipes_on_one_sft_adapter(tmp_path, tiny_model_dir):
+    """The recipe comparison on a tiny model: later recipes reuse the first one's SFT adapter and rollouts."""
+    out, runs = tmp_path / "recipes.json", tmp_path / "runs"
+    sets = [f"model.name_or_path={tiny_model_dir}", "data.symbolic_train_size=20", "data.symbolic_test_size=4",
+            "sft.trainer.max_steps=2", "sft.lora.r=4", "rollouts.num_questions=3", "rollouts.max_new_tokens=8",
+            "preferences.min_margin=0.0", "rl.dpo.max_steps=1", "eval.max_new_tokens=4", "eval.limit=3"]
+    cmd = [sys.executable, str(REPO / "bench" / "rl_recipes.py"), "configs/demo.yaml", "--runs-dir", str(runs), "--out", str(out),
+           "--recipes", "a_dpo,f_label_free", "--datasets", "gsm_symbolic_dev,gsm_symbolic_test", "--set", *sets]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(out.read_text())["results"]
+    assert [r["recipe"] for r in results] == ["a_dpo", "f_label_free"]
+    second = proc.stdout.split("##### f_label_free")[1]
+    assert "sft: " in second and "collect-rollouts: " in second and second.count("nothing to do") >= 2
+    a, f = (runs / "demo-a_dpo", runs / "demo-f_label_free")
+    assert (f / "data" / "rl_rollouts.jsonl").samefile(a / "data" / "rl_rollouts.jsonl")  # reused, not collected again
+    assert (f / "checkpoints" / "lora_sft" / "adapter_model.safetensors").samefile(a / "checkpoints" / "lora_sft" / "adapter_model.safetensors")
+    assert "| f_label_free |" in proc.stdout and "| SFT (shared) |" in proc.stdout

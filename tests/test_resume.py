@@ -82,6 +82,23 @@ def assert_same(a: dict, b: dict, what: str) -> None:
             assert a[key] == b[key], f"{what}: {key} differs"
 
 
+def kill_9(command: str, cli: list[str], progress_now, kill_after: int, rng: random.Random, what: str) -> int:
+    """Start ``looper COMMAND CLI``, SIGKILL it once ``progress_now()`` reaches ``kill_after`` (plus a random
+    0-0.2 s, so the kill can land mid-write or mid-save); returns the progress at the kill."""
+    proc = subprocess.Popen([sys.executable, "-m", "looper.cli", command, *cli], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    extra_wait = rng.uniform(0.0, 0.2)
+    deadline = time.monotonic() + 300
+    while proc.poll() is None and progress_now() < kill_after and time.monotonic() < deadline:
+        time.sleep(0.005)
+    time.sleep(extra_wait)
+    assert proc.poll() is None, f"{what}: finished before the kill; make the stage longer"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return progress_now()
+
+
 @pytest.mark.parametrize("stage", list(STAGES))
 def test_kill_9_at_a_random_point_then_rerun_equals_an_uninterrupted_run(stage, states, tiny_model_dir, tmp_path):
     start_state, overrides, kind, units = STAGES[stage]
@@ -95,19 +112,31 @@ def test_kill_9_at_a_random_point_then_rerun_equals_an_uninterrupted_run(stage, 
     run_looper(stage, *common(whole, tiny_model_dir), *overrides, cwd=REPO)
 
     kill_after = rng.randint(1, units - 3)  # progress units seen before the kill...
-    extra_wait = rng.uniform(0.0, 0.2)  # ...plus a little more, so the kill can land mid-write or mid-save
-    proc = subprocess.Popen([sys.executable, "-m", "looper.cli", stage, *common(killed, tiny_model_dir), *overrides], cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    deadline = time.monotonic() + 300
-    while proc.poll() is None and progress(killed / "demo", stage, kind) < kill_after and time.monotonic() < deadline:
-        time.sleep(0.005)
-    time.sleep(extra_wait)
-    assert proc.poll() is None, f"{what}: finished before the kill; make the stage longer"
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    done_at_kill = progress(killed / "demo", stage, kind)  # may be all units: then the finishing work (report, save) resumes
+    done_at_kill = kill_9(stage, [*common(killed, tiny_model_dir), *overrides], lambda: progress(killed / "demo", stage, kind),
+                          kill_after, rng, what)  # may be all units: then the finishing work (report, save) resumes
 
     run_looper(stage, *common(killed, tiny_model_dir), *overrides, cwd=REPO)
     assert_same(outcome(whole / "demo", stage), outcome(killed / "demo", stage), f"{what}, killed after {done_at_kill} units")
     assert not (killed / "demo.lock").exists()
+
+
+def test_rl_rounds_killed_in_round_two_then_rerun_equal_an_uninterrupted_run(states, tiny_model_dir, tmp_path):
+    """rl.rounds=2: a kill inside round 2 (its rollouts or its DPO) loses nothing and repeats nothing."""
+    overrides = ["rl.rounds=2", "rl.dpo.max_steps=6", "rl.dpo.save_steps=2", "rl.dpo.logging_steps=1", "rollouts.batch_size=2"]
+    seed = int(os.environ.get("LOOPER_KILL_SEED", time.time_ns() % 2**31))
+    rng = random.Random(f"rounds-{seed}")
+    what = f"train-rl rounds (LOOPER_KILL_SEED={seed})"
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    shutil.copytree(states["preferences"], whole)
+    shutil.copytree(states["preferences"], killed)
+    run_looper("train-rl", *common(whole, tiny_model_dir), *overrides, cwd=REPO)
+
+    round2 = killed / "demo" / "rounds" / "2"
+    units = 4 + 6  # round 2's rollout records, then its DPO steps
+    done = kill_9("train-rl", [*common(killed, tiny_model_dir), *overrides],
+                  lambda: progress(round2, "collect-rollouts", "rollouts") + progress(round2, "train-rl", "log"),
+                  rng.randint(1, units - 3), rng, what)
+    run_looper("train-rl", *common(killed, tiny_model_dir), *overrides, cwd=REPO)
+    for sub, stage in (("", "train-rl"), ("rounds/2", "collect-rollouts"), ("rounds/2", "train-rl")):
+        assert_same(outcome(whole / "demo" / sub, stage), outcome(killed / "demo" / sub, stage),
+                    f"{what}, {sub or 'round 1'} {stage}, killed after {done} units")

@@ -181,11 +181,20 @@ class PreferencesConfig:
     min_margin: float = _help("Minimum reward gap between chosen and rejected.", 0.1, ge=0)
     require_correct_chosen: bool = _help("Keep a pair only if chosen is correct and rejected is not.", False)
     max_pairs_per_question: int = _help("1 = best vs worst; more = correct x incorrect pairs, capped.", 1, ge=1)
+    label_free: bool = _help(
+        "Rank trajectories without gold answers: each question's trajectories are re-scored with the consensus answer, "
+        "trusted as much as s_wm, in place of correctness (the saved rollouts are reused; gold is only reported).", False)
 
 
 @dataclass
 class RLConfig:
-    algorithm: Literal["dpo", "grpo", "rloo"] = _help("dpo on preferences; grpo/rloo online with the Regime W reward.", "dpo")
+    algorithm: Literal["dpo", "rft", "grpo", "rloo"] = _help(
+        "dpo on preferences; rft: rejection-sampling fine-tuning (SFT on the rollouts' own correct trajectories); "
+        "grpo/rloo online with the Regime W reward.", "dpo")
+    rounds: int = _help(
+        "dpo / rft: rounds of collect-rollouts -> (build-preferences ->) train-rl. Round k > 1 samples from round k-1's "
+        "adapter, continues training it, takes the next rollouts.num_questions training questions, and lives in "
+        "rounds/<k>/ (resumable on its own); eval scores the last round.", 1, ge=1)
     reference: Literal["adapter", "two_models"] = _help(
         "DPO reference: adapter = one base, frozen copy of the SFT adapter; two_models = the plan's layout.", "adapter"
     )
@@ -194,9 +203,20 @@ class RLConfig:
     truncation: Literal["mask", "penalize"] = _help(
         "GRPO/RLOO: completions cut at max length are masked out of the loss or penalised by Regime W.", "penalize"
     )
+    label_free: bool = _help("GRPO/RLOO: reward without gold (the consensus, trusted as much as s_wm, replaces correctness).", False)
+    generation: Literal["looper", "trl"] = _help(
+        "GRPO: completions from looper's engine (through TRL's rollout_func; one process, unsharded model) or TRL's own "
+        "(transformers generate, or vLLM with rl.grpo.use_vllm). RLOO always uses TRL's.", "looper")
+    rft_per_question: int = _help("rft: at most this many distinct correct trajectories per question.", 4, ge=1)
     dpo: dict[str, Any] = _help("Fields of TRL's DPOConfig (used when algorithm is dpo).", factory=dict)
+    rft: dict[str, Any] = _help("Fields of TRL's SFTConfig (used when algorithm is rft).", factory=dict)
     grpo: dict[str, Any] = _help("Fields of TRL's GRPOConfig (used when algorithm is grpo).", factory=dict)
     rloo: dict[str, Any] = _help("Fields of TRL's RLOOConfig (used when algorithm is rloo).", factory=dict)
+
+    @property
+    def num_rounds(self) -> int:
+        """Rounds that run: ``rounds`` for dpo / rft; grpo / rloo sample as they train (one round)."""
+        return self.rounds if self.algorithm in ("dpo", "rft") else 1
 
 
 @dataclass

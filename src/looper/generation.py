@@ -38,7 +38,7 @@ import os
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -66,6 +66,7 @@ class GenResult:
     text: str
     num_tokens: int  # generated tokens, the end-of-sequence token included when present
     truncated: bool  # stopped by max_new_tokens, not by end-of-sequence
+    token_ids: list[int] = field(default_factory=list, repr=False)  # the generated ids, end-of-sequence included
 
 
 # ----------------------------------------------------------------------------- sampling
@@ -194,7 +195,7 @@ def _result(key: Any, tokens: list[int], eos: list[int], max_new_tokens: int, to
     end = next((k for k, t in enumerate(tokens) if t in eos), None)
     kept = tokens if end is None else tokens[: end + 1]
     return GenResult(key, tokenizer.decode(kept, skip_special_tokens=True), num_tokens=len(kept),
-                     truncated=end is None and len(kept) >= max_new_tokens)
+                     truncated=end is None and len(kept) >= max_new_tokens, token_ids=kept)
 
 
 # ----------------------------------------------------------------------------- slot engine

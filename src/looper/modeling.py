@@ -165,11 +165,13 @@ def load_tokenizer(model_cfg: ModelConfig, padding_side: str = "right") -> Any:
 
 
 def load_model(model_cfg: ModelConfig, adapter: str | Path | None = None, trainable_adapter: bool = False,
-               checkpoint: str | Path | None = None) -> Any:
+               checkpoint: str | Path | None = None, merge: bool = False) -> Any:
     """The base model (or a full fine-tuned ``checkpoint``), optionally with a LoRA adapter on top.
 
     With ``trainable_adapter`` the adapter's weights require grad (continued training, e.g. RL on
-    top of SFT); otherwise the model is in eval mode.
+    top of SFT); otherwise the model is in eval mode. ``merge`` folds a frozen adapter into the base
+    weights (PEFT's ``merge_and_unload``), for generation: the decode step then runs the plain
+    model's matmuls only. A quantized base keeps its adapter unmerged.
     """
     from transformers import AutoModelForCausalLM
 
@@ -192,6 +194,8 @@ def load_model(model_cfg: ModelConfig, adapter: str | Path | None = None, traina
         model.to(local_device())
     if adapter is not None:
         model = attach_adapter(model, adapter, trainable=trainable_adapter)
+        if merge and not trainable_adapter and quant is None:
+            model = model.merge_and_unload()
     if not trainable_adapter:
         model.eval()
     return model
@@ -260,14 +264,15 @@ def stage_model_path(config: Any, run: Any, which: str) -> Path | None:
         return None
     if which == "sft":
         return run.full_sft if config.sft.method == "full" else run.lora_sft
-    if which == "rl":
-        return run.lora_rl
+    if which == "rl":  # the last round's adapter (round 1: the run's own checkpoints/lora_rl)
+        return run.round(config.rl.num_rounds).lora_rl
     raise InputError(f"unknown model {which!r}; expected base, sft or rl")
 
 
-def load_stage_model(config: Any, run: Any, which: str, trainable_adapter: bool = False) -> Any:
+def load_stage_model(config: Any, run: Any, which: str, trainable_adapter: bool = False, merge: bool = False) -> Any:
     """The model a later stage uses: ``base``, ``sft`` (base + lora_sft, or the full SFT checkpoint) or
-    ``rl`` (base + lora_rl, an adapter that already contains SFT, or full SFT + lora_rl)."""
+    ``rl`` (base + lora_rl, an adapter that already contains SFT, or full SFT + lora_rl); ``merge`` as in
+    ``load_model``."""
     path = stage_model_path(config, run, which)
     if path is None:
         return load_model(config.model)
@@ -277,4 +282,4 @@ def load_stage_model(config: Any, run: Any, which: str, trainable_adapter: bool 
     if which == "sft" and full:
         return load_model(config.model, checkpoint=path)
     return load_model(config.model, adapter=path, trainable_adapter=trainable_adapter,
-                      checkpoint=run.full_sft if full else None)
+                      checkpoint=run.full_sft if full else None, merge=merge)

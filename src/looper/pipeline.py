@@ -5,7 +5,9 @@
 
 prepare-data -> sft -> collect-rollouts -> build-preferences -> train-rl -> eval. A stage whose
 outputs are complete for the same config is skipped (and says so); one that was cut off resumes;
-outputs made by a different config stop the pipeline with the differing keys named. At the end the
+outputs made by a different config stop the pipeline with the differing keys named. Stages the RL
+algorithm does not read are skipped with a notice: grpo / rloo sample as they train (no
+collect-rollouts, no build-preferences); rft trains on rollouts (no build-preferences). At the end the
 evaluation table (printed by eval) and the path of report.md end the output, with the time each stage took.
 """
 
@@ -18,14 +20,24 @@ from looper.config import RunConfig
 from looper.runs import STAGE_MODULES, STAGES, InputError, RunDir, atomic_write_json
 
 
+def unused_stages(config: RunConfig) -> set[str]:
+    """Stages whose outputs the configured RL algorithm never reads."""
+    return {"grpo": {"collect-rollouts", "build-preferences"}, "rloo": {"collect-rollouts", "build-preferences"},
+            "rft": {"build-preferences"}}.get(config.rl.algorithm, set())
+
+
 def main(config: RunConfig, from_stage: str | None = None, to_stage: str | None = None) -> RunDir:
     first = STAGES.index(from_stage) if from_stage else 0
     last = STAGES.index(to_stage) if to_stage else len(STAGES) - 1
     if first > last:
         raise InputError(f"--from {from_stage} comes after --to {to_stage}")
     run = RunDir.of(config)
+    unused = unused_stages(config)
     timings = {}
     for stage in STAGES[first : last + 1]:
+        if stage in unused:
+            print(f"\n=== {stage}: not used by rl.algorithm={config.rl.algorithm}; skipped", flush=True)
+            continue
         print(f"\n=== {stage} ===", flush=True)
         started = time.perf_counter()
         importlib.import_module(STAGE_MODULES[stage]).main(config)

@@ -28,9 +28,14 @@ def sft_example(question: str, solution: str, system_prompt: str, prompt_format:
 
 def render_prompt(tokenizer: Any, question: str, system_prompt: str, prompt_format: str) -> str:
     """The prompt as text, ready to tokenize for generation (chat: with the generation prompt)."""
-    if prompt_format == "chat":
-        return tokenizer.apply_chat_template(chat_messages(question, system_prompt), tokenize=False, add_generation_prompt=True)
-    return plain_prompt(question, system_prompt)
+    return render_messages(tokenizer, preference_prompt(question, system_prompt, prompt_format))
+
+
+def render_messages(tokenizer: Any, prompt: Any) -> str:
+    """A ``preference_prompt`` as generation text: a message list through the chat template, or the text itself."""
+    if isinstance(prompt, list):
+        return tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+    return prompt
 
 
 def preference_prompt(question: str, system_prompt: str, prompt_format: str) -> Any:

@@ -208,25 +208,39 @@ def derive_seed(seed: int, *parts: Any) -> int:
 
 class RunDir:
     """Paths of one run folder. Data files are named for what they hold (the plan's ``gsm8k_train.jsonl``
-    for GSM8K; ``gsm_symbolic_train.jsonl`` for generated problems)."""
+    for GSM8K; ``gsm_symbolic_train.jsonl`` for generated problems).
 
-    def __init__(self, root: Path | str, data_name: str):
+    A round k > 1 of iterative RL (``rl.rounds``) is a RunDir of its own under ``rounds/<k>/``: its
+    rollouts, pairs, RL adapter, logs and stage markers are there, its data splits are the run's, and
+    the policy it starts from (what its rollouts sample and its training continues) is round k-1's RL
+    adapter, in the place of the SFT adapter."""
+
+    def __init__(self, root: Path | str, data_name: str, data_root: Path | str | None = None,
+                 start: Path | None = None):
         self.root = Path(root)
         self.data_name = data_name  # gsm8k or gsm_symbolic (DataConfig.name)
+        self.data_root = Path(data_root) if data_root is not None else self.root
+        self.start = start  # a round's starting adapter; None: the run's own SFT output
 
     @classmethod
     def of(cls, config: Any) -> "RunDir":
         return cls(config.run_dir, config.data.name)
 
+    def round(self, k: int) -> "RunDir":
+        """Round k of iterative RL (round 1 is the run folder itself)."""
+        if k <= 1:
+            return self
+        return RunDir(self.data_root / "rounds" / str(k), self.data_name, self.data_root, self.round(k - 1).lora_rl)
+
     def split(self, split: str) -> Path:
-        return self.root / "data" / f"{self.data_name}_{split}.jsonl"
+        return self.data_root / "data" / f"{self.data_name}_{split}.jsonl"
 
     train = property(lambda self: self.split("train"))
     dev = property(lambda self: self.split("dev"))
     test = property(lambda self: self.split("test"))
-    platinum = property(lambda self: self.root / "data" / "gsm8k_platinum_test.jsonl")
-    data_info = property(lambda self: self.root / "data" / "prepare_data.json")
-    lora_sft = property(lambda self: self.root / "checkpoints" / "lora_sft")
+    platinum = property(lambda self: self.data_root / "data" / "gsm8k_platinum_test.jsonl")
+    data_info = property(lambda self: self.data_root / "data" / "prepare_data.json")
+    lora_sft = property(lambda self: self.start or self.root / "checkpoints" / "lora_sft")
     full_sft = property(lambda self: self.root / "checkpoints" / "sft")
     lora_rl = property(lambda self: self.root / "checkpoints" / "lora_rl")
     rollouts = property(lambda self: self.root / "data" / "rl_rollouts.jsonl")
@@ -270,9 +284,9 @@ def git_commit() -> str | None:
     return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
-def start_stage(config: Any, stage: str) -> RunDir:
-    """Create the run folder, write the resolved config and manifest, log the stage start."""
-    run = RunDir.of(config)
+def start_stage(config: Any, stage: str, run: RunDir | None = None) -> RunDir:
+    """Create the run folder (or a round's), write the resolved config and manifest, log the stage start."""
+    run = run or RunDir.of(config)
     run.root.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run.root / "config.yaml", config.to_yaml())
     manifest_path = run.root / "manifest.json"
@@ -289,7 +303,8 @@ def start_stage(config: Any, stage: str) -> RunDir:
 
 
 def stage_hash(config: Any, stage: str) -> str:
-    return config.section_hash(*STAGE_SECTIONS[stage])
+    payload = _stage_sections(config, stage)
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
@@ -302,8 +317,14 @@ def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def _stage_sections(config: Any, stage: str) -> dict[str, Any]:
+    """The config a stage's outputs depend on. ``rl.rounds`` says how many rounds run, not what one round
+    makes, so a round's training outputs do not depend on it (a run extended from 2 to 3 rounds keeps
+    rounds 1-2); eval does, and tells the rounds' adapters apart by the round each records."""
     everything = config.to_dict()
-    return {s: everything[s] for s in STAGE_SECTIONS[stage]}
+    sections = {s: everything[s] for s in STAGE_SECTIONS[stage]}
+    if stage != "eval" and "rl" in sections:
+        sections["rl"] = {k: v for k, v in sections["rl"].items() if k != "rounds"}
+    return sections
 
 
 def finish_stage(run: RunDir, stage: str, config: Any, **info: Any) -> None:

@@ -38,6 +38,8 @@ TRAINER_DEFAULTS: dict[str, dict[str, Any]] = {
             "gradient_accumulation_steps": 4, "max_length": 512},
     "dpo": {"learning_rate": 5e-6, "num_train_epochs": 1, "per_device_train_batch_size": 2,
             "gradient_accumulation_steps": 4, "beta": 0.1, "max_length": 1024},
+    "rft": {"learning_rate": 5e-5, "num_train_epochs": 1, "per_device_train_batch_size": 8,
+            "gradient_accumulation_steps": 1, "max_length": 1024},
     "grpo": {"learning_rate": 1e-6, "num_generations": 8, "max_completion_length": 256, "per_device_train_batch_size": 8,
              "beta": 0.0, "num_train_epochs": 1},
     "rloo": {"learning_rate": 1e-6, "num_generations": 8, "max_completion_length": 256, "per_device_train_batch_size": 8,
@@ -48,11 +50,12 @@ TRAINER_DEFAULTS: dict[str, dict[str, Any]] = {
 def _trl_class(kind: str) -> type:
     import trl
 
-    return {"sft": trl.SFTConfig, "dpo": trl.DPOConfig, "grpo": trl.GRPOConfig, "rloo": trl.RLOOConfig}[kind]
+    return {"sft": trl.SFTConfig, "rft": trl.SFTConfig, "dpo": trl.DPOConfig, "grpo": trl.GRPOConfig, "rloo": trl.RLOOConfig}[kind]
 
 
 def make_trl_config(kind: str, config: RunConfig, output_dir: Path, **forced: Any) -> Any:
-    """TRL's SFTConfig / DPOConfig / GRPOConfig / RLOOConfig from looper defaults + the YAML's trainer section."""
+    """TRL's SFTConfig / DPOConfig / GRPOConfig / RLOOConfig from looper defaults + the YAML's trainer section
+    (``rft`` is an SFTConfig read from ``rl.rft``)."""
     section = "sft.trainer" if kind == "sft" else f"rl.{kind}"
     user = config.sft.trainer if kind == "sft" else getattr(config.rl, kind)
     on_gpu = torch.cuda.is_available()

@@ -85,8 +85,11 @@ def _model_fingerprint(config: RunConfig, run: RunDir, which: str) -> str | None
     path = stage_model_path(config, run, which)
     if path is None:
         return config.model.name_or_path
-    info = Path(path) / "looper_adapter.json"
-    return json.loads(info.read_text()).get("config_hash") if info.exists() else None
+    info_path = Path(path) / "looper_adapter.json"
+    if not info_path.exists():
+        return None
+    info = json.loads(info_path.read_text())
+    return f"{info.get('config_hash')}" + (f":round{info['round']}" if info.get("round", 1) > 1 else "")
 
 
 def score_record(row: dict[str, Any], outputs: list[Any]) -> dict[str, Any]:
@@ -161,7 +164,7 @@ def main(config: RunConfig) -> RunDir:
             print(f"eval: skipping {which}: {path} does not exist yet")
             continue
         fingerprint = {"model": _model_fingerprint(config, run, which), "eval": config.section_hash("eval", "model")}
-        model = load_stage_model(config, run, which)
+        model = load_stage_model(config, run, which, merge=True)
         records[which] = {}
         for name, rows in datasets.items():
             final = run.eval_dir / f"{which}__{name}.jsonl"

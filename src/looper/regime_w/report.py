@@ -4,7 +4,9 @@
 
 1. Per arm: accuracy vs gold, agreement with the consensus, mean length, truncation rate.
 2. How well each score predicts that the consensus answer is correct (AUROC against gold),
-   s_wm against plain majority agreement (s_end alone).
+   s_wm against plain majority agreement (s_end alone); then the same per arm family: the consensus,
+   majority share and s_wm of the compute arms alone and of the reflective arms alone (s_cf, which
+   compares the two families, is 0 inside one), next to all arms.
 3. Ablations: each reward part switched off, and how the chosen/rejected pairs would change.
 """
 
@@ -42,6 +44,26 @@ def _outputs(record: dict[str, Any]) -> list[ArmOutput]:
 
 def _fmt(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.3f}"
+
+
+FAMILIES = {"all arms": None, "compute arms": "compute", "reflective arms": "reflective"}
+
+
+def family_auroc(records: list[dict[str, Any]], cfg: RegimeWConfig, family: str | None) -> list[str]:
+    """One table row: questions, consensus correct, AUROC of majority share (s_end) and of s_wm for a
+    correct consensus, with the consensus taken over one family's trajectories (None: all)."""
+    s_end, s_wm, labels = [], [], []
+    for rec in records:
+        outputs = [o for o in _outputs(rec) if family is None or o.family == family]
+        if not outputs:
+            continue
+        scores, _ = trajectory_rewards(outputs, rec.get("gold"), cfg)
+        s_end.append(scores.s_end)
+        s_wm.append(scores.s_wm)
+        labels.append(answers_equal(scores.consensus, rec.get("gold")))
+    a_end, a_wm = auroc(s_end, labels), auroc(s_wm, labels)
+    better = "n/a" if a_end is None or a_wm is None else ("s_wm" if a_wm > a_end else "majority" if a_end > a_wm else "tie")
+    return [str(len(labels)), str(sum(labels)), _fmt(a_end), _fmt(a_wm), better]
 
 
 def build_report(records: list[dict[str, Any]], cfg: RegimeWConfig, config: RunConfig | None = None) -> str:
@@ -86,6 +108,9 @@ def build_report(records: list[dict[str, Any]], cfg: RegimeWConfig, config: RunC
            text_table([[k, _fmt(auroc(v, consensus_correct)), f"{mean(v):.3f}"] for k, v in score_rows.items()],
                         ["score", "AUROC", "mean"]), "```",
            "s_end alone is plain majority agreement; s_wm is the combined score.\n",
+           "Per arm family (consensus over that family's trajectories only):\n", "```",
+           text_table([[name, *family_auroc(records, cfg, fam)] for name, fam in FAMILIES.items()],
+                      ["arms", "questions", "consensus correct", "AUROC majority (s_end)", "AUROC s_wm", "better"]), "```\n",
            "## Ablations: how the best-vs-worst pairs change\n", "```"]
     full = pairs_by_variant.get("full", [])
     rows = []

@@ -8,16 +8,23 @@ Reads ``data/rl_rollouts.jsonl`` and writes ``data/preferences.jsonl``: TRL's ex
 metadata (id, both arms, both rewards). A pair is kept when the reward gap is at least
 ``preferences.min_margin`` (and, with ``require_correct_chosen``, only if chosen is correct and
 rejected is not). ``max_pairs_per_question > 1`` adds correct x incorrect pairs, largest gaps first.
+
+``preferences.label_free``: no gold. Each question's trajectories are re-scored from their saved
+texts with the Regime W reward's label-free form (the consensus answer, trusted as much as s_wm,
+replaces correctness; "correct" then means "agrees with the consensus"), so the same rollouts serve
+both modes. Gold is kept in the pairs' metadata for reporting only.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from typing import Any
 
 from looper.config import RunConfig
 from looper.prompts import preference_completion, preference_prompt
 from looper.regime_w.arms import build_all_arms
 from looper.regime_w.pairs import select_pairs
+from looper.regime_w.reward import ArmOutput, trajectory_rewards
 from looper.runs import (
     InputError,
     RunDir,
@@ -33,8 +40,22 @@ from looper.runs import (
 STAGE = "build-preferences"
 
 
-def main(config: RunConfig) -> None:
-    run = RunDir.of(config)
+def ranking(record: dict[str, Any], config: RunConfig) -> tuple[list[float], list[bool]]:
+    """Each trajectory's reward and whether it counts as correct: as collected (with gold), or re-scored
+    without gold (``preferences.label_free``: correct = agrees with the s_wm-weighted consensus)."""
+    trajs = record["trajectories"]
+    if not config.preferences.label_free:
+        return [t["reward"] for t in trajs], [t["parts"]["correct"] == 1.0 for t in trajs]
+    outputs = [ArmOutput(t["arm"], t["family"], t["text"], t.get("num_tokens", 0), t.get("truncated", False)) for t in trajs]
+    _, rewards = trajectory_rewards(outputs, None, config.regime_w)
+    return [r.reward for r in rewards], [r.agree for r in rewards]
+
+
+def main(config: RunConfig, run: RunDir | None = None) -> None:
+    run = run or RunDir.of(config)
+    if config.preferences.label_free and config.preferences.require_correct_chosen:
+        raise InputError("preferences.require_correct_chosen needs gold answers; with preferences.label_free a "
+                         "trajectory is 'correct' when it agrees with the consensus (set one of them to false)")
     if check_stage(run, STAGE, config):
         print(f"build-preferences: {run.preferences} is complete for this config; nothing to do")
         return
@@ -50,8 +71,8 @@ def main(config: RunConfig) -> None:
     pairs, reasons = [], Counter()
     for rec in records:
         trajs = rec["trajectories"]
-        chosen_rejected, why = select_pairs([t["reward"] for t in trajs], [bool(t["parts"]["correct"] == 1.0) for t in trajs],
-                                            config.preferences)
+        rewards, correct = ranking(rec, config)
+        chosen_rejected, why = select_pairs(rewards, correct, config.preferences)
         if not chosen_rejected:
             reasons[why] += 1
         for ci, ri in chosen_rejected:
@@ -65,17 +86,19 @@ def main(config: RunConfig) -> None:
                 "question": rec["question"], "better": chosen["text"], "worse": rejected["text"],
                 "id": rec["id"], "gold": rec["gold"],
                 "chosen_arm": chosen["arm"], "rejected_arm": rejected["arm"],
-                "chosen_reward": chosen["reward"], "rejected_reward": rejected["reward"],
+                "chosen_reward": rewards[ci], "rejected_reward": rewards[ri],
                 "chosen_correct": chosen["parts"]["correct"], "rejected_correct": rejected["parts"]["correct"],
             })
     if not pairs:
         raise InputError(f"no preference pairs from {len(records)} questions ({dict(reasons)}); "
                          "lower preferences.min_margin or collect more rollouts")
-    run = start_stage(config, STAGE)
+    run = start_stage(config, STAGE, run)
     atomic_write_jsonl(run.preferences, pairs)
     n_q = len({p["id"] for p in pairs})
-    finish_stage(run, STAGE, config, pairs=len(pairs))
-    print(f"build-preferences: {len(pairs)} pairs from {n_q} of {len(records)} questions -> {run.preferences}")
+    finish_stage(run, STAGE, config, pairs=len(pairs), questions=n_q)
+    clean = sum(p["chosen_correct"] == 1.0 and p["rejected_correct"] != 1.0 for p in pairs)
+    print(f"build-preferences: {len(pairs)} pairs from {n_q} of {len(records)} questions -> {run.preferences}; "
+          f"by gold, chosen correct and rejected wrong in {clean} ({clean / len(pairs):.0%})")
     for why, count in reasons.most_common():
         print(f"  no pair for {count} questions: {why}")
 

@@ -16,6 +16,10 @@ question order.
 Across GPUs: ``accelerate launch -m looper.cli collect-rollouts CONFIG`` (or torchrun) runs one
 process per GPU; each takes every n-th question into its own shard file (resumable on its own) and
 the main process merges the shards in question order, the same records as a single-GPU run.
+
+Round k > 1 of iterative RL (``rl.rounds``, run by train-rl) calls this stage on ``rounds/<k>/``: it
+samples round k-1's RL adapter on the next ``rollouts.num_questions`` training questions (wrapping
+around the split), with seeds that also depend on the round.
 """
 
 from __future__ import annotations
@@ -50,7 +54,15 @@ from looper.runs import (
 STAGE = "collect-rollouts"
 
 
-def build_record(question: dict[str, Any], arms: list, samples: list[tuple[Any, Any]], config: RunConfig,
+def round_questions(questions: list[dict[str, Any]], num_questions: int | None, round_: int) -> list[dict[str, Any]]:
+    """The questions of one round: the first ``num_questions``, then the next ones round after round (wrapping)."""
+    if num_questions is None or num_questions >= len(questions):
+        return questions
+    start = (round_ - 1) * num_questions % len(questions)
+    return (questions[start:] + questions[:start])[:num_questions]
+
+
+def build_record(question: dict[str, Any], samples: list[tuple[Any, Any]], config: RunConfig,
                  model_name: str, adapter: str | None) -> dict[str, Any]:
     """One question's record: every trajectory with its reward parts, and the question's scores."""
     outputs = [ArmOutput(arm.name, arm.family, res.text, res.num_tokens, res.truncated) for (arm, _, _), res in samples]
@@ -68,15 +80,14 @@ def build_record(question: dict[str, Any], arms: list, samples: list[tuple[Any, 
             "trajectories": trajectories, "model": model_name, "adapter": adapter, "seed": config.seed}
 
 
-def main(config: RunConfig) -> RunDir:
-    run = RunDir.of(config)
+def main(config: RunConfig, run: RunDir | None = None, round_: int = 1) -> RunDir:
+    run = run or RunDir.of(config)
     chash = stage_hash(config, STAGE)
     if check_stage(run, STAGE, config):
         print(f"collect-rollouts: {run.rollouts} is complete for this config; nothing to do")
         return run
     questions = read_jsonl(require_input(run.train, "prepare-data"), required=("id", "question", "gold"))
-    if config.rollouts.num_questions is not None:
-        questions = questions[: config.rollouts.num_questions]
+    questions = round_questions(questions, config.rollouts.num_questions, round_)
     if not questions:
         raise InputError(f"{run.train}: no training questions")
     arms = build_all_arms(config.regime_w)
@@ -87,11 +98,11 @@ def main(config: RunConfig) -> RunDir:
         raise InputError(f"{run.rollouts} (or its shards) was collected with a different config; "
                          f"delete it, its shards and {meta_path.name} to start over")
     shards = Shards()  # one process per GPU under accelerate launch / torchrun; else a single shard
-    adapter = stage_model_path(config, run, "sft")
-    model = load_stage_model(config, run, "sft")
+    adapter = stage_model_path(config, run, "sft")  # a round's starting adapter in rounds > 1
+    model = load_stage_model(config, run, "sft", merge=True)
     tokenizer = load_tokenizer(config.model, padding_side="left")
     if shards.is_main:
-        run = start_stage(config, STAGE)
+        run = start_stage(config, STAGE, run)
         atomic_write_json(meta_path, {"config_hash": chash})
     if shards.world > 1 and run.rollouts.exists():  # merged earlier, stopped before the completion marker
         merged = {r["id"] for r in read_jsonl(run.rollouts)}
@@ -112,7 +123,7 @@ def main(config: RunConfig) -> RunDir:
             for k, arm in enumerate(arms):  # keys sort in arm order, then sample
                 prompt = render_prompt(tokenizer, q["question"], arm.system_prompt, config.model.prompt_format)
                 for s in range(config.rollouts.samples_per_arm):
-                    seed = derive_seed(config.seed, q["id"], arm.name, s)
+                    seed = derive_seed(config.seed, q["id"], arm.name, s, *([f"round{round_}"] if round_ > 1 else []))
                     requests.append(GenRequest((q["id"], k, s, seed), prompt, arm.temperature, arm.top_p, seed))
         by_id = {q["id"]: q for q in todo}
         tokens, started = 0, time.perf_counter()
@@ -121,8 +132,8 @@ def main(config: RunConfig) -> RunDir:
         for results in complete_groups(stream, len(arms) * config.rollouts.samples_per_arm):
             qid = results[0].key[0]
             samples = [((arms[res.key[1]], res.key[2], res.key[3]), res) for res in results]  # key: (id, arm, sample, seed)
-            out.append(build_record(by_id[qid], arms, samples, config, config.model.name_or_path,
-                                    str(adapter.relative_to(run.root)) if adapter else None))
+            out.append(build_record(by_id[qid], samples, config, config.model.name_or_path,
+                                    str(adapter.relative_to(run.data_root)) if adapter else None))
             tokens += sum(res.num_tokens for res in results)
             bar.update(1)
             bar.set_postfix(tok_per_s=f"{tokens / (time.perf_counter() - started):.0f}", refresh=False)
@@ -134,7 +145,7 @@ def main(config: RunConfig) -> RunDir:
     finish_stage(run, STAGE, config, questions=len(records))
     acc = sum(t["parts"]["correct"] == 1.0 for r in records for t in r["trajectories"])
     total = sum(len(r["trajectories"]) for r in records)
-    print(f"collect-rollouts: {len(records)} questions x {total // max(1, len(records))} trajectories, "
+    print(f"collect-rollouts{f' (round {round_})' if round_ > 1 else ''}: {len(records)} questions x {total // max(1, len(records))} trajectories, "
           f"{acc / max(1, total):.1%} correct -> {run.rollouts}")
     return run
 

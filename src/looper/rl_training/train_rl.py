@@ -1,7 +1,9 @@
-"""train-rl: DPO on Regime W preference pairs, or online GRPO / RLOO with Regime W as the reward.
+"""train-rl: DPO on Regime W preference pairs, rejection-sampling fine-tuning, or online GRPO / RLOO.
 
     looper train-rl configs/demo.yaml                       (rl.algorithm: dpo)
+    looper train-rl configs/demo.yaml rl.algorithm=rft      (SFT on the rollouts' own correct answers)
     looper train-rl configs/demo.yaml rl.algorithm=grpo     (online, Regime W reward in the loop)
+    looper train-rl configs/demo.yaml rl.rounds=3           (iterative: re-collect from the latest policy)
     python -m looper.rl_training.train_rl configs/demo.yaml rl.algorithm=rloo
 
 The policy is the base model (same quantization options as SFT) with the SFT adapter loaded
@@ -20,7 +22,21 @@ training rows are (question, arm) pairs in question order and one generation bat
 of one question, so the reward is scored over the whole multi-arm group (s_end, s_path and s_cf
 across compute and reflective prompts) while TRL normalises advantages per prompt as usual.
 Completions cut at ``max_completion_length`` are penalised by Regime W (``rl.truncation: penalize``)
-or masked out of the loss (``mask``, TRL's ``mask_truncated_completions``).
+or masked out of the loss (``mask``, TRL's ``mask_truncated_completions``). ``rl.label_free`` drops
+gold from the reward (the s_wm-weighted consensus replaces correctness). GRPO's completions come
+from looper's generation engine through TRL's ``rollout_func`` (``rl.generation: looper``), or from
+TRL's own generation (``trl``: transformers ``generate``, or vLLM with ``rl.grpo.use_vllm``).
+
+RFT (rejection-sampling fine-tuning, the baseline RL methods are measured against): TRL's
+SFTTrainer continues the SFT adapter on the distinct correct, untruncated trajectories of the
+rollouts (at most ``rl.rft_per_question`` per question, highest Regime W reward first), with the SFT
+prompt. Rollouts are made on training questions only, and the stage refuses any other question.
+
+Rounds (``rl.rounds``, dpo and rft): round 1 trains on the run's rollouts; round k > 1 collects new
+rollouts from round k-1's adapter on the next training questions, builds pairs (dpo), and continues
+training that adapter, all in ``rounds/<k>/`` with its own stage markers, so a killed round resumes
+where it stopped. The DPO reference of a round is its starting policy (TRL's frozen copy of the
+adapter at the start).
 """
 
 from __future__ import annotations
@@ -30,14 +46,16 @@ from collections import defaultdict
 from typing import Any
 
 from looper.config import RunConfig
+from looper.generation import GenRequest, generate
 from looper.modeling import load_stage_model, load_tokenizer, lora_config
-from looper.prompts import preference_prompt
+from looper.prompts import preference_prompt, render_messages, sft_example
 from looper.regime_w.arms import build_all_arms
 from looper.regime_w.reward import ArmOutput, check_reward_config, trajectory_rewards
 from looper.runs import (
     InputError,
     RunDir,
     check_stage,
+    derive_seed,
     finish_stage,
     read_jsonl,
     require_input,
@@ -68,8 +86,9 @@ def load_policy(config: RunConfig, run: RunDir) -> Any:
 def load_reference(config: RunConfig, run: RunDir) -> Any:
     """The plan's two-model layout: a second, frozen copy of base + SFT, the adapter merged in (TRL
     patches its fused log-prob head onto a plain model, not a PEFT wrapper)."""
-    model = load_stage_model(config, run, "sft")
-    return model if config.sft.method == "full" else model.merge_and_unload()
+    model = load_stage_model(config, run, "sft", merge=True)
+    # load_model leaves an adapter on a quantized base unmerged; the reference merges it anyway (frozen, lossy is fine)
+    return model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
 
 
 # ----------------------------------------------------------------------------- DPO
@@ -94,6 +113,48 @@ def prepare_dpo(config: RunConfig, run: RunDir) -> tuple[type, dict[str, Any]]:
     policy = load_policy(config, run)
     ref = load_reference(config, run) if config.rl.reference == "two_models" else None
     return DPOTrainer, {"model": policy, "ref_model": ref, "args": args, "train_dataset": dataset, "processing_class": tokenizer}
+
+
+# ----------------------------------------------------------------------------- RFT
+
+
+def rft_dataset(config: RunConfig, run: RunDir) -> Any:
+    """Prompt-completion examples from the rollouts' correct trajectories, training questions only."""
+    from datasets import Dataset
+
+    records = read_jsonl(require_input(run.rollouts, "collect-rollouts"), required=("id", "question", "gold", "trajectories"))
+    train_ids = {r["id"] for r in read_jsonl(require_input(run.train, "prepare-data"), required=("id",))}
+    foreign = [r["id"] for r in records if r["id"] not in train_ids]
+    if foreign:
+        raise InputError(f"{run.rollouts}: {len(foreign)} questions are not in the train split {run.train} (e.g. "
+                         f"{foreign[0]!r}); rejection-sampling data is built from training questions only")
+    fmt, examples, questions = config.model.prompt_format, [], 0
+    for rec in records:
+        kept: set[str] = set()
+        for t in sorted(rec["trajectories"], key=lambda t: -t["reward"]):  # stable: ties keep arm order
+            text = t["text"].strip()
+            if t["parts"]["correct"] != 1.0 or t["truncated"] or text in kept:
+                continue
+            kept.add(text)
+            examples.append({**sft_example(rec["question"], text, config.model.system_prompt, fmt), "id": rec["id"]})
+            if len(kept) == config.rl.rft_per_question:
+                break
+        questions += bool(kept)
+    if not examples:
+        raise InputError(f"{run.rollouts}: no correct, untruncated trajectory in {len(records)} questions; "
+                         "sample more (rollouts.samples_per_arm, rollouts.num_questions) or use rl.algorithm=dpo")
+    print(f"train-rl (rft): {len(examples)} correct trajectories from {questions} of {len(records)} questions")
+    return Dataset.from_list(examples)
+
+
+def prepare_rft(config: RunConfig, run: RunDir) -> tuple[type, dict[str, Any]]:
+    """TRL's SFTTrainer on the policy (SFT adapter, trainable) and the rollouts' correct trajectories."""
+    from trl import SFTTrainer
+
+    dataset = rft_dataset(config, run).remove_columns("id")
+    args = make_trl_config("rft", config, run.work_dir(STAGE))
+    tokenizer = load_tokenizer(config.model)
+    return SFTTrainer, {"model": load_policy(config, run), "args": args, "train_dataset": dataset, "processing_class": tokenizer}
 
 
 # ----------------------------------------------------------------------------- GRPO / RLOO
@@ -139,6 +200,7 @@ class RegimeWRewards:
         cfg = config.regime_w
         check_reward_config(cfg)
         self.cfg = cfg
+        self.use_gold = not config.rl.label_free
         self.max_len = max_completion_length
         self.eos = eos_token_id
         self.penalize_truncation = config.rl.truncation == "penalize"
@@ -162,7 +224,7 @@ class RegimeWRewards:
                 ids = completion_ids[i] if completion_ids is not None else []
                 truncated = bool(ids) and len(ids) >= self.max_len and ids[-1] != self.eos
                 outputs.append(ArmOutput(arm[i], family[i], _completion_text(completions[i]), len(ids), truncated))
-            scores, rewards = trajectory_rewards(outputs, gold[idx[0]], self.cfg)
+            scores, rewards = trajectory_rewards(outputs, gold[idx[0]] if self.use_gold else None, self.cfg)
             for i, r in zip(idx, rewards):
                 parts["correct"][i] = r.correct
                 parts["consensus"][i] = scores.s_wm * r.agree
@@ -183,6 +245,31 @@ class RegimeWRewards:
         return [make(p) for p in self.PARTS]
 
 
+def looper_rollout_func(config: RunConfig, tokenizer: Any, slots: int) -> Any:
+    """TRL's ``rollout_func`` served by looper's engine: one completion per prompt row (TRL repeats each
+    prompt num_generations times), seeded by (seed, step, process, row), sampled at GRPOConfig's
+    temperature / top_p, with the LoRA dropout off while generating."""
+    import torch
+
+    def rollout(prompts: list[Any], trainer: Any) -> dict[str, Any]:
+        args, model = trainer.args, trainer.accelerator.unwrap_model(trainer.model)
+        texts = [render_messages(tokenizer, p) for p in prompts]
+        step, rank = trainer.state.global_step, trainer.accelerator.process_index
+        requests = [GenRequest(i, text, args.temperature, args.top_p if args.top_p is not None else 1.0,
+                               derive_seed(config.seed, "grpo", step, rank, i)) for i, text in enumerate(texts)]
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                results = generate(model, tokenizer, requests, args.max_completion_length, min(slots, len(requests)), progress=False)
+        finally:
+            model.train(was_training)
+        prompt_ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
+        return {"prompt_ids": prompt_ids, "completion_ids": [r.token_ids for r in results], "logprobs": None}
+
+    return rollout
+
+
 def prepare_online(config: RunConfig, run: RunDir) -> tuple[type, dict[str, Any]]:
     """TRL's GRPOTrainer or RLOOTrainer and its arguments, with Regime W as the reward functions."""
     from trl import GRPOTrainer, RLOOTrainer
@@ -195,39 +282,72 @@ def prepare_online(config: RunConfig, run: RunDir) -> tuple[type, dict[str, Any]
     forced: dict[str, Any] = {"reward_weights": rewards.weights, "shuffle_dataset": False,
                               "mask_truncated_completions": config.rl.truncation == "mask"}
     if config.rl.mix_arms:
-        # one generation batch = every arm of one question, num_generations completions each
-        forced["generation_batch_size"] = probe.num_generations * per_question
+        # a generation batch holds whole questions: every arm of each, num_generations completions per arm
+        # (one question unless rl.<algorithm>.generation_batch_size asks for a multiple of that)
+        group = probe.num_generations * per_question
+        asked = getattr(config.rl, kind).get("generation_batch_size")
+        if asked is not None and asked % group:
+            raise InputError(f"rl.{kind}.generation_batch_size={asked}: with rl.mix_arms it must be a multiple of "
+                             f"num_generations x arms = {group}, so that every question's group is generated together")
+        forced["generation_batch_size"] = asked or group
         forced["steps_per_generation"] = None
     args = make_trl_config(kind, config, run.work_dir(STAGE), **forced)
     policy = load_policy(config, run)
+    extra: dict[str, Any] = {}
+    if kind == "grpo" and config.rl.generation == "looper":
+        if args.use_vllm:
+            raise InputError("rl.grpo.use_vllm is TRL's own generation: set rl.generation=trl with it")
+        extra["rollout_func"] = looper_rollout_func(config, tokenizer, config.rollouts.batch_size)
     return (GRPOTrainer if kind == "grpo" else RLOOTrainer), {
-        "model": policy, "reward_funcs": rewards.functions(), "args": args, "train_dataset": dataset, "processing_class": tokenizer}
+        "model": policy, "reward_funcs": rewards.functions(), "args": args, "train_dataset": dataset, "processing_class": tokenizer,
+        **extra}
 
 
 # ----------------------------------------------------------------------------- stage
 
 
-def main(config: RunConfig) -> RunDir:
-    run = RunDir.of(config)
+PREPARE = {"dpo": prepare_dpo, "rft": prepare_rft, "grpo": prepare_online, "rloo": prepare_online}
+
+
+def train_round(config: RunConfig, run: RunDir, round_: int) -> None:
+    """Train one round's adapter (round 1: on the run's own rollouts / pairs / questions)."""
     chash = stage_hash(config, STAGE)
+    label = f"train-rl ({config.rl.algorithm}{f', round {round_}' if round_ > 1 else ''})"
     if check_stage(run, STAGE, config) and (run.lora_rl / "looper_adapter.json").exists():
-        print(f"train-rl: {run.lora_rl} is complete for this config; nothing to do (delete it to train again)")
-        return run
+        print(f"{label}: {run.lora_rl} is complete for this config; nothing to do (delete it to train again)")
+        return
     check_output_free(run.lora_rl, chash, STAGE)
     set_seed(config.seed)
     # Inputs, trainer config and models are read and checked before the run folder is written to.
-    trainer_cls, trainer_kwargs = (prepare_dpo if config.rl.algorithm == "dpo" else prepare_online)(config, run)
+    trainer_cls, trainer_kwargs = PREPARE[config.rl.algorithm](config, run)
     resume_from = prepare_work_dir(run.work_dir(STAGE), chash, STAGE, run.log_path(STAGE))
-    run = start_stage(config, STAGE)
+    run = start_stage(config, STAGE, run)
     trainer = trainer_cls(**trainer_kwargs, callbacks=[metrics_callback(run.log_path(STAGE))])
     result = trainer.train(resume_from_checkpoint=resume_from)
     save_atomically(trainer.model, trainer_kwargs["processing_class"], run.lora_rl, {
-        "config_hash": chash, "base_model": config.model.name_or_path, "algorithm": config.rl.algorithm,
+        "config_hash": chash, "base_model": config.model.name_or_path, "algorithm": config.rl.algorithm, "round": round_,
         "on_top_of": "full SFT checkpoint" if config.sft.method == "full" else "base (adapter includes SFT)",
         "train_loss": result.training_loss, "global_step": result.global_step,
     }, adapter_names=["default"])
-    finish_stage(run, STAGE, config, algorithm=config.rl.algorithm, train_loss=result.training_loss, steps=result.global_step)
-    print(f"train-rl ({config.rl.algorithm}): {result.global_step} steps, loss {result.training_loss:.4f} -> {run.lora_rl}")
+    finish_stage(run, STAGE, config, algorithm=config.rl.algorithm, round=round_, train_loss=result.training_loss,
+                 steps=result.global_step)
+    print(f"{label}: {result.global_step} steps, loss {result.training_loss:.4f} -> {run.lora_rl}")
+
+
+def main(config: RunConfig) -> RunDir:
+    run = RunDir.of(config)
+    rounds = config.rl.num_rounds
+    if rounds > 1 and config.sft.method == "full":
+        raise InputError("rl.rounds > 1 continues each round's LoRA adapter; it needs sft.method=lora")
+    for k in range(1, rounds + 1):
+        if k > 1:  # round k samples round k-1's adapter on new questions, then trains on top of it
+            from looper.rl_training import build_preferences, collect_rollouts
+
+            print(f"\n=== train-rl: round {k} of {rounds} ({run.round(k).root}) ===", flush=True)
+            collect_rollouts.main(config, run.round(k), round_=k)
+            if config.rl.algorithm == "dpo":
+                build_preferences.main(config, run.round(k))
+        train_round(config, run.round(k), k)
     return run
 
 
