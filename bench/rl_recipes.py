@@ -28,9 +28,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+# Every recipe starts from these settings (the GPU config's recipe before this comparison), whatever the config's
+# own defaults are now, then applies its overrides.
+RESET = ["rollouts.samples_per_arm=1", "preferences.require_correct_chosen=false", "preferences.label_free=false",
+         "rl.algorithm=dpo", "rl.rounds=1"]
 # name -> (what it is, the recipe it builds on, what it reuses from that one, its overrides)
 RECIPES: dict[str, tuple[str, str | None, str | None, list[str]]] = {
-    "a_dpo": ("DPO, best vs worst of 1 sample per arm (today's default)", None, None, []),
+    "a_dpo": ("DPO, best vs worst of 1 sample per arm (the GPU config's recipe before this comparison)", None, None, []),
     "f_label_free": ("(a) without gold: pairs ranked by the s_wm-weighted consensus", "a_dpo", "rollouts",
                      ["preferences.label_free=true"]),
     "b_dpo_correct": ("DPO, correct chosen vs wrong rejected, 4 samples per arm", "a_dpo", "sft",
@@ -84,11 +88,15 @@ def run_recipe(config: str, runs_dir: Path, base_name: str, recipe: str, sets: l
         if not (parent_root / "stages" / "sft.json").exists():
             raise SystemExit(f"recipe {recipe} builds on {parent}: run that one first ({parent_root} has no SFT)")
         copy_shared(parent_root, root, level)
-    cmd = [sys.executable, "-m", "looper.cli", "pipeline", config, f"runs_dir={runs_dir}", f"name={name}", *sets, *overrides]
+    cmd = [sys.executable, "-m", "looper.cli", "pipeline", config, f"runs_dir={runs_dir}", f"name={name}", *sets, *RESET,
+           *overrides]
     print(f"\n##### {recipe}: {what}\n{' '.join(cmd)}", flush=True)
     started = time.perf_counter()
-    subprocess.run(cmd, check=True)
+    rc = subprocess.run(cmd).returncode
     wall = time.perf_counter() - started
+    if rc != 0:  # e.g. a diverged training run: recorded, and the next recipes still run
+        print(f"##### {recipe} failed (exit status {rc}); see its output above", flush=True)
+        return {"recipe": recipe, "what": what, "failed": rc, "wall_s": round(wall, 1), "overrides": overrides}
     summary = json.loads((root / "eval" / "summary.json").read_text())
     timings = json.loads((root / "pipeline_timings.json").read_text())
     info = {"recipe": recipe, "what": what, "builds_on": parent, "reuses": level, "overrides": overrides, "wall_s": round(wall, 1),
@@ -107,6 +115,9 @@ def table(results: list[dict[str, Any]], dataset: str) -> str:
     rows = []
     sft_row = None
     for res in results:
+        if res.get("failed") is not None:
+            rows.append([res["recipe"], f"failed (exit {res['failed']})", *["-"] * (len(head) - 2)])
+            continue
         metrics, comps = res["summary"]["metrics"], res["summary"]["comparisons"].get(dataset, [])
         if sft_row is None and "sft" in metrics and dataset in metrics["sft"]:
             m = metrics["sft"][dataset]

@@ -173,3 +173,31 @@ def test_unknown_engine_is_an_error(tiny):
     model, tokenizer = tiny
     with pytest.raises(ValueError, match="unknown generation engine"):
         generate(model, tokenizer, [GenRequest("x", "hi")], 4, 1, progress=False, engine="vllm")
+
+
+def test_inverse_cdf_draw_at_the_top_of_the_range_takes_the_most_likely_token(monkeypatch):
+    """A uniform that rounds onto the last cumulative sum must not fall through to the vocabulary's last token
+    (outside the nucleus, or of ~zero probability)."""
+    import looper.generation as g
+
+    monkeypatch.setattr(g, "row_uniforms", lambda seeds, steps, device: torch.ones(len(seeds), device=device))
+    logits = torch.tensor([[0.0, 5.0, 1.0, -30.0], [2.0, 0.0, 0.0, -1e9]])
+    one = torch.ones(2)
+    tokens = g.sample(logits, one, torch.tensor([0.9, 1.0]), torch.tensor([1, 2]), torch.zeros(2, dtype=torch.long),
+                      method="inverse_cdf")
+    assert tokens.tolist() == [1, 0]
+
+
+def test_a_diverged_loss_stops_training_with_a_clear_error(tmp_path):
+    from types import SimpleNamespace
+
+    from looper.trainers import TrainingDiverged, metrics_callback
+
+    cb = metrics_callback(tmp_path / "log.jsonl", "rl.grpo")
+    state = SimpleNamespace(global_step=10, epoch=0.1, is_world_process_zero=True)
+    args = SimpleNamespace(output_dir=str(tmp_path / "work"))
+    cb.on_log(args, state, None, logs={"loss": 0.5, "grad_norm": 0.1})
+    state.global_step = 20
+    with pytest.raises(TrainingDiverged, match=r"grad_norm = nan at step 20 \(last finite log at step 10\).*rl.grpo.learning_rate"):
+        cb.on_log(args, state, None, logs={"loss": 0.4, "grad_norm": float("nan")})
+    assert len((tmp_path / "log.jsonl").read_text().splitlines()) == 2  # the bad line is logged too

@@ -224,3 +224,52 @@ def test_report_ablation_rows_count_changed_pairs(tmp_path):
     assert rows["full"][-1] != "n/a"
     # lengths are random in the fixture, so switching the length penalty off must move some pairs
     assert int(rows["no length penalty"][4]) > 0
+
+
+def test_family_auroc_takes_the_consensus_within_one_family():
+    """Compute arms agree on gold where reflective ones split: per family, the consensus and its AUROC differ."""
+    from looper.regime_w.report import family_auroc
+
+    def rec(gold, compute, reflective):
+        trajs = [{"arm": f"c{i}", "family": "compute", "text": f"#### {a}"} for i, a in enumerate(compute)]
+        trajs += [{"arm": f"r{i}", "family": "reflective", "text": f"#### {a}"} for i, a in enumerate(reflective)]
+        return {"id": gold, "gold": gold, "trajectories": trajs}
+
+    records = [rec("1", ["1", "1", "1", "2"], ["3", "4", "5", "1"]),   # compute: 3/4 agree on gold
+               rec("2", ["7", "8", "9", "2"], ["2", "2", "2", "6"]),   # compute: no majority, wrong first answer
+               rec("3", ["5", "5", "6", "6"], ["3", "3", "3", "3"])]   # compute: 2-2 tie on wrong answers
+    compute = family_auroc(records, RegimeWConfig(), "compute")
+    reflective = family_auroc(records, RegimeWConfig(), "reflective")
+    assert compute[:2] == ["3", "1"] and reflective[:2] == ["3", "2"]
+    assert compute[2] == "1.000"  # the one correct compute consensus has the highest majority share
+    assert family_auroc(records, RegimeWConfig(), None)[0] == "3"
+
+
+def test_plan_shaped_arm_outputs_give_the_same_scores_and_reward():
+    """compute_reward / s_cf_for_question take the plan's list of dicts (answer, reasoning, full_text; arm or
+    family optional) as well as looper's ArmOutputs and rollout records, with the same result."""
+    from looper.regime_w.arms import DEFAULT_ARMS
+    from looper.regime_w.reward import compute_reward
+    from looper.regime_w.scoring import s_cf_for_question
+
+    answers = ["42", "42", "41", None, "42", "1,600", "42", "41"]
+    reasonings = [f"step {i}: 6 * 7 = 42" for i in range(8)]
+    looper = [ArmOutput(a.name, a.family, r + (f"\n#### {ans}" if ans else ""), 100 + 10 * i, i == 3)
+              for i, (a, r, ans) in enumerate(zip(DEFAULT_ARMS, reasonings, answers))]
+    plan = [{"answer": ans, "reasoning": r, "full_text": o.text, "num_tokens": o.num_tokens, "truncated": o.truncated}
+            for ans, r, o in zip(answers, reasonings, looper)]  # in arm order, no arm / family given
+    by_name = [{**p, "arm": o.arm} for p, o in zip(plan, looper)]
+    records = [{"arm": o.arm, "family": o.family, "text": o.text, "num_tokens": o.num_tokens, "truncated": o.truncated}
+               for o in looper]
+    no_text = [{"answer": p["answer"], "reasoning": p["reasoning"], "family": o.family, "num_tokens": o.num_tokens,
+                "truncated": o.truncated} for p, o in zip(plan, looper)]
+    expected = compute_reward("q", looper, "42")
+    for shape in (plan, by_name, records, no_text):
+        assert compute_reward("q", shape, "42") == pytest.approx(expected)
+    _, _ = trajectory_rewards(looper, "42", RegimeWConfig())  # sets .answer on the ArmOutputs
+    assert s_cf_for_question(plan) == s_cf_for_question(by_name) == s_cf_for_question(records) == s_cf_for_question(looper)
+    assert s_cf_for_question(plan) > 0
+    with pytest.raises(ValueError, match=r"arm_outputs\[0\].*family"):
+        s_cf_for_question(plan[:5])
+    with pytest.raises(ValueError, match="not a default arm"):
+        compute_reward("q", [{**plan[0], "arm": "mystery"}], "42")

@@ -145,7 +145,10 @@ def sample(logits: torch.Tensor, temperatures: torch.Tensor, top_ps: torch.Tenso
             probs = torch.where(keep, probs, torch.zeros_like(probs))
         cum = probs.cumsum(dim=-1)
         target = row_uniforms(seeds, steps, logits.device)[:, None] * cum[:, -1:]
-        tokens = torch.searchsorted(cum, target, right=True).clamp(max=cum.shape[-1] - 1).squeeze(1)
+        tokens = torch.searchsorted(cum, target, right=True)
+        # a draw at the very top of the range can round past the last cumulative sum: take the row's most
+        # likely token then, never the vocabulary's last one (which may lie outside the nucleus)
+        tokens = torch.where(tokens < cum.shape[-1], tokens, probs.argmax(dim=-1, keepdim=True)).squeeze(1)
     else:
         raise ValueError(f"unknown sampling method {method!r}; expected 'gumbel' or 'inverse_cdf'")
     return torch.where(greedy, logits.argmax(dim=-1), tokens)

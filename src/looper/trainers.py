@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -70,16 +71,33 @@ def make_trl_config(kind: str, config: RunConfig, output_dir: Path, **forced: An
         raise ConfigError(f"{section}: {err}") from None
 
 
-def metrics_callback(path: Path) -> Any:
-    """A TrainerCallback that appends every log (loss, learning rate, rewards, ...) to a JSONL file."""
+class TrainingDiverged(InputError):
+    """The loss or gradient norm became NaN / infinite: the run stops before saving anything."""
+
+
+def metrics_callback(path: Path, section: str = "the trainer section") -> Any:
+    """A TrainerCallback that appends every log (loss, learning rate, rewards, ...) to a JSONL file, and stops
+    the run with a clear error when the loss or the gradient norm stops being finite (the weights would be
+    NaN from there on, and a saved adapter useless)."""
     from transformers import TrainerCallback
 
     metrics = MetricsLog(path)
+    last_finite = {"step": 0}
 
     class JsonlMetrics(TrainerCallback):
         def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
-            if logs and state.is_world_process_zero:
+            if not logs:
+                return
+            if state.is_world_process_zero:
                 metrics.write(**{"step": state.global_step, "epoch": state.epoch, **logs})
+            bad = [k for k in ("loss", "grad_norm") if isinstance(logs.get(k), float) and not math.isfinite(logs[k])]
+            if bad:
+                raise TrainingDiverged(
+                    f"training diverged: {bad[0]} = {logs[bad[0]]} at step {state.global_step} (last finite log at step "
+                    f"{last_finite['step']}); nothing was saved. Lower {section}.learning_rate (or set max_grad_norm), "
+                    f"delete checkpoints after step {last_finite['step']} in {args.output_dir}, and run again")
+            if "loss" in logs or "grad_norm" in logs:
+                last_finite["step"] = state.global_step
 
     return JsonlMetrics()
 

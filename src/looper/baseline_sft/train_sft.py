@@ -111,7 +111,7 @@ def main(config: RunConfig) -> RunDir:
     from trl import SFTTrainer
 
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                         peft_config=peft_config, callbacks=[metrics_callback(run.log_path(STAGE))])
+                         peft_config=peft_config, callbacks=[metrics_callback(run.log_path(STAGE), "sft.trainer")])
     if peft_config is not None:
         trainer.model.print_trainable_parameters()
     result = trainer.train(resume_from_checkpoint=resume_from)

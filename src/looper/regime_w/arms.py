@@ -74,3 +74,22 @@ def build_all_arms(config: RegimeWConfig | None = None) -> list[ArmSpec]:
             raise ValueError(f"regime_w.only_arms: unknown arm(s) {unknown}; known: {sorted(arms)}")
         return [arms[n] for n in config.only_arms]
     return list(arms.values())
+
+
+def family_of(arm: str | None, family: str | None, index: int, count: int) -> str:
+    """The family of one arm output given in the plan's shape: its ``family``, else its ``arm``'s (a default
+    arm's name), else, for the plan's list of exactly eight outputs in arm order, the default arm at its place
+    (four compute, then four reflective)."""
+    if family in ("compute", "reflective"):
+        return family
+    if family is not None:
+        raise ValueError(f"arm_outputs[{index}]: family {family!r} is not 'compute' or 'reflective'")
+    by_name = {a.name: a.family for a in DEFAULT_ARMS}
+    if arm is not None:
+        if arm not in by_name:
+            raise ValueError(f"arm_outputs[{index}]: arm {arm!r} is not a default arm ({', '.join(by_name)}); give its family")
+        return by_name[arm]
+    if count == len(DEFAULT_ARMS):
+        return DEFAULT_ARMS[index].family
+    raise ValueError(f"arm_outputs[{index}]: no 'family' or 'arm', and {count} outputs are not the eight default arms "
+                     "in order; say each output's family")

@@ -17,12 +17,13 @@ incorrect one; among correct ones, agreeing with a confident consensus and being
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from looper.answers import extract_answer, parse_number
 from looper.config import RegimeWConfig
+from looper.regime_w.arms import family_of
 from looper.regime_w.scoring import (
     consensus_answer,
     intermediate_quantities,
@@ -68,6 +69,27 @@ class TrajectoryReward:
         return dataclasses.asdict(self)
 
 
+def as_arm_outputs(arm_outputs: Sequence[Any]) -> list[ArmOutput]:
+    """Looper's ArmOutputs as they are; the plan's dicts (``answer``, ``reasoning``, ``full_text``, optional
+    ``arm`` / ``family`` / ``num_tokens`` / ``truncated``) and looper's rollout records (``text``) as ArmOutputs.
+    A dict's text is its ``full_text`` (or ``text``), else its reasoning followed by ``#### answer``."""
+    outs = []
+    for i, o in enumerate(arm_outputs):
+        if isinstance(o, ArmOutput):
+            outs.append(o)
+            continue
+        if not isinstance(o, Mapping):
+            raise TypeError(f"arm_outputs[{i}]: expected an ArmOutput or a dict, got {type(o).__name__}")
+        text = o.get("full_text") or o.get("text")
+        if text is None:
+            if o.get("answer") is None and o.get("reasoning") is None:
+                raise ValueError(f"arm_outputs[{i}]: needs 'full_text', or 'reasoning' and/or 'answer'")
+            text = (o.get("reasoning") or "").strip() + (f"\n#### {o['answer']}" if o.get("answer") is not None else "")
+        family = family_of(o.get("arm"), o.get("family"), i, len(arm_outputs))
+        outs.append(ArmOutput(o.get("arm") or f"arm{i}", family, text, int(o.get("num_tokens") or 0), bool(o.get("truncated"))))
+    return outs
+
+
 def check_reward_config(cfg: RegimeWConfig) -> None:
     if cfg.correct_reward <= cfg.consensus_weight + cfg.length_penalty + cfg.truncation_penalty:
         raise ValueError(
@@ -98,6 +120,7 @@ def score_question(outputs: Sequence[ArmOutput], cfg: RegimeWConfig) -> Question
 def trajectory_rewards(outputs: Sequence[ArmOutput], gold: str | None, cfg: RegimeWConfig) -> tuple[QuestionScores, list[TrajectoryReward]]:
     """Per-trajectory rewards with their parts, plus the question's scores. Deterministic."""
     check_reward_config(cfg)
+    outputs = as_arm_outputs(outputs)
     scores = score_question(outputs, cfg)
     gold_value = parse_number(str(gold)) if gold is not None else None
     if gold is not None and gold_value is None:
@@ -117,9 +140,10 @@ def trajectory_rewards(outputs: Sequence[ArmOutput], gold: str | None, cfg: Regi
     return scores, rewards
 
 
-def compute_reward(question: str, arm_outputs: Sequence[ArmOutput], gold_answer: str | None,
+def compute_reward(question: str, arm_outputs: Sequence[ArmOutput] | Sequence[Mapping[str, Any]], gold_answer: str | None,
                    cfg: RegimeWConfig | None = None) -> float:
-    """The plan's question-level reward: the mean of the question's trajectory rewards."""
+    """The plan's question-level reward: the mean of the question's trajectory rewards. ``arm_outputs`` is
+    looper's ArmOutputs or the plan's list of dicts (``as_arm_outputs``)."""
     del question  # the reward depends on the outputs and gold only; kept for the plan's signature
     if not arm_outputs:
         return 0.0

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from fractions import Fraction
 from functools import lru_cache
 from itertools import combinations
-from typing import Protocol
+from typing import Any, Protocol
 
-from looper.answers import parse_number
+from looper.answers import extract_answer, parse_number
+from looper.regime_w.arms import family_of
 
 _ANNOTATION = re.compile(r"<<[^<>]*=\s*([^<>]+?)>>")
 # "... a op b = c": the number after an "=" is a step's result when the text just before that "="
@@ -95,10 +96,28 @@ def s_path_for_question(reasonings: Sequence[str], quantities: Sequence[frozense
     return sum(_jaccard(a, b) for a, b in pairs) / len(pairs) if pairs else 0.0
 
 
-def s_cf_for_question(arm_outputs: Sequence[HasFamilyAndAnswer]) -> float:
-    """Share of (compute, reflective) pairs whose answers agree: does the answer survive a change of regime?"""
-    compute = [o.answer for o in arm_outputs if o.family == "compute"]
-    reflective = [o.answer for o in arm_outputs if o.family == "reflective"]
+def family_and_answer(outputs: Sequence[Any]) -> list[tuple[str, str | None]]:
+    """(family, canonical answer) of each output: objects with ``family`` / ``answer`` (looper's ArmOutput),
+    or the plan's dicts (``answer``, ``reasoning``, ``full_text``, optional ``arm`` / ``family``; looper's
+    rollout records, with ``text``, also fit). A dict's answer is read by the one checker: its ``answer``
+    field as ``#### answer``, else its text's ``#### N`` line."""
+    out = []
+    for i, o in enumerate(outputs):
+        if not isinstance(o, Mapping):
+            out.append((o.family, o.answer))
+            continue
+        raw = o.get("answer")
+        answer = extract_answer(f"#### {raw}") if raw is not None else extract_answer(o.get("full_text") or o.get("text") or "")
+        out.append((family_of(o.get("arm"), o.get("family"), i, len(outputs)), answer))
+    return out
+
+
+def s_cf_for_question(arm_outputs: Sequence[HasFamilyAndAnswer] | Sequence[Mapping[str, Any]]) -> float:
+    """Share of (compute, reflective) pairs whose answers agree: does the answer survive a change of regime?
+    Takes looper's outputs or the plan's list of dicts (``family_and_answer``)."""
+    pairs = family_and_answer(arm_outputs)
+    compute = [a for f, a in pairs if f == "compute"]
+    reflective = [a for f, a in pairs if f == "reflective"]
     if not compute or not reflective:
         return 0.0
     agree = sum(1 for a in compute for b in reflective if a is not None and a == b)

@@ -322,7 +322,7 @@ def train_round(config: RunConfig, run: RunDir, round_: int) -> None:
     trainer_cls, trainer_kwargs = PREPARE[config.rl.algorithm](config, run)
     resume_from = prepare_work_dir(run.work_dir(STAGE), chash, STAGE, run.log_path(STAGE))
     run = start_stage(config, STAGE, run)
-    trainer = trainer_cls(**trainer_kwargs, callbacks=[metrics_callback(run.log_path(STAGE))])
+    trainer = trainer_cls(**trainer_kwargs, callbacks=[metrics_callback(run.log_path(STAGE), f"rl.{config.rl.algorithm}")])
     result = trainer.train(resume_from_checkpoint=resume_from)
     save_atomically(trainer.model, trainer_kwargs["processing_class"], run.lora_rl, {
         "config_hash": chash, "base_model": config.model.name_or_path, "algorithm": config.rl.algorithm, "round": round_,
