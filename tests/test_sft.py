@@ -112,3 +112,39 @@ def test_full_sft_then_rloo_pipeline(tmp_path, tiny_model_dir):
     assert not (tmp_path / "demo" / "checkpoints" / "lora_sft").exists()
     assert (tmp_path / "demo" / "checkpoints" / "lora_rl" / "adapter_model.safetensors").exists()
     assert "| rl " in out.stdout
+
+
+def test_sft_on_the_models_own_correct_answers(prepared, tiny_model_dir):
+    """sft.data=self: the base model samples every training question (saved, resumable); only its correct,
+    untruncated, distinct answers become examples, rendered as the generation prompt + the text verbatim."""
+    args = tiny_run_config(prepared, tiny_model_dir, "sft.data=self", "sft.self_data.samples=2", "sft.self_data.max_questions=5",
+                           "sft.self_data.max_new_tokens=6", "sft.self_data.per_question=1", "sft.trainer.max_steps=2",
+                           "sft.lora.r=4", "rollouts.batch_size=4")
+    proc = run_looper("sft", *args, cwd=REPO, check=False)  # a random model answers nothing correctly
+    assert proc.returncode != 0 and "answered no training question correctly" in proc.stderr
+    samples_path = prepared / "demo" / "data" / "sft_self_samples.jsonl"
+    records = read_jsonl(samples_path)
+    train = read_jsonl(prepared / "demo" / "data" / "gsm_symbolic_train.jsonl")
+    assert [r["id"] for r in records] == [r["id"] for r in train[:5]] and all(len(r["samples"]) == 2 for r in records)
+    assert not (prepared / "demo" / "checkpoints" / "lora_sft").exists()
+
+    # as if the model had answered: record 0 twice the same correct text, record 1 once correct but truncated
+    records[0]["samples"] = [{"text": f"<think>6*7</think> so #### {records[0]['gold']}", "num_tokens": 5, "truncated": False,
+                              "correct": True}] * 2
+    records[1]["samples"][0].update(text=f"#### {records[1]['gold']}", correct=True, truncated=True)
+    samples_path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    from looper.baseline_sft.train_sft import self_examples
+    from looper.runs import RunDir
+
+    config = load_config(args[0], args[1:])
+    examples = self_examples(config, RunDir.of(config))
+    assert [e["completion"] for e in examples] == [records[0]["samples"][0]["text"]]
+    assert examples[0]["prompt"].endswith("assistant\n") and records[0]["question"].strip() in examples[0]["prompt"]
+    run_looper("sft", *args, cwd=REPO)  # the saved samples are reused, not drawn again
+    assert (prepared / "demo" / "checkpoints" / "lora_sft" / "adapter_model.safetensors").exists()
+    import shutil
+
+    (prepared / "demo" / "stages" / "sft.json").unlink()  # sft redone with other sampling settings: the samples are stale
+    shutil.rmtree(prepared / "demo" / "checkpoints" / "lora_sft")
+    proc = run_looper("sft", *[a.replace("samples=2", "samples=3") for a in args], cwd=REPO, check=False)
+    assert proc.returncode != 0 and "sampled with other settings" in proc.stderr

@@ -129,6 +129,16 @@ class LoraSettings:
 
 
 @dataclass
+class SelfDataConfig:
+    samples: int = _help("Samples per training question.", 4, ge=1)
+    temperature: float = _help("Sampling temperature (R1-style models: 0.6).", 0.6, gt=0)
+    top_p: float = _help("Nucleus sampling mass.", 0.95, gt=0, le=1)
+    max_new_tokens: int = _help("Generation limit; a truncated sample is never kept.", 1024, ge=1)
+    per_question: int = _help("Distinct correct samples kept per question.", 1, ge=1)
+    max_questions: int | None = _help("First N training questions sampled; null = all.", None, ge=1)
+
+
+@dataclass
 class SFTStageConfig:
     method: Literal["lora", "full"] = _help("lora: adapter on a (quantized) base; full: all weights.", "lora")
     lora_preset: Literal["baseline", "aggressive"] = _help(
@@ -136,6 +146,11 @@ class SFTStageConfig:
     )
     lora: LoraSettings = _help("Overrides of the preset's LoRA fields.", factory=LoraSettings)
     trainer: dict[str, Any] = _help("Fields of TRL's SFTConfig (learning_rate, max_steps, packing, ...).", factory=dict)
+    data: Literal["gold", "self"] = _help(
+        "gold: GSM8K's written solutions; self: the base model's own correct answers to the training questions "
+        "(rejection sampling), for reasoning models that GSM8K's short solutions would teach to stop reasoning.", "gold")
+    self_data: SelfDataConfig = _help("Sampling for sft.data=self (uses rollouts.batch_size / rollouts.engine).",
+                                      factory=SelfDataConfig)
 
 
 @dataclass

@@ -8,6 +8,7 @@ Layout of ``runs/<name>/`` (file names from the original plan)::
     data/gsm8k_platinum_test.jsonl
     checkpoints/lora_sft/       SFT adapter + tokenizer (checkpoints/sft for full SFT)
     checkpoints/lora_rl/        RL adapter + tokenizer
+    data/sft_self_samples.jsonl the base model's own samples of the train questions (sft.data: self)
     data/rl_rollouts.jsonl      one record per question, appended whole
     data/preferences.jsonl
     eval/                       per-sample JSONL, summary.json, report.md, plots
@@ -244,6 +245,7 @@ class RunDir:
     full_sft = property(lambda self: self.root / "checkpoints" / "sft")
     lora_rl = property(lambda self: self.root / "checkpoints" / "lora_rl")
     rollouts = property(lambda self: self.root / "data" / "rl_rollouts.jsonl")
+    sft_self_samples = property(lambda self: self.root / "data" / "sft_self_samples.jsonl")
     preferences = property(lambda self: self.root / "data" / "preferences.jsonl")
     eval_dir = property(lambda self: self.root / "eval")
 

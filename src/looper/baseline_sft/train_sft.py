@@ -9,19 +9,37 @@ is GSM8K's full worked solution and the loss is on the completion only (TRL's pr
 format). ``sft.method: lora`` saves a PEFT adapter + tokenizer to ``checkpoints/lora_sft``;
 ``sft.method: full`` saves the whole model to ``checkpoints/sft``. Killing the run and running the
 same command again resumes from the last trainer checkpoint in ``work/sft``.
+
+``sft.data: self`` trains on the base model's own correct answers instead of GSM8K's solutions
+(rejection sampling, for reasoning models whose long thinking GSM8K's short solutions would train
+away): ``sft.self_data.samples`` samples per training question are drawn with the shared engine,
+appended per question to ``data/sft_self_samples.jsonl`` (resumable; sharded across processes like
+collect-rollouts), checked by the one answer checker (``regime_w.answer_mode``), and up to
+``per_question`` distinct correct, untruncated ones per question become prompt-completion examples.
+Those examples are text, not messages: the prompt is rendered by the chat template as generation
+saw it, and the completion is the generated text verbatim (an R1-style template would otherwise drop
+everything before ``</think>`` from an assistant message, i.e. the reasoning to be learnt).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any
 
+from looper.answers import is_correct
 from looper.config import RunConfig
+from looper.generation import GenRequest, complete_groups, generate_stream
 from looper.modeling import load_model, load_tokenizer, lora_config
-from looper.prompts import sft_example
+from looper.prompts import render_prompt, sft_example
 from looper.runs import (
     InputError,
+    JsonlAppender,
     RunDir,
+    Shards,
+    atomic_write_json,
     check_stage,
+    derive_seed,
     finish_stage,
     read_jsonl,
     require_input,
@@ -81,8 +99,79 @@ def build_dataset(config: RunConfig, run: RunDir) -> Any:
     rows = read_jsonl(run.train, required=("question", "answer"))
     if not rows:
         raise InputError(f"{run.train}: the training set is empty")
+    if config.sft.data == "self":
+        return Dataset.from_list(self_examples(config, run))
     examples = [sft_example(r["question"], r["answer"], config.model.system_prompt, config.model.prompt_format) for r in rows]
     return Dataset.from_list(examples)
+
+
+def _self_data_hash(config: RunConfig) -> str:
+    what = {k: config.to_dict()[k] for k in ("seed", "data", "model")} | {"self_data": config.to_dict()["sft"]["self_data"]}
+    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def sample_self_data(config: RunConfig, run: RunDir) -> list[dict[str, Any]]:
+    """The base model's samples of every training question, one record per question (resumable)."""
+    sd = config.sft.self_data
+    path, meta = run.sft_self_samples, run.sft_self_samples.with_suffix(".meta.json")
+    questions = read_jsonl(run.train, required=("id", "question", "gold"))[: sd.max_questions]
+    if meta.exists() and json.loads(meta.read_text()).get("config_hash") != _self_data_hash(config):
+        raise InputError(f"{path} was sampled with other settings (sft.self_data, model, data or seed); "
+                         f"delete it and {meta.name} to sample again")
+    if path.exists() and meta.exists() and json.loads(meta.read_text()).get("complete"):
+        return read_jsonl(path)
+    shards = Shards()
+    if shards.is_main:
+        atomic_write_json(meta, {"config_hash": _self_data_hash(config)})
+    tokenizer = load_tokenizer(config.model, padding_side="left")
+    with JsonlAppender(shards.path(path)) as out:
+        todo = [q for q in shards.mine(questions) if q["id"] not in out.done_keys]
+        if todo:
+            model = load_model(config.model)
+            print(f"sft (self data): sampling {len(todo)} questions x {sd.samples} with the base model")
+            requests = [GenRequest((q["id"], s), render_prompt(tokenizer, q["question"], config.model.system_prompt,
+                                                               config.model.prompt_format),
+                                   sd.temperature, sd.top_p, derive_seed(config.seed, q["id"], "sft-self", s))
+                        for q in todo for s in range(sd.samples)]
+            by_id = {q["id"]: q for q in todo}
+            stream = generate_stream(model, tokenizer, requests, sd.max_new_tokens, config.rollouts.batch_size,
+                                     desc="sft self data", engine=config.rollouts.engine)
+            for results in complete_groups(stream, sd.samples):
+                q = by_id[results[0].key[0]]
+                out.append({"id": q["id"], "question": q["question"], "gold": q["gold"], "samples": [
+                    {"text": r.text, "num_tokens": r.num_tokens, "truncated": r.truncated,
+                     "correct": is_correct(r.text, q["gold"], config.regime_w.answer_mode)} for r in results]})
+            del model
+    shards.wait()
+    if shards.is_main:
+        shards.merge(path, [q["id"] for q in questions])
+        atomic_write_json(meta, {"config_hash": _self_data_hash(config), "complete": True})
+    shards.wait()
+    return read_jsonl(path)
+
+
+def self_examples(config: RunConfig, run: RunDir) -> list[dict[str, str]]:
+    """Prompt-completion text examples from the base model's distinct correct, untruncated samples."""
+    records = sample_self_data(config, run)
+    tokenizer = load_tokenizer(config.model)
+    examples, kept_questions, samples = [], 0, 0
+    for rec in records:
+        kept: list[str] = []
+        for smp in rec["samples"]:
+            samples += 1
+            if smp["correct"] and not smp["truncated"] and smp["text"].strip() not in kept:
+                kept.append(smp["text"].strip())
+        kept = kept[: config.sft.self_data.per_question]
+        kept_questions += bool(kept)
+        prompt = render_prompt(tokenizer, rec["question"], config.model.system_prompt, config.model.prompt_format)
+        examples += [{"prompt": prompt, "completion": text} for text in kept]  # TRL appends the end-of-sequence token
+    truncated = sum(s["truncated"] for r in records for s in r["samples"])
+    print(f"sft (self data): {len(examples)} examples from {kept_questions} of {len(records)} questions "
+          f"({truncated / max(1, samples):.1%} of {samples} samples truncated at {config.sft.self_data.max_new_tokens} tokens)")
+    if not examples:
+        raise InputError(f"{run.sft_self_samples}: the base model answered no training question correctly "
+                         f"({samples} samples); raise sft.self_data.samples / max_new_tokens or use sft.data=gold")
+    return examples
 
 
 def main(config: RunConfig) -> RunDir:

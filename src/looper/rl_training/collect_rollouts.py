@@ -144,9 +144,11 @@ def main(config: RunConfig, run: RunDir | None = None, round_: int = 1) -> RunDi
     records = shards.merge(run.rollouts, [q["id"] for q in questions])  # in question order; refuses a duplicate id
     finish_stage(run, STAGE, config, questions=len(records))
     acc = sum(t["parts"]["correct"] == 1.0 for r in records for t in r["trajectories"])
+    cut = sum(t["truncated"] for r in records for t in r["trajectories"])
     total = sum(len(r["trajectories"]) for r in records)
     print(f"collect-rollouts{f' (round {round_})' if round_ > 1 else ''}: {len(records)} questions x {total // max(1, len(records))} trajectories, "
-          f"{acc / max(1, total):.1%} correct -> {run.rollouts}")
+          f"{acc / max(1, total):.1%} correct, {cut / max(1, total):.1%} truncated at {config.rollouts.max_new_tokens} tokens "
+          f"-> {run.rollouts}")
     return run
 
 
