@@ -57,7 +57,8 @@ def test_rft_trains_on_distinct_correct_train_trajectories(rollouts_run, tiny_mo
     train_ids = {r["id"] for r in read_jsonl(run_dir / "demo" / "data" / "gsm_symbolic_train.jsonl")}
     assert set(data["id"]) <= train_ids
     assert list(data["id"]) == [records[0]["id"]] * 2 + [records[1]["id"]]
-    assert [c[0]["content"] if isinstance(c, list) else c for c in data["completion"]][0].endswith(f"#### {records[0]['gold']}")
+    assert data["completion"][0].endswith(f"#### {records[0]['gold']}")  # the generated text verbatim
+    assert records[0]["question"].strip() in data["prompt"][0] and data["prompt"][0].endswith("assistant\n")
 
     run_looper("train-rl", *cli, cwd=REPO)
     sft, rl = _lora(run_dir / "demo" / "checkpoints" / "lora_sft"), _lora(run_dir / "demo" / "checkpoints" / "lora_rl")

@@ -150,21 +150,33 @@ def sample_self_data(config: RunConfig, run: RunDir) -> list[dict[str, Any]]:
     return read_jsonl(path)
 
 
+def correct_texts(samples: list[tuple[str, bool, bool]], limit: int) -> list[str]:
+    """The distinct texts of the (text, correct, truncated) samples that are correct and not truncated, in
+    order, at most ``limit``: what rejection sampling keeps of one question (here and in train-rl's rft)."""
+    kept: list[str] = []
+    for text, correct, truncated in samples:
+        if correct and not truncated and text.strip() not in kept and len(kept) < limit:
+            kept.append(text.strip())
+    return kept
+
+
+def generated_example(tokenizer: Any, config: RunConfig, question: str, text: str) -> dict[str, str]:
+    """A prompt-completion example from a generated answer: the prompt as generation saw it (chat template
+    applied), the completion verbatim (TRL appends the end-of-sequence token)."""
+    return {"prompt": render_prompt(tokenizer, question, config.model.system_prompt, config.model.prompt_format),
+            "completion": text}
+
+
 def self_examples(config: RunConfig, run: RunDir) -> list[dict[str, str]]:
     """Prompt-completion text examples from the base model's distinct correct, untruncated samples."""
     records = sample_self_data(config, run)
     tokenizer = load_tokenizer(config.model)
-    examples, kept_questions, samples = [], 0, 0
+    examples, kept_questions = [], 0
     for rec in records:
-        kept: list[str] = []
-        for smp in rec["samples"]:
-            samples += 1
-            if smp["correct"] and not smp["truncated"] and smp["text"].strip() not in kept:
-                kept.append(smp["text"].strip())
-        kept = kept[: config.sft.self_data.per_question]
+        kept = correct_texts([(s["text"], s["correct"], s["truncated"]) for s in rec["samples"]], config.sft.self_data.per_question)
         kept_questions += bool(kept)
-        prompt = render_prompt(tokenizer, rec["question"], config.model.system_prompt, config.model.prompt_format)
-        examples += [{"prompt": prompt, "completion": text} for text in kept]  # TRL appends the end-of-sequence token
+        examples += [generated_example(tokenizer, config, rec["question"], text) for text in kept]
+    samples = sum(len(r["samples"]) for r in records)
     truncated = sum(s["truncated"] for r in records for s in r["samples"])
     print(f"sft (self data): {len(examples)} examples from {kept_questions} of {len(records)} questions "
           f"({truncated / max(1, samples):.1%} of {samples} samples truncated at {config.sft.self_data.max_new_tokens} tokens)")

@@ -30,7 +30,8 @@ TRL's own generation (``trl``: transformers ``generate``, or vLLM with ``rl.grpo
 RFT (rejection-sampling fine-tuning, the baseline RL methods are measured against): TRL's
 SFTTrainer continues the SFT adapter on the distinct correct, untruncated trajectories of the
 rollouts (at most ``rl.rft_per_question`` per question, highest Regime W reward first), with the SFT
-prompt. Rollouts are made on training questions only, and the stage refuses any other question.
+prompt, as text (the prompt rendered as generation saw it, the completion verbatim, as ``sft.data:
+self`` does). Rollouts are made on training questions only, and the stage refuses any other question.
 
 Rounds (``rl.rounds``, dpo and rft): round 1 trains on the run's rollouts; round k > 1 collects new
 rollouts from round k-1's adapter on the next training questions, builds pairs (dpo), and continues
@@ -45,10 +46,11 @@ import random
 from collections import defaultdict
 from typing import Any
 
+from looper.baseline_sft.train_sft import correct_texts, generated_example
 from looper.config import RunConfig
 from looper.generation import GenRequest, generate
 from looper.modeling import load_stage_model, load_tokenizer, lora_config
-from looper.prompts import preference_prompt, render_messages, sft_example
+from looper.prompts import preference_prompt, render_messages
 from looper.regime_w.arms import build_all_arms
 from looper.regime_w.reward import ArmOutput, check_reward_config, trajectory_rewards
 from looper.runs import (
@@ -128,17 +130,13 @@ def rft_dataset(config: RunConfig, run: RunDir) -> Any:
     if foreign:
         raise InputError(f"{run.rollouts}: {len(foreign)} questions are not in the train split {run.train} (e.g. "
                          f"{foreign[0]!r}); rejection-sampling data is built from training questions only")
-    fmt, examples, questions = config.model.prompt_format, [], 0
+    tokenizer = load_tokenizer(config.model)
+    examples, questions = [], 0
     for rec in records:
-        kept: set[str] = set()
-        for t in sorted(rec["trajectories"], key=lambda t: -t["reward"]):  # stable: ties keep arm order
-            text = t["text"].strip()
-            if t["parts"]["correct"] != 1.0 or t["truncated"] or text in kept:
-                continue
-            kept.add(text)
-            examples.append({**sft_example(rec["question"], text, config.model.system_prompt, fmt), "id": rec["id"]})
-            if len(kept) == config.rl.rft_per_question:
-                break
+        best_first = sorted(rec["trajectories"], key=lambda t: -t["reward"])  # stable: ties keep arm order
+        kept = correct_texts([(t["text"], t["parts"]["correct"] == 1.0, t["truncated"]) for t in best_first],
+                             config.rl.rft_per_question)
+        examples += [{**generated_example(tokenizer, config, rec["question"], text), "id": rec["id"]} for text in kept]
         questions += bool(kept)
     if not examples:
         raise InputError(f"{run.rollouts}: no correct, untruncated trajectory in {len(records)} questions; "
