@@ -64,7 +64,7 @@ def test_sft_resumes_after_interrupt(prepared, tiny_model_dir, monkeypatch, caps
             if state.global_step == 3:
                 raise KeyboardInterrupt("simulated kill")
 
-    monkeypatch.setattr(train_sft, "metrics_callback", lambda path: Crash())
+    monkeypatch.setattr(train_sft, "metrics_callback", lambda path, section=None: Crash())
     with pytest.raises(KeyboardInterrupt):
         train_sft.main(config)
     run = prepared / "demo"
