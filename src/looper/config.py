@@ -28,6 +28,11 @@ PLAN_SYSTEM_PROMPT = (
 )
 
 
+def stable_hash(payload: Any) -> str:
+    """16 hex digits of a JSON-able value (keys sorted): the fingerprint stage markers and data files carry."""
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 class _Loader(yaml.SafeLoader):
     """YAML 1.1 reads ``1e-4`` as a string; learning rates are written that way, so read it as a float."""
 
@@ -277,9 +282,8 @@ class RunConfig:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     def section_hash(self, *sections: str) -> str:
-        """Stable hash of the named sections (plus seed and model), to tell whether outputs are stale."""
-        payload = {s: self.to_dict()[s] for s in sections}
-        return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        """Stable hash of the named sections, to tell whether outputs are stale."""
+        return stable_hash({s: self.to_dict()[s] for s in sections})
 
 
 # --------------------------------------------------------------------------------------------

@@ -305,8 +305,9 @@ def start_stage(config: Any, stage: str, run: RunDir | None = None) -> RunDir:
 
 
 def stage_hash(config: Any, stage: str) -> str:
-    payload = _stage_sections(config, stage)
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    from looper.config import stable_hash
+
+    return stable_hash(_stage_sections(config, stage))
 
 
 def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:

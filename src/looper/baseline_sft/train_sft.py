@@ -23,12 +23,11 @@ everything before ``</think>`` from an assistant message, i.e. the reasoning to 
 
 from __future__ import annotations
 
-import hashlib
 import json
 from typing import Any
 
 from looper.answers import is_correct
-from looper.config import RunConfig
+from looper.config import RunConfig, stable_hash
 from looper.generation import GenRequest, complete_groups, generate_stream
 from looper.modeling import load_model, load_tokenizer, lora_config
 from looper.prompts import render_prompt, sft_example
@@ -106,8 +105,8 @@ def build_dataset(config: RunConfig, run: RunDir) -> Any:
 
 
 def _self_data_hash(config: RunConfig) -> str:
-    what = {k: config.to_dict()[k] for k in ("seed", "data", "model")} | {"self_data": config.to_dict()["sft"]["self_data"]}
-    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    everything = config.to_dict()
+    return stable_hash({k: everything[k] for k in ("seed", "data", "model")} | {"self_data": everything["sft"]["self_data"]})
 
 
 def sample_self_data(config: RunConfig, run: RunDir) -> list[dict[str, Any]]:
@@ -115,14 +114,16 @@ def sample_self_data(config: RunConfig, run: RunDir) -> list[dict[str, Any]]:
     sd = config.sft.self_data
     path, meta = run.sft_self_samples, run.sft_self_samples.with_suffix(".meta.json")
     questions = read_jsonl(run.train, required=("id", "question", "gold"))[: sd.max_questions]
-    if meta.exists() and json.loads(meta.read_text()).get("config_hash") != _self_data_hash(config):
+    chash = _self_data_hash(config)
+    made = json.loads(meta.read_text()) if meta.exists() else {}
+    if made and made.get("config_hash") != chash:
         raise InputError(f"{path} was sampled with other settings (sft.self_data, model, data or seed); "
                          f"delete it and {meta.name} to sample again")
-    if path.exists() and meta.exists() and json.loads(meta.read_text()).get("complete"):
+    if path.exists() and made.get("complete"):
         return read_jsonl(path)
     shards = Shards()
     if shards.is_main:
-        atomic_write_json(meta, {"config_hash": _self_data_hash(config)})
+        atomic_write_json(meta, {"config_hash": chash})
     tokenizer = load_tokenizer(config.model, padding_side="left")
     with JsonlAppender(shards.path(path)) as out:
         todo = [q for q in shards.mine(questions) if q["id"] not in out.done_keys]
@@ -145,7 +146,7 @@ def sample_self_data(config: RunConfig, run: RunDir) -> list[dict[str, Any]]:
     shards.wait()
     if shards.is_main:
         shards.merge(path, [q["id"] for q in questions])
-        atomic_write_json(meta, {"config_hash": _self_data_hash(config), "complete": True})
+        atomic_write_json(meta, {"config_hash": chash, "complete": True})
     shards.wait()
     return read_jsonl(path)
 

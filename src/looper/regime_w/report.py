@@ -20,7 +20,7 @@ from typing import Any
 from looper.answers import answers_equal
 from looper.config import RegimeWConfig, RunConfig
 from looper.regime_w.pairs import select_pairs
-from looper.regime_w.reward import ArmOutput, trajectory_rewards
+from looper.regime_w.reward import as_arm_outputs, trajectory_rewards
 from looper.runs import InputError, atomic_write_text, read_jsonl
 from looper.stats import auroc
 from looper.tables import text_table
@@ -37,11 +37,6 @@ ABLATIONS = {
 }
 
 
-def _outputs(record: dict[str, Any]) -> list[ArmOutput]:
-    return [ArmOutput(t["arm"], t["family"], t["text"], t.get("num_tokens", 0), t.get("truncated", False))
-            for t in record["trajectories"]]
-
-
 def _fmt(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.3f}"
 
@@ -54,7 +49,7 @@ def family_auroc(records: list[dict[str, Any]], cfg: RegimeWConfig, family: str 
     correct consensus, with the consensus taken over one family's trajectories (None: all)."""
     s_end, s_wm, labels = [], [], []
     for rec in records:
-        outputs = [o for o in _outputs(rec) if family is None or o.family == family]
+        outputs = [o for o in as_arm_outputs(rec["trajectories"]) if family is None or o.family == family]
         if not outputs:
             continue
         scores, _ = trajectory_rewards(outputs, rec.get("gold"), cfg)
@@ -78,7 +73,7 @@ def build_report(records: list[dict[str, Any]], cfg: RegimeWConfig, config: RunC
             variant = dataclasses.replace(cfg, **change)
             pairs_by_variant[name] = []
             for rec in records:
-                scores, rewards = trajectory_rewards(_outputs(rec), rec.get("gold"), variant)
+                scores, rewards = trajectory_rewards(as_arm_outputs(rec["trajectories"]), rec.get("gold"), variant)
                 chosen = select_pairs([r.reward for r in rewards], [r.correct == 1.0 for r in rewards], prefs)[0]
                 pairs_by_variant[name].append(chosen[0] if chosen else None)
                 if name != "full":

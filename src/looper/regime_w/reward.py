@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from looper.answers import extract_answer, parse_number
 from looper.config import RegimeWConfig
-from looper.regime_w.arms import family_of
-from looper.regime_w.scoring import (
+from looper.regime_w.scoring import (  # ArmOutput and as_arm_outputs are re-exported: every stage imports them from here
+    ArmOutput,
+    as_arm_outputs,
     consensus_answer,
     intermediate_quantities,
     s_cf_for_question,
@@ -32,18 +33,6 @@ from looper.regime_w.scoring import (
     s_path_for_question,
     s_wm_for_question,
 )
-
-
-@dataclass
-class ArmOutput:
-    """One trajectory: which arm (and family) produced which text, how long, whether it was cut off."""
-
-    arm: str
-    family: str
-    text: str
-    num_tokens: int = 0
-    truncated: bool = False
-    answer: str | None = field(default=None, init=False)
 
 
 @dataclass
@@ -67,27 +56,6 @@ class TrajectoryReward:
 
     def parts(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-
-def as_arm_outputs(arm_outputs: Sequence[Any]) -> list[ArmOutput]:
-    """Looper's ArmOutputs as they are; the plan's dicts (``answer``, ``reasoning``, ``full_text``, optional
-    ``arm`` / ``family`` / ``num_tokens`` / ``truncated``) and looper's rollout records (``text``) as ArmOutputs.
-    A dict's text is its ``full_text`` (or ``text``), else its reasoning followed by ``#### answer``."""
-    outs = []
-    for i, o in enumerate(arm_outputs):
-        if isinstance(o, ArmOutput):
-            outs.append(o)
-            continue
-        if not isinstance(o, Mapping):
-            raise TypeError(f"arm_outputs[{i}]: expected an ArmOutput or a dict, got {type(o).__name__}")
-        text = o.get("full_text") or o.get("text")
-        if text is None:
-            if o.get("answer") is None and o.get("reasoning") is None:
-                raise ValueError(f"arm_outputs[{i}]: needs 'full_text', or 'reasoning' and/or 'answer'")
-            text = (o.get("reasoning") or "").strip() + (f"\n#### {o['answer']}" if o.get("answer") is not None else "")
-        family = family_of(o.get("arm"), o.get("family"), i, len(arm_outputs))
-        outs.append(ArmOutput(o.get("arm") or f"arm{i}", family, text, int(o.get("num_tokens") or 0), bool(o.get("truncated"))))
-    return outs
 
 
 def check_reward_config(cfg: RegimeWConfig) -> None:

@@ -17,6 +17,7 @@ import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from fractions import Fraction
+from dataclasses import dataclass, field
 from functools import lru_cache
 from itertools import combinations
 from typing import Any, Protocol
@@ -32,6 +33,38 @@ _ANNOTATION = re.compile(r"<<[^<>]*=\s*([^<>]+?)>>")
 _RESULT = re.compile(r"=\s*(-?\$?\d[\d,]*(?:\.\d+)?%?)")
 _OPERATION = re.compile(r"\d[\s%)]*[-+*/x×÷^][\s($]*-?\$?\d")
 _LOOKBACK = 200  # characters before an "=" searched for its operation
+
+
+@dataclass
+class ArmOutput:
+    """One trajectory: which arm (and family) produced which text, how long, whether it was cut off."""
+
+    arm: str
+    family: str
+    text: str
+    num_tokens: int = 0
+    truncated: bool = False
+    answer: str | None = field(default=None, init=False)  # set by score_question, in the run's answer mode
+
+
+def as_arm_outputs(arm_outputs: Sequence[Any]) -> list[ArmOutput]:
+    """Looper's ArmOutputs (or any object with ``family`` / ``answer``) as they are; the plan's dicts (``answer``,
+    ``reasoning``, ``full_text``, optional ``arm`` / ``family`` / ``num_tokens`` / ``truncated``) and looper's
+    rollout records (``text``) as ArmOutputs. A dict's text is its ``full_text`` (or ``text``), else its
+    reasoning followed by ``#### answer``; its answer is read from that text by the one checker."""
+    outs = []
+    for i, o in enumerate(arm_outputs):
+        if not isinstance(o, Mapping):
+            outs.append(o)
+            continue
+        text = o.get("full_text") or o.get("text")
+        if text is None:
+            if o.get("answer") is None and o.get("reasoning") is None:
+                raise ValueError(f"arm_outputs[{i}]: needs 'full_text', or 'reasoning' and/or 'answer'")
+            text = (o.get("reasoning") or "").strip() + (f"\n#### {o['answer']}" if o.get("answer") is not None else "")
+        family = family_of(o.get("arm"), o.get("family"), i, len(arm_outputs))
+        outs.append(ArmOutput(o.get("arm") or f"arm{i}", family, text, int(o.get("num_tokens") or 0), bool(o.get("truncated"))))
+    return outs
 
 
 class HasFamilyAndAnswer(Protocol):
@@ -96,26 +129,11 @@ def s_path_for_question(reasonings: Sequence[str], quantities: Sequence[frozense
     return sum(_jaccard(a, b) for a, b in pairs) / len(pairs) if pairs else 0.0
 
 
-def family_and_answer(outputs: Sequence[Any]) -> list[tuple[str, str | None]]:
-    """(family, canonical answer) of each output: objects with ``family`` / ``answer`` (looper's ArmOutput),
-    or the plan's dicts (``answer``, ``reasoning``, ``full_text``, optional ``arm`` / ``family``; looper's
-    rollout records, with ``text``, also fit). A dict's answer is read by the one checker: its ``answer``
-    field as ``#### answer``, else its text's ``#### N`` line."""
-    out = []
-    for i, o in enumerate(outputs):
-        if not isinstance(o, Mapping):
-            out.append((o.family, o.answer))
-            continue
-        raw = o.get("answer")
-        answer = extract_answer(f"#### {raw}") if raw is not None else extract_answer(o.get("full_text") or o.get("text") or "")
-        out.append((family_of(o.get("arm"), o.get("family"), i, len(outputs)), answer))
-    return out
-
-
 def s_cf_for_question(arm_outputs: Sequence[HasFamilyAndAnswer] | Sequence[Mapping[str, Any]]) -> float:
     """Share of (compute, reflective) pairs whose answers agree: does the answer survive a change of regime?
-    Takes looper's outputs or the plan's list of dicts (``family_and_answer``)."""
-    pairs = family_and_answer(arm_outputs)
+    Takes looper's outputs or the plan's list of dicts (``as_arm_outputs``)."""
+    pairs = [(o.family, extract_answer(o.text) if isinstance(raw, Mapping) else o.answer)
+             for raw, o in zip(arm_outputs, as_arm_outputs(arm_outputs))]
     compute = [a for f, a in pairs if f == "compute"]
     reflective = [a for f, a in pairs if f == "reflective"]
     if not compute or not reflective:

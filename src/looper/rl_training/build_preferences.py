@@ -24,7 +24,7 @@ from looper.config import RunConfig
 from looper.prompts import preference_completion, preference_prompt
 from looper.regime_w.arms import build_all_arms
 from looper.regime_w.pairs import select_pairs
-from looper.regime_w.reward import ArmOutput, trajectory_rewards
+from looper.regime_w.reward import trajectory_rewards
 from looper.runs import (
     InputError,
     RunDir,
@@ -46,8 +46,7 @@ def ranking(record: dict[str, Any], config: RunConfig) -> tuple[list[float], lis
     trajs = record["trajectories"]
     if not config.preferences.label_free:
         return [t["reward"] for t in trajs], [t["parts"]["correct"] == 1.0 for t in trajs]
-    outputs = [ArmOutput(t["arm"], t["family"], t["text"], t.get("num_tokens", 0), t.get("truncated", False)) for t in trajs]
-    _, rewards = trajectory_rewards(outputs, None, config.regime_w)
+    _, rewards = trajectory_rewards(trajs, None, config.regime_w)  # the saved records, re-scored
     return [r.reward for r in rewards], [r.agree for r in rewards]
 
 

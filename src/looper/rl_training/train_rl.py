@@ -88,9 +88,8 @@ def load_policy(config: RunConfig, run: RunDir) -> Any:
 def load_reference(config: RunConfig, run: RunDir) -> Any:
     """The plan's two-model layout: a second, frozen copy of base + SFT, the adapter merged in (TRL
     patches its fused log-prob head onto a plain model, not a PEFT wrapper)."""
-    model = load_stage_model(config, run, "sft", merge=True)
-    # load_model leaves an adapter on a quantized base unmerged; the reference merges it anyway (frozen, lossy is fine)
-    return model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
+    model = load_stage_model(config, run, "sft")
+    return model.merge_and_unload() if hasattr(model, "merge_and_unload") else model  # a full SFT checkpoint has no adapter
 
 
 # ----------------------------------------------------------------------------- DPO
