@@ -9,7 +9,8 @@ recipe's overrides, after the shared work it reuses has been copied in from the 
 or RL rounds where a recipe says so), so every row compares against the same SFT adapter on the same
 questions and shared stages run once. Eval covers the dev split (where a recipe is chosen) and the
 test split (scored once per recipe and reported whatever it says). A recipe already complete is
-skipped by the pipeline's own stage markers, so the script can be rerun after a kill.
+skipped by the pipeline's own stage markers, so the script can be rerun after a kill. ``--jobs N`` runs
+up to N recipes at once once what they build on is done (a 135M model leaves most of a GPU idle).
 
 Output: a JSON file and a markdown table per split: accuracy (strict, flexible) with 95% intervals,
 exact McNemar p against SFT, flips, truncation, mean tokens, pairs / examples, wall time of the
@@ -32,25 +33,39 @@ from typing import Any
 # own defaults are now, then applies its overrides.
 RESET = ["rollouts.samples_per_arm=1", "preferences.require_correct_chosen=false", "preferences.label_free=false",
          "rl.algorithm=dpo", "rl.rounds=1"]
-# name -> (what it is, the recipe it builds on, what it reuses from that one, its overrides)
+# name -> (what it is, the recipe it builds on, what it reuses from that one, its overrides). A recipe that builds on
+# none reuses the shared SFT adapter (and base / SFT eval files): the first recipe of the list trains it.
+B_CORRECT = ["rollouts.samples_per_arm=4", "preferences.require_correct_chosen=true", "preferences.max_pairs_per_question=2"]
+RPO = ["rl.dpo.loss_type=[sigmoid,sft]", "rl.dpo.loss_weights=[1.0,1.0]"]  # DPO + NLL on the chosen (Pang et al. 2024)
+CORRECT_ONLY = ["regime_w.consensus_weight=0", "regime_w.missing_penalty=0", "regime_w.truncation_penalty=0",
+                "regime_w.length_penalty=0"]  # the Regime W reward reduced to 1 for a correct answer, else 0
 RECIPES: dict[str, tuple[str, str | None, str | None, list[str]]] = {
     "a_dpo": ("DPO, best vs worst of 1 sample per arm (the GPU config's recipe before this comparison)", None, None, []),
     "f_label_free": ("(a) without gold: pairs ranked by the s_wm-weighted consensus", "a_dpo", "rollouts",
                      ["preferences.label_free=true"]),
-    "b_dpo_correct": ("DPO, correct chosen vs wrong rejected, 4 samples per arm", "a_dpo", "sft",
-                      ["rollouts.samples_per_arm=4", "preferences.require_correct_chosen=true",
-                       "preferences.max_pairs_per_question=2"]),
+    "b_dpo_correct": ("DPO, correct chosen vs wrong rejected, 4 samples per arm", None, None, B_CORRECT),
     "e_rft": ("rejection-sampling fine-tuning on (b)'s correct trajectories", "b_dpo_correct", "rollouts",
               ["rollouts.samples_per_arm=4", "rl.algorithm=rft"]),
     "c_dpo_rounds": ("(b) for 2 rounds, round 2 sampled from round 1's policy", "b_dpo_correct", "rl",
-                     ["rollouts.samples_per_arm=4", "preferences.require_correct_chosen=true",
-                      "preferences.max_pairs_per_question=2", "rl.rounds=2"]),
-    "d_grpo": ("GRPO, Regime W reward, looper's generation engine, 600 questions", "a_dpo", "sft",
+                     [*B_CORRECT, "rl.rounds=2"]),
+    "d_grpo": ("GRPO, Regime W reward, looper's generation engine, 600 questions", None, None,
                ["rl.algorithm=grpo", "rl.num_questions=600", "rl.grpo.generation_batch_size=256",
                 "rl.grpo.per_device_train_batch_size=64", "rl.grpo.learning_rate=2.0e-5"]),
-    "d_grpo_trl": ("(d) with TRL's own generation (transformers generate), 8 steps: speed only", "a_dpo", "sft",
+    "d_grpo_trl": ("(d) with TRL's own generation (transformers generate), 8 steps: speed only", None, None,
                    ["rl.algorithm=grpo", "rl.generation=trl", "rl.grpo.max_steps=8", "rl.grpo.generation_batch_size=256",
                     "rl.grpo.per_device_train_batch_size=64", "rl.grpo.learning_rate=2.0e-5"]),
+    "d_grpo_correct": ("(d) with correctness alone as the reward, lr 1e-5", None, None,
+                       ["rl.algorithm=grpo", "rl.num_questions=600", "rl.grpo.generation_batch_size=256",
+                        "rl.grpo.per_device_train_batch_size=64", "rl.grpo.learning_rate=1.0e-5", *CORRECT_ONLY]),
+    "e_rft_strong": ("(e) at lr 1e-4 for 2 epochs", "b_dpo_correct", "rollouts",
+                     ["rollouts.samples_per_arm=4", "rl.algorithm=rft", "rl.rft.learning_rate=1.0e-4",
+                      "rl.rft.num_train_epochs=2"]),
+    "g_rpo": ("(b) with an NLL term on the chosen answer (DPO + SFT loss, RPO)", "b_dpo_correct", "rollouts",
+              [*B_CORRECT, *RPO]),
+    "g_rpo_hi": ("(g) at lr 2e-5 for 2 epochs", "b_dpo_correct", "rollouts",
+                 [*B_CORRECT, *RPO, "rl.dpo.learning_rate=2.0e-5", "rl.dpo.num_train_epochs=2"]),
+    "g_rpo_hi_rounds": ("(g at lr 2e-5) for 2 rounds, round 2 sampled from round 1's policy", "g_rpo_hi", "rl",
+                        [*B_CORRECT, *RPO, "rl.dpo.learning_rate=2.0e-5", "rl.dpo.num_train_epochs=2", "rl.rounds=2"]),
 }
 # What each level of reuse copies from the recipe built on (paths inside a run folder; globs allowed)
 REUSE = {
@@ -79,34 +94,81 @@ def copy_shared(src: Path, dst: Path, level: str) -> None:
                     os.link(path, target)
 
 
-def run_recipe(config: str, runs_dir: Path, base_name: str, recipe: str, sets: list[str]) -> dict[str, Any]:
-    what, parent, level, overrides = RECIPES[recipe]
-    name = f"{base_name}-{recipe}"
-    root = runs_dir / name
+def source_of(recipe: str, first: str) -> tuple[str | None, str]:
+    """The recipe whose outputs ``recipe`` starts from, and up to which level (the first recipe starts from nothing)."""
+    _, parent, level, _ = RECIPES[recipe]
     if parent is not None:
-        parent_root = runs_dir / f"{base_name}-{parent}"
-        if not (parent_root / "stages" / "sft.json").exists():
-            raise SystemExit(f"recipe {recipe} builds on {parent}: run that one first ({parent_root} has no SFT)")
-        copy_shared(parent_root, root, level)
+        return parent, level
+    return (None, "sft") if recipe == first else (first, "sft")
+
+
+def start_recipe(config: str, runs_dir: Path, base_name: str, recipe: str, first: str, sets: list[str],
+                 log: Path | None) -> tuple[subprocess.Popen, float]:
+    """Copy in the shared work and start ``looper pipeline`` for the recipe (its output to ``log``, or to ours)."""
+    what, _, _, overrides = RECIPES[recipe]
+    name = f"{base_name}-{recipe}"
+    source, level = source_of(recipe, first)
+    if source is not None:
+        copy_shared(runs_dir / f"{base_name}-{source}", runs_dir / name, level)
     cmd = [sys.executable, "-m", "looper.cli", "pipeline", config, f"runs_dir={runs_dir}", f"name={name}", *sets, *RESET,
            *overrides]
-    print(f"\n##### {recipe}: {what}\n{' '.join(cmd)}", flush=True)
-    started = time.perf_counter()
-    rc = subprocess.run(cmd).returncode
-    wall = time.perf_counter() - started
-    if rc != 0:  # e.g. a diverged training run: recorded, and the next recipes still run
-        print(f"##### {recipe} failed (exit status {rc}); see its output above", flush=True)
+    print(f"\n##### {recipe}: {what}\n{' '.join(cmd)}" + (f"\n(output: {log})" if log else ""), flush=True)
+    out = open(log, "w") if log else None  # noqa: SIM115 (closed by the child's exit)
+    return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT if out else None), time.perf_counter()
+
+
+def finish_recipe(runs_dir: Path, base_name: str, recipe: str, first: str, rc: int, wall: float) -> dict[str, Any]:
+    what, _, _, overrides = RECIPES[recipe]
+    source, level = source_of(recipe, first)
+    root = runs_dir / f"{base_name}-{recipe}"
+    if rc != 0:  # e.g. a diverged training run: recorded, and the recipes that do not build on it still run
+        print(f"##### {recipe} failed (exit status {rc}); see its output", flush=True)
         return {"recipe": recipe, "what": what, "failed": rc, "wall_s": round(wall, 1), "overrides": overrides}
+    print(f"##### {recipe} done in {wall:.0f} s", flush=True)
     summary = json.loads((root / "eval" / "summary.json").read_text())
     timings = json.loads((root / "pipeline_timings.json").read_text())
-    info = {"recipe": recipe, "what": what, "builds_on": parent, "reuses": level, "overrides": overrides, "wall_s": round(wall, 1),
-            "stage_s": timings, "summary": summary}
+    info = {"recipe": recipe, "what": what, "builds_on": source, "reuses": level, "overrides": overrides,
+            "wall_s": round(wall, 1), "stage_s": timings, "summary": summary}
     for stage, key in (("build-preferences", "pairs"), ("train-rl", "steps")):
         marker = root / "stages" / f"{stage}.json"
         if marker.exists():
             info[key] = json.loads(marker.read_text()).get(key)
             info.setdefault("pair_questions", json.loads(marker.read_text()).get("questions"))
     return info
+
+
+def run_all(config: str, runs_dir: Path, base_name: str, recipes: list[str], sets: list[str], jobs: int,
+            on_result: Any) -> list[dict[str, Any]]:
+    """Run the recipes, up to ``jobs`` at once (each waits for the one it builds on); results in the given order.
+
+    With jobs > 1 the recipes share the GPU, so their wall times are longer than alone (a 135M model leaves most of
+    an H100/H200 idle; an 8B one does not: use 1 there). Each recipe's output then goes to ``<runs-dir>/<name>.log``.
+    """
+    first = recipes[0]
+    pending, running, done = list(recipes), {}, {}
+    while pending or running:
+        for recipe in list(pending):
+            source, _ = source_of(recipe, first)
+            if source in done and done[source].get("failed") is not None or source is not None and source not in recipes:
+                why = "is not in this run's list" if source not in recipes else "failed"
+                print(f"##### {recipe} skipped: it builds on {source}, which {why}", flush=True)
+                done[recipe] = {"recipe": recipe, "what": RECIPES[recipe][0], "failed": f"skipped ({source} {why})"}
+                pending.remove(recipe)
+            elif len(running) < jobs and (source is None or source in done):
+                log = runs_dir / f"{base_name}-{recipe}.log" if jobs > 1 else None
+                runs_dir.mkdir(parents=True, exist_ok=True)
+                running[recipe] = start_recipe(config, runs_dir, base_name, recipe, first, sets, log)
+                pending.remove(recipe)
+        if not running:
+            continue
+        time.sleep(1)
+        for recipe, (proc, started) in list(running.items()):
+            if proc.poll() is None:
+                continue
+            del running[recipe]
+            done[recipe] = finish_recipe(runs_dir, base_name, recipe, first, proc.returncode, time.perf_counter() - started)
+            on_result([done[r] for r in recipes if r in done])
+    return [done[r] for r in recipes]
 
 
 def table(results: list[dict[str, Any]], dataset: str) -> str:
@@ -147,6 +209,8 @@ def main() -> None:
     parser.add_argument("--set", nargs="*", default=[], help="key=value overrides for every recipe (data paths, step limits)")
     parser.add_argument("--datasets", default="gsm8k_dev,gsm8k_test", help="eval datasets: the first chooses, the last reports")
     parser.add_argument("--out", default="rl_recipes.json")
+    parser.add_argument("--jobs", type=int, default=1, help="recipes run at once once what they build on is done (the "
+                        "first recipe trains the shared SFT adapter alone); wall times then include the sharing")
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
     from looper.config import load_config
@@ -157,10 +221,18 @@ def main() -> None:
     unknown = [r for r in recipes if r not in RECIPES]
     if unknown:
         raise SystemExit(f"unknown recipe(s) {unknown}; known: {', '.join(RECIPES)}")
-    results = []
-    for recipe in recipes:
-        results.append(run_recipe(args.config, runs_dir, base_name, recipe, [*args.set, f"eval.datasets=[{args.datasets}]"]))
-        Path(args.out).write_text(json.dumps({"config": args.config, "set": args.set, "results": results}, indent=1))
+    for i, recipe in enumerate(recipes):
+        source, _ = source_of(recipe, recipes[0])
+        if source in recipes[i:]:
+            raise SystemExit(f"recipe {recipe} builds on {source}: list {source} before it")
+    sets = [*args.set, f"eval.datasets=[{args.datasets}]"]
+    out = Path(args.out)
+
+    def save(results: list[dict[str, Any]]) -> None:
+        out.write_text(json.dumps({"config": args.config, "set": args.set, "jobs": args.jobs, "results": results}, indent=1))
+
+    results = run_all(args.config, runs_dir, base_name, recipes, sets, args.jobs, save)
+    save(results)
     for dataset in args.datasets.split(","):
         print(f"\n{dataset}\n{table(results, dataset)}")
 

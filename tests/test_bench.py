@@ -51,3 +51,12 @@ def test_rl_recipes_compares_recipes_on_one_sft_adapter(tmp_path, tiny_model_dir
     assert (f / "data" / "rl_rollouts.jsonl").samefile(a / "data" / "rl_rollouts.jsonl")  # reused, not collected again
     assert (f / "checkpoints" / "lora_sft" / "adapter_model.safetensors").samefile(a / "checkpoints" / "lora_sft" / "adapter_model.safetensors")
     assert "| f_label_free |" in proc.stdout and "| SFT (shared) |" in proc.stdout
+
+
+def test_rl_recipes_refuses_a_recipe_listed_before_the_one_it_builds_on(tmp_path):
+    """--jobs schedules a recipe once what it builds on is done, so that one must come first (checked before any work)."""
+    cmd = [sys.executable, str(REPO / "bench" / "rl_recipes.py"), "configs/demo.yaml", "--runs-dir", str(tmp_path),
+           "--recipes", "g_rpo,b_dpo_correct", "--jobs", "2"]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode != 0 and "recipe g_rpo builds on b_dpo_correct: list b_dpo_correct before it" in proc.stderr
+    assert not any(tmp_path.iterdir())
