@@ -119,3 +119,44 @@ def test_adapter_on_a_different_base_model_is_refused(sft_run, tiny_model_dir, t
     run_dir = _fresh_copy(sft_run, tmp_path / "runs")
     proc = run_looper("train-rl", *args(run_dir, other), cwd=REPO, check=False)
     assert proc.returncode != 0 and "trained on a different base model" in proc.stderr
+
+
+R1_STYLE_TEMPLATE = (  # what DeepSeek-R1's template does that matters here: assistant turns keep only what follows
+    # </think>, and the generation prompt opens a <think> block
+    "{% for m in messages %}{% set c = m['content'] %}{% if m['role'] == 'assistant' and '</think>' in c %}"
+    "{% set c = c.split('</think>')[-1] %}{% endif %}<|{{ m['role'] }}|>{{ c }}{% if m['role'] == 'assistant' %}"
+    "<|im_end|>{% endif %}{% endfor %}{% if add_generation_prompt %}<|assistant|><think>\n{% endif %}")
+
+
+def test_dpo_trains_on_the_whole_reasoning_under_a_reasoning_template(tmp_path, tiny_model_dir):
+    """Pairs reach TRL as text (the prompt as generation saw it, the answers verbatim), so a template that drops an
+    assistant message's reasoning cannot turn DPO into a comparison of bare final answers."""
+    import json
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    from looper.config import load_config
+    from looper.prompts import preference_prompt
+    from looper.rl_training.train_rl import dpo_dataset
+    from looper.runs import RunDir
+
+    model = tmp_path / "r1-like"
+    shutil.copytree(tiny_model_dir, model)
+    tok = AutoTokenizer.from_pretrained(model)
+    tok.chat_template = R1_STYLE_TEMPLATE
+    tok.save_pretrained(model)
+    config = load_config("configs/demo.yaml", [f"runs_dir={tmp_path}", f"model.name_or_path={model}"])
+    run = RunDir.of(config)
+    run.preferences.parent.mkdir(parents=True)
+    better, worse = "Half of 14 is 7.\n</think>\n#### 7", "14 halves... wait.\n</think>\n#### 8"
+    prompt = preference_prompt("What is half of 14?", config.model.system_prompt, "chat")
+    run.preferences.write_text(json.dumps({"prompt": prompt, "chosen": [{"role": "assistant", "content": better}],
+                                           "rejected": [{"role": "assistant", "content": worse}], "better": better,
+                                           "worse": worse}) + "\n")
+    row = dpo_dataset(config, run)[0]
+    assert row["prompt"].endswith("<|assistant|><think>\n") and "What is half of 14?" in row["prompt"]
+    assert row["chosen"] == better and row["rejected"] == worse  # the reasoning is kept; TRL appends the end token
+    # what message form would have trained on: the bare answers
+    assert tok.apply_chat_template([*prompt, {"role": "assistant", "content": better}], tokenize=False).endswith(
+        "<|assistant|>\n#### 7<|im_end|>")

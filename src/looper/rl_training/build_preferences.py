@@ -5,7 +5,9 @@
 
 Reads ``data/rl_rollouts.jsonl`` and writes ``data/preferences.jsonl``: TRL's explicit-prompt format
 (``prompt``, ``chosen``, ``rejected``), the plan's names (``question``, ``better``, ``worse``) and
-metadata (id, both arms, both rewards). A pair is kept when the reward gap is at least
+metadata (id, both arms, both rewards). train-rl trains on the prompt rendered as generation saw it
+and the ``better`` / ``worse`` texts verbatim (a reasoning model's chat template would cut the
+message-form answers at ``</think>``). A pair is kept when the reward gap is at least
 ``preferences.min_margin`` (and, with ``require_correct_chosen``, only if chosen is correct and
 rejected is not). ``max_pairs_per_question > 1`` adds correct x incorrect pairs, largest gaps first.
 

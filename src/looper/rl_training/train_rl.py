@@ -98,10 +98,15 @@ def load_reference(config: RunConfig, run: RunDir) -> Any:
 def dpo_dataset(config: RunConfig, run: RunDir) -> Any:
     from datasets import Dataset
 
-    rows = read_jsonl(require_input(run.preferences, "build-preferences"), required=("prompt", "chosen", "rejected"))
+    rows = read_jsonl(require_input(run.preferences, "build-preferences"), required=("prompt", "better", "worse"))
     if not rows:
         raise InputError(f"{run.preferences}: empty; no pairs to train on")
-    return Dataset.from_list([{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows])
+    # Text form, as rft: the prompt as generation saw it and the two answers verbatim (TRL appends the end token).
+    # Message form would pass the answers back through the chat template, and a reasoning model's template (DeepSeek-R1)
+    # keeps only what follows </think> of an assistant message: DPO would compare two bare answers.
+    tokenizer = load_tokenizer(config.model)
+    return Dataset.from_list([{"prompt": render_messages(tokenizer, r["prompt"]), "chosen": r["better"], "rejected": r["worse"]}
+                              for r in rows])
 
 
 def prepare_dpo(config: RunConfig, run: RunDir) -> tuple[type, dict[str, Any]]:
