@@ -29,6 +29,22 @@ def test_trainer_sections_are_valid_trl_configs(tmp_path):
             make_trl_config(kind, config, tmp_path)
 
 
+@pytest.mark.parametrize("name", ["r1-distill-llama-8b", "r1-distill-llama-8b-qlora", "r1-distill-llama-8b-plan"])
+def test_reasoning_model_configs_leave_room_to_think(name):
+    """DeepSeek-R1 distills think for 500-2,000 tokens on GSM8K: every generation limit fits that, DPO's sequences fit a
+    prompt plus such an answer, answers are read in flexible mode (\\boxed), and looper's own configs train SFT on the
+    model's own reasoning (the plan's keeps its gold data, by name)."""
+    config = load_config(Path(__file__).resolve().parents[1] / "configs" / f"{name}.yaml")
+    limits = [config.rollouts.max_new_tokens, config.eval.max_new_tokens, config.rl.grpo["max_completion_length"],
+              config.rl.rloo["max_completion_length"]]
+    assert min(limits) >= 2048 and config.rl.dpo["max_length"] >= config.rollouts.max_new_tokens + 256
+    assert config.regime_w.answer_mode == "flexible"
+    assert config.sft.data == ("gold" if name.endswith("plan") else "self")
+    if config.sft.data == "self":
+        assert config.sft.self_data.max_new_tokens >= 2048
+        assert config.sft.trainer["max_length"] >= config.sft.self_data.max_new_tokens + 256
+
+
 def test_overrides_apply_with_yaml_types():
     config = load_config(CONFIGS[0], ["sft.trainer.max_steps=7", "rollouts.num_questions=null", "regime_w.w_end=0.5"])
     assert config.sft.trainer["max_steps"] == 7

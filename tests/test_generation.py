@@ -201,3 +201,30 @@ def test_a_diverged_loss_stops_training_with_a_clear_error(tmp_path):
     with pytest.raises(TrainingDiverged, match=r"grad_norm = nan at step 20 \(last finite log at step 10\).*rl.grpo.learning_rate"):
         cb.on_log(args, state, None, logs={"loss": 0.4, "grad_norm": float("nan")})
     assert len((tmp_path / "log.jsonl").read_text().splitlines()) == 2  # the bad line is logged too
+
+
+def test_non_finite_gradients_stop_training_before_the_step_and_keep_its_batches(tmp_path):
+    from types import SimpleNamespace
+
+    from looper.trainers import TrainingDiverged, watch_gradients
+
+    layer = torch.nn.Linear(2, 1)
+    trainer = SimpleNamespace(training_step=lambda model, inputs, n=None: torch.tensor(0.5), callbacks=[])
+    trainer.add_callback = trainer.callbacks.append
+    watch_gradients(trainer, tmp_path, "rl.grpo")
+    (watch,) = trainer.callbacks
+    state = SimpleNamespace(global_step=6)
+    batch = {"input_ids": torch.tensor([[1, 2, 3]]), "advantages": torch.tensor([0.0])}
+    trainer.training_step(layer, batch)
+    layer.weight.grad, layer.bias.grad = torch.ones(1, 2), torch.ones(1)
+    watch.on_pre_optimizer_step(None, state, None, model=layer)  # finite: the window is cleared, nothing written
+    assert not list(tmp_path.iterdir())
+    trainer.training_step(layer, batch)
+    trainer.training_step(layer, {**batch, "input_ids": torch.tensor([[4, 5]])})
+    layer.weight.grad = torch.tensor([[1.0, float("nan")]])
+    state.global_step = 7
+    with pytest.raises(TrainingDiverged, match=r"non-finite gradients at step 8, before the optimizer applied them.*"
+                                               r"2 micro-batch\(es\) are in .*diverged_step8.pt.*rl.grpo.learning_rate"):
+        watch.on_pre_optimizer_step(None, state, None, model=layer)
+    dump = torch.load(tmp_path / "diverged_step8.pt")
+    assert dump["step"] == 8 and [b["input_ids"].tolist() for b in dump["inputs"]] == [[[1, 2, 3]], [[4, 5]]]

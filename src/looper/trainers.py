@@ -102,6 +102,50 @@ def metrics_callback(path: Path, section: str = "the trainer section") -> Any:
     return JsonlMetrics()
 
 
+def watch_gradients(trainer: Any, work_dir: Path, section: str) -> None:
+    """Stop at the first optimizer step whose gradients are not finite, before that step is applied, and keep the
+    micro-batches that produced them (``<work_dir>/diverged_step<N>.pt``: the trainer's inputs, on the CPU) so the
+    step can be replayed offline. The log-time check in ``metrics_callback`` sees a NaN only at the next logging step,
+    and transformers replaces a NaN loss in its logs by the running mean (``logging_nan_inf_filter``), so a NaN
+    forward pass shows there only as a NaN gradient norm."""
+    from transformers import TrainerCallback
+
+    window: list[Any] = []  # the inputs of the micro-batches since the last optimizer step
+    training_step = trainer.training_step
+
+    def recording_step(model, inputs, *args, **kwargs):  # noqa: ANN001, ANN202
+        window.append(inputs)
+        return training_step(model, inputs, *args, **kwargs)
+
+    trainer.training_step = recording_step
+
+    def to_cpu(value: Any) -> Any:
+        if isinstance(value, torch.Tensor):
+            return value.detach().cpu()
+        if isinstance(value, dict):
+            return {k: to_cpu(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return type(value)(to_cpu(v) for v in value)
+        return value
+
+    class GradientWatch(TrainerCallback):
+        def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):  # noqa: ANN001
+            grads = [p.grad for p in model.parameters() if p.grad is not None]
+            grads = [g.to_local() if hasattr(g, "to_local") else g for g in grads]  # FSDP: this rank's shard
+            bad = bool(grads) and not torch.isfinite(torch.stack([g.float().abs().max() for g in grads])).all().item()
+            if bad:
+                step = state.global_step + 1
+                dump = Path(work_dir) / f"diverged_step{step}.pt"
+                torch.save({"step": step, "inputs": to_cpu(window)}, dump)
+                raise TrainingDiverged(
+                    f"training diverged: non-finite gradients at step {step}, before the optimizer applied them; "
+                    f"nothing was saved. The step's {len(window)} micro-batch(es) are in {dump}. Lower "
+                    f"{section}.learning_rate (or set max_grad_norm) and run again")
+            window.clear()
+
+    trainer.add_callback(GradientWatch())
+
+
 def prepare_work_dir(work_dir: Path, config_hash: str, stage: str, metrics_path: Path) -> str | None:
     """The trainer's checkpoint folder for this config; returns the checkpoint to resume from, if any.
 

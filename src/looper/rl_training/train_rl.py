@@ -65,7 +65,14 @@ from looper.runs import (
     stage_hash,
     start_stage,
 )
-from looper.trainers import check_output_free, make_trl_config, metrics_callback, prepare_work_dir, save_atomically
+from looper.trainers import (
+    check_output_free,
+    make_trl_config,
+    metrics_callback,
+    prepare_work_dir,
+    save_atomically,
+    watch_gradients,
+)
 
 STAGE = "train-rl"
 
@@ -325,6 +332,7 @@ def train_round(config: RunConfig, run: RunDir, round_: int) -> None:
     resume_from = prepare_work_dir(run.work_dir(STAGE), chash, STAGE, run.log_path(STAGE))
     run = start_stage(config, STAGE, run)
     trainer = trainer_cls(**trainer_kwargs, callbacks=[metrics_callback(run.log_path(STAGE), f"rl.{config.rl.algorithm}")])
+    watch_gradients(trainer, run.work_dir(STAGE), f"rl.{config.rl.algorithm}")
     result = trainer.train(resume_from_checkpoint=resume_from)
     save_atomically(trainer.model, trainer_kwargs["processing_class"], run.lora_rl, {
         "config_hash": chash, "base_model": config.model.name_or_path, "algorithm": config.rl.algorithm, "round": round_,
