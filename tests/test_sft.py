@@ -64,13 +64,13 @@ def test_sft_resumes_after_interrupt(prepared, tiny_model_dir, monkeypatch, caps
             if state.global_step == 3:
                 raise KeyboardInterrupt("simulated kill")
 
-    monkeypatch.setattr(train_sft, "metrics_callback", lambda path, section=None: Crash())
+    monkeypatch.setattr(trainers, "metrics_callback", lambda path, section=None: Crash())
     with pytest.raises(KeyboardInterrupt):
         train_sft.main(config)
     run = prepared / "demo"
     assert not (run / "checkpoints" / "lora_sft").exists()  # no half-written output
     assert (run / "work" / "sft" / "checkpoint-2").is_dir()
-    monkeypatch.setattr(train_sft, "metrics_callback", original)
+    monkeypatch.setattr(trainers, "metrics_callback", original)
     train_sft.main(config)
     out = capsys.readouterr().out
     assert "resuming from" in out and "checkpoint-2" in out

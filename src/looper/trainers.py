@@ -146,6 +146,13 @@ def watch_gradients(trainer: Any, work_dir: Path, section: str) -> None:
     trainer.add_callback(GradientWatch())
 
 
+def watch_training(trainer: Any, log_path: Path, work_dir: Path, section: str) -> None:
+    """Every training stage's watch: metrics to ``log_path`` (stopping on a non-finite logged loss / grad norm) and the
+    gradient check before each optimizer step (``watch_gradients``)."""
+    trainer.add_callback(metrics_callback(log_path, section))
+    watch_gradients(trainer, work_dir, section)
+
+
 def prepare_work_dir(work_dir: Path, config_hash: str, stage: str, metrics_path: Path) -> str | None:
     """The trainer's checkpoint folder for this config; returns the checkpoint to resume from, if any.
 

@@ -46,14 +46,7 @@ from looper.runs import (
     stage_hash,
     start_stage,
 )
-from looper.trainers import (
-    check_output_free,
-    make_trl_config,
-    metrics_callback,
-    prepare_work_dir,
-    save_atomically,
-    watch_gradients,
-)
+from looper.trainers import check_output_free, make_trl_config, prepare_work_dir, save_atomically, watch_training
 
 STAGE = "sft"
 
@@ -220,8 +213,8 @@ def main(config: RunConfig) -> RunDir:
     from trl import SFTTrainer
 
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                         peft_config=peft_config, callbacks=[metrics_callback(run.log_path(STAGE), "sft.trainer")])
-    watch_gradients(trainer, run.work_dir(STAGE), "sft.trainer")
+                         peft_config=peft_config)
+    watch_training(trainer, run.log_path(STAGE), run.work_dir(STAGE), "sft.trainer")
     if peft_config is not None:
         trainer.model.print_trainable_parameters()
     result = trainer.train(resume_from_checkpoint=resume_from)

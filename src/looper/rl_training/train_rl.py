@@ -65,14 +65,7 @@ from looper.runs import (
     stage_hash,
     start_stage,
 )
-from looper.trainers import (
-    check_output_free,
-    make_trl_config,
-    metrics_callback,
-    prepare_work_dir,
-    save_atomically,
-    watch_gradients,
-)
+from looper.trainers import check_output_free, make_trl_config, prepare_work_dir, save_atomically, watch_training
 
 STAGE = "train-rl"
 
@@ -331,8 +324,8 @@ def train_round(config: RunConfig, run: RunDir, round_: int) -> None:
     trainer_cls, trainer_kwargs = PREPARE[config.rl.algorithm](config, run)
     resume_from = prepare_work_dir(run.work_dir(STAGE), chash, STAGE, run.log_path(STAGE))
     run = start_stage(config, STAGE, run)
-    trainer = trainer_cls(**trainer_kwargs, callbacks=[metrics_callback(run.log_path(STAGE), f"rl.{config.rl.algorithm}")])
-    watch_gradients(trainer, run.work_dir(STAGE), f"rl.{config.rl.algorithm}")
+    trainer = trainer_cls(**trainer_kwargs)
+    watch_training(trainer, run.log_path(STAGE), run.work_dir(STAGE), f"rl.{config.rl.algorithm}")
     result = trainer.train(resume_from_checkpoint=resume_from)
     save_atomically(trainer.model, trainer_kwargs["processing_class"], run.lora_rl, {
         "config_hash": chash, "base_model": config.model.name_or_path, "algorithm": config.rl.algorithm, "round": round_,
