@@ -209,22 +209,25 @@ def test_non_finite_gradients_stop_training_before_the_step_and_keep_its_batches
     from looper.trainers import TrainingDiverged, watch_gradients
 
     layer = torch.nn.Linear(2, 1)
-    trainer = SimpleNamespace(training_step=lambda model, inputs, n=None: torch.tensor(0.5), callbacks=[])
+    trainer = SimpleNamespace(compute_loss=lambda model, inputs, num_items_in_batch=None: torch.tensor(0.5), callbacks=[])
     trainer.add_callback = trainer.callbacks.append
     watch_gradients(trainer, tmp_path, "rl.grpo")
     (watch,) = trainer.callbacks
     state = SimpleNamespace(global_step=6)
     batch = {"input_ids": torch.tensor([[1, 2, 3]]), "advantages": torch.tensor([0.0])}
-    trainer.training_step(layer, batch)
+    trainer.compute_loss(layer, batch)
     layer.weight.grad, layer.bias.grad = torch.ones(1, 2), torch.ones(1)
     watch.on_pre_optimizer_step(None, state, None, model=layer)  # finite: the window is cleared, nothing written
     assert not list(tmp_path.iterdir())
-    trainer.training_step(layer, batch)
-    trainer.training_step(layer, {**batch, "input_ids": torch.tensor([[4, 5]])})
+    trainer.compute_loss(layer, batch)
+    trainer.compute_loss(layer, {**batch, "input_ids": torch.tensor([[4, 5]])}, num_items_in_batch=torch.tensor(5))
     layer.weight.grad = torch.tensor([[1.0, float("nan")]])
     state.global_step = 7
     with pytest.raises(TrainingDiverged, match=r"non-finite gradients at step 8, before the optimizer applied them.*"
-                                               r"2 micro-batch\(es\) are in .*diverged_step8.pt.*rl.grpo.learning_rate"):
+                                               r"2 micro-batch\(es\) and the weights before it are in .*diverged_step8.pt"
+                                               r".*rl.grpo.learning_rate"):
         watch.on_pre_optimizer_step(None, state, None, model=layer)
     dump = torch.load(tmp_path / "diverged_step8.pt")
-    assert dump["step"] == 8 and [b["input_ids"].tolist() for b in dump["inputs"]] == [[[1, 2, 3]], [[4, 5]]]
+    assert dump["step"] == 8 and [m["inputs"]["input_ids"].tolist() for m in dump["micro_batches"]] == [[[1, 2, 3]], [[4, 5]]]
+    assert dump["micro_batches"][1]["kwargs"]["num_items_in_batch"].item() == 5
+    assert torch.equal(dump["trainable"]["weight"], layer.weight.detach())

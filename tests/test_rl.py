@@ -77,6 +77,43 @@ def test_dpo_two_model_layout(sft_run, tiny_model_dir, tmp_path):
     assert (run_dir / "demo" / "checkpoints" / "lora_rl" / "adapter_model.safetensors").exists()
 
 
+def test_grpo_divergence_keeps_the_prepared_batch_and_weights(sft_run, tiny_model_dir, tmp_path, monkeypatch):
+    """A NaN gradient (injected here at the second step) stops GRPO before the step is applied; the dump holds the
+    micro-batches as GRPO's loss saw them (completions, masks, advantages) and the LoRA weights, to replay offline."""
+    from transformers import TrainerCallback
+
+    import looper.trainers as trainers
+    from looper.config import load_config
+    from looper.rl_training import train_rl
+
+    class PoisonSecondStep(TrainerCallback):
+        def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+            if state.global_step == 1:
+                next(p for p in model.parameters() if p.requires_grad).grad.view(-1)[0] = float("nan")
+
+    monkeypatch.setattr(trainers, "metrics_callback", lambda path, section=None: PoisonSecondStep())  # runs before the watch
+    run_dir = _fresh_copy(sft_run, tmp_path)
+    config = load_config(REPO / "configs" / "demo.yaml", args(run_dir, tiny_model_dir, "rl.algorithm=grpo")[1:])
+    with pytest.raises(trainers.TrainingDiverged, match="non-finite gradients at step 2"):
+        train_rl.main(config)
+    dump = torch.load(run_dir / "demo" / "work" / "train-rl" / "diverged_step2.pt", weights_only=False)
+    inputs = dump["micro_batches"][0]["inputs"]
+    assert {"prompt_ids", "completion_ids", "completion_mask", "advantages"} <= set(inputs)
+    assert dump["trainable"] and all("lora_" in name for name in dump["trainable"])
+    assert not (run_dir / "demo" / "checkpoints" / "lora_rl").exists()
+    # the replay rebuilds the trainer, loads the weights and runs GRPO's own loss on each micro-batch: the batch itself
+    # was fine (the NaN was injected after the backward), so it does not reproduce
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, str(REPO / "scripts" / "replay_diverged_step.py"), *args(run_dir, tiny_model_dir, "rl.algorithm=grpo"),
+           "--dump", str(run_dir / "demo" / "work" / "train-rl" / "diverged_step2.pt")]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "step 2:" in proc.stdout and "micro-batch 1:" in proc.stdout and "advantages:" in proc.stdout
+    assert "loss " in proc.stdout and proc.stdout.rstrip().endswith("finite loss and gradients here")
+
+
 def test_regime_w_reward_functions_sum_to_the_reward():
     from looper.config import RunConfig
     from looper.regime_w.reward import ArmOutput, trajectory_rewards

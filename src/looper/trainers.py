@@ -103,21 +103,22 @@ def metrics_callback(path: Path, section: str = "the trainer section") -> Any:
 
 
 def watch_gradients(trainer: Any, work_dir: Path, section: str) -> None:
-    """Stop at the first optimizer step whose gradients are not finite, before that step is applied, and keep the
-    micro-batches that produced them (``<work_dir>/diverged_step<N>.pt``: the trainer's inputs, on the CPU) so the
-    step can be replayed offline. The log-time check in ``metrics_callback`` sees a NaN only at the next logging step,
-    and transformers replaces a NaN loss in its logs by the running mean (``logging_nan_inf_filter``), so a NaN
-    forward pass shows there only as a NaN gradient norm."""
+    """Stop at the first optimizer step whose gradients are not finite, before that step is applied, and keep what
+    replays it offline: ``<work_dir>/diverged_step<N>.pt`` holds the step's micro-batches as the loss saw them (after
+    the trainer's own preparation: for GRPO / RLOO the completions, masks, advantages and old log-probs) and the
+    trainable weights before the step, all on the CPU. The log-time check in ``metrics_callback`` sees a NaN only at
+    the next logging step, and transformers replaces a NaN loss in its logs by the running mean
+    (``logging_nan_inf_filter``), so a NaN forward pass shows there only as a NaN gradient norm."""
     from transformers import TrainerCallback
 
-    window: list[Any] = []  # the inputs of the micro-batches since the last optimizer step
-    training_step = trainer.training_step
+    window: list[dict[str, Any]] = []  # the micro-batches since the last optimizer step
+    compute_loss = trainer.compute_loss
 
-    def recording_step(model, inputs, *args, **kwargs):  # noqa: ANN001, ANN202
-        window.append(inputs)
-        return training_step(model, inputs, *args, **kwargs)
+    def recording_loss(model, inputs, *args, **kwargs):  # noqa: ANN001, ANN202
+        window.append({"inputs": inputs, "args": args, "kwargs": kwargs})
+        return compute_loss(model, inputs, *args, **kwargs)
 
-    trainer.training_step = recording_step
+    trainer.compute_loss = recording_loss
 
     def to_cpu(value: Any) -> Any:
         if isinstance(value, torch.Tensor):
@@ -136,11 +137,12 @@ def watch_gradients(trainer: Any, work_dir: Path, section: str) -> None:
             if bad:
                 step = state.global_step + 1
                 dump = Path(work_dir) / f"diverged_step{step}.pt"
-                torch.save({"step": step, "inputs": to_cpu(window)}, dump)
+                trainable = {n: p.detach().cpu() for n, p in model.named_parameters() if p.requires_grad}
+                torch.save({"step": step, "micro_batches": to_cpu(window), "trainable": trainable}, dump)
                 raise TrainingDiverged(
                     f"training diverged: non-finite gradients at step {step}, before the optimizer applied them; "
-                    f"nothing was saved. The step's {len(window)} micro-batch(es) are in {dump}. Lower "
-                    f"{section}.learning_rate (or set max_grad_norm) and run again")
+                    f"nothing was saved. The step's {len(window)} micro-batch(es) and the weights before it are in "
+                    f"{dump}. Lower {section}.learning_rate (or set max_grad_norm) and run again")
             window.clear()
 
     trainer.add_callback(GradientWatch())
