@@ -39,6 +39,7 @@ def test_reasoning_model_configs_leave_room_to_think(name):
               config.rl.rloo["max_completion_length"]]
     assert min(limits) >= 2048 and config.rl.dpo["max_length"] >= config.rollouts.max_new_tokens + 256
     assert config.regime_w.answer_mode == "flexible"
+    assert config.model.prompt_format == ("chat" if name.endswith("plan") else "chat_user")
     assert config.sft.data == ("gold" if name.endswith("plan") else "self")
     if config.sft.data == "self":
         assert config.sft.self_data.max_new_tokens >= 2048

@@ -197,3 +197,20 @@ def test_dpo_trains_on_the_whole_reasoning_under_a_reasoning_template(tmp_path, 
     # what message form would have trained on: the bare answers
     assert tok.apply_chat_template([*prompt, {"role": "assistant", "content": better}], tokenize=False).endswith(
         "<|assistant|>\n#### 7<|im_end|>")
+
+
+def test_chat_user_format_puts_the_instruction_in_the_user_turn(tiny_model_dir):
+    """prompt_format chat_user (DeepSeek's advice for R1): no system message; the instruction opens the user turn, in
+    every stage's prompt (SFT examples, generation, preference / GRPO prompts)."""
+    from transformers import AutoTokenizer
+
+    from looper.prompts import preference_prompt, render_prompt, sft_example
+
+    messages = preference_prompt(" What is 6 x 7? ", "Answer as '#### N'.", "chat_user")
+    assert messages == [{"role": "user", "content": "Answer as '#### N'.\n\nWhat is 6 x 7?"}]
+    assert sft_example("What is 6 x 7?", "42 #### 42", "Answer as '#### N'.", "chat_user")["prompt"] == messages
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tok.chat_template = R1_STYLE_TEMPLATE
+    text = render_prompt(tok, "What is 6 x 7?", "Answer as '#### N'.", "chat_user")
+    assert text == "<|user|>Answer as '#### N'.\n\nWhat is 6 x 7?<|assistant|><think>\n" and "<|system|>" not in text
+    assert "<|system|>Answer" in render_prompt(tok, "What is 6 x 7?", "Answer as '#### N'.", "chat")

@@ -117,9 +117,10 @@ class ModelConfig:
     )
     attn_implementation: str | None = _help("sdpa, eager, flash_attention_2, ...; null lets transformers choose.", "sdpa")
     trust_remote_code: bool = _help("Allow model code from the Hub; off unless you trust the repo.", False)
-    prompt_format: Literal["plain", "chat"] = _help(
+    prompt_format: Literal["plain", "chat", "chat_user"] = _help(
         "plain: the plan's 'Problem: ... Solution:' text prompt; chat: the model's own chat template "
-        "(system/user/assistant), for instruct and R1-style models.",
+        "(system/user/assistant), for instruct models; chat_user: the chat template without a system message, the "
+        "system prompt opening the user turn (DeepSeek's advice for R1 models).",
         "plain",
     )
     system_prompt: str = _help("System prompt of SFT and eval (arms bring their own).", PLAN_SYSTEM_PROMPT)
