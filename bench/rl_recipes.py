@@ -37,6 +37,7 @@ RESET = ["rollouts.samples_per_arm=1", "preferences.require_correct_chosen=false
 # none reuses the shared SFT adapter (and base / SFT eval files): the first recipe of the list trains it.
 B_CORRECT = ["rollouts.samples_per_arm=4", "preferences.require_correct_chosen=true", "preferences.max_pairs_per_question=2"]
 RPO = ["rl.dpo.loss_type=[sigmoid,sft]", "rl.dpo.loss_weights=[1.0,1.0]"]  # DPO + NLL on the chosen (Pang et al. 2024)
+RPO_HI = [*B_CORRECT, *RPO, "rl.dpo.learning_rate=2.0e-5", "rl.dpo.num_train_epochs=2"]
 CORRECT_ONLY = ["regime_w.consensus_weight=0", "regime_w.missing_penalty=0", "regime_w.truncation_penalty=0",
                 "regime_w.length_penalty=0"]  # the Regime W reward reduced to 1 for a correct answer, else 0
 RECIPES: dict[str, tuple[str, str | None, str | None, list[str]]] = {
@@ -62,10 +63,9 @@ RECIPES: dict[str, tuple[str, str | None, str | None, list[str]]] = {
                       "rl.rft.num_train_epochs=2"]),
     "g_rpo": ("(b) with an NLL term on the chosen answer (DPO + SFT loss, RPO)", "b_dpo_correct", "rollouts",
               [*B_CORRECT, *RPO]),
-    "g_rpo_hi": ("(g) at lr 2e-5 for 2 epochs", "b_dpo_correct", "rollouts",
-                 [*B_CORRECT, *RPO, "rl.dpo.learning_rate=2.0e-5", "rl.dpo.num_train_epochs=2"]),
+    "g_rpo_hi": ("(g) at lr 2e-5 for 2 epochs", "b_dpo_correct", "rollouts", RPO_HI),
     "g_rpo_hi_rounds": ("(g at lr 2e-5) for 2 rounds, round 2 sampled from round 1's policy", "g_rpo_hi", "rl",
-                        [*B_CORRECT, *RPO, "rl.dpo.learning_rate=2.0e-5", "rl.dpo.num_train_epochs=2", "rl.rounds=2"]),
+                        [*RPO_HI, "rl.rounds=2"]),
 }
 # What each level of reuse copies from the recipe built on (paths inside a run folder; globs allowed)
 REUSE = {
@@ -113,8 +113,10 @@ def start_recipe(config: str, runs_dir: Path, base_name: str, recipe: str, first
     cmd = [sys.executable, "-m", "looper.cli", "pipeline", config, f"runs_dir={runs_dir}", f"name={name}", *sets, *RESET,
            *overrides]
     print(f"\n##### {recipe}: {what}\n{' '.join(cmd)}" + (f"\n(output: {log})" if log else ""), flush=True)
-    out = open(log, "w") if log else None  # noqa: SIM115 (closed by the child's exit)
-    return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT if out else None), time.perf_counter()
+    if log is None:
+        return subprocess.Popen(cmd), time.perf_counter()
+    with open(log, "w") as out:  # the child writes to its own copy of the descriptor
+        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT), time.perf_counter()
 
 
 def finish_recipe(runs_dir: Path, base_name: str, recipe: str, first: str, rc: int, wall: float) -> dict[str, Any]:

@@ -21,16 +21,6 @@ from typing import Any
 import torch
 
 
-def to_device(value: Any, device: torch.device) -> Any:
-    if isinstance(value, torch.Tensor):
-        return value.to(device)
-    if isinstance(value, dict):
-        return {k: to_device(v, device) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(to_device(v, device) for v in value)
-    return value
-
-
 def build_trainer(config: Any, stage: str, round_: int) -> Any:
     from looper.runs import RunDir
 
@@ -78,6 +68,7 @@ def main() -> None:
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
     from looper.config import load_config
+    from looper.trainers import map_tensors
 
     config = load_config(args.config, args.overrides)
     dump = torch.load(args.dump, weights_only=False)
@@ -95,7 +86,7 @@ def main() -> None:
           f"loaded, on {device}")
     reproduced = False
     for i, micro in enumerate(dump["micro_batches"], 1):
-        inputs, kwargs = to_device(micro["inputs"], device), to_device(micro["kwargs"], device)
+        inputs, kwargs = (map_tensors(micro[k], lambda t: t.to(device)) for k in ("inputs", "kwargs"))
         shapes = {k: tuple(v.shape) for k, v in inputs.items() if isinstance(v, torch.Tensor)}
         print(f"\nmicro-batch {i}: {shapes}")
         if "advantages" in inputs:

@@ -102,6 +102,17 @@ def metrics_callback(path: Path, section: str = "the trainer section") -> Any:
     return JsonlMetrics()
 
 
+def map_tensors(value: Any, fn: Any) -> Any:
+    """``fn`` applied to every tensor in nested dicts / lists / tuples (a trainer's inputs); the rest as it is."""
+    if isinstance(value, torch.Tensor):
+        return fn(value)
+    if isinstance(value, dict):
+        return {k: map_tensors(v, fn) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(map_tensors(v, fn) for v in value)
+    return value
+
+
 def watch_gradients(trainer: Any, work_dir: Path, section: str) -> None:
     """Stop at the first optimizer step whose gradients are not finite, before that step is applied, and keep what
     replays it offline: ``<work_dir>/diverged_step<N>.pt`` holds the step's micro-batches as the loss saw them (after
@@ -120,15 +131,6 @@ def watch_gradients(trainer: Any, work_dir: Path, section: str) -> None:
 
     trainer.compute_loss = recording_loss
 
-    def to_cpu(value: Any) -> Any:
-        if isinstance(value, torch.Tensor):
-            return value.detach().cpu()
-        if isinstance(value, dict):
-            return {k: to_cpu(v) for k, v in value.items()}
-        if isinstance(value, (list, tuple)):
-            return type(value)(to_cpu(v) for v in value)
-        return value
-
     class GradientWatch(TrainerCallback):
         def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):  # noqa: ANN001
             grads = [p.grad for p in model.parameters() if p.grad is not None]
@@ -138,7 +140,8 @@ def watch_gradients(trainer: Any, work_dir: Path, section: str) -> None:
                 step = state.global_step + 1
                 dump = Path(work_dir) / f"diverged_step{step}.pt"
                 trainable = {n: p.detach().cpu() for n, p in model.named_parameters() if p.requires_grad}
-                torch.save({"step": step, "micro_batches": to_cpu(window), "trainable": trainable}, dump)
+                micro_batches = map_tensors(window, lambda t: t.detach().cpu())
+                torch.save({"step": step, "micro_batches": micro_batches, "trainable": trainable}, dump)
                 raise TrainingDiverged(
                     f"training diverged: non-finite gradients at step {step}, before the optimizer applied them; "
                     f"nothing was saved. The step's {len(window)} micro-batch(es) and the weights before it are in "
