@@ -104,7 +104,7 @@ def test_full_sft_then_rloo_pipeline(tmp_path, tiny_model_dir):
                         "rl.algorithm=rloo", "rl.num_questions=1", "rl.rloo.max_steps=1", "rl.rloo.max_completion_length=8",
                         "sft.lora.r=4", "eval.limit=2", "eval.max_new_tokens=4")
     out = run_looper("pipeline", *a, cwd=REPO)
-    assert "sft (full): memory estimate GiB" in out.stdout
+    assert "sft (full): memory estimate per GPU, GiB" in out.stdout
     full = tmp_path / "demo" / "checkpoints" / "sft"
     before, after = load(tiny_model_dir / "model.safetensors"), load(full / "model.safetensors")
     changed = [k for k in before if k in after and not torch.equal(before[k], after[k])]

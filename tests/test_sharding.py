@@ -1,5 +1,6 @@
 """Rollouts and eval split across two processes (torchrun, gloo on CPU) merge into the single-process output."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -48,3 +49,26 @@ def test_two_process_rollouts_and_eval_match_one_process(tmp_path, tiny_model_di
         b = read_jsonl(sharded / "demo" / "eval" / name)
         assert [(r["id"], r["output"]) for r in a] == [(r["id"], r["output"]) for r in b]
     assert (sharded / "demo" / "eval" / "report.md").exists()
+
+
+def test_two_process_training_saves_once_and_eval_loads_it(tmp_path, tiny_model_dir):
+    """SFT and DPO under DDP (2 processes, gloo): one adapter saved by the first process, a stage marker that names
+    both processes, and eval (also 2 processes) scores the DPO adapter."""
+    extra = ["preferences.min_margin=0.0", "rl.dpo.max_steps=2", "eval.models=[sft,rl]"]
+    run_looper("prepare-data", *args(tmp_path, tiny_model_dir, *extra), cwd=REPO)
+    sft = torchrun("sft", *args(tmp_path, tiny_model_dir, *extra))
+    assert sft.stdout.count("sft: 1 steps") == 1  # the summary line once, from the first process
+    run_looper("collect-rollouts", *args(tmp_path, tiny_model_dir, *extra), cwd=REPO)
+    run_looper("build-preferences", *args(tmp_path, tiny_model_dir, *extra), cwd=REPO)
+    torchrun("train-rl", *args(tmp_path, tiny_model_dir, *extra))
+    run = tmp_path / "demo"
+    for stage, folder in (("sft", "lora_sft"), ("train-rl", "lora_rl")):
+        marker = json.loads((run / "stages" / f"{stage}.json").read_text())
+        assert marker["processes"] == 2 and marker["distributed"] == "multi_cpu" and len(marker["peak_gpu_memory_gib"]) == 2
+        saved = sorted(p.name for p in (run / "checkpoints").iterdir())
+        assert not [n for n in saved if n.startswith(".")]  # no half-written copy left by a second writer
+        assert (run / "checkpoints" / folder / "adapter_config.json").is_file()
+    assert not (run / "checkpoints" / "lora_rl" / "ref").exists()  # DPO's frozen reference copy is not saved
+    torchrun("eval", *args(tmp_path, tiny_model_dir, *extra))
+    metrics = json.loads((run / "eval" / "summary.json").read_text())["metrics"]
+    assert sorted(metrics) == ["rl", "sft"]

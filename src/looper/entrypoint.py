@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from looper.config import ConfigError, RunConfig, load_config
-from looper.runs import InputError
+from looper.runs import InputError, is_main_process
 
 # Lock files held by this process, by path: a pipeline runs every stage in one process under one lock.
 _HELD_LOCKS: dict[Path, Any] = {}
@@ -57,7 +57,7 @@ def lock_run_folder(config: RunConfig, command: str) -> None:
     so a refused or failed command leaves the disk as it found it. Under ``accelerate launch`` /
     ``torchrun`` only the job's first process takes it: its other processes share the folder by design.
     """
-    if int(os.environ.get("RANK", "0")) != 0:
+    if not is_main_process():
         return
     runs_dir = Path(config.runs_dir).resolve()
     path = runs_dir / f"{config.name}.lock"

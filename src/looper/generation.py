@@ -521,3 +521,15 @@ def generate(model: Any, tokenizer: Any, requests: Sequence[GenRequest], max_new
     for i, result in _indexed_stream(model, tokenizer, requests, max_new_tokens, batch_size, desc, progress, **engine_options):
         results[i] = result
     return results  # type: ignore[return-value]
+
+
+def generation_speed(per_process: list[dict[str, Any]]) -> dict[str, Any]:
+    """What a generation stage records of its processes' ``{"tokens", "seconds", "peak_gpu_memory_gib"}`` (one dict per
+    process, in process order): tokens generated in all, the slowest process's generation time, their ratio, and
+    every process's peak GPU memory."""
+    tokens = sum(p["tokens"] for p in per_process)
+    seconds = max(p["seconds"] for p in per_process)
+    return {"processes": len(per_process), "generated_tokens": tokens, "generation_s": seconds,
+            "tokens_per_s": round(tokens / seconds, 1) if seconds > 0 else 0.0,
+            "peak_gpu_memory_gib": [p["peak_gpu_memory_gib"] for p in per_process]}
+

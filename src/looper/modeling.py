@@ -126,6 +126,24 @@ def local_device() -> torch.device:
     return torch.device("cpu")
 
 
+def peak_gpu_memory_gib() -> float | None:
+    """This process's peak allocated GPU memory so far, in GiB (None on CPU)."""
+    return round(torch.cuda.max_memory_allocated(local_device()) / 2**30, 2) if torch.cuda.is_available() else None
+
+
+def sharded_training() -> str | None:
+    """``fsdp`` or ``deepspeed-zero3`` when this process was started by ``accelerate launch`` with a config that
+    shards the weights (configs/accelerate/fsdp.yaml, deepspeed_zero3.yaml); None otherwise (one process, DDP)."""
+    def flag(name: str) -> bool:
+        return os.environ.get(name, "false").lower() in ("1", "true", "yes")
+
+    if flag("ACCELERATE_USE_FSDP"):
+        return "fsdp"
+    if flag("ACCELERATE_USE_DEEPSPEED") and os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") == "3":
+        return "deepspeed-zero3"
+    return None
+
+
 def resolve_dtype(dtype: str) -> torch.dtype:
     if dtype == "auto":
         return torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
@@ -165,16 +183,28 @@ def load_tokenizer(model_cfg: ModelConfig, padding_side: str = "right") -> Any:
 
 
 def load_model(model_cfg: ModelConfig, adapter: str | Path | None = None, trainable_adapter: bool = False,
-               checkpoint: str | Path | None = None, merge: bool = False) -> Any:
+               checkpoint: str | Path | None = None, merge: bool = False, for_training: bool = False) -> Any:
     """The base model (or a full fine-tuned ``checkpoint``), optionally with a LoRA adapter on top.
 
     With ``trainable_adapter`` the adapter's weights require grad (continued training, e.g. RL on
     top of SFT); otherwise the model is in eval mode. ``merge`` folds a frozen adapter into the base
     weights (PEFT's ``merge_and_unload``), for generation: the decode step then runs the plain
     model's matmuls only. A quantized base keeps its adapter unmerged.
+
+    ``for_training`` under a sharding launch (``sharded_training()``): the model is not moved to the GPU;
+    the trainer's accelerator places it. Under FSDP2 with ``fsdp_cpu_ram_efficient_loading`` the model stays
+    in CPU memory (safetensors are memory-mapped, so the processes share the page cache), accelerate moves it
+    to the meta device, shards it, and the first process sends every GPU its shards; under ZeRO-3
+    ``from_pretrained`` builds it partitioned (``deepspeed.zero.Init``, which needs the trainer's config to
+    exist first). Either way no process holds the whole model on its GPU.
     """
     from transformers import AutoModelForCausalLM
 
+    sharded = sharded_training() if for_training else None
+    if sharded:
+        from accelerate import PartialState
+
+        PartialState(cpu=not torch.cuda.is_available())  # transformers' sharded loading checks that the process group is up
     dtype = resolve_dtype(model_cfg.dtype)
     path = str(checkpoint) if checkpoint else resolve_model_path(model_cfg.name_or_path)
     kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": model_cfg.trust_remote_code, "use_safetensors": True}
@@ -190,7 +220,7 @@ def load_model(model_cfg: ModelConfig, adapter: str | Path | None = None, traina
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except OSError as err:
         raise InputError(f"could not load model {path!r}: {err}") from None
-    if quant is None and torch.cuda.is_available():
+    if quant is None and torch.cuda.is_available() and not sharded:
         model.to(local_device())
     if adapter is not None:
         model = attach_adapter(model, adapter, trainable=trainable_adapter)
@@ -269,17 +299,18 @@ def stage_model_path(config: Any, run: Any, which: str) -> Path | None:
     raise InputError(f"unknown model {which!r}; expected base, sft or rl")
 
 
-def load_stage_model(config: Any, run: Any, which: str, trainable_adapter: bool = False, merge: bool = False) -> Any:
+def load_stage_model(config: Any, run: Any, which: str, trainable_adapter: bool = False, merge: bool = False,
+                     for_training: bool = False) -> Any:
     """The model a later stage uses: ``base``, ``sft`` (base + lora_sft, or the full SFT checkpoint) or
-    ``rl`` (base + lora_rl, an adapter that already contains SFT, or full SFT + lora_rl); ``merge`` as in
-    ``load_model``."""
+    ``rl`` (base + lora_rl, an adapter that already contains SFT, or full SFT + lora_rl); ``merge`` and
+    ``for_training`` as in ``load_model``."""
     path = stage_model_path(config, run, which)
     if path is None:
-        return load_model(config.model)
+        return load_model(config.model, for_training=for_training)
     full = config.sft.method == "full"
     if full and not (run.full_sft / "config.json").is_file():
         raise InputError(f"{run.full_sft}: no full SFT checkpoint; run `looper sft` first")
     if which == "sft" and full:
-        return load_model(config.model, checkpoint=path)
+        return load_model(config.model, checkpoint=path, for_training=for_training)
     return load_model(config.model, adapter=path, trainable_adapter=trainable_adapter,
-                      checkpoint=run.full_sft if full else None, merge=merge)
+                      checkpoint=run.full_sft if full else None, merge=merge, for_training=for_training)

@@ -286,9 +286,18 @@ def git_commit() -> str | None:
     return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
+def is_main_process() -> bool:
+    """True in a single process, and in the first process of an ``accelerate launch`` / ``torchrun`` job (the one
+    that writes the run folder's shared files; the others write only their own shard files)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def start_stage(config: Any, stage: str, run: RunDir | None = None) -> RunDir:
-    """Create the run folder (or a round's), write the resolved config and manifest, log the stage start."""
+    """Create the run folder (or a round's), write the resolved config and manifest, log the stage start
+    (the first process only, under a multi-process launch)."""
     run = run or RunDir.of(config)
+    if not is_main_process():
+        return run
     run.root.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run.root / "config.yaml", config.to_yaml())
     manifest_path = run.root / "manifest.json"
@@ -331,7 +340,10 @@ def _stage_sections(config: Any, stage: str) -> dict[str, Any]:
 
 
 def finish_stage(run: RunDir, stage: str, config: Any, **info: Any) -> None:
-    """Mark a stage complete for this config (later runs skip it, or refuse a different config)."""
+    """Mark a stage complete for this config (later runs skip it, or refuse a different config); the first
+    process only, under a multi-process launch."""
+    if not is_main_process():
+        return
     sections = _stage_sections(config, stage)
     atomic_write_json(run.marker(stage), {"config_hash": stage_hash(config, stage),
                                           "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **info, "config": sections})
@@ -400,6 +412,14 @@ class Shards:
 
     def wait(self) -> None:
         self.state.wait_for_everyone()
+
+    def gather(self, value: Any) -> list[Any]:
+        """Every process's ``value``, in process order (a collective: every process must call it)."""
+        if self.world == 1:
+            return [value]
+        from accelerate.utils import gather_object
+
+        return gather_object([value])
 
     def merge(self, final: Path, order: list[Any], key: str = "id") -> list[dict[str, Any]]:
         """Main process: every shard's records, in ``order`` of their keys, written atomically to ``final``

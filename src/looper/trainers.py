@@ -31,6 +31,10 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "lr_scheduler_type": "cosine",
     "warmup_steps": 0.03,  # a float < 1 is a ratio of the total steps (transformers 5)
     "dataloader_num_workers": 0,
+    # DDP: every trainable weight (LoRA or full) gets a gradient each step, so DDP need not search the graph
+    # for unused ones (transformers turns the search on for any model that is not a plain PreTrainedModel,
+    # e.g. a PEFT model; it costs a traversal of the autograd graph per step)
+    "ddp_find_unused_parameters": False,
 }
 
 # The plan's recipe per trainer; anything in the YAML wins.
@@ -63,6 +67,13 @@ def make_trl_config(kind: str, config: RunConfig, output_dir: Path, **forced: An
     bf16 = on_gpu and torch.cuda.is_bf16_supported() and config.model.dtype in ("auto", "bfloat16")
     kwargs = {**COMMON_DEFAULTS, **TRAINER_DEFAULTS[kind], "bf16": bf16, "use_cpu": not on_gpu, **user,
               "output_dir": str(output_dir), "seed": config.seed, **forced}
+    if os.environ.get("FSDP_ACTIVATION_CHECKPOINTING", "false").lower() == "true":
+        # FSDP's own activation checkpointing (configs/accelerate/fsdp.yaml) replaces the trainer's; transformers
+        # refuses both at once, and TRL's SFTConfig turns the trainer's on by default
+        if user.get("gradient_checkpointing") or user.get("activation_checkpointing"):
+            raise ConfigError(f"{section}.gradient_checkpointing: the accelerate config turns on FSDP's activation "
+                              "checkpointing (fsdp_activation_checkpointing), which replaces it; remove one of the two")
+        kwargs["gradient_checkpointing"] = False
     try:
         return _trl_class(kind)(**kwargs)
     except TypeError as err:  # unknown field
@@ -166,31 +177,47 @@ def prepare_work_dir(work_dir: Path, config_hash: str, stage: str, metrics_path:
     run killed while saving leaves a checkpoint without a readable one: such checkpoints are removed
     and the run resumes from the last complete one. The metrics log is cut back to the steps that
     checkpoint holds, so the resumed run logs every later step once, as an uninterrupted run would.
+    Under a multi-process launch the first process does this first; the others then find the same checkpoint.
     """
+    from accelerate import PartialState
+
+    state = PartialState(cpu=not torch.cuda.is_available())
+    with state.main_process_first():
+        return _prepare_work_dir(work_dir, config_hash, stage, metrics_path, write=state.is_main_process)
+
+
+def _prepare_work_dir(work_dir: Path, config_hash: str, stage: str, metrics_path: Path, write: bool) -> str | None:
     stamp = work_dir / "looper_config_hash"
     if stamp.exists() and stamp.read_text().strip() != config_hash:
         raise InputError(f"{work_dir}: checkpoints of a {stage} run with a different config are here; "
                          f"delete that folder (or use another run name) to start over")
+    if not write:
+        return _last_checkpoint(work_dir)[0]
     work_dir.mkdir(parents=True, exist_ok=True)
     stamp.write_text(config_hash)
-    checkpoints = sorted((p for p in work_dir.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()),
-                         key=lambda p: int(p.name.split("-")[-1]), reverse=True)
-    resume, step = None, 0
-    for ckpt in checkpoints:
-        try:
-            step = json.loads((ckpt / "trainer_state.json").read_text())["global_step"]
-            resume = ckpt
-            break
-        except (OSError, ValueError, KeyError):
-            log.warning("%s: incomplete checkpoint (the run was killed while saving it); removing it", ckpt)
-            shutil.rmtree(ckpt)
+    resume, step = _last_checkpoint(work_dir, remove_incomplete=True)
     if Path(metrics_path).exists():
         with JsonlAppender(metrics_path, key="step") as logged:  # drops a line torn by the kill
             kept = [r for r in logged.records if r.get("step", 0) <= step]
         atomic_write_jsonl(metrics_path, kept)
     if resume is not None:
         print(f"{stage}: resuming from {resume}")
-    return str(resume) if resume is not None else None
+    return resume
+
+
+def _last_checkpoint(work_dir: Path, remove_incomplete: bool = False) -> tuple[str | None, int]:
+    """The newest complete trainer checkpoint in ``work_dir`` and its step ((None, 0) if none); newer incomplete
+    ones (no readable ``trainer_state.json``) are skipped, and removed with ``remove_incomplete``."""
+    checkpoints = sorted((p for p in work_dir.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()),
+                         key=lambda p: int(p.name.split("-")[-1]), reverse=True)
+    for ckpt in checkpoints:
+        try:
+            return str(ckpt), json.loads((ckpt / "trainer_state.json").read_text())["global_step"]
+        except (OSError, ValueError, KeyError):
+            if remove_incomplete:
+                log.warning("%s: incomplete checkpoint (the run was killed while saving it); removing it", ckpt)
+                shutil.rmtree(ckpt)
+    return None, 0
 
 
 def check_output_free(target: Path, config_hash: str, stage: str) -> None:
@@ -203,21 +230,49 @@ def check_output_free(target: Path, config_hash: str, stage: str) -> None:
                              "delete it or use another run name")
 
 
-def save_atomically(model: Any, tokenizer: Any, target: Path, info: dict[str, Any], adapter_names: list[str] | None = None) -> None:
+def save_trained(trainer: Any, tokenizer: Any, target: Path, info: dict[str, Any], adapter_names: list[str] | None = None) -> dict[str, Any]:
+    """Save what ``trainer`` trained (``save_atomically``) from the first process, under any launch, and return what
+    the stage marker records of it: the peak GPU memory of every process.
+
+    Under FSDP / ZeRO-3 each process holds a shard: accelerate gathers the full state dict first (every process
+    takes part), and the first process writes it. Under DDP every process holds the same weights; the first writes.
+    """
+    from accelerate.utils import DistributedType, gather_object
+
+    from looper.modeling import peak_gpu_memory_gib
+
+    acc = trainer.accelerator
+    state_dict = None
+    if acc.distributed_type == DistributedType.DEEPSPEED:
+        state_dict = acc.get_state_dict(trainer.model_wrapped)  # the DeepSpeed engine gathers ZeRO-3's partitions
+    elif acc.distributed_type == DistributedType.FSDP:
+        state_dict = acc.get_state_dict(trainer.model)
+    if acc.is_main_process:
+        save_atomically(acc.unwrap_model(trainer.model), tokenizer, target, info, adapter_names, state_dict)
+    peaks = gather_object([peak_gpu_memory_gib()]) if acc.num_processes > 1 else [peak_gpu_memory_gib()]
+    acc.wait_for_everyone()
+    return {"processes": acc.num_processes, "distributed": str(acc.distributed_type).split(".")[-1].lower(),
+            "peak_gpu_memory_gib": peaks}
+
+
+def save_atomically(model: Any, tokenizer: Any, target: Path, info: dict[str, Any], adapter_names: list[str] | None = None,
+                    state_dict: dict[str, Any] | None = None) -> None:
     """Save a PEFT adapter (or full model) + tokenizer + looper_adapter.json, then rename into place.
 
     ``adapter_names`` picks the adapters of a PEFT model to save (DPO adds a frozen "ref" copy that
-    must not be saved as part of the result)."""
+    must not be saved as part of the result); ``state_dict``, the weights to save where the model's own
+    are sharded across processes (FSDP / ZeRO-3: gathered by ``save_trained``)."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     for stale in target.parent.glob(f".{target.name}.*"):  # left by a save that was killed midway
         shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
     try:
+        extra = {} if state_dict is None else {"state_dict": state_dict}
         if adapter_names is not None and hasattr(model, "peft_config"):
-            model.save_pretrained(tmp, selected_adapters=adapter_names)
+            model.save_pretrained(tmp, selected_adapters=adapter_names, **extra)
         else:
-            model.save_pretrained(tmp)
+            model.save_pretrained(tmp, **extra)
         tokenizer.save_pretrained(tmp)
         from looper.modeling import architecture_signature
 

@@ -29,7 +29,7 @@ from typing import Any
 from looper.answers import is_correct
 from looper.config import RunConfig, stable_hash
 from looper.generation import GenRequest, complete_groups, generate_stream
-from looper.modeling import load_model, load_tokenizer, lora_config
+from looper.modeling import load_model, load_tokenizer, lora_config, sharded_training
 from looper.prompts import render_prompt, sft_example
 from looper.runs import (
     InputError,
@@ -40,13 +40,14 @@ from looper.runs import (
     check_stage,
     derive_seed,
     finish_stage,
+    is_main_process,
     read_jsonl,
     require_input,
     set_seed,
     stage_hash,
     start_stage,
 )
-from looper.trainers import check_output_free, make_trl_config, prepare_work_dir, save_atomically, watch_training
+from looper.trainers import check_output_free, make_trl_config, prepare_work_dir, save_trained, watch_training
 
 STAGE = "sft"
 
@@ -55,13 +56,15 @@ def sft_output_dir(run: RunDir, config: RunConfig):
     return run.lora_sft if config.sft.method == "lora" else run.full_sft
 
 
-def full_sft_memory_estimate(model: Any, args: Any) -> dict[str, float]:
-    """GiB needed to train every weight on one device: weights + gradients + optimizer states + activations.
+def full_sft_memory_estimate(model: Any, args: Any, shards: int = 1) -> dict[str, float]:
+    """GiB needed per GPU to train every weight: weights + gradients + optimizer states + activations.
 
     Optimizer: AdamW keeps two fp32 moments per weight (8 bytes); bitsandbytes' 8-bit / paged 8-bit
     AdamW keeps two 1-byte moments (2 bytes). Activations: with gradient checkpointing, one hidden
     state per layer per token is kept (plus one layer's full activations being recomputed); without,
     about 34 hidden-size values per layer per token (Korthikanti et al., 2022), in the weights' dtype.
+    ``shards``: the GPUs that FSDP / ZeRO-3 split weights, gradients and optimizer states over (activations are
+    per GPU; FSDP also gathers one layer's full weights at a time, a small extra left out).
     """
     n = sum(p.numel() for p in model.parameters())
     width = next(model.parameters()).element_size()
@@ -72,24 +75,30 @@ def full_sft_memory_estimate(model: Any, args: Any) -> dict[str, float]:
     activations = tokens * c.hidden_size * width * (per_layer * c.num_hidden_layers + (34 if args.gradient_checkpointing else 0))
     logits = tokens * c.vocab_size * 4 * 2  # fp32 logits and their gradient
     gib = 2**30
-    est = {"weights": n * width / gib, "gradients": n * width / gib, "optimizer": n * optim_bytes / gib,
-           "activations": (activations + logits) / gib}
+    est = {"weights": n * width / gib / shards, "gradients": n * width / gib / shards,
+           "optimizer": n * optim_bytes / gib / shards, "activations": (activations + logits) / gib}
     est["total"] = sum(est.values())
     return est
 
 
 def check_full_sft_fits(model: Any, args: Any) -> None:
+    """Print the per-GPU estimate; refuse before training when it cannot fit, naming the ways out."""
     import torch
 
-    est = full_sft_memory_estimate(model, args)
+    sharded = sharded_training()
+    shards = args.world_size if sharded else 1
+    est = full_sft_memory_estimate(model, args, shards)
     parts = ", ".join(f"{k} {v:.1f}" for k, v in est.items())
-    print(f"sft (full): memory estimate GiB: {parts}")
+    print(f"sft (full): memory estimate per GPU, GiB{f' ({sharded} over {shards} GPUs)' if sharded else ''}: {parts}")
     if torch.cuda.is_available():
         have = torch.cuda.get_device_properties(0).total_memory / 2**30
         if est["total"] > 0.95 * have:
-            raise InputError(f"full SFT needs about {est['total']:.0f} GiB but this GPU has {have:.0f} GiB ({parts}). "
+            more = ("more GPUs" if sharded else
+                    "several GPUs: accelerate launch --config_file configs/accelerate/fsdp.yaml (or deepspeed_zero3.yaml) "
+                    "-m looper.cli sft ..., which splits weights, gradients and optimizer states over them (docs/scaling.md)")
+            raise InputError(f"full SFT needs about {est['total']:.0f} GiB per GPU but this GPU has {have:.0f} GiB ({parts}). "
                              "Options: sft.trainer.optim=paged_adamw_8bit, sft.trainer.gradient_checkpointing=true, a smaller "
-                             "max_length, or more GPUs with FSDP / DeepSpeed ZeRO-3 (docs/scaling.md).")
+                             f"max_length, or {more}.")
 
 
 def build_dataset(config: RunConfig, run: RunDir) -> Any:
@@ -203,7 +212,7 @@ def main(config: RunConfig) -> RunDir:
     args = make_trl_config("sft", config, run.work_dir(STAGE))
     tokenizer = load_tokenizer(config.model)
     set_seed(config.seed)  # before the model: LoRA's initial weights are drawn from it
-    model = load_model(config.model)
+    model = load_model(config.model, for_training=True)
     peft_config = lora_config(config.sft.lora_preset, config.sft.lora, model) if config.sft.method == "lora" else None
     if config.sft.method == "full":
         check_full_sft_fits(model, args)
@@ -218,12 +227,13 @@ def main(config: RunConfig) -> RunDir:
     if peft_config is not None:
         trainer.model.print_trainable_parameters()
     result = trainer.train(resume_from_checkpoint=resume_from)
-    save_atomically(trainer.model, tokenizer, target, {
+    saved = save_trained(trainer, tokenizer, target, {
         "config_hash": chash, "base_model": config.model.name_or_path, "method": config.sft.method,
         "train_loss": result.training_loss, "global_step": result.global_step,
     })
-    finish_stage(run, STAGE, config, output=str(target), train_loss=result.training_loss, steps=result.global_step)
-    print(f"sft: {result.global_step} steps, train loss {result.training_loss:.4f} -> {target}")
+    finish_stage(run, STAGE, config, output=str(target), train_loss=result.training_loss, steps=result.global_step, **saved)
+    if is_main_process():  # the loss is this process's own; the others' would repeat the line
+        print(f"sft: {result.global_step} steps, train loss {result.training_loss:.4f} -> {target}")
     return run
 
 

@@ -23,7 +23,7 @@ from looper.answers import extract_answer, is_correct
 from looper.config import RunConfig
 from looper.eval.report import write_report
 from looper.generation import GenRequest, complete_groups, generate_stream
-from looper.modeling import load_stage_model, load_tokenizer, stage_model_path
+from looper.modeling import load_stage_model, load_tokenizer, peak_gpu_memory_gib, stage_model_path
 from looper.prompts import render_prompt
 from looper.runs import (
     InputError,
@@ -185,12 +185,13 @@ def main(config: RunConfig) -> RunDir:
                 atomic_write_json(final.with_suffix(".meta.json"), fingerprint)
                 for r in range(shards.world):
                     shards.path(final, r).with_suffix(".meta.json").unlink(missing_ok=True)
+    peaks = shards.gather(peak_gpu_memory_gib())
     if not shards.is_main:
         return run
     if not records:
         raise InputError("eval: no model to evaluate")
     summary = write_report(records, config, run.eval_dir)
-    finish_stage(run, STAGE, config, models=list(records))
+    finish_stage(run, STAGE, config, models=list(records), processes=shards.world, peak_gpu_memory_gib=peaks)
     print(summary["table"])
     print(f"\nreport: {run.eval_dir / 'report.md'}")
     if config.note:

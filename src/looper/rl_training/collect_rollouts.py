@@ -31,8 +31,8 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from looper.config import RunConfig
-from looper.generation import GenRequest, complete_groups, generate_stream
-from looper.modeling import load_stage_model, load_tokenizer, stage_model_path
+from looper.generation import GenRequest, complete_groups, generate_stream, generation_speed
+from looper.modeling import load_stage_model, load_tokenizer, peak_gpu_memory_gib, stage_model_path
 from looper.prompts import render_prompt
 from looper.regime_w.arms import build_all_arms
 from looper.regime_w.reward import ArmOutput, check_reward_config, trajectory_rewards
@@ -138,17 +138,19 @@ def main(config: RunConfig, run: RunDir | None = None, round_: int = 1) -> RunDi
             bar.update(1)
             bar.set_postfix(tok_per_s=f"{tokens / (time.perf_counter() - started):.0f}", refresh=False)
         bar.close()
-    shards.wait()
+        seconds = time.perf_counter() - started
+    per_process = shards.gather({"tokens": tokens, "seconds": round(seconds, 2), "peak_gpu_memory_gib": peak_gpu_memory_gib()})
     if not shards.is_main:
         return run
     records = shards.merge(run.rollouts, [q["id"] for q in questions])  # in question order; refuses a duplicate id
-    finish_stage(run, STAGE, config, questions=len(records))
+    speed = generation_speed(per_process)
+    finish_stage(run, STAGE, config, questions=len(records), **speed)
     acc = sum(t["parts"]["correct"] == 1.0 for r in records for t in r["trajectories"])
     cut = sum(t["truncated"] for r in records for t in r["trajectories"])
     total = sum(len(r["trajectories"]) for r in records)
     print(f"collect-rollouts{f' (round {round_})' if round_ > 1 else ''}: {len(records)} questions x {total // max(1, len(records))} trajectories, "
-          f"{acc / max(1, total):.1%} correct, {cut / max(1, total):.1%} truncated at {config.rollouts.max_new_tokens} tokens "
-          f"-> {run.rollouts}")
+          f"{acc / max(1, total):.1%} correct, {cut / max(1, total):.1%} truncated at {config.rollouts.max_new_tokens} tokens, "
+          f"{speed['tokens_per_s']:,.0f} tokens/s over {shards.world} process(es) -> {run.rollouts}")
     return run
 
 

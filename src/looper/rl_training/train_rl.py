@@ -59,13 +59,14 @@ from looper.runs import (
     check_stage,
     derive_seed,
     finish_stage,
+    is_main_process,
     read_jsonl,
     require_input,
     set_seed,
     stage_hash,
     start_stage,
 )
-from looper.trainers import check_output_free, make_trl_config, prepare_work_dir, save_atomically, watch_training
+from looper.trainers import check_output_free, make_trl_config, prepare_work_dir, save_trained, watch_training
 
 STAGE = "train-rl"
 
@@ -78,17 +79,17 @@ def load_policy(config: RunConfig, run: RunDir) -> Any:
     if config.sft.method == "full":
         from peft import get_peft_model
 
-        model = load_stage_model(config, run, "sft")
+        model = load_stage_model(config, run, "sft", for_training=True)
         return get_peft_model(model, lora_config(config.sft.lora_preset, config.sft.lora, model))
     if not (run.lora_sft / "adapter_config.json").is_file():
         raise InputError(f"{run.lora_sft}: no SFT adapter; run `looper sft` first")
-    return load_stage_model(config, run, "sft", trainable_adapter=True)
+    return load_stage_model(config, run, "sft", trainable_adapter=True, for_training=True)
 
 
 def load_reference(config: RunConfig, run: RunDir) -> Any:
     """The plan's two-model layout: a second, frozen copy of base + SFT, the adapter merged in (TRL
     patches its fused log-prob head onto a plain model, not a PEFT wrapper)."""
-    model = load_stage_model(config, run, "sft")
+    model = load_stage_model(config, run, "sft", for_training=True)  # the trainer's accelerator places it too
     return model.merge_and_unload() if hasattr(model, "merge_and_unload") else model  # a full SFT checkpoint has no adapter
 
 
@@ -327,14 +328,15 @@ def train_round(config: RunConfig, run: RunDir, round_: int) -> None:
     trainer = trainer_cls(**trainer_kwargs)
     watch_training(trainer, run.log_path(STAGE), run.work_dir(STAGE), f"rl.{config.rl.algorithm}")
     result = trainer.train(resume_from_checkpoint=resume_from)
-    save_atomically(trainer.model, trainer_kwargs["processing_class"], run.lora_rl, {
+    saved = save_trained(trainer, trainer_kwargs["processing_class"], run.lora_rl, {
         "config_hash": chash, "base_model": config.model.name_or_path, "algorithm": config.rl.algorithm, "round": round_,
         "on_top_of": "full SFT checkpoint" if config.sft.method == "full" else "base (adapter includes SFT)",
         "train_loss": result.training_loss, "global_step": result.global_step,
     }, adapter_names=["default"])
     finish_stage(run, STAGE, config, algorithm=config.rl.algorithm, round=round_, train_loss=result.training_loss,
-                 steps=result.global_step)
-    print(f"{label}: {result.global_step} steps, loss {result.training_loss:.4f} -> {run.lora_rl}")
+                 steps=result.global_step, **saved)
+    if is_main_process():  # the loss is this process's own; the others' would repeat the line
+        print(f"{label}: {result.global_step} steps, loss {result.training_loss:.4f} -> {run.lora_rl}")
 
 
 def main(config: RunConfig) -> RunDir:
