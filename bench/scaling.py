@@ -134,6 +134,7 @@ def main() -> None:
         row = {"1gpu": one, "ddp2": two}
         if "tokens_per_s" in one and "tokens_per_s" in two:
             row["speedup"] = round(two["tokens_per_s"] / one["tokens_per_s"], 3)
+            row["speedup_median_step"] = round(two["median_step_tokens_per_s"] / one["median_step_tokens_per_s"], 3)
         record("sft_lora_ddp", row)
     if "rollouts" in parts:
         src = runs / "sft-1gpu"

@@ -62,8 +62,10 @@ def throughput(log_path: Path, warmup: int) -> dict[str, float]:
         raise RuntimeError(f"too few logged steps in {log_path} to time ({len(steps)})")
     tokens = timed[-1]["num_tokens"] - timed[0]["num_tokens"]
     seconds = timed[-1]["time"] - timed[0]["time"]
-    return {"tokens_per_s": tokens / seconds, "timed_steps": len(timed) - 1,
-            "tokens_per_step": tokens / (len(timed) - 1), "mean_loss": sum(r["loss"] for r in timed) / len(timed)}
+    per_step = sorted((b["num_tokens"] - a["num_tokens"]) / (b["time"] - a["time"]) for a, b in zip(timed, timed[1:]))
+    return {"tokens_per_s": tokens / seconds, "median_step_tokens_per_s": per_step[len(per_step) // 2],
+            "timed_steps": len(timed) - 1, "tokens_per_step": tokens / (len(timed) - 1),
+            "mean_loss": sum(r["loss"] for r in timed) / len(timed)}
 
 
 def main() -> None:

@@ -148,3 +148,28 @@ def test_sft_on_the_models_own_correct_answers(prepared, tiny_model_dir):
     shutil.rmtree(prepared / "demo" / "checkpoints" / "lora_sft")
     proc = run_looper("sft", *[a.replace("samples=2", "samples=3") for a in args], cwd=REPO, check=False)
     assert proc.returncode != 0 and "sampled with other settings" in proc.stderr
+
+
+def test_full_sft_of_a_16_bit_model_updates_float32_master_weights(tmp_path, tiny_model_dir, monkeypatch):
+    """Full SFT in one process trains float32 weights (bf16 weights would round away small updates) and saves the
+    checkpoint in model.dtype; under FSDP / ZeRO-3 accelerate keeps the master weights, so model.dtype loads as it is."""
+    from safetensors.torch import load_file as load
+
+    from looper.baseline_sft.train_sft import master_weights_dtype
+
+    assert master_weights_dtype(load_config(None, ["sft.method=full", "model.dtype=bfloat16"])) is torch.float32
+    assert master_weights_dtype(load_config(None, ["sft.method=full", "model.dtype=float32"])) is None
+    assert master_weights_dtype(load_config(None, ["sft.method=lora", "model.dtype=bfloat16"])) is None
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    assert master_weights_dtype(load_config(None, ["sft.method=full", "model.dtype=bfloat16"])) is None
+    monkeypatch.delenv("ACCELERATE_USE_FSDP")
+
+    a = tiny_run_config(tmp_path, tiny_model_dir, "sft.method=full", "model.dtype=bfloat16", "sft.trainer.max_steps=2",
+                        "sft.trainer.learning_rate=1e-4")
+    run_looper("prepare-data", *a, cwd=REPO)
+    run_looper("sft", *a, cwd=REPO)
+    saved = load(tmp_path / "demo" / "checkpoints" / "sft" / "model.safetensors")
+    assert {t.dtype for t in saved.values()} == {torch.bfloat16}
+    before = load(tiny_model_dir / "model.safetensors")
+    moved = [k for k in before if k in saved and not torch.equal(before[k].to(torch.bfloat16), saved[k])]
+    assert len(moved) > len(before) // 2

@@ -183,7 +183,8 @@ def load_tokenizer(model_cfg: ModelConfig, padding_side: str = "right") -> Any:
 
 
 def load_model(model_cfg: ModelConfig, adapter: str | Path | None = None, trainable_adapter: bool = False,
-               checkpoint: str | Path | None = None, merge: bool = False, for_training: bool = False) -> Any:
+               checkpoint: str | Path | None = None, merge: bool = False, for_training: bool = False,
+               dtype: torch.dtype | None = None) -> Any:
     """The base model (or a full fine-tuned ``checkpoint``), optionally with a LoRA adapter on top.
 
     With ``trainable_adapter`` the adapter's weights require grad (continued training, e.g. RL on
@@ -196,7 +197,8 @@ def load_model(model_cfg: ModelConfig, adapter: str | Path | None = None, traina
     in CPU memory (safetensors are memory-mapped, so the processes share the page cache), accelerate moves it
     to the meta device, shards it, and the first process sends every GPU its shards; under ZeRO-3
     ``from_pretrained`` builds it partitioned (``deepspeed.zero.Init``, which needs the trainer's config to
-    exist first). Either way no process holds the whole model on its GPU.
+    exist first). Either way no process holds the whole model on its GPU. ``dtype`` overrides ``model.dtype``
+    (full SFT keeps float32 master weights).
     """
     from transformers import AutoModelForCausalLM
 
@@ -205,7 +207,7 @@ def load_model(model_cfg: ModelConfig, adapter: str | Path | None = None, traina
         from accelerate import PartialState
 
         PartialState(cpu=not torch.cuda.is_available())  # transformers' sharded loading checks that the process group is up
-    dtype = resolve_dtype(model_cfg.dtype)
+    dtype = dtype or resolve_dtype(model_cfg.dtype)
     path = str(checkpoint) if checkpoint else resolve_model_path(model_cfg.name_or_path)
     kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": model_cfg.trust_remote_code, "use_safetensors": True}
     if model_cfg.revision and not checkpoint:

@@ -29,7 +29,7 @@ from typing import Any
 from looper.answers import is_correct
 from looper.config import RunConfig, stable_hash
 from looper.generation import GenRequest, complete_groups, generate_stream
-from looper.modeling import load_model, load_tokenizer, lora_config, sharded_training
+from looper.modeling import load_model, load_tokenizer, lora_config, resolve_dtype, sharded_training
 from looper.prompts import render_prompt, sft_example
 from looper.runs import (
     InputError,
@@ -66,19 +66,34 @@ def full_sft_memory_estimate(model: Any, args: Any, shards: int = 1) -> dict[str
     ``shards``: the GPUs that FSDP / ZeRO-3 split weights, gradients and optimizer states over (activations are
     per GPU; FSDP also gathers one layer's full weights at a time, a small extra left out).
     """
-    n = sum(p.numel() for p in model.parameters())
+    n = sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters())  # ZeRO-3 builds them partitioned (numel 0)
     width = next(model.parameters()).element_size()
+    act_width = 2 if (args.bf16 or args.fp16) else width  # under autocast activations are 16-bit whatever the weights
     c = model.config
     tokens = args.per_device_train_batch_size * (args.max_length or 1024)
     optim_bytes = 2 if "8bit" in str(args.optim) else 8
     per_layer = 2 if args.gradient_checkpointing else 34
-    activations = tokens * c.hidden_size * width * (per_layer * c.num_hidden_layers + (34 if args.gradient_checkpointing else 0))
+    activations = tokens * c.hidden_size * act_width * (per_layer * c.num_hidden_layers + (34 if args.gradient_checkpointing else 0))
     logits = tokens * c.vocab_size * 4 * 2  # fp32 logits and their gradient
     gib = 2**30
     est = {"weights": n * width / gib / shards, "gradients": n * width / gib / shards,
            "optimizer": n * optim_bytes / gib / shards, "activations": (activations + logits) / gib}
     est["total"] = sum(est.values())
     return est
+
+
+def master_weights_dtype(config: RunConfig) -> Any:
+    """float32 for full SFT in one process per model copy (one GPU, DDP) when ``model.dtype`` is 16-bit: the trainer
+    then runs the forward and backward passes in bf16 / fp16 autocast and the optimizer updates float32 weights.
+    Updating bf16 weights directly loses every step smaller than half the weight's bf16 spacing (about 1/256 of
+    the weight): at lr 1e-5 an 8B model's weights (~0.02) do not move, and a measured run's loss stalled at the
+    uniform distribution's (docs/scaling.md). FSDP / ZeRO-3 keep float32 master weights themselves
+    (accelerate's mixed precision), so they load ``model.dtype`` as it is. None: load ``model.dtype``."""
+    import torch
+
+    if config.sft.method != "full" or sharded_training():
+        return None
+    return torch.float32 if resolve_dtype(config.model.dtype) in (torch.bfloat16, torch.float16) else None
 
 
 def check_full_sft_fits(model: Any, args: Any) -> None:
@@ -212,7 +227,8 @@ def main(config: RunConfig) -> RunDir:
     args = make_trl_config("sft", config, run.work_dir(STAGE))
     tokenizer = load_tokenizer(config.model)
     set_seed(config.seed)  # before the model: LoRA's initial weights are drawn from it
-    model = load_model(config.model, for_training=True)
+    master = master_weights_dtype(config)
+    model = load_model(config.model, for_training=True, dtype=master)
     peft_config = lora_config(config.sft.lora_preset, config.sft.lora, model) if config.sft.method == "lora" else None
     if config.sft.method == "full":
         check_full_sft_fits(model, args)
@@ -227,6 +243,8 @@ def main(config: RunConfig) -> RunDir:
     if peft_config is not None:
         trainer.model.print_trainable_parameters()
     result = trainer.train(resume_from_checkpoint=resume_from)
+    if master is not None:
+        trainer.model.to(resolve_dtype(config.model.dtype))  # saved (and loaded by later stages) in model.dtype
     saved = save_trained(trainer, tokenizer, target, {
         "config_hash": chash, "base_model": config.model.name_or_path, "method": config.sft.method,
         "train_loss": result.training_loss, "global_step": result.global_step,
