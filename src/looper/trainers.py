@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from looper.config import ConfigError, RunConfig
-from looper.runs import InputError, JsonlAppender, MetricsLog, atomic_write_json, atomic_write_jsonl
+from looper.runs import InputError, JsonlAppender, MetricsLog, Shards, atomic_write_json, atomic_write_jsonl
 
 log = logging.getLogger("looper")
 
@@ -179,11 +179,9 @@ def prepare_work_dir(work_dir: Path, config_hash: str, stage: str, metrics_path:
     checkpoint holds, so the resumed run logs every later step once, as an uninterrupted run would.
     Under a multi-process launch the first process does this first; the others then find the same checkpoint.
     """
-    from accelerate import PartialState
-
-    state = PartialState(cpu=not torch.cuda.is_available())
-    with state.main_process_first():
-        return _prepare_work_dir(work_dir, config_hash, stage, metrics_path, write=state.is_main_process)
+    shards = Shards()
+    with shards.state.main_process_first():
+        return _prepare_work_dir(work_dir, config_hash, stage, metrics_path, write=shards.is_main)
 
 
 def _prepare_work_dir(work_dir: Path, config_hash: str, stage: str, metrics_path: Path, write: bool) -> str | None:
@@ -237,7 +235,7 @@ def save_trained(trainer: Any, tokenizer: Any, target: Path, info: dict[str, Any
     Under FSDP / ZeRO-3 each process holds a shard: accelerate gathers the full state dict first (every process
     takes part), and the first process writes it. Under DDP every process holds the same weights; the first writes.
     """
-    from accelerate.utils import DistributedType, gather_object
+    from accelerate.utils import DistributedType
 
     from looper.modeling import peak_gpu_memory_gib
 
@@ -249,8 +247,7 @@ def save_trained(trainer: Any, tokenizer: Any, target: Path, info: dict[str, Any
         state_dict = acc.get_state_dict(trainer.model)
     if acc.is_main_process:
         save_atomically(acc.unwrap_model(trainer.model), tokenizer, target, info, adapter_names, state_dict)
-    peaks = gather_object([peak_gpu_memory_gib()]) if acc.num_processes > 1 else [peak_gpu_memory_gib()]
-    acc.wait_for_everyone()
+    peaks = Shards().gather(peak_gpu_memory_gib())  # a collective: the processes meet here after the save
     return {"processes": acc.num_processes, "distributed": str(acc.distributed_type).split(".")[-1].lower(),
             "peak_gpu_memory_gib": peaks}
 
