@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from looper.config import ModelConfig
-from looper.generation import GenRequest, SeededSampler, generate, generate_stream, gumbel_noise, row_uniforms, sample
+from looper.generation import GenRequest, SeededSampler, capturable, generate, generate_stream, gumbel_noise, row_uniforms, sample
 from looper.modeling import load_model, load_tokenizer
 
 
@@ -167,6 +167,18 @@ def test_slot_engine_replays_a_request_alone_and_streams_all(eos_biased):
     assert {r.key: r.text for r in streamed} == {r.key: r.text for r in crowd}
     one = generate(model, tokenizer, requests, 1, 4, progress=False)
     assert all(r.num_tokens == 1 for r in one)
+
+
+def test_an_llm_int8_model_is_not_captured_as_a_cuda_graph(tiny):
+    """bitsandbytes' 8-bit layers sync with the host; a failed capture would break the CUDA generator (seen on the H200)."""
+    model, _ = tiny
+    assert capturable(model)
+
+    class Linear8bitLt(torch.nn.Linear):  # the name is what is checked: bitsandbytes needs a GPU to build the real one
+        pass
+
+    int8 = torch.nn.Sequential(torch.nn.Linear(2, 2), Linear8bitLt(2, 2))
+    assert not capturable(int8)
 
 
 def test_unknown_engine_is_an_error(tiny):

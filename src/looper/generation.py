@@ -248,6 +248,15 @@ def _text_config(model: Any) -> Any:
     return config.get_text_config() if hasattr(config, "get_text_config") else config
 
 
+def capturable(model: Any) -> bool:
+    """False for a model whose decode step cannot be captured as a CUDA graph, known before trying: bitsandbytes'
+    LLM.int8 layers (``model.quantization: 8bit``) read their outlier columns on the host. Trying is not free: a
+    capture that fails midway leaves the CUDA generator marked as capturing, and the next random draw outside the
+    graph (LoRA dropout in GRPO's training step, measured on the H200) then fails with "Offset increment outside
+    graph capture"."""
+    return not any(type(m).__name__ == "Linear8bitLt" for m in model.modules())
+
+
 class SlotEngine:
     """Continuous batching over ``slots`` rows with a ring KV cache of ``columns`` columns (module docstring).
 
@@ -278,7 +287,7 @@ class SlotEngine:
         self.eos = torch.tensor(eos or [-1], dtype=torch.long, device=dev)
         self.use_top_p = use_top_p
         self.host_column = 0  # mirror of cache.column, advanced once per decode step
-        self.graph = self._capture() if cuda_graph and dev.type == "cuda" else None
+        self.graph = self._capture() if cuda_graph and dev.type == "cuda" and capturable(model) else None
 
     # -- one decode step for every slot; device work only, so it can be captured and replayed
     def _decode(self) -> None:
