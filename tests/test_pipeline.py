@@ -1,5 +1,6 @@
 """The whole pipeline on a tiny model, then a rerun that skips every stage, and a config change refused."""
 
+import json
 from pathlib import Path
 
 from conftest import run_looper
@@ -14,6 +15,16 @@ def test_pipeline_end_to_end_then_skips(tmp_path, tiny_model_dir):
     first = run_looper("pipeline", *a, cwd=REPO)
     assert "pipeline done" in first.stdout and "report:" in first.stdout
     assert "| rl " in first.stdout and "| sft " in first.stdout and "| base " in first.stdout
+    stages = tmp_path / "demo" / "stages"
+    marker = {s: json.loads((stages / f"{s}.json").read_text()) for s in ("sft", "collect-rollouts", "train-rl", "eval")}
+    for stage in ("sft", "train-rl"):  # training: the trainer's token count, its loop's time, their ratio
+        m = marker[stage]
+        assert m["train_tokens"] > 0 and m["train_runtime_s"] > 0, m
+        assert abs(m["tokens_per_s"] - m["train_tokens"] / m["train_runtime_s"]) < 0.01 * m["tokens_per_s"] + 0.1
+    for stage in ("collect-rollouts", "eval"):  # generation: tokens generated over generation time
+        m = marker[stage]
+        assert m["generated_tokens"] > 0 and m["tokens_per_s"] > 0 and m["processes"] == 1, m
+    assert marker["eval"]["models"] == ["base", "sft", "rl"] and marker["eval"]["peak_gpu_memory_gib"] == [None]
     second = run_looper("pipeline", *a, cwd=REPO)
     assert second.stdout.count("nothing to do") == 6, second.stdout
     changed = run_looper("pipeline", *a[:-1], "eval.max_new_tokens=9", cwd=REPO, check=False)

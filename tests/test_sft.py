@@ -173,3 +173,19 @@ def test_full_sft_of_a_16_bit_model_updates_float32_master_weights(tmp_path, tin
     before = load(tiny_model_dir / "model.safetensors")
     moved = [k for k in before if k in saved and not torch.equal(before[k].to(torch.bfloat16), saved[k])]
     assert len(moved) > len(before) // 2
+
+
+def test_training_speed_reads_the_trainers_counts_from_the_metrics_log(tmp_path):
+    """Steady rate between the first and last logged counts; the loop's rate from the trainer's run time; GRPO-style
+    logs (a count on generation steps only) give the loop's rate alone; no log, nothing."""
+    from looper.trainers import training_speed
+
+    log = tmp_path / "m.jsonl"
+    rows = [{"time": 100.0, "step": 1, "loss": 2.0, "num_tokens": 1000.0}, {"time": 102.0, "step": 2, "loss": 1.9, "num_tokens": 2000.0},
+            {"time": 104.0, "step": 3, "loss": 1.8, "num_tokens": 3000.0}, {"time": 104.5, "step": 3, "train_runtime": 6.0}]
+    log.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert training_speed(log) == {"train_tokens": 3000, "train_runtime_s": 6.0, "tokens_per_s": 500.0,
+                                   "steady_tokens_per_s": 500.0, "steady_steps": "1-3"}
+    log.write_text("".join(json.dumps(r) + "\n" for r in [rows[0], {"time": 103.0, "step": 2, "loss": 0.1}, rows[3]]))
+    assert training_speed(log) == {"train_tokens": 1000, "train_runtime_s": 6.0, "tokens_per_s": 166.7}
+    assert training_speed(tmp_path / "missing.jsonl") == {}

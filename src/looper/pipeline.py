@@ -13,11 +13,28 @@ evaluation table (printed by eval) and the path of report.md end the output, wit
 
 from __future__ import annotations
 
+import gc
 import importlib
 import time
 
 from looper.config import RunConfig
 from looper.runs import STAGE_MODULES, STAGES, InputError, RunDir, atomic_write_json
+
+
+def fresh_gpu_accounting(after: str | None = None) -> None:
+    """Between two stages in one process: free what the last stage's models held and restart the peak count, so that
+    each stage's marker records its own peak GPU memory, as a separate ``looper <stage>`` process would. Memory still
+    held after a stage (a reference kept past its end) is reported: the next stage would pay for it."""
+    import torch
+
+    gc.collect()
+    if not torch.cuda.is_available():
+        return
+    torch.cuda.empty_cache()
+    left = torch.cuda.memory_allocated() / 2**30
+    if after and left > 0.5:
+        print(f"warning: {left:.1f} GiB of GPU memory still allocated after {after}", flush=True)
+    torch.cuda.reset_peak_memory_stats()
 
 
 def unused_stages(config: RunConfig) -> set[str]:
@@ -34,15 +51,18 @@ def main(config: RunConfig, from_stage: str | None = None, to_stage: str | None 
     run = RunDir.of(config)
     unused = unused_stages(config)
     timings = {}
+    previous = None
     for stage in STAGES[first : last + 1]:
         if stage in unused:
             print(f"\n=== {stage}: not used by rl.algorithm={config.rl.algorithm}; skipped", flush=True)
             continue
         print(f"\n=== {stage} ===", flush=True)
+        fresh_gpu_accounting(after=previous)
         started = time.perf_counter()
         importlib.import_module(STAGE_MODULES[stage]).main(config)
         timings[stage] = round(time.perf_counter() - started, 1)
         print(f"=== {stage} took {timings[stage]} s", flush=True)
+        previous = stage
     atomic_write_json(run.root / "pipeline_timings.json", timings)
     print("\n=== pipeline done ===")
     print("time per stage (s): " + ", ".join(f"{k} {v}" for k, v in timings.items()))

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from looper.config import ConfigError, RunConfig
-from looper.runs import InputError, JsonlAppender, MetricsLog, Shards, atomic_write_json, atomic_write_jsonl
+from looper.runs import InputError, JsonlAppender, MetricsLog, Shards, atomic_write_json, atomic_write_jsonl, read_jsonl
 
 log = logging.getLogger("looper")
 
@@ -226,6 +226,31 @@ def check_output_free(target: Path, config_hash: str, stage: str) -> None:
         if made_by != config_hash:
             raise InputError(f"{target} already exists from another {stage} config (hash {made_by}, now {config_hash}); "
                              "delete it or use another run name")
+
+
+def training_speed(metrics_path: Path) -> dict[str, Any]:
+    """What a training stage records of its speed, from its metrics log: the tokens the trainer counted (TRL's
+    ``num_tokens``: every process's, prompts included, padding-free packs as the trainer sees them), the trainer's
+    own run time (the training loop: generation included for GRPO / RLOO, model loading and the save left out),
+    their ratio, and, where at least two logged steps carry a count, the steady rate between the first and the last
+    of them (the first step's warm-up left out). A resumed run's figures are those of its last part."""
+    if not Path(metrics_path).exists():
+        return {}
+    rows = read_jsonl(metrics_path)
+    counted = [r for r in rows if isinstance(r.get("num_tokens"), (int, float)) and "time" in r]
+    runtime = next((r["train_runtime"] for r in reversed(rows) if isinstance(r.get("train_runtime"), (int, float))), None)
+    out: dict[str, Any] = {}
+    if counted:
+        out["train_tokens"] = int(max(r["num_tokens"] for r in counted))
+    if runtime:
+        out["train_runtime_s"] = round(runtime, 3)
+        if counted:
+            out["tokens_per_s"] = round(out["train_tokens"] / runtime, 1)
+    first, last = (counted[0], counted[-1]) if counted else ({}, {})
+    if len(counted) >= 2 and last["time"] > first["time"] and last["num_tokens"] > first["num_tokens"]:
+        out["steady_tokens_per_s"] = round((last["num_tokens"] - first["num_tokens"]) / (last["time"] - first["time"]), 1)
+        out["steady_steps"] = f"{first['step']}-{last['step']}"
+    return out
 
 
 def save_trained(trainer: Any, tokenizer: Any, target: Path, info: dict[str, Any], adapter_names: list[str] | None = None) -> dict[str, Any]:

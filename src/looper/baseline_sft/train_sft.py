@@ -47,7 +47,7 @@ from looper.runs import (
     stage_hash,
     start_stage,
 )
-from looper.trainers import check_output_free, make_trl_config, prepare_work_dir, save_trained, watch_training
+from looper.trainers import check_output_free, make_trl_config, prepare_work_dir, save_trained, training_speed, watch_training
 
 STAGE = "sft"
 
@@ -249,7 +249,8 @@ def main(config: RunConfig) -> RunDir:
         "config_hash": chash, "base_model": config.model.name_or_path, "method": config.sft.method,
         "train_loss": result.training_loss, "global_step": result.global_step,
     })
-    finish_stage(run, STAGE, config, output=str(target), train_loss=result.training_loss, steps=result.global_step, **saved)
+    finish_stage(run, STAGE, config, output=str(target), train_loss=result.training_loss, steps=result.global_step, **saved,
+                 **training_speed(run.log_path(STAGE)))
     if is_main_process():  # the loss is this process's own; the others' would repeat the line
         print(f"sft: {result.global_step} steps, train loss {result.training_loss:.4f} -> {target}")
     return run

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import gc
 import json
+import time
 from pathlib import Path
 from typing import Any
 
 from looper.answers import extract_answer, is_correct
 from looper.config import RunConfig
 from looper.eval.report import write_report
-from looper.generation import GenRequest, complete_groups, generate_stream
+from looper.generation import GenRequest, complete_groups, generate_stream, generation_speed
 from looper.modeling import load_stage_model, load_tokenizer, peak_gpu_memory_gib, stage_model_path
 from looper.prompts import render_prompt
 from looper.runs import (
@@ -109,11 +110,13 @@ def score_record(row: dict[str, Any], outputs: list[Any]) -> dict[str, Any]:
     return record
 
 
-def evaluate(model: Any, tokenizer: Any, rows: list[dict[str, Any]], config: RunConfig, out_path: Path, label: str) -> list[dict]:
+def evaluate(model: Any, tokenizer: Any, rows: list[dict[str, Any]], config: RunConfig, out_path: Path, label: str,
+             tally: dict[str, float] | None = None) -> list[dict]:
     """Generate and score every row not yet in ``out_path`` (resumable); returns all records in row order.
 
     All remaining requests stream through the engine; a question's record is appended once its last
-    sample ends, and the finished file is rewritten in row order.
+    sample ends, and the finished file is rewritten in row order. ``tally`` (``{"tokens", "seconds"}``) is
+    increased by the tokens generated here and the time it took.
     """
     ev = config.eval
     temperature = 0.0 if ev.samples == 1 else ev.temperature
@@ -127,10 +130,15 @@ def evaluate(model: Any, tokenizer: Any, rows: list[dict[str, Any]], config: Run
                                temperature, 1.0, derive_seed(config.seed, r["id"], "eval", s))
                     for r in todo for s in range(ev.samples)]
         by_row = {r["id"]: r for r in todo}
+        started = time.perf_counter()
         stream = generate_stream(model, tokenizer, requests, ev.max_new_tokens, ev.batch_size, desc=f"eval {label}",
                                  engine=ev.engine)
         for results in complete_groups(stream, ev.samples):
             out.append(score_record(by_row[results[0].key[0]], results))
+            if tally is not None:
+                tally["tokens"] += sum(r.num_tokens for r in results)
+        if tally is not None:
+            tally["seconds"] += time.perf_counter() - started
         by_id = {rec["id"]: rec for rec in out.records}
     ordered = [by_id[r["id"]] for r in rows]
     if todo:
@@ -158,6 +166,7 @@ def main(config: RunConfig) -> RunDir:
     if shards.is_main:
         run = start_stage(config, STAGE)
     records: dict[str, dict[str, list[dict]]] = {}
+    tally = {"tokens": 0, "seconds": 0.0}
     for which in config.eval.models:
         path = stage_model_path(config, run, which)
         if path is not None and not Path(path).exists():
@@ -174,7 +183,7 @@ def main(config: RunConfig) -> RunDir:
                 print(f"eval: {out_path.name} is from another model or eval config; starting it over")
                 out_path.unlink()
             atomic_write_json(meta, fingerprint)
-            records[which][name] = evaluate(model, tokenizer, shards.mine(rows), config, out_path, f"{which}/{name}")
+            records[which][name] = evaluate(model, tokenizer, shards.mine(rows), config, out_path, f"{which}/{name}", tally)
         del model
         gc.collect()
         shards.wait()
@@ -185,13 +194,14 @@ def main(config: RunConfig) -> RunDir:
                 atomic_write_json(final.with_suffix(".meta.json"), fingerprint)
                 for r in range(shards.world):
                     shards.path(final, r).with_suffix(".meta.json").unlink(missing_ok=True)
-    peaks = shards.gather(peak_gpu_memory_gib())
+    per_process = shards.gather({"tokens": tally["tokens"], "seconds": round(tally["seconds"], 2),
+                                 "peak_gpu_memory_gib": peak_gpu_memory_gib()})
     if not shards.is_main:
         return run
     if not records:
         raise InputError("eval: no model to evaluate")
     summary = write_report(records, config, run.eval_dir)
-    finish_stage(run, STAGE, config, models=list(records), processes=shards.world, peak_gpu_memory_gib=peaks)
+    finish_stage(run, STAGE, config, models=list(records), **generation_speed(per_process))
     print(summary["table"])
     print(f"\nreport: {run.eval_dir / 'report.md'}")
     if config.note:

@@ -66,7 +66,7 @@ from looper.runs import (
     stage_hash,
     start_stage,
 )
-from looper.trainers import check_output_free, make_trl_config, prepare_work_dir, save_trained, watch_training
+from looper.trainers import check_output_free, make_trl_config, prepare_work_dir, save_trained, training_speed, watch_training
 
 STAGE = "train-rl"
 
@@ -334,7 +334,7 @@ def train_round(config: RunConfig, run: RunDir, round_: int) -> None:
         "train_loss": result.training_loss, "global_step": result.global_step,
     }, adapter_names=["default"])
     finish_stage(run, STAGE, config, algorithm=config.rl.algorithm, round=round_, train_loss=result.training_loss,
-                 steps=result.global_step, **saved)
+                 steps=result.global_step, **saved, **training_speed(run.log_path(STAGE)))
     if is_main_process():  # the loss is this process's own; the others' would repeat the line
         print(f"{label}: {result.global_step} steps, loss {result.training_loss:.4f} -> {run.lora_rl}")
 
