@@ -79,6 +79,34 @@ def device_info() -> dict[str, Any]:
     return info
 
 
+def stage_marker(run_dir: Path, stage: str, keys: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """What a run folder's stage marker (``stages/<stage>.json``) records, without the config it repeats (``keys``: only
+    those); empty when the stage has not finished."""
+    path = Path(run_dir) / "stages" / f"{stage}.json"
+    if not path.exists():
+        return {}
+    found = {k: v for k, v in json.loads(path.read_text()).items() if k not in ("config", "config_hash")}
+    return {k: found[k] for k in keys if k in found} if keys else found
+
+
+def link_outputs(src: Path, dst: Path, patterns: list[str]) -> None:
+    """Hard-link the outputs of run folder ``src`` matching ``patterns`` (globs, folders whole) into ``dst``, where
+    missing: a run that starts from another's data or adapters (the stages replace files, they never edit them)."""
+    import os
+    import shutil
+
+    for pattern in patterns:
+        for path in Path(src).glob(pattern):
+            target = Path(dst) / path.relative_to(src)
+            if target.exists():
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if path.is_dir():
+                shutil.copytree(path, target, copy_function=os.link)
+            else:
+                os.link(path, target)
+
+
 def peak_flops() -> float:
     name = torch.cuda.get_device_name(0) if torch.cuda.is_available() else ""
     return next((v for k, v in BF16_PEAK.items() if k in name), 989e12)

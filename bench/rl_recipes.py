@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import link_outputs  # noqa: E402
 
 # Every recipe starts from these settings (the GPU config's recipe before this comparison), whatever the config's
 # own defaults are now, then applies its overrides.
@@ -79,19 +80,8 @@ LEVELS = ("sft", "rollouts", "rl")
 
 
 def copy_shared(src: Path, dst: Path, level: str) -> None:
-    """Copy the outputs up to ``level`` of the run ``src`` into ``dst`` (hard links for files: they are replaced, not
-    modified, by the stages)."""
-    for name in LEVELS[: LEVELS.index(level) + 1]:
-        for pattern in REUSE[name]:
-            for path in src.glob(pattern):
-                target = dst / path.relative_to(src)
-                if target.exists():
-                    continue
-                target.parent.mkdir(parents=True, exist_ok=True)
-                if path.is_dir():
-                    shutil.copytree(path, target, copy_function=os.link)
-                else:
-                    os.link(path, target)
+    """Hard-link the outputs up to ``level`` of the run ``src`` into ``dst``."""
+    link_outputs(src, dst, [pattern for name in LEVELS[: LEVELS.index(level) + 1] for pattern in REUSE[name]])
 
 
 def source_of(recipe: str, first: str) -> tuple[str | None, str]:

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import add_model_args, device_info, random_checkpoint_for, write_results  # noqa: E402
+from common import add_model_args, device_info, random_checkpoint_for, stage_marker, write_results  # noqa: E402
 from sft_throughput import throughput  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -65,13 +65,11 @@ def looper(stage: str, overrides: list[str], gpus: int, accelerate_config: str =
     return row
 
 
+MARKER_KEYS = ("processes", "distributed", "peak_gpu_memory_gib", "generated_tokens", "generation_s", "tokens_per_s", "steps")
+
+
 def marker(run_dir: Path, stage: str) -> dict[str, Any]:
-    path = run_dir / "stages" / f"{stage}.json"
-    if not path.exists():
-        return {}
-    found = json.loads(path.read_text())
-    return {k: found[k] for k in ("processes", "distributed", "peak_gpu_memory_gib", "generated_tokens", "generation_s",
-                                  "tokens_per_s", "steps") if k in found}
+    return stage_marker(run_dir, stage, MARKER_KEYS)
 
 
 def same_rollouts(a: Path, b: Path) -> dict[str, Any]:

@@ -60,3 +60,22 @@ def test_rl_recipes_refuses_a_recipe_listed_before_the_one_it_builds_on(tmp_path
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     assert proc.returncode != 0 and "recipe g_rpo builds on b_dpo_correct: list b_dpo_correct before it" in proc.stderr
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not GSM8K.is_dir(), reason="needs the GSM8K files")
+def test_plan_8b_runs_every_stage_tiny(tmp_path, real_tokenizer_dir):
+    """bench/plan_8b.py on a tiny shape: the self-data refusal, the pipeline, GRPO and RLOO with their evals."""
+    out = tmp_path / "out.json"
+    cmd = [sys.executable, str(REPO / "bench" / "plan_8b.py"), "--gsm8k", str(GSM8K), "--tokenizer", str(real_tokenizer_dir),
+           "--model-dir", str(tmp_path / "model"), "--out", str(out), "--shape", "tiny", "--runs-dir", str(tmp_path / "runs"),
+           "--configs", "8b", "--new-tokens", "16", "--rl-tokens", "16", "--eval-tokens", "8", "--eval-limit", "4",
+           "--questions", "2", "--self-questions", "2"]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    steps = json.loads(out.read_text())["configs"]["8b"]["steps"]
+    assert steps["self-data"]["rc"] == 2 and steps["self-data"]["samples"]["samples"] == 4
+    assert steps["pipeline"]["rc"] == 0 and all(r["marker"] for r in steps["pipeline"]["stages"])
+    for algorithm in ("grpo", "rloo"):
+        assert steps[algorithm]["train-rl"]["rc"] == 0 and steps[algorithm]["eval_models"] == ["rl"]
+    assert "| 8b | train-rl (rloo) |" in proc.stdout
