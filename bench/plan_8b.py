@@ -54,12 +54,14 @@ TINY = ["model.dtype=float32", "model.attn_implementation=eager", "model.quantiz
 def looper(args: list[str], log: Path) -> dict[str, Any]:
     """One looper command as a user types it (its output appended to ``log``): exit status, wall time, last line."""
     cmd = [sys.executable, "-m", "looper.cli", *args]
-    started = time.perf_counter()
+    started, offset = time.perf_counter(), log.stat().st_size if log.exists() else 0
     with open(log, "a") as out:
         out.write(f"\n$ looper {' '.join(args)}\n")
         out.flush()
         rc = subprocess.run(cmd, cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=out, stderr=subprocess.STDOUT).returncode
-    lines = [x for x in log.read_text().splitlines() if x.strip()]
+    with open(log, "rb") as f:  # this command's output only: the log holds every earlier one too
+        f.seek(offset)
+        lines = [x for x in f.read().decode(errors="replace").splitlines() if x.strip()]
     row = {"command": "looper " + " ".join(args), "rc": rc, "wall_s": round(time.perf_counter() - started, 1),
            "last_line": lines[-1][-300:] if lines else ""}
     print(f"== looper {args[0]} ({args[1]}): rc {rc}, {row['wall_s']} s", flush=True)
@@ -85,8 +87,9 @@ def self_data_stats(run_dir: Path) -> dict[str, Any]:
     path = run_dir / "data" / "sft_self_samples.jsonl"
     if not path.exists():
         return {}
-    samples = [s for line in path.read_text().splitlines() for s in json.loads(line)["samples"]]
-    return {"questions": len(path.read_text().splitlines()), "samples": len(samples),
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    samples = [s for r in records for s in r["samples"]]
+    return {"questions": len(records), "samples": len(samples),
             "generated_tokens": sum(s["num_tokens"] for s in samples), "correct": sum(s["correct"] for s in samples),
             "truncated": sum(s["truncated"] for s in samples)}
 
@@ -174,7 +177,7 @@ def table(results: dict[str, Any]) -> str:
                              f"{s.get('samples', 0)} samples, {s.get('generated_tokens', 0):,} tokens, {s.get('correct', 0)} correct"])
                 continue
             stages = found.get("stages", [])
-            if not stages or found.get("rc", 0) != 0 and step.startswith("pipeline") and not any(r["marker"] for r in stages):
+            if not any(r["marker"] for r in stages) and found.get("rc", 0) != 0:  # failed before any stage finished
                 rows.append([key, f"{step}: exit {found.get('rc')}", "-", "-", "-", found.get("last_line", "")[:80]])
                 continue
             for r in stages:

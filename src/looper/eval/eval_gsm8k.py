@@ -111,7 +111,7 @@ def score_record(row: dict[str, Any], outputs: list[Any]) -> dict[str, Any]:
 
 
 def evaluate(model: Any, tokenizer: Any, rows: list[dict[str, Any]], config: RunConfig, out_path: Path, label: str,
-             tally: dict[str, float] | None = None) -> list[dict]:
+             tally: dict[str, float]) -> list[dict]:
     """Generate and score every row not yet in ``out_path`` (resumable); returns all records in row order.
 
     All remaining requests stream through the engine; a question's record is appended once its last
@@ -135,10 +135,8 @@ def evaluate(model: Any, tokenizer: Any, rows: list[dict[str, Any]], config: Run
                                  engine=ev.engine)
         for results in complete_groups(stream, ev.samples):
             out.append(score_record(by_row[results[0].key[0]], results))
-            if tally is not None:
-                tally["tokens"] += sum(r.num_tokens for r in results)
-        if tally is not None:
-            tally["seconds"] += time.perf_counter() - started
+            tally["tokens"] += sum(r.num_tokens for r in results)
+        tally["seconds"] += time.perf_counter() - started
         by_id = {rec["id"]: rec for rec in out.records}
     ordered = [by_id[r["id"]] for r in rows]
     if todo:
