@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import subprocess
 import sys
 import time
@@ -39,6 +40,8 @@ RESET = ["rollouts.samples_per_arm=1", "preferences.require_correct_chosen=false
 B_CORRECT = ["rollouts.samples_per_arm=4", "preferences.require_correct_chosen=true", "preferences.max_pairs_per_question=2"]
 RPO = ["rl.dpo.loss_type=[sigmoid,sft]", "rl.dpo.loss_weights=[1.0,1.0]"]  # DPO + NLL on the chosen (Pang et al. 2024)
 RPO_HI = [*B_CORRECT, *RPO, "rl.dpo.learning_rate=2.0e-5", "rl.dpo.num_train_epochs=2"]
+H_GRPO = ["rl.algorithm=grpo", "rl.mix_arms=false", "rl.num_questions=1200", "rl.grpo.num_generations=16",
+          "rl.grpo.temperature=0.7", "rl.grpo.generation_batch_size=256", "rl.grpo.per_device_train_batch_size=64"]
 CORRECT_ONLY = ["regime_w.consensus_weight=0", "regime_w.missing_penalty=0", "regime_w.truncation_penalty=0",
                 "regime_w.length_penalty=0"]  # the Regime W reward reduced to 1 for a correct answer, else 0
 RECIPES: dict[str, tuple[str, str | None, str | None, list[str]]] = {
@@ -67,7 +70,19 @@ RECIPES: dict[str, tuple[str, str | None, str | None, list[str]]] = {
     "g_rpo_hi": ("(g) at lr 2e-5 for 2 epochs", "b_dpo_correct", "rollouts", RPO_HI),
     "g_rpo_hi_rounds": ("(g at lr 2e-5) for 2 rounds, round 2 sampled from round 1's policy", "g_rpo_hi", "rl",
                         [*RPO_HI, "rl.rounds=2"]),
+    "h_grpo": ("GRPO as usually run: the SFT prompt only (no arms), 16 samples per question at T 0.7, correctness "
+               "reward, lr 2e-5, 1,200 questions", None, None, [*H_GRPO, *CORRECT_ONLY, "rl.grpo.learning_rate=2.0e-5"]),
+    "h_grpo_hi": ("(h) at lr 5e-5", None, None, [*H_GRPO, *CORRECT_ONLY, "rl.grpo.learning_rate=5.0e-5"]),
+    "h_grpo_w": ("(h) with the whole Regime W reward (one arm, so no s_cf)", None, None,
+                 [*H_GRPO, "rl.grpo.learning_rate=2.0e-5"]),
+    # Not recipes: the shared SFT adapter and its eval alone (listed first, the recipes start as soon as it is done),
+    # and the SFT model sampled 16 times per dev question (maj@16 / pass@16: how far sharpening could take it).
+    "sft": ("the shared SFT adapter and its greedy eval", None, None, []),
+    "sft_samples": ("the SFT model sampled 16 times per dev question at T 0.7 (pass@16, maj@16)", "sft", "sft",
+                    ["eval.samples=16", "eval.models=[sft]", "eval.datasets=[{choose}]"]),  # {choose}: the split recipes are chosen on
 }
+# Looper commands a recipe runs (each with the recipe's config and overrides); any other recipe runs `looper pipeline`.
+COMMANDS = {"sft": [["pipeline", "--to", "sft"], ["eval"]], "sft_samples": [["eval"]]}
 # What each level of reuse copies from the recipe built on (paths inside a run folder; globs allowed)
 REUSE = {
     "sft": ["data/*_train.jsonl", "data/*_dev.jsonl", "data/*_test.jsonl", "data/prepare_data.json", "checkpoints/lora_sft",
@@ -100,9 +115,13 @@ def start_recipe(config: str, runs_dir: Path, base_name: str, recipe: str, first
     source, level = source_of(recipe, first)
     if source is not None:
         copy_shared(runs_dir / f"{base_name}-{source}", runs_dir / name, level)
-    cmd = [sys.executable, "-m", "looper.cli", "pipeline", config, f"runs_dir={runs_dir}", f"name={name}", *sets, *RESET,
-           *overrides]
-    print(f"\n##### {recipe}: {what}\n{' '.join(cmd)}" + (f"\n(output: {log})" if log else ""), flush=True)
+    choose = next(s for s in reversed(sets) if s.startswith("eval.datasets=")).split("=", 1)[1].strip("[]").split(",")[0]
+    args = [f"runs_dir={runs_dir}", f"name={name}", *sets, *RESET, *(o.replace("{choose}", choose) for o in overrides)]
+    cmds = [[sys.executable, "-m", "looper.cli", command[0], config, *args, *command[1:]]
+            for command in COMMANDS.get(recipe, [["pipeline"]])]
+    cmd = cmds[0] if len(cmds) == 1 else ["bash", "-c", " && ".join(shlex.join(c) for c in cmds)]
+    print(f"\n##### {recipe}: {what}\n" + "\n".join(" ".join(c) for c in cmds) + (f"\n(output: {log})" if log else ""),
+          flush=True)
     if log is None:
         return subprocess.Popen(cmd), time.perf_counter()
     with open(log, "w") as out:  # the child writes to its own copy of the descriptor
@@ -118,7 +137,8 @@ def finish_recipe(runs_dir: Path, base_name: str, recipe: str, first: str, rc: i
         return {"recipe": recipe, "what": what, "failed": rc, "wall_s": round(wall, 1), "overrides": overrides}
     print(f"##### {recipe} done in {wall:.0f} s", flush=True)
     summary = json.loads((root / "eval" / "summary.json").read_text())
-    timings = json.loads((root / "pipeline_timings.json").read_text())
+    timings_path = root / "pipeline_timings.json"  # none for a recipe that runs eval alone
+    timings = json.loads(timings_path.read_text()) if timings_path.exists() else {}
     info = {"recipe": recipe, "what": what, "builds_on": source, "reuses": level, "overrides": overrides,
             "wall_s": round(wall, 1), "stage_s": timings, "summary": summary}
     for stage, key in (("build-preferences", "pairs"), ("train-rl", "steps")):

@@ -52,6 +52,19 @@ def test_rl_recipes_compares_recipes_on_one_sft_adapter(tmp_path, tiny_model_dir
     assert (f / "checkpoints" / "lora_sft" / "adapter_model.safetensors").samefile(a / "checkpoints" / "lora_sft" / "adapter_model.safetensors")
     assert "| f_label_free |" in proc.stdout and "| SFT (shared) |" in proc.stdout
 
+    # "sft" first: the shared adapter and its eval alone, then recipes (two at once) and SFT sampled on the dev split
+    cmd = [*cmd[:cmd.index("--recipes")], "--recipes", "sft,sft_samples,a_dpo", "--jobs", "2", *cmd[cmd.index("--datasets"):], "eval.models=[sft,rl]"]
+    cmd[cmd.index("--runs-dir") + 1] = str(tmp_path / "runs2")
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    s, samples, a = (tmp_path / "runs2" / f"demo-{r}" for r in ("sft", "sft_samples", "a_dpo"))
+    assert not (s / "checkpoints" / "lora_rl").exists() and (s / "eval" / "sft__gsm_symbolic_test.jsonl").exists()
+    assert (a / "checkpoints" / "lora_sft" / "adapter_model.safetensors").samefile(s / "checkpoints" / "lora_sft" / "adapter_model.safetensors")
+    assert (a / "eval" / "sft__gsm_symbolic_test.jsonl").samefile(s / "eval" / "sft__gsm_symbolic_test.jsonl")  # SFT scored once
+    sampled = json.loads((samples / "eval" / "summary.json").read_text())["metrics"]
+    assert list(sampled) == ["sft"] and list(sampled["sft"]) == ["gsm_symbolic_dev"] and sampled["sft"]["gsm_symbolic_dev"]["samples"] == 16
+    assert "| a_dpo |" in proc.stdout and "| SFT (shared) |" in proc.stdout
+
 
 def test_rl_recipes_refuses_a_recipe_listed_before_the_one_it_builds_on(tmp_path):
     """--jobs schedules a recipe once what it builds on is done, so that one must come first (checked before any work)."""
