@@ -1,6 +1,7 @@
 """The benchmark scripts run end to end on a tiny shape (CPU); the real figures come from the device."""
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -92,3 +93,27 @@ def test_plan_8b_runs_every_stage_tiny(tmp_path, real_tokenizer_dir):
     for algorithm in ("grpo", "rloo"):
         assert steps[algorithm]["train-rl"]["rc"] == 0 and steps[algorithm]["eval_models"] == ["rl"]
     assert "| 8b | train-rl (rloo) |" in proc.stdout
+
+
+def test_pooled_flips_reads_runs_together(tmp_path):
+    """Per-question net change, pooled flips and Fisher's combination over runs of one comparison (hand-computed)."""
+    def summary(up, down):
+        return {"comparisons": {"gsm8k_test": [{"a": "sft", "b": "rl", "strict": {"wrong_to_right": up, "right_to_wrong": down}}]}}
+
+    (tmp_path / "one.json").write_text(json.dumps(summary(["q1", "q2", "q3"], ["q4"])))
+    (tmp_path / "two.json").write_text(json.dumps({"results": [{"recipe": "c", "summary": summary(["q1", "q5"], ["q2"])}]}))
+    out = tmp_path / "pooled.json"
+    cmd = [sys.executable, str(REPO / "bench" / "pooled_flips.py"), str(tmp_path / "one.json"), f"{tmp_path / 'two.json'}:c",
+           "--out", str(out)]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    res = json.loads(out.read_text())
+    assert [(r["wrong_to_right"], r["right_to_wrong"]) for r in res["runs"]] == [(3, 1), (2, 1)]
+    # q1 +2, q2 0 (up in one run, down in the other), q3 +1, q4 -1, q5 +1
+    assert (res["per_question"]["better"], res["per_question"]["worse"]) == (3, 1)
+    assert res["per_question"]["p_two_sided"] == pytest.approx(2 * 5 / 16)
+    assert (res["pooled_flips"]["wrong_to_right"], res["pooled_flips"]["right_to_wrong"]) == (5, 2)
+    half = -math.log(5 / 16) - math.log(1 / 2)  # one-sided p: P(X >= 3 | 4) = 5/16, P(X >= 2 | 3) = 1/2
+    assert res["fisher_one_sided"] == pytest.approx(math.exp(-half) * (1 + half))
+    missing = subprocess.run([*cmd[:3], f"{tmp_path / 'two.json'}:nope"], cwd=REPO, capture_output=True, text=True)
+    assert missing.returncode != 0 and "no finished recipe 'nope'" in missing.stderr
