@@ -10,7 +10,9 @@ or RL rounds where a recipe says so), so every row compares against the same SFT
 questions and shared stages run once. Eval covers the dev split (where a recipe is chosen) and the
 test split (scored once per recipe and reported whatever it says). A recipe already complete is
 skipped by the pipeline's own stage markers, so the script can be rerun after a kill. ``--jobs N`` runs
-up to N recipes at once once what they build on is done (a 135M model leaves most of a GPU idle).
+up to N recipes at once once what they build on is done (a 135M model leaves most of a GPU idle);
+list ``sft`` first to train and score the shared adapter alone, so that the recipes start right after it,
+and ``sft_samples`` to sample the SFT model 16 times per question of the choosing split (pass@16, maj@16).
 
 Output: a JSON file and a markdown table per split: accuracy (strict, flexible) with 95% intervals,
 exact McNemar p against SFT, flips, truncation, mean tokens, pairs / examples, wall time of the
