@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from looper.stats import mcnemar_exact  # noqa: E402
+from looper.stats import binomial_half_cdf, mcnemar_exact  # noqa: E402
 
 
 def load_summary(source: str) -> dict[str, Any]:
@@ -53,11 +53,6 @@ def flips(summary: dict[str, Any], a: str, b: str, dataset: str, metric: str) ->
     return list(comp[metric]["wrong_to_right"]), list(comp[metric]["right_to_wrong"])
 
 
-def upper_tail(k: int, n: int) -> float:
-    """P(X >= k) for X ~ Binomial(n, 1/2): the one-sided exact p of k 'better' flips out of n."""
-    return sum(math.comb(n, i) for i in range(k, n + 1)) / 2 ** n
-
-
 def fisher_combined(ps: list[float]) -> float:
     """Fisher's method: P(chi2 with 2 len(ps) df >= -2 sum ln p), in closed form for even degrees of freedom."""
     half = -sum(math.log(p) for p in ps)  # x / 2
@@ -82,7 +77,7 @@ def main() -> None:
         net.subtract({q: 1 for q in down})
         runs.append({"source": source, "wrong_to_right": len(up), "right_to_wrong": len(down),
                      "p_two_sided": mcnemar_exact(len(up), len(down))})
-        one_sided.append(upper_tail(len(up), len(up) + len(down)))
+        one_sided.append(binomial_half_cdf(len(down), len(up) + len(down)))  # P(X >= up): the one-sided exact p
         print(f"{source}: {len(up)} / {len(down)} flips, McNemar p = {runs[-1]['p_two_sided']:.3g}")
     better = sum(1 for v in net.values() if v > 0)
     worse = sum(1 for v in net.values() if v < 0)

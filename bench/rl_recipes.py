@@ -109,15 +109,15 @@ def source_of(recipe: str, first: str) -> tuple[str | None, str]:
     return (None, "sft") if recipe == first else (first, "sft")
 
 
-def start_recipe(config: str, runs_dir: Path, base_name: str, recipe: str, first: str, sets: list[str],
+def start_recipe(config: str, runs_dir: Path, base_name: str, recipe: str, first: str, sets: list[str], choose: str,
                  log: Path | None) -> tuple[subprocess.Popen, float]:
-    """Copy in the shared work and start ``looper pipeline`` for the recipe (its output to ``log``, or to ours)."""
+    """Copy in the shared work and start ``looper pipeline`` for the recipe (its output to ``log``, or to ours);
+    ``choose`` (the dataset recipes are chosen on) fills ``{choose}`` in the recipe's overrides."""
     what, _, _, overrides = RECIPES[recipe]
     name = f"{base_name}-{recipe}"
     source, level = source_of(recipe, first)
     if source is not None:
         copy_shared(runs_dir / f"{base_name}-{source}", runs_dir / name, level)
-    choose = next(s for s in reversed(sets) if s.startswith("eval.datasets=")).split("=", 1)[1].strip("[]").split(",")[0]
     args = [f"runs_dir={runs_dir}", f"name={name}", *sets, *RESET, *(o.replace("{choose}", choose) for o in overrides)]
     cmds = [[sys.executable, "-m", "looper.cli", command[0], config, *args, *command[1:]]
             for command in COMMANDS.get(recipe, [["pipeline"]])]
@@ -151,7 +151,7 @@ def finish_recipe(runs_dir: Path, base_name: str, recipe: str, first: str, rc: i
     return info
 
 
-def run_all(config: str, runs_dir: Path, base_name: str, recipes: list[str], sets: list[str], jobs: int,
+def run_all(config: str, runs_dir: Path, base_name: str, recipes: list[str], sets: list[str], choose: str, jobs: int,
             on_result: Any) -> list[dict[str, Any]]:
     """Run the recipes, up to ``jobs`` at once (each waits for the one it builds on); results in the given order.
 
@@ -171,7 +171,7 @@ def run_all(config: str, runs_dir: Path, base_name: str, recipes: list[str], set
             elif len(running) < jobs and (source is None or source in done):
                 log = runs_dir / f"{base_name}-{recipe}.log" if jobs > 1 else None
                 runs_dir.mkdir(parents=True, exist_ok=True)
-                running[recipe] = start_recipe(config, runs_dir, base_name, recipe, first, sets, log)
+                running[recipe] = start_recipe(config, runs_dir, base_name, recipe, first, sets, choose, log)
                 pending.remove(recipe)
         if not running:
             continue
@@ -245,7 +245,7 @@ def main() -> None:
     def save(results: list[dict[str, Any]]) -> None:
         out.write_text(json.dumps({"config": args.config, "set": args.set, "jobs": args.jobs, "results": results}, indent=1))
 
-    results = run_all(args.config, runs_dir, base_name, recipes, sets, args.jobs, save)
+    results = run_all(args.config, runs_dir, base_name, recipes, sets, args.datasets.split(",")[0], args.jobs, save)
     save(results)
     for dataset in args.datasets.split(","):
         print(f"\n{dataset}\n{table(results, dataset)}")

@@ -25,9 +25,12 @@ def mcnemar_exact(b: int, c: int) -> float:
     n = b + c
     if n == 0:
         return 1.0
-    k = min(b, c)
-    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2**n
-    return min(1.0, 2 * tail)
+    return min(1.0, 2 * binomial_half_cdf(min(b, c), n))
+
+
+def binomial_half_cdf(k: int, n: int) -> float:
+    """P(X <= k) for X ~ Binomial(n, 1/2): the exact tail of a sign test (by symmetry, P(X >= n - k) too)."""
+    return sum(math.comb(n, i) for i in range(k + 1)) / 2**n
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
