@@ -31,7 +31,10 @@ from looper.stats import binomial_half_cdf, mcnemar_exact  # noqa: E402
 
 def load_summary(source: str) -> dict[str, Any]:
     path, _, recipe = source.partition(":")
-    data = json.loads(Path(path).read_text())
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise SystemExit(f"{path}: cannot read it as JSON ({err})") from None
     if recipe:
         match = [r for r in data.get("results", []) if r.get("recipe") == recipe]
         if not match or "summary" not in match[0]:

@@ -117,3 +117,6 @@ def test_pooled_flips_reads_runs_together(tmp_path):
     assert res["fisher_one_sided"] == pytest.approx(math.exp(-half) * (1 + half))
     missing = subprocess.run([*cmd[:3], f"{tmp_path / 'two.json'}:nope"], cwd=REPO, capture_output=True, text=True)
     assert missing.returncode != 0 and "no finished recipe 'nope'" in missing.stderr
+    (tmp_path / "bad.json").write_text("{not json")
+    bad = subprocess.run([*cmd[:2], str(tmp_path / "bad.json")], cwd=REPO, capture_output=True, text=True)
+    assert bad.returncode != 0 and "bad.json: cannot read it as JSON" in bad.stderr and "Traceback" not in bad.stderr
