@@ -1,30 +1,34 @@
-"""Generation throughput: plain ``model.generate`` against looper's engines, on the same requests, in one run.
+"""Generation throughput: transformers' ``generate`` against vLLM, through looper's engines and vLLM called
+directly, on the same requests, in one run.
 
-    python bench/generation_throughput.py --gsm8k DIR --tokenizer TOK --model 8b --requests 512 --batch 512 --out gen.json
-    LOOPER_SMOLLM2_GGUF=... python bench/generation_throughput.py --gsm8k DIR --tokenizer TOK --model smollm2 --requests 2048
+    python bench/generation_throughput.py --gsm8k DIR --tokenizer TOK --model 8b --requests 256 --batch 256 \
+        --new-tokens 2048 --ways hf,vllm,vllm-seeded,vllm-direct --out gen.json
+    python bench/generation_throughput.py --gsm8k DIR --model tiny --requests 12 --batch 4 --new-tokens 8   (CPU smoke)
 
-Requests: real GSM8K test questions, each rendered with one of the eight Regime W arms' system
-prompts through the tokenizer's chat template, with that arm's temperature / top_p and a per-request
-seed; --new-tokens new tokens at most, bf16. Models: ``8b`` is DeepSeek-R1-Distill-Llama-8B's
-architecture with random weights (never emits EOS, so every sequence runs the full length);
-``smollm2`` is the real embedded SmolLM2-135M-Instruct (sequences end at EOS); ``tiny`` is a CPU
-smoke test of this script. Ways (--ways):
+Requests (``make_requests``): real GSM8K test questions, each rendered with one of the eight Regime W arms' system
+prompts through the tokenizer's chat template, with that arm's temperature / top_p and a per-request seed;
+--new-tokens new tokens at most, bf16 on a GPU. Models: ``8b`` is DeepSeek-R1-Distill-Llama-8B's architecture with
+random weights (``bench/common.py``; it almost never emits EOS, so nearly every sequence runs the full length);
+``smollm2`` is the real embedded SmolLM2-135M-Instruct; ``tiny`` is a CPU smoke test of this script. Ways (--ways),
+each timed from the first request to the last result, engine start-up excluded:
 
-- ``plain``: ``model.generate(do_sample=True)``, length-sorted left-padded batches of --batch (one
-  temperature 0.7 / top_p 0.95 for all: generate has no per-row sampling settings);
-- ``hf``: looper's ``engine="hf"`` (the same batches, per-row seeded sampling);
-- ``slots``: looper's slot engine, --batch slots, decode step captured as a CUDA graph;
-- ``slots-eager``: the same without the CUDA graph.
+- ``plain``: ``model.generate(do_sample=True)``, length-sorted left-padded batches of --batch (one temperature 0.7 /
+  top_p 0.95 for all: generate has no per-row sampling settings);
+- ``hf``: looper's ``engine: hf`` (transformers' ``generate``, the same batches, per-row seeded sampling);
+- ``vllm``: looper's ``engine: vllm`` (vLLM's ``LLMEngine``, max_num_seqs --batch, no per-request seeds);
+- ``vllm-seeded``: the same engine with ``seeded: true`` (one seed per sampled request);
+- ``vllm-direct``: ``vllm.LLM.generate`` called directly with one ``SamplingParams`` per request, the same settings
+  as ``vllm`` (the reference looper's engine must stay within 10% of).
 
-Also: the sampler alone on (batch, vocab) logits (its share of a step), the measured HBM copy
-bandwidth, and the roofline (bytes a decode step must read: weights + KV cache) for the slot engine.
+vLLM ways run after the transformers ways, with the transformers model freed, each vLLM engine in its own child
+process (vLLM's default), ``--gpu-memory-utilization`` of the GPU.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -35,11 +39,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import TINY, build_random_checkpoint, device_info, write_results  # noqa: E402
 
 from looper.config import EMBEDDED_MODEL, ModelConfig  # noqa: E402
-from looper.generation import GenRequest, generate, left_pad, sample  # noqa: E402
+from looper.generation import (  # noqa: E402
+    GenRequest,
+    HFEngine,
+    VLLMEngine,
+    eos_ids,
+    generate,
+    left_pad,
+    vllm_engine_args,
+    vllm_sampling_kwargs,
+)
 from looper.modeling import load_model, load_tokenizer, resolve_model_path  # noqa: E402
 from looper.prompts import render_prompt  # noqa: E402
 from looper.regime_w.arms import build_all_arms  # noqa: E402
 from looper.runs import derive_seed  # noqa: E402
+
+TRANSFORMERS_WAYS = ("plain", "hf")
+VLLM_WAYS = ("vllm", "vllm-seeded", "vllm-direct")
 
 
 def make_requests(gsm8k: Path, tokenizer, n: int) -> list[GenRequest]:
@@ -53,15 +69,12 @@ def make_requests(gsm8k: Path, tokenizer, n: int) -> list[GenRequest]:
     return requests
 
 
-def load_bench_model(which: str, tokenizer_dir: str | None, model_dir: str):
-    """(model, left-padding tokenizer): the real embedded SmolLM2, or a random checkpoint of the 8B / tiny shape."""
-    tokenizer_dir = tokenizer_dir or resolve_model_path(EMBEDDED_MODEL)
+def bench_model_path(which: str, tokenizer_dir: str | None, model_dir: str) -> str:
+    """The real embedded SmolLM2, or a random checkpoint of the 8B / tiny shape (built once)."""
     if which == "smollm2":
-        path = resolve_model_path(EMBEDDED_MODEL)
-    else:
-        path = str(build_random_checkpoint(Path(model_dir), Path(tokenizer_dir), TINY if which == "tiny" else None))
-    cfg = ModelConfig(name_or_path=path, dtype="bfloat16" if torch.cuda.is_available() else "float32")
-    return load_model(cfg), load_tokenizer(cfg, padding_side="left")
+        return resolve_model_path(EMBEDDED_MODEL)
+    tokenizer_dir = tokenizer_dir or resolve_model_path(EMBEDDED_MODEL)
+    return str(build_random_checkpoint(Path(model_dir), Path(tokenizer_dir), TINY if which == "tiny" else None))
 
 
 def sync() -> None:
@@ -74,8 +87,7 @@ def plain_generate(model, tokenizer, requests: list[GenRequest], batch: int, new
     device = next(model.parameters()).device
     encoded = tokenizer([r.prompt for r in requests], add_special_tokens=False)["input_ids"]
     order = sorted(range(len(requests)), key=lambda i: -len(encoded[i]))
-    eos = model.generation_config.eos_token_id
-    eos = set([eos] if isinstance(eos, int) else eos or []) | {tokenizer.eos_token_id}
+    eos = set(eos_ids(model.generation_config.eos_token_id, tokenizer))
     tokens = 0
     for b in range(0, len(order), batch):
         idx = order[b : b + batch]
@@ -89,86 +101,88 @@ def plain_generate(model, tokenizer, requests: list[GenRequest], batch: int, new
     return tokens
 
 
-def time_way(way: str, model, tokenizer, requests, batch: int, new_tokens: int) -> tuple[dict, list[str] | None]:
+def vllm_direct(path: str, tokenizer, requests: list[GenRequest], batch: int, new_tokens: int, eos: list[int],
+                memory: float) -> tuple[float, int, list[str]]:
+    """``vllm.LLM.generate`` with one SamplingParams per request: (seconds, generated tokens, texts)."""
+    from vllm import LLM, SamplingParams, TokensPrompt
+
+    llm = LLM(model=path, dtype="bfloat16", max_num_seqs=batch, max_model_len=new_tokens + 2048, seed=0,
+              gpu_memory_utilization=memory)
+    encoded = tokenizer([r.prompt for r in requests], add_special_tokens=False)["input_ids"]
+    prompts = [TokensPrompt(prompt_token_ids=ids) for ids in encoded]
+    params = [SamplingParams(**vllm_sampling_kwargs(r, new_tokens, eos, seeded=False)) for r in requests]
+    llm.generate(prompts[:8], params[:8], use_tqdm=False)  # warm-up outside the timing, as for the other ways
     sync()
-    if torch.cuda.is_available():
-        torch.cuda.reset_peak_memory_stats()
     started = time.perf_counter()
-    texts = None
-    if way == "plain":
-        tokens = plain_generate(model, tokenizer, requests, batch, new_tokens)
-    else:
-        options = {"engine": "hf"} if way == "hf" else {"engine": "slots", "cuda_graph": way == "slots"}
-        results = generate(model, tokenizer, requests, new_tokens, batch, progress=False, **options)
-        tokens, texts = sum(r.num_tokens for r in results), [r.text for r in results]
-    sync()
+    outputs = llm.generate(prompts, params, use_tqdm=False)
     seconds = time.perf_counter() - started
+    tokens = sum(len(o.outputs[0].token_ids) for o in outputs)
+    texts = [tokenizer.decode(o.outputs[0].token_ids, skip_special_tokens=True) for o in outputs]
+    del llm
+    gc.collect()
+    return seconds, tokens, texts
+
+
+def row_for(way: str, requests, batch: int, tokens: int, seconds: float) -> dict:
     row = {"way": way, "requests": len(requests), "batch": batch, "generated_tokens": tokens, "seconds": round(seconds, 2),
            "tokens_per_s": round(tokens / seconds, 1)}
-    if torch.cuda.is_available():
-        row["peak_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 1)
     print(f"== {way:12s} batch {batch}: {row['tokens_per_s']:>9.0f} tokens/s  ({tokens} tokens in {seconds:.1f} s)", flush=True)
-    return row, texts
+    return row
 
 
-def ms_per_call(fn, n: int, warmup: int = 1) -> float:
-    """Milliseconds per call of fn over n calls, after warmup calls, device work included."""
-    for _ in range(warmup):
-        fn()
-    sync()
-    started = time.perf_counter()
-    for _ in range(n):
-        fn()
-    sync()
-    return round((time.perf_counter() - started) / n * 1000, 3)
+def run_transformers_ways(ways, path, requests, batch, new_tokens) -> tuple[list[dict], dict]:
+    cfg = ModelConfig(name_or_path=path, dtype="bfloat16" if torch.cuda.is_available() else "float32")
+    model, tokenizer = load_model(cfg), load_tokenizer(cfg, padding_side="left")
+    engine = HFEngine(model, tokenizer, batch)
+    generate(engine, requests[:8], 4, progress=False)  # warm-up: kernels and allocator outside the timings
+    rows, texts = [], {}
+    for way in ways:
+        sync()
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+        started = time.perf_counter()
+        if way == "plain":
+            tokens = plain_generate(model, tokenizer, requests, batch, new_tokens)
+        else:
+            results = generate(engine, requests, new_tokens, progress=False)
+            tokens, texts[way] = sum(r.num_tokens for r in results), [r.text for r in results]
+        sync()
+        row = row_for(way, requests, batch, tokens, time.perf_counter() - started)
+        if torch.cuda.is_available():
+            row["peak_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 1)
+        rows.append(row)
+    engine.close()
+    del model, engine
+    gc.collect()
+    return rows, texts
 
 
-def sampler_timing(batch: int, vocab: int, device: torch.device) -> dict:
-    """Milliseconds per call of the sampler on (batch, vocab) logits, with and without the top_p sort."""
-    logits = torch.randn(batch, vocab, device=device, dtype=torch.bfloat16)
-    temps = torch.rand(batch, device=device) + 0.2
-    top_ps = torch.full((batch,), 0.95, device=device)
-    seeds = torch.arange(batch, device=device)
-    steps = torch.full((batch,), 7, device=device)
-    out = {}
-    for label, use_top_p in (("with_top_p_ms", True), ("without_top_p_ms", False)):
-        out[label] = ms_per_call(lambda: sample(logits, temps, top_ps, seeds, steps, use_top_p), 20, warmup=3)
-    return out
+def run_vllm_ways(ways, path, requests, batch, new_tokens, memory) -> tuple[list[dict], dict]:
+    from transformers import GenerationConfig
 
-
-def copy_bandwidth() -> float | None:
-    """Bytes/s of a large device-to-device copy (read + write counted)."""
-    if not torch.cuda.is_available():
-        return None
-    a = torch.empty(2**30, dtype=torch.uint8, device="cuda")
-    b = torch.empty_like(a)
-    for _ in range(3):
-        b.copy_(a)
-    sync()
-    started = time.perf_counter()
-    for _ in range(20):
-        b.copy_(a)
-    sync()
-    return 2 * a.numel() * 20 / (time.perf_counter() - started)
-
-
-def roofline(model, tokenizer, requests, batch: int, new_tokens: int, bandwidth: float | None) -> dict:
-    cfg = model.config
-    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-    kv_per_token = 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * head_dim * 2  # K and V, bf16
-    weights = sum(p.numel() * p.element_size() for p in model.parameters())
-    lengths = [len(x) for x in tokenizer([r.prompt for r in requests], add_special_tokens=False)["input_ids"]]
-    columns = max(lengths) + new_tokens  # the slot engine's ring: every step reads all of it
-    mean_context = sum(lengths) / len(lengths) + new_tokens / 2  # what a step needs on average
-    read_ring = weights + batch * columns * kv_per_token
-    read_needed = weights + batch * mean_context * kv_per_token
-    out = {"weights_gib": round(weights / 2**30, 2), "kv_bytes_per_token": kv_per_token, "ring_columns": columns,
-           "bytes_per_step_ring_gib": round(read_ring / 2**30, 2), "bytes_per_step_needed_gib": round(read_needed / 2**30, 2)}
-    if bandwidth:
-        out["hbm_copy_bandwidth_tb_s"] = round(bandwidth / 1e12, 2)
-        out["roofline_tokens_per_s_ring"] = round(batch * bandwidth / read_ring)
-        out["roofline_tokens_per_s_needed"] = round(batch * bandwidth / read_needed)
-    return out
+    tokenizer = load_tokenizer(ModelConfig(name_or_path=path), padding_side="left")
+    eos = eos_ids(GenerationConfig.from_pretrained(path).eos_token_id, tokenizer)
+    rows, texts = [], {}
+    looper_ways = [w for w in ways if w in ("vllm", "vllm-seeded")]
+    if looper_ways:
+        args = vllm_engine_args(path, path, adapter_rank=None, dtype="bfloat16", quantization="none", seed=0,
+                                max_num_seqs=batch, max_model_len=new_tokens + 2048, revision=None, trust_remote_code=False,
+                                overrides={"gpu_memory_utilization": memory})
+        engine = VLLMEngine(args, tokenizer, eos, adapter=None, seeded=False)
+        generate(engine, requests[:8], 4, progress=False)  # warm-up
+        for way in looper_ways:
+            engine.seeded = way == "vllm-seeded"
+            started = time.perf_counter()
+            results = generate(engine, requests, new_tokens, progress=False)
+            rows.append(row_for(way, requests, batch, sum(r.num_tokens for r in results), time.perf_counter() - started))
+            texts[way] = [r.text for r in results]
+        engine.close()
+        del engine
+        gc.collect()
+    if "vllm-direct" in ways:
+        seconds, tokens, texts["vllm-direct"] = vllm_direct(path, tokenizer, requests, batch, new_tokens, eos, memory)
+        rows.append(row_for("vllm-direct", requests, batch, tokens, seconds))
+    return rows, texts
 
 
 def main() -> None:
@@ -177,34 +191,43 @@ def main() -> None:
     parser.add_argument("--tokenizer", help="tokenizer folder for the random 8b / tiny model (default: the embedded model's)")
     parser.add_argument("--model", default="8b", choices=["8b", "smollm2", "tiny"])
     parser.add_argument("--model-dir", default="/tmp/looper-bench/llama-8b-random", help="where the random checkpoint goes")
-    parser.add_argument("--requests", type=int, default=512)
-    parser.add_argument("--batch", type=int, default=512, help="slots / generate() batch")
-    parser.add_argument("--new-tokens", type=int, default=256)
-    parser.add_argument("--ways", default="plain,hf,slots,slots-eager")
+    parser.add_argument("--requests", type=int, default=256)
+    parser.add_argument("--batch", type=int, default=256, help="generate() batch / vLLM max_num_seqs")
+    parser.add_argument("--new-tokens", type=int, default=2048)
+    parser.add_argument("--ways", default="hf", help=f"comma-separated, of {', '.join(TRANSFORMERS_WAYS + VLLM_WAYS)}")
+    parser.add_argument("--gpu-memory-utilization", type=float, default=0.85, help="vLLM's share of the GPU")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    ways = args.ways.split(",")
+    unknown = [w for w in ways if w not in TRANSFORMERS_WAYS + VLLM_WAYS]
+    if unknown:
+        parser.error(f"unknown ways {unknown}")
 
-    model, tokenizer = load_bench_model(args.model, args.tokenizer, args.model_dir)
-    requests = make_requests(args.gsm8k, tokenizer, args.requests)
-    device = next(model.parameters()).device
-    for way in args.ways.split(","):  # warm-up: kernels, allocator, graph capture outside the timings
-        if way != "plain":
-            generate(model, tokenizer, requests[:8], 4, 8, progress=False, engine="hf" if way == "hf" else "slots")
-    results = {"device": device_info(), "command": " ".join(sys.argv), "model": args.model, "new_tokens": args.new_tokens,
-               "env": {k: v for k, v in os.environ.items() if k.startswith(("TRANSFORMERS_", "LOOPER_"))}, "runs": []}
+    path = bench_model_path(args.model, args.tokenizer, args.model_dir)
+    requests = make_requests(args.gsm8k, load_tokenizer(ModelConfig(name_or_path=path)), args.requests)
+    info = device_info()
+    try:
+        import vllm
+
+        info["vllm"] = vllm.__version__
+    except ImportError:
+        pass
+    results = {"device": info, "command": " ".join(sys.argv), "model": args.model, "new_tokens": args.new_tokens, "runs": []}
     texts = {}
-    for way in args.ways.split(","):
-        row, texts[way] = time_way(way, model, tokenizer, requests, args.batch, args.new_tokens)
-        results["runs"].append(row)
-    for row in results["runs"]:  # same samples as the hf engine? (bf16 on a GPU: batch shapes can move low bits)
-        if texts.get("hf") and texts.get(row["way"]) and row["way"] != "hf":
-            row["same_text_as_hf"] = round(sum(a == b for a, b in zip(texts["hf"], texts[row["way"]])) / len(requests), 3)
+    for group, runner in ((TRANSFORMERS_WAYS, run_transformers_ways), (VLLM_WAYS, run_vllm_ways)):
+        chosen = [w for w in ways if w in group]
+        if chosen:
+            extra = (args.gpu_memory_utilization,) if group is VLLM_WAYS else ()
+            rows, found = runner(chosen, path, requests, args.batch, args.new_tokens, *extra)
+            results["runs"] += rows
+            texts.update(found)
     by_way = {r["way"]: r["tokens_per_s"] for r in results["runs"]}
-    if "plain" in by_way:
-        for row in results["runs"]:
-            row["x_plain"] = round(row["tokens_per_s"] / by_way["plain"], 2)
-    results["sampler"] = sampler_timing(args.batch, model.config.vocab_size, device)
-    results["roofline"] = roofline(model, tokenizer, requests, args.batch, args.new_tokens, copy_bandwidth())
+    for row in results["runs"]:
+        for ref in ("hf", "vllm-direct"):
+            if ref in by_way and row["way"] != ref:
+                row[f"x_{ref.replace('-', '_')}"] = round(row["tokens_per_s"] / by_way[ref], 3)
+        if "hf" in texts and row["way"] in texts and row["way"] != "hf":  # greedy rows agree across engines? (bf16 moves bits)
+            row["same_text_as_hf"] = round(sum(a == b for a, b in zip(texts["hf"], texts[row["way"]])) / len(requests), 3)
     write_results(args.out, results)
 
 

@@ -102,7 +102,7 @@ def run_config(key: str, args: argparse.Namespace, model_dir: Path, runs: Path, 
     path = CONFIGS[key]
     tiny = TINY if args.shape == "tiny" else []
     probe = load_config(REPO / path, [f"model.name_or_path={model_dir}", *tiny])
-    questions = args.questions or max(1, probe.rollouts.batch_size // 8)  # one wave of the engine's slots (8 arms each)
+    questions = args.questions or max(1, probe.rollouts.batch_size // 8)  # one batch_size of requests (8 arms each)
     limit = args.eval_limit or probe.eval.batch_size
     name = f"plan8b-{key}"
     common = [f"runs_dir={runs}", "data.source=local", f"data.path={args.gsm8k}", "data.platinum.source=none",
@@ -199,7 +199,7 @@ def main() -> None:
     parser.add_argument("--sft-steps", type=int, default=4)
     parser.add_argument("--dpo-steps", type=int, default=2)
     parser.add_argument("--online-steps", type=int, default=2, help="GRPO / RLOO optimizer steps")
-    parser.add_argument("--questions", type=int, help="collect-rollouts questions (x 8 arms); default: one wave of slots")
+    parser.add_argument("--questions", type=int, help="collect-rollouts questions (x 8 arms); default: one batch_size of requests")
     parser.add_argument("--self-questions", type=int, default=8, help="training questions the sft self-data step samples")
     parser.add_argument("--self-data-for", default="8b", help="configs (of those with sft.data: self) that run the self-data step")
     parser.add_argument("--new-tokens", type=int, help="collect-rollouts / self-data max_new_tokens (default: the config's)")

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Does a rollout's text depend on what else is in its batch? One GPU, one process, the 8B shape with random weights:
-# collect-rollouts twice with 512 slots (is the engine deterministic?) and once with 256 slots (another batch
+# collect-rollouts twice with rollouts.batch_size 512 (is the engine deterministic?) and once with 256 (another batch
 # composition, as splitting the questions over 2 processes gives), each compared record by record with the first.
 #
 #   bash bench/rollouts_batch_composition.sh GSM8K_DIR TOKENIZER_DIR [WORK_DIR]   (PYTHONPATH must reach src/ and bench/)
@@ -21,8 +21,8 @@ WORK=$WORK python3 - <<'PY'
 import json, os
 def load(n): return [json.loads(x) for x in open(f"{os.environ['WORK']}/runs/{n}/data/rl_rollouts.jsonl")]
 a, b, c = load("a512"), load("b512"), load("c256")
-for name, other in (("512 slots again", b), ("256 slots", c)):
+for name, other in (("batch 512 again", b), ("batch 256", c)):
     pairs = [(s, t) for r, q in zip(a, other) for s, t in zip(r["trajectories"], q["trajectories"])]
     same = sum(s["text"] == t["text"] for s, t in pairs)
-    print(f"{name}: {same} of {len(pairs)} texts identical to the first 512-slot run; order same: {[r['id'] for r in a] == [r['id'] for r in other]}")
+    print(f"{name}: {same} of {len(pairs)} texts identical to the first batch-512 run; order same: {[r['id'] for r in a] == [r['id'] for r in other]}")
 PY

@@ -90,7 +90,7 @@ def test_training_loads_leave_placement_to_a_sharding_launch(monkeypatch, tiny_m
 def test_generation_speed_counts_every_process():
     from looper.generation import generation_speed
 
-    speed = generation_speed([{"tokens": 600, "seconds": 2.0, "peak_gpu_memory_gib": 10.0},
-                              {"tokens": 400, "seconds": 2.5, "peak_gpu_memory_gib": 9.0}])
-    assert speed == {"processes": 2, "generated_tokens": 1000, "generation_s": 2.5, "tokens_per_s": 400.0,
+    speed = generation_speed([{"engine": "vllm", "tokens": 600, "seconds": 2.0, "peak_gpu_memory_gib": 10.0},
+                              {"engine": "vllm", "tokens": 400, "seconds": 2.5, "peak_gpu_memory_gib": 9.0}])
+    assert speed == {"engine": "vllm", "processes": 2, "generated_tokens": 1000, "generation_s": 2.5, "tokens_per_s": 400.0,
                      "peak_gpu_memory_gib": [10.0, 9.0]}

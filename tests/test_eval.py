@@ -36,7 +36,7 @@ def test_eval_base_and_sft_with_report(tmp_path, tiny_model_dir):
     lines = (ev / "sft__gsm_symbolic_dev.jsonl").read_text().splitlines()
     (ev / "sft__gsm_symbolic_dev.jsonl").write_text("\n".join(lines[:2]) + "\n")
     out = run_looper("eval", *a, cwd=REPO)
-    assert "resuming, 2 done, 2 to go" in out.stdout
+    assert "resuming, 2 questions already done, 2 to go" in out.stdout
     assert len(read_jsonl(ev / "sft__gsm_symbolic_dev.jsonl")) == 4
 
 

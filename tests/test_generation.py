@@ -1,17 +1,42 @@
-"""The shared generation engine: seeded per-row sampling that does not depend on the batch."""
+"""Generation: seeded per-row sampling that does not depend on the batch (hf engine), the requests and engine
+arguments handed to vLLM, and the one generate-and-record loop."""
+
+import json
+import sys
+import types
 
 import pytest
 import torch
 
 from looper.config import ModelConfig
-from looper.generation import GenRequest, SeededSampler, capturable, generate, generate_stream, gumbel_noise, row_uniforms, sample
+from looper.generation import (
+    GenRequest,
+    HFEngine,
+    LazyEngine,
+    SeededSampler,
+    VLLMEngine,
+    generate,
+    generate_records,
+    generate_stream,
+    gumbel_noise,
+    resolve_engine,
+    row_uniforms,
+    sample,
+    vllm_engine_args,
+    vllm_sampling_kwargs,
+)
 from looper.modeling import load_model, load_tokenizer
+from looper.runs import InputError
 
 
 @pytest.fixture(scope="module")
 def tiny(tiny_model_dir):
     cfg = ModelConfig(name_or_path=str(tiny_model_dir), dtype="float32")
     return load_model(cfg), load_tokenizer(cfg, padding_side="left")
+
+
+def hf(model, tokenizer, batch_size):
+    return HFEngine(model, tokenizer, batch_size)
 
 
 def test_row_uniforms_are_a_pure_function_of_seed_and_step():
@@ -114,20 +139,19 @@ def test_top_p_keeps_the_nucleus_and_temperature_zero_is_greedy():
 def test_samples_replay_whatever_the_batch(tiny):
     model, tokenizer = tiny
     prompts = ["Problem: 2 + 2?\nSolution:", "Problem: a much longer question about apples and pears and more?\nSolution:"]
-    alone = generate(model, tokenizer, [GenRequest("x", prompts[0], 0.9, 0.95, seed=11)], 12, 4, progress=False)[0]
-    mixed = generate(model, tokenizer, [GenRequest("y", prompts[1], 0.5, 1.0, seed=5), GenRequest("x", prompts[0], 0.9, 0.95, seed=11),
-                                        GenRequest("z", prompts[0], 0.0, 1.0, seed=0)], 12, 4, progress=False)
+    alone = generate(hf(model, tokenizer, 4), [GenRequest("x", prompts[0], 0.9, 0.95, seed=11)], 12, progress=False)[0]
+    mixed = generate(hf(model, tokenizer, 4), [GenRequest("y", prompts[1], 0.5, 1.0, seed=5), GenRequest("x", prompts[0], 0.9, 0.95, seed=11),
+                                               GenRequest("z", prompts[0], 0.0, 1.0, seed=0)], 12, progress=False)
     assert [r.key for r in mixed] == ["y", "x", "z"]  # results come back in request order
     assert mixed[1].text == alone.text and mixed[1].num_tokens == alone.num_tokens
-    other = generate(model, tokenizer, [GenRequest("x", prompts[0], 0.9, 0.95, seed=12)], 12, 4, progress=False)[0]
+    other = generate(hf(model, tokenizer, 4), [GenRequest("x", prompts[0], 0.9, 0.95, seed=12)], 12, progress=False)[0]
     assert other.text != alone.text  # a different seed gives a different sample (random tiny model: near-uniform)
     assert alone.truncated and alone.num_tokens == 12  # a random model rarely stops: cut at max_new_tokens
 
 
 @pytest.fixture(scope="module")
 def eos_biased(tiny_model_dir):
-    """The tiny model with a bias on EOS in its head: sampled rows end after 1 to 20 tokens, so slots free up and refill
-    at different steps."""
+    """The tiny model with a bias on EOS in its head: sampled rows end after 1 to 20 tokens, at different steps."""
     cfg = ModelConfig(name_or_path=str(tiny_model_dir), dtype="float32")
     model, tokenizer = load_model(cfg), load_tokenizer(cfg, padding_side="left")
     with torch.no_grad():
@@ -144,47 +168,196 @@ def _mixed_requests(n=23):
     return [GenRequest(i, p, [0.0, 0.7, 1.0][i % 3], [1.0, 0.9, 0.95][i % 3], seed=100 + i) for i, p in enumerate(prompts)]
 
 
-def test_slot_engine_draws_what_the_hf_engine_draws(eos_biased):
-    """Continuous batching (5 slots for 23 requests, rows ending at different steps, refilled) gives every request
-    the same tokens as transformers' generate() in one batch."""
+def test_a_request_replays_alone_whatever_its_batch(eos_biased):
+    """Batches of 4 (rows ending at different steps, padded to different widths) give every request the tokens it
+    gets alone and in one batch of all: a sample depends only on (prompt, temperature, top_p, seed)."""
     model, tokenizer = eos_biased
     requests = _mixed_requests()
-    hf = generate(model, tokenizer, requests, 20, 23, progress=False, engine="hf")
-    slots = generate(model, tokenizer, requests, 20, 5, progress=False, engine="slots", sync_every=3)
-    assert len({r.num_tokens for r in hf}) >= 3 and any(r.truncated for r in hf) and not all(r.truncated for r in hf)
-    assert [(r.key, r.text, r.num_tokens, r.truncated) for r in slots] == [(r.key, r.text, r.num_tokens, r.truncated) for r in hf]
-
-
-def test_slot_engine_replays_a_request_alone_and_streams_all(eos_biased):
-    model, tokenizer = eos_biased
-    requests = _mixed_requests(12)
-    crowd = generate(model, tokenizer, requests, 16, 4, progress=False, sync_every=2)
-    for request, result in zip(requests, crowd):
-        alone = generate(model, tokenizer, [request], 16, 1, progress=False)[0]
-        assert (alone.text, alone.num_tokens) == (result.text, result.num_tokens), request.key
-    streamed = list(generate_stream(model, tokenizer, requests, 16, 4, progress=False))
-    assert sorted(r.key for r in streamed) == [r.key for r in requests]
-    assert {r.key: r.text for r in streamed} == {r.key: r.text for r in crowd}
-    one = generate(model, tokenizer, requests, 1, 4, progress=False)
+    everything = generate(hf(model, tokenizer, 23), requests, 20, progress=False)
+    crowd = generate(hf(model, tokenizer, 4), requests, 20, progress=False)
+    assert len({r.num_tokens for r in crowd}) >= 3 and any(r.truncated for r in crowd) and not all(r.truncated for r in crowd)
+    assert [(r.key, r.text, r.num_tokens, r.truncated) for r in crowd] == [(r.key, r.text, r.num_tokens, r.truncated) for r in everything]
+    for request, result in list(zip(requests, crowd))[:8]:
+        alone = generate(hf(model, tokenizer, 1), [request], 20, progress=False)[0]
+        assert (alone.text, alone.num_tokens, alone.token_ids) == (result.text, result.num_tokens, result.token_ids), request.key
+    ended = [r for r in crowd if not r.truncated]
+    assert all(r.token_ids[-1] == tokenizer.eos_token_id and tokenizer.eos_token_id not in r.token_ids[:-1] for r in ended)
+    streamed = dict(generate_stream(hf(model, tokenizer, 4), requests, 20, progress=False))
+    assert sorted(streamed) == list(range(len(requests))) and {i: r.text for i, r in streamed.items()} == {
+        i: r.text for i, r in enumerate(crowd)}
+    one = generate(hf(model, tokenizer, 4), requests, 1, progress=False)
     assert all(r.num_tokens == 1 for r in one)
 
 
-def test_an_llm_int8_model_is_not_captured_as_a_cuda_graph(tiny):
-    """bitsandbytes' 8-bit layers sync with the host; a failed capture would break the CUDA generator (seen on the H200)."""
-    model, _ = tiny
-    assert capturable(model)
+def test_generate_with_transformers_warns_of_nothing(tiny, caplog, recwarn):
+    """No deprecation or generation-flag warning from looper's own calls into transformers, also for a model whose
+    generation_config.json asks for sampling (as DeepSeek-R1's: temperature 0.6, top_p 0.95)."""
+    import copy
+    import logging
 
-    class Linear8bitLt(torch.nn.Linear):  # the name is what is checked: bitsandbytes needs a GPU to build the real one
-        pass
-
-    int8 = torch.nn.Sequential(torch.nn.Linear(2, 2), Linear8bitLt(2, 2))
-    assert not capturable(int8)
-
-
-def test_unknown_engine_is_an_error(tiny):
     model, tokenizer = tiny
-    with pytest.raises(ValueError, match="unknown generation engine"):
-        generate(model, tokenizer, [GenRequest("x", "hi")], 4, 1, progress=False, engine="vllm")
+    model = copy.deepcopy(model)
+    model.generation_config.do_sample, model.generation_config.temperature, model.generation_config.top_p = True, 0.6, 0.95
+    with caplog.at_level(logging.WARNING):
+        generate(hf(model, tokenizer, 2), [GenRequest(0, "Problem: 1+1?", 0.7, 0.9, 1), GenRequest(1, "Hi", 0.0)], 4, progress=False)
+    assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert not [str(w.message) for w in recwarn if issubclass(w.category, (DeprecationWarning, FutureWarning, UserWarning))]
+
+
+def test_engine_names_are_checked():
+    assert resolve_engine("hf", "eval.engine") == "hf"
+    expected = "vllm" if torch.cuda.is_available() and "vllm" in sys.modules else "hf"
+    assert resolve_engine("auto", "eval.engine") in (expected, "vllm")
+    with pytest.raises(InputError, match="eval.engine: unknown generation engine 'slots'"):
+        resolve_engine("slots", "eval.engine")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU answer")
+def test_auto_is_hf_on_a_cpu_and_vllm_is_refused():
+    assert resolve_engine("auto", "rollouts.engine") == "hf"
+    with pytest.raises(InputError, match=r"rollouts.engine=vllm needs (vLLM|a CUDA GPU)"):
+        resolve_engine("vllm", "rollouts.engine")
+
+
+def test_vllm_sampling_settings_per_request():
+    eos = [2, 7]
+    sampled = vllm_sampling_kwargs(GenRequest("k", "p", 0.7, 0.95, seed=42), 256, eos, seeded=False)
+    assert sampled == {"temperature": 0.7, "top_p": 0.95, "max_tokens": 256, "stop_token_ids": [2, 7], "detokenize": False}
+    assert vllm_sampling_kwargs(GenRequest("k", "p", 0.7, 0.95, seed=42), 256, eos, seeded=True)["seed"] == 42
+    greedy = vllm_sampling_kwargs(GenRequest("k", "p", 0.0, 0.5, seed=42), 16, eos, seeded=True)
+    assert greedy["temperature"] == 0.0 and greedy["top_p"] == 1.0 and "seed" not in greedy  # greedy: no draw to seed
+
+
+def test_vllm_engine_arguments():
+    base = dict(dtype="bfloat16", quantization="none", seed=3, max_num_seqs=64, max_model_len=4096, revision=None,
+                trust_remote_code=False, overrides={})
+    plain = vllm_engine_args("/m", "/m", adapter_rank=None, **base)
+    assert plain == {"model": "/m", "tokenizer": "/m", "dtype": "bfloat16", "seed": 3, "max_num_seqs": 64,
+                     "max_model_len": 4096, "trust_remote_code": False}
+    lora = vllm_engine_args("/m", "/m", adapter_rank=48, **base)
+    assert lora["enable_lora"] and lora["max_lora_rank"] == 64 and lora["max_loras"] == 1  # rounded up to a rank vLLM takes
+    assert vllm_engine_args("/m", "/m", adapter_rank=None, **(base | {"quantization": "4bit"}))["quantization"] == "bitsandbytes"
+    assert "quantization" not in vllm_engine_args("/m", "/m", adapter_rank=None, **(base | {"quantization": "8bit"}))
+    mine = vllm_engine_args("/m", "/m", adapter_rank=None, **(base | {"overrides": {"gpu_memory_utilization": 0.5, "seed": 9}}))
+    assert mine["gpu_memory_utilization"] == 0.5 and mine["seed"] == 9  # the user's rollouts.vllm / eval.vllm win
+    with pytest.raises(InputError, match="vLLM runs LoRA adapters in bfloat16 or float16 only"):  # seen on the H200
+        vllm_engine_args("/m", "/m", adapter_rank=8, **(base | {"dtype": "float32"}))
+    with pytest.raises(InputError, match="LoRA rank 1024 is above vLLM's largest"):
+        vllm_engine_args("/m", "/m", adapter_rank=1024, **base)
+
+
+@pytest.fixture
+def fake_vllm(monkeypatch, tiny):
+    """A stand-in for vLLM's offline engine on a CPU (vLLM needs a GPU): it records what looper hands it and
+    finishes requests in reverse order of arrival, a few per step, as a continuous-batching engine may."""
+    _, tokenizer = tiny
+    seen = {"added": [], "engine_args": None}
+
+    class EngineArgs:
+        def __init__(self, **kwargs):
+            seen["engine_args"] = kwargs
+
+    class LLMEngine:
+        @classmethod
+        def from_engine_args(cls, args):
+            return cls()
+
+        def __init__(self):
+            self.waiting = []
+
+        def add_request(self, request_id, prompt, params, lora_request=None):
+            seen["added"].append((request_id, prompt, params, lora_request))
+            self.waiting.append((request_id, prompt, params))
+
+        def has_unfinished_requests(self):
+            return bool(self.waiting)
+
+        def step(self):
+            done, self.waiting = self.waiting[-3:], self.waiting[:-3]
+            outputs = []
+            for rid, prompt, params in reversed(done):  # answers: the prompt's last token, then a stop id
+                ids = [prompt["prompt_token_ids"][-1]] * (params.kwargs["max_tokens"] - 1) + [params.kwargs["stop_token_ids"][0]]
+                outputs.append(types.SimpleNamespace(request_id=rid, finished=True,
+                                                     outputs=[types.SimpleNamespace(token_ids=ids[: params.kwargs["max_tokens"]])]))
+            outputs.append(types.SimpleNamespace(request_id="unfinished", finished=False, outputs=[]))
+            return outputs
+
+    class SamplingParams:
+        def __init__(self, **kwargs):
+            self.kwargs = kwargs
+
+    class LoRARequest:
+        def __init__(self, name, id_, path):
+            self.args = (name, id_, path)
+
+    vllm = types.ModuleType("vllm")
+    vllm.EngineArgs, vllm.LLMEngine, vllm.SamplingParams = EngineArgs, LLMEngine, SamplingParams
+    vllm.TokensPrompt = dict
+    lora = types.ModuleType("vllm.lora.request")
+    lora.LoRARequest = LoRARequest
+    sampling = types.ModuleType("vllm.sampling_params")
+    sampling.RequestOutputKind = types.SimpleNamespace(FINAL_ONLY="final-only")
+    monkeypatch.setitem(sys.modules, "vllm", vllm)
+    monkeypatch.setitem(sys.modules, "vllm.sampling_params", sampling)
+    monkeypatch.setitem(sys.modules, "vllm.lora", types.ModuleType("vllm.lora"))
+    monkeypatch.setitem(sys.modules, "vllm.lora.request", lora)
+    return seen, tokenizer
+
+
+def test_vllm_engine_hands_each_request_its_settings_and_takes_results_as_they_finish(fake_vllm, tmp_path):
+    seen, tokenizer = fake_vllm
+    adapter = tmp_path / "lora_sft"
+    engine = VLLMEngine({"model": "/m"}, tokenizer, [tokenizer.eos_token_id], adapter, seeded=True)
+    requests = [GenRequest(("q", k), f"Problem {k}: how many?", [0.0, 0.7][k % 2], 0.9, seed=100 + k) for k in range(7)]
+    results = generate(engine, requests, 5, progress=False)
+    assert seen["engine_args"] == {"model": "/m"}
+    assert [r.key for r in results] == [r.key for r in requests]  # back in request order, though finished out of order
+    prompt_ids = tokenizer([r.prompt for r in requests], add_special_tokens=False)["input_ids"]
+    assert [a[1]["prompt_token_ids"] for a in seen["added"]] == prompt_ids  # token ids, tokenised as the hf engine does
+    assert [a[2].kwargs.get("seed") for a in seen["added"]] == [None, 101, None, 103, None, 105, None]
+    assert all(a[2].kwargs["output_kind"] == "final-only" and a[2].kwargs["max_tokens"] == 5 for a in seen["added"])
+    assert all(a[3].args == ("lora_sft", 1, str(adapter)) for a in seen["added"])
+    for r, ids in zip(results, prompt_ids):
+        assert r.num_tokens == 5 and not r.truncated and r.token_ids == [ids[-1]] * 4 + [tokenizer.eos_token_id]
+        assert r.text == tokenizer.decode([ids[-1]] * 4)  # the stop id is a special token: not in the text
+    assert len({a[0] for a in seen["added"]}) == 7
+
+
+def test_generate_records_resumes_and_keeps_questions_whole(tiny, tmp_path):
+    """The one loop of collect-rollouts, eval and self data: a record per question, all of its samples in request
+    order; a rerun generates only the questions not yet written; no model is opened when nothing is left."""
+    model, tokenizer = tiny
+    questions = [{"id": f"q{i}", "question": f"What is {i} + 1?"} for i in range(5)]
+    opened = []
+
+    def opener():
+        opened.append(1)
+        return contextlib_nullcontext(hf(model, tokenizer, 3))
+
+    def requests_of(q):
+        return [GenRequest(("sample", s), q["question"], 0.8, 1.0, seed=s) for s in range(3)]
+
+    def record_of(q, results):
+        return {"id": q["id"], "keys": [r.key for r in results], "texts": [r.text for r in results]}
+
+    path = tmp_path / "out.jsonl"
+    with LazyEngine(opener) as lazy:
+        first = generate_records(lazy, path, questions[:2], requests_of, record_of, 4, "test")
+    assert first["tokens"] == 2 * 3 * 4 and first["engine"] == "hf" and len(opened) == 1
+    with LazyEngine(opener) as lazy:
+        generate_records(lazy, path, questions, requests_of, record_of, 4, "test")
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    assert sorted(r["id"] for r in records) == [q["id"] for q in questions]  # each question once
+    assert all(r["keys"] == [["sample", 0], ["sample", 1], ["sample", 2]] for r in records)
+    with LazyEngine(opener) as lazy:
+        nothing = generate_records(lazy, path, questions, requests_of, record_of, 4, "test")
+    assert nothing == {"tokens": 0, "seconds": 0.0, "engine": None} and len(opened) == 2
+
+
+def contextlib_nullcontext(value):
+    import contextlib
+
+    return contextlib.nullcontext(value)
 
 
 def test_inverse_cdf_draw_at_the_top_of_the_range_takes_the_most_likely_token(monkeypatch):

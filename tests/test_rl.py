@@ -48,8 +48,7 @@ def _answer_bias(tiny_model_dir: Path, algorithm: str) -> list[str]:
     hashes = tok.encode("####", add_special_tokens=False)
     digits = [tok.encode(d, add_special_tokens=False) for d in "123456789"]
     bias = [[hashes, 9.0]] + [[d, 8.0] for d in digits] + [[tok.encode(" ", add_special_tokens=False), 8.0]]
-    return [f"rl.{algorithm}.generation_kwargs={{sequence_bias: {bias}}}", f"rl.{algorithm}.max_completion_length=12",
-            "rl.generation=trl"]  # the bias is an option of TRL's generate
+    return [f"rl.{algorithm}.generation_kwargs={{sequence_bias: {bias}}}", f"rl.{algorithm}.max_completion_length=12"]
 
 
 @pytest.mark.parametrize("algorithm", ["dpo", "grpo", "rloo"])

@@ -1,5 +1,5 @@
 """The RL recipes beyond one round of DPO, on a tiny model: rejection-sampling fine-tuning (train questions
-only), correct-chosen and label-free pairs, iterative rounds, GRPO through looper's generation engine."""
+only), correct-chosen and label-free pairs, iterative rounds."""
 
 import json
 import shutil
@@ -136,44 +136,3 @@ def test_two_rounds_of_dpo(rollouts_run, tiny_model_dir, tmp_path):
 
     config = load_config(cli[0], cli[1:])
     assert stage_model_path(config, RunDir.of(config), "rl") == demo / "rounds" / "2" / "checkpoints" / "lora_rl"
-
-
-def test_grpo_through_looper_generation(rollouts_run, tiny_model_dir, tmp_path):
-    """GRPO with rl.generation=looper: TRL's rollout_func gets one completion per prompt row from looper's engine."""
-    from looper.config import load_config
-    from looper.modeling import load_tokenizer
-    from looper.rl_training.train_rl import looper_rollout_func
-
-    run_dir = _copy(rollouts_run, tmp_path)
-    cli = args(run_dir, tiny_model_dir, "rl.algorithm=grpo", "rl.generation=looper")
-    proc = run_looper("train-rl", *cli, cwd=REPO)
-    logs = read_jsonl(run_dir / "demo" / "logs" / "train-rl.jsonl")
-    assert any("completions/mean_length" in r for r in logs) and "rl.generation" not in proc.stderr
-
-    # the function itself: one completion per row, prompts tokenised as rendered, seeds distinct per row
-    config = load_config(cli[0], cli[1:])
-    tok = load_tokenizer(config.model, padding_side="left")
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-
-    class Trainer:  # the few attributes rollout_func reads
-        class args:  # noqa: N801
-            temperature, top_p, max_completion_length = 1.0, 1.0, 6
-
-        class state:  # noqa: N801
-            global_step = 3
-
-        class accelerator:  # noqa: N801
-            process_index = 0
-            unwrap_model = staticmethod(lambda m: m)
-
-    Trainer.model = model
-    model.train()
-    prompts = [[{"role": "user", "content": "1+1?"}]] * 3 + ["Problem: 2+2?\n\nSolution:"]
-    out = looper_rollout_func(config, tok, slots=2)(prompts, Trainer)
-    assert model.training  # restored
-    assert len(out["prompt_ids"]) == len(out["completion_ids"]) == 4 and out["logprobs"] is None
-    assert out["prompt_ids"][3] == tok("Problem: 2+2?\n\nSolution:", add_special_tokens=False)["input_ids"]
-    assert all(1 <= len(c) <= 6 for c in out["completion_ids"])
-    assert len({tuple(c) for c in out["completion_ids"][:3]}) > 1  # same prompt, different seeds

@@ -155,7 +155,7 @@ class SFTStageConfig:
     data: Literal["gold", "self"] = _help(
         "gold: GSM8K's written solutions; self: the base model's own correct answers to the training questions "
         "(rejection sampling), for reasoning models that GSM8K's short solutions would teach to stop reasoning.", "gold")
-    self_data: SelfDataConfig = _help("Sampling for sft.data=self (uses rollouts.batch_size / rollouts.engine).",
+    self_data: SelfDataConfig = _help("Sampling for sft.data=self (with the rollouts section's engine settings).",
                                       factory=SelfDataConfig)
 
 
@@ -191,10 +191,15 @@ class RolloutsConfig:
     num_questions: int | None = _help("First N training questions to roll out; null = all.", 200, ge=1)
     samples_per_arm: int = _help("Samples per arm per question.", 1, ge=1)
     max_new_tokens: int = _help("Generation limit; R1-style models need thousands.", 256, ge=1)
-    batch_size: int = _help("Sequences decoded together (the engine's slots; the KV cache holds this many).", 32, ge=1)
-    engine: Literal["slots", "hf"] = _help(
-        "slots: looper's continuous batching with a preallocated KV cache and a CUDA-graph decode step; hf: "
-        "transformers' generate() in length-sorted batches (for models whose attention the slot cache does not fit).", "slots")
+    batch_size: int = _help("Sequences decoded together: rows of one generate() call (hf), max_num_seqs (vllm).", 32, ge=1)
+    engine: Literal["auto", "hf", "vllm"] = _help(
+        "vllm: vLLM's engine (CUDA GPU, pip install 'looper[vllm]'); hf: transformers' generate() in length-sorted "
+        "batches with per-row seeded sampling; auto: vllm where it is installed and a GPU is present, else hf.", "auto")
+    seeded: bool = _help(
+        "vllm: give each sampled request its own seed (replayable draws; vLLM samples seeded requests apart, once "
+        "measured 2.2x slower at 256 new tokens: docs/benchmarks.md). The hf engine always seeds.", False)
+    vllm: dict[str, Any] = _help("Fields of vLLM's EngineArgs (gpu_memory_utilization, enforce_eager, ...), over looper's.",
+                                 factory=dict)
 
 
 @dataclass
@@ -225,9 +230,6 @@ class RLConfig:
         "GRPO/RLOO: completions cut at max length are masked out of the loss or penalised by Regime W.", "penalize"
     )
     label_free: bool = _help("GRPO/RLOO: reward without gold (the consensus, trusted as much as s_wm, replaces correctness).", False)
-    generation: Literal["looper", "trl"] = _help(
-        "GRPO: completions from looper's engine (through TRL's rollout_func; one process, unsharded model) or TRL's own "
-        "(transformers generate, or vLLM with rl.grpo.use_vllm). RLOO always uses TRL's.", "looper")
     rft_per_question: int = _help("rft: at most this many distinct correct trajectories per question.", 4, ge=1)
     dpo: dict[str, Any] = _help("Fields of TRL's DPOConfig (used when algorithm is dpo).", factory=dict)
     rft: dict[str, Any] = _help("Fields of TRL's SFTConfig (used when algorithm is rft).", factory=dict)
@@ -249,8 +251,10 @@ class EvalConfig:
         "data.symbolic_test_size problems).", factory=lambda: ["gsm8k_test"])
     limit: int | None = _help("First N questions of each dataset; null = all.", None, ge=1)
     max_new_tokens: int = _help("Generation limit.", 256, ge=1)
-    batch_size: int = _help("Sequences decoded together (the engine's slots).", 32, ge=1)
-    engine: Literal["slots", "hf"] = _help("Generation engine, as rollouts.engine.", "slots")
+    batch_size: int = _help("Sequences decoded together, as rollouts.batch_size.", 32, ge=1)
+    engine: Literal["auto", "hf", "vllm"] = _help("Generation engine, as rollouts.engine.", "auto")
+    seeded: bool = _help("vllm: per-request seeds, as rollouts.seeded.", False)
+    vllm: dict[str, Any] = _help("Fields of vLLM's EngineArgs, as rollouts.vllm.", factory=dict)
     samples: int = _help("Samples per question; >1 reports maj@k and pass@k (sampled at temperature).", 1, ge=1)
     temperature: float = _help("Temperature when samples > 1 (greedy when samples == 1).", 0.7, gt=0)
 

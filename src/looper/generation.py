@@ -1,54 +1,54 @@
-"""The one generation engine, shared by collect-rollouts and eval.
+"""Generation for collect-rollouts, eval and ``sft.data: self``: one request format, two maintained engines.
 
-``generate`` returns results in request order; ``generate_stream`` yields each result as soon as its
-sequence ends. Each request carries its own temperature, top_p and seed, so one batch can mix
-Regime W arms, and a sample depends only on (prompt, temperature, top_p, seed), never on the batch
-it lands in: it can be replayed alone.
+Every request carries its own prompt, temperature, top_p and seed, so one batch can mix Regime W arms.
+``open_engine`` picks the engine of a stage (``rollouts.engine``, ``eval.engine``):
 
-Two engines (``engine=``):
+* ``vllm``: vLLM's ``LLMEngine`` (its documented offline engine: ``add_request`` / ``step``), one
+  ``SamplingParams`` per request, paged KV cache and continuous batching; LoRA adapters through
+  ``LoRARequest``. For CUDA GPUs with ``pip install 'looper[vllm]'``. Per-request seeds are passed only
+  with ``seeded: true``: vLLM samples seeded requests apart, a cost measured once at 2.2x (512 x 256 tokens)
+  and not seen in later runs (docs/benchmarks.md).
+* ``hf``: transformers' public ``generate`` in length-sorted, left-padded batches of ``batch_size``,
+  LoRA adapters merged into the base weights. Per-row temperature, top_p and seed come from
+  ``SeededSampler``, a documented ``LogitsProcessor``: a sample depends only on (prompt, temperature,
+  top_p, seed), never on the batch it lands in, so on a CPU any request replays token for token alone.
+* ``auto`` (default): ``vllm`` where vLLM is installed and a CUDA GPU is present, else ``hf``.
 
-* ``slots`` (default): request-level continuous batching. ``batch_size`` slots decode together; when
-  a sequence ends, the next waiting request is prefilled into its slot while the others keep going,
-  so few steps are spent on finished rows. The KV cache is preallocated once
-  (``SlotKVCache``: per layer ``(slots, kv_heads, columns, head_dim)``) and used as a ring: every
-  decode step writes all slots at the same column, and a new request's prompt is written just behind
-  that column, so prompts and continuations of different lengths share one fixed shape. Attention
-  does not care where a key sits (rotary positions are applied before caching; each row's
-  ``position_ids`` and its own column mask are passed explicitly), so the ring changes nothing in
-  what is computed. Fixed shapes let the decode step (forward + sampling + bookkeeping, all on the
-  device) be captured once as a CUDA graph and replayed; the host looks at the batch every
-  ``sync_every`` steps, one such chunk behind the device, so the device never waits for it
-  (``_generate_slots``). transformers provides the model's forward; what it lacks (per-request seeded
-  sampling inside continuous batching) is the small scheduler here.
-* ``hf``: length-sorted, left-padded batches through ``model.generate`` with the dynamic cache, kept
-  for models whose attention the slot cache does not fit (sliding windows, other cache types).
-
-Sampling is exact: each row's logits are divided by its temperature and cut to its top_p nucleus, and
-a counter-based hash of (row seed, tokens generated so far) picks the token: by inverse CDF from one
-uniform per row on CUDA, by Gumbel-max on CPU, where the draw must survive last-bit differences
-between batches (``sample``). Temperature 0 is greedy decoding. Both engines use the same sampler, so
-they draw the same samples from the same logits.
+``generate_records`` is the one loop every generating stage runs: build a question's requests,
+generate, group the question's samples, append its record whole (resumable), whatever the engine.
 """
 
 from __future__ import annotations
 
 import contextlib
+import gc
+import importlib.util
+import json
 import logging
 import os
 import time
-from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
-from transformers.cache_utils import Cache
+
+from looper.modeling import (
+    check_adapter_base,
+    load_stage_model,
+    load_tokenizer,
+    resolve_dtype,
+    resolve_model_path,
+    stage_weights,
+)
+from looper.runs import InputError, JsonlAppender
 
 log = logging.getLogger("looper")
 
 _MASK32 = 0xFFFFFFFF
-ENGINES = ("slots", "hf")
+ENGINES = ("auto", "hf", "vllm")
 
 
 @dataclass
@@ -69,7 +69,7 @@ class GenResult:
     token_ids: list[int] = field(default_factory=list, repr=False)  # the generated ids, end-of-sequence included
 
 
-# ----------------------------------------------------------------------------- sampling
+# ----------------------------------------------------------------------------- seeded sampling (hf engine)
 
 
 def _hash32(x: torch.Tensor) -> torch.Tensor:
@@ -108,21 +108,19 @@ def sample(logits: torch.Tensor, temperatures: torch.Tensor, top_ps: torch.Tenso
            steps: torch.Tensor | int, use_top_p: bool = True, method: str | None = None) -> torch.Tensor:
     """(batch,) token ids: each row's draw from softmax(logits / temperature) cut to its top_p nucleus.
 
-    The nucleus is found on the logits sorted in their own dtype (bf16 logits sort on 16-bit keys):
-    its least probable member sets a threshold and every token at or above it is kept (ties with that
-    member included), so the kept set does not depend on sort order, and a row with top_p = 1 draws
-    the same whether or not its batch needed the sort (``use_top_p=False`` skips it when no row has
-    top_p < 1). Temperature 0 is greedy. No host synchronisation: it runs inside a CUDA graph.
+    The nucleus is found on the logits sorted in their own dtype: its least probable member sets a
+    threshold and every token at or above it is kept (ties with that member included), so the kept set
+    does not depend on sort order, and a row with top_p = 1 draws the same whether or not its batch
+    needed the sort (``use_top_p=False`` skips it when no row has top_p < 1). Temperature 0 is greedy.
 
     Two exact ways to draw, both pure functions of (seed, tokens generated so far):
 
     * ``inverse_cdf`` (default on CUDA): one seeded uniform per row, the token where the cumulative
       probability (vocabulary order) first exceeds ``u`` times the kept mass. Cheap: no per-token noise.
-      Its draw moves when any probability moves in the last bits, which bf16 batch shapes do anyway.
-    * ``gumbel`` (default on CPU): seeded Gumbel noise per token added to the kept logits, argmax.
-      Costs a hash per token, but only the leading tokens decide, so float32 differences in the last
-      bits (a different batch, a different cache width) leave the draw unchanged: on a CPU a request
-      replays token for token whatever batch it lands in.
+    * ``gumbel`` (default on CPU): seeded Gumbel noise per token added to the kept logits, argmax
+      (the Gumbel-max trick, Gumbel 1954; Maddison et al. 2014). Only the leading tokens decide, so
+      float32 differences in the last bits (another batch, another padding width) leave the draw
+      unchanged: on a CPU a request replays token for token whatever batch it lands in.
     """
     method = method or ("inverse_cdf" if logits.is_cuda else "gumbel")
     greedy = temperatures <= 0
@@ -155,9 +153,9 @@ def sample(logits: torch.Tensor, temperatures: torch.Tensor, top_ps: torch.Tenso
 
 
 class SeededSampler:
-    """A LogitsProcessor for ``model.generate(do_sample=False)`` (the ``hf`` engine): per-row temperature,
-    top_p and seeded sampling (``sample``), the same draws as the slot engine. It returns scores that are
-    -inf everywhere but at the drawn token, so generate's argmax picks it."""
+    """A ``LogitsProcessor`` for ``model.generate(do_sample=False)``: per-row temperature, top_p and seeded
+    sampling (``sample``). It returns scores that are -inf everywhere but at the drawn token, so
+    generate's greedy pick takes it."""
 
     def __init__(self, temperatures: Sequence[float], top_ps: Sequence[float], seeds: Sequence[int]):
         self.temperatures = torch.tensor(temperatures, dtype=torch.float32)
@@ -175,9 +173,10 @@ class SeededSampler:
         return torch.full_like(scores, float("-inf")).scatter_(1, tokens[:, None], 0.0)
 
 
-def _eos_ids(model: Any, tokenizer: Any) -> list[int]:
-    ids = model.generation_config.eos_token_id if model.generation_config is not None else None
-    ids = [ids] if isinstance(ids, int) else list(ids or [])
+def eos_ids(generation_eos: int | list[int] | None, tokenizer: Any) -> list[int]:
+    """The ids that end a sequence: the model's generation_config ``eos_token_id`` (an id or a list) and the
+    tokenizer's end-of-sequence token."""
+    ids = [generation_eos] if isinstance(generation_eos, int) else list(generation_eos or [])
     if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
         ids.append(tokenizer.eos_token_id)
     return ids
@@ -194,305 +193,240 @@ def left_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tenso
     return ids, mask
 
 
-def _result(key: Any, tokens: list[int], eos: list[int], max_new_tokens: int, tokenizer: Any) -> GenResult:
+def make_result(key: Any, tokens: list[int], eos: list[int], max_new_tokens: int, tokenizer: Any) -> GenResult:
+    """A result from generated ids: cut after the first end-of-sequence id (padding after it dropped)."""
     end = next((k for k, t in enumerate(tokens) if t in eos), None)
     kept = tokens if end is None else tokens[: end + 1]
     return GenResult(key, tokenizer.decode(kept, skip_special_tokens=True), num_tokens=len(kept),
                      truncated=end is None and len(kept) >= max_new_tokens, token_ids=kept)
 
 
-# ----------------------------------------------------------------------------- slot engine
-
-class SlotKVCache(Cache):
-    """The slot engine's KV cache, handed to the model's forward as ``past_key_values``.
-
-    Per layer, keys and values of shape ``(slots, kv_heads, columns, head_dim)``, allocated once. In
-    decode, ``update`` writes every slot's new key/value at ``column`` (a device tensor, so a CUDA
-    graph can replay it) and returns the whole ring; the caller's 4D mask says which columns each slot
-    may attend to. While ``prefill_at = (slots, columns)`` is set, ``update`` stores a prompt's
-    keys/values at those places and returns them unchanged, so prompt tokens attend among themselves.
-    """
-
-    is_compileable = False
-
-    def __init__(self, num_layers: int, slots: int, kv_heads: int, columns: int, head_dim: int, dtype: torch.dtype,
-                 device: torch.device):
-        # Cache.__init__ builds transformers' own layer objects; this cache keeps plain tensors instead.
-        self.layers = []
-        self.keys = [torch.zeros(slots, kv_heads, columns, head_dim, dtype=dtype, device=device) for _ in range(num_layers)]
-        self.values = [torch.zeros_like(k) for k in self.keys]
-        self.column = torch.zeros(1, dtype=torch.long, device=device)
-        self.prefill_at: tuple[torch.Tensor, torch.Tensor] | None = None
-
-    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int,
-               cache_kwargs: dict[str, Any] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        keys, values = self.keys[layer_idx], self.values[layer_idx]
-        if self.prefill_at is not None:
-            slots, columns = self.prefill_at  # (n,), (prompt width,)
-            keys.transpose(1, 2)[slots[:, None], columns[None, :]] = key_states.transpose(1, 2).to(keys.dtype)
-            values.transpose(1, 2)[slots[:, None], columns[None, :]] = value_states.transpose(1, 2).to(values.dtype)
-            return key_states, value_states
-        keys.index_copy_(2, self.column, key_states.to(keys.dtype))
-        values.index_copy_(2, self.column, value_states.to(values.dtype))
-        return keys, values
-
-    def get_seq_length(self, layer_idx: int = 0) -> int:
-        return 0  # positions are always passed explicitly
-
-    def __len__(self) -> int:
-        return len(self.keys)
+# ----------------------------------------------------------------------------- engines
 
 
-def _text_config(model: Any) -> Any:
-    config = model.config
-    return config.get_text_config() if hasattr(config, "get_text_config") else config
+class HFEngine:
+    """transformers' ``generate`` over length-sorted, left-padded batches of ``batch_size`` prompts."""
+
+    name = "hf"
+
+    def __init__(self, model: Any, tokenizer: Any, batch_size: int):
+        self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
+        self.eos = eos_ids(model.generation_config.eos_token_id if model.generation_config else None, tokenizer)
+
+    @torch.inference_mode()
+    def run(self, requests: Sequence[GenRequest], encoded: list[list[int]], max_new_tokens: int) -> Iterator[tuple[int, GenResult]]:
+        """(request index, result) pairs, a batch at a time, longest prompts first."""
+        from transformers import GenerationConfig
+
+        device = next(self.model.parameters()).device
+        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos[0]
+        order = sorted(range(len(requests)), key=lambda i: -len(encoded[i]))
+        # greedy decoding with the seeded sampler as the last logits processor: the sampler picks, argmax takes it.
+        # Sampling fields at transformers' defaults (1.0, 1.0, 50), stated: else a model's own (R1: 0.6 / 0.95) are
+        # merged in and flagged as unused under do_sample=False.
+        gen_config = GenerationConfig(do_sample=False, max_new_tokens=max_new_tokens, pad_token_id=pad_id, eos_token_id=self.eos,
+                                      temperature=1.0, top_p=1.0, top_k=50)
+        for b in range(0, len(order), self.batch_size):
+            idx = order[b : b + self.batch_size]
+            input_ids, attention = left_pad([encoded[i] for i in idx], pad_id)
+            sampler = SeededSampler([requests[i].temperature for i in idx], [requests[i].top_p for i in idx],
+                                    [requests[i].seed for i in idx])
+            out = self.model.generate(input_ids=input_ids.to(device), attention_mask=attention.long().to(device),
+                                      generation_config=gen_config, logits_processor=[sampler])
+            new = out[:, input_ids.shape[1]:].cpu()
+            for row, i in enumerate(idx):
+                yield i, make_result(requests[i].key, new[row].tolist(), self.eos, max_new_tokens, self.tokenizer)
+
+    def close(self) -> None:
+        del self.model
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
 
-def capturable(model: Any) -> bool:
-    """False for a model whose decode step cannot be captured as a CUDA graph, known before trying: bitsandbytes'
-    LLM.int8 layers (``model.quantization: 8bit``) read their outlier columns on the host. Trying is not free: a
-    capture that fails midway leaves the CUDA generator marked as capturing, and the next random draw outside the
-    graph (LoRA dropout in GRPO's training step, measured on the H200) then fails with "Offset increment outside
-    graph capture"."""
-    return not any(type(m).__name__ == "Linear8bitLt" for m in model.modules())
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the ranks vLLM's LoRAConfig accepts as max_lora_rank
 
 
-class SlotEngine:
-    """Continuous batching over ``slots`` rows with a ring KV cache of ``columns`` columns (module docstring).
-
-    State lives on the device, one row per slot: the token to feed and its position, the row's column
-    mask, its sampling settings, tokens generated so far and whether it is done.
-    """
-
-    def __init__(self, model: Any, slots: int, columns: int, max_new_tokens: int, eos: list[int], use_top_p: bool,
-                 cuda_graph: bool):
-        cfg = _text_config(model)
-        self.model = model
-        self.device = next(model.parameters()).device
-        dtype = next(p for p in model.parameters() if p.is_floating_point()).dtype
-        head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-        kv_heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
-        self.slots, self.columns, self.max_new = slots, columns, max_new_tokens
-        self.cache = SlotKVCache(cfg.num_hidden_layers, slots, kv_heads, columns, head_dim, dtype, self.device)
-        dev = self.device
-        self.ids = torch.zeros(slots, 1, dtype=torch.long, device=dev)
-        self.pos = torch.zeros(slots, 1, dtype=torch.long, device=dev)
-        self.mask = torch.zeros(slots, columns, dtype=torch.bool, device=dev)
-        self.temps = torch.zeros(slots, dtype=torch.float32, device=dev)
-        self.top_ps = torch.ones(slots, dtype=torch.float32, device=dev)
-        self.seeds = torch.zeros(slots, dtype=torch.long, device=dev)
-        self.step = torch.zeros(slots, dtype=torch.long, device=dev)
-        self.done = torch.ones(slots, dtype=torch.bool, device=dev)
-        self.out = torch.zeros(slots, max_new_tokens, dtype=torch.long, device=dev)
-        self.eos = torch.tensor(eos or [-1], dtype=torch.long, device=dev)
-        self.use_top_p = use_top_p
-        self.host_column = 0  # mirror of cache.column, advanced once per decode step
-        self.graph = self._capture() if cuda_graph and dev.type == "cuda" and capturable(model) else None
-
-    # -- one decode step for every slot; device work only, so it can be captured and replayed
-    def _decode(self) -> None:
-        self.mask.index_fill_(1, self.cache.column, True)  # each row attends to the token it writes now
-        logits = self.model(input_ids=self.ids, position_ids=self.pos, attention_mask=self.mask[:, None, None, :],
-                            past_key_values=self.cache, use_cache=True, logits_to_keep=1).logits[:, -1]
-        tokens = sample(logits, self.temps, self.top_ps, self.seeds, self.step, self.use_top_p)
-        self._record(tokens, ~self.done)
-        self.ids.copy_(tokens[:, None])
-        self.pos.add_(1)
-        self.cache.column.add_(1).remainder_(self.columns)
-
-    def _record(self, tokens: torch.Tensor, active: torch.Tensor) -> None:
-        """Append each active row's token to its output; mark rows that ended (EOS or max_new_tokens)."""
-        at = self.step.clamp(max=self.max_new - 1)[:, None]
-        self.out.scatter_(1, at, torch.where(active, tokens, self.out.gather(1, at).squeeze(1))[:, None])
-        self.step.add_(active.long())
-        self.done.logical_or_(active & (self._is_eos(tokens) | (self.step >= self.max_new)))
-
-    def _is_eos(self, tokens: torch.Tensor) -> torch.Tensor:
-        return (tokens[:, None] == self.eos[None, :]).any(-1)
-
-    def _capture(self) -> torch.cuda.CUDAGraph | None:
-        """Capture the decode step as a CUDA graph (after warm-up on a side stream); None if it cannot be."""
-        try:
-            stream = torch.cuda.Stream()
-            stream.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(stream):
-                for _ in range(2):
-                    self._decode()
-            torch.cuda.current_stream().wait_stream(stream)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                self._decode()
-        except Exception as err:  # a model whose forward syncs with the host cannot be captured
-            log.warning("generation: the decode step could not be captured as a CUDA graph (%s: %s); running it eagerly",
-                        type(err).__name__, str(err).splitlines()[0][:200])
-            graph = None
-        # warm-up and capture ran on idle rows (all done); start from a clean state
-        self.cache.column.zero_()
-        self.mask.zero_()
-        self.pos.zero_()
-        self.ids.zero_()
-        return graph
-
-    def decode(self, steps: int) -> None:
-        for _ in range(steps):
-            if self.graph is not None:
-                self.graph.replay()
-            else:
-                self._decode()
-        self.host_column = (self.host_column + steps) % self.columns
-
-    def _upload(self, *tensors: torch.Tensor) -> list[torch.Tensor]:
-        """Host tensors to the device without making the host wait for the work queued before them."""
-        if self.device.type != "cuda":
-            return list(tensors)
-        return [t.pin_memory().to(self.device, non_blocking=True) for t in tensors]
-
-    def prefill(self, slots: list[int], prompts: list[list[int]], requests: list[GenRequest]) -> None:
-        """Write each prompt's keys/values just behind the current column of its slot and sample its first token."""
-        dev = self.device
-        ids, valid = left_pad(prompts, pad_id=0)  # the pad id is never attended to
-        width = ids.shape[1]
-        settings = torch.tensor([[r.temperature, r.top_p] for r in requests], dtype=torch.float32)
-        numbers = torch.tensor([[s, r.seed] for s, r in zip(slots, requests)], dtype=torch.long)
-        ids, valid, settings, numbers = self._upload(ids, valid, settings, numbers)
-        rows, seeds = numbers[:, 0], numbers[:, 1]
-        positions = (valid.long().cumsum(-1) - 1).clamp(min=0)
-        causal = torch.ones(width, width, dtype=torch.bool, device=dev).tril()
-        # padding queries attend to themselves only, so that no row of the softmax is empty
-        mask = (causal[None] & valid[:, None, :]) | torch.eye(width, dtype=torch.bool, device=dev)[None]
-        columns = (torch.arange(width, device=dev) + self.host_column - width) % self.columns
-        self.cache.prefill_at = (rows, columns)
-        try:
-            logits = self.model(input_ids=ids, position_ids=positions, attention_mask=mask[:, None], past_key_values=self.cache,
-                                use_cache=True, logits_to_keep=1).logits[:, -1]
-        finally:
-            self.cache.prefill_at = None
-        self.mask[rows] = False
-        self.mask[rows[:, None], columns[None, :]] = valid
-        self.pos[rows, 0] = valid.sum(-1)  # the first generated token's position
-        self.temps[rows], self.top_ps[rows], self.seeds[rows] = settings[:, 0], settings[:, 1], seeds
-        tokens = sample(logits, settings[:, 0], settings[:, 1], seeds, 0, self.use_top_p)
-        self.ids[rows, 0] = tokens
-        self.out[rows, 0] = tokens
-        self.step[rows] = 1
-        self.done[rows] = self._is_eos(tokens) | (self.max_new <= 1)
-
-    def snapshot(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.cuda.Event | None]:
-        """Host copies of (done, step, out) as of the work queued so far, and the event that says they have arrived.
-
-        The copies are only started here, so the host can go on queueing work while they travel.
-        """
-        if self.device.type != "cuda":
-            return self.done.clone(), self.step.clone(), self.out.clone(), None
-        copies = [torch.empty(t.shape, dtype=t.dtype, pin_memory=True).copy_(t, non_blocking=True)
-                  for t in (self.done, self.step, self.out)]
-        event = torch.cuda.Event()
-        event.record()
-        return copies[0], copies[1], copies[2], event
+def vllm_engine_args(model: str, tokenizer: str, *, adapter_rank: int | None, dtype: str, quantization: str, seed: int,
+                     max_num_seqs: int, max_model_len: int, revision: str | None, trust_remote_code: bool,
+                     overrides: dict[str, Any]) -> dict[str, Any]:
+    """Keyword arguments of vLLM's ``EngineArgs`` for one stage's model; ``overrides`` (``rollouts.vllm`` /
+    ``eval.vllm``) win. A LoRA adapter's rank is rounded up to a rank vLLM accepts; ``quantization: 4bit``
+    becomes vLLM's in-flight bitsandbytes quantization (vLLM has no in-flight 8-bit: the 8-bit plan config
+    generates from the bf16 base)."""
+    args: dict[str, Any] = {"model": model, "tokenizer": tokenizer, "dtype": dtype, "seed": seed, "max_num_seqs": max_num_seqs,
+                            "max_model_len": max_model_len, "trust_remote_code": trust_remote_code}
+    if revision:
+        args["revision"] = revision
+    if adapter_rank is not None:
+        if dtype == "float32":  # vLLM's LoRA kernels (lora_expand / lora_shrink) assert a 16-bit dtype
+            raise InputError("model.dtype=float32: vLLM runs LoRA adapters in bfloat16 or float16 only; set "
+                             "model.dtype=bfloat16 (or the stage's engine to hf)")
+        rank = next((r for r in VLLM_LORA_RANKS if r >= adapter_rank), None)
+        if rank is None:
+            raise InputError(f"LoRA rank {adapter_rank} is above vLLM's largest ({VLLM_LORA_RANKS[-1]}); use engine: hf")
+        args.update(enable_lora=True, max_lora_rank=rank, max_loras=1)
+    if quantization == "4bit":
+        args["quantization"] = "bitsandbytes"
+    return args | dict(overrides)
 
 
-def _generate_slots(model: Any, tokenizer: Any, requests: Sequence[GenRequest], encoded: list[list[int]], max_new_tokens: int,
-                    slots: int, eos: list[int], sync_every: int, cuda_graph: bool, prefill_rows: int) -> Iterator[tuple[int, GenResult]]:
-    """The scheduler. The host runs one chunk of ``sync_every`` decode steps behind the device: it queues
-    chunk k, then reads the snapshot taken after chunk k-1 (long arrived), hands out the sequences that
-    ended and refills their slots before queueing chunk k+1. The device never waits for the host (its
-    decoding, refilling and the caller's work on the results all overlap a chunk in flight); the price
-    is that a finished slot idles for one chunk before its next request."""
-    waiting = deque(sorted(range(len(requests)), key=lambda i: -len(encoded[i])))  # long prompts first
-    slots = min(slots, len(requests))
-    use_top_p = any(r.top_p < 1 and r.temperature > 0 for r in requests)
-    engine = SlotEngine(model, slots, max(len(e) for e in encoded) + max_new_tokens, max_new_tokens, eos, use_top_p, cuda_graph)
-    owner: list[int | None] = [None] * slots  # request index held by each slot
-    previous = None  # (snapshot, owners when it was taken)
-    while waiting or any(o is not None for o in owner):
-        free = [s for s in range(slots) if owner[s] is None]
-        for start in range(0, min(len(free), len(waiting)), prefill_rows):
-            group = free[start : start + prefill_rows][: len(waiting)]
-            taken = [waiting.popleft() for _ in group]
-            engine.prefill(group, [encoded[i] for i in taken], [requests[i] for i in taken])
-            for s, i in zip(group, taken):
-                owner[s] = i
-        engine.decode(sync_every)
-        current = (engine.snapshot(), list(owner))
-        if previous is not None:
-            (done, steps, outs, event), owners = previous
-            if event is not None:
-                event.synchronize()
-            # a slot ended in that snapshot and still holds the same request (not handed out before, not refilled)
-            for s in torch.nonzero(done).flatten().tolist():
-                i = owners[s]
-                if i is not None and owner[s] == i:
-                    owner[s] = None
-                    yield i, _result(requests[i].key, outs[s, : steps[s]].tolist(), eos, max_new_tokens, tokenizer)
-        previous = current
+def vllm_sampling_kwargs(request: GenRequest, max_new_tokens: int, eos: list[int], seeded: bool) -> dict[str, Any]:
+    """Keyword arguments of vLLM's ``SamplingParams`` for one request: its temperature (0 is greedy in vLLM too)
+    and top_p, the same end-of-sequence ids as the hf engine, and its seed only when ``seeded`` (and sampled)."""
+    kwargs: dict[str, Any] = {"temperature": request.temperature, "top_p": request.top_p if request.temperature > 0 else 1.0,
+                              "max_tokens": max_new_tokens, "stop_token_ids": list(eos), "detokenize": False}
+    if seeded and request.temperature > 0:
+        kwargs["seed"] = request.seed
+    return kwargs
 
 
-# ----------------------------------------------------------------------------- hf engine
+class VLLMEngine:
+    """vLLM's offline ``LLMEngine`` (vLLM's own streaming example: ``add_request``, then ``step`` until no request is
+    unfinished): every request added at once, each result taken as soon as it finishes."""
+
+    name = "vllm"
+
+    def __init__(self, engine_args: dict[str, Any], tokenizer: Any, eos: list[int], adapter: Path | None, seeded: bool):
+        from vllm import EngineArgs, LLMEngine
+        from vllm.lora.request import LoRARequest
+
+        self.tokenizer, self.eos, self.seeded = tokenizer, eos, seeded
+        self.lora = LoRARequest(adapter.name, 1, str(adapter)) if adapter is not None else None
+        with _engine_process_env():
+            self.engine = LLMEngine.from_engine_args(EngineArgs(**engine_args))
+        self._next_id = 0
+
+    def run(self, requests: Sequence[GenRequest], encoded: list[list[int]], max_new_tokens: int) -> Iterator[tuple[int, GenResult]]:
+        from vllm import SamplingParams, TokensPrompt
+        from vllm.sampling_params import RequestOutputKind
+
+        index = {}
+        for i, (request, prompt_ids) in enumerate(zip(requests, encoded)):
+            rid = str(self._next_id)  # unique over the engine's life: one engine serves several datasets in eval
+            self._next_id += 1
+            index[rid] = i
+            # FINAL_ONLY: a request appears in step()'s outputs once, finished, not at every step
+            params = SamplingParams(**vllm_sampling_kwargs(request, max_new_tokens, self.eos, self.seeded),
+                                    output_kind=RequestOutputKind.FINAL_ONLY)
+            self.engine.add_request(rid, TokensPrompt(prompt_token_ids=prompt_ids), params, lora_request=self.lora)
+        while self.engine.has_unfinished_requests():
+            for output in self.engine.step():
+                if output.finished:
+                    i = index.pop(output.request_id)
+                    yield i, make_result(requests[i].key, list(output.outputs[0].token_ids), self.eos, max_new_tokens,
+                                         self.tokenizer)
+
+    def close(self) -> None:
+        # the engine core runs in a child process (vLLM's default): dropping the engine ends it and frees its GPU memory
+        del self.engine
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
 
 @contextlib.contextmanager
-def _sdpa_gqa_with_mask(enabled: bool) -> Iterator[None]:
-    """transformers < 5.2x copies K/V to every query head under a padding mask at each decode step
-    (measured: the copy dominated batched decoding on an H200); this lets SDPA do grouped-query
-    attention itself. Scoped to generation: training keeps transformers' default."""
-    key = "TRANSFORMERS_SDPA_FORCE_GQA"
-    old = os.environ.get(key)
-    if enabled:
-        os.environ[key] = "1"
+def _engine_process_env() -> Iterator[None]:
+    """The environment vLLM's engine core process starts with (it reads it at its start).
+
+    ``VLLM_WORKER_MULTIPROC_METHOD=spawn`` (vLLM's documented setting; the user's own value is kept): a forked engine
+    core cannot use CUDA once this process has touched it, which training stages and tests do before generating.
+    Under ``accelerate launch`` / torchrun (one process per GPU) the engine sees only this process's GPU (LOCAL_RANK).
+    """
+    saved = {k: os.environ.get(k) for k in ("VLLM_WORKER_MULTIPROC_METHOD", "CUDA_VISIBLE_DEVICES")}
+    os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
+    local_rank, world = os.environ.get("LOCAL_RANK"), int(os.environ.get("WORLD_SIZE", "1"))
+    if local_rank is not None and world > 1:
+        visible = saved["CUDA_VISIBLE_DEVICES"]
+        devices = visible.split(",") if visible else [str(i) for i in range(torch.cuda.device_count())]
+        os.environ["CUDA_VISIBLE_DEVICES"] = devices[int(local_rank)]
     try:
         yield
     finally:
-        if enabled:
-            if old is None:
+        for key, value in saved.items():
+            if value is None:
                 os.environ.pop(key, None)
             else:
-                os.environ[key] = old
+                os.environ[key] = value
 
 
-def _generate_hf(model: Any, tokenizer: Any, requests: Sequence[GenRequest], encoded: list[list[int]], max_new_tokens: int,
-                 batch_size: int, eos: list[int]) -> Iterator[tuple[int, GenResult]]:
-    from transformers import GenerationConfig
+Engine = HFEngine | VLLMEngine
 
-    device = next(model.parameters()).device
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
-    order = sorted(range(len(requests)), key=lambda i: -len(encoded[i]))
-    gen_config = GenerationConfig(do_sample=False, max_new_tokens=max_new_tokens, pad_token_id=pad_id, eos_token_id=eos,
-                                  temperature=None, top_p=None, top_k=None)
-    for b in range(0, len(order), batch_size):
-        idx = order[b : b + batch_size]
-        input_ids, attention = left_pad([encoded[i] for i in idx], pad_id)
-        width = input_ids.shape[1]
-        sampler = SeededSampler([requests[i].temperature for i in idx], [requests[i].top_p for i in idx],
-                                [requests[i].seed for i in idx])
-        with _sdpa_gqa_with_mask(device.type == "cuda"):
-            out = model.generate(input_ids=input_ids.to(device), attention_mask=attention.long().to(device),
-                                 generation_config=gen_config, logits_processor=[sampler])
-        new = out[:, width:].cpu()
-        for row, i in enumerate(idx):
-            yield i, _result(requests[i].key, new[row].tolist(), eos, max_new_tokens, tokenizer)
+
+def vllm_installed() -> bool:
+    return importlib.util.find_spec("vllm") is not None
+
+
+def resolve_engine(engine: str, field_name: str) -> str:
+    """``hf`` or ``vllm`` for a stage's ``engine`` setting; InputError where ``vllm`` cannot run here."""
+    if engine not in ENGINES:
+        raise InputError(f"{field_name}: unknown generation engine {engine!r}; expected one of {', '.join(ENGINES)}")
+    if engine == "auto":
+        return "vllm" if torch.cuda.is_available() and vllm_installed() else "hf"
+    if engine == "vllm" and not vllm_installed():
+        raise InputError(f"{field_name}=vllm needs vLLM: pip install 'looper[vllm]' (or set {field_name}=hf)")
+    if engine == "vllm" and not torch.cuda.is_available():
+        raise InputError(f"{field_name}=vllm needs a CUDA GPU; set {field_name}=hf on a CPU")
+    return engine
+
+
+def vllm_engine_for(config: Any, run: Any, which: str, settings: Any, tokenizer: Any, max_new_tokens: int) -> VLLMEngine:
+    """A vLLM engine for model ``which`` of the run: the base (or full SFT checkpoint) as vLLM's model, a LoRA
+    adapter as its ``LoRARequest``, the same end-of-sequence ids as the hf engine; ``settings`` is the stage's
+    config section (batch_size, seeded, vllm). InputError for an adapter trained on another base."""
+    from transformers import AutoConfig, GenerationConfig
+
+    checkpoint, adapter = stage_weights(config, run, which)
+    revision = None if checkpoint else config.model.revision  # a revision names a Hub commit of the base model
+    weights = str(checkpoint or resolve_model_path(config.model.name_or_path))
+    model_cfg = AutoConfig.from_pretrained(weights, revision=revision, trust_remote_code=config.model.trust_remote_code)
+    if adapter is not None:
+        check_adapter_base(adapter, model_cfg)
+    try:
+        generation_eos = GenerationConfig.from_pretrained(weights, revision=revision).eos_token_id
+    except OSError:  # a checkpoint without generation_config.json
+        generation_eos = model_cfg.eos_token_id
+    rank = json.loads((adapter / "adapter_config.json").read_text())["r"] if adapter else None
+    # room for the longest prompt: GSM8K-style prompts (instruction, question, chat template) stay far below 2,048
+    max_model_len = min(getattr(model_cfg, "max_position_embeddings", None) or 10**9, max_new_tokens + 2048)
+    dtype = str(resolve_dtype(config.model.dtype)).removeprefix("torch.")
+    args = vllm_engine_args(weights, weights, adapter_rank=rank, dtype=dtype, quantization=config.model.quantization,
+                            seed=config.seed, max_num_seqs=settings.batch_size, max_model_len=max_model_len,
+                            revision=revision, trust_remote_code=config.model.trust_remote_code, overrides=settings.vllm)
+    return VLLMEngine(args, tokenizer, eos_ids(generation_eos, tokenizer), adapter, settings.seeded)
+
+
+@contextlib.contextmanager
+def open_engine(config: Any, run: Any, which: str, kind: str, section: str, max_new_tokens: int) -> Iterator[Engine]:
+    """The engine ``kind`` (``hf`` or ``vllm``: ``resolve_engine``) for model ``which`` (base, sft, rl) with the
+    settings of config section ``section`` (``rollouts`` or ``eval``: batch_size, seeded, vllm); its memory is freed
+    on leaving the block."""
+    settings = getattr(config, section)
+    tokenizer = load_tokenizer(config.model, padding_side="left")
+    if kind == "hf":
+        engine: Engine = HFEngine(load_stage_model(config, run, which, merge=True), tokenizer, settings.batch_size)
+    else:
+        engine = vllm_engine_for(config, run, which, settings, tokenizer, max_new_tokens)
+    log.info("generation: %s engine for %s (%s)", engine.name, which, section)
+    try:
+        yield engine
+    finally:
+        engine.close()
 
 
 # ----------------------------------------------------------------------------- entry points
 
 
-@torch.inference_mode()
-def _indexed_stream(model: Any, tokenizer: Any, requests: Sequence[GenRequest], max_new_tokens: int, batch_size: int,
-                    desc: str, progress: bool, engine: str = "slots", sync_every: int = 8, cuda_graph: bool = True,
-                    prefill_rows: int = 256) -> Iterator[tuple[int, GenResult]]:
-    if engine not in ENGINES:
-        raise ValueError(f"unknown generation engine {engine!r}; expected one of {ENGINES}")
+def generate_stream(engine: Engine, requests: Sequence[GenRequest], max_new_tokens: int, desc: str = "generate",
+                    progress: bool = True) -> Iterator[tuple[int, GenResult]]:
+    """(request index, result) for every request, each as soon as the engine has it (not in request order), with a
+    progress bar of sequences and generated tokens/s."""
     if not requests:
         return
-    eos = _eos_ids(model, tokenizer)
-    encoded = tokenizer([r.prompt for r in requests], add_special_tokens=False)["input_ids"]
+    encoded = engine.tokenizer([r.prompt for r in requests], add_special_tokens=False)["input_ids"]
     bar = tqdm(total=len(requests), desc=desc, unit="seq", disable=not progress, dynamic_ncols=True)
     tokens, started = 0, time.perf_counter()
-    if engine == "slots":
-        results = _generate_slots(model, tokenizer, requests, encoded, max_new_tokens, batch_size, eos, sync_every,
-                                  cuda_graph, prefill_rows)
-    else:
-        results = _generate_hf(model, tokenizer, requests, encoded, max_new_tokens, batch_size, eos)
-    for i, result in results:
+    for i, result in engine.run(requests, encoded, max_new_tokens):
         tokens += result.num_tokens
         bar.update(1)
         bar.set_postfix(tok_per_s=f"{tokens / (time.perf_counter() - started):.0f}", refresh=False)
@@ -500,45 +434,89 @@ def _indexed_stream(model: Any, tokenizer: Any, requests: Sequence[GenRequest], 
     bar.close()
 
 
-def generate_stream(model: Any, tokenizer: Any, requests: Sequence[GenRequest], max_new_tokens: int, batch_size: int,
-                    desc: str = "generate", progress: bool = True, **engine_options: Any) -> Iterator[GenResult]:
-    """Yield one GenResult per request, each as soon as its sequence ends (not in request order).
-
-    ``batch_size``: sequences decoded together (slots, or rows of one ``generate`` call). Engine
-    options: ``engine`` ("slots" or "hf"); slot engine: ``sync_every`` (decode steps between looks at
-    which rows ended, default 8), ``prefill_rows`` (most prompts prefilled in one forward, default 256),
-    ``cuda_graph`` (capture the decode step on CUDA, default True).
-    """
-    for _, result in _indexed_stream(model, tokenizer, requests, max_new_tokens, batch_size, desc, progress, **engine_options):
-        yield result
-
-
-def complete_groups(results: Iterable[GenResult], size: int) -> Iterator[list[GenResult]]:
-    """Group streamed results by ``key[0]`` (a question); yield each group, sorted by key, once it holds ``size``."""
-    pending: dict[Any, list[GenResult]] = {}
-    for result in results:
-        group = pending.setdefault(result.key[0], [])
-        group.append(result)
-        if len(group) == size:
-            yield sorted(pending.pop(result.key[0]), key=lambda r: r.key)
-
-
-def generate(model: Any, tokenizer: Any, requests: Sequence[GenRequest], max_new_tokens: int, batch_size: int,
-             desc: str = "generate", progress: bool = True, **engine_options: Any) -> list[GenResult]:
-    """Generate for every request; results come back in the requests' order (options: ``generate_stream``)."""
+def generate(engine: Engine, requests: Sequence[GenRequest], max_new_tokens: int, desc: str = "generate",
+             progress: bool = True) -> list[GenResult]:
+    """Generate for every request; results come back in the requests' order."""
     results: list[GenResult | None] = [None] * len(requests)
-    for i, result in _indexed_stream(model, tokenizer, requests, max_new_tokens, batch_size, desc, progress, **engine_options):
+    for i, result in generate_stream(engine, requests, max_new_tokens, desc, progress):
         results[i] = result
     return results  # type: ignore[return-value]
 
 
+class LazyEngine:
+    """A stage's engine, opened by ``opener`` (e.g. ``open_engine``) on the first call and closed when the ``with``
+    block ends: a stage with nothing left to generate never loads a model."""
+
+    def __init__(self, opener: Callable[[], contextlib.AbstractContextManager[Engine]]):
+        self.opener, self.stack, self.engine = opener, contextlib.ExitStack(), None
+
+    def __call__(self) -> Engine:
+        if self.engine is None:
+            self.engine = self.stack.enter_context(self.opener())
+        return self.engine
+
+    def __enter__(self) -> "LazyEngine":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stack.close()
+        self.engine = None
+
+
+def generate_records(engine: Callable[[], Engine], path: Path,
+                     questions: Sequence[dict[str, Any]], requests_of: Callable[[dict[str, Any]], list[GenRequest]],
+                     record_of: Callable[[dict[str, Any], list[GenResult]], dict[str, Any]], max_new_tokens: int,
+                     desc: str) -> dict[str, Any]:
+    """The generate-and-record loop of every generating stage, resumable: one record per question in ``path``.
+
+    Questions whose ``id`` is already in ``path`` are skipped (a torn last line is dropped: ``JsonlAppender``).
+    ``requests_of(question)`` gives the question's requests (their keys are the caller's, handed back in the
+    results); all requests of all remaining questions stream through ``engine()`` (a ``LazyEngine``, called only if
+    there is work); once a question's last sample ends, ``record_of(question, results in request order)``
+    is appended whole. A killed run loses only the questions in flight. Returns ``{"tokens", "seconds"}``
+    generated here (0 when nothing was left).
+    """
+    tally: dict[str, Any] = {"tokens": 0, "seconds": 0.0, "engine": None}
+    with JsonlAppender(path) as out:
+        done = out.done_keys
+        todo = [q for q in questions if q["id"] not in done]
+        if not todo:
+            return tally
+        if done:
+            print(f"{desc}: resuming, {len(done)} questions already done, {len(todo)} to go")
+        requests, owners, pending = [], [], {}
+        for q in todo:
+            mine = requests_of(q)
+            pending[q["id"]] = [None] * len(mine)
+            for k, r in enumerate(mine):
+                requests.append(r)
+                owners.append((q, k))
+        bar = tqdm(total=len(questions), initial=len(questions) - len(todo), desc=desc, unit="question", dynamic_ncols=True)
+        started = time.perf_counter()
+        generator = engine()
+        tally["engine"] = generator.name
+        for i, result in generate_stream(generator, requests, max_new_tokens, progress=False):
+            q, k = owners[i]
+            group = pending[q["id"]]
+            group[k] = result
+            tally["tokens"] += result.num_tokens
+            if all(r is not None for r in group):
+                out.append(record_of(q, pending.pop(q["id"])))
+                bar.update(1)
+                bar.set_postfix(tok_per_s=f"{tally['tokens'] / (time.perf_counter() - started):.0f}", refresh=False)
+        bar.close()
+        tally["seconds"] = time.perf_counter() - started
+    return tally
+
+
 def generation_speed(per_process: list[dict[str, Any]]) -> dict[str, Any]:
-    """What a generation stage records of its processes' ``{"tokens", "seconds", "peak_gpu_memory_gib"}`` (one dict per
-    process, in process order): tokens generated in all, the slowest process's generation time, their ratio, and
-    every process's peak GPU memory."""
+    """What a generation stage records of its processes' ``{"engine", "tokens", "seconds", "peak_gpu_memory_gib"}``
+    (one dict per process, in process order): the engine, tokens generated in all, the slowest process's generation
+    time, their ratio, and every process's peak GPU memory (this process's own: a vLLM engine's memory is its engine
+    core process's and is not counted)."""
     tokens = sum(p["tokens"] for p in per_process)
     seconds = max(p["seconds"] for p in per_process)
-    return {"processes": len(per_process), "generated_tokens": tokens, "generation_s": seconds,
+    engines = sorted({p["engine"] for p in per_process if p.get("engine")})
+    return {"engine": ",".join(engines) or None, "processes": len(per_process), "generated_tokens": tokens, "generation_s": seconds,
             "tokens_per_s": round(tokens / seconds, 1) if seconds > 0 else 0.0,
             "peak_gpu_memory_gib": [p["peak_gpu_memory_gib"] for p in per_process]}
-

@@ -239,11 +239,11 @@ def attach_adapter(model: Any, adapter: str | Path, trainable: bool = False, ada
     adapter = Path(adapter)
     if not (adapter / "adapter_config.json").is_file():
         raise InputError(f"{adapter}: not a PEFT adapter folder (no adapter_config.json); run the stage that makes it first")
-    check_adapter_base(adapter, model)
+    check_adapter_base(adapter, model.config)
     return PeftModel.from_pretrained(model, adapter, is_trainable=trainable, adapter_name=adapter_name)
 
 
-def check_adapter_base(adapter: Path, model: Any) -> None:
+def check_adapter_base(adapter: Path, model_config: Any) -> None:
     """Refuse an adapter trained on a different base model (shapes would not line up)."""
     import json
 
@@ -252,14 +252,14 @@ def check_adapter_base(adapter: Path, model: Any) -> None:
         return
     info = json.loads(info_path.read_text())
     want = info.get("base_architecture")
-    have = architecture_signature(model)
+    have = architecture_signature(model_config)
     if want and want != have:
         raise InputError(f"{adapter}: adapter was trained on a different base model ({want}) than the one loaded ({have}); "
                          "check model.name_or_path")
 
 
-def architecture_signature(model: Any) -> str:
-    c = model.config
+def architecture_signature(c: Any) -> str:
+    """What an adapter's base must match: model type, hidden size, layers, vocabulary (of a model's config)."""
     return f"{c.model_type}:h{c.hidden_size}:l{c.num_hidden_layers}:v{c.vocab_size}"
 
 
@@ -301,18 +301,27 @@ def stage_model_path(config: Any, run: Any, which: str) -> Path | None:
     raise InputError(f"unknown model {which!r}; expected base, sft or rl")
 
 
-def load_stage_model(config: Any, run: Any, which: str, trainable_adapter: bool = False, merge: bool = False,
-                     for_training: bool = False) -> Any:
-    """The model a later stage uses: ``base``, ``sft`` (base + lora_sft, or the full SFT checkpoint) or
-    ``rl`` (base + lora_rl, an adapter that already contains SFT, or full SFT + lora_rl); ``merge`` and
-    ``for_training`` as in ``load_model``."""
+def stage_weights(config: Any, run: Any, which: str) -> tuple[Path | None, Path | None]:
+    """(full checkpoint folder, LoRA adapter folder) of model ``which``, None for the base model's weights and for no
+    adapter: ``base`` (None, None), ``sft`` (None, lora_sft; or the full SFT checkpoint alone) or ``rl`` (None,
+    lora_rl: an adapter that already contains SFT; or the full SFT checkpoint + lora_rl). InputError if a folder the
+    model needs is missing."""
     path = stage_model_path(config, run, which)
     if path is None:
-        return load_model(config.model, for_training=for_training)
+        return None, None
     full = config.sft.method == "full"
     if full and not (run.full_sft / "config.json").is_file():
         raise InputError(f"{run.full_sft}: no full SFT checkpoint; run `looper sft` first")
     if which == "sft" and full:
-        return load_model(config.model, checkpoint=path, for_training=for_training)
-    return load_model(config.model, adapter=path, trainable_adapter=trainable_adapter,
-                      checkpoint=run.full_sft if full else None, merge=merge, for_training=for_training)
+        return Path(path), None
+    if not (Path(path) / "adapter_config.json").is_file():
+        raise InputError(f"{path}: not a PEFT adapter folder (no adapter_config.json); run the stage that makes it first")
+    return (Path(run.full_sft) if full else None), Path(path)
+
+
+def load_stage_model(config: Any, run: Any, which: str, trainable_adapter: bool = False, merge: bool = False,
+                     for_training: bool = False) -> Any:
+    """The model a later stage uses (``stage_weights``); ``merge`` and ``for_training`` as in ``load_model``."""
+    checkpoint, adapter = stage_weights(config, run, which)
+    return load_model(config.model, adapter=adapter, trainable_adapter=trainable_adapter, checkpoint=checkpoint,
+                      merge=merge, for_training=for_training)

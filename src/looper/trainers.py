@@ -298,7 +298,7 @@ def save_atomically(model: Any, tokenizer: Any, target: Path, info: dict[str, An
         tokenizer.save_pretrained(tmp)
         from looper.modeling import architecture_signature
 
-        atomic_write_json(tmp / "looper_adapter.json", {"base_architecture": architecture_signature(model), **info})
+        atomic_write_json(tmp / "looper_adapter.json", {"base_architecture": architecture_signature(model.config), **info})
         if target.exists():
             shutil.rmtree(target)
         os.replace(tmp, target)

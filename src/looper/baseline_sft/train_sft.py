@@ -12,7 +12,7 @@ same command again resumes from the last trainer checkpoint in ``work/sft``.
 
 ``sft.data: self`` trains on the base model's own correct answers instead of GSM8K's solutions
 (rejection sampling, for reasoning models whose long thinking GSM8K's short solutions would train
-away): ``sft.self_data.samples`` samples per training question are drawn with the shared engine,
+away): ``sft.self_data.samples`` samples per training question are drawn with the rollouts engine,
 appended per question to ``data/sft_self_samples.jsonl`` (resumable; sharded across processes like
 collect-rollouts), checked by the one answer checker (``regime_w.answer_mode``), and up to
 ``per_question`` distinct correct, untruncated ones per question become prompt-completion examples.
@@ -28,12 +28,11 @@ from typing import Any
 
 from looper.answers import is_correct
 from looper.config import RunConfig, stable_hash
-from looper.generation import GenRequest, complete_groups, generate_stream
+from looper.generation import GenRequest, GenResult, LazyEngine, generate_records, open_engine, resolve_engine
 from looper.modeling import load_model, load_tokenizer, lora_config, resolve_dtype, sharded_training
 from looper.prompts import render_prompt, sft_example
 from looper.runs import (
     InputError,
-    JsonlAppender,
     RunDir,
     Shards,
     atomic_write_json,
@@ -145,28 +144,26 @@ def sample_self_data(config: RunConfig, run: RunDir) -> list[dict[str, Any]]:
                          f"delete it and {meta.name} to sample again")
     if path.exists() and made.get("complete"):
         return read_jsonl(path)
+    engine = resolve_engine(config.rollouts.engine, "rollouts.engine")
     shards = Shards()
     if shards.is_main:
         atomic_write_json(meta, {"config_hash": chash})
-    tokenizer = load_tokenizer(config.model, padding_side="left")
-    with JsonlAppender(shards.path(path)) as out:
-        todo = [q for q in shards.mine(questions) if q["id"] not in out.done_keys]
-        if todo:
-            model = load_model(config.model)
-            print(f"sft (self data): sampling {len(todo)} questions x {sd.samples} with the base model")
-            requests = [GenRequest((q["id"], s), render_prompt(tokenizer, q["question"], config.model.system_prompt,
-                                                               config.model.prompt_format),
-                                   sd.temperature, sd.top_p, derive_seed(config.seed, q["id"], "sft-self", s))
-                        for q in todo for s in range(sd.samples)]
-            by_id = {q["id"]: q for q in todo}
-            stream = generate_stream(model, tokenizer, requests, sd.max_new_tokens, config.rollouts.batch_size,
-                                     desc="sft self data", engine=config.rollouts.engine)
-            for results in complete_groups(stream, sd.samples):
-                q = by_id[results[0].key[0]]
-                out.append({"id": q["id"], "question": q["question"], "gold": q["gold"], "samples": [
-                    {"text": r.text, "num_tokens": r.num_tokens, "truncated": r.truncated,
-                     "correct": is_correct(r.text, q["gold"], config.regime_w.answer_mode)} for r in results]})
-            del model
+    tokenizer = load_tokenizer(config.model)
+
+    def requests_of(q: dict[str, Any]) -> list[GenRequest]:
+        prompt = render_prompt(tokenizer, q["question"], config.model.system_prompt, config.model.prompt_format)
+        return [GenRequest(s, prompt, sd.temperature, sd.top_p, derive_seed(config.seed, q["id"], "sft-self", s))
+                for s in range(sd.samples)]
+
+    def record_of(q: dict[str, Any], results: list[GenResult]) -> dict[str, Any]:
+        return {"id": q["id"], "question": q["question"], "gold": q["gold"], "samples": [
+            {"text": r.text, "num_tokens": r.num_tokens, "truncated": r.truncated,
+             "correct": is_correct(r.text, q["gold"], config.regime_w.answer_mode)} for r in results]}
+
+    print(f"sft (self data): sampling {len(questions)} questions x {sd.samples} with the base model")
+    with LazyEngine(lambda: open_engine(config, run, "base", engine, "rollouts", sd.max_new_tokens)) as lazy:
+        generate_records(lazy, shards.path(path), shards.mine(questions), requests_of, record_of, sd.max_new_tokens,
+                         "sft self data")
     shards.wait()
     if shards.is_main:
         shards.merge(path, [q["id"] for q in questions])

@@ -5,7 +5,8 @@
 
 For each model in ``eval.models`` (``base``; ``sft`` = base + checkpoints/lora_sft; ``rl`` = base +
 checkpoints/lora_rl; a missing adapter is skipped with a notice) and each dataset in
-``eval.datasets``, answers are generated with the shared engine (greedy unless ``eval.samples > 1``)
+``eval.datasets``, answers are generated with one engine per model (``looper.generation``; greedy unless
+``eval.samples > 1``)
 and checked by the one answer checker in strict and flexible mode. Per-sample records are appended
 to ``eval/<model>__<dataset>.jsonl`` as they finish, so a killed eval continues where it stopped.
 ``eval/summary.json`` and ``eval/report.md`` (tables, 95% intervals, exact McNemar tests, flipped
@@ -14,21 +15,18 @@ questions, PNG plots) are written at the end, and the table is printed.
 
 from __future__ import annotations
 
-import gc
 import json
-import time
 from pathlib import Path
 from typing import Any
 
 from looper.answers import extract_answer, is_correct
 from looper.config import RunConfig
 from looper.eval.report import write_report
-from looper.generation import GenRequest, complete_groups, generate_stream, generation_speed
-from looper.modeling import load_stage_model, load_tokenizer, peak_gpu_memory_gib, stage_model_path
+from looper.generation import GenRequest, LazyEngine, generate_records, generation_speed, open_engine, resolve_engine
+from looper.modeling import load_tokenizer, peak_gpu_memory_gib, stage_model_path
 from looper.prompts import render_prompt
 from looper.runs import (
     InputError,
-    JsonlAppender,
     RunDir,
     Shards,
     atomic_write_json,
@@ -110,38 +108,23 @@ def score_record(row: dict[str, Any], outputs: list[Any]) -> dict[str, Any]:
     return record
 
 
-def evaluate(model: Any, tokenizer: Any, rows: list[dict[str, Any]], config: RunConfig, out_path: Path, label: str,
-             tally: dict[str, float]) -> list[dict]:
-    """Generate and score every row not yet in ``out_path`` (resumable); returns all records in row order.
-
-    All remaining requests stream through the engine; a question's record is appended once its last
-    sample ends, and the finished file is rewritten in row order. ``tally`` (``{"tokens", "seconds"}``) is
-    increased by the tokens generated here and the time it took.
-    """
+def evaluate(engine: LazyEngine, tokenizer: Any, rows: list[dict[str, Any]], config: RunConfig, out_path: Path,
+             label: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Generate and score every row of one dataset not yet in ``out_path`` (resumable: ``generate_records``); the
+    finished file is rewritten in row order. Returns its records in row order and the generation tally."""
     ev = config.eval
     temperature = 0.0 if ev.samples == 1 else ev.temperature
-    with JsonlAppender(out_path) as out:
-        done = out.done_keys
-        todo = [r for r in rows if r["id"] not in done]
-        if done and todo:
-            print(f"eval {label}: resuming, {len(done)} done, {len(todo)} to go")
-        requests = [GenRequest((r["id"], s), render_prompt(tokenizer, r["question"], config.model.system_prompt,
-                                                           config.model.prompt_format),
-                               temperature, 1.0, derive_seed(config.seed, r["id"], "eval", s))
-                    for r in todo for s in range(ev.samples)]
-        by_row = {r["id"]: r for r in todo}
-        started = time.perf_counter()
-        stream = generate_stream(model, tokenizer, requests, ev.max_new_tokens, ev.batch_size, desc=f"eval {label}",
-                                 engine=ev.engine)
-        for results in complete_groups(stream, ev.samples):
-            out.append(score_record(by_row[results[0].key[0]], results))
-            tally["tokens"] += sum(r.num_tokens for r in results)
-        tally["seconds"] += time.perf_counter() - started
-        by_id = {rec["id"]: rec for rec in out.records}
-    ordered = [by_id[r["id"]] for r in rows]
-    if todo:
-        atomic_write_jsonl(out_path, ordered)
-    return ordered
+
+    def requests_of(row: dict[str, Any]) -> list[GenRequest]:
+        prompt = render_prompt(tokenizer, row["question"], config.model.system_prompt, config.model.prompt_format)
+        return [GenRequest(s, prompt, temperature, 1.0, derive_seed(config.seed, row["id"], "eval", s)) for s in range(ev.samples)]
+
+    tally = generate_records(engine, out_path, rows, requests_of, score_record, ev.max_new_tokens, f"eval {label}")
+    by_id = {rec["id"]: rec for rec in read_jsonl(out_path)}
+    records = [by_id[r["id"]] for r in rows]
+    if tally["engine"] is not None:  # records were appended in the order they finished; a file left as it was stays
+        atomic_write_jsonl(out_path, records)
+    return records, tally
 
 
 def main(config: RunConfig) -> RunDir:
@@ -159,31 +142,33 @@ def main(config: RunConfig) -> RunDir:
         if name not in MODELS:
             raise InputError(f"eval.models: unknown model {name!r}; expected base, sft or rl")
     datasets = {name: dataset_rows(name, config, run) for name in config.eval.datasets}
-    tokenizer = load_tokenizer(config.model, padding_side="left")
+    engine = resolve_engine(config.eval.engine, "eval.engine")
+    tokenizer = load_tokenizer(config.model)
     shards = Shards()  # one process per GPU under accelerate launch / torchrun; else a single shard
     if shards.is_main:
         run = start_stage(config, STAGE)
     records: dict[str, dict[str, list[dict]]] = {}
-    tally = {"tokens": 0, "seconds": 0.0}
+    tally: dict[str, Any] = {"tokens": 0, "seconds": 0.0, "engine": None}
     for which in config.eval.models:
         path = stage_model_path(config, run, which)
         if path is not None and not Path(path).exists():
             print(f"eval: skipping {which}: {path} does not exist yet")
             continue
         fingerprint = {"model": _model_fingerprint(config, run, which), "eval": config.section_hash("eval", "model")}
-        model = load_stage_model(config, run, which, merge=True)
         records[which] = {}
-        for name, rows in datasets.items():
-            final = run.eval_dir / f"{which}__{name}.jsonl"
-            out_path = shards.path(final)
-            meta = out_path.with_suffix(".meta.json")
-            if out_path.exists() and (not meta.exists() or json.loads(meta.read_text()) != fingerprint):
-                print(f"eval: {out_path.name} is from another model or eval config; starting it over")
-                out_path.unlink()
-            atomic_write_json(meta, fingerprint)
-            records[which][name] = evaluate(model, tokenizer, shards.mine(rows), config, out_path, f"{which}/{name}", tally)
-        del model
-        gc.collect()
+        with LazyEngine(lambda: open_engine(config, run, which, engine, "eval", config.eval.max_new_tokens)) as lazy:
+            for name, rows in datasets.items():
+                final = run.eval_dir / f"{which}__{name}.jsonl"
+                out_path = shards.path(final)
+                meta = out_path.with_suffix(".meta.json")
+                if out_path.exists() and (not meta.exists() or json.loads(meta.read_text()) != fingerprint):
+                    print(f"eval: {out_path.name} is from another model or eval config; starting it over")
+                    out_path.unlink()
+                atomic_write_json(meta, fingerprint)
+                records[which][name], used = evaluate(lazy, tokenizer, shards.mine(rows), config, out_path, f"{which}/{name}")
+                tally["tokens"] += used["tokens"]
+                tally["seconds"] += used["seconds"]
+                tally["engine"] = used["engine"] or tally["engine"]
         shards.wait()
         if shards.world > 1 and shards.is_main:
             for name, rows in datasets.items():
@@ -192,8 +177,7 @@ def main(config: RunConfig) -> RunDir:
                 atomic_write_json(final.with_suffix(".meta.json"), fingerprint)
                 for r in range(shards.world):
                     shards.path(final, r).with_suffix(".meta.json").unlink(missing_ok=True)
-    per_process = shards.gather({"tokens": tally["tokens"], "seconds": round(tally["seconds"], 2),
-                                 "peak_gpu_memory_gib": peak_gpu_memory_gib()})
+    per_process = shards.gather({**tally, "seconds": round(tally["seconds"], 2), "peak_gpu_memory_gib": peak_gpu_memory_gib()})
     if not shards.is_main:
         return run
     if not records:

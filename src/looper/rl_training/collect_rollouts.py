@@ -4,9 +4,9 @@
     python -m looper.rl_training.collect_rollouts configs/demo.yaml rollouts.num_questions=500
 
 Loads the base model plus ``checkpoints/lora_sft`` (or the full SFT checkpoint), renders each
-(question, arm) prompt with the SFT template and the arm's system prompt, and streams every
-(question, arm, sample) request through the shared engine (``looper.generation``: continuous
-batching, questions and arms mixed). Per-sample seeds come from (seed, question id, arm, sample), so
+(question, arm) prompt with the SFT template and the arm's system prompt, and sends every
+(question, arm, sample) request through one engine (``looper.generation``: vLLM on a GPU where it is
+installed, else transformers' generate; questions and arms mixed). Per-sample seeds come from (seed, question id, arm, sample), so
 any trajectory can be replayed alone. Each question's record, with its trajectories, Regime W
 scores and rewards, is appended whole to ``data/rl_rollouts.jsonl`` as soon as its last sample
 ends: a killed run loses only the questions in flight, and rerunning skips the questions already
@@ -25,20 +25,24 @@ around the split), with seeds that also depend on the round.
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from looper.config import RunConfig
-from looper.generation import GenRequest, complete_groups, generate_stream, generation_speed
-from looper.modeling import load_stage_model, load_tokenizer, peak_gpu_memory_gib, stage_model_path
+from looper.generation import (
+    GenRequest,
+    GenResult,
+    LazyEngine,
+    generate_records,
+    generation_speed,
+    open_engine,
+    resolve_engine,
+)
+from looper.modeling import load_tokenizer, peak_gpu_memory_gib, stage_weights
 from looper.prompts import render_prompt
 from looper.regime_w.arms import build_all_arms
 from looper.regime_w.reward import ArmOutput, check_reward_config, trajectory_rewards
 from looper.runs import (
     InputError,
-    JsonlAppender,
     RunDir,
     Shards,
     atomic_write_json,
@@ -62,13 +66,15 @@ def round_questions(questions: list[dict[str, Any]], num_questions: int | None, 
     return (questions[start:] + questions[:start])[:num_questions]
 
 
-def build_record(question: dict[str, Any], samples: list[tuple[Any, Any]], config: RunConfig,
+def build_record(question: dict[str, Any], results: list[GenResult], config: RunConfig,
                  model_name: str, adapter: str | None) -> dict[str, Any]:
-    """One question's record: every trajectory with its reward parts, and the question's scores."""
-    outputs = [ArmOutput(arm.name, arm.family, res.text, res.num_tokens, res.truncated) for (arm, _, _), res in samples]
+    """One question's record: every trajectory (a result keyed by (arm, sample, seed)) with its reward parts, and
+    the question's scores."""
+    outputs = [ArmOutput(res.key[0].name, res.key[0].family, res.text, res.num_tokens, res.truncated) for res in results]
     scores, rewards = trajectory_rewards(outputs, question["gold"], config.regime_w)
     trajectories = []
-    for ((arm, sample, seed), res), reward in zip(samples, rewards):
+    for res, reward in zip(results, rewards):
+        arm, sample, seed = res.key
         trajectories.append({
             "arm": arm.name, "family": arm.family, "sample": sample, "temperature": arm.temperature, "top_p": arm.top_p,
             "seed": seed, "text": res.text, "reasoning": res.text.rsplit("####", 1)[0].strip(), "answer": reward.answer,
@@ -97,10 +103,9 @@ def main(config: RunConfig, run: RunDir | None = None, round_: int = 1) -> RunDi
     if meta_path.exists() and json.loads(meta_path.read_text())["config_hash"] != chash and any(p.exists() for p in existing):
         raise InputError(f"{run.rollouts} (or its shards) was collected with a different config; "
                          f"delete it, its shards and {meta_path.name} to start over")
+    engine = resolve_engine(config.rollouts.engine, "rollouts.engine")
+    _, adapter = stage_weights(config, run, "sft")  # a round's starting adapter in rounds > 1; checked before any write
     shards = Shards()  # one process per GPU under accelerate launch / torchrun; else a single shard
-    adapter = stage_model_path(config, run, "sft")  # a round's starting adapter in rounds > 1
-    model = load_stage_model(config, run, "sft", merge=True)
-    tokenizer = load_tokenizer(config.model, padding_side="left")
     if shards.is_main:
         run = start_stage(config, STAGE, run)
         atomic_write_json(meta_path, {"config_hash": chash})
@@ -110,36 +115,25 @@ def main(config: RunConfig, run: RunDir | None = None, round_: int = 1) -> RunDi
             if shards.is_main:
                 finish_stage(run, STAGE, config, questions=len(questions))
             return run
-    mine = shards.mine(questions)
-    with JsonlAppender(shards.path(run.rollouts)) as out:
-        done = out.done_keys
-        todo = [q for q in mine if q["id"] not in done]
-        if done:
-            print(f"collect-rollouts: resuming, {len(done)} questions already done, {len(todo)} to go")
-        bar = tqdm(total=len(mine), initial=len(mine) - len(todo), desc=f"rollouts{'' if shards.world == 1 else f' [{shards.rank}]'}",
-                   unit="question", dynamic_ncols=True)
+    tokenizer = load_tokenizer(config.model)
+    adapter_name = str(adapter.relative_to(run.data_root)) if adapter else None
+
+    def requests_of(q: dict[str, Any]) -> list[GenRequest]:
         requests = []
-        for q in todo:
-            for k, arm in enumerate(arms):  # keys sort in arm order, then sample
-                prompt = render_prompt(tokenizer, q["question"], arm.system_prompt, config.model.prompt_format)
-                for s in range(config.rollouts.samples_per_arm):
-                    seed = derive_seed(config.seed, q["id"], arm.name, s, *([f"round{round_}"] if round_ > 1 else []))
-                    requests.append(GenRequest((q["id"], k, s, seed), prompt, arm.temperature, arm.top_p, seed))
-        by_id = {q["id"]: q for q in todo}
-        tokens, started = 0, time.perf_counter()
-        stream = generate_stream(model, tokenizer, requests, config.rollouts.max_new_tokens, config.rollouts.batch_size,
-                                 progress=False, engine=config.rollouts.engine)
-        for results in complete_groups(stream, len(arms) * config.rollouts.samples_per_arm):
-            qid = results[0].key[0]
-            samples = [((arms[res.key[1]], res.key[2], res.key[3]), res) for res in results]  # key: (id, arm, sample, seed)
-            out.append(build_record(by_id[qid], samples, config, config.model.name_or_path,
-                                    str(adapter.relative_to(run.data_root)) if adapter else None))
-            tokens += sum(res.num_tokens for res in results)
-            bar.update(1)
-            bar.set_postfix(tok_per_s=f"{tokens / (time.perf_counter() - started):.0f}", refresh=False)
-        bar.close()
-        seconds = time.perf_counter() - started
-    per_process = shards.gather({"tokens": tokens, "seconds": round(seconds, 2), "peak_gpu_memory_gib": peak_gpu_memory_gib()})
+        for arm in arms:  # in arm order, then sample
+            prompt = render_prompt(tokenizer, q["question"], arm.system_prompt, config.model.prompt_format)
+            for s in range(config.rollouts.samples_per_arm):
+                seed = derive_seed(config.seed, q["id"], arm.name, s, *([f"round{round_}"] if round_ > 1 else []))
+                requests.append(GenRequest((arm, s, seed), prompt, arm.temperature, arm.top_p, seed))
+        return requests
+
+    def record_of(q: dict[str, Any], results: list[GenResult]) -> dict[str, Any]:
+        return build_record(q, results, config, config.model.name_or_path, adapter_name)
+
+    with LazyEngine(lambda: open_engine(config, run, "sft", engine, "rollouts", config.rollouts.max_new_tokens)) as lazy:
+        tally = generate_records(lazy, shards.path(run.rollouts), shards.mine(questions), requests_of, record_of,
+                                 config.rollouts.max_new_tokens, f"rollouts{'' if shards.world == 1 else f' [{shards.rank}]'}")
+    per_process = shards.gather({**tally, "seconds": round(tally["seconds"], 2), "peak_gpu_memory_gib": peak_gpu_memory_gib()})
     if not shards.is_main:
         return run
     records = shards.merge(run.rollouts, [q["id"] for q in questions])  # in question order; refuses a duplicate id

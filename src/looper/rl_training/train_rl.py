@@ -23,9 +23,9 @@ of one question, so the reward is scored over the whole multi-arm group (s_end, 
 across compute and reflective prompts) while TRL normalises advantages per prompt as usual.
 Completions cut at ``max_completion_length`` are penalised by Regime W (``rl.truncation: penalize``)
 or masked out of the loss (``mask``, TRL's ``mask_truncated_completions``). ``rl.label_free`` drops
-gold from the reward (the s_wm-weighted consensus replaces correctness). GRPO's completions come
-from looper's generation engine through TRL's ``rollout_func`` (``rl.generation: looper``), or from
-TRL's own generation (``trl``: transformers ``generate``, or vLLM with ``rl.grpo.use_vllm``).
+gold from the reward (the s_wm-weighted consensus replaces correctness). Completions come from TRL's own
+generation: transformers' ``generate``, or vLLM with ``rl.grpo.use_vllm: true`` (``rl.rloo.use_vllm``;
+``vllm_mode: colocate`` shares the training GPU), TRL's options passed through.
 
 RFT (rejection-sampling fine-tuning, the baseline RL methods are measured against): TRL's
 SFTTrainer continues the SFT adapter on the distinct correct, untruncated trajectories of the
@@ -48,7 +48,6 @@ from typing import Any
 
 from looper.baseline_sft.train_sft import correct_texts, generated_example
 from looper.config import RunConfig
-from looper.generation import GenRequest, generate
 from looper.modeling import load_stage_model, load_tokenizer, lora_config
 from looper.prompts import preference_prompt, render_messages
 from looper.regime_w.arms import build_all_arms
@@ -248,31 +247,6 @@ class RegimeWRewards:
         return [make(p) for p in self.PARTS]
 
 
-def looper_rollout_func(config: RunConfig, tokenizer: Any, slots: int) -> Any:
-    """TRL's ``rollout_func`` served by looper's engine: one completion per prompt row (TRL repeats each
-    prompt num_generations times), seeded by (seed, step, process, row), sampled at GRPOConfig's
-    temperature / top_p, with the LoRA dropout off while generating."""
-    import torch
-
-    def rollout(prompts: list[Any], trainer: Any) -> dict[str, Any]:
-        args, model = trainer.args, trainer.accelerator.unwrap_model(trainer.model)
-        texts = [render_messages(tokenizer, p) for p in prompts]
-        step, rank = trainer.state.global_step, trainer.accelerator.process_index
-        requests = [GenRequest(i, text, args.temperature, args.top_p if args.top_p is not None else 1.0,
-                               derive_seed(config.seed, "grpo", step, rank, i)) for i, text in enumerate(texts)]
-        was_training = model.training
-        model.eval()
-        try:
-            with torch.no_grad():
-                results = generate(model, tokenizer, requests, args.max_completion_length, min(slots, len(requests)), progress=False)
-        finally:
-            model.train(was_training)
-        prompt_ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
-        return {"prompt_ids": prompt_ids, "completion_ids": [r.token_ids for r in results], "logprobs": None}
-
-    return rollout
-
-
 def prepare_online(config: RunConfig, run: RunDir) -> tuple[type, dict[str, Any]]:
     """TRL's GRPOTrainer or RLOOTrainer and its arguments, with Regime W as the reward functions."""
     from trl import GRPOTrainer, RLOOTrainer
@@ -296,14 +270,8 @@ def prepare_online(config: RunConfig, run: RunDir) -> tuple[type, dict[str, Any]
         forced["steps_per_generation"] = None
     args = make_trl_config(kind, config, run.work_dir(STAGE), **forced)
     policy = load_policy(config, run)
-    extra: dict[str, Any] = {}
-    if kind == "grpo" and config.rl.generation == "looper":
-        if args.use_vllm:
-            raise InputError("rl.grpo.use_vllm is TRL's own generation: set rl.generation=trl with it")
-        extra["rollout_func"] = looper_rollout_func(config, tokenizer, config.rollouts.batch_size)
     return (GRPOTrainer if kind == "grpo" else RLOOTrainer), {
-        "model": policy, "reward_funcs": rewards.functions(), "args": args, "train_dataset": dataset, "processing_class": tokenizer,
-        **extra}
+        "model": policy, "reward_funcs": rewards.functions(), "args": args, "train_dataset": dataset, "processing_class": tokenizer}
 
 
 # ----------------------------------------------------------------------------- stage
