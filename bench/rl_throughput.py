@@ -78,7 +78,7 @@ def main() -> None:
         config = load_config(None, base + [
             f"rl.reference={layout}", f"rl.dpo.max_steps={args.steps}", f"rl.dpo.per_device_train_batch_size={args.batch}",
             "rl.dpo.gradient_accumulation_steps=1", "rl.dpo.logging_steps=1", "rl.dpo.save_strategy='no'",
-            "rl.dpo.max_length=768", "rl.dpo.gradient_checkpointing=true"])
+            "rl.dpo.max_length=768", "rl.dpo.activation_checkpointing=true"])
         for leftover in ("checkpoints/lora_rl", "work/train-rl", "stages/train-rl.json", "logs/train-rl.jsonl"):
             path = config.run_dir / leftover
             shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)

@@ -161,9 +161,9 @@ def main() -> None:
         row["adapter"] = sorted(p.name for p in (runs / name / "checkpoints" / "lora_rl").glob("*"))
         record("dpo_ddp", row)
     if "zero3" in parts:
-        record("full_sft_zero3", sft_part("full-zero3", 2, [*full, "sft.trainer.gradient_checkpointing=true"], "deepspeed_zero3"))
+        record("full_sft_zero3", sft_part("full-zero3", 2, [*full, "sft.trainer.activation_checkpointing=true"], "deepspeed_zero3"))
     if "full1" in parts:
-        record("full_sft_1gpu", sft_part("full-1gpu", 1, [*full, "sft.trainer.gradient_checkpointing=true"]))
+        record("full_sft_1gpu", sft_part("full-1gpu", 1, [*full, "sft.trainer.activation_checkpointing=true"]))
     write_results(args.out, results)
 
 

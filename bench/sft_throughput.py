@@ -38,19 +38,19 @@ def recipes(pack: int) -> dict[str, list[str]]:
               "sft.trainer.report_to=none"]
     return {
         "plan": common + ["model.quantization=8bit", "sft.trainer.per_device_train_batch_size=1", "sft.trainer.max_length=256",
-                          "sft.trainer.packing=false", "sft.trainer.gradient_checkpointing=true"],
+                          "sft.trainer.packing=false", "sft.trainer.activation_checkpointing=true"],
         "fast": common + ["model.quantization=none", "sft.trainer.per_device_train_batch_size=1", f"sft.trainer.max_length={pack}",
                           "sft.trainer.packing=true", "sft.trainer.packing_strategy=bfd", "sft.trainer.padding_free=true",
-                          "sft.trainer.gradient_checkpointing=false"],
+                          "sft.trainer.activation_checkpointing=false"],
         "fast-liger": common + ["model.quantization=none", "sft.trainer.per_device_train_batch_size=1", f"sft.trainer.max_length={pack}",
                                 "sft.trainer.packing=true", "sft.trainer.packing_strategy=bfd", "sft.trainer.padding_free=true",
-                                "sft.trainer.gradient_checkpointing=false", "sft.trainer.use_liger_kernel=true"],
+                                "sft.trainer.activation_checkpointing=false", "sft.trainer.use_liger_kernel=true"],
         "fast-gc": common + ["model.quantization=none", "sft.trainer.per_device_train_batch_size=1", f"sft.trainer.max_length={2 * pack}",
                              "sft.trainer.packing=true", "sft.trainer.packing_strategy=bfd", "sft.trainer.padding_free=true",
-                             "sft.trainer.gradient_checkpointing=true"],
+                             "sft.trainer.activation_checkpointing=true"],
         "fast-4bit": common + ["model.quantization=4bit", "sft.trainer.per_device_train_batch_size=1", "sft.trainer.max_length=2048",
                                "sft.trainer.packing=true", "sft.trainer.packing_strategy=bfd", "sft.trainer.padding_free=true",
-                               "sft.trainer.gradient_checkpointing=true"],
+                               "sft.trainer.activation_checkpointing=true"],
     }
 
 

@@ -47,8 +47,8 @@ def test_sharding_launch_is_recognised_and_fsdp_checkpointing_replaces_the_train
 
     monkeypatch.setenv("FSDP_ACTIVATION_CHECKPOINTING", "true")
     config = load_config(None, [])  # TRL's SFTConfig turns gradient checkpointing on by default
-    assert make_trl_config("sft", config, tmp_path).gradient_checkpointing is False
-    asked = load_config(None, ["sft.trainer.gradient_checkpointing=true"])
+    assert make_trl_config("sft", config, tmp_path).activation_checkpointing is False
+    asked = load_config(None, ["sft.trainer.activation_checkpointing=true"])
     with pytest.raises(ConfigError, match="fsdp_activation_checkpointing"):
         make_trl_config("sft", asked, tmp_path)
 

@@ -71,9 +71,9 @@ def make_trl_config(kind: str, config: RunConfig, output_dir: Path, **forced: An
         # FSDP's own activation checkpointing (configs/accelerate/fsdp.yaml) replaces the trainer's; transformers
         # refuses both at once, and TRL's SFTConfig turns the trainer's on by default
         if user.get("gradient_checkpointing") or user.get("activation_checkpointing"):
-            raise ConfigError(f"{section}.gradient_checkpointing: the accelerate config turns on FSDP's activation "
+            raise ConfigError(f"{section}.activation_checkpointing: the accelerate config turns on FSDP's activation "
                               "checkpointing (fsdp_activation_checkpointing), which replaces it; remove one of the two")
-        kwargs["gradient_checkpointing"] = False
+        kwargs["activation_checkpointing"] = False  # transformers >= 5.24's name (gradient_checkpointing is deprecated)
     try:
         return _trl_class(kind)(**kwargs)
     except TypeError as err:  # unknown field

@@ -71,8 +71,8 @@ def full_sft_memory_estimate(model: Any, args: Any, shards: int = 1) -> dict[str
     c = model.config
     tokens = args.per_device_train_batch_size * (args.max_length or 1024)
     optim_bytes = 2 if "8bit" in str(args.optim) else 8
-    per_layer = 2 if args.gradient_checkpointing else 34
-    activations = tokens * c.hidden_size * act_width * (per_layer * c.num_hidden_layers + (34 if args.gradient_checkpointing else 0))
+    per_layer = 2 if args.activation_checkpointing else 34
+    activations = tokens * c.hidden_size * act_width * (per_layer * c.num_hidden_layers + (34 if args.activation_checkpointing else 0))
     logits = tokens * c.vocab_size * 4 * 2  # fp32 logits and their gradient
     gib = 2**30
     est = {"weights": n * width / gib / shards, "gradients": n * width / gib / shards,
@@ -111,7 +111,7 @@ def check_full_sft_fits(model: Any, args: Any) -> None:
                     "several GPUs: accelerate launch --config_file configs/accelerate/fsdp.yaml (or deepspeed_zero3.yaml) "
                     "-m looper.cli sft ..., which splits weights, gradients and optimizer states over them (docs/scaling.md)")
             raise InputError(f"full SFT needs about {est['total']:.0f} GiB per GPU but this GPU has {have:.0f} GiB ({parts}). "
-                             "Options: sft.trainer.optim=paged_adamw_8bit, sft.trainer.gradient_checkpointing=true, a smaller "
+                             "Options: sft.trainer.optim=paged_adamw_8bit, sft.trainer.activation_checkpointing=true, a smaller "
                              f"max_length, or {more}.")
 
 
