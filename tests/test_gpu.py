@@ -1,8 +1,7 @@
 """On a CUDA GPU (``-m gpu``): vLLM as looper's engine, from the requests it is handed to the stages that use it.
 
-A small random Llama whose head size vLLM's attention kernels take (64), with SmolLM2's tokenizer, and logits made
-decisive (a scaled-up head) so that greedy tokens do not flip with bf16 rounding between engines. Skipped without a
-GPU; the vLLM tests also without vLLM installed.
+A small random Llama whose head size vLLM's attention kernels take (64), with SmolLM2's tokenizer and a scaled-up
+head (larger logit gaps). Skipped without a GPU; the vLLM tests also without vLLM installed.
 """
 
 from __future__ import annotations
@@ -97,14 +96,15 @@ def test_vllm_and_transformers_agree_greedily_with_and_without_an_adapter(small_
         engine = _hf(small_model_dir, adapter)
         got[("hf", name)] = generate(engine, requests, 24, progress=False)
         engine.close()
-    def first8(results):  # bf16 kernels differ between the engines: a late near-tie may flip, the first tokens do not
-        return [tuple(r.token_ids[:8]) for r in results]
 
-    for name in ("base", "lora"):
-        same = sum(a == b for a, b in zip(first8(got[("vllm", name)]), first8(got[("hf", name)])))
-        assert same >= 13, f"{name}: {same} of 16 greedy outputs agree in their first 8 tokens between vLLM and transformers"
-    changed = sum(a != b for a, b in zip(first8(got[("vllm", "base")]), first8(got[("vllm", "lora")])))
-    assert changed >= 12, f"the adapter changed only {changed} of 16 outputs"
+    def agree(a, b):  # outputs whose first 8 greedy tokens are the same
+        return sum(x.token_ids[:8] == y.token_ids[:8] for x, y in zip(got[a], got[b]))
+
+    # bf16 alone moves near-ties: transformers in float32 vs bfloat16 agree on 13-14 of these 16 (measured on a CPU),
+    # so the bar is set below that; an adapter that did not reach vLLM, or reached it wrongly, would agree on ~0
+    assert agree(("vllm", "base"), ("hf", "base")) >= 10, agree(("vllm", "base"), ("hf", "base"))
+    assert agree(("vllm", "lora"), ("hf", "lora")) >= 10, agree(("vllm", "lora"), ("hf", "lora"))
+    assert agree(("vllm", "lora"), ("hf", "base")) <= 3 and agree(("vllm", "lora"), ("vllm", "base")) <= 3  # it changes them
     assert all(r.num_tokens <= 24 for r in got[("vllm", "lora")])
 
 
