@@ -17,7 +17,9 @@ if ! "$VPY" -c "import torch" >/dev/null 2>&1; then
   "$VPY" -m pip install -q ${LOOPER_TORCH_SPEC:-torch==2.13.0}
 fi
 if [ "${LOOPER_UNLOCKED:-0}" = 1 ]; then
-  "$VPY" -m pip install -q --upgrade --upgrade-strategy eager -e ".[test]"
+  # the newest of everything but torch, which stays the build installed above
+  torch_version=$("$VPY" -c "import torch; print(torch.__version__.split('+')[0])")
+  "$VPY" -m pip install -q --upgrade --upgrade-strategy eager -e ".[test]" "torch==$torch_version"
 else
   "$VPY" -m pip install -q -c constraints.txt -e ".[test]"
 fi
