@@ -125,6 +125,7 @@ CASES = {
     "engine-removed": Case(["eval", "{cfg}", "eval.engine=slots"], "'slots' is not one of", needs="data"),
     "engine-vllm-not-installed": Case(["collect-rollouts", "{cfg}", "rollouts.engine=vllm"], "rollouts.engine=vllm needs vLLM",
                                       needs="sft"),
+    "pipeline-engine-vllm-not-installed": Case(["pipeline", "{cfg}", "eval.engine=vllm"], "eval.engine=vllm needs vLLM"),
     "eval-unknown-dataset": Case(["eval", "{cfg}", "eval.datasets=[mmlu]"], "unknown dataset 'mmlu'", needs="data"),
     "eval-dataset-not-in-run": Case(["eval", "{cfg}", "eval.datasets=[gsm8k_test]"], "gsm8k_test is not part of this run", needs="data"),
     "report-missing-rollouts": Case(["regime-w", "report", "{src}/none.jsonl"], "none.jsonl: file not found"),

@@ -193,7 +193,7 @@ class RolloutsConfig:
     max_new_tokens: int = _help("Generation limit; R1-style models need thousands.", 256, ge=1)
     batch_size: int = _help("Sequences decoded together: rows of one generate() call (hf), max_num_seqs (vllm).", 32, ge=1)
     engine: Literal["auto", "hf", "vllm"] = _help(
-        "vllm: vLLM's engine (CUDA GPU, pip install 'looper[vllm]'); hf: transformers' generate() in length-sorted "
+        "vllm: vLLM's engine (CUDA GPU, looper's vllm extra: pip install -e '.[vllm]'); hf: transformers' generate() in length-sorted "
         "batches with per-row seeded sampling; auto: vllm where it is installed and a GPU is present, else hf.", "auto")
     seeded: bool = _help(
         "vllm: give each sampled request its own seed (replayable draws; vLLM samples seeded requests apart, once "

@@ -5,7 +5,7 @@ Every request carries its own prompt, temperature, top_p and seed, so one batch 
 
 * ``vllm``: vLLM's ``LLMEngine`` (its documented offline engine: ``add_request`` / ``step``), one
   ``SamplingParams`` per request, paged KV cache and continuous batching; LoRA adapters through
-  ``LoRARequest``. For CUDA GPUs with ``pip install 'looper[vllm]'``. Per-request seeds are passed only
+  ``LoRARequest``. For CUDA GPUs with looper's ``vllm`` extra (``pip install -e '.[vllm]'``). Per-request seeds are passed only
   with ``seeded: true``: vLLM samples seeded requests apart, a cost measured once at 2.2x (512 x 256 tokens)
   and not seen in later runs (docs/benchmarks.md).
 * ``hf``: transformers' public ``generate`` in length-sorted, left-padded batches of ``batch_size``,
@@ -364,7 +364,8 @@ def resolve_engine(engine: str, field_name: str) -> str:
     if engine == "auto":
         return "vllm" if torch.cuda.is_available() and vllm_installed() else "hf"
     if engine == "vllm" and not vllm_installed():
-        raise InputError(f"{field_name}=vllm needs vLLM: pip install 'looper[vllm]' (or set {field_name}=hf)")
+        raise InputError(f"{field_name}=vllm needs vLLM: install looper's vllm extra (pip install -e '.[vllm]' in a "
+                         f"clone), or set {field_name}=hf")
     if engine == "vllm" and not torch.cuda.is_available():
         raise InputError(f"{field_name}=vllm needs a CUDA GPU; set {field_name}=hf on a CPU")
     return engine

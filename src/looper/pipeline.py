@@ -18,6 +18,7 @@ import importlib
 import time
 
 from looper.config import RunConfig
+from looper.generation import resolve_engine
 from looper.runs import STAGE_MODULES, STAGES, InputError, RunDir, atomic_write_json
 
 
@@ -50,6 +51,14 @@ def main(config: RunConfig, from_stage: str | None = None, to_stage: str | None 
         raise InputError(f"--from {from_stage} comes after --to {to_stage}")
     run = RunDir.of(config)
     unused = unused_stages(config)
+    chosen = [s for s in STAGES[first : last + 1] if s not in unused]
+    # an engine that cannot run here is refused before the first stage, not after hours of training
+    samples = ("collect-rollouts" in chosen or ("sft" in chosen and config.sft.data == "self")
+               or ("train-rl" in chosen and config.rl.num_rounds > 1))
+    if samples:
+        resolve_engine(config.rollouts.engine, "rollouts.engine")
+    if "eval" in chosen:
+        resolve_engine(config.eval.engine, "eval.engine")
     timings = {}
     previous = None
     for stage in STAGES[first : last + 1]:
