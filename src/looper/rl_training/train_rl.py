@@ -56,7 +56,6 @@ from looper.runs import (
     InputError,
     RunDir,
     check_stage,
-    derive_seed,
     finish_stage,
     is_main_process,
     read_jsonl,
