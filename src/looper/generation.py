@@ -38,7 +38,6 @@ from tqdm.auto import tqdm
 from looper.modeling import (
     check_adapter_base,
     load_stage_model,
-    load_tokenizer,
     resolve_dtype,
     resolve_model_path,
     stage_weights,
@@ -239,9 +238,7 @@ class HFEngine:
 
     def close(self) -> None:
         del self.model
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        _free_memory()
 
 
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the ranks vLLM's LoRAConfig accepts as max_lora_rank
@@ -320,9 +317,14 @@ class VLLMEngine:
     def close(self) -> None:
         # the engine core runs in a child process (vLLM's default): dropping the engine ends it and frees its GPU memory
         del self.engine
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        _free_memory()
+
+
+def _free_memory() -> None:
+    """What an engine held, back to the allocator and (on a GPU) the device, before the next stage loads a model."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 @contextlib.contextmanager
@@ -398,12 +400,12 @@ def vllm_engine_for(config: Any, run: Any, which: str, settings: Any, tokenizer:
 
 
 @contextlib.contextmanager
-def open_engine(config: Any, run: Any, which: str, kind: str, section: str, max_new_tokens: int) -> Iterator[Engine]:
+def open_engine(config: Any, run: Any, which: str, kind: str, section: str, max_new_tokens: int,
+                tokenizer: Any) -> Iterator[Engine]:
     """The engine ``kind`` (``hf`` or ``vllm``: ``resolve_engine``) for model ``which`` (base, sft, rl) with the
-    settings of config section ``section`` (``rollouts`` or ``eval``: batch_size, seeded, vllm); its memory is freed
-    on leaving the block."""
+    settings of config section ``section`` (``rollouts`` or ``eval``: batch_size, seeded, vllm) and the stage's own
+    tokenizer (the engines pad and decode themselves); its memory is freed on leaving the block."""
     settings = getattr(config, section)
-    tokenizer = load_tokenizer(config.model, padding_side="left")
     if kind == "hf":
         engine: Engine = HFEngine(load_stage_model(config, run, which, merge=True), tokenizer, settings.batch_size)
     else:

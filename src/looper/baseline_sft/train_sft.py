@@ -161,7 +161,7 @@ def sample_self_data(config: RunConfig, run: RunDir) -> list[dict[str, Any]]:
              "correct": is_correct(r.text, q["gold"], config.regime_w.answer_mode)} for r in results]}
 
     print(f"sft (self data): sampling {len(questions)} questions x {sd.samples} with the base model")
-    with LazyEngine(lambda: open_engine(config, run, "base", engine, "rollouts", sd.max_new_tokens)) as lazy:
+    with LazyEngine(lambda: open_engine(config, run, "base", engine, "rollouts", sd.max_new_tokens, tokenizer)) as lazy:
         generate_records(lazy, shards.path(path), shards.mine(questions), requests_of, record_of, sd.max_new_tokens,
                          "sft self data")
     shards.wait()

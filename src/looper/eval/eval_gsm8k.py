@@ -156,7 +156,7 @@ def main(config: RunConfig) -> RunDir:
             continue
         fingerprint = {"model": _model_fingerprint(config, run, which), "eval": config.section_hash("eval", "model")}
         records[which] = {}
-        with LazyEngine(lambda: open_engine(config, run, which, engine, "eval", config.eval.max_new_tokens)) as lazy:
+        with LazyEngine(lambda: open_engine(config, run, which, engine, "eval", config.eval.max_new_tokens, tokenizer)) as lazy:
             for name, rows in datasets.items():
                 final = run.eval_dir / f"{which}__{name}.jsonl"
                 out_path = shards.path(final)

@@ -130,7 +130,8 @@ def main(config: RunConfig, run: RunDir | None = None, round_: int = 1) -> RunDi
     def record_of(q: dict[str, Any], results: list[GenResult]) -> dict[str, Any]:
         return build_record(q, results, config, config.model.name_or_path, adapter_name)
 
-    with LazyEngine(lambda: open_engine(config, run, "sft", engine, "rollouts", config.rollouts.max_new_tokens)) as lazy:
+    with LazyEngine(lambda: open_engine(config, run, "sft", engine, "rollouts", config.rollouts.max_new_tokens,
+                                        tokenizer)) as lazy:
         tally = generate_records(lazy, shards.path(run.rollouts), shards.mine(questions), requests_of, record_of,
                                  config.rollouts.max_new_tokens, f"rollouts{'' if shards.world == 1 else f' [{shards.rank}]'}")
     per_process = shards.gather({**tally, "seconds": round(tally["seconds"], 2), "peak_gpu_memory_gib": peak_gpu_memory_gib()})
