@@ -5,6 +5,7 @@ leave the run folder exactly as it was (no file added, changed or removed)."""
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import subprocess
@@ -78,6 +79,8 @@ CASES = {
     "unknown-sft-trainer-key": Case(["sft", "{cfg}", "sft.trainer.max_stepz=3"], "sft.trainer", needs="data"),
     "unknown-dpo-trainer-key": Case(["train-rl", "{cfg}", "rl.dpo.betta=0.2"], "rl.dpo", needs="preferences"),
     "unknown-grpo-trainer-key": Case(["train-rl", "{cfg}", "rl.algorithm=grpo", "rl.grpo.num_generation=2"], "rl.grpo", needs="sft"),
+    "liger-not-installed": Case(["sft", "{cfg}", "sft.trainer.use_liger_kernel=true"], "sft.trainer.use_liger_kernel: true needs liger-kernel",
+                                needs="data"),
     "wrong-type-int": Case(["sft", "{cfg}", "rollouts.batch_size=big"], "rollouts.batch_size: expected int"),
     "wrong-type-bool": Case(["sft", "{cfg}", "preferences.require_correct_chosen=maybe"], "expected true/false"),
     "not-one-of": Case(["sft", "{cfg}", "model.quantization=3bit"], "'3bit' is not one of"),
@@ -155,6 +158,9 @@ def test_bad_input_is_refused_cleanly(name, tmp_path, prepared_runs):
     import shutil
 
     case = CASES[name]
+    missing = {"liger-not-installed": "liger_kernel", "engine-vllm-not-installed": "vllm", "pipeline-engine-vllm-not-installed": "vllm"}
+    if name in missing and importlib.util.find_spec(missing[name]) is not None:
+        pytest.skip(f"{missing[name]} is installed here")
     states, common = prepared_runs
     runs, src = tmp_path / "runs", tmp_path / "src"
     if case.needs != "nothing":

@@ -6,6 +6,7 @@ user's ``sft.trainer`` / ``rl.dpo`` / ``rl.grpo`` / ``rl.rloo`` fields, and the 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import math
@@ -74,6 +75,11 @@ def make_trl_config(kind: str, config: RunConfig, output_dir: Path, **forced: An
             raise ConfigError(f"{section}.activation_checkpointing: the accelerate config turns on FSDP's activation "
                               "checkpointing (fsdp_activation_checkpointing), which replaces it; remove one of the two")
         kwargs["activation_checkpointing"] = False  # transformers >= 5.24's name (gradient_checkpointing is deprecated)
+    for field, package, extra in (("use_liger_kernel", "liger_kernel", "gpu"), ("use_vllm", "vllm", "vllm")):
+        # transformers / TRL find a missing package only once the model is loaded (after sampling, for sft.data: self)
+        if kwargs.get(field) and importlib.util.find_spec(package) is None:
+            raise ConfigError(f"{section}.{field}: true needs {package.replace('_', '-')} (looper's {extra} extra: "
+                              f"pip install -e '.[{extra}]'), or set it to false")
     try:
         return _trl_class(kind)(**kwargs)
     except TypeError as err:  # unknown field

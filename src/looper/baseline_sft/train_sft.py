@@ -219,9 +219,10 @@ def main(config: RunConfig) -> RunDir:
     if config.sft.method == "full" and config.model.quantization != "none":
         raise InputError("sft.method=full trains every weight and cannot use a quantized base; set model.quantization=none")
     check_output_free(target, chash, STAGE)
-    # Everything a bad input can break is read and checked before the run folder is written to.
-    dataset = build_dataset(config, run)
+    # Everything a bad input can break is read and checked before the run folder is written to, the trainer
+    # settings first: sft.data=self samples before it trains
     args = make_trl_config("sft", config, run.work_dir(STAGE))
+    dataset = build_dataset(config, run)
     tokenizer = load_tokenizer(config.model)
     set_seed(config.seed)  # before the model: LoRA's initial weights are drawn from it
     master = master_weights_dtype(config)
