@@ -40,6 +40,30 @@ EXTRACT_TABLE = [
     ("#### ", None, None, "an empty #### line"),
     ("\\boxed{9}\n#### 7", "7", "7", "#### wins over \\boxed when both are present"),
     ("#### oops\nThe answer is 9", None, None, "an unparseable #### line is not rescued by weaker rules"),
+    # signs, mixed numbers, LaTeX spacing (issue 27)
+    ("\\boxed{-\\frac{1}{2}}", None, "-0.5", "the sign before a LaTeX fraction is kept"),
+    ("\\boxed{-\\dfrac{3}{4}}", None, "-0.75", "\\dfrac too"),
+    ("#### - 1/2", "-0.5", "-0.5", "a sign set apart from its fraction"),
+    ("#### - 5", "-5", "-5", "a sign set apart from its number"),
+    ("#### −7", "-7", "-7", "the Unicode minus sign"),
+    ("#### 3 1/2", "3.5", "3.5", "a mixed number"),
+    ("#### -3 1/2", "-3.5", "-3.5", "a negative mixed number: the sign applies to the whole"),
+    ("\\boxed{3\\frac{1}{2}}", None, "3.5", "a LaTeX mixed number"),
+    ("\\boxed{-3\\frac{1}{2}}", None, "-3.5", "a negative LaTeX mixed number"),
+    ("#### 2 3/2", None, None, "not a mixed number (improper fraction): two numbers"),
+    ("\\boxed{1\\frac{3}{2}}", None, None, "not a LaTeX mixed number either"),
+    ("\\boxed{1,\\!600}", None, "1600", "LaTeX negative thin space after a thousands comma"),
+    ("\\boxed{1\\,600}", None, "1600", "LaTeX thin space between digit groups"),
+    ("\\boxed{1\\,600\\,000}", None, "1600000", "several digit groups"),
+    ("\\boxed{1 600}", None, None, "a plain space between numbers is two numbers, not a digit group"),
+    ("\\boxed{1\\,60}", None, None, "a thin space before fewer than three digits is no digit group"),
+    ("\\boxed{\\sqrt{4}}", None, None, "a command that computes is not a plain number"),
+    ("\\boxed{2\\pi}", None, None, "nor is a symbol"),
+    ("\\boxed{1 2 3 4 5}", None, None, "a list of numbers in a box is not an answer"),
+    ("\\boxed{45^\\circ}", None, "45", "degrees are formatting"),
+    ("\\boxed{\\left(5\\right)}", None, "5", "\\left / \\right are formatting"),
+    ("\\boxed{5+3=8}", None, "8", "an equation in a box: the value after the last '='"),
+    ("#### 5 - 3", None, None, "an expression is not an answer"),
 ]
 
 
@@ -60,7 +84,28 @@ CORRECT_TABLE = [
     ("\\boxed{1600}", "1600", "flexible", True, "flexible mode reads boxes"),
     ("#### 0.50", "1/2", "strict", True, "0.5 = 1/2 exactly"),
     ("1600 1600 1600", "1600", "flexible", False, "repeating the gold without an answer marker is not credited"),
+    ("\\boxed{-\\frac{1}{2}}", "0.5", "flexible", False, "the wrong sign is not credited"),
+    ("\\boxed{-\\frac{1}{2}}", "-0.5", "flexible", True, "the right sign is"),
 ]
+
+# R1's generation prompt ends inside a thought ("<｜Assistant｜><think>\n"): (completion, gold, correct, why)
+THOUGHT_OPEN_TABLE = [
+    ("Okay, 48 in April, 24 in May, so the answer is 72. Wait, let me re-check the", "72", False,
+     "cut off mid-thought: no answer, whatever numbers the thought holds"),
+    ("48 + 24 = 72 #### 72", "72", False, "an answer-shaped line inside an unfinished thought is still thought"),
+    ("48 + 24 = 72\n</think>\n\n#### 72", "72", True, "a finished thought, then the answer"),
+    ("so maybe \\boxed{70}\n</think>\n\nThe answer is \\boxed{72}", "72", True, "only what follows </think> counts"),
+    ("thinking...\n</think>\n\nI am not sure.", "72", False, "a finished thought without an answer"),
+]
+
+
+@pytest.mark.parametrize("text,gold,correct,why", THOUGHT_OPEN_TABLE, ids=[row[3][:50] for row in THOUGHT_OPEN_TABLE])
+def test_a_thought_the_prompt_opened_must_close_before_an_answer(text, gold, correct, why):
+    for mode in ("strict", "flexible"):
+        expected = correct and (mode == "flexible" or "####" in text.rsplit("</think>", 1)[-1])
+        assert is_correct(text, gold, mode, thought_open=True) is expected, (mode, why)
+    if "</think>" not in text:  # the same text from a prompt that opened no thought is read as before
+        assert extract_answer(text, "flexible", thought_open=True) is None
 
 
 @pytest.mark.parametrize("text,gold,mode,correct,why", CORRECT_TABLE, ids=[row[4] for row in CORRECT_TABLE])

@@ -7,7 +7,9 @@ Modes
 
 Before either, thoughts are removed: everything up to the last ``</think>`` (closed blocks, and the
 block R1 chat templates open in the prompt), then everything after an unclosed ``<think>`` (a
-reasoning model cut off mid-thought). There is deliberately no "last number anywhere" fallback: it
+reasoning model cut off mid-thought). ``thought_open=True`` says the prompt ended inside a thought (R1's
+generation prompt ends ``<think>\n``): the output then starts in that thought, and one without ``</think>``
+(cut off by the token limit before it finished thinking) has no answer. There is deliberately no "last number anywhere" fallback: it
 credits outputs that merely list numbers, which invites reward hacking and inflates evaluation.
 
 Numbers compare as exact rationals: ``1,600`` = ``1600`` = ``1600.0`` = ``$1,600.00``; ``3/4`` = ``0.75``.
@@ -28,21 +30,32 @@ _ANSWER_IS = re.compile(
     re.IGNORECASE,
 )
 # A number: optional sign, digits with optional thousands commas, optional decimals, or a leading-dot decimal.
-_NUMBER = re.compile(r"[-+−]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|[-+−]?\.\d+")
-_LATEX_FRAC = re.compile(r"\\[dt]?frac\{\s*([^{}]+?)\s*\}\{\s*([^{}]+?)\s*\}")
+_NUMBER = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|[-+]?\.\d+")
+# LaTeX's thin / negative / medium spaces and {,} between digit groups: 1\,600, 1,\!600, 1{,}600
+_DIGIT_GROUP_SPACE = re.compile(r"(?<=\d)(,?)(?:\\[,!;: ]|\{,\})+(?=\d{3}(?!\d))")
+# A sign set apart from its number: "- 1/2", "- \frac{1}{2}"
+_LOOSE_SIGN = re.compile(r"(?<![\w.)}])([-+])\s+(?=\d|\.\d|\\[dt]?frac)")
+# [sign] [whole part] \frac{a}{b}: -\frac{1}{2}, 3\frac{1}{2} (a mixed number), \dfrac{3}{4}
+_LATEX_FRAC = re.compile(r"([-+]?)(\d+)?\s*\\[dt]?frac\{\s*([^{}]+?)\s*\}\{\s*([^{}]+?)\s*\}")
 _TEXT_MACRO = re.compile(r"\\(?:text|mathrm|textbf|mbox)\{[^{}]*\}")
 _CURRENCY_PERCENT = re.compile(r"\\?[$%]")
-_LATEX_LEFTOVER = re.compile(r"\\[a-zA-Z]+|\\.|[{}]")
-_SIMPLE_FRAC = re.compile(r"^\s*([-+]?\d+(?:\.\d+)?)\s*/\s*(\d+(?:\.\d+)?)\s*$")
+# Macros that only format; any other command left in a span (\sqrt, \pi, \times, ...) means it is not one plain number
+_FORMATTING = re.compile(r"\\(?:left|right|displaystyle|textstyle|quad|qquad|mathbf|boldsymbol|bf|mathit)(?![a-zA-Z])"
+                         r"|\^\s*\{?\\circ\}?|\\[,!;: ]|[{}]")
+# [sign] a/b, or a mixed number [sign] w a/b
+_SIMPLE_FRAC = re.compile(r"^\s*([-+]?)(?:(\d+)\s+)?(\d+(?:\.\d+)?)\s*/\s*(\d+(?:\.\d+)?)\s*$")
 
 
-def strip_thinking(text: str) -> str:
+def strip_thinking(text: str, thought_open: bool = False) -> str:
     """Remove reasoning-model thoughts so that only the visible answer is checked.
 
     Everything up to the last ``</think>`` goes (closed blocks, and a block the chat template opened
     in the prompt); then an unclosed ``<think>`` cuts the rest (a model stopped mid-thought). Two
-    linear scans: this runs on policy outputs, which an adversarial policy controls.
+    linear scans: this runs on policy outputs, which an adversarial policy controls. ``thought_open``: the
+    text continues a thought the prompt opened, as if it began with ``<think>``.
     """
+    if thought_open:
+        text = "<think>" + text
     lower = text.lower()
     close = lower.rfind("</think>")
     if close >= 0:
@@ -52,39 +65,56 @@ def strip_thinking(text: str) -> str:
 
 
 def _to_fraction(token: str) -> Fraction | None:
-    token = token.replace(",", "").replace("−", "-").lstrip("+")
+    token = token.replace(",", "").lstrip("+")
     try:
         return Fraction(token)
     except (ValueError, ZeroDivisionError):
         return None
 
 
+def _signed(sign: str, whole: str | None, num: Fraction | None, den: Fraction | None) -> Fraction | None:
+    """sign x (whole + num / den); a whole part makes a mixed number, whose fraction must be proper (3 1/2)."""
+    if num is None or not den:
+        return None
+    value = num / den
+    if whole is not None:
+        if not 0 <= value < 1:  # "2 3/2" or "2\frac{x}{y}" is not a mixed number: ambiguous
+            return None
+        value += int(whole)
+    return -value if sign == "-" else value
+
+
 def parse_number(text: str) -> Fraction | None:
     """Parse a short answer span into an exact number, or None if it is not exactly one number.
 
     Accepts currency symbols, percent signs, units and trailing periods around a single number
-    (``$1,600.00.``, ``45 dollars``, ``12%``), LaTeX ``\\frac{a}{b}`` and plain ``a/b``. A span with an
-    ``=`` is read after its last ``=`` (``5 + 3 = 8`` is 8). A span holding two or more numbers is
-    ambiguous and gives None.
+    (``$1,600.00.``, ``45 dollars``, ``12%``), LaTeX ``\\frac{a}{b}`` and plain ``a/b`` with their sign
+    (``-\\frac{1}{2}``, ``- 1/2``), mixed numbers (``3 1/2``, ``3\\frac{1}{2}``: 3.5) and LaTeX digit-group
+    spacing (``1\\,600``, ``1,\\!600``, ``1{,}600``). A span with an ``=`` is read after its last ``=``
+    (``5 + 3 = 8`` is 8). A span holding two or more numbers, or a LaTeX command that does more than format
+    (``\\sqrt{4}``, ``2\\pi``), is not one plain number and gives None.
     """
-    span = text.strip()
+    span = text.strip().replace("−", "-")  # the Unicode minus sign
     if "=" in span:
         span = span.rsplit("=", 1)[1]
-    span = span.replace("{,}", ",")  # LaTeX thousands separator: 1{,}600
+    span = _DIGIT_GROUP_SPACE.sub(",", span)
     span = _TEXT_MACRO.sub(" ", span)  # \text{dollars}
     span = _CURRENCY_PERCENT.sub(" ", span)
+    span = _LOOSE_SIGN.sub(r"\1", span)
     frac = _LATEX_FRAC.search(span)
     if frac:
-        num, den = _to_fraction(frac.group(1)), _to_fraction(frac.group(2))
-        rest = _LATEX_FRAC.sub(" ", span)
-        if num is None or not den or _NUMBER.search(rest):
+        rest = _LATEX_FRAC.sub(" ", span, count=1)
+        if _LATEX_FRAC.search(rest) or _NUMBER.search(rest) or re.search(r"\\[a-zA-Z]", _FORMATTING.sub(" ", rest)):
             return None
-        return num / den
-    span = _LATEX_LEFTOVER.sub(" ", span)
+        sign, whole, num, den = frac.groups()
+        return _signed(sign, whole, _to_fraction(num), _to_fraction(den))
+    span = _FORMATTING.sub(" ", span)
+    if "\\" in span:
+        return None
     simple = _SIMPLE_FRAC.match(span.replace(",", ""))
     if simple:
-        num, den = _to_fraction(simple.group(1)), _to_fraction(simple.group(2))
-        return num / den if num is not None and den else None
+        sign, whole, num, den = simple.groups()
+        return _signed(sign, whole, _to_fraction(num), _to_fraction(den))
     numbers = _NUMBER.findall(span)
     if len(numbers) != 1:
         return None
@@ -115,10 +145,10 @@ def _last_boxed(text: str) -> str | None:
     return None
 
 
-def _extract_value(text: str, mode: str) -> Fraction | None:
+def _extract_value(text: str, mode: str, thought_open: bool = False) -> Fraction | None:
     if mode not in MODES:
         raise ValueError(f"unknown answer mode {mode!r}; expected one of {MODES}")
-    text = strip_thinking(text)
+    text = strip_thinking(text, thought_open)
     hashes = _HASH_LINE.findall(text)
     if hashes:
         # The last #### line is the answer; an unparseable one is not rescued by other rules,
@@ -137,9 +167,10 @@ def _extract_value(text: str, mode: str) -> Fraction | None:
     return None
 
 
-def extract_answer(text: str, mode: str = "strict") -> str | None:
-    """The final answer in ``text`` as a canonical number string (``"1600"``, ``"0.75"``), or None."""
-    value = _extract_value(text, mode)
+def extract_answer(text: str, mode: str = "strict", thought_open: bool = False) -> str | None:
+    """The final answer in ``text`` as a canonical number string (``"1600"``, ``"0.75"``), or None.
+    ``thought_open``: the prompt left a thought open (see the module docstring)."""
+    value = _extract_value(text, mode, thought_open)
     return None if value is None else _format(value)
 
 
@@ -151,9 +182,9 @@ def _gold_value(gold: str | int | float | Fraction) -> Fraction | None:
     return parse_number(str(gold))
 
 
-def is_correct(text: str, gold: str | int | float, mode: str = "strict") -> bool:
+def is_correct(text: str, gold: str | int | float, mode: str = "strict", thought_open: bool = False) -> bool:
     """True when the final answer in ``text`` equals ``gold`` as a number."""
-    predicted = _extract_value(text, mode)
+    predicted = _extract_value(text, mode, thought_open)
     expected = _gold_value(gold)
     return predicted is not None and expected is not None and predicted == expected
 
