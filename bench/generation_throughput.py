@@ -85,7 +85,7 @@ def sync() -> None:
 def plain_generate(model, tokenizer, requests: list[GenRequest], batch: int, new_tokens: int) -> int:
     """transformers' own sampling, length-sorted left-padded batches; returns generated tokens (to EOS)."""
     device = next(model.parameters()).device
-    encoded = tokenizer([r.prompt for r in requests], add_special_tokens=False)["input_ids"]
+    encoded = tokenizer([r.prompt for r in requests])["input_ids"]
     order = sorted(range(len(requests)), key=lambda i: -len(encoded[i]))
     eos = set(eos_ids(model.generation_config.eos_token_id, tokenizer))
     tokens = 0
@@ -108,7 +108,7 @@ def vllm_direct(path: str, tokenizer, requests: list[GenRequest], batch: int, ne
 
     llm = LLM(model=path, dtype="bfloat16", max_num_seqs=batch, max_model_len=new_tokens + 2048, seed=0,
               gpu_memory_utilization=memory)
-    encoded = tokenizer([r.prompt for r in requests], add_special_tokens=False)["input_ids"]
+    encoded = tokenizer([r.prompt for r in requests])["input_ids"]
     prompts = [TokensPrompt(prompt_token_ids=ids) for ids in encoded]
     params = [SamplingParams(**vllm_sampling_kwargs(r, new_tokens, eos, seeded=False)) for r in requests]
     llm.generate(prompts[:8], params[:8], use_tqdm=False)  # warm-up outside the timing, as for the other ways

@@ -25,20 +25,79 @@ def real_tokenizer_dir() -> Path:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory, real_tokenizer_dir) -> Path:
     """A 2-layer, hidden-32 random Llama with SmolLM2's tokenizer and chat template (tests plumbing, not quality)."""
+    return tiny_llama(real_tokenizer_dir, tmp_path_factory.mktemp("tiny-llama"))
+
+
+def tiny_llama(tokenizer_dir: Path, out: Path) -> Path:
+    """A 2-layer, hidden-32 random Llama (seed 0) with the tokenizer of ``tokenizer_dir`` and its vocabulary, in ``out``."""
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    tokenizer = AutoTokenizer.from_pretrained(real_tokenizer_dir)
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
                          bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                          pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True)
     torch.manual_seed(0)
     model = LlamaForCausalLM(config)
-    out = tmp_path_factory.mktemp("tiny-llama")
+    stops_sometimes(model, tokenizer)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
+
+
+def stops_sometimes(model, tokenizer, share: int = 24) -> None:
+    """A random model almost never writes its end-of-sequence token, so every answer would run to the token limit
+    and count as truncated (never a DPO chosen answer, never self data). One token in ``share`` (a fixed set, plus
+    the real EOS) ends a sequence, set as the model's generation_config ``eos_token_id``, as a model with several
+    stop tokens does: sampled answers of a few dozen tokens then end on their own, as a real model's do."""
+    import random
+
+    rng = random.Random(0)
+    stops = sorted(rng.sample(range(len(tokenizer)), len(tokenizer) // share))
+    model.generation_config.eos_token_id = [tokenizer.eos_token_id, *(t for t in stops if t != tokenizer.eos_token_id)]
+
+
+R1_FIXTURE = Path(__file__).resolve().parent / "fixtures" / "r1_distill_llama_8b" / "tokenizer_config.json"
+
+
+@pytest.fixture(scope="session")
+def r1_tokenizer_dir(tmp_path_factory, real_tokenizer_dir) -> Path:
+    """A tokenizer that behaves like DeepSeek-R1-Distill-Llama-8B's (its real chat template and special-token
+    settings, fixtures/r1_distill_llama_8b) on SmolLM2's vocabulary: BOS added on every encoding, and written by
+    the template too; the generation prompt opens a thought (``<｜Assistant｜><think>\n``)."""
+    from tokenizers import processors
+    from transformers import AutoTokenizer
+
+    settings = json.loads(R1_FIXTURE.read_text())
+    tokenizer = AutoTokenizer.from_pretrained(real_tokenizer_dir)
+    tokenizer.add_special_tokens({"bos_token": settings["bos_token"], "eos_token": settings["eos_token"],
+                                  "pad_token": settings["pad_token"],
+                                  "additional_special_tokens": ["<｜User｜>", "<｜Assistant｜>"]})
+    tokenizer.add_tokens(["<think>", "</think>"])  # added, not special, as in the R1 distills' vocabulary
+    tokenizer.chat_template = settings["chat_template"]
+    bos = tokenizer.bos_token
+    tokenizer.backend_tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, tokenizer.bos_token_id)])
+    out = tmp_path_factory.mktemp("r1-tokenizer")
+    tokenizer.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def r1_tiny_model_dir(tmp_path_factory, r1_tokenizer_dir) -> Path:
+    """The tiny random Llama of ``tiny_model_dir`` with the R1-like tokenizer (and its vocabulary size)."""
+    return tiny_llama(r1_tokenizer_dir, tmp_path_factory.mktemp("r1-tiny-llama"))
+
+
+def write_gsm8k(folder: Path, n: int) -> Path:
+    """A local GSM8K copy (train.jsonl and test.jsonl, the same ``n`` one-step problems) for data.source=local."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = [{"question": f"Tom has {i} apples and buys 2 more. How many?", "answer": f"{i} + 2 = {i + 2}\n#### {i + 2}"}
+            for i in range(n)]
+    for split in ("train", "test"):
+        (folder / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder
 
 
 def write_config(path: Path, text: str) -> Path:

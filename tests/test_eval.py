@@ -41,11 +41,40 @@ def test_eval_base_and_sft_with_report(tmp_path, tiny_model_dir):
 
 
 def test_eval_sampling_metrics(tmp_path, tiny_model_dir):
-    a = args(tmp_path, tiny_model_dir, "eval.models=[base]", "eval.samples=3", "eval.limit=3")
+    a = args(tmp_path, tiny_model_dir, "eval.models=[base,sft]", "eval.samples=3", "eval.limit=3")
     run_looper("prepare-data", *a, cwd=REPO)
-    run_looper("eval", *a, cwd=REPO)
-    m = json.loads((tmp_path / "demo" / "eval" / "summary.json").read_text())["metrics"]["base"]["gsm_symbolic_test"]
+    run_looper("sft", *a, cwd=REPO)
+    out = run_looper("eval", *a, cwd=REPO)
+    summary = json.loads((tmp_path / "demo" / "eval" / "summary.json").read_text())
+    m = summary["metrics"]["base"]["gsm_symbolic_test"]
     assert "maj@3" in m["strict"] and "pass@3" in m["strict"] and m["samples"] == 3
+    assert m["strict"]["avg@3"]["accuracy"] == m["strict"]["pass@1"]  # pass@1 estimated by the mean over k
+    records = read_jsonl(tmp_path / "demo" / "eval" / "base__gsm_symbolic_test.jsonl")
+    shares = [sum(s["correct_strict"] for s in [r, *r["samples"]]) / 3 for r in records]
+    assert abs(m["strict"]["avg@3"]["accuracy"] - sum(shares) / 3) < 1e-12
+    paired = summary["comparisons"]["gsm_symbolic_test"][0]["strict"]["paired"]
+    assert set(paired) == {"difference", "ci95", "p_value", "detectable_80"}
+    assert "strict avg@3 (pass@1) % [95% CI]" in out.stdout and "detectable Δ pts (80% power)" in out.stdout
+
+
+def test_deepseek_protocol_prompts_and_samples_as_deepseek_evaluates(tmp_path, r1_tokenizer_dir):
+    """eval.protocol=deepseek: the user turn is the question and DeepSeek's \\boxed{} instruction, no system prompt,
+    the R1 template's own rendering; k samples at T=0.6, top_p=0.95."""
+    from transformers import AutoTokenizer
+
+    from looper.config import load_config
+    from looper.eval.eval_gsm8k import eval_prompt, sampling_of
+
+    tok = AutoTokenizer.from_pretrained(r1_tokenizer_dir)
+    config = load_config(REPO / "configs" / "r1-distill-llama-8b.yaml", [f"model.name_or_path={r1_tokenizer_dir}"])
+    assert config.eval.protocol == "deepseek" and config.eval.samples >= 2
+    prompt = eval_prompt(tok, " What is 6 x 7? ", config)
+    assert prompt == ("<｜User｜>What is 6 x 7?\nPlease reason step by step, and put your final answer within \\boxed{}."
+                      "<｜Assistant｜><think>\n")  # the template's BOS is the tokenizer's to add
+    assert tok(prompt)["input_ids"][0] == tok.bos_token_id and tok(prompt)["input_ids"].count(tok.bos_token_id) == 1
+    assert sampling_of(config.eval) == (0.6, 0.95)
+    looper = load_config(REPO / "configs" / "smollm2-135m-gpu.yaml", [])
+    assert looper.eval.protocol == "looper" and sampling_of(looper.eval) == (0.0, 1.0)  # greedy kept for small models
 
 
 def test_eval_bad_inputs(tmp_path, tiny_model_dir):

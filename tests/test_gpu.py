@@ -11,9 +11,17 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import read_jsonl, run_looper, write_gsm8k
 
-from conftest import read_jsonl, run_looper
-from looper.generation import GenRequest, HFEngine, VLLMEngine, eos_ids, generate, vllm_engine_args, vllm_installed
+from looper.generation import (
+    GenRequest,
+    HFEngine,
+    VLLMEngine,
+    eos_ids,
+    generate,
+    vllm_engine_args,
+    vllm_installed,
+)
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 needs_vllm = pytest.mark.skipif(not vllm_installed(), reason="needs vLLM (pip install 'looper[vllm]')")
@@ -126,12 +134,7 @@ def test_vllm_seeds_replay_samples_and_results_come_back_in_order(small_model_di
 def test_stages_generate_with_vllm_and_resume(small_model_dir, tmp_path):
     """prepare-data, sft (LoRA r=8), collect-rollouts and eval with engine vllm through the CLI; an eval cut short (its
     last records gone, as after a kill) generates only what is missing."""
-    data = tmp_path / "gsm8k"
-    data.mkdir()
-    rows = [{"question": f"Tom has {i} apples and buys 2 more. How many?", "answer": f"{i} + 2 = {i + 2}\n#### {i + 2}"}
-            for i in range(24)]
-    for split in ("train", "test"):
-        (data / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    data = write_gsm8k(tmp_path / "gsm8k", 24)
     cli = ["configs/demo.yaml", f"runs_dir={tmp_path / 'runs'}", "data.source=local", f"data.path={data}",
            f"model.name_or_path={small_model_dir}", "model.dtype=bfloat16", "sft.trainer.max_steps=2", "sft.lora.r=8", "rollouts.num_questions=6",
            "rollouts.max_new_tokens=16", "rollouts.engine=vllm", "rollouts.vllm={gpu_memory_utilization: 0.3}",

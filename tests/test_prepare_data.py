@@ -61,14 +61,21 @@ def test_gsm_symbolic_source(tmp_path):
     assert {r["question"] for r in train}.isdisjoint({r["question"] for r in test})
 
 
-def test_platinum_local_keeps_cleaning_status(tmp_path):
-    rows = [dict(r, cleaning_status="consensus") for r in GSM8K_ROWS[:3]]
+def test_platinum_local_keeps_cleaning_status_and_drops_rejected_rows(tmp_path):
+    """A local copy of the full Platinum table holds rows its authors rejected (the Hub copy has them removed):
+    they are dropped, counted, and the ids of the rest match the Hub copy's numbering."""
+    statuses = ["consensus", "rejected", "revised", "REJECTED "]
+    rows = [dict(r, cleaning_status=s) for r, s in zip(GSM8K_ROWS, statuses)]
+    rows[1]["answer"] = "the authors rejected this row: no marker"  # a rejected row is not validated
     write_jsonl(tmp_path / "plat" / "test.jsonl", rows)
-    run_looper("prepare-data", "configs/demo.yaml", f"runs_dir={tmp_path}", "data.symbolic_train_size=10",
-               "data.symbolic_test_size=2", "data.platinum.source=local", f"data.platinum.path={tmp_path}/plat",
-               cwd=Path(__file__).resolve().parents[1])
+    proc = run_looper("prepare-data", "configs/demo.yaml", f"runs_dir={tmp_path}", "data.symbolic_train_size=10",
+                      "data.symbolic_test_size=2", "data.platinum.source=local", f"data.platinum.path={tmp_path}/plat",
+                      cwd=Path(__file__).resolve().parents[1])
     plat = read_jsonl(tmp_path / "demo" / "data" / "gsm8k_platinum_test.jsonl")
-    assert [r["cleaning_status"] for r in plat] == ["consensus"] * 3
+    assert [r["cleaning_status"] for r in plat] == ["consensus", "revised"]
+    assert [r["question"] for r in plat] == [GSM8K_ROWS[0]["question"].strip(), GSM8K_ROWS[2]["question"].strip()]
+    assert [r["id"] for r in plat] == ["gsm8k_platinum-test-00000", "gsm8k_platinum-test-00001"]
+    assert "2 rows marked cleaning_status=rejected dropped, 2 kept" in proc.stdout
 
 
 @pytest.mark.parametrize("bad_line,message", [

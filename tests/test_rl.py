@@ -207,9 +207,9 @@ def test_chat_user_format_puts_the_instruction_in_the_user_turn(tiny_model_dir):
 
     messages = preference_prompt(" What is 6 x 7? ", "Answer as '#### N'.", "chat_user")
     assert messages == [{"role": "user", "content": "Answer as '#### N'.\n\nWhat is 6 x 7?"}]
-    assert sft_example("What is 6 x 7?", "42 #### 42", "Answer as '#### N'.", "chat_user")["prompt"] == messages
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     tok.chat_template = R1_STYLE_TEMPLATE
     text = render_prompt(tok, "What is 6 x 7?", "Answer as '#### N'.", "chat_user")
+    assert sft_example(tok, "What is 6 x 7?", "42 #### 42", "Answer as '#### N'.", "chat_user")["prompt"] == text
     assert text == "<|user|>Answer as '#### N'.\n\nWhat is 6 x 7?<|assistant|><think>\n" and "<|system|>" not in text
     assert "<|system|>Answer" in render_prompt(tok, "What is 6 x 7?", "Answer as '#### N'.", "chat")

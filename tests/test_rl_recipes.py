@@ -97,8 +97,8 @@ def test_correct_chosen_and_label_free_pairs(rollouts_run, tiny_model_dir, tmp_p
     # label-free: three wrong trajectories agree on 999 and outvote the one correct answer, so the consensus
     # (not gold) decides: chosen agrees with 999, and the gold-correct trajectory is not chosen
     rec = records[0]
-    for t in (3, 4, 5):
-        rec["trajectories"][t]["text"] = "#### 999"
+    for t in (3, 4, 5):  # finished answers (a truncated one is never chosen)
+        rec["trajectories"][t]["text"], rec["trajectories"][t]["truncated"] = "#### 999", False
     (run_dir / "demo" / "data" / "rl_rollouts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     (run_dir / "demo" / "stages" / "build-preferences.json").unlink()
     run_looper("build-preferences", *args(run_dir, tiny_model_dir, "preferences.label_free=true"), cwd=REPO)

@@ -189,3 +189,20 @@ def test_training_speed_reads_the_trainers_counts_from_the_metrics_log(tmp_path)
     log.write_text("".join(json.dumps(r) + "\n" for r in [rows[0], {"time": 103.0, "step": 2, "loss": 0.1}, rows[3]]))
     assert training_speed(log) == {"train_tokens": 1000, "train_runtime_s": 6.0, "tokens_per_s": 166.7}
     assert training_speed(tmp_path / "missing.jsonl") == {}
+
+
+def test_examples_longer_than_max_length_are_counted_with_what_they_lose(real_tokenizer_dir, capsys):
+    """A length limit is checked, not assumed: examples it cuts lose EOS, and some their '#### N' line."""
+    from transformers import AutoTokenizer
+
+    from looper.trainers import check_lengths
+
+    tok = AutoTokenizer.from_pretrained(real_tokenizer_dir)
+    steps = " ".join(f"Step {i}: 3 + {i} = {3 + i}." for i in range(40))
+    examples = [{"prompt": "Problem: 2 + 2?\n\nSolution:", "completion": " 2 + 2 = 4\n#### 4"},  # fits
+                {"prompt": "Problem: long?\n\nSolution:", "completion": f" #### 7\n{steps}"},  # cut after its answer
+                {"prompt": "Problem: long?\n\nSolution:", "completion": f" {steps}\n#### 42"}]  # cut before its answer
+    limit = len(tok(examples[0]["prompt"] + examples[0]["completion"] + tok.eos_token)["input_ids"]) + 5
+    assert check_lengths(examples, tok, limit, "sft.trainer") == {"examples_cut": 2, "answers_cut": 1}
+    assert f"sft.trainer.max_length={limit}: 2 of 3 completion examples are longer" in capsys.readouterr().out
+    assert check_lengths(examples, tok, None, "sft.trainer") == {"examples_cut": 0, "answers_cut": 0}

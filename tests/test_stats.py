@@ -49,3 +49,21 @@ def test_auroc():
     assert auroc([0.5, 0.5], [True, False]) == 0.5  # ties count half
     assert auroc([0.1, 0.4, 0.35, 0.8], [False, False, True, True]) == 0.75
     assert auroc([1, 2], [True, True]) is None
+
+
+def test_paired_difference_and_mean_interval_known_values():
+    from looper.stats import mean_interval, paired_difference
+
+    a = [0.0, 0.5, 0.25, 1.0, 0.0, 0.75]
+    b = [0.25, 0.5, 0.75, 1.0, 0.25, 0.75]  # differences 0.25, 0, 0.5, 0, 0.25, 0: mean 1/6, sd 0.2041
+    got = paired_difference(a, b)
+    se = 0.20412414523193154 / 6 ** 0.5
+    assert abs(got["difference"] - 1 / 6) < 1e-12
+    assert abs(got["ci95"][0] - (1 / 6 - 1.959964 * se)) < 1e-9 and abs(got["ci95"][1] - (1 / 6 + 1.959964 * se)) < 1e-9
+    assert abs(got["p_value"] - 0.04546) < 1e-4  # erfc(|z| / sqrt 2) with z = 2.0: two-sided normal p
+    assert abs(got["detectable_80"] - 2.801585 * se) < 1e-9
+    assert paired_difference([1.0, 0.0], [1.0, 0.0])["p_value"] == 1.0  # no difference at all
+    with pytest.raises(ValueError, match="same questions"):
+        paired_difference([1.0], [1.0, 0.0])
+    mean, lo, hi = mean_interval([0.0, 1.0, 1.0, 1.0])
+    assert mean == 0.75 and lo >= 0.0 and hi == 1.0  # clipped to [0, 1]

@@ -255,8 +255,15 @@ class EvalConfig:
     engine: Literal["auto", "hf", "vllm"] = _help("Generation engine, as rollouts.engine.", "auto")
     seeded: bool = _help("vllm: per-request seeds, as rollouts.seeded.", False)
     vllm: dict[str, Any] = _help("Fields of vLLM's EngineArgs, as rollouts.vllm.", factory=dict)
-    samples: int = _help("Samples per question; >1 reports maj@k and pass@k (sampled at temperature).", 1, ge=1)
-    temperature: float = _help("Temperature when samples > 1 (greedy when samples == 1).", 0.7, gt=0)
+    samples: int = _help("Samples per question (k); >1 reports avg@k (pass@1 estimated as the mean over the k), maj@k "
+                         "and pass@k, with paired per-question comparisons.", 1, ge=1)
+    temperature: float = _help("Temperature when samples > 1 (greedy when samples == 1); protocol looper.", 0.7, gt=0)
+    top_p: float = _help("Nucleus sampling (top_p) when samples > 1; protocol looper.", 1.0, gt=0, le=1)
+    protocol: Literal["looper", "deepseek"] = _help(
+        "looper: the run's own prompt (model.system_prompt, prompt_format), greedy unless samples > 1. deepseek: "
+        "DeepSeek-R1's evaluation of its models (R1 paper and model card): no system prompt, the question then "
+        "'Please reason step by step, and put your final answer within \\boxed{}.' in the user turn, temperature 0.6, "
+        "top_p 0.95, eval.samples (>= 2) answers per question, pass@1 = their mean (avg@k).", "looper")
 
 
 @dataclass

@@ -426,7 +426,8 @@ def generate_stream(engine: Engine, requests: Sequence[GenRequest], max_new_toke
     progress bar of sequences and generated tokens/s."""
     if not requests:
         return
-    encoded = engine.tokenizer([r.prompt for r in requests], add_special_tokens=False)["input_ids"]
+    # with special tokens, as TRL encodes text examples: render_prompt left the BOS to a tokenizer that adds it
+    encoded = engine.tokenizer([r.prompt for r in requests])["input_ids"]
     bar = tqdm(total=len(requests), desc=desc, unit="seq", disable=not progress, dynamic_ncols=True)
     tokens, started = 0, time.perf_counter()
     for i, result in engine.run(requests, encoded, max_new_tokens):

@@ -18,6 +18,7 @@ import importlib
 import time
 
 from looper.config import RunConfig
+from looper.eval.eval_gsm8k import check_protocol
 from looper.generation import resolve_engine
 from looper.runs import STAGE_MODULES, STAGES, InputError, RunDir, atomic_write_json
 
@@ -59,6 +60,7 @@ def main(config: RunConfig, from_stage: str | None = None, to_stage: str | None 
         resolve_engine(config.rollouts.engine, "rollouts.engine")
     if "eval" in chosen:
         resolve_engine(config.eval.engine, "eval.engine")
+        check_protocol(config.eval)
     timings = {}
     previous = None
     for stage in STAGES[first : last + 1]:

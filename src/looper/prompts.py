@@ -5,6 +5,13 @@
 ``chat_user``: the same without a system message, the instruction opening the user turn (DeepSeek's advice
 for its R1 models: no system prompt, every instruction in the user prompt).
 A Regime W arm swaps in its own system prompt (instruction); nothing else changes.
+
+Every stage, generating or training, sees a prompt as the text ``render_prompt`` returns, encoded by
+``tokenizer(text)`` with its special tokens: the engines do, and TRL does for text examples, which is the
+form every training path uses (prompt text + completion text, TRL appending the end-of-sequence token).
+So training sees exactly the prompt tokens generation sees. Message-form examples would not: TRL renders
+them through the chat template again, and a reasoning model's template (DeepSeek-R1's) renders the prompt
+with ``<think>\\n`` only when it ends the prompt, and an assistant message only from its last ``</think>``.
 """
 
 from __future__ import annotations
@@ -25,28 +32,77 @@ def chat_messages(question: str, system_prompt: str, in_user: bool = False) -> l
     return [{"role": "system", "content": system_prompt}, {"role": "user", "content": question.strip()}]
 
 
-def sft_example(question: str, solution: str, system_prompt: str, prompt_format: str) -> dict[str, Any]:
-    """One TRL prompt-completion example (loss on the completion only)."""
-    if prompt_format in CHAT_FORMATS:
-        return {"prompt": preference_prompt(question, system_prompt, prompt_format),
-                "completion": [{"role": "assistant", "content": solution.strip()}]}
-    return {"prompt": plain_prompt(question, system_prompt), "completion": " " + solution.strip()}
+def tokenizer_adds_bos(tokenizer: Any) -> bool:
+    """Whether ``tokenizer(text)`` puts the BOS token in front by itself (Llama 3 and the R1 distills do)."""
+    bos = getattr(tokenizer, "bos_token_id", None)
+    return bos is not None and tokenizer("1", add_special_tokens=True)["input_ids"][:1] == [bos]
 
 
 def render_prompt(tokenizer: Any, question: str, system_prompt: str, prompt_format: str) -> str:
-    """The prompt as text, ready to tokenize for generation (chat: with the generation prompt)."""
+    """The prompt as text, ready for ``tokenizer(text)`` (chat: with the generation prompt)."""
     return render_messages(tokenizer, preference_prompt(question, system_prompt, prompt_format))
 
 
 def render_messages(tokenizer: Any, prompt: Any) -> str:
-    """A ``preference_prompt`` as generation text: a message list through the chat template, or the text itself."""
-    if isinstance(prompt, list):
-        return tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
-    return prompt
+    """A ``preference_prompt`` as text for ``tokenizer(text)``: a message list through the chat template with
+    its generation prompt, or the text itself.
+
+    A template that writes the BOS token (R1's, Llama 3's) loses it here when the tokenizer adds BOS on
+    encoding too: encoded with special tokens, template text would start with two (the "chat template and
+    tokenization don't compose" pitfall), and TRL encodes text examples with special tokens.
+    """
+    text = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True) if isinstance(prompt, list) else prompt
+    bos = getattr(tokenizer, "bos_token", None)
+    if bos and text.startswith(bos) and tokenizer_adds_bos(tokenizer):
+        text = text[len(bos):]
+    return text
+
+
+def opens_thought(prompt_text: str) -> bool:
+    """True when a rendered prompt ends inside a thought: an unclosed ``<think>`` (DeepSeek-R1's generation
+    prompt ends ``<｜Assistant｜><think>\\n``). The completion then starts mid-thought, without an opening tag."""
+    lower = prompt_text.lower()
+    return lower.rfind("<think>") > lower.rfind("</think>")
+
+
+def template_opens_thought(tokenizer: Any, prompt_format: str) -> bool:
+    """Whether this tokenizer's prompts (in ``prompt_format``) leave a thought open; the same for every question."""
+    return opens_thought(render_prompt(tokenizer, "1 + 1?", "", prompt_format))
+
+
+def gold_completion(solution: str, prompt_format: str, thought_open: bool) -> str:
+    """A GSM8K solution as the completion SFT trains on. After a prompt that opened a thought, the worked steps
+    are the thought and the ``#### N`` line the answer after ``</think>``, as a reasoning model writes them
+    (a completion that never closes the thought would give no answer)."""
+    solution = solution.strip()
+    if thought_open:
+        steps, marker, answer = solution.rpartition("####")
+        solution = f"{steps.strip()}\n</think>\n\n#### {answer.strip()}" if marker else f"\n</think>\n\n{solution}"
+    return solution if prompt_format in CHAT_FORMATS else " " + solution
+
+
+def sft_example(tokenizer: Any, question: str, solution: str, system_prompt: str, prompt_format: str) -> dict[str, str]:
+    """One TRL prompt-completion text example (loss on the completion only): the prompt as generation renders
+    it, the gold solution as ``gold_completion`` writes it."""
+    prompt = render_prompt(tokenizer, question, system_prompt, prompt_format)
+    return {"prompt": prompt, "completion": gold_completion(solution, prompt_format, opens_thought(prompt))}
+
+
+# DeepSeek-R1's model card, usage recommendations: "For mathematical problems, it is advisable to include a directive
+# in your prompt such as: 'Please reason step by step, and put your final answer within \boxed{}.'"
+DEEPSEEK_MATH_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
+
+
+def deepseek_prompt(tokenizer: Any, question: str, prompt_format: str) -> str:
+    """DeepSeek-R1's evaluation prompt (``eval.protocol: deepseek``): no system message, the question and then
+    ``DEEPSEEK_MATH_INSTRUCTION`` in the user turn, rendered as ``render_prompt`` renders (plain text without a
+    chat format)."""
+    text = f"{question.strip()}\n{DEEPSEEK_MATH_INSTRUCTION}"
+    return render_messages(tokenizer, [{"role": "user", "content": text}] if prompt_format in CHAT_FORMATS else text)
 
 
 def preference_prompt(question: str, system_prompt: str, prompt_format: str) -> Any:
-    """Prompt field of a TRL preference / GRPO example (text, or a message list for chat)."""
+    """Prompt of a question before rendering (text, or a message list for chat); ``render_messages`` renders it."""
     if prompt_format in CHAT_FORMATS:
         return chat_messages(question, system_prompt, in_user=prompt_format == "chat_user")
     return plain_prompt(question, system_prompt)

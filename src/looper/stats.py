@@ -42,6 +42,40 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return 1.0 - math.comb(n - c, k) / math.comb(n, k)
 
 
+Z95, Z80 = 1.959964, 0.841621  # standard normal quantiles: two-sided 5% test, 80% power
+
+
+def mean_interval(values: Sequence[float]) -> tuple[float, float, float]:
+    """Mean of per-question values (e.g. each question's share of k sampled answers that are correct) and its 95%
+    interval from the normal approximation, mean +- 1.96 sd / sqrt(n), clipped to [0, 1]."""
+    n = len(values)
+    if n == 0:
+        return (0.0, 0.0, 0.0)
+    mean = sum(values) / n
+    se = _sd(values, mean) / math.sqrt(n) if n > 1 else 0.0
+    return (mean, max(0.0, mean - Z95 * se), min(1.0, mean + Z95 * se))
+
+
+def _sd(values: Sequence[float], mean: float) -> float:
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def paired_difference(a: Sequence[float], b: Sequence[float]) -> dict[str, float]:
+    """Model B minus model A on the same questions, from per-question scores (0/1 for one greedy answer, the share
+    correct for k samples): mean difference, its 95% interval, the two-sided p-value of the paired test (normal
+    approximation of the paired t-test, sound from a few dozen questions on), and the smallest difference this
+    sample could detect with 80% power at the 5% level, (z_0.975 + z_0.8) x sd(d) / sqrt(n) (the usual
+    power formula for a paired mean, e.g. Cohen, Statistical Power Analysis, 1988), from the measured spread."""
+    if len(a) != len(b):
+        raise ValueError(f"paired scores need the same questions ({len(a)} vs {len(b)})")
+    n = len(a)
+    d = [y - x for x, y in zip(a, b)]
+    mean = sum(d) / n if n else 0.0
+    se = _sd(d, mean) / math.sqrt(n) if n > 1 else 0.0
+    p = math.erfc(abs(mean) / se / math.sqrt(2)) if se > 0 else (1.0 if mean == 0 else 0.0)
+    return {"difference": mean, "ci95": [mean - Z95 * se, mean + Z95 * se], "p_value": p, "detectable_80": (Z95 + Z80) * se}
+
+
 def auroc(scores: Sequence[float], labels: Sequence[bool]) -> float | None:
     """Area under the ROC curve (Mann-Whitney U, ties counted half); None if one class is absent."""
     pos = [s for s, y in zip(scores, labels) if y]

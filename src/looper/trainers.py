@@ -88,6 +88,40 @@ def make_trl_config(kind: str, config: RunConfig, output_dir: Path, **forced: An
         raise ConfigError(f"{section}: {err}") from None
 
 
+def _answer_end(text: str) -> int | None:
+    """Where the answer line of a completion ends (the last ``####`` or ``\\boxed`` line), or None without one."""
+    start = max(text.rfind("####"), text.rfind("\\boxed"))
+    if start < 0:
+        return None
+    end = text.find("\n", start)
+    return len(text) if end < 0 else end
+
+
+def check_lengths(examples: Any, tokenizer: Any, max_length: int | None, section: str,
+                  completions: tuple[str, ...] = ("completion",)) -> dict[str, int]:
+    """How many text examples (``prompt`` + each of ``completions``, with the EOS TRL appends) are longer than
+    ``max_length`` tokens, and how many of those lose their answer line, printed as one warning line; the
+    counts go into the stage marker. A cut example always loses its EOS: the model learns not to stop."""
+    if not max_length:
+        return {"examples_cut": 0, "answers_cut": 0}
+    eos = tokenizer.eos_token or ""
+    cut = answers = 0
+    rows = list(examples)
+    for key in completions:
+        full = tokenizer([r["prompt"] + r[key] + eos for r in rows])["input_ids"]
+        long = [i for i, ids in enumerate(full) if len(ids) > max_length]
+        cut += len(long)
+        ends = {i: _answer_end(rows[i][key]) for i in long}
+        heads = tokenizer([rows[i]["prompt"] + rows[i][key][:ends[i]] for i in long if ends[i] is not None])["input_ids"] if any(
+            e is not None for e in ends.values()) else []
+        answers += sum(len(ids) > max_length for ids in heads)
+    if cut:
+        what = " / ".join(completions)
+        print(f"warning: {section}.max_length={max_length}: {cut} of {len(rows) * len(completions)} {what} examples are "
+              f"longer and are cut: all {cut} lose their end-of-sequence token, {answers} lose their answer line too")
+    return {"examples_cut": cut, "answers_cut": answers}
+
+
 class TrainingDiverged(InputError):
     """The loss or gradient norm became NaN / infinite: the run stops before saving anything."""
 

@@ -174,7 +174,9 @@ def _cap(train: list[dict[str, Any]], test: list[dict[str, Any]], data: DataConf
 
 
 def load_platinum(platinum: PlatinumConfig) -> list[dict[str, Any]] | None:
-    """GSM8K-Platinum (1,209 test rows) with its cleaning_status kept, or None when not configured."""
+    """GSM8K-Platinum (1,209 test rows) with its cleaning_status kept, or None when not configured. Rows whose
+    ``cleaning_status`` is ``rejected`` (questions the Platinum authors found ambiguous or broken; the Hub copy
+    already leaves them out, a local copy of the full table may not) are dropped, with a count printed."""
     if platinum.source == "none":
         return None
     if platinum.source == "hub":
@@ -183,7 +185,15 @@ def load_platinum(platinum: PlatinumConfig) -> list[dict[str, Any]] | None:
         if not platinum.path:
             raise InputError("data.platinum.path is required when data.platinum.source is local")
         rows = load_local(Path(platinum.path), "test")
-    return to_records(rows, "gsm8k_platinum-test", f"platinum:{platinum.source}", keep=("cleaning_status",))
+    rows = list(rows)
+    # dropped before numbering, so that ids match the Hub copy's (which has no rejected rows)
+    kept = [(where, row) for where, row in rows if str(row.get("cleaning_status", "")).strip().lower() != "rejected"]
+    if len(kept) < len(rows):
+        print(f"prepare-data: GSM8K-Platinum: {len(rows) - len(kept)} rows marked cleaning_status=rejected dropped, "
+              f"{len(kept)} kept")
+    if rows and not kept:
+        raise InputError(f"GSM8K-Platinum ({platinum.source}): every row is marked cleaning_status=rejected")
+    return to_records(kept, "gsm8k_platinum-test", f"platinum:{platinum.source}", keep=("cleaning_status",))
 
 
 def main(config: RunConfig) -> RunDir:

@@ -30,7 +30,7 @@ from looper.answers import is_correct
 from looper.config import RunConfig, stable_hash
 from looper.generation import GenRequest, GenResult, LazyEngine, generate_records, open_engine, resolve_engine
 from looper.modeling import load_model, load_tokenizer, lora_config, resolve_dtype, sharded_training
-from looper.prompts import render_prompt, sft_example
+from looper.prompts import render_prompt, sft_example, template_opens_thought
 from looper.runs import (
     InputError,
     RunDir,
@@ -46,7 +46,7 @@ from looper.runs import (
     stage_hash,
     start_stage,
 )
-from looper.trainers import check_output_free, make_trl_config, prepare_work_dir, save_trained, training_speed, watch_training
+from looper.trainers import check_lengths, check_output_free, make_trl_config, prepare_work_dir, save_trained, training_speed, watch_training
 
 STAGE = "sft"
 
@@ -123,7 +123,9 @@ def build_dataset(config: RunConfig, run: RunDir) -> Any:
         raise InputError(f"{run.train}: the training set is empty")
     if config.sft.data == "self":
         return Dataset.from_list(self_examples(config, run))
-    examples = [sft_example(r["question"], r["answer"], config.model.system_prompt, config.model.prompt_format) for r in rows]
+    tokenizer = load_tokenizer(config.model)
+    examples = [sft_example(tokenizer, r["question"], r["answer"], config.model.system_prompt, config.model.prompt_format)
+                for r in rows]
     return Dataset.from_list(examples)
 
 
@@ -149,6 +151,7 @@ def sample_self_data(config: RunConfig, run: RunDir) -> list[dict[str, Any]]:
     if shards.is_main:
         atomic_write_json(meta, {"config_hash": chash})
     tokenizer = load_tokenizer(config.model)
+    thought_open = template_opens_thought(tokenizer, config.model.prompt_format)
 
     def requests_of(q: dict[str, Any]) -> list[GenRequest]:
         prompt = render_prompt(tokenizer, q["question"], config.model.system_prompt, config.model.prompt_format)
@@ -158,7 +161,7 @@ def sample_self_data(config: RunConfig, run: RunDir) -> list[dict[str, Any]]:
     def record_of(q: dict[str, Any], results: list[GenResult]) -> dict[str, Any]:
         return {"id": q["id"], "question": q["question"], "gold": q["gold"], "samples": [
             {"text": r.text, "num_tokens": r.num_tokens, "truncated": r.truncated,
-             "correct": is_correct(r.text, q["gold"], config.regime_w.answer_mode)} for r in results]}
+             "correct": is_correct(r.text, q["gold"], config.regime_w.answer_mode, thought_open)} for r in results]}
 
     print(f"sft (self data): sampling {len(questions)} questions x {sd.samples} with the base model")
     with LazyEngine(lambda: open_engine(config, run, "base", engine, "rollouts", sd.max_new_tokens, tokenizer)) as lazy:
@@ -224,6 +227,7 @@ def main(config: RunConfig) -> RunDir:
     args = make_trl_config("sft", config, run.work_dir(STAGE))
     dataset = build_dataset(config, run)
     tokenizer = load_tokenizer(config.model)
+    lengths = check_lengths(dataset, tokenizer, args.max_length, "sft.trainer") if is_main_process() else {}
     set_seed(config.seed)  # before the model: LoRA's initial weights are drawn from it
     master = master_weights_dtype(config)
     model = load_model(config.model, for_training=True, dtype=master)
@@ -248,7 +252,7 @@ def main(config: RunConfig) -> RunDir:
         "train_loss": result.training_loss, "global_step": result.global_step,
     })
     finish_stage(run, STAGE, config, output=str(target), train_loss=result.training_loss, steps=result.global_step, **saved,
-                 **training_speed(run.log_path(STAGE)))
+                 **lengths, **training_speed(run.log_path(STAGE)))
     if is_main_process():  # the loss is this process's own; the others' would repeat the line
         print(f"sft: {result.global_step} steps, train loss {result.training_loss:.4f} -> {target}")
     return run

@@ -5,9 +5,10 @@
 
 For each model in ``eval.models`` (``base``; ``sft`` = base + checkpoints/lora_sft; ``rl`` = base +
 checkpoints/lora_rl; a missing adapter is skipped with a notice) and each dataset in
-``eval.datasets``, answers are generated with one engine per model (``looper.generation``; greedy unless
-``eval.samples > 1``)
-and checked by the one answer checker in strict and flexible mode. Per-sample records are appended
+``eval.datasets``, answers are generated with one engine per model (``looper.generation``) under
+``eval.protocol``: ``looper`` (the run's own prompt, greedy unless ``eval.samples > 1``) or ``deepseek``
+(DeepSeek-R1's: its \\boxed{} instruction, k samples at T=0.6, top_p=0.95, pass@1 as their mean), and
+checked by the one answer checker in strict and flexible mode. Per-sample records are appended
 to ``eval/<model>__<dataset>.jsonl`` as they finish, so a killed eval continues where it stopped.
 ``eval/summary.json`` and ``eval/report.md`` (tables, 95% intervals, exact McNemar tests, flipped
 questions, PNG plots) are written at the end, and the table is printed.
@@ -24,7 +25,7 @@ from looper.config import RunConfig
 from looper.eval.report import write_report
 from looper.generation import GenRequest, LazyEngine, generate_records, generation_speed, open_engine, resolve_engine
 from looper.modeling import load_tokenizer, peak_gpu_memory_gib, stage_model_path
-from looper.prompts import render_prompt
+from looper.prompts import deepseek_prompt, render_prompt, template_opens_thought
 from looper.runs import (
     InputError,
     RunDir,
@@ -91,15 +92,17 @@ def _model_fingerprint(config: RunConfig, run: RunDir, which: str) -> str | None
     return f"{info.get('config_hash')}" + (f":round{info['round']}" if info.get("round", 1) > 1 else "")
 
 
-def score_record(row: dict[str, Any], outputs: list[Any]) -> dict[str, Any]:
-    """Per-sample record: every output with its extracted answers and correctness (strict and flexible)."""
+def score_record(row: dict[str, Any], outputs: list[Any], thought_open: bool = False) -> dict[str, Any]:
+    """Per-sample record: every output with its extracted answers and correctness (strict and flexible);
+    ``thought_open``: the prompt left a thought open (an output that never closes it has no answer)."""
     samples = []
     for out in outputs:
         samples.append({
             "output": out.text, "tokens": out.num_tokens, "truncated": out.truncated,
-            "answer_strict": extract_answer(out.text, "strict"), "answer_flexible": extract_answer(out.text, "flexible"),
-            "correct_strict": is_correct(out.text, row["gold"], "strict"),
-            "correct_flexible": is_correct(out.text, row["gold"], "flexible"),
+            "answer_strict": extract_answer(out.text, "strict", thought_open),
+            "answer_flexible": extract_answer(out.text, "flexible", thought_open),
+            "correct_strict": is_correct(out.text, row["gold"], "strict", thought_open),
+            "correct_flexible": is_correct(out.text, row["gold"], "flexible", thought_open),
         })
     first = samples[0]
     record = {"id": row["id"], "question": row["question"], "gold": row["gold"], **first, "samples": samples[1:] or None}
@@ -108,18 +111,39 @@ def score_record(row: dict[str, Any], outputs: list[Any]) -> dict[str, Any]:
     return record
 
 
+def sampling_of(ev: Any) -> tuple[float, float]:
+    """(temperature, top_p) of the protocol: DeepSeek-R1's 0.6 / 0.95; looper's greedy for one sample, else the config's."""
+    if ev.protocol == "deepseek":
+        return 0.6, 0.95
+    return (0.0, 1.0) if ev.samples == 1 else (ev.temperature, ev.top_p)
+
+
+def eval_prompt(tokenizer: Any, question: str, config: RunConfig) -> str:
+    if config.eval.protocol == "deepseek":
+        return deepseek_prompt(tokenizer, question, config.model.prompt_format)
+    return render_prompt(tokenizer, question, config.model.system_prompt, config.model.prompt_format)
+
+
+def check_protocol(ev: Any) -> None:
+    if ev.protocol == "deepseek" and ev.samples < 2:
+        raise InputError("eval.protocol=deepseek samples several answers per question and averages them (DeepSeek advises "
+                         "against greedy decoding for R1 models); set eval.samples >= 2 (e.g. 16)")
+
+
 def evaluate(engine: LazyEngine, tokenizer: Any, rows: list[dict[str, Any]], config: RunConfig, out_path: Path,
              label: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Generate and score every row of one dataset not yet in ``out_path`` (resumable: ``generate_records``); the
     finished file is rewritten in row order. Returns its records in row order and the generation tally."""
     ev = config.eval
-    temperature = 0.0 if ev.samples == 1 else ev.temperature
+    temperature, top_p = sampling_of(ev)
 
     def requests_of(row: dict[str, Any]) -> list[GenRequest]:
-        prompt = render_prompt(tokenizer, row["question"], config.model.system_prompt, config.model.prompt_format)
-        return [GenRequest(s, prompt, temperature, 1.0, derive_seed(config.seed, row["id"], "eval", s)) for s in range(ev.samples)]
+        prompt = eval_prompt(tokenizer, row["question"], config)
+        return [GenRequest(s, prompt, temperature, top_p, derive_seed(config.seed, row["id"], "eval", s)) for s in range(ev.samples)]
 
-    tally = generate_records(engine, out_path, rows, requests_of, score_record, ev.max_new_tokens, f"eval {label}")
+    thought_open = template_opens_thought(tokenizer, config.model.prompt_format)
+    tally = generate_records(engine, out_path, rows, requests_of, lambda row, outs: score_record(row, outs, thought_open),
+                             ev.max_new_tokens, f"eval {label}")
     by_id = {rec["id"]: rec for rec in read_jsonl(out_path)}
     records = [by_id[r["id"]] for r in rows]
     if tally["engine"] is not None:  # records were appended in the order they finished; a file left as it was stays
@@ -128,6 +152,7 @@ def evaluate(engine: LazyEngine, tokenizer: Any, rows: list[dict[str, Any]], con
 
 
 def main(config: RunConfig) -> RunDir:
+    check_protocol(config.eval)
     run = RunDir.of(config)
     available = [m for m in config.eval.models if m in MODELS and (m == "base" or Path(stage_model_path(config, run, m)).exists())]
     # Unlike training stages, a changed config simply redoes eval: each per-sample file carries the

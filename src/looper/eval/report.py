@@ -9,7 +9,13 @@ from typing import Any
 
 from looper.answers import parse_number
 from looper.runs import atomic_write_json, atomic_write_text
-from looper.stats import mcnemar_exact, pass_at_k, wilson_interval
+from looper.stats import (
+    mcnemar_exact,
+    mean_interval,
+    paired_difference,
+    pass_at_k,
+    wilson_interval,
+)
 from looper.tables import markdown_table
 
 MODES = ("strict", "flexible")
@@ -40,19 +46,29 @@ def dataset_metrics(records: list[dict[str, Any]]) -> dict[str, Any]:
             out[mode][f"maj@{k}"] = sum(majority_correct(r, mode) for r in records) / n
             out[mode][f"pass@{k}"] = sum(pass_at_k(k, sum(s[f"correct_{mode}"] for s in _all_samples(r)), k) for r in records) / n
             out[mode]["pass@1"] = sum(pass_at_k(k, sum(s[f"correct_{mode}"] for s in _all_samples(r)), 1) for r in records) / n
+            mean, lo, hi = mean_interval(question_scores(records, mode))
+            out[mode][f"avg@{k}"] = {"accuracy": mean, "ci95": [lo, hi]}  # = pass@1, with its interval
     out["truncation_rate"] = sum(r["truncated"] for r in records) / n if n else 0.0
     out["mean_tokens"] = sum(r["tokens"] for r in records) / n if n else 0.0
     return out
 
 
+def question_scores(records: list[dict[str, Any]], mode: str) -> list[float]:
+    """Each question's share of correct answers over its k samples (0 or 1 for one answer)."""
+    return [sum(s[f"correct_{mode}"] for s in _all_samples(r)) / len(_all_samples(r)) for r in records]
+
+
 def compare(a: list[dict[str, Any]], b: list[dict[str, Any]], mode: str) -> dict[str, Any]:
-    """Paired comparison of model A and B on the same questions: difference, exact McNemar, flips."""
+    """Paired comparison of model A and B on the same questions: the first answers' difference, exact McNemar and
+    flips; and over all k samples (``paired``: per-question shares correct, ``stats.paired_difference``), which
+    sees differences one greedy answer per question cannot, with the smallest difference the run could detect."""
     wrong_to_right = [x["id"] for x, y in zip(a, b) if not x[f"correct_{mode}"] and y[f"correct_{mode}"]]
     right_to_wrong = [x["id"] for x, y in zip(a, b) if x[f"correct_{mode}"] and not y[f"correct_{mode}"]]
     n = len(a)
     return {"difference": (len(wrong_to_right) - len(right_to_wrong)) / n if n else 0.0,
             "p_value": mcnemar_exact(len(right_to_wrong), len(wrong_to_right)),
-            "wrong_to_right": wrong_to_right, "right_to_wrong": right_to_wrong}
+            "wrong_to_right": wrong_to_right, "right_to_wrong": right_to_wrong,
+            "paired": paired_difference(question_scores(a, mode), question_scores(b, mode))}
 
 
 def _plots(summary: dict[str, Any], out_dir: Path) -> list[str]:
@@ -105,6 +121,21 @@ def _plots(summary: dict[str, Any], out_dir: Path) -> list[str]:
     return made
 
 
+def _paired_cells(paired: dict[str, Any]) -> list[str]:
+    lo, hi = paired["ci95"]
+    return [f"{100 * paired['difference']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]", f"{paired['p_value']:.3g}",
+            f"{100 * paired['detectable_80']:.1f}"]
+
+
+def protocol_line(config: Any) -> str:
+    ev = config.eval
+    if ev.protocol == "deepseek":
+        return (f"protocol deepseek (DeepSeek-R1's: no system prompt, \\boxed{{}} instruction, {ev.samples} samples per "
+                "question at T=0.6, top_p=0.95; pass@1 = avg@k)")
+    how = "greedy" if ev.samples == 1 else f"{ev.samples} samples at T={ev.temperature}, top_p={ev.top_p}"
+    return f"protocol looper (prompt format `{config.model.prompt_format}`, {how})"
+
+
 def write_report(records: dict[str, dict[str, list[dict[str, Any]]]], config: Any, out_dir: Path) -> dict[str, Any]:
     """records[model][dataset] -> per-sample records (same question order for every model)."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -132,7 +163,20 @@ def write_report(records: dict[str, dict[str, list[dict[str, Any]]]], config: An
                  for d, comps in comparisons.items() for c in comps]
     comp_table = markdown_table(comp_rows, ["dataset", "models", "strict Δ pts", "strict McNemar p", "wrong→right", "right→wrong",
                                     "flexible Δ pts", "flexible McNemar p"]) if comp_rows else "(one model only)"
-    summary = {"metrics": metrics, "comparisons": comparisons, "table": table + "\n\n" + comp_table}
+    k = config.eval.samples
+    headline = "flexible" if config.eval.protocol == "deepseek" else "strict"
+    paired_rows = [[d, f"{c['a']} → {c['b']}", *_paired_cells(c[headline]["paired"])]
+                   for d, comps in comparisons.items() for c in comps]
+    paired_table = markdown_table(paired_rows, ["dataset", "models", f"{headline} Δ avg@{k} pts [95% CI]", "paired p",
+                                                "detectable Δ pts (80% power)"]) if paired_rows else ""
+    if k > 1:
+        avg_rows = [[m, d, str(x["n"]), *(f"{100 * x[mode][f'avg@{k}']['accuracy']:.1f} [{100 * x[mode][f'avg@{k}']['ci95'][0]:.1f}, "
+                                         f"{100 * x[mode][f'avg@{k}']['ci95'][1]:.1f}]" for mode in MODES)]
+                    for m, by_d in metrics.items() for d, x in by_d.items()]
+        table = markdown_table(avg_rows, ["model", "dataset", "n", f"strict avg@{k} (pass@1) % [95% CI]",
+                                          f"flexible avg@{k} (pass@1) % [95% CI]"]) + "\n\nFirst sample of each question:\n\n" + table
+    summary = {"metrics": metrics, "comparisons": comparisons,
+               "table": table + "\n\n" + comp_table + ("\n\n" + paired_table if paired_table else "")}
     plots = _plots(summary, out_dir)
     sampled = []
     for m, by_d in metrics.items():
@@ -145,11 +189,12 @@ def write_report(records: dict[str, dict[str, list[dict[str, Any]]]], config: An
              f"right→wrong {', '.join(c['strict']['right_to_wrong'][:20]) or '-'}" for d, comps in comparisons.items() for c in comps]
     md = [f"# Evaluation report: {config.name}\n",
           *([f"> {config.note}\n"] if config.note else []),
-          f"Model `{config.model.name_or_path}`, prompt format `{config.model.prompt_format}`, "
-          f"{'greedy' if config.eval.samples == 1 else f'{config.eval.samples} samples at T={config.eval.temperature}'}, "
-          f"max {config.eval.max_new_tokens} new tokens. Answers checked by `looper.answers` (strict: `#### N`; "
-          "flexible: also `\\boxed{}` and 'the answer is'). Intervals: 95% Wilson. p: exact McNemar on paired questions.\n",
-          "## Accuracy\n", table, "\n## Paired comparisons\n", comp_table, ""]
+          (f"Model `{config.model.name_or_path}`, {protocol_line(config)}, "
+           f"max {config.eval.max_new_tokens} new tokens. Answers checked by `looper.answers` (strict: `#### N`; "
+           "flexible: also `\\boxed{}` and 'the answer is'). Intervals: 95% Wilson (one answer), normal (avg@k). "
+           "p: exact McNemar on paired questions (first answers); paired test on per-question shares correct (all "
+           "samples), with the smallest difference the run could detect at 80% power.\n"),
+          "## Accuracy\n", table, "\n## Paired comparisons\n", comp_table, "", paired_table, ""]
     if sampled:
         md += ["## Sampling metrics\n", *sampled, ""]
     md += [f"![{p}]({p})" for p in plots]

@@ -11,23 +11,30 @@ from collections.abc import Sequence
 from looper.config import PreferencesConfig
 
 
-def select_pairs(rewards: Sequence[float], correct: Sequence[bool], cfg: PreferencesConfig) -> tuple[list[tuple[int, int]], str]:
+def select_pairs(rewards: Sequence[float], correct: Sequence[bool], cfg: PreferencesConfig,
+                 truncated: Sequence[bool] | None = None) -> tuple[list[tuple[int, int]], str]:
     """Indices (chosen, rejected) for one question's trajectories, and why none when empty.
 
-    Ties in reward go to the earlier trajectory for chosen and the later one for rejected, so the
-    result is deterministic.
+    A trajectory cut off by the token limit (``truncated``) is never chosen: TRL appends the end-of-sequence
+    token to a chosen answer, so DPO would teach the policy to stop mid-answer. It can still be rejected.
+    Ties in reward go to the earlier trajectory for chosen and the later one for rejected, so the result is
+    deterministic.
     """
     n = len(rewards)
     if n < 2:
         return [], "fewer than 2 trajectories"
+    cut = list(truncated) if truncated is not None else [False] * n
     order = sorted(range(n), key=lambda i: (-rewards[i], i))
-    candidates = [(order[0], order[-1])]
+    finished = [i for i in order if not cut[i]]
+    if not finished:
+        return [], "every trajectory truncated"
+    candidates = [(finished[0], order[-1])] if finished[0] != order[-1] else []
     if cfg.max_pairs_per_question > 1:
-        good = [i for i in order if correct[i]]
+        good = [i for i in finished if correct[i]]
         bad = [i for i in order if not correct[i]]
         candidates += sorted(((g, b) for g in good for b in bad), key=lambda p: -(rewards[p[0]] - rewards[p[1]]))
     pairs, seen = [], set()
-    reason = "reward gap below min_margin"
+    reason = "reward gap below min_margin" if candidates else "no untruncated trajectory ranks above another"
     for chosen, rejected in candidates:
         if (chosen, rejected) in seen:
             continue

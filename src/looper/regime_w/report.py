@@ -74,7 +74,8 @@ def build_report(records: list[dict[str, Any]], cfg: RegimeWConfig, config: RunC
             pairs_by_variant[name] = []
             for rec in records:
                 scores, rewards = trajectory_rewards(as_arm_outputs(rec["trajectories"]), rec.get("gold"), variant)
-                chosen = select_pairs([r.reward for r in rewards], [r.correct == 1.0 for r in rewards], prefs)[0]
+                chosen = select_pairs([r.reward for r in rewards], [r.correct == 1.0 for r in rewards], prefs,
+                                      [r.truncated for r in rewards])[0]
                 pairs_by_variant[name].append(chosen[0] if chosen else None)
                 if name != "full":
                     continue

@@ -76,7 +76,7 @@ def length_penalty(num_tokens: int, cfg: RegimeWConfig) -> float:
 def score_question(outputs: Sequence[ArmOutput], cfg: RegimeWConfig) -> QuestionScores:
     """Extract every answer (strict/flexible per config) and compute the question's agreement scores."""
     for o in outputs:
-        o.answer = extract_answer(o.text, cfg.answer_mode)
+        o.answer = extract_answer(o.text, cfg.answer_mode, o.thought_open)
     answers = [o.answer for o in outputs]
     s_end = s_end_for_question(answers)
     s_path = s_path_for_question([], [intermediate_quantities(o.text) for o in outputs])

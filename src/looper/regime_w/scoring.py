@@ -44,13 +44,14 @@ class ArmOutput:
     text: str
     num_tokens: int = 0
     truncated: bool = False
+    thought_open: bool = False  # the prompt left a thought open: no answer until the text closes it (answers.py)
     answer: str | None = field(default=None, init=False)  # set by score_question, in the run's answer mode
 
 
 def as_arm_outputs(arm_outputs: Sequence[Any]) -> list[ArmOutput]:
     """Looper's ArmOutputs (or any object with ``family`` / ``answer``) as they are; the plan's dicts (``answer``,
     ``reasoning``, ``full_text``, optional ``arm`` / ``family`` / ``num_tokens`` / ``truncated``) and looper's
-    rollout records (``text``) as ArmOutputs. A dict's text is its ``full_text`` (or ``text``), else its
+    rollout records (``text``, ``thought_open``) as ArmOutputs. A dict's text is its ``full_text`` (or ``text``), else its
     reasoning followed by ``#### answer``; its answer is read from that text by the one checker."""
     outs = []
     for i, o in enumerate(arm_outputs):
@@ -63,7 +64,8 @@ def as_arm_outputs(arm_outputs: Sequence[Any]) -> list[ArmOutput]:
                 raise ValueError(f"arm_outputs[{i}]: needs 'full_text', or 'reasoning' and/or 'answer'")
             text = (o.get("reasoning") or "").strip() + (f"\n#### {o['answer']}" if o.get("answer") is not None else "")
         family = family_of(o.get("arm"), o.get("family"), i, len(arm_outputs))
-        outs.append(ArmOutput(o.get("arm") or f"arm{i}", family, text, int(o.get("num_tokens") or 0), bool(o.get("truncated"))))
+        outs.append(ArmOutput(o.get("arm") or f"arm{i}", family, text, int(o.get("num_tokens") or 0), bool(o.get("truncated")),
+                              bool(o.get("thought_open"))))
     return outs
 
 
@@ -132,7 +134,7 @@ def s_path_for_question(reasonings: Sequence[str], quantities: Sequence[frozense
 def s_cf_for_question(arm_outputs: Sequence[HasFamilyAndAnswer] | Sequence[Mapping[str, Any]]) -> float:
     """Share of (compute, reflective) pairs whose answers agree: does the answer survive a change of regime?
     Takes looper's outputs or the plan's list of dicts (``as_arm_outputs``)."""
-    pairs = [(o.family, extract_answer(o.text) if isinstance(raw, Mapping) else o.answer)
+    pairs = [(o.family, extract_answer(o.text, thought_open=o.thought_open) if isinstance(raw, Mapping) else o.answer)
              for raw, o in zip(arm_outputs, as_arm_outputs(arm_outputs))]
     compute = [a for f, a in pairs if f == "compute"]
     reflective = [a for f, a in pairs if f == "reflective"]

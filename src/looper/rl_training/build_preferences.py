@@ -9,7 +9,9 @@ metadata (id, both arms, both rewards). train-rl trains on the prompt rendered a
 and the ``better`` / ``worse`` texts verbatim (a reasoning model's chat template would cut the
 message-form answers at ``</think>``). A pair is kept when the reward gap is at least
 ``preferences.min_margin`` (and, with ``require_correct_chosen``, only if chosen is correct and
-rejected is not). ``max_pairs_per_question > 1`` adds correct x incorrect pairs, largest gaps first.
+rejected is not). ``max_pairs_per_question > 1`` adds correct x incorrect pairs, largest gaps first. A
+trajectory cut off at the token limit is never chosen (TRL would append EOS to it: DPO would teach the
+policy to stop mid-answer); it may be rejected.
 
 ``preferences.label_free``: no gold. Each question's trajectories are re-scored from their saved
 texts with the Regime W reward's label-free form (the consensus answer, trusted as much as s_wm,
@@ -73,7 +75,7 @@ def main(config: RunConfig, run: RunDir | None = None) -> None:
     for rec in records:
         trajs = rec["trajectories"]
         rewards, correct = ranking(rec, config)
-        chosen_rejected, why = select_pairs(rewards, correct, config.preferences)
+        chosen_rejected, why = select_pairs(rewards, correct, config.preferences, [t["truncated"] for t in trajs])
         if not chosen_rejected:
             reasons[why] += 1
         for ci, ri in chosen_rejected:
@@ -91,8 +93,10 @@ def main(config: RunConfig, run: RunDir | None = None) -> None:
                 "chosen_correct": chosen["parts"]["correct"], "rejected_correct": rejected["parts"]["correct"],
             })
     if not pairs:
-        raise InputError(f"no preference pairs from {len(records)} questions ({dict(reasons)}); "
-                         "lower preferences.min_margin or collect more rollouts")
+        hint = ("raise rollouts.max_new_tokens (a truncated trajectory is never chosen)"
+                if set(reasons) <= {"every trajectory truncated", "no untruncated trajectory ranks above another"}
+                else "lower preferences.min_margin or collect more rollouts")
+        raise InputError(f"no preference pairs from {len(records)} questions ({dict(reasons)}); {hint}")
     run = start_stage(config, STAGE, run)
     atomic_write_jsonl(run.preferences, pairs)
     n_q = len({p["id"] for p in pairs})

@@ -38,7 +38,7 @@ from looper.generation import (
     resolve_engine,
 )
 from looper.modeling import load_tokenizer, peak_gpu_memory_gib, stage_weights
-from looper.prompts import render_prompt
+from looper.prompts import render_prompt, template_opens_thought
 from looper.regime_w.arms import build_all_arms
 from looper.regime_w.reward import ArmOutput, check_reward_config, trajectory_rewards
 from looper.runs import (
@@ -67,10 +67,11 @@ def round_questions(questions: list[dict[str, Any]], num_questions: int | None, 
 
 
 def build_record(question: dict[str, Any], results: list[GenResult], config: RunConfig,
-                 model_name: str, adapter: str | None) -> dict[str, Any]:
+                 model_name: str, adapter: str | None, thought_open: bool = False) -> dict[str, Any]:
     """One question's record: every trajectory (a result keyed by (arm, sample, seed)) with its reward parts, and
-    the question's scores."""
-    outputs = [ArmOutput(res.key[0].name, res.key[0].family, res.text, res.num_tokens, res.truncated) for res in results]
+    the question's scores. ``thought_open``: the prompts left a thought open (R1's template)."""
+    outputs = [ArmOutput(res.key[0].name, res.key[0].family, res.text, res.num_tokens, res.truncated, thought_open)
+               for res in results]
     scores, rewards = trajectory_rewards(outputs, question["gold"], config.regime_w)
     trajectories = []
     for res, reward in zip(results, rewards):
@@ -78,7 +79,8 @@ def build_record(question: dict[str, Any], results: list[GenResult], config: Run
         trajectories.append({
             "arm": arm.name, "family": arm.family, "sample": sample, "temperature": arm.temperature, "top_p": arm.top_p,
             "seed": seed, "text": res.text, "reasoning": res.text.rsplit("####", 1)[0].strip(), "answer": reward.answer,
-            "num_tokens": res.num_tokens, "truncated": res.truncated, "reward": reward.reward, "parts": reward.parts(),
+            "num_tokens": res.num_tokens, "truncated": res.truncated, "thought_open": thought_open,
+            "reward": reward.reward, "parts": reward.parts(),
         })
     return {"id": question["id"], "question": question["question"], "gold": question["gold"],
             "scores": {"consensus": scores.consensus, "s_end": scores.s_end, "s_path": scores.s_path,
@@ -127,8 +129,10 @@ def main(config: RunConfig, run: RunDir | None = None, round_: int = 1) -> RunDi
                 requests.append(GenRequest((arm, s, seed), prompt, arm.temperature, arm.top_p, seed))
         return requests
 
+    thought_open = template_opens_thought(tokenizer, config.model.prompt_format)
+
     def record_of(q: dict[str, Any], results: list[GenResult]) -> dict[str, Any]:
-        return build_record(q, results, config, config.model.name_or_path, adapter_name)
+        return build_record(q, results, config, config.model.name_or_path, adapter_name, thought_open)
 
     with LazyEngine(lambda: open_engine(config, run, "sft", engine, "rollouts", config.rollouts.max_new_tokens,
                                         tokenizer)) as lazy:

@@ -49,7 +49,7 @@ from typing import Any
 from looper.baseline_sft.train_sft import correct_texts, generated_example
 from looper.config import RunConfig
 from looper.modeling import load_stage_model, load_tokenizer, lora_config
-from looper.prompts import preference_prompt, render_messages
+from looper.prompts import render_messages, render_prompt, template_opens_thought
 from looper.regime_w.arms import build_all_arms
 from looper.regime_w.reward import ArmOutput, check_reward_config, trajectory_rewards
 from looper.runs import (
@@ -64,7 +64,7 @@ from looper.runs import (
     stage_hash,
     start_stage,
 )
-from looper.trainers import check_output_free, make_trl_config, prepare_work_dir, save_trained, training_speed, watch_training
+from looper.trainers import check_lengths, check_output_free, make_trl_config, prepare_work_dir, save_trained, training_speed, watch_training
 
 STAGE = "train-rl"
 
@@ -115,6 +115,8 @@ def prepare_dpo(config: RunConfig, run: RunDir) -> tuple[type, dict[str, Any]]:
     dataset = dpo_dataset(config, run)
     args = make_trl_config("dpo", config, run.work_dir(STAGE))
     tokenizer = load_tokenizer(config.model)
+    if is_main_process():
+        check_lengths(dataset, tokenizer, args.max_length, "rl.dpo", completions=("chosen", "rejected"))
     policy = load_policy(config, run)
     ref = load_reference(config, run) if config.rl.reference == "two_models" else None
     return DPOTrainer, {"model": policy, "ref_model": ref, "args": args, "train_dataset": dataset, "processing_class": tokenizer}
@@ -155,14 +157,17 @@ def prepare_rft(config: RunConfig, run: RunDir) -> tuple[type, dict[str, Any]]:
     dataset = rft_dataset(config, run).remove_columns("id")
     args = make_trl_config("rft", config, run.work_dir(STAGE))
     tokenizer = load_tokenizer(config.model)
+    if is_main_process():
+        check_lengths(dataset, tokenizer, args.max_length, "rl.rft")
     return SFTTrainer, {"model": load_policy(config, run), "args": args, "train_dataset": dataset, "processing_class": tokenizer}
 
 
 # ----------------------------------------------------------------------------- GRPO / RLOO
 
 
-def online_dataset(config: RunConfig, run: RunDir) -> tuple[Any, int]:
-    """Training rows for GRPO/RLOO and the number of rows per question (arms in a group)."""
+def online_dataset(config: RunConfig, run: RunDir, tokenizer: Any) -> tuple[Any, int]:
+    """Training rows for GRPO/RLOO and the number of rows per question (arms in a group). Prompts are text, as
+    the engines see them (TRL encodes text prompts with the tokenizer's special tokens, ``render_prompt``)."""
     from datasets import Dataset
 
     questions = read_jsonl(require_input(run.train, "prepare-data"), required=("id", "question", "gold"))
@@ -173,11 +178,11 @@ def online_dataset(config: RunConfig, run: RunDir) -> tuple[Any, int]:
     random.Random(config.seed).shuffle(questions)  # TRL's own shuffling is off so that arms stay together
     fmt = config.model.prompt_format
     if not config.rl.mix_arms:
-        rows = [{"prompt": preference_prompt(q["question"], config.model.system_prompt, fmt), "id": q["id"], "gold": q["gold"],
+        rows = [{"prompt": render_prompt(tokenizer, q["question"], config.model.system_prompt, fmt), "id": q["id"], "gold": q["gold"],
                  "arm": "sft", "family": "compute"} for q in questions]
         return Dataset.from_list(rows), 1
     arms = build_all_arms(config.regime_w)
-    rows = [{"prompt": preference_prompt(q["question"], arm.system_prompt, fmt), "id": q["id"], "gold": q["gold"],
+    rows = [{"prompt": render_prompt(tokenizer, q["question"], arm.system_prompt, fmt), "id": q["id"], "gold": q["gold"],
              "arm": arm.name, "family": arm.family} for q in questions for arm in arms]
     return Dataset.from_list(rows), len(arms)
 
@@ -197,8 +202,9 @@ class RegimeWRewards:
 
     PARTS = ("correct", "consensus", "length", "missing", "truncated")
 
-    def __init__(self, config: RunConfig, max_completion_length: int, eos_token_id: int | None):
+    def __init__(self, config: RunConfig, max_completion_length: int, eos_token_id: int | None, thought_open: bool = False):
         cfg = config.regime_w
+        self.thought_open = thought_open  # the prompts left a thought open: a completion must close it to answer
         check_reward_config(cfg)
         self.cfg = cfg
         self.use_gold = not config.rl.label_free
@@ -224,7 +230,8 @@ class RegimeWRewards:
             for i in idx:
                 ids = completion_ids[i] if completion_ids is not None else []
                 truncated = bool(ids) and len(ids) >= self.max_len and ids[-1] != self.eos
-                outputs.append(ArmOutput(arm[i], family[i], _completion_text(completions[i]), len(ids), truncated))
+                outputs.append(ArmOutput(arm[i], family[i], _completion_text(completions[i]), len(ids), truncated,
+                                         self.thought_open))
             scores, rewards = trajectory_rewards(outputs, gold[idx[0]] if self.use_gold else None, self.cfg)
             for i, r in zip(idx, rewards):
                 parts["correct"][i] = r.correct
@@ -251,10 +258,11 @@ def prepare_online(config: RunConfig, run: RunDir) -> tuple[type, dict[str, Any]
     from trl import GRPOTrainer, RLOOTrainer
 
     kind = config.rl.algorithm
-    dataset, per_question = online_dataset(config, run)
     probe = make_trl_config(kind, config, run.work_dir(STAGE))
     tokenizer = load_tokenizer(config.model, padding_side="left")
-    rewards = RegimeWRewards(config, probe.max_completion_length, tokenizer.eos_token_id)
+    dataset, per_question = online_dataset(config, run, tokenizer)
+    rewards = RegimeWRewards(config, probe.max_completion_length, tokenizer.eos_token_id,
+                             template_opens_thought(tokenizer, config.model.prompt_format))
     forced: dict[str, Any] = {"reward_weights": rewards.weights, "shuffle_dataset": False,
                               "mask_truncated_completions": config.rl.truncation == "mask"}
     if config.rl.mix_arms:
