@@ -84,3 +84,58 @@ def test_unknown_key_in_file_names_file_and_key(tmp_path):
 
 def test_parse_overrides_nested():
     assert parse_overrides(["a.b.c=1", "a.d=x"]) == {"a": {"b": {"c": 1}, "d": "x"}}
+
+
+def test_every_field_is_classed_as_result_changing_or_not():
+    """Only result-changing fields enter stage fingerprints. The fields that change no result are listed here, so
+    that adding one is a visible decision; every other field (including a new one) is result-changing."""
+    from looper.config import RunConfig, is_result_field
+
+    fields = _leaf_fields_resolved(RunConfig)
+    assert sorted(f for f in fields if not is_result_field(f)) == ["eval.batch_size", "eval.vllm", "rollouts.batch_size",
+                                                                   "rollouts.vllm"]
+    assert {"rollouts.max_new_tokens", "rollouts.engine", "eval.engine", "eval.protocol", "eval.samples", "seed",
+            "model.name_or_path", "sft.trainer", "rl.dpo"} <= {f for f in fields if is_result_field(f)}
+    # inside the TRL sections, keys that only log or save are not result-changing; the rest are
+    for section in ("sft.trainer", "rl.dpo", "rl.rft", "rl.grpo", "rl.rloo"):
+        for key in ("logging_steps", "report_to", "save_steps", "save_total_limit", "dataloader_num_workers"):
+            assert not is_result_field(f"{section}.{key}")
+        for key in ("learning_rate", "max_steps", "per_device_train_batch_size", "max_length", "beta", "seed"):
+            assert is_result_field(f"{section}.{key}")
+    assert not is_result_field("rollouts.vllm.gpu_memory_utilization")
+
+
+def _leaf_fields_resolved(cls, prefix: str = "") -> list[str]:
+    import dataclasses
+    import typing
+
+    out = []
+    for name, tp in typing.get_type_hints(cls).items():
+        if dataclasses.is_dataclass(tp):
+            out += _leaf_fields_resolved(tp, f"{prefix}{name}.")
+        else:
+            out.append(f"{prefix}{name}")
+    return out
+
+
+def test_a_changed_logging_or_batch_field_keeps_a_finished_stage_and_a_result_field_is_refused(tmp_path):
+    from looper.runs import InputError, RunDir, check_stage, finish_stage
+
+    config = load_config(CONFIGS[0], [f"runs_dir={tmp_path}", "sft.trainer.logging_steps=5", "rollouts.batch_size=64"])
+    run = RunDir.of(config)
+    finish_stage(run, "collect-rollouts", config)
+    for same in (["sft.trainer.logging_steps=1", "sft.trainer.report_to=tensorboard"], ["rollouts.batch_size=8"],
+                 ["rollouts.vllm={gpu_memory_utilization: 0.5}"], ["eval.batch_size=3"]):
+        assert check_stage(run, "collect-rollouts", load_config(CONFIGS[0], [f"runs_dir={tmp_path}", *same]))
+    with pytest.raises(InputError, match=r"rollouts.max_new_tokens: \d+ -> 7"):
+        check_stage(run, "collect-rollouts", load_config(CONFIGS[0], [f"runs_dir={tmp_path}", "rollouts.max_new_tokens=7"]))
+    with pytest.raises(InputError, match=r"sft.trainer.learning_rate"):
+        check_stage(run, "collect-rollouts", load_config(CONFIGS[0], [f"runs_dir={tmp_path}", "sft.trainer.learning_rate=0.5"]))
+
+    # a marker written before the classes existed records every field: its batch size is not held against a rerun
+    import json
+
+    marker = json.loads(run.marker("collect-rollouts").read_text())
+    marker["config"]["rollouts"]["batch_size"], marker["config_hash"] = 64, "older"
+    run.marker("collect-rollouts").write_text(json.dumps(marker))
+    assert check_stage(run, "collect-rollouts", load_config(CONFIGS[0], [f"runs_dir={tmp_path}", "rollouts.batch_size=8"]))

@@ -33,6 +33,43 @@ def stable_hash(payload: Any) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+# Fields that decide how fast a stage runs, how much memory it takes or what it logs, not what it makes. A changed
+# value never invalidates a finished stage nor stops an unfinished one from resuming (stage fingerprints leave them
+# out: ``result_fields``); every other field is result-changing. tests/test_config.py lists both classes.
+# The generation batch is one of them: it is what a user lowers after running out of memory, and the hf engine's
+# samples do not depend on it (a request replays alone or in any batch); vLLM's settings size its memory and batch.
+NOT_RESULT_FIELDS = ("rollouts.batch_size", "rollouts.vllm", "eval.batch_size", "eval.vllm")
+# Keys of the TRL sections (sft.trainer, rl.dpo / rft / grpo / rloo) that only log, save checkpoints or load data.
+TRAINER_SECTIONS = ("sft.trainer", "rl.dpo", "rl.rft", "rl.grpo", "rl.rloo")
+TRAINER_NOT_RESULT_KEYS = ("logging_steps", "logging_first_step", "logging_strategy", "logging_dir", "logging_nan_inf_filter",
+                           "report_to", "run_name", "project", "trackio_space_id", "disable_tqdm", "log_level",
+                           "log_completions", "num_completions_to_print", "save_steps", "save_strategy", "save_total_limit",
+                           "save_only_model", "dataloader_num_workers", "dataloader_pin_memory",
+                           "dataloader_persistent_workers", "dataloader_prefetch_factor")
+
+
+def is_result_field(dotted: str) -> bool:
+    """Whether the config field ``dotted`` (``rollouts.batch_size``, ``sft.trainer.logging_steps``, a key inside a
+    dict field: ``rollouts.vllm.enforce_eager``) changes what a stage makes."""
+    if any(dotted == f or dotted.startswith(f + ".") for f in NOT_RESULT_FIELDS):
+        return False
+    section, _, key = dotted.rpartition(".")
+    return not (section in TRAINER_SECTIONS and key in TRAINER_NOT_RESULT_KEYS)
+
+
+def result_fields(sections: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``sections`` (a config's ``to_dict()``, or part of it) without the fields that change no result."""
+    out = {}
+    for key, value in sections.items():
+        dotted = f"{prefix}{key}"
+        if not is_result_field(dotted):
+            continue
+        nested = isinstance(value, dict) and any(f == dotted or f.startswith(dotted + ".")
+                                                 for f in (*TRAINER_SECTIONS, *NOT_RESULT_FIELDS))
+        out[key] = result_fields(value, dotted + ".") if nested else value
+    return out
+
+
 class _Loader(yaml.SafeLoader):
     """YAML 1.1 reads ``1e-4`` as a string; learning rates are written that way, so read it as a float."""
 
@@ -294,8 +331,8 @@ class RunConfig:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     def section_hash(self, *sections: str) -> str:
-        """Stable hash of the named sections, to tell whether outputs are stale."""
-        return stable_hash({s: self.to_dict()[s] for s in sections})
+        """Stable hash of the named sections' result-changing fields, to tell whether outputs are stale."""
+        return stable_hash(result_fields({s: self.to_dict()[s] for s in sections}))
 
 
 # --------------------------------------------------------------------------------------------

@@ -332,8 +332,10 @@ def _stage_sections(config: Any, stage: str) -> dict[str, Any]:
     """The config a stage's outputs depend on. ``rl.rounds`` says how many rounds run, not what one round
     makes, so a round's training outputs do not depend on it (a run extended from 2 to 3 rounds keeps
     rounds 1-2); eval does, and tells the rounds' adapters apart by the round each records."""
+    from looper.config import result_fields
+
     everything = config.to_dict()
-    sections = {s: everything[s] for s in STAGE_SECTIONS[stage]}
+    sections = result_fields({s: everything[s] for s in STAGE_SECTIONS[stage]})
     if stage != "eval" and "rl" in sections:
         sections["rl"] = {k: v for k, v in sections["rl"].items() if k != "rounds"}
     return sections
@@ -357,9 +359,14 @@ def check_stage(run: RunDir, stage: str, config: Any) -> bool:
         return False
     if marker.get("config_hash") == stage_hash(config, stage):
         return True
-    old = _flatten(marker.get("config", {}))
+    from looper.config import is_result_field
+
+    # a marker written before a field was classed as not result-changing still records it: compare without it
+    old = {k: v for k, v in _flatten(marker.get("config", {})).items() if is_result_field(k)}
     new = _flatten(_stage_sections(config, stage))
     diffs = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    if marker.get("config") and not diffs:
+        return True
     raise InputError(f"{run.root}: the {stage} outputs there were made with a different config ({'; '.join(diffs[:8]) or 'unknown keys'}); "
                      f"use another run name, or delete {run.marker(stage)} and that stage's outputs to redo it")
 
