@@ -77,6 +77,8 @@ CASES = {
     "unknown-key-in-file": Case(["sft", "{src}/run.yaml"], "sft.lora: unknown key 'rank'", setup=_yaml("sft:\n  lora:\n    rank: 8\n")),
     "unknown-nested-key": Case(["sft", "{cfg}", "rollouts.batch=4"], "rollouts: unknown key 'batch'"),
     "unknown-sft-trainer-key": Case(["sft", "{cfg}", "sft.trainer.max_stepz=3"], "sft.trainer", needs="data"),
+    "unknown-sft-trainer-key-self-data": Case(["sft", "{cfg}", "sft.data=self", "sft.trainer.max_stepz=3"], "sft.trainer",
+                                              needs="data"),  # refused before the base model samples (folder untouched)
     "unknown-dpo-trainer-key": Case(["train-rl", "{cfg}", "rl.dpo.betta=0.2"], "rl.dpo", needs="preferences"),
     "unknown-grpo-trainer-key": Case(["train-rl", "{cfg}", "rl.algorithm=grpo", "rl.grpo.num_generation=2"], "rl.grpo", needs="sft"),
     "liger-not-installed": Case(["sft", "{cfg}", "sft.trainer.use_liger_kernel=true"], "sft.trainer.use_liger_kernel: true needs liger-kernel",
@@ -134,6 +136,16 @@ CASES = {
     "eval-unknown-dataset": Case(["eval", "{cfg}", "eval.datasets=[mmlu]"], "unknown dataset 'mmlu'", needs="data"),
     "eval-dataset-not-in-run": Case(["eval", "{cfg}", "eval.datasets=[gsm8k_test]"], "gsm8k_test is not part of this run", needs="data"),
     "report-missing-rollouts": Case(["regime-w", "report", "{src}/none.jsonl"], "none.jsonl: file not found"),
+    "report-bad-regime-w-ordering": Case(["regime-w", "report", "{src}/none.jsonl", "--config", "{src}/run.yaml"],
+                                         "correct_reward must exceed consensus_weight",
+                                         setup=_yaml("regime_w:\n  consensus_weight: 0.95\n")),
+    "report-bad-regime-w-weights": Case(["regime-w", "report", "{src}/none.jsonl", "--config", "{src}/run.yaml"],
+                                        "w_end, w_path and w_cf must be >= 0 with a positive sum",
+                                        setup=_yaml("regime_w:\n  w_end: 0.0\n  w_path: 0.0\n  w_cf: 0.0\n")),
+    "report-unknown-regime-w-key": Case(["regime-w", "report", "{src}/none.jsonl", "--config", "{src}/run.yaml"],
+                                        "regime_w: unknown key 'w_ned'", setup=_yaml("regime_w:\n  w_ned: 0.5\n")),
+    "rollouts-bad-regime-w-ordering": Case(["collect-rollouts", "{cfg}", "regime_w.consensus_weight=0.95"],
+                                           "correct_reward must exceed", needs="sft"),
     "pipeline-from-after-to": Case(["pipeline", "{cfg}", "--from", "eval", "--to", "sft"], "--from eval comes after --to sft"),
 }
 

@@ -20,7 +20,7 @@ from typing import Any
 from looper.answers import answers_equal
 from looper.config import RegimeWConfig, RunConfig
 from looper.regime_w.pairs import select_pairs
-from looper.regime_w.reward import as_arm_outputs, trajectory_rewards
+from looper.regime_w.reward import as_arm_outputs, check_reward_config, trajectory_rewards
 from looper.runs import InputError, atomic_write_text, read_jsonl
 from looper.stats import auroc
 from looper.tables import text_table
@@ -123,10 +123,12 @@ def build_report(records: list[dict[str, Any]], cfg: RegimeWConfig, config: RunC
 
 
 def main(rollouts: str, config: RunConfig | None = None, out: str | None = None) -> None:
+    cfg = config.regime_w if config else RegimeWConfig()
+    check_reward_config(cfg)  # before reading: a bad config is one error line, not a failed ablation
     records = read_jsonl(Path(rollouts), required=("id", "trajectories"))
     if not records:
         raise InputError(f"{rollouts}: no rollout records")
-    text = build_report(records, config.regime_w if config else RegimeWConfig(), config)
+    text = build_report(records, cfg, config)
     print(text)
     if out:
         atomic_write_text(Path(out), text)

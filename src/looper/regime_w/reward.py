@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from looper.answers import extract_answer, parse_number
-from looper.config import RegimeWConfig
+from looper.config import ConfigError, RegimeWConfig
 from looper.regime_w.scoring import (  # ArmOutput and as_arm_outputs are re-exported: every stage imports them from here
     ArmOutput,
     as_arm_outputs,
@@ -59,13 +59,17 @@ class TrajectoryReward:
 
 
 def check_reward_config(cfg: RegimeWConfig) -> None:
+    """ConfigError (a ValueError) naming the fields when the Regime W settings break the reward's guarantees."""
     if cfg.correct_reward <= cfg.consensus_weight + cfg.length_penalty + cfg.truncation_penalty:
-        raise ValueError(
+        raise ConfigError(
             "regime_w: correct_reward must exceed consensus_weight + length_penalty + truncation_penalty, "
             f"else an incorrect trajectory can outrank a correct one ({cfg.correct_reward} <= "
             f"{cfg.consensus_weight} + {cfg.length_penalty} + {cfg.truncation_penalty})")
     if cfg.length_cap_tokens <= cfg.length_free_tokens:
-        raise ValueError("regime_w: length_cap_tokens must be larger than length_free_tokens")
+        raise ConfigError("regime_w: length_cap_tokens must be larger than length_free_tokens")
+    if min(cfg.w_end, cfg.w_path, cfg.w_cf) < 0 or cfg.w_end + cfg.w_path + cfg.w_cf <= 0:
+        raise ConfigError(f"regime_w: w_end, w_path and w_cf must be >= 0 with a positive sum, got {cfg.w_end}, "
+                          f"{cfg.w_path}, {cfg.w_cf}")
 
 
 def length_penalty(num_tokens: int, cfg: RegimeWConfig) -> float:
