@@ -133,6 +133,7 @@ CASES = {
     "pipeline-engine-vllm-not-installed": Case(["pipeline", "{cfg}", "eval.engine=vllm"], "eval.engine=vllm needs vLLM"),
     "eval-deepseek-greedy": Case(["pipeline", "{cfg}", "eval.protocol=deepseek"], "eval.protocol=deepseek samples several"),
     "eval-unknown-protocol": Case(["eval", "{cfg}", "eval.protocol=lm_eval"], "'lm_eval' is not one of"),
+    "eval-no-dataset": Case(["eval", "{cfg}", "eval.datasets=[]"], "eval.datasets: empty", needs="data"),
     "eval-unknown-dataset": Case(["eval", "{cfg}", "eval.datasets=[mmlu]"], "unknown dataset 'mmlu'", needs="data"),
     "eval-dataset-not-in-run": Case(["eval", "{cfg}", "eval.datasets=[gsm8k_test]"], "gsm8k_test is not part of this run", needs="data"),
     "report-missing-rollouts": Case(["regime-w", "report", "{src}/none.jsonl"], "none.jsonl: file not found"),

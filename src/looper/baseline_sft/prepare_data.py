@@ -189,8 +189,9 @@ def load_platinum(platinum: PlatinumConfig) -> list[dict[str, Any]] | None:
     # dropped before numbering, so that ids match the Hub copy's (which has no rejected rows)
     kept = [(where, row) for where, row in rows if str(row.get("cleaning_status", "")).strip().lower() != "rejected"]
     if len(kept) < len(rows):
-        print(f"prepare-data: GSM8K-Platinum: {len(rows) - len(kept)} rows marked cleaning_status=rejected dropped, "
-              f"{len(kept)} kept")
+        dropped = len(rows) - len(kept)
+        print(f"prepare-data: GSM8K-Platinum: {dropped} {'row' if dropped == 1 else 'rows'} marked cleaning_status=rejected "
+              f"dropped, {len(kept)} kept")
     if rows and not kept:
         raise InputError(f"GSM8K-Platinum ({platinum.source}): every row is marked cleaning_status=rejected")
     return to_records(kept, "gsm8k_platinum-test", f"platinum:{platinum.source}", keep=("cleaning_status",))

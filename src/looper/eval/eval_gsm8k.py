@@ -166,6 +166,8 @@ def main(config: RunConfig) -> RunDir:
     for name in config.eval.models:
         if name not in MODELS:
             raise InputError(f"eval.models: unknown model {name!r}; expected base, sft or rl")
+    if not config.eval.datasets:
+        raise InputError(f"eval.datasets: empty; name at least one of {', '.join(DATASETS)}")
     datasets = {name: dataset_rows(name, config, run) for name in config.eval.datasets}
     engine = resolve_engine(config.eval.engine, "eval.engine")
     tokenizer = load_tokenizer(config.model)
