@@ -111,10 +111,9 @@ def check_lengths(examples: Any, tokenizer: Any, max_length: int | None, section
         full = tokenizer([r["prompt"] + r[key] + eos for r in rows])["input_ids"]
         long = [i for i, ids in enumerate(full) if len(ids) > max_length]
         cut += len(long)
-        ends = {i: _answer_end(rows[i][key]) for i in long}
-        heads = tokenizer([rows[i]["prompt"] + rows[i][key][:ends[i]] for i in long if ends[i] is not None])["input_ids"] if any(
-            e is not None for e in ends.values()) else []
-        answers += sum(len(ids) > max_length for ids in heads)
+        # each cut example up to the end of its answer line (those that have one)
+        heads = [rows[i]["prompt"] + rows[i][key][:end] for i in long if (end := _answer_end(rows[i][key])) is not None]
+        answers += sum(len(ids) > max_length for ids in tokenizer(heads)["input_ids"]) if heads else 0
     if cut:
         what = " / ".join(completions)
         print(f"warning: {section}.max_length={max_length}: {cut} of {len(rows) * len(completions)} {what} examples are "
