@@ -242,6 +242,10 @@ def test_vllm_engine_arguments():
     assert "quantization" not in vllm_engine_args("/m", "/m", adapter_rank=None, **(base | {"quantization": "8bit"}))
     mine = vllm_engine_args("/m", "/m", adapter_rank=None, **(base | {"overrides": {"gpu_memory_utilization": 0.5, "seed": 9}}))
     assert mine["gpu_memory_utilization"] == 0.5 and mine["seed"] == 9  # the user's rollouts.vllm / eval.vllm win
+    wide = base | {"max_num_seqs": 1024}
+    assert vllm_engine_args("/m", "/m", adapter_rank=None, **wide)["max_cudagraph_capture_size"] == 1024
+    assert "max_cudagraph_capture_size" not in vllm_engine_args("/m", "/m", adapter_rank=None,
+                                                                 **(wide | {"overrides": {"enforce_eager": True}}))
     with pytest.raises(InputError, match="vLLM runs LoRA adapters in bfloat16 or float16 only"):  # seen on the H200
         vllm_engine_args("/m", "/m", adapter_rank=8, **(base | {"dtype": "float32"}))
     with pytest.raises(InputError, match="LoRA rank 1024 is above vLLM's largest"):
@@ -261,7 +265,8 @@ def fake_vllm(monkeypatch, tiny):
 
     class LLMEngine:
         @classmethod
-        def from_engine_args(cls, args):
+        def from_engine_args(cls, args, usage_context=None):
+            seen["usage_context"] = usage_context
             return cls()
 
         def __init__(self):
@@ -303,6 +308,10 @@ def fake_vllm(monkeypatch, tiny):
     monkeypatch.setitem(sys.modules, "vllm.sampling_params", sampling)
     monkeypatch.setitem(sys.modules, "vllm.lora", types.ModuleType("vllm.lora"))
     monkeypatch.setitem(sys.modules, "vllm.lora.request", lora)
+    usage = types.ModuleType("vllm.usage.usage_lib")
+    usage.UsageContext = types.SimpleNamespace(LLM_CLASS="LLM_CLASS")
+    monkeypatch.setitem(sys.modules, "vllm.usage", types.ModuleType("vllm.usage"))
+    monkeypatch.setitem(sys.modules, "vllm.usage.usage_lib", usage)
     return seen, tokenizer
 
 
@@ -313,6 +322,7 @@ def test_vllm_engine_hands_each_request_its_settings_and_takes_results_as_they_f
     requests = [GenRequest(("q", k), f"Problem {k}: how many?", [0.0, 0.7][k % 2], 0.9, seed=100 + k) for k in range(7)]
     results = generate(engine, requests, 5, progress=False)
     assert seen["engine_args"] == {"model": "/m"}
+    assert seen["usage_context"] == "LLM_CLASS"  # vllm.LLM's offline scheduler defaults, not the server engine's
     assert [r.key for r in results] == [r.key for r in requests]  # back in request order, though finished out of order
     prompt_ids = tokenizer([r.prompt for r in requests], add_special_tokens=False)["input_ids"]
     assert [a[1]["prompt_token_ids"] for a in seen["added"]] == prompt_ids  # token ids, tokenised as the hf engine does

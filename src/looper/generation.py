@@ -265,6 +265,10 @@ def vllm_engine_args(model: str, tokenizer: str, *, adapter_rank: int | None, dt
         args.update(enable_lora=True, max_lora_rank=rank, max_loras=1)
     if quantization == "4bit":
         args["quantization"] = "bitsandbytes"
+    if max_num_seqs > 512 and not {"enforce_eager", "compilation_config"} & set(overrides):
+        # vLLM captures CUDA graphs for batches of at most min(2 * max_num_seqs, 512) sequences and decodes larger
+        # ones eagerly; a small model at 1,024 sequences spends most of a step launching kernels
+        args["max_cudagraph_capture_size"] = max_num_seqs
     return args | dict(overrides)
 
 
@@ -287,11 +291,15 @@ class VLLMEngine:
     def __init__(self, engine_args: dict[str, Any], tokenizer: Any, eos: list[int], adapter: Path | None, seeded: bool):
         from vllm import EngineArgs, LLMEngine
         from vllm.lora.request import LoRARequest
+        from vllm.usage.usage_lib import UsageContext
 
         self.tokenizer, self.eos, self.seeded = tokenizer, eos, seeded
         self.lora = LoRARequest(adapter.name, 1, str(adapter)) if adapter is not None else None
         with _engine_process_env():
-            self.engine = LLMEngine.from_engine_args(EngineArgs(**engine_args))
+            # vLLM's offline-batch scheduler defaults, as ``vllm.LLM`` takes them (16,384 tokens a step on GPUs of
+            # 70 GiB or more); LLMEngine's own default context allows 2,048, so a batch of 1,024 decoding
+            # sequences leaves room to prefill only a few new prompts a step and the batch runs part-empty
+            self.engine = LLMEngine.from_engine_args(EngineArgs(**engine_args), usage_context=UsageContext.LLM_CLASS)
         self._next_id = 0
 
     def run(self, requests: Sequence[GenRequest], encoded: list[list[int]], max_new_tokens: int) -> Iterator[tuple[int, GenResult]]:
