@@ -4,11 +4,12 @@ arguments handed to vLLM, and the one generate-and-record loop."""
 import json
 import sys
 import types
+from pathlib import Path
 
 import pytest
 import torch
 
-from looper.config import ModelConfig
+from looper.config import ModelConfig, load_config
 from looper.generation import (
     GenRequest,
     HFEngine,
@@ -23,10 +24,11 @@ from looper.generation import (
     row_uniforms,
     sample,
     vllm_engine_args,
+    vllm_engine_for,
     vllm_sampling_kwargs,
 )
 from looper.modeling import load_model, load_tokenizer
-from looper.runs import InputError
+from looper.runs import InputError, RunDir
 
 
 @pytest.fixture(scope="module")
@@ -333,6 +335,30 @@ def test_vllm_engine_hands_each_request_its_settings_and_takes_results_as_they_f
         assert r.num_tokens == 5 and not r.truncated and r.token_ids == [ids[-1]] * 4 + [tokenizer.eos_token_id]
         assert r.text == tokenizer.decode([ids[-1]] * 4)  # the stop id is a special token: not in the text
     assert len({a[0] for a in seen["added"]}) == 7
+
+
+@pytest.mark.parametrize("mode", ["merged", "lora"])
+def test_vllm_serves_an_adapter_merged_in_a_temporary_checkpoint_or_as_a_lora_request(fake_vllm, tiny_model_dir, tmp_path,
+                                                                                     mode):
+    from peft import LoraConfig, get_peft_model
+
+    seen, tokenizer = fake_vllm
+    config = load_config(None, [f"runs_dir={tmp_path}", f"model.name_or_path={tiny_model_dir}", "model.dtype=bfloat16",
+                                f"rollouts.vllm_adapter={mode}"])
+    run = RunDir.of(config)
+    base = load_model(ModelConfig(name_or_path=str(tiny_model_dir), dtype="float32"))
+    get_peft_model(base, LoraConfig(r=8, lora_alpha=16, init_lora_weights=False, task_type="CAUSAL_LM",
+                                    target_modules=["q_proj", "v_proj"])).save_pretrained(run.lora_sft)
+    with vllm_engine_for(config, run, "sft", config.rollouts, tokenizer, 16) as engine:
+        served = Path(seen["engine_args"]["model"])
+        if mode == "merged":  # a plain checkpoint vLLM loads as a model: config, weights, tokenizer; no LoRA
+            assert served.parent == run.root / "checkpoints" and served.name.startswith(".merged-sft-")
+            assert {"config.json", "model.safetensors", "tokenizer_config.json"} <= {f.name for f in served.iterdir()}
+            assert engine.lora is None and "enable_lora" not in seen["engine_args"]
+        else:
+            assert served == tiny_model_dir and engine.lora.args[2] == str(run.lora_sft)
+            assert seen["engine_args"]["enable_lora"] and seen["engine_args"]["max_lora_rank"] == 8
+    assert [p.name for p in (run.root / "checkpoints").iterdir()] == ["lora_sft"]  # the merged copy is gone
 
 
 def test_generate_records_resumes_and_keeps_questions_whole(tiny, tmp_path):
