@@ -70,7 +70,7 @@ def test_every_training_path_starts_with_the_generation_prompt(r1_tiny_model_dir
     from transformers import AutoTokenizer
 
     from looper.baseline_sft.train_sft import build_dataset, generated_example
-    from looper.prompts import preference_prompt
+    from looper.prompts import question_prompt
     from looper.rl_training.train_rl import dpo_dataset, online_dataset
     from looper.runs import RunDir
 
@@ -91,7 +91,7 @@ def test_every_training_path_starts_with_the_generation_prompt(r1_tiny_model_dir
         assert ids[-1] == tok.eos_token_id and ids.count(tok.eos_token_id) == 1
         assert "</think>" in tok.decode(ids[len(gen):])  # the reasoning is trained, not cut by the template
 
-    prompt = preference_prompt(QUESTION, config.model.system_prompt, config.model.prompt_format)  # as build-preferences
+    prompt = question_prompt(QUESTION, config.model.system_prompt, config.model.prompt_format)  # as build-preferences
     run.preferences.write_text(json.dumps({"prompt": prompt, "question": QUESTION, "better": FINISHED,
                                            "worse": "I think it is 70.\n</think>\n\n#### 70"}) + "\n")
     pair = dpo_dataset(config, run)[0]

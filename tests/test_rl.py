@@ -173,7 +173,7 @@ def test_dpo_trains_on_the_whole_reasoning_under_a_reasoning_template(tmp_path, 
     from transformers import AutoTokenizer
 
     from looper.config import load_config
-    from looper.prompts import preference_prompt
+    from looper.prompts import question_prompt
     from looper.rl_training.train_rl import dpo_dataset
     from looper.runs import RunDir
 
@@ -186,7 +186,7 @@ def test_dpo_trains_on_the_whole_reasoning_under_a_reasoning_template(tmp_path, 
     run = RunDir.of(config)
     run.preferences.parent.mkdir(parents=True)
     better, worse = "Half of 14 is 7.\n</think>\n#### 7", "14 halves... wait.\n</think>\n#### 8"
-    prompt = preference_prompt("What is half of 14?", config.model.system_prompt, "chat")
+    prompt = question_prompt("What is half of 14?", config.model.system_prompt, "chat")
     run.preferences.write_text(json.dumps({"prompt": prompt, "chosen": [{"role": "assistant", "content": better}],
                                            "rejected": [{"role": "assistant", "content": worse}], "better": better,
                                            "worse": worse}) + "\n")
@@ -203,9 +203,9 @@ def test_chat_user_format_puts_the_instruction_in_the_user_turn(tiny_model_dir):
     every stage's prompt (SFT examples, generation, preference / GRPO prompts)."""
     from transformers import AutoTokenizer
 
-    from looper.prompts import preference_prompt, render_prompt, sft_example
+    from looper.prompts import question_prompt, render_prompt, sft_example
 
-    messages = preference_prompt(" What is 6 x 7? ", "Answer as '#### N'.", "chat_user")
+    messages = question_prompt(" What is 6 x 7? ", "Answer as '#### N'.", "chat_user")
     assert messages == [{"role": "user", "content": "Answer as '#### N'.\n\nWhat is 6 x 7?"}]
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     tok.chat_template = R1_STYLE_TEMPLATE

@@ -124,7 +124,7 @@ class DataConfig:
     test_path: str | None = _help("source=local: the test file when path is a file.", None)
     hub_id: str = _help("Hub dataset id for source=hub.", "openai/gsm8k")
     hub_config: str = _help("Hub dataset config for source=hub.", "main")
-    dev_fraction: float = _help("Share of the train split held out as dev (the plan's 80/20).", 0.2, gt=0, lt=1)
+    dev_fraction: float = _help("Share of the train split held out as dev (the plan's 80/20: docs/plan.md §1).", 0.2, gt=0, lt=1)
     max_train: int | None = _help("Keep at most this many train+dev problems (before the split); null keeps all.", None, ge=2)
     max_test: int | None = _help("Keep at most this many test problems; null keeps all.", None, ge=1)
     symbolic_train_size: int = _help("gsm_symbolic: number of generated train+dev problems.", 1000, ge=2)
@@ -264,7 +264,7 @@ class RLConfig:
         "adapter, continues training it, takes the next rollouts.num_questions training questions, and lives in "
         "rounds/<k>/ (resumable on its own); eval scores the last round.", 1, ge=1)
     reference: Literal["adapter", "two_models"] = _help(
-        "DPO reference: adapter = one base, frozen copy of the SFT adapter; two_models = the plan's layout.", "adapter"
+        "DPO reference: adapter = one base, frozen copy of the SFT adapter; two_models = the plan's layout (docs/plan.md §6).", "adapter"
     )
     num_questions: int | None = _help("GRPO/RLOO: training questions used; null = all.", None, ge=1)
     mix_arms: bool = _help("GRPO/RLOO: each group mixes arms' system prompts so s_cf is measured in the group.", True)

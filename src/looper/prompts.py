@@ -1,6 +1,6 @@
 """The one prompt template, shared by SFT, rollouts, GRPO/DPO and eval.
 
-``plain`` (the plan's): ``{system}\\n\\nProblem: {question}\\n\\nSolution:``, completion `` {solution}``.
+``plain`` (the plan's, docs/plan.md §2): ``{system}\\n\\nProblem: {question}\\n\\nSolution:``, completion `` {solution}``.
 ``chat``: system / user / assistant messages through the model's own chat template (instruct models).
 ``chat_user``: the same without a system message, the instruction opening the user turn (DeepSeek's advice
 for its R1 models: no system prompt, every instruction in the user prompt).
@@ -40,11 +40,11 @@ def tokenizer_adds_bos(tokenizer: Any) -> bool:
 
 def render_prompt(tokenizer: Any, question: str, system_prompt: str, prompt_format: str) -> str:
     """The prompt as text, ready for ``tokenizer(text)`` (chat: with the generation prompt)."""
-    return render_messages(tokenizer, preference_prompt(question, system_prompt, prompt_format))
+    return render_messages(tokenizer, question_prompt(question, system_prompt, prompt_format))
 
 
 def render_messages(tokenizer: Any, prompt: Any) -> str:
-    """A ``preference_prompt`` as text for ``tokenizer(text)``: a message list through the chat template with
+    """A ``question_prompt`` (text or messages) as text for ``tokenizer(text)``: a message list through the chat template with
     its generation prompt, or the text itself.
 
     A template that writes the BOS token (R1's, Llama 3's) loses it here when the tokenizer adds BOS on
@@ -101,8 +101,9 @@ def deepseek_prompt(tokenizer: Any, question: str, prompt_format: str) -> str:
     return render_messages(tokenizer, [{"role": "user", "content": text}] if prompt_format in CHAT_FORMATS else text)
 
 
-def preference_prompt(question: str, system_prompt: str, prompt_format: str) -> Any:
-    """Prompt of a question before rendering (text, or a message list for chat); ``render_messages`` renders it."""
+def question_prompt(question: str, system_prompt: str, prompt_format: str) -> Any:
+    """The prompt of a question before rendering, for every stage (SFT, rollouts, DPO, GRPO, eval): text, or a
+    message list for the chat formats; ``render_messages`` renders it."""
     if prompt_format in CHAT_FORMATS:
         return chat_messages(question, system_prompt, in_user=prompt_format == "chat_user")
     return plain_prompt(question, system_prompt)

@@ -1,4 +1,4 @@
-"""eval on GSM8K-Platinum (the plan's script name): the eval stage restricted to the cleaned test set.
+"""eval on GSM8K-Platinum (the plan's script name, docs/plan.md §7): the eval stage restricted to the cleaned test set.
 
     python -m looper.eval.eval_platinum configs/r1-distill-llama-8b.yaml
 

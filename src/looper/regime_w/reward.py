@@ -1,4 +1,4 @@
-"""Regime W rewards: one per trajectory (for preference pairs and GRPO), and the plan's question-level one.
+"""Regime W rewards: one per trajectory (for preference pairs and GRPO), and the plan's question-level one (docs/plan.md §3).
 
 For trajectory i of a question (docs/regime_w.md)::
 

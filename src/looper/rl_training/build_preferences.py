@@ -4,7 +4,7 @@
     python -m looper.rl_training.build_preferences configs/demo.yaml preferences.min_margin=0.2
 
 Reads ``data/rl_rollouts.jsonl`` and writes ``data/preferences.jsonl``: TRL's explicit-prompt format
-(``prompt``, ``chosen``, ``rejected``), the plan's names (``question``, ``better``, ``worse``) and
+(``prompt``, ``chosen``, ``rejected``), the plan's names (``question``, ``better``, ``worse``; docs/plan.md §5) and
 metadata (id, both arms, both rewards). train-rl trains on the prompt rendered as generation saw it
 and the ``better`` / ``worse`` texts verbatim (a reasoning model's chat template would cut the
 message-form answers at ``</think>``). A pair is kept when the reward gap is at least
@@ -25,7 +25,7 @@ from collections import Counter
 from typing import Any
 
 from looper.config import RunConfig
-from looper.prompts import preference_completion, preference_prompt
+from looper.prompts import preference_completion, question_prompt
 from looper.regime_w.arms import build_all_arms
 from looper.regime_w.pairs import select_pairs
 from looper.regime_w.reward import trajectory_rewards
@@ -82,7 +82,7 @@ def main(config: RunConfig, run: RunDir | None = None) -> None:
             chosen, rejected = trajs[ci], trajs[ri]
             # DPO trains the policy on the plan's SFT prompt: the chosen arm's system prompt would make
             # chosen and rejected come from different prompts, so both use the SFT system prompt.
-            prompt = preference_prompt(rec["question"], config.model.system_prompt, fmt)
+            prompt = question_prompt(rec["question"], config.model.system_prompt, fmt)
             pairs.append({
                 "prompt": prompt, "chosen": preference_completion(chosen["text"], fmt),
                 "rejected": preference_completion(rejected["text"], fmt),

@@ -1,4 +1,4 @@
-"""train-ppo: the plan's PPO entry point. It runs TRL's RLOO with the Regime W reward.
+"""train-ppo: the plan's PPO entry point (docs/plan.md §6). It runs TRL's RLOO with the Regime W reward.
 
     looper train-ppo configs/demo.yaml
     python -m looper.rl_training.train_ppo configs/demo.yaml
