@@ -19,7 +19,7 @@ fi
 if [ "${LOOPER_UNLOCKED:-0}" = 1 ]; then
   # the newest of everything but torch, which stays the build installed above
   torch_version=$("$VPY" -c "import torch; print(torch.__version__.split('+')[0])")
-  "$VPY" -m pip install -q --upgrade --upgrade-strategy eager -e ".[test]" "torch==$torch_version"
+  "$VPY" -m pip install -q --upgrade --upgrade-strategy eager -e ".[test,lm-eval]" "torch==$torch_version"
 else
-  "$VPY" -m pip install -q -c constraints.txt -e ".[test]"
+  "$VPY" -m pip install -q -c constraints.txt -e ".[test,lm-eval]"
 fi

@@ -67,3 +67,6 @@ def test_paired_difference_and_mean_interval_known_values():
         paired_difference([1.0], [1.0, 0.0])
     mean, lo, hi = mean_interval([0.0, 1.0, 1.0, 1.0])
     assert mean == 0.75 and lo >= 0.0 and hi == 1.0  # clipped to [0, 1]
+    # every question at 0% (or 100%): the Wilson interval of 0 in 4 (of 100 in 100), not a zero-width one
+    assert mean_interval([0.0] * 4) == pytest.approx((0.0, 0.0, 0.4899), abs=1e-4)
+    assert mean_interval([1.0] * 100) == pytest.approx((1.0, 0.9630, 1.0), abs=1e-4)

@@ -302,11 +302,13 @@ class EvalConfig:
                          "and pass@k, with paired per-question comparisons.", 1, ge=1)
     temperature: float = _help("Temperature when samples > 1 (greedy when samples == 1); protocol looper.", 0.7, gt=0)
     top_p: float = _help("Nucleus sampling (top_p) when samples > 1; protocol looper.", 1.0, gt=0, le=1)
-    protocol: Literal["looper", "deepseek"] = _help(
+    protocol: Literal["looper", "deepseek", "lm-eval"] = _help(
         "looper: the run's own prompt (model.system_prompt, prompt_format), greedy unless samples > 1. deepseek: "
         "DeepSeek-R1's evaluation of its models (R1 paper and model card): no system prompt, the question then "
         "'Please reason step by step, and put your final answer within \\boxed{}.' in the user turn, temperature 0.6, "
-        "top_p 0.95, eval.samples (>= 2) answers per question, pass@1 = their mean (avg@k).", "looper")
+        "top_p 0.95, eval.samples (>= 2) answers per question, pass@1 = their mean (avg@k). lm-eval: "
+        "lm-evaluation-harness's gsm8k task run by lm-eval itself (5-shot, greedy, strict-match and flexible-extract "
+        "as lm-eval defines them) on the run's GSM8K splits; looper's lm-eval extra.", "looper")
 
 
 @dataclass

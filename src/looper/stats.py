@@ -6,8 +6,8 @@ import math
 from collections.abc import Sequence
 
 
-def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
-    """95% Wilson score interval for a proportion (well-behaved near 0 and 1, unlike the normal one)."""
+def wilson_interval(successes: float, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """95% Wilson score interval for a proportion successes / n (well-behaved near 0 and 1, unlike the normal one)."""
     if n == 0:
         return (0.0, 0.0)
     p = successes / n
@@ -46,13 +46,17 @@ Z95, Z80 = 1.959964, 0.841621  # standard normal quantiles: two-sided 5% test, 8
 
 
 def mean_interval(values: Sequence[float]) -> tuple[float, float, float]:
-    """Mean of per-question values (e.g. each question's share of k sampled answers that are correct) and its 95%
-    interval from the normal approximation, mean +- 1.96 sd / sqrt(n), clipped to [0, 1]."""
+    """Mean of per-question values in [0, 1] (e.g. each question's share of k sampled answers that are correct) and
+    its 95% interval from the normal approximation, mean +- 1.96 sd / sqrt(n), clipped to [0, 1]. When every
+    question scores alike (sd = 0: all 0% or all 100%) that interval has no width; then it is the Wilson interval
+    of the mean with the n questions as the sample (Wilson 1927), what n questions of one answer each would give."""
     n = len(values)
     if n == 0:
         return (0.0, 0.0, 0.0)
     mean = sum(values) / n
     se = _sd(values, mean) / math.sqrt(n) if n > 1 else 0.0
+    if se == 0.0:
+        return (mean, *wilson_interval(mean * n, n))
     return (mean, max(0.0, mean - Z95 * se), min(1.0, mean + Z95 * se))
 
 

@@ -8,7 +8,8 @@ checkpoints/lora_rl; a missing adapter is skipped with a notice) and each datase
 ``eval.datasets``, answers are generated with one engine per model (``looper.generation``) under
 ``eval.protocol``: ``looper`` (the run's own prompt, greedy unless ``eval.samples > 1``) or ``deepseek``
 (DeepSeek-R1's: its \\boxed{} instruction, k samples at T=0.6, top_p=0.95, pass@1 as their mean), and
-checked by the one answer checker in strict and flexible mode. Per-sample records are appended
+checked by the one answer checker in strict and flexible mode; or ``lm-eval`` (lm-evaluation-harness's
+``gsm8k`` task, generated and scored by lm-eval itself: ``looper.eval.lm_eval_gsm8k``). Per-sample records are appended
 to ``eval/<model>__<dataset>.jsonl`` as they finish, so a killed eval continues where it stopped.
 ``eval/summary.json`` and ``eval/report.md`` (tables, 95% intervals, exact McNemar tests, flipped
 questions, PNG plots) are written at the end, and the table is printed.
@@ -22,6 +23,7 @@ from typing import Any
 
 from looper.answers import extract_answer, is_correct
 from looper.config import RunConfig
+from looper.eval.lm_eval_gsm8k import check_lm_eval_protocol, evaluate_lm_eval
 from looper.eval.report import write_report
 from looper.generation import GenRequest, LazyEngine, generate_records, generation_speed, open_engine, resolve_engine
 from looper.modeling import load_tokenizer, peak_gpu_memory_gib, stage_model_path
@@ -124,7 +126,10 @@ def eval_prompt(tokenizer: Any, question: str, config: RunConfig) -> str:
     return render_prompt(tokenizer, question, config.model.system_prompt, config.model.prompt_format)
 
 
-def check_protocol(ev: Any) -> None:
+def check_protocol(config: RunConfig) -> None:
+    ev = config.eval
+    if ev.protocol == "lm-eval":
+        check_lm_eval_protocol(config)
     if ev.protocol == "deepseek" and ev.samples < 2:
         raise InputError("eval.protocol=deepseek samples several answers per question and averages them (DeepSeek advises "
                          "against greedy decoding for R1 models); set eval.samples >= 2 (e.g. 16)")
@@ -152,7 +157,7 @@ def evaluate(engine: LazyEngine, tokenizer: Any, rows: list[dict[str, Any]], con
 
 
 def main(config: RunConfig) -> RunDir:
-    check_protocol(config.eval)
+    check_protocol(config)
     run = RunDir.of(config)
     available = [m for m in config.eval.models if m in MODELS and (m == "base" or Path(stage_model_path(config, run, m)).exists())]
     # Unlike training stages, a changed config simply redoes eval: each per-sample file carries the
@@ -169,9 +174,13 @@ def main(config: RunConfig) -> RunDir:
     if not config.eval.datasets:
         raise InputError(f"eval.datasets: empty; name at least one of {', '.join(DATASETS)}")
     datasets = {name: dataset_rows(name, config, run) for name in config.eval.datasets}
-    engine = resolve_engine(config.eval.engine, "eval.engine")
+    lm_eval = config.eval.protocol == "lm-eval"
+    engine = None if lm_eval else resolve_engine(config.eval.engine, "eval.engine")
     tokenizer = load_tokenizer(config.model)
     shards = Shards()  # one process per GPU under accelerate launch / torchrun; else a single shard
+    if lm_eval and shards.world > 1:
+        raise InputError("eval.protocol=lm-eval runs in one process (lm-eval spreads over GPUs with its own "
+                         "`accelerate launch -m lm_eval`); run looper eval without accelerate launch")
     if shards.is_main:
         run = start_stage(config, STAGE)
     records: dict[str, dict[str, list[dict]]] = {}
@@ -183,6 +192,13 @@ def main(config: RunConfig) -> RunDir:
             continue
         fingerprint = {"model": _model_fingerprint(config, run, which), "eval": config.section_hash("eval", "model")}
         records[which] = {}
+        if lm_eval:  # lm-eval generates and scores itself; its request cache makes a rerun resume
+            for name, rows in datasets.items():
+                final = run.eval_dir / f"{which}__{name}.jsonl"
+                records[which][name] = evaluate_lm_eval(config, run, which, rows, tokenizer, f"{which}/{name}")
+                atomic_write_jsonl(final, records[which][name])
+                atomic_write_json(final.with_suffix(".meta.json"), fingerprint)
+            continue
         with LazyEngine(lambda: open_engine(config, run, which, engine, "eval", config.eval.max_new_tokens, tokenizer)) as lazy:
             for name, rows in datasets.items():
                 final = run.eval_dir / f"{which}__{name}.jsonl"

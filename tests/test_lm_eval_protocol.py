@@ -1,0 +1,85 @@
+"""eval.protocol=lm-eval against lm-evaluation-harness's own command line on the same questions: the same responses,
+answers and scores per question, for the base model and an SFT adapter (tiny model; docs/results.md has the run on
+the embedded SmolLM2)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import read_jsonl, run_looper
+
+pytest.importorskip("lm_eval")
+
+REPO = Path(__file__).resolve().parents[1]
+LIMIT = 5
+
+
+def write_source(folder: Path) -> Path:
+    """A GSM8K-format copy whose train rows all differ, so a few-shot pool in the wrong order changes the prompts."""
+    folder.mkdir(parents=True, exist_ok=True)
+    train = [{"question": f"Ann has {i} pens and gets {i % 7 + 1} more. How many pens?",
+              "answer": f"{i} + {i % 7 + 1} = {i + i % 7 + 1}\n#### {i + i % 7 + 1}"} for i in range(30)]
+    test = [{"question": f"Bo has {3 * i} cups and breaks {i}. How many cups are left?",
+             "answer": f"{3 * i} - {i} = {2 * i}\n#### {2 * i:,}"} for i in range(1, 9)]
+    for name, rows in (("train", train), ("test", test)):
+        (folder / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder
+
+
+def lm_eval_own_run(source: Path, pretrained: Path, adapter: Path | None, out: Path) -> dict[int, dict[str, dict]]:
+    """lm-eval's command line on its own gsm8k task, the data swapped for the local copy through a task file that
+    includes lm-eval's gsm8k.yaml: {doc_id: {filter: logged sample}}."""
+    from lm_eval.tasks import TaskManager
+
+    stock = TaskManager().task_index["gsm8k"].yaml_path
+    tasks = out / "tasks"
+    tasks.mkdir(parents=True)
+    (tasks / "gsm8k_local.yaml").write_text(
+        f"include: {stock}\ntask: gsm8k_local\ntag: []\ndataset_path: json\ndataset_name: null\n"
+        f"dataset_kwargs:\n  data_files:\n    train: {source / 'train.jsonl'}\n    test: {source / 'test.jsonl'}\n")
+    model_args = f"pretrained={pretrained},dtype=float32" + (f",peft={adapter}" if adapter else "")
+    proc = subprocess.run([sys.executable, "-m", "lm_eval", "run", "--model", "hf", "--model_args", model_args, "--tasks",
+                    "gsm8k_local", "--include_path", str(tasks), "--limit", str(LIMIT), "--batch_size", "4", "--device", "cpu",
+                    "--log_samples", "--output_path", str(out / "results")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    samples = next((out / "results").rglob("samples_gsm8k_local_*.jsonl"))
+    by_doc: dict[int, dict[str, dict]] = {}
+    for sample in read_jsonl(samples):
+        by_doc.setdefault(sample["doc_id"], {})[sample["filter"]] = sample
+    return by_doc
+
+
+def test_lm_eval_protocol_matches_lm_evals_own_run(tmp_path, tiny_model_dir):
+    source = write_source(tmp_path / "gsm8k")
+    a = ["configs/demo.yaml", f"runs_dir={tmp_path / 'runs'}", f"model.name_or_path={tiny_model_dir}", "data.source=local",
+         f"data.path={source}", "sft.trainer.max_steps=1", "sft.lora.r=4", "eval.protocol=lm-eval", "eval.models=[base,sft]",
+         "eval.datasets=[gsm8k_test]", f"eval.limit={LIMIT}", "eval.batch_size=4", "model.dtype=float32"]
+    run_looper("prepare-data", *a, cwd=REPO)
+    run_looper("sft", *a, cwd=REPO)
+    out = run_looper("eval", *a, cwd=REPO)
+    assert "lm-eval's gsm8k task" in out.stdout and "strict % [95% CI]" in out.stdout
+    run = tmp_path / "runs" / "demo"
+    for which, adapter in (("base", None), ("sft", run / "checkpoints" / "lora_sft")):
+        mine = read_jsonl(run / "eval" / f"{which}__gsm8k_test.jsonl")
+        theirs = lm_eval_own_run(source, tiny_model_dir, adapter, tmp_path / f"lm_eval_{which}")
+        assert len(mine) == len(theirs) == LIMIT
+        for i, rec in enumerate(mine):
+            strict, flexible = theirs[i]["strict-match"], theirs[i]["flexible-extract"]
+            assert rec["question"] == strict["doc"]["question"]
+            assert rec["prompt_hash"] == strict["prompt_hash"]  # the same five examples from the pool, in order
+            assert rec["output"] == strict["resps"][0][0]  # the same prompt (few-shot examples included), same answer
+            for mode, sample in (("strict", strict), ("flexible", flexible)):
+                answer = sample["filtered_resps"][0]
+                assert rec[f"answer_{mode}"] == (None if answer == "[invalid]" else answer)
+                assert rec[f"correct_{mode}"] == bool(sample["exact_match"])
+
+
+def test_lm_eval_protocol_refuses_what_lm_evals_task_cannot_take(tmp_path, tiny_model_dir):
+    a = ["configs/demo.yaml", f"runs_dir={tmp_path}", f"model.name_or_path={tiny_model_dir}", "eval.protocol=lm-eval"]
+    proc = run_looper("eval", *a, "eval.samples=4", cwd=REPO, check=False)
+    assert proc.returncode == 2 and "data.source=gsm_symbolic is not GSM8K" in proc.stderr
+    proc = run_looper("eval", *a, "data.source=local", "data.path=x", "eval.samples=4", cwd=REPO, check=False)
+    assert proc.returncode == 2 and "set eval.samples=1" in proc.stderr
