@@ -45,7 +45,7 @@ def lm_eval_run(gsm8k: Path, pretrained: str, adapter: Path | None, dtype: str, 
                "--include_path", str(tasks), "--limit", str(limit), "--batch_size", str(batch), "--log_samples",
                "--output_path", str(out / "results")]
     subprocess.run(command, check=True)
-    samples = sorted((out / "results").rglob("samples_gsm8k_local_*.jsonl"))[-1]
+    samples = max((out / "results").rglob("samples_gsm8k_local_*.jsonl"))
     by_doc: dict[int, dict[str, dict]] = {}
     for line in samples.read_text().splitlines():
         sample = json.loads(line)

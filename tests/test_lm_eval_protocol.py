@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import read_jsonl, run_looper
 
 pytest.importorskip("lm_eval")
@@ -43,7 +42,7 @@ def lm_eval_own_run(source: Path, pretrained: Path, adapter: Path | None, out: P
     model_args = f"pretrained={pretrained},dtype=float32" + (f",peft={adapter}" if adapter else "")
     proc = subprocess.run([sys.executable, "-m", "lm_eval", "run", "--model", "hf", "--model_args", model_args, "--tasks",
                     "gsm8k_local", "--include_path", str(tasks), "--limit", str(LIMIT), "--batch_size", "4", "--device", "cpu",
-                    "--log_samples", "--output_path", str(out / "results")], capture_output=True, text=True)
+                    "--log_samples", "--output_path", str(out / "results")], capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     samples = next((out / "results").rglob("samples_gsm8k_local_*.jsonl"))
     by_doc: dict[int, dict[str, dict]] = {}
