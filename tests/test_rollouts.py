@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from conftest import read_jsonl, run_looper
+from looper.regime_w.arms import build_all_arms
+from looper.regime_w.scoring import s_cf_for_question, s_end_for_question
 from looper.runs import JsonlAppender
 
 REPO = Path(__file__).resolve().parents[1]
@@ -42,6 +44,16 @@ def test_rollouts_and_preferences(sft_done, tiny_model_dir):
     assert set(t) >= {"arm", "family", "sample", "temperature", "seed", "text", "reasoning", "answer", "num_tokens",
                       "truncated", "reward", "parts"}
     assert len({tr["seed"] for tr in rec["trajectories"]}) == 16  # per (question, arm, sample)
+    # the values hold what the keys promise: each arm's own sampling settings, the token limit, and scores that
+    # recompute from the saved answers
+    arms = {arm.name: arm for arm in build_all_arms()}
+    for record in records:
+        trajectories = record["trajectories"]
+        assert all(tr["temperature"] == arms[tr["arm"]].temperature and tr["family"] == arms[tr["arm"]].family
+                   for tr in trajectories)
+        assert all(0 < tr["num_tokens"] <= 12 and (tr["num_tokens"] == 12 or not tr["truncated"]) for tr in trajectories)
+        assert record["scores"]["s_end"] == pytest.approx(s_end_for_question([tr["answer"] for tr in trajectories]))
+        assert record["scores"]["s_cf"] == pytest.approx(s_cf_for_question(trajectories))
     out = run_looper("build-preferences", *a, cwd=REPO)
     assert "pairs from" in out.stdout
     pairs = read_jsonl(sft_done / "demo" / "data" / "preferences.jsonl")
