@@ -238,7 +238,7 @@ class RolloutsConfig:
     vllm_adapter: Literal["merged", "lora"] = _help(
         "vllm: how a LoRA adapter is served. merged: folded into the base weights in a temporary checkpoint of the run "
         "(as the hf engine runs it; SmolLM2's rollouts with a LoRARequest ran at ~9,500 tokens/s, the plain model at "
-        "22,198: docs/benchmarks.md); lora: "
+        "22,198: docs/benchmarks.md; the 8B's merged copy takes ~16 GB of disk while the stage runs); lora: "
         "vLLM's LoRARequest, no extra disk (a 4-bit base always takes this).", "merged")
     vllm: dict[str, Any] = _help("Fields of vLLM's EngineArgs (gpu_memory_utilization, enforce_eager, ...), over looper's.",
                                  factory=dict)
