@@ -2,8 +2,8 @@
 
 Layers, bottom to top: the flat shared modules (``looper/*.py``: answers, config, runs, modeling, ...);
 the stage folders in pipeline order (baseline_sft, regime_w, rl_training, eval), each of which may
-import the shared modules, itself and earlier stages; and the dispatchers (``cli``, ``pipeline``),
-which nothing below them imports. Every import counts, also one inside a function.
+import the shared modules, itself and earlier stages; and the top layer (``cli`` and ``pipeline``, which
+dispatch, and ``plan``, which reads every stage's settings), which nothing below it imports. Every import counts, also one inside a function.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "looper"
 STAGE_ORDER = ["baseline_sft", "regime_w", "rl_training", "eval"]
-DISPATCHERS = {"looper.cli", "looper.pipeline"}
+DISPATCHERS = {"looper.cli", "looper.pipeline", "looper.plan"}
 
 
 def module_name(path: Path) -> str:
