@@ -60,7 +60,7 @@ def main(config: RunConfig, from_stage: str | None = None, to_stage: str | None 
         resolve_engine(config.rollouts.engine, "rollouts.engine")
     if "eval" in chosen:
         resolve_engine(config.eval.engine, "eval.engine")
-        check_protocol(config.eval)
+        check_protocol(config)
     timings = {}
     previous = None
     for stage in STAGES[first : last + 1]:
