@@ -59,8 +59,9 @@ def main(config: RunConfig, from_stage: str | None = None, to_stage: str | None 
     if samples:
         resolve_engine(config.rollouts.engine, "rollouts.engine")
     if "eval" in chosen:
-        resolve_engine(config.eval.engine, "eval.engine")
         check_protocol(config)
+        if config.eval.protocol != "lm-eval":  # lm-eval generates with its own model class
+            resolve_engine(config.eval.engine, "eval.engine")
     timings = {}
     previous = None
     for stage in STAGES[first : last + 1]:
