@@ -37,5 +37,12 @@ def test_gold_sft_tokens_are_counted_once_the_split_is_prepared(tmp_path, tiny_m
 
 
 def test_plan_bad_input_is_one_line(tmp_path):
-    proc = run_looper("plan", "configs/r1-distill-llama-8b.yaml", "rollouts.num_questionz=5", cwd=REPO, check=False)
-    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "num_questionz" in proc.stderr
+    for override, message in (("rollouts.num_questionz=5", "num_questionz"), ("sft.trainer.max_steps=abc", "max_steps"),
+                              ("eval.datasets=[nope]", "unknown dataset 'nope'")):
+        proc = run_looper("plan", "configs/r1-distill-llama-8b.yaml", override, cwd=REPO, check=False)
+        assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and message in proc.stderr, override
+
+
+def test_plan_says_max_steps_when_it_replaces_the_epochs(tmp_path):
+    out = run_looper("plan", "configs/demo.yaml", f"runs_dir={tmp_path}", cwd=REPO).stdout
+    assert row(out, "sft")[1] == "max_steps 12 optimizer steps, sequences <= 256 tokens"  # not "240 examples x 3 epochs"

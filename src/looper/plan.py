@@ -21,7 +21,7 @@ from typing import Any
 
 from looper.config import RunConfig
 from looper.regime_w.arms import build_all_arms
-from looper.runs import RunDir
+from looper.runs import InputError, RunDir
 
 GSM8K_SIZES = {"train": 7473, "test": 1319, "platinum": 1209}  # openai/gsm8k main; madrylab/gsm8k-platinum (kept rows)
 
@@ -86,6 +86,13 @@ def split_sizes(config: RunConfig, run: RunDir) -> dict[str, int]:
     return sizes
 
 
+def _number(section: dict[str, Any], key: str, default: float) -> Any:
+    value = section.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InputError(f"sft.trainer.{key}: expected a number, got {value!r}")
+    return value
+
+
 def gold_tokens(config: RunConfig, run: RunDir, max_length: int) -> int | None:
     """Tokens of one epoch of gold SFT examples (each cut at max_length), counted with the model's tokenizer when the
     train split is prepared and the tokenizer is on this machine already; None otherwise (nothing is downloaded)."""
@@ -146,12 +153,15 @@ def plan_rows(config: RunConfig) -> list[dict[str, Any]]:
     quant = config.model.quantization
     sft_key = "sft:" + ("4bit" if quant == "4bit" else "8bit" if quant == "8bit" else
                         "bf16:liger" if trainer.get("use_liger_kernel") else "bf16")
-    epochs, steps = trainer.get("num_train_epochs", 3), trainer.get("max_steps", -1)
+    epochs, steps = _number(trainer, "num_train_epochs", 3), _number(trainer, "max_steps", -1)
     examples = sizes["train"] if sft.data == "gold" else None
-    length = trainer.get("max_length", 1024)
-    work = (f"{examples:,} examples x {epochs} epochs" if examples else "the kept self-data answers") + \
-           (f" (max_steps {steps})" if steps and steps > 0 else "") + f", sequences <= {length:,} tokens"
-    per_epoch = gold_tokens(config, run, length) if sft.data == "gold" and not (steps and steps > 0) else None
+    length = _number(trainer, "max_length", 1024)
+    if steps > 0:  # max_steps overrides the epochs (TRL)
+        work = f"max_steps {steps:,} optimizer steps"
+    else:
+        work = f"{examples:,} examples x {epochs} epochs" if examples else "the kept self-data answers"
+    work += f", sequences <= {length:,} tokens"
+    per_epoch = gold_tokens(config, run, length) if sft.data == "gold" and steps <= 0 else None
     rows.append(_row("sft", work, per_epoch * epochs if per_epoch else None, "trained",
                      rate(sft_key) if sft.method == "lora" else None))
 
@@ -177,6 +187,11 @@ def plan_rows(config: RunConfig) -> list[dict[str, Any]]:
         rows.append(_row(f"train-rl ({rl.algorithm.upper()})", f"{q:,} questions -> {completions:,} completions",
                          completions * section.get("max_completion_length", 256), "generated, at most", None))
     ev = config.eval
+    from looper.eval.eval_gsm8k import DATASETS
+
+    unknown = [d for d in ev.datasets if d not in DATASETS]
+    if unknown:
+        raise InputError(f"eval.datasets: unknown dataset {unknown[0]!r}; known: {', '.join(DATASETS)}")
     names = {"gsm8k_dev": "dev", "gsm8k_test": "test", "gsm_symbolic_dev": "dev", "gsm_symbolic_test": "test",
              "gsm8k_platinum": "platinum_test"}
     questions = sum(min(sizes.get(names.get(d, ""), 0), ev.limit or 10**9) for d in ev.datasets)
