@@ -3,7 +3,6 @@ answers and scores per question, for the base model and an SFT adapter (tiny mod
 the embedded SmolLM2)."""
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -13,6 +12,9 @@ from conftest import read_jsonl, run_looper
 pytest.importorskip("lm_eval")
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+from lm_eval_agreement import lm_eval_run
+
 LIMIT = 5
 
 
@@ -28,29 +30,6 @@ def write_source(folder: Path) -> Path:
     return folder
 
 
-def lm_eval_own_run(source: Path, pretrained: Path, adapter: Path | None, out: Path) -> dict[int, dict[str, dict]]:
-    """lm-eval's command line on its own gsm8k task, the data swapped for the local copy through a task file that
-    includes lm-eval's gsm8k.yaml: {doc_id: {filter: logged sample}}."""
-    from lm_eval.tasks import TaskManager
-
-    stock = TaskManager().task_index["gsm8k"].yaml_path
-    tasks = out / "tasks"
-    tasks.mkdir(parents=True)
-    (tasks / "gsm8k_local.yaml").write_text(
-        f"include: {stock}\ntask: gsm8k_local\ntag: []\ndataset_path: json\ndataset_name: null\n"
-        f"dataset_kwargs:\n  data_files:\n    train: {source / 'train.jsonl'}\n    test: {source / 'test.jsonl'}\n")
-    model_args = f"pretrained={pretrained},dtype=float32" + (f",peft={adapter}" if adapter else "")
-    proc = subprocess.run([sys.executable, "-m", "lm_eval", "run", "--model", "hf", "--model_args", model_args, "--tasks",
-                    "gsm8k_local", "--include_path", str(tasks), "--limit", str(LIMIT), "--batch_size", "4", "--device", "cpu",
-                    "--log_samples", "--output_path", str(out / "results")], capture_output=True, text=True, check=False)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    samples = next((out / "results").rglob("samples_gsm8k_local_*.jsonl"))
-    by_doc: dict[int, dict[str, dict]] = {}
-    for sample in read_jsonl(samples):
-        by_doc.setdefault(sample["doc_id"], {})[sample["filter"]] = sample
-    return by_doc
-
-
 def test_lm_eval_protocol_matches_lm_evals_own_run(tmp_path, tiny_model_dir):
     source = write_source(tmp_path / "gsm8k")
     a = ["configs/demo.yaml", f"runs_dir={tmp_path / 'runs'}", f"model.name_or_path={tiny_model_dir}", "data.source=local",
@@ -63,7 +42,8 @@ def test_lm_eval_protocol_matches_lm_evals_own_run(tmp_path, tiny_model_dir):
     run = tmp_path / "runs" / "demo"
     for which, adapter in (("base", None), ("sft", run / "checkpoints" / "lora_sft")):
         mine = read_jsonl(run / "eval" / f"{which}__gsm8k_test.jsonl")
-        theirs = lm_eval_own_run(source, tiny_model_dir, adapter, tmp_path / f"lm_eval_{which}")
+        # lm-eval's own command line on its gsm8k task, the data pointed at the local copy (the agreement bench's run)
+        _, theirs = lm_eval_run(source, str(tiny_model_dir), adapter, "float32", 4, LIMIT, tmp_path / f"lm_eval_{which}")
         assert len(mine) == len(theirs) == LIMIT
         for i, rec in enumerate(mine):
             strict, flexible = theirs[i]["strict-match"], theirs[i]["flexible-extract"]

@@ -16,6 +16,7 @@ become looper's eval records, so the report's intervals and paired tests cover t
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import tempfile
@@ -58,11 +59,18 @@ def few_shot_pool(run: RunDir) -> list[dict[str, str]]:
     return [{"question": r["question"], "answer": r["answer"]} for r in sorted(rows, key=lambda r: r["id"])]
 
 
-def task_config(test_file: Path, pool_file: Path) -> dict[str, Any]:
-    """lm-eval's own gsm8k task config with only its data swapped for local JSONL files."""
+@functools.cache
+def task_manager() -> Any:
+    """lm-eval's index of its tasks, built once per process (it reads every task file: seconds), for the stock
+    config and for ``simple_evaluate``, which would otherwise build its own on every call."""
     from lm_eval.tasks import TaskManager
 
-    cfg = dict(TaskManager().task_index[LM_EVAL_TASK].cfg)
+    return TaskManager()
+
+
+def task_config(test_file: Path, pool_file: Path) -> dict[str, Any]:
+    """lm-eval's own gsm8k task config with only its data swapped for local JSONL files."""
+    cfg = dict(task_manager().task_index[LM_EVAL_TASK].cfg)
     cfg.pop("tag", None)  # the task gets a name of its own; it joins none of lm-eval's groups
     cfg.update(task=f"looper_{LM_EVAL_TASK}", dataset_path="json", dataset_name=None,
                dataset_kwargs={"data_files": {cfg["training_split"]: str(pool_file), cfg["test_split"]: str(test_file)}})
@@ -112,7 +120,7 @@ def evaluate_lm_eval(config: RunConfig, run: RunDir, which: str, rows: list[dict
         test_file, pool_file = Path(tmp) / "test.jsonl", Path(tmp) / "train.jsonl"
         test_file.write_text("".join(json.dumps({"question": r["question"], "answer": r["answer"]}) + "\n" for r in rows))
         pool_file.write_text("".join(json.dumps(r) + "\n" for r in few_shot_pool(run)))
-        out = simple_evaluate(model="hf", model_args=args, tasks=[task_config(test_file, pool_file)],
+        out = simple_evaluate(model="hf", model_args=args, tasks=[task_config(test_file, pool_file)], task_manager=task_manager(),
                               batch_size=config.eval.batch_size, device="cuda" if torch.cuda.is_available() else "cpu",
                               use_cache=str(cache), log_samples=True, bootstrap_iters=0)
     samples = out["samples"][f"looper_{LM_EVAL_TASK}"]
