@@ -13,6 +13,10 @@ skipped by the pipeline's own stage markers, so the script can be rerun after a 
 up to N recipes at once once what they build on is done (a 135M model leaves most of a GPU idle);
 list ``sft`` first to train and score the shared adapter alone, so that the recipes start right after it,
 and ``sft_samples`` to sample the SFT model 16 times per question of the choosing split (pass@16, maj@16).
+``<recipe>@k<N>`` (e.g. ``w_correct@k16``, ``sft@k16``) scores a finished recipe's model again with N sampled
+answers per question of the reporting split (avg@N, maj@N, pass@N), in a folder of its own that hard-links the
+recipe's adapters. The Regime W comparison (``bench/regime_w_comparison.py``) runs ``rollouts_b`` once and the
+``w_*`` arms on those same rollouts.
 
 Output: a JSON file and a markdown table per split: accuracy (strict, flexible) with 95% intervals,
 exact McNemar p against SFT, flips, truncation, mean tokens, pairs / examples, wall time of the
@@ -74,6 +78,17 @@ RECIPES: dict[str, tuple[str, str | None, str | None, list[str]]] = {
     "h_grpo_hi": ("(h) at lr 5e-5", None, None, [*H_GRPO, *CORRECT_ONLY, "rl.grpo.learning_rate=5.0e-5"]),
     "h_grpo_w": ("(h) with the whole Regime W reward (one arm, so no s_cf)", None, None,
                  [*H_GRPO, "rl.grpo.learning_rate=2.0e-5"]),
+    # The Regime W comparison (docs/results.md, "Regime W against correctness alone"): three arms on one set of
+    # rollouts (rollouts_b: (b)'s, 4 samples per arm from the SFT policy), the same DPO, pairs made three ways.
+    "rollouts_b": ("(b)'s rollouts alone (4 samples per arm from the SFT policy), shared by the w_* arms", None, None,
+                   B_CORRECT),
+    "w_regime_w": ("Regime W arm: (b) on the shared rollouts (correct chosen vs wrong rejected by Regime W reward)",
+                   "rollouts_b", "rollouts", B_CORRECT),
+    "w_correct": ("correctness-only arm: the same rollouts, pairs ranked by gold correctness alone",
+                  "rollouts_b", "rollouts", [*B_CORRECT, "preferences.correctness_only=true"]),
+    "w_label_free": ("label-free arm: the same rollouts, pairs ranked by the s_wm-weighted consensus (no gold)",
+                     "rollouts_b", "rollouts", ["rollouts.samples_per_arm=4", "preferences.max_pairs_per_question=2",
+                                                "preferences.label_free=true"]),
     # Not recipes: the shared SFT adapter and its eval alone (listed first, the recipes start as soon as it is done),
     # and the SFT model sampled 16 times per dev question (maj@16 / pass@16: how far sharpening could take it).
     "sft": ("the shared SFT adapter and its greedy eval", None, None, []),
@@ -81,7 +96,8 @@ RECIPES: dict[str, tuple[str, str | None, str | None, list[str]]] = {
                     ["eval.samples=16", "eval.models=[sft]", "eval.datasets=[{choose}]"]),  # {choose}: the split recipes are chosen on
 }
 # Looper commands a recipe runs (each with the recipe's config and overrides); any other recipe runs `looper pipeline`.
-COMMANDS = {"sft": [["pipeline", "--to", "sft"], ["eval"]], "sft_samples": [["eval"]]}
+COMMANDS = {"sft": [["pipeline", "--to", "sft"], ["eval"]], "sft_samples": [["eval"]],
+            "rollouts_b": [["pipeline", "--to", "collect-rollouts"]]}
 # What each level of reuse copies from the recipe built on (paths inside a run folder; globs allowed)
 REUSE = {
     "sft": ["data/*_train.jsonl", "data/*_dev.jsonl", "data/*_test.jsonl", "data/prepare_data.json", "checkpoints/lora_sft",
@@ -89,8 +105,33 @@ REUSE = {
     "rollouts": ["data/rl_rollouts.jsonl", "data/rl_rollouts.meta.json", "stages/collect-rollouts.json"],
     "rl": ["data/preferences.jsonl", "stages/build-preferences.json", "checkpoints/lora_rl", "stages/train-rl.json",
            "logs/train-rl.jsonl"],
+    "rounds": ["rounds"],  # rounds 2.. of a multi-round recipe: what a re-scoring of its last round needs
 }
-LEVELS = ("sft", "rollouts", "rl")
+LEVELS = ("sft", "rollouts", "rl", "rounds")
+
+
+def spec(recipe: str) -> tuple[str, str | None, str | None, list[str], list[list[str]]]:
+    """(what it is, the recipe it builds on, what it reuses from it, its overrides, the looper commands it runs)
+    of a recipe in RECIPES or of ``<recipe>@k<N>``: that recipe's model scored with N samples per question of the
+    reporting split (``{report}``), in its own folder."""
+    base, at, k = recipe.partition("@k")
+    if at:
+        if base not in RECIPES or not k.isdigit() or int(k) < 2:
+            raise KeyError(recipe)
+        what, _, _, overrides = RECIPES[base]
+        model = "sft" if base in ("sft", "sft_samples") else "rl"
+        return (f"{base}'s model, {k} sampled answers per question", base, "sft" if model == "sft" else "rounds",
+                [*overrides, f"eval.samples={k}", f"eval.models=[{model}]", "eval.datasets=[{report}]"], [["eval"]])
+    what, parent, level, overrides = RECIPES[recipe]
+    return what, parent, level, overrides, COMMANDS.get(recipe, [["pipeline"]])
+
+
+def known(recipe: str) -> bool:
+    try:
+        spec(recipe)
+    except KeyError:
+        return False
+    return True
 
 
 def copy_shared(src: Path, dst: Path, level: str) -> None:
@@ -100,24 +141,26 @@ def copy_shared(src: Path, dst: Path, level: str) -> None:
 
 def source_of(recipe: str, first: str) -> tuple[str | None, str]:
     """The recipe whose outputs ``recipe`` starts from, and up to which level (the first recipe starts from nothing)."""
-    _, parent, level, _ = RECIPES[recipe]
+    _, parent, level, _, _ = spec(recipe)
     if parent is not None:
         return parent, level
     return (None, "sft") if recipe == first else (first, "sft")
 
 
-def start_recipe(config: str, runs_dir: Path, base_name: str, recipe: str, first: str, sets: list[str], choose: str,
-                 log: Path | None) -> tuple[subprocess.Popen, float]:
+def start_recipe(config: str, runs_dir: Path, base_name: str, recipe: str, first: str, sets: list[str],
+                 datasets: list[str], log: Path | None) -> tuple[subprocess.Popen, float]:
     """Copy in the shared work and start ``looper pipeline`` for the recipe (its output to ``log``, or to ours);
-    ``choose`` (the dataset recipes are chosen on) fills ``{choose}`` in the recipe's overrides."""
-    what, _, _, overrides = RECIPES[recipe]
+    the first of ``datasets`` (recipes are chosen on it) fills ``{choose}`` in the recipe's overrides, the last
+    (reported) ``{report}``."""
+    what, _, _, overrides, commands = spec(recipe)
     name = f"{base_name}-{recipe}"
     source, level = source_of(recipe, first)
     if source is not None:
         copy_shared(runs_dir / f"{base_name}-{source}", runs_dir / name, level)
-    args = [f"runs_dir={runs_dir}", f"name={name}", *sets, *RESET, *(o.replace("{choose}", choose) for o in overrides)]
-    cmds = [[sys.executable, "-m", "looper.cli", command[0], config, *args, *command[1:]]
-            for command in COMMANDS.get(recipe, [["pipeline"]])]
+    fill = lambda o: o.replace("{choose}", datasets[0]).replace("{report}", datasets[-1])
+    # the run folder's name after --set's (which may name the whole comparison, e.g. one seed's)
+    args = [*sets, f"runs_dir={runs_dir}", f"name={name}", *RESET, *map(fill, overrides)]
+    cmds = [[sys.executable, "-m", "looper.cli", command[0], config, *args, *command[1:]] for command in commands]
     cmd = cmds[0] if len(cmds) == 1 else ["bash", "-c", " && ".join(shlex.join(c) for c in cmds)]
     print(f"\n##### {recipe}: {what}\n" + "\n".join(" ".join(c) for c in cmds) + (f"\n(output: {log})" if log else ""),
           flush=True)
@@ -128,14 +171,15 @@ def start_recipe(config: str, runs_dir: Path, base_name: str, recipe: str, first
 
 
 def finish_recipe(runs_dir: Path, base_name: str, recipe: str, first: str, rc: int, wall: float) -> dict[str, Any]:
-    what, _, _, overrides = RECIPES[recipe]
+    what, _, _, overrides, _ = spec(recipe)
     source, level = source_of(recipe, first)
     root = runs_dir / f"{base_name}-{recipe}"
     if rc != 0:  # e.g. a diverged training run: recorded, and the recipes that do not build on it still run
         print(f"##### {recipe} failed (exit status {rc}); see its output", flush=True)
         return {"recipe": recipe, "what": what, "failed": rc, "wall_s": round(wall, 1), "overrides": overrides}
     print(f"##### {recipe} done in {wall:.0f} s", flush=True)
-    summary = json.loads((root / "eval" / "summary.json").read_text())
+    summary_path = root / "eval" / "summary.json"  # none for a recipe that stops before eval (rollouts_b)
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {"metrics": {}, "comparisons": {}}
     timings_path = root / "pipeline_timings.json"  # none for a recipe that runs eval alone
     timings = json.loads(timings_path.read_text()) if timings_path.exists() else {}
     info = {"recipe": recipe, "what": what, "builds_on": source, "reuses": level, "overrides": overrides,
@@ -148,8 +192,8 @@ def finish_recipe(runs_dir: Path, base_name: str, recipe: str, first: str, rc: i
     return info
 
 
-def run_all(config: str, runs_dir: Path, base_name: str, recipes: list[str], sets: list[str], choose: str, jobs: int,
-            on_result: Any) -> list[dict[str, Any]]:
+def run_all(config: str, runs_dir: Path, base_name: str, recipes: list[str], sets: list[str], datasets: list[str],
+            jobs: int, on_result: Any) -> list[dict[str, Any]]:
     """Run the recipes, up to ``jobs`` at once (each waits for the one it builds on); results in the given order.
 
     With jobs > 1 the recipes share the GPU, so their wall times are longer than alone (a 135M model leaves most of
@@ -163,12 +207,12 @@ def run_all(config: str, runs_dir: Path, base_name: str, recipes: list[str], set
             if source in done and done[source].get("failed") is not None or source is not None and source not in recipes:
                 why = "is not in this run's list" if source not in recipes else "failed"
                 print(f"##### {recipe} skipped: it builds on {source}, which {why}", flush=True)
-                done[recipe] = {"recipe": recipe, "what": RECIPES[recipe][0], "failed": f"skipped ({source} {why})"}
+                done[recipe] = {"recipe": recipe, "what": spec(recipe)[0], "failed": f"skipped ({source} {why})"}
                 pending.remove(recipe)
             elif len(running) < jobs and (source is None or source in done):
                 log = runs_dir / f"{base_name}-{recipe}.log" if jobs > 1 else None
                 runs_dir.mkdir(parents=True, exist_ok=True)
-                running[recipe] = start_recipe(config, runs_dir, base_name, recipe, first, sets, choose, log)
+                running[recipe] = start_recipe(config, runs_dir, base_name, recipe, first, sets, datasets, log)
                 pending.remove(recipe)
         if not running:
             continue
@@ -216,7 +260,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config")
     parser.add_argument("--runs-dir", default="runs")
-    parser.add_argument("--recipes", default=",".join(RECIPES), help=f"comma-separated, in order; known: {', '.join(RECIPES)}")
+    parser.add_argument("--recipes", default=",".join(RECIPES),
+                        help=f"comma-separated, in order; known: {', '.join(RECIPES)}, and <recipe>@k<N>")
     parser.add_argument("--set", nargs="*", default=[], help="key=value overrides for every recipe (data paths, step limits)")
     parser.add_argument("--datasets", default="gsm8k_dev,gsm8k_test", help="eval datasets: the first chooses, the last reports")
     parser.add_argument("--out", default="rl_recipes.json")
@@ -229,7 +274,7 @@ def main() -> None:
     base_name = load_config(args.config, args.set).name
     runs_dir = Path(args.runs_dir)
     recipes = [r.strip() for r in args.recipes.split(",") if r.strip()]
-    unknown = [r for r in recipes if r not in RECIPES]
+    unknown = [r for r in recipes if not known(r)]
     if unknown:
         raise SystemExit(f"unknown recipe(s) {unknown}; known: {', '.join(RECIPES)}")
     for i, recipe in enumerate(recipes):
@@ -242,7 +287,7 @@ def main() -> None:
     def save(results: list[dict[str, Any]]) -> None:
         out.write_text(json.dumps({"config": args.config, "set": args.set, "jobs": args.jobs, "results": results}, indent=1))
 
-    results = run_all(args.config, runs_dir, base_name, recipes, sets, args.datasets.split(",")[0], args.jobs, save)
+    results = run_all(args.config, runs_dir, base_name, recipes, sets, args.datasets.split(","), args.jobs, save)
     save(results)
     for dataset in args.datasets.split(","):
         print(f"\n{dataset}\n{table(results, dataset)}")

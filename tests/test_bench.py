@@ -119,3 +119,77 @@ def test_pooled_flips_reads_runs_together(tmp_path):
     (tmp_path / "bad.json").write_text("{not json")
     bad = subprocess.run([*cmd[:2], str(tmp_path / "bad.json")], cwd=REPO, capture_output=True, text=True)
     assert bad.returncode != 0 and "bad.json: cannot read it as JSON" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def _eval_file(path: Path, golds: list[str], answers: list[list[str]]) -> None:
+    """An eval file as the eval stage writes it: each question's outputs ``#### <answer>`` scored against gold."""
+    from collections import namedtuple
+
+    from looper.eval.eval_gsm8k import score_record
+
+    out = namedtuple("Output", "text num_tokens truncated")
+    rows = [score_record({"id": f"q{i}", "question": "?", "gold": g}, [out(f"#### {a}", 5, False) for a in ans])
+            for i, (g, ans) in enumerate(zip(golds, answers))]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_regime_w_comparison_pools_the_seeds_per_question(tmp_path):
+    """The comparison's reading of finished runs: avg@k per arm, paired differences per seed and pooled (each
+    question's score averaged over the seeds), greedy flips, pairs and steps from the stage markers."""
+    sys.path.insert(0, str(REPO / "bench"))
+    from regime_w_comparison import ARMS, analyze
+
+    golds = ["1", "2", "3", "4"]
+    right, wrong = golds, ["9"] * 4
+    # per seed and arm: greedy answers, and k = 4 sampled answers per question (share correct per question)
+    sampled = {"sft": [0, 1, 0, 0], "w_regime_w": [2, 1, 1, 0], "w_correct": [1, 1, 0, 0], "w_label_free": [0, 0, 0, 0]}
+    greedy = {"sft": wrong, "w_regime_w": right[:2] + wrong[2:], "w_correct": right[:1] + wrong[1:], "w_label_free": wrong}
+    runs = tmp_path / "runs"
+    for seed in (1, 2):
+        for arm in ARMS:
+            model = "sft" if arm == "sft" else "rl"
+            _eval_file(runs / f"demo-s{seed}-{arm}" / "eval" / f"{model}__gsm_symbolic_test.jsonl", golds, [[a] for a in greedy[arm]])
+            shift = seed - 1  # seed 2: one more correct sample on question 3 for the Regime W arm only
+            counts = [c + (shift if arm == "w_regime_w" and q == 3 else 0) for q, c in enumerate(sampled[arm])]
+            _eval_file(runs / f"demo-s{seed}-{arm}@k4" / "eval" / f"{model}__gsm_symbolic_test.jsonl", golds,
+                       [[g] * c + ["9"] * (4 - c) for g, c in zip(golds, counts)])
+            if arm != "sft":
+                stages = runs / f"demo-s{seed}-{arm}" / "stages"
+                stages.mkdir(parents=True)
+                (stages / "build-preferences.json").write_text(json.dumps({"pairs": 10 + seed}))
+                (stages / "train-rl.json").write_text(json.dumps({"steps": 3}))
+        traj = [{"arm": "direct", "family": "compute", "text": "#### 1", "truncated": False, "num_tokens": 3}]
+        rollouts = runs / f"demo-s{seed}-rollouts_b" / "data" / "rl_rollouts.jsonl"
+        rollouts.parent.mkdir(parents=True)
+        rollouts.write_text(json.dumps({"id": "t0", "gold": "1", "trajectories": traj}) + "\n")
+    args = type("Args", (), {"runs_dir": str(runs), "seeds": [1, 2, 3], "k": 4, "dataset": "gsm_symbolic_test",
+                             "config": "configs/demo.yaml", "set": []})()
+    result = analyze(args, "demo")
+    assert "3" in str(result["missing_seeds"]) and result["pooled"]["seeds"] == [1, 2]  # seed 3 never ran
+    one = result["per_seed"][1]
+    assert one["arms"]["w_regime_w"]["avg_k_strict"] == pytest.approx(4 / 16) and one["arms"]["sft"]["greedy_strict"] == 0
+    assert one["pairs"]["w_correct"] == 11 and one["dpo_steps"]["w_label_free"] == 3
+    primary = one["comparisons"]["w_regime_w - w_correct"]
+    assert primary["avg_k"]["difference"] == pytest.approx((1 / 4 + 1 / 4) / 4)  # questions 0 and 2: +1 sample of 4
+    assert primary["greedy"] == {"wrong_to_right": 1, "right_to_wrong": 0, "p_mcnemar": 1.0}
+    pooled = result["pooled"]["comparisons"]["w_regime_w - w_correct"]
+    # seed 2 adds 1/4 on question 3: pooled per-question differences are [1/4, 0, 1/4, 1/8]
+    assert pooled["avg_k"]["difference"] == pytest.approx((1 / 4 + 1 / 4 + 1 / 8) / 4)
+    assert pooled["greedy_per_question"] == {"better": 1, "worse": 0, "p_sign_test": 1.0}
+    assert result["per_seed"][2]["regime_w_auroc"]["all arms"]["questions"] == 1
+    assert result["question_scores"][2]["w_regime_w"]["avg_k"] == [0.5, 0.25, 0.25, 0.25]
+
+
+def test_rl_recipes_sampled_rescoring_builds_on_the_recipe_it_names():
+    """``<recipe>@k<N>``: that recipe's adapters (every round) scored with N samples on the reporting split."""
+    sys.path.insert(0, str(REPO / "bench"))
+    from rl_recipes import known, source_of, spec
+
+    what, parent, level, overrides, commands = spec("w_correct@k16")
+    assert (parent, level, commands) == ("w_correct", "rounds", [["eval"]])
+    assert "preferences.correctness_only=true" in overrides  # the arm's own settings, so its stages check out
+    assert overrides[-3:] == ["eval.samples=16", "eval.models=[rl]", "eval.datasets=[{report}]"]
+    assert spec("sft@k4")[2] == "sft" and "eval.models=[sft]" in spec("sft@k4")[3]
+    assert source_of("w_label_free", "sft") == ("rollouts_b", "rollouts") and source_of("rollouts_b", "sft") == ("sft", "sft")
+    assert not known("w_correct@k1") and not known("nope@k16") and not known("w_correct@kx")

@@ -240,9 +240,10 @@ def test_family_auroc_takes_the_consensus_within_one_family():
                rec("3", ["5", "5", "6", "6"], ["3", "3", "3", "3"])]   # compute: 2-2 tie on wrong answers
     compute = family_auroc(records, RegimeWConfig(), "compute")
     reflective = family_auroc(records, RegimeWConfig(), "reflective")
-    assert compute[:2] == ["3", "1"] and reflective[:2] == ["3", "2"]
-    assert compute[2] == "1.000"  # the one correct compute consensus has the highest majority share
-    assert family_auroc(records, RegimeWConfig(), None)[0] == "3"
+    assert (compute["questions"], compute["consensus_correct"]) == (3, 1)
+    assert (reflective["questions"], reflective["consensus_correct"]) == (3, 2)
+    assert compute["auroc_majority"] == 1.0  # the one correct compute consensus has the highest majority share
+    assert family_auroc(records, RegimeWConfig(), None)["questions"] == 3
 
 
 def test_plan_shaped_arm_outputs_give_the_same_scores_and_reward():

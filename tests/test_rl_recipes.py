@@ -110,6 +110,36 @@ def test_correct_chosen_and_label_free_pairs(rollouts_run, tiny_model_dir, tmp_p
     assert proc.returncode != 0 and "needs gold answers" in proc.stderr
 
 
+def test_correctness_only_pairs_ignore_regime_w_and_vary_the_arms(rollouts_run, tiny_model_dir, tmp_path):
+    run_dir = _copy(rollouts_run, tmp_path)
+    records = _make_correct(run_dir, {r: [0, 1, 2, 3, 4] for r in range(4)})
+    # Regime W's saved rewards would pick the same trajectories every time (chosen 0, the highest, in _make_correct);
+    # correctness alone ties all correct ones, so the seed and the question decide which are chosen
+    cli = ("preferences.correctness_only=true", "preferences.require_correct_chosen=true",
+           "preferences.max_pairs_per_question=2")
+    run_looper("build-preferences", *args(run_dir, tiny_model_dir, *cli), cwd=REPO)
+    pairs = read_jsonl(run_dir / "demo" / "data" / "preferences.jsonl")
+    assert len(pairs) == 8 and {p["id"] for p in pairs} == {r["id"] for r in records[:4]}
+    assert all(p["chosen_correct"] == 1.0 and p["rejected_correct"] != 1.0 for p in pairs)
+    assert all(p["chosen_reward"] == 1.0 and p["rejected_reward"] == 0.0 for p in pairs)
+    by_text = {(r["id"], t["text"]): i for r in records for i, t in enumerate(r["trajectories"])}
+    chosen = [by_text[(p["id"], p["better"])] for p in pairs]
+    assert set(chosen) <= {0, 1, 2, 3, 4} and len(set(chosen)) > 1  # not always the first correct one
+
+    # the same seed gives the same pairs; another seed other ones
+    (run_dir / "demo" / "stages" / "build-preferences.json").unlink()
+    run_looper("build-preferences", *args(run_dir, tiny_model_dir, *cli), cwd=REPO)
+    assert read_jsonl(run_dir / "demo" / "data" / "preferences.jsonl") == pairs
+    (run_dir / "demo" / "stages" / "build-preferences.json").unlink()
+    run_looper("build-preferences", *args(run_dir, tiny_model_dir, *cli, "seed=7"), cwd=REPO, check=False)
+    other = read_jsonl(run_dir / "demo" / "data" / "preferences.jsonl")
+    assert [p["better"] for p in other] != [p["better"] for p in pairs]
+
+    proc = run_looper("build-preferences", *args(run_dir, tiny_model_dir, "preferences.correctness_only=true",
+                                                 "preferences.label_free=true"), cwd=REPO, check=False)
+    assert proc.returncode != 0 and "set one of them to false" in proc.stderr
+
+
 def test_two_rounds_of_dpo(rollouts_run, tiny_model_dir, tmp_path):
     run_dir = _copy(rollouts_run, tmp_path)
     cli = args(run_dir, tiny_model_dir, "rl.rounds=2", "eval.models=[rl]", "eval.limit=2", "eval.max_new_tokens=4")

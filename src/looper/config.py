@@ -252,6 +252,10 @@ class PreferencesConfig:
     label_free: bool = _help(
         "Rank trajectories without gold answers: each question's trajectories are re-scored with the consensus answer, "
         "trusted as much as s_wm, in place of correctness (the saved rollouts are reused; gold is only reported).", False)
+    correctness_only: bool = _help(
+        "Rank trajectories by gold correctness alone (1 or 0, the saved rollouts re-scored; ties in an order drawn from "
+        "the seed and the question id): Regime W's parts play no role. The control arm of the Regime W comparison "
+        "(docs/results.md); not with label_free.", False)
 
 
 @dataclass

@@ -44,9 +44,10 @@ def _fmt(x: float | None) -> str:
 FAMILIES = {"all arms": None, "compute arms": "compute", "reflective arms": "reflective"}
 
 
-def family_auroc(records: list[dict[str, Any]], cfg: RegimeWConfig, family: str | None) -> list[str]:
-    """One table row: questions, consensus correct, AUROC of majority share (s_end) and of s_wm for a
-    correct consensus, with the consensus taken over one family's trajectories (None: all)."""
+def family_auroc(records: list[dict[str, Any]], cfg: RegimeWConfig, family: str | None) -> dict[str, Any]:
+    """How well plain majority agreement (s_end) and s_wm predict a correct consensus answer, with the consensus
+    taken over one family's trajectories (None: all): questions, consensus correct, and the two AUROCs (None when
+    the consensus is right on every question or on none)."""
     s_end, s_wm, labels = [], [], []
     for rec in records:
         outputs = [o for o in as_arm_outputs(rec["trajectories"]) if family is None or o.family == family]
@@ -56,9 +57,14 @@ def family_auroc(records: list[dict[str, Any]], cfg: RegimeWConfig, family: str 
         s_end.append(scores.s_end)
         s_wm.append(scores.s_wm)
         labels.append(answers_equal(scores.consensus, rec.get("gold")))
-    a_end, a_wm = auroc(s_end, labels), auroc(s_wm, labels)
+    return {"questions": len(labels), "consensus_correct": sum(labels), "auroc_majority": auroc(s_end, labels),
+            "auroc_s_wm": auroc(s_wm, labels)}
+
+
+def _family_row(fam: dict[str, Any]) -> list[str]:
+    a_end, a_wm = fam["auroc_majority"], fam["auroc_s_wm"]
     better = "n/a" if a_end is None or a_wm is None else ("s_wm" if a_wm > a_end else "majority" if a_end > a_wm else "tie")
-    return [str(len(labels)), str(sum(labels)), _fmt(a_end), _fmt(a_wm), better]
+    return [str(fam["questions"]), str(fam["consensus_correct"]), _fmt(a_end), _fmt(a_wm), better]
 
 
 def build_report(records: list[dict[str, Any]], cfg: RegimeWConfig, config: RunConfig | None = None) -> str:
@@ -105,7 +111,7 @@ def build_report(records: list[dict[str, Any]], cfg: RegimeWConfig, config: RunC
                         ["score", "AUROC", "mean"]), "```",
            "s_end alone is plain majority agreement; s_wm is the combined score.\n",
            "Per arm family (consensus over that family's trajectories only):\n", "```",
-           text_table([[name, *family_auroc(records, cfg, fam)] for name, fam in FAMILIES.items()],
+           text_table([[name, *_family_row(family_auroc(records, cfg, fam))] for name, fam in FAMILIES.items()],
                       ["arms", "questions", "consensus correct", "AUROC majority (s_end)", "AUROC s_wm", "better"]), "```\n",
            "## Ablations: how the best-vs-worst pairs change\n", "```"]
     full = pairs_by_variant.get("full", [])

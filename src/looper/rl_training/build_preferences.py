@@ -13,6 +13,11 @@ rejected is not). ``max_pairs_per_question > 1`` adds correct x incorrect pairs,
 trajectory cut off at the token limit is never chosen (TRL would append EOS to it: DPO would teach the
 policy to stop mid-answer); it may be rejected.
 
+``preferences.correctness_only``: the same rollouts ranked by gold correctness alone (1 or 0), Regime W's
+parts left out: the control that asks whether they add anything (docs/results.md, "Regime W against correctness
+alone"). Equal rewards are then the rule, so the trajectories are visited in an order drawn from the seed and the
+question id: otherwise the first arm's correct answer would always be chosen and the last arm's wrong one rejected.
+
 ``preferences.label_free``: no gold. Each question's trajectories are re-scored from their saved
 texts with the Regime W reward's label-free form (the consensus answer, trusted as much as s_wm,
 replaces correctness; "correct" then means "agrees with the consensus"), so the same rollouts serve
@@ -21,6 +26,7 @@ both modes. Gold is kept in the pairs' metadata for reporting only.
 
 from __future__ import annotations
 
+import random
 from collections import Counter
 from typing import Any
 
@@ -45,13 +51,26 @@ STAGE = "build-preferences"
 
 
 def ranking(record: dict[str, Any], config: RunConfig) -> tuple[list[float], list[bool]]:
-    """Each trajectory's reward and whether it counts as correct: as collected (with gold), or re-scored
-    without gold (``preferences.label_free``: correct = agrees with the s_wm-weighted consensus)."""
+    """Each trajectory's reward and whether it counts as correct: as collected (the Regime W reward with gold),
+    gold correctness alone (``preferences.correctness_only``), or re-scored without gold
+    (``preferences.label_free``: correct = agrees with the s_wm-weighted consensus)."""
     trajs = record["trajectories"]
+    correct = [t["parts"]["correct"] == 1.0 for t in trajs]
+    if config.preferences.correctness_only:
+        return [float(c) for c in correct], correct
     if not config.preferences.label_free:
-        return [t["reward"] for t in trajs], [t["parts"]["correct"] == 1.0 for t in trajs]
+        return [t["reward"] for t in trajs], correct
     _, rewards = trajectory_rewards(trajs, None, config.regime_w)  # the saved records, re-scored
     return [r.reward for r in rewards], [r.agree for r in rewards]
+
+
+def visiting_order(record: dict[str, Any], config: RunConfig) -> list[int]:
+    """The order in which a question's trajectories are offered to ``select_pairs`` (which breaks reward ties by
+    it): as collected, or under ``correctness_only`` a permutation drawn from the seed and the question id."""
+    n = len(record["trajectories"])
+    if not config.preferences.correctness_only:
+        return list(range(n))
+    return random.Random(f"{config.seed}:{record['id']}").sample(range(n), n)
 
 
 def main(config: RunConfig, run: RunDir | None = None) -> None:
@@ -59,6 +78,9 @@ def main(config: RunConfig, run: RunDir | None = None) -> None:
     if config.preferences.label_free and config.preferences.require_correct_chosen:
         raise InputError("preferences.require_correct_chosen needs gold answers; with preferences.label_free a "
                          "trajectory is 'correct' when it agrees with the consensus (set one of them to false)")
+    if config.preferences.label_free and config.preferences.correctness_only:
+        raise InputError("preferences.correctness_only ranks by gold correctness and preferences.label_free ranks "
+                         "without gold: set one of them to false")
     if check_stage(run, STAGE, config):
         print(f"build-preferences: {run.preferences} is complete for this config; nothing to do")
         return
@@ -75,7 +97,10 @@ def main(config: RunConfig, run: RunDir | None = None) -> None:
     for rec in records:
         trajs = rec["trajectories"]
         rewards, correct = ranking(rec, config)
-        chosen_rejected, why = select_pairs(rewards, correct, config.preferences, [t["truncated"] for t in trajs])
+        order = visiting_order(rec, config)
+        picked, why = select_pairs([rewards[i] for i in order], [correct[i] for i in order], config.preferences,
+                                   [trajs[i]["truncated"] for i in order])
+        chosen_rejected = [(order[c], order[r]) for c, r in picked]
         if not chosen_rejected:
             reasons[why] += 1
         for ci, ri in chosen_rejected:
