@@ -3,8 +3,10 @@
     python bench/pooled_flips.py docs/bench/pipeline_default_run1_smollm2_gpu_h200.json \
         docs/bench/pipeline_default_run2_smollm2_gpu_h200.json docs/bench/rl_recipes_smollm2_h200.json:c_dpo_rounds
 
-Each source is an eval ``summary.json``, a JSON file holding one under ``eval_summary`` or ``summary``, or an
-``rl_recipes`` output followed by ``:<recipe>``. For the comparison ``--a`` -> ``--b`` on ``--dataset`` it prints
+Each source is an eval ``summary.json``, a JSON file holding one under ``eval_summary`` or ``summary``, an
+``rl_recipes`` output followed by ``:<recipe>``, or a run kept as counts only (``wrong_to_right`` and
+``right_to_wrong`` numbers, e.g. ``docs/bench/pipeline_default_run4_smollm2_gpu_h200_counts.json``): such a run
+enters the pooled flips and Fisher's combination but not the per-question sum, which needs question ids. For the comparison ``--a`` -> ``--b`` on ``--dataset`` it prints
 each run's flips (wrong->right / right->wrong, question ids from the summary) and exact McNemar p, then three ways
 of reading the runs together:
 
@@ -40,6 +42,8 @@ def load_summary(source: str) -> dict[str, Any]:
         if not match or "summary" not in match[0]:
             raise SystemExit(f"{path}: no finished recipe {recipe!r}")
         return match[0]["summary"]
+    if isinstance(data.get("wrong_to_right"), int) and isinstance(data.get("right_to_wrong"), int):
+        return data  # counts only
     for key in ("eval_summary", "summary"):
         if key in data:
             return data[key]
@@ -48,7 +52,10 @@ def load_summary(source: str) -> dict[str, Any]:
     return data
 
 
-def flips(summary: dict[str, Any], a: str, b: str, dataset: str, metric: str) -> tuple[list[str], list[str]]:
+def flips(summary: dict[str, Any], a: str, b: str, dataset: str, metric: str) -> tuple[list[str], list[str]] | tuple[int, int]:
+    """The question ids that flipped each way, or their counts for a run kept as counts only."""
+    if "comparisons" not in summary:
+        return summary["wrong_to_right"], summary["right_to_wrong"]
     comps = summary["comparisons"].get(dataset, [])
     comp = next((c for c in comps if c["a"] == a and c["b"] == b), None)
     if comp is None:
@@ -73,26 +80,33 @@ def main() -> None:
     args = parser.parse_args()
 
     net: Counter[str] = Counter()
-    runs, one_sided = [], []
+    runs, one_sided, counts_only = [], [], []
     for source in args.sources:
         up, down = flips(load_summary(source), args.a, args.b, args.dataset, args.metric)
-        net.update({q: 1 for q in up})
-        net.subtract({q: 1 for q in down})
-        runs.append({"source": source, "wrong_to_right": len(up), "right_to_wrong": len(down),
-                     "p_two_sided": mcnemar_exact(len(up), len(down))})
-        one_sided.append(binomial_half_cdf(len(down), len(up) + len(down)))  # P(X >= up): the one-sided exact p
-        print(f"{source}: {len(up)} / {len(down)} flips, McNemar p = {runs[-1]['p_two_sided']:.3g}")
+        if isinstance(up, int):
+            counts_only.append(source)
+            n_up, n_down = up, down
+        else:
+            net.update({q: 1 for q in up})
+            net.subtract({q: 1 for q in down})
+            n_up, n_down = len(up), len(down)
+        runs.append({"source": source, "wrong_to_right": n_up, "right_to_wrong": n_down,
+                     "p_two_sided": mcnemar_exact(n_up, n_down), "question_ids": not isinstance(up, int)})
+        one_sided.append(binomial_half_cdf(n_down, n_up + n_down))  # P(X >= up): the one-sided exact p
+        print(f"{source}: {n_up} / {n_down} flips, McNemar p = {runs[-1]['p_two_sided']:.3g}"
+              + (" (counts only)" if isinstance(up, int) else ""))
     better = sum(1 for v in net.values() if v > 0)
     worse = sum(1 for v in net.values() if v < 0)
     up_all, down_all = sum(r["wrong_to_right"] for r in runs), sum(r["right_to_wrong"] for r in runs)
     result = {
         "comparison": f"{args.a} -> {args.b} on {args.dataset} ({args.metric})", "runs": runs,
-        "per_question": {"better": better, "worse": worse, "p_two_sided": mcnemar_exact(better, worse)},
+        "per_question": {"better": better, "worse": worse, "p_two_sided": mcnemar_exact(better, worse),
+                         "runs_left_out": counts_only},
         "pooled_flips": {"wrong_to_right": up_all, "right_to_wrong": down_all, "p_two_sided": mcnemar_exact(up_all, down_all)},
         "fisher_one_sided": fisher_combined(one_sided),
     }
-    print(f"per question, net over {len(runs)} runs: {better} better / {worse} worse, sign test p = "
-          f"{result['per_question']['p_two_sided']:.3g}")
+    print(f"per question, net over {len(runs) - len(counts_only)} runs: {better} better / {worse} worse, sign test p = "
+          f"{result['per_question']['p_two_sided']:.3g}" + (f" ({len(counts_only)} counts-only run(s) left out)" if counts_only else ""))
     print(f"all flips pooled: {up_all} / {down_all}, p = {result['pooled_flips']['p_two_sided']:.3g}")
     print(f"Fisher's combination of one-sided p: {result['fisher_one_sided']:.3g}")
     if args.out:

@@ -28,11 +28,13 @@ import os
 import subprocess
 import sys
 import time
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from looper.eval.report import dataset_metrics, question_scores  # noqa: E402
+from looper.runs import read_jsonl  # noqa: E402
 from looper.stats import mcnemar_exact, mean_interval, paired_difference, wilson_interval  # noqa: E402
 
 ARMS = {"sft": "SFT", "w_regime_w": "Regime W", "w_correct": "correctness only", "w_label_free": "label-free"}
@@ -79,7 +81,9 @@ def run_seeds(args: argparse.Namespace, base_name: str) -> dict[int, float]:
 def read_records(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         raise FileNotFoundError(f"{path}: missing (the seed's run failed or has not finished; see its log)")
-    return sorted((json.loads(line) for line in path.read_text().splitlines() if line.strip()), key=lambda r: r["id"])
+    # looper's reader splits on newlines only: a generated text may hold U+2028 and other characters that
+    # str.splitlines() also takes for line ends
+    return sorted(read_jsonl(path), key=lambda r: r["id"])
 
 
 def arm_records(runs_dir: Path, name: str, arm: str, k: int, dataset: str) -> dict[str, list[dict[str, Any]]]:
@@ -103,68 +107,123 @@ def arm_summary(records: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
             "sampled_truncated": sum(s["truncated"] for r in sampled for s in [r, *(r.get("samples") or [])]) / (n * k)}
 
 
-def compare(a: dict[str, list[dict[str, Any]]], b: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
-    """b minus a: the paired difference of avg@k (primary) and the greedy flips with exact McNemar p."""
-    up = sum(not x["correct_strict"] and y["correct_strict"] for x, y in zip(a["greedy"], b["greedy"]))
-    down = sum(x["correct_strict"] and not y["correct_strict"] for x, y in zip(a["greedy"], b["greedy"]))
-    return {"avg_k": paired_difference(question_scores(a["sampled"], "strict"), question_scores(b["sampled"], "strict")),
-            "greedy": {"wrong_to_right": up, "right_to_wrong": down, "p_mcnemar": mcnemar_exact(up, down)}}
+def summary_metrics(runs_dir: Path, name: str, arm: str, k: int, dataset: str) -> tuple[dict[str, Any], dict[str, int]]:
+    """An arm's figures from its two eval summaries alone (the per-question files gone): the same fields as
+    ``arm_summary`` (avg@k's interval over questions as the eval stage computed it), and each question's greedy
+    change against SFT (+1 wrong -> right, -1 right -> wrong) from the summary's flipped question ids."""
+    model = MODEL.get(arm, "rl")
+    paths = [runs_dir / f"{name}-{arm}{at}" / "eval" / "summary.json" for at in ("", f"@k{k}")]
+    for path in paths:
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: missing (the seed's run failed or has not finished; see its log)")
+    greedy, sampled = (json.loads(path.read_text()) for path in paths)
+    g, m = greedy["metrics"][model][dataset], sampled["metrics"][model][dataset]
+    delta: dict[str, int] = {}
+    if arm != "sft":
+        comp = next(c for c in greedy["comparisons"][dataset] if c["a"] == "sft" and c["b"] == "rl")["strict"]
+        delta = {**{q: 1 for q in comp["wrong_to_right"]}, **{q: -1 for q in comp["right_to_wrong"]}}
+    return {"n": g["n"], "greedy_strict": g["strict"]["accuracy"], "greedy_strict_ci95": g["strict"]["ci95"],
+            "greedy_truncated": g["truncation_rate"], "k": k, "avg_k_strict": m["strict"][f"avg@{k}"]["accuracy"],
+            "avg_k_strict_ci95": m["strict"][f"avg@{k}"]["ci95"], "maj_k_strict": m["strict"][f"maj@{k}"],
+            "pass_k_strict": m["strict"][f"pass@{k}"], "sampled_truncated": m["truncation_rate"]}, delta
 
 
-def regime_w_evidence(rollouts: Path, config: str, sets: list[str]) -> dict[str, Any]:
-    """AUROC of s_wm and of plain majority agreement (s_end) for a correct consensus, per arm family."""
+def greedy_flips(delta_a: dict[str, int], delta_b: dict[str, int]) -> dict[str, Any]:
+    """b against a, both as per-question changes against the same SFT answers: where b is right and a wrong
+    (wrong_to_right) and the reverse, with exact McNemar p."""
+    change = [delta_b.get(q, 0) - delta_a.get(q, 0) for q in {*delta_a, *delta_b}]
+    up, down = sum(v > 0 for v in change), sum(v < 0 for v in change)
+    return {"wrong_to_right": up, "right_to_wrong": down, "p_mcnemar": mcnemar_exact(up, down)}
+
+
+def regime_w_evidence(rollouts: Path, config: str, sets: list[str]) -> dict[str, Any] | None:
+    """AUROC of s_wm and of plain majority agreement (s_end) for a correct consensus, per arm family (None
+    without the rollouts)."""
     from looper.config import load_config
     from looper.regime_w.report import FAMILIES, family_auroc
 
+    if not rollouts.exists():
+        return None
     cfg = load_config(config, sets).regime_w
     records = read_records(rollouts)
     return {name: family_auroc(records, cfg, fam) for name, fam in FAMILIES.items()}
 
 
+def read_seed(runs_dir: Path, name: str, k: int, dataset: str) -> tuple[dict[str, Any], dict[str, Any] | None, dict[str, dict[str, int]]]:
+    """One seed's arms: (figures per arm, each question's scores or None when only the eval summaries are left,
+    each arm's greedy change per question against SFT)."""
+    try:
+        recs = {arm: arm_records(runs_dir, name, arm, k, dataset) for arm in ARMS}
+    except FileNotFoundError as err:
+        print(f"{name}: {err}; reading the eval summaries instead (no paired avg@k test)", flush=True)
+        read = {arm: summary_metrics(runs_dir, name, arm, k, dataset) for arm in ARMS}
+        return {arm: m for arm, (m, _) in read.items()}, None, {arm: d for arm, (_, d) in read.items()}
+    ids = [r["id"] for r in recs["sft"]["greedy"]]
+    for arm, r in recs.items():
+        for kind, rows in r.items():
+            if [x["id"] for x in rows] != ids:
+                raise SystemExit(f"{name}: {arm} ({kind}) scored other questions than SFT")
+    sft = [x["correct_strict"] for x in recs["sft"]["greedy"]]
+    deltas = {arm: {q: int(y["correct_strict"]) - int(x) for q, x, y in zip(ids, sft, r["greedy"]) if y["correct_strict"] != x}
+              for arm, r in recs.items()}
+    scores = {arm: {"ids": ids, "greedy": [int(x["correct_strict"]) for x in r["greedy"]],
+                    "avg_k": [round(v, 4) for v in question_scores(r["sampled"], "strict")]} for arm, r in recs.items()}
+    return {arm: arm_summary(r) for arm, r in recs.items()}, scores, deltas
+
+
 def analyze(args: argparse.Namespace, base_name: str) -> dict[str, Any]:
+    """Every seed's figures, and the comparisons per seed and pooled. The avg@k tests are paired per question and
+    need the per-question eval files; a seed left with its eval summaries only gives avg@k point differences and
+    the greedy flips (from the summaries' question ids)."""
     runs_dir = Path(args.runs_dir)
-    per_seed, scores, missing = {}, {}, {}
+    per_seed, scores, deltas, missing = {}, {}, {}, {}
     for seed in args.seeds:
         name = f"{base_name}-s{seed}"
         try:
-            recs = {arm: arm_records(runs_dir, name, arm, args.k, args.dataset) for arm in ARMS}
+            arms, seed_scores, deltas[seed] = read_seed(runs_dir, name, args.k, args.dataset)
         except FileNotFoundError as err:  # reported, and the seeds that finished are still read
             print(f"seed {seed} left out: {err}", flush=True)
             missing[seed] = str(err)
             continue
-        ids = [r["id"] for r in recs["sft"]["greedy"]]
-        for arm, r in recs.items():
-            for kind, rows in r.items():
-                if [x["id"] for x in rows] != ids:
-                    raise SystemExit(f"seed {seed}: {arm} ({kind}) scored other questions than SFT")
         markers = {arm: runs_dir / f"{name}-{arm}" / "stages" for arm in ARMS if arm != "sft"}
+        comparisons = {}
+        for a, b in COMPARISONS:
+            diff = {"difference": arms[b]["avg_k_strict"] - arms[a]["avg_k_strict"]}
+            if seed_scores is not None:
+                diff = paired_difference(seed_scores[a]["avg_k"], seed_scores[b]["avg_k"])
+            comparisons[f"{b} - {a}"] = {"avg_k": diff, "greedy": greedy_flips(deltas[seed][a], deltas[seed][b])}
         per_seed[seed] = {
-            "arms": {arm: arm_summary(r) for arm, r in recs.items()},
+            "arms": arms, "paired": seed_scores is not None,
             "pairs": {arm: json.loads((m / "build-preferences.json").read_text()).get("pairs") for arm, m in markers.items()},
             "dpo_steps": {arm: json.loads((m / "train-rl.json").read_text()).get("steps") for arm, m in markers.items()},
-            "comparisons": {f"{b} - {a}": compare(recs[a], recs[b]) for a, b in COMPARISONS},
+            "comparisons": comparisons,
             "regime_w_auroc": regime_w_evidence(runs_dir / f"{name}-rollouts_b" / "data" / "rl_rollouts.jsonl",
                                                 args.config, [*args.set, f"seed={seed}"]),
         }
-        scores[seed] = {arm: {"ids": ids, "greedy": [int(x["correct_strict"]) for x in r["greedy"]],
-                              "avg_k": [round(s, 4) for s in question_scores(r["sampled"], "strict")]}
-                        for arm, r in recs.items()}
-    seeds = list(scores)
+        if seed_scores is not None:
+            scores[seed] = seed_scores
+    seeds = list(per_seed)
     if not seeds:
         raise SystemExit("no seed finished: nothing to analyze")
     pooled = {}
     for a, b in COMPARISONS:
         # each question's greedy change (+1 wrong -> right, -1 right -> wrong) summed over the seeds
-        net = [sum(col) for col in zip(*([y - x for x, y in zip(scores[s][a]["greedy"], scores[s][b]["greedy"])]
-                                          for s in seeds))]
-        better, worse = sum(v > 0 for v in net), sum(v < 0 for v in net)
-        pooled[f"{b} - {a}"] = {"avg_k": paired_difference(seed_mean(scores, a), seed_mean(scores, b)),
-                                "greedy_per_question": {"better": better, "worse": worse,
-                                                        "p_sign_test": mcnemar_exact(better, worse)}}
+        net = defaultdict(int)
+        for s in seeds:
+            for q in {*deltas[s][a], *deltas[s][b]}:
+                net[q] += deltas[s][b].get(q, 0) - deltas[s][a].get(q, 0)
+        better, worse = sum(v > 0 for v in net.values()), sum(v < 0 for v in net.values())
+        key = f"{b} - {a}"
+        pooled[key] = {
+            # the registered test: paired over questions, every seed's per-question files needed
+            "avg_k": paired_difference(seed_mean(scores, a), seed_mean(scores, b)) if len(scores) == len(seeds) else None,
+            "avg_k_mean_of_seeds": sum(per_seed[s]["comparisons"][key]["avg_k"]["difference"] for s in seeds) / len(seeds),
+            "greedy_per_question": {"better": better, "worse": worse, "p_sign_test": mcnemar_exact(better, worse)}}
     pooled_arms = {arm: {"avg_k_strict": sum(per_seed[s]["arms"][arm]["avg_k_strict"] for s in seeds) / len(seeds),
                          "greedy_strict": sum(per_seed[s]["arms"][arm]["greedy_strict"] for s in seeds) / len(seeds)}
                    for arm in ARMS}
-    return {"per_seed": per_seed, "missing_seeds": missing, "pooled": {"seeds": seeds, "arms": pooled_arms, "comparisons": pooled},
+    return {"per_seed": per_seed, "missing_seeds": missing,
+            "pooled": {"seeds": seeds, "paired_seeds": list(scores), "arms": pooled_arms, "comparisons": pooled},
             "question_scores": scores}
 
 
@@ -182,6 +241,15 @@ def auc(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.3f}"
 
 
+def diff_cells(d: dict[str, Any] | None, mean_of_seeds: float | None = None) -> str:
+    """A paired difference's cells (difference [CI] | p | detectable), or the point difference alone."""
+    if d is None:
+        return f"not computed (mean of the seeds' differences {pct(mean_of_seeds or 0.0)}) | - | -"
+    if "ci95" not in d:
+        return f"{pct(d['difference'])} (unpaired: per-question files lost) | - | -"
+    return f"{pct(d['difference'])} [{pct(d['ci95'][0])}, {pct(d['ci95'][1])}] | {d['p_value']:.3g} | {pct(d['detectable_80'])}"
+
+
 def tables(result: dict[str, Any]) -> str:
     out = ["| seed | arm | avg@k strict % [95% CI] | maj@k % | pass@k % | greedy strict % [95% CI] | pairs | DPO steps |",
            "|---|---|---|---|---|---|---|---|"]
@@ -197,18 +265,15 @@ def tables(result: dict[str, Any]) -> str:
         key = f"{b} - {a}"
         for seed, res in result["per_seed"].items():
             c = res["comparisons"][key]
-            d = c["avg_k"]
-            out.append(f"| {ARMS[b]} - {ARMS[a]} | {seed} | {pct(d['difference'])} [{pct(d['ci95'][0])}, "
-                       f"{pct(d['ci95'][1])}] | {d['p_value']:.3g} | {pct(d['detectable_80'])} | "
+            out.append(f"| {ARMS[b]} - {ARMS[a]} | {seed} | {diff_cells(c['avg_k'])} | "
                        f"{c['greedy']['wrong_to_right']} / {c['greedy']['right_to_wrong']} | {c['greedy']['p_mcnemar']:.3g} |")
         c = result["pooled"]["comparisons"][key]
-        d, g = c["avg_k"], c["greedy_per_question"]
-        out.append(f"| **{ARMS[b]} - {ARMS[a]}** | **pooled** | **{pct(d['difference'])}** [{pct(d['ci95'][0])}, "
-                   f"{pct(d['ci95'][1])}] | **{d['p_value']:.3g}** | {pct(d['detectable_80'])} | "
+        g = c["greedy_per_question"]
+        out.append(f"| **{ARMS[b]} - {ARMS[a]}** | **pooled** | {diff_cells(c['avg_k'], c['avg_k_mean_of_seeds'])} | "
                    f"{g['better']} / {g['worse']} questions | {g['p_sign_test']:.3g} |")
     out += ["", "| seed | arms | consensus correct | AUROC majority (s_end) | AUROC s_wm |", "|---|---|---|---|---|"]
     for seed, res in result["per_seed"].items():
-        for fam, v in res["regime_w_auroc"].items():
+        for fam, v in (res["regime_w_auroc"] or {}).items():
             out.append(f"| {seed} | {fam} | {v['consensus_correct']} / {v['questions']} | {auc(v['auroc_majority'])} | "
                        f"{auc(v['auroc_s_wm'])} |")
     return "\n".join(out)

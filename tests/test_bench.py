@@ -114,6 +114,17 @@ def test_pooled_flips_reads_runs_together(tmp_path):
     assert (res["pooled_flips"]["wrong_to_right"], res["pooled_flips"]["right_to_wrong"]) == (5, 2)
     half = -math.log(5 / 16) - math.log(1 / 2)  # one-sided p: P(X >= 3 | 4) = 5/16, P(X >= 2 | 3) = 1/2
     assert res["fisher_one_sided"] == pytest.approx(math.exp(-half) * (1 + half))
+    # a run kept as counts only: in the pooled flips and Fisher's combination, not in the per-question sum
+    (tmp_path / "three.json").write_text(json.dumps({"wrong_to_right": 4, "right_to_wrong": 0}))
+    proc = subprocess.run([*cmd[:-2], str(tmp_path / "three.json"), "--out", str(out)], cwd=REPO, capture_output=True,
+                          text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    res = json.loads(out.read_text())
+    assert (res["per_question"]["better"], res["per_question"]["worse"]) == (3, 1)
+    assert res["per_question"]["runs_left_out"] == [str(tmp_path / "three.json")]
+    assert (res["pooled_flips"]["wrong_to_right"], res["pooled_flips"]["right_to_wrong"]) == (9, 2)
+    half = -math.log(5 / 16) - math.log(1 / 2) - math.log(1 / 16)
+    assert res["fisher_one_sided"] == pytest.approx(math.exp(-half) * (1 + half + half ** 2 / 2))
     missing = subprocess.run([*cmd[:3], f"{tmp_path / 'two.json'}:nope"], cwd=REPO, capture_output=True, text=True)
     assert missing.returncode != 0 and "no finished recipe 'nope'" in missing.stderr
     (tmp_path / "bad.json").write_text("{not json")
@@ -121,49 +132,60 @@ def test_pooled_flips_reads_runs_together(tmp_path):
     assert bad.returncode != 0 and "bad.json: cannot read it as JSON" in bad.stderr and "Traceback" not in bad.stderr
 
 
-def _eval_file(path: Path, golds: list[str], answers: list[list[str]]) -> None:
-    """An eval file as the eval stage writes it: each question's outputs ``#### <answer>`` scored against gold."""
+def _eval_records(golds: list[str], answers: list[list[str]]) -> list[dict]:
+    """Eval records as the eval stage makes them: each question's outputs (with a U+2028 inside, which a model may
+    write and ``str.splitlines`` takes for a line end) scored against gold."""
     from collections import namedtuple
 
     from looper.eval.eval_gsm8k import score_record
 
     out = namedtuple("Output", "text num_tokens truncated")
-    rows = [score_record({"id": f"q{i}", "question": "?", "gold": g}, [out(f"#### {a}", 5, False) for a in ans])
+    return [score_record({"id": f"q{i}", "question": "?", "gold": g}, [out(f"so\u2028#### {a}", 5, False) for a in ans])
             for i, (g, ans) in enumerate(zip(golds, answers))]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
 def test_regime_w_comparison_pools_the_seeds_per_question(tmp_path):
     """The comparison's reading of finished runs: avg@k per arm, paired differences per seed and pooled (each
-    question's score averaged over the seeds), greedy flips, pairs and steps from the stage markers."""
+    question's score averaged over the seeds), greedy flips, pairs and steps from the stage markers; a seed whose
+    per-question files are gone is read from its eval summaries (no paired avg@k test, greedy flips still)."""
     sys.path.insert(0, str(REPO / "bench"))
     from regime_w_comparison import ARMS, analyze
 
-    golds = ["1", "2", "3", "4"]
+    from looper.config import load_config
+    from looper.eval.report import write_report
+
+    golds, ds = ["1", "2", "3", "4"], "gsm_symbolic_test"
     right, wrong = golds, ["9"] * 4
-    # per seed and arm: greedy answers, and k = 4 sampled answers per question (share correct per question)
+    # per arm: greedy answers, and k = 4 sampled answers per question (share correct per question)
     sampled = {"sft": [0, 1, 0, 0], "w_regime_w": [2, 1, 1, 0], "w_correct": [1, 1, 0, 0], "w_label_free": [0, 0, 0, 0]}
     greedy = {"sft": wrong, "w_regime_w": right[:2] + wrong[2:], "w_correct": right[:1] + wrong[1:], "w_label_free": wrong}
     runs = tmp_path / "runs"
-    for seed in (1, 2):
+    for seed in (1, 2, 4):
+        shift = int(seed > 1)  # seeds 2 and 4: one more correct sample on question 3 for the Regime W arm only
         for arm in ARMS:
             model = "sft" if arm == "sft" else "rl"
-            _eval_file(runs / f"demo-s{seed}-{arm}" / "eval" / f"{model}__gsm_symbolic_test.jsonl", golds, [[a] for a in greedy[arm]])
-            shift = seed - 1  # seed 2: one more correct sample on question 3 for the Regime W arm only
             counts = [c + (shift if arm == "w_regime_w" and q == 3 else 0) for q, c in enumerate(sampled[arm])]
-            _eval_file(runs / f"demo-s{seed}-{arm}@k4" / "eval" / f"{model}__gsm_symbolic_test.jsonl", golds,
-                       [[g] * c + ["9"] * (4 - c) for g, c in zip(golds, counts)])
+            # the arm's own run scores SFT too, first (the summary's SFT -> RL flips)
+            files = {"": {"sft": _eval_records(golds, [[a] for a in greedy["sft"]]),
+                          model: _eval_records(golds, [[a] for a in greedy[arm]])},
+                     "@k4": {model: _eval_records(golds, [[g] * c + ["9"] * (4 - c) for g, c in zip(golds, counts)])}}
+            for at, recs in files.items():
+                folder = runs / f"demo-s{seed}-{arm}{at}" / "eval"
+                config = load_config("configs/demo.yaml", [f"eval.samples={4 if at else 1}"])
+                write_report({m: {ds: r} for m, r in recs.items()}, config, folder)
+                if seed != 4:  # seed 4 keeps only the summaries
+                    for m, r in recs.items():
+                        (folder / f"{m}__{ds}.jsonl").write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in r))
             if arm != "sft":
                 stages = runs / f"demo-s{seed}-{arm}" / "stages"
                 stages.mkdir(parents=True)
                 (stages / "build-preferences.json").write_text(json.dumps({"pairs": 10 + seed}))
                 (stages / "train-rl.json").write_text(json.dumps({"steps": 3}))
-        traj = [{"arm": "direct", "family": "compute", "text": "#### 1", "truncated": False, "num_tokens": 3}]
+        traj = [{"arm": "direct", "family": "compute", "text": "#### 1\u2028", "truncated": False, "num_tokens": 3}]
         rollouts = runs / f"demo-s{seed}-rollouts_b" / "data" / "rl_rollouts.jsonl"
         rollouts.parent.mkdir(parents=True)
-        rollouts.write_text(json.dumps({"id": "t0", "gold": "1", "trajectories": traj}) + "\n")
-    args = type("Args", (), {"runs_dir": str(runs), "seeds": [1, 2, 3], "k": 4, "dataset": "gsm_symbolic_test",
+        rollouts.write_text(json.dumps({"id": "t0", "gold": "1", "trajectories": traj}, ensure_ascii=False) + "\n")
+    args = type("Args", (), {"runs_dir": str(runs), "seeds": [1, 2, 3], "k": 4, "dataset": ds,
                              "config": "configs/demo.yaml", "set": []})()
     result = analyze(args, "demo")
     assert "3" in str(result["missing_seeds"]) and result["pooled"]["seeds"] == [1, 2]  # seed 3 never ran
@@ -180,13 +202,25 @@ def test_regime_w_comparison_pools_the_seeds_per_question(tmp_path):
     assert result["per_seed"][2]["regime_w_auroc"]["all arms"]["questions"] == 1
     assert result["question_scores"][2]["w_regime_w"]["avg_k"] == [0.5, 0.25, 0.25, 0.25]
 
+    # seeds 1 and 4 (summaries only): the same figures where they can be had, no paired avg@k test
+    args.seeds = [1, 4]
+    result = analyze(args, "demo")
+    four = result["per_seed"][4]
+    assert not four["paired"] and four["arms"]["w_regime_w"]["avg_k_strict"] == pytest.approx(5 / 16)
+    assert four["comparisons"]["w_regime_w - w_correct"]["avg_k"] == {"difference": pytest.approx(5 / 16 - 2 / 16)}
+    assert four["comparisons"]["w_regime_w - w_correct"]["greedy"] == primary["greedy"]
+    assert four["comparisons"]["w_label_free - sft"]["greedy"]["wrong_to_right"] == 0
+    pooled = result["pooled"]["comparisons"]["w_regime_w - w_correct"]
+    assert pooled["avg_k"] is None and pooled["avg_k_mean_of_seeds"] == pytest.approx((2 / 16 + 3 / 16) / 2)
+    assert pooled["greedy_per_question"]["better"] == 1  # question 1: right under Regime W in both seeds, counted once
+
 
 def test_rl_recipes_sampled_rescoring_builds_on_the_recipe_it_names():
     """``<recipe>@k<N>``: that recipe's adapters (every round) scored with N samples on the reporting split."""
     sys.path.insert(0, str(REPO / "bench"))
     from rl_recipes import known, source_of, spec
 
-    what, parent, level, overrides, commands = spec("w_correct@k16")
+    _, parent, level, overrides, commands = spec("w_correct@k16")
     assert (parent, level, commands) == ("w_correct", "rounds", [["eval"]])
     assert "preferences.correctness_only=true" in overrides  # the arm's own settings, so its stages check out
     assert overrides[-3:] == ["eval.samples=16", "eval.models=[rl]", "eval.datasets=[{report}]"]

@@ -92,8 +92,10 @@ def _plots(summary: dict[str, Any], out_dir: Path) -> list[str]:
                 if m:
                     xs.append(j + i * width)
                     ys.append(100 * m[mode]["accuracy"])
-                    lo.append(100 * (m[mode]["accuracy"] - m[mode]["ci95"][0]))
-                    hi.append(100 * (m[mode]["ci95"][1] - m[mode]["accuracy"]))
+                    # clamped: at 0% or 100% the Wilson bound and the accuracy can differ by a rounding error,
+                    # and matplotlib refuses a negative error bar
+                    lo.append(max(0.0, 100 * (m[mode]["accuracy"] - m[mode]["ci95"][0])))
+                    hi.append(max(0.0, 100 * (m[mode]["ci95"][1] - m[mode]["accuracy"])))
             ax.bar(xs, ys, width, yerr=[lo, hi], capsize=3, label=model)
         ax.set_xticks([j + width * (len(models) - 1) / 2 for j in range(len(datasets))], datasets)
         ax.set_ylabel(f"{mode} accuracy (%)")
