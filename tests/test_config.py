@@ -139,3 +139,24 @@ def test_a_changed_logging_or_batch_field_keeps_a_finished_stage_and_a_result_fi
     marker["config"]["rollouts"]["batch_size"], marker["config_hash"] = 64, "older"
     run.marker("collect-rollouts").write_text(json.dumps(marker))
     assert check_stage(run, "collect-rollouts", load_config(CONFIGS[0], [f"runs_dir={tmp_path}", "rollouts.batch_size=8"]))
+
+
+def test_trainer_configs_use_no_deprecated_names(tmp_path, recwarn):
+    """transformers >= 5.24 renamed gradient_checkpointing to activation_checkpointing and warns on the old name,
+    which TRL's configs default to True: looper passes the new name (TRL's default kept), so building every config's
+    trainer settings raises no deprecation warning, and a YAML that still says gradient_checkpointing is honoured."""
+    import warnings
+
+    from looper.trainers import make_trl_config
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        warnings.simplefilter("error", DeprecationWarning)
+        for path in CONFIGS:
+            config = load_config(path, ["sft.trainer.use_liger_kernel=false"])
+            for kind in ("sft", "dpo", "rft", "grpo", "rloo"):
+                trl_config = make_trl_config(kind, config, tmp_path)
+                assert trl_config.activation_checkpointing == trl_config.gradient_checkpointing
+        config = load_config("configs/demo.yaml", ["rl.grpo.gradient_checkpointing=false"])
+        assert make_trl_config("grpo", config, tmp_path).activation_checkpointing is False
+        assert make_trl_config("rloo", config, tmp_path).activation_checkpointing is True  # TRL's default

@@ -6,6 +6,8 @@ user's ``sft.trainer`` / ``rl.dpo`` / ``rl.grpo`` / ``rl.rloo`` fields, and the 
 
 from __future__ import annotations
 
+import dataclasses
+
 import importlib.util
 import json
 import logging
@@ -75,6 +77,15 @@ def make_trl_config(kind: str, config: RunConfig, output_dir: Path, **forced: An
             raise ConfigError(f"{section}.activation_checkpointing: the accelerate config turns on FSDP's activation "
                               "checkpointing (fsdp_activation_checkpointing), which replaces it; remove one of the two")
         kwargs["activation_checkpointing"] = False  # transformers >= 5.24's name (gradient_checkpointing is deprecated)
+    # transformers (>= 5.24) renamed gradient_checkpointing* to activation_checkpointing* and warns on the old names,
+    # which TRL's configs still default (to True): pass the new names, with TRL's default where none is given
+    for old, new in (("gradient_checkpointing", "activation_checkpointing"),
+                     ("gradient_checkpointing_kwargs", "activation_checkpointing_kwargs")):
+        if old in kwargs and new not in kwargs:
+            kwargs[new] = kwargs.pop(old)
+    if "activation_checkpointing" not in kwargs:
+        kwargs["activation_checkpointing"] = next(
+            f.default for f in dataclasses.fields(_trl_class(kind)) if f.name == "gradient_checkpointing")
     for field, package, extra in (("use_liger_kernel", "liger_kernel", "gpu"), ("use_vllm", "vllm", "vllm")):
         # transformers / TRL find a missing package only once the model is loaded (after sampling, for sft.data: self)
         if kwargs.get(field) and importlib.util.find_spec(package) is None:
