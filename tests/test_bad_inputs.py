@@ -80,6 +80,7 @@ CASES = {
     "unknown-sft-trainer-key-self-data": Case(["sft", "{cfg}", "sft.data=self", "sft.trainer.max_stepz=3"], "sft.trainer",
                                               needs="data"),  # refused before the base model samples (folder untouched)
     "unknown-dpo-trainer-key": Case(["train-rl", "{cfg}", "rl.dpo.betta=0.2"], "rl.dpo", needs="preferences"),
+    "negative-dpo-beta": Case(["train-rl", "{cfg}", "rl.dpo.beta=-1"], "rl.dpo.beta", needs="preferences"),
     "unknown-grpo-trainer-key": Case(["train-rl", "{cfg}", "rl.algorithm=grpo", "rl.grpo.num_generation=2"], "rl.grpo", needs="sft"),
     "liger-not-installed": Case(["sft", "{cfg}", "sft.trainer.use_liger_kernel=true"], "sft.trainer.use_liger_kernel: true needs liger-kernel",
                                 needs="data"),

@@ -46,3 +46,16 @@ def test_plan_bad_input_is_one_line(tmp_path):
 def test_plan_says_max_steps_when_it_replaces_the_epochs(tmp_path):
     out = run_looper("plan", "configs/demo.yaml", f"runs_dir={tmp_path}", cwd=REPO).stdout
     assert row(out, "sft")[1] == "max_steps 12 optimizer steps, sequences <= 256 tokens"  # not "240 examples x 3 epochs"
+
+
+def test_plan_piped_into_a_reader_that_stops_early_ends_quietly():
+    """`looper plan CONFIG | head`: a reader that closes the pipe before the output is written (`true` reads
+    nothing) gets no BrokenPipeError traceback, and looper exits 1 as Unix tools do."""
+    import subprocess
+    import sys
+
+    cmd = f"set -o pipefail; {sys.executable} -m looper.cli plan configs/demo.yaml | true"
+    proc = subprocess.run(["bash", "-c", cmd], cwd=REPO, capture_output=True, text=True, check=False,
+                          env={"PYTHONPATH": str(REPO / "src"), "PATH": "/usr/bin:/bin"})
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr
+    assert proc.returncode == 1

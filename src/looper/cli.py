@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import sys
 from typing import Any
 
 from looper.config import load_config
@@ -53,7 +55,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    _dispatch(build_parser().parse_args(argv))
+    try:
+        _dispatch(build_parser().parse_args(argv))
+        sys.stdout.flush()  # a closed pipe then shows here, not in the interpreter's flush at exit
+    except BrokenPipeError:
+        # whoever read the output stopped early (`looper plan ... | head`): end quietly as Unix tools do, with
+        # stdout pointed at /dev/null so the interpreter's final flush cannot raise again (Python docs, "Note on
+        # SIGPIPE" in the signal module)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
 
 
 def _dispatch(args: argparse.Namespace) -> Any:

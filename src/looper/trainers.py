@@ -86,6 +86,10 @@ def make_trl_config(kind: str, config: RunConfig, output_dir: Path, **forced: An
     if "activation_checkpointing" not in kwargs:
         kwargs["activation_checkpointing"] = next(
             f.default for f in dataclasses.fields(_trl_class(kind)) if f.name == "gradient_checkpointing")
+    if kind == "dpo" and not (isinstance(kwargs.get("beta"), (int, float)) and kwargs["beta"] > 0):
+        # TRL takes any number; DPO's beta scales the log-ratio margin (Rafailov et al. 2023, eq. 7): at 0 nothing is
+        # learnt, below 0 the policy is trained towards the rejected answers
+        raise ConfigError(f"{section}.beta: {kwargs.get('beta')!r}; DPO's beta must be a number > 0 (e.g. 0.1)")
     for field, package, extra in (("use_liger_kernel", "liger_kernel", "gpu"), ("use_vllm", "vllm", "vllm")):
         # transformers / TRL find a missing package only once the model is loaded (after sampling, for sft.data: self)
         if kwargs.get(field) and importlib.util.find_spec(package) is None:
