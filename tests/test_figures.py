@@ -1,0 +1,144 @@
+"""Figures in README and docs/ checked against the raw files in docs/bench/ they come from (issue 29, item 6).
+
+Each test reads a table or sentence as a reader sees it and recomputes every number in it from the raw file the
+text names. Covered so far: the Regime W comparison (docs/results.md), the four runs of the default recipe and
+their pooled reading (README, docs/results.md, the GPU config's header), and the Regime W reports' AUROCs.
+"""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BENCH = REPO / "docs" / "bench"
+COMPARISON = BENCH / "regime_w_comparison_2xh200"
+ARM_NAMES = {"SFT": "sft", "Regime W": "w_regime_w", "correctness only": "w_correct", "label-free": "w_label_free"}
+
+
+def printed(text: str) -> list[str]:
+    """Every number in a piece of text, as printed."""
+    return re.findall(r"[-+]?\d{1,3}(?:,\d{3})+(?:\.\d+)?|[-+]?\d+(?:\.\d+)?", text)
+
+
+def numbers(text: str) -> list[float]:
+    """Every number in a piece of text, signs and thousands separators read."""
+    return [float(n.replace(",", "")) for n in printed(text)]
+
+
+def shown(text: str, value: float) -> bool:
+    """Whether ``text`` (one number as printed) is ``value`` rounded to the decimals it shows."""
+    decimals = len(text.split(".")[1]) if "." in text else 0
+    return abs(float(text.replace(",", "")) - value) <= 0.5 * 10 ** -decimals + 1e-12
+
+
+def section(doc: Path, heading: str) -> str:
+    """The text of a markdown section, from its heading to the next heading of the same or a higher level."""
+    text = doc.read_text()
+    start = text.index(heading)
+    level = len(heading) - len(heading.lstrip("#"))
+    after = text[start + len(heading):]
+    end = re.search(rf"^#{{1,{level}}} ", after, flags=re.M)
+    return after[: end.start()] if end else after
+
+
+def table_rows(text: str, first_cell: str) -> list[list[str]]:
+    """Cells of the markdown table rows whose first cell matches ``first_cell`` (a regular expression)."""
+    rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in text.splitlines() if line.startswith("|")]
+    return [r for r in rows if re.fullmatch(first_cell, r[0])]
+
+
+def pct(x: float, digits: int = 2) -> float:
+    return round(100 * x, digits)
+
+
+@pytest.fixture(scope="module")
+def comparison() -> dict:
+    return json.loads((COMPARISON / "comparison_from_summaries.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def results_section() -> str:
+    return section(REPO / "docs" / "results.md", "### Results, first run (2026-11-30")
+
+
+def test_regime_w_comparison_arm_table(comparison, results_section):
+    rows = table_rows(results_section, r"1234|1235|1236")
+    arm_rows = [r for r in rows if r[1] in ARM_NAMES]
+    assert len(arm_rows) == 12
+    for seed, name, avg, maj, pas, greedy, trunc, pairs, steps in arm_rows:
+        res = comparison["per_seed"][seed]
+        m = res["arms"][ARM_NAMES[name]]
+        assert numbers(avg) == [pct(m["avg_k_strict"]), pct(m["avg_k_strict_ci95"][0]), pct(m["avg_k_strict_ci95"][1])]
+        assert numbers(maj) == [pct(m["maj_k_strict"])] and numbers(pas) == [pct(m["pass_k_strict"])]
+        assert numbers(greedy) == [pct(m["greedy_strict"]), pct(m["greedy_strict_ci95"][0]), pct(m["greedy_strict_ci95"][1])]
+        assert numbers(trunc) == [pct(m["sampled_truncated"], 1), pct(m["greedy_truncated"], 1)]
+        arm = ARM_NAMES[name]
+        assert numbers(pairs) == ([res["pairs"][arm]] if arm != "sft" else [])
+        assert numbers(steps) == ([res["dpo_steps"][arm]] if arm != "sft" else [])
+
+
+def test_regime_w_comparison_differences_table(comparison, results_section):
+    paired = json.loads((COMPARISON / "seed1235_paired.json").read_text())["per_seed"]["1235"]["comparisons"]
+    labels = {"Regime W - correctness only": "w_regime_w - w_correct", "Regime W - SFT": "w_regime_w - sft",
+              "correctness only - SFT": "w_correct - sft", "label-free - SFT": "w_label_free - sft",
+              "label-free - correctness only": "w_label_free - w_correct"}
+    rows = table_rows(results_section, r"(\*\*)?(Regime W|correctness only|label-free) - .*")
+    assert len(rows) == 5
+    for label, s1234, s1235, s1236, flips, pooled in rows:
+        key = labels[label.replace("**", "").replace(" (H1)", "")]
+        seeds = comparison["per_seed"]
+        assert numbers(s1234) == [pct(seeds["1234"]["comparisons"][key]["avg_k"]["difference"])]
+        assert numbers(s1236) == [pct(seeds["1236"]["comparisons"][key]["avg_k"]["difference"])]
+        d = paired[key]["avg_k"]
+        diff, lo, hi, p, detectable = printed(s1235.replace("80%", ""))
+        expect = [(diff, 100 * d["difference"]), (lo, 100 * d["ci95"][0]), (hi, 100 * d["ci95"][1]), (p, d["p_value"]),
+                  (detectable, 100 * d["detectable_80"]), (diff, 100 * seeds["1235"]["comparisons"][key]["avg_k"]["difference"])]
+        assert all(shown(text, value) for text, value in expect), (label, expect)
+        assert numbers(flips.replace("/", " ")) == [v for s in ("1234", "1235", "1236") for v in
+                                                    (seeds[s]["comparisons"][key]["greedy"]["wrong_to_right"],
+                                                     seeds[s]["comparisons"][key]["greedy"]["right_to_wrong"])]
+        g = comparison["pooled"]["comparisons"][key]["greedy_per_question"]
+        better, worse, p = printed(pooled)
+        assert (int(better), int(worse)) == (g["better"], g["worse"]) and shown(p, g["p_sign_test"])
+    assert comparison["pooled"]["comparisons"]["w_regime_w - w_correct"]["avg_k"] is None  # H1: not computed, as said
+
+
+def test_regime_w_comparison_auroc_table(results_section):
+    rows = table_rows(results_section, r"1234|1235|1236")
+    auroc_rows = [r for r in rows if len(r) == 5]
+    assert len(auroc_rows) == 3
+    for seed, *cells in auroc_rows:
+        report = (COMPARISON / f"regime_w_report_s{seed}.md").read_text()
+        family = {}
+        for name in ("all arms", "compute arms", "reflective arms"):
+            line = next(x for x in report.splitlines() if x.startswith(name))
+            family[name] = numbers(line)  # questions, consensus correct, AUROC majority, AUROC s_wm
+        expect = [v for name in family for v in family[name][2:4]] + [family[n][1] for n in family]
+        assert [v for c in cells for v in numbers(c)] == expect
+
+
+def test_default_recipe_runs_read_together():
+    """README, docs/results.md and the GPU config's header: the four runs and their pooled reading."""
+    pooled = json.loads((BENCH / "pooled_default_recipe_4runs_test.json").read_text())
+    runs = pooled["runs"]
+    gains = [round(100 * (r["wrong_to_right"] - r["right_to_wrong"]) / 1319, 1) for r in runs]
+    order = sorted(range(4), key=lambda i: -gains[i])  # the text lists the runs largest gain first
+    readme = (REPO / "README.md").read_text()
+    header = (REPO / "configs" / "smollm2-135m-gpu.yaml").read_text()
+    gain_text = ", ".join(f"+{gains[i]}" for i in order[:-1]) + f" and +{gains[order[-1]]} points"
+    assert gain_text in readme
+    assert ", ".join(f"+{gains[i]}" for i in order) in header
+    for text in (readme.replace("\n", " "), header.replace("\n# ", " ")):
+        listed = re.search(r"p = ([\d.]+), ([\d.]+),\s+([\d.]+),? (?:and )?([\d.]+)", text)
+        assert listed and all(shown(listed.group(k + 1), runs[i]["p_two_sided"]) for k, i in enumerate(order))
+    up, down = pooled["pooled_flips"]["wrong_to_right"], pooled["pooled_flips"]["right_to_wrong"]
+    p = f"{pooled['pooled_flips']['p_two_sided']:.1g}"
+    assert f"{up}\nquestions better and {down} worse, p = {p}" in readme or f"{up} questions better and {down} worse, p = {p}" in readme
+    results = section(REPO / "docs" / "results.md", "## The GPU config's default pipeline as one run")
+    q = pooled["per_question"]
+    assert f"{q['better']} questions better, {q['worse']} worse" in results and f"p = {q['p_two_sided']:.2g}" in results
+    assert f"{up} / {down}, p = {pooled['pooled_flips']['p_two_sided']:.2g}" in results
+    assert f"{pooled['fisher_one_sided']:.2g}" in results.replace("\n  ", " ")
+    assert f"mean +{sum(gains) / 4:.1f} over the four" in results.replace("\n", " ")
