@@ -79,6 +79,10 @@ CASES = {
     "unknown-sft-trainer-key": Case(["sft", "{cfg}", "sft.trainer.max_stepz=3"], "sft.trainer", needs="data"),
     "unknown-sft-trainer-key-self-data": Case(["sft", "{cfg}", "sft.data=self", "sft.trainer.max_stepz=3"], "sft.trainer",
                                               needs="data"),  # refused before the base model samples (folder untouched)
+    "sft-trainer-wrong-type": Case(["sft", "{cfg}", "sft.trainer.max_steps=abc"], "sft.trainer.max_steps: 'abc' is not an integer",
+                                   needs="data"),  # transformers would take it and fail after the model loads
+    "grpo-trainer-wrong-type": Case(["train-rl", "{cfg}", "rl.algorithm=grpo", "rl.grpo.learning_rate=fast"],
+                                    "rl.grpo.learning_rate", needs="sft"),
     "unknown-dpo-trainer-key": Case(["train-rl", "{cfg}", "rl.dpo.betta=0.2"], "rl.dpo", needs="preferences"),
     "negative-dpo-beta": Case(["train-rl", "{cfg}", "rl.dpo.beta=-1"], "rl.dpo.beta", needs="preferences"),
     "unknown-grpo-trainer-key": Case(["train-rl", "{cfg}", "rl.algorithm=grpo", "rl.grpo.num_generation=2"], "rl.grpo", needs="sft"),

@@ -39,7 +39,7 @@ def section(doc: Path, heading: str) -> str:
     start = text.index(heading)
     level = len(heading) - len(heading.lstrip("#"))
     after = text[start + len(heading):]
-    end = re.search(rf"^#{{1,{level}}} ", after, flags=re.M)
+    end = re.search(rf"^#{{1,{level}}} ", after, flags=re.MULTILINE)
     return after[: end.start()] if end else after
 
 

@@ -61,6 +61,28 @@ def _trl_class(kind: str) -> type:
     return {"sft": trl.SFTConfig, "rft": trl.SFTConfig, "dpo": trl.DPOConfig, "grpo": trl.GRPOConfig, "rloo": trl.RLOOConfig}[kind]
 
 
+def _check_types(cls: type, user: dict[str, Any], section: str) -> None:
+    """A value of the wrong kind for a TRL / transformers field with a plain type (``max_steps: abc``) is a
+    ConfigError here: the trainer would take it and fail only once the model is loaded, with a traceback."""
+    import types
+    import typing
+
+    try:
+        hints = typing.get_type_hints(cls)
+    except Exception:  # noqa: BLE001 - a hint that cannot be resolved: leave the values to TRL
+        return
+    plain = {int: "an integer", float: "a number", bool: "true or false", str: "a string", type(None): "null"}
+    for key, value in user.items():
+        hint = hints.get(key)
+        args = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+        if hint is None or not set(args) <= set(plain):
+            continue  # unknown keys (TRL names them) and richer types (lists, dicts, enums) are TRL's to check
+        ok = any(isinstance(value, t) and not (t is int and isinstance(value, bool)) for t in args) \
+            or (float in args and isinstance(value, int) and not isinstance(value, bool))
+        if not ok:
+            raise ConfigError(f"{section}.{key}: {value!r} is not {' or '.join(plain[t] for t in args)}")
+
+
 def make_trl_config(kind: str, config: RunConfig, output_dir: Path, **forced: Any) -> Any:
     """TRL's SFTConfig / DPOConfig / GRPOConfig / RLOOConfig from looper defaults + the YAML's trainer section
     (``rft`` is an SFTConfig read from ``rl.rft``)."""
@@ -86,6 +108,7 @@ def make_trl_config(kind: str, config: RunConfig, output_dir: Path, **forced: An
     if "activation_checkpointing" not in kwargs:
         kwargs["activation_checkpointing"] = next(
             f.default for f in dataclasses.fields(_trl_class(kind)) if f.name == "gradient_checkpointing")
+    _check_types(_trl_class(kind), kwargs, section)
     if kind == "dpo" and not (isinstance(kwargs.get("beta"), (int, float)) and kwargs["beta"] > 0):
         # TRL takes any number; DPO's beta scales the log-ratio margin (Rafailov et al. 2023, eq. 7): at 0 nothing is
         # learnt, below 0 the policy is trained towards the rejected answers
