@@ -7,7 +7,6 @@ user's ``sft.trainer`` / ``rl.dpo`` / ``rl.grpo`` / ``rl.rloo`` fields, and the 
 from __future__ import annotations
 
 import dataclasses
-
 import importlib.util
 import json
 import logging
