@@ -142,3 +142,30 @@ def test_default_recipe_runs_read_together():
     assert f"{up} / {down}, p = {pooled['pooled_flips']['p_two_sided']:.2g}" in results
     assert f"{pooled['fisher_one_sided']:.2g}" in results.replace("\n  ", " ")
     assert f"mean +{sum(gains) / 4:.1f} over the four" in results.replace("\n", " ")
+
+
+def _peak(path: Path, config: str) -> float:
+    run = json.loads(path.read_text())["configs"][config]
+    return max(float(x) for x in re.findall(r'"peak_gpu_memory_gib": \[([0-9.]+)', json.dumps(run)))
+
+
+def test_readme_8b_memory_engine_and_scaling_figures():
+    readme = " ".join((REPO / "README.md").read_text().split())
+    peaks = re.search(r"peak GPU memory ([\d.]+) GiB \(bf16, SFT\), ([\d.]+) GiB \(QLoRA;.*?\), ([\d.]+) GiB \(plan,", readme)
+    assert peaks, "README's 8B peak-memory sentence moved"
+    for text, (name, config) in zip(peaks.groups(), [("plan_8b_8b_qlora_h200.json", "8b"),
+                                                     ("plan_8b_qlora_rloo_h200.json", "qlora"),
+                                                     ("plan_8b_plan_h200.json", "plan")]):
+        assert shown(text, _peak(BENCH / name, config)), (text, name)
+    runs = {r["way"]: r for r in json.loads((BENCH / "generation_hf_vllm_8b_256x2048_h200.json").read_text())["runs"]}
+    engines = re.search(r"`hf` ([\d,]+) tokens/s, looper's `vllm` ([\d,]+) \(([\d.]+)x\), vLLM's own `LLM.generate` "
+                        r"([\d,]+) \(looper's engine at (\d+)% of it\)", readme)
+    assert engines, "README's engine sentence moved"
+    hf, vllm, ratio, direct, share = engines.groups()
+    assert shown(hf, runs["hf"]["tokens_per_s"]) and shown(vllm, runs["vllm"]["tokens_per_s"])
+    assert shown(direct, runs["vllm-direct"]["tokens_per_s"]) and shown(ratio, runs["vllm"]["x_hf"])
+    assert shown(share, 100 * runs["vllm"]["x_vllm_direct"])
+    parts = json.loads((BENCH / "scaling_2xh200.json").read_text())["parts"]
+    scaling = re.search(r"LoRA SFT ([\d.]+)x the tokens/s under DDP .*?collect-rollouts ([\d.]+)x", readme)
+    assert scaling and shown(scaling.group(1), parts["sft_lora_ddp"]["speedup"])
+    assert shown(scaling.group(2), parts["collect_rollouts"]["speedup"])
