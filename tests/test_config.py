@@ -6,6 +6,7 @@ import pytest
 
 from looper.config import ConfigError, RunConfig, load_config, parse_overrides
 
+REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 
 
@@ -160,3 +161,59 @@ def test_trainer_configs_use_no_deprecated_names(tmp_path, recwarn):
         config = load_config("configs/demo.yaml", ["rl.grpo.gradient_checkpointing=false"])
         assert make_trl_config("grpo", config, tmp_path).activation_checkpointing is False
         assert make_trl_config("rloo", config, tmp_path).activation_checkpointing is True  # TRL's default
+
+
+def test_one_settings_record_and_one_message_for_every_reused_output(tmp_path):
+    """Stage markers, .meta.json files, trainer work folders and adapters all keep runs.settings_record and are
+    checked by runs.made_with: no record is "not made yet", the same settings pass, other settings are one error
+    naming the output, each changed key (old -> new) and what to do; a record that kept only a hash says so."""
+    from looper.runs import InputError, changed_settings, made_with, settings_record
+
+    sections = {"rollouts": {"max_new_tokens": 16, "samples_per_arm": 1}, "seed": 1}
+    record = settings_record(sections)
+    assert changed_settings(None, sections) is None and changed_settings(record, sections) == []
+    assert made_with(tmp_path / "out.jsonl", None, sections, "delete it") is False
+    assert made_with(tmp_path / "out.jsonl", record, sections, "delete it") is True
+    later = {"rollouts": {"max_new_tokens": 32, "samples_per_arm": 1}, "seed": 2}
+    with pytest.raises(InputError, match=r"out.jsonl: made with other settings \(rollouts.max_new_tokens: 16 -> 32; "
+                                         r"seed: 1 -> 2\); delete it"):
+        made_with(tmp_path / "out.jsonl", record, later, "delete it")
+    assert changed_settings({"config_hash": "0123"}, later) == ["unknown keys"]
+    # a key no longer classed as result-changing (here rollouts.batch_size) is not held against the output
+    older = settings_record({"rollouts": {"max_new_tokens": 16, "samples_per_arm": 1, "batch_size": 8}, "seed": 1})
+    assert changed_settings(older, sections) == []
+
+
+def test_a_stage_resumed_with_other_settings_names_them(tmp_path, tiny_model_dir):
+    """The trainer's work folder and the partial rollouts keep their settings: resuming either under other
+    result-changing settings is refused with the keys named; eval starts a file over and says why."""
+    import json
+
+    from conftest import run_looper
+
+    base = ["configs/demo.yaml", f"runs_dir={tmp_path}", f"model.name_or_path={tiny_model_dir}", "data.symbolic_train_size=20",
+            "data.symbolic_test_size=4", "sft.trainer.max_steps=2", "sft.lora.r=4", "rollouts.num_questions=2",
+            "rollouts.max_new_tokens=8", "eval.models=[base]", "eval.limit=2", "eval.max_new_tokens=4"]
+    for stage in ("prepare-data", "sft"):
+        run_looper(stage, *base, cwd=REPO)
+    demo = tmp_path / "demo"
+    work = demo / "work" / "sft"
+    record = json.loads((work / "looper_settings.json").read_text())
+    assert record["config"]["sft"]["lora"]["r"] == 4 and not (work / "looper_config_hash").exists()
+    (demo / "stages" / "sft.json").unlink()  # as if killed before the end, with other settings now
+    import shutil
+
+    shutil.rmtree(demo / "checkpoints" / "lora_sft")
+    proc = run_looper("sft", *base, "sft.lora.r=8", cwd=REPO, check=False)
+    assert proc.returncode == 2 and "work/sft: made with other settings (sft.lora.r: 4 -> 8)" in proc.stderr
+
+    run_looper("sft", *base, cwd=REPO)
+    run_looper("collect-rollouts", *base, cwd=REPO)
+    (demo / "stages" / "collect-rollouts.json").unlink()  # a partial collection, resumed with another limit
+    proc = run_looper("collect-rollouts", *base, "rollouts.max_new_tokens=9", cwd=REPO, check=False)
+    assert proc.returncode == 2 and "rl_rollouts.jsonl: made with other settings (rollouts.max_new_tokens: 8 -> 9); " \
+        "delete it, its shards and rl_rollouts.meta.json to start over" in proc.stderr
+
+    run_looper("eval", *base, cwd=REPO)
+    proc = run_looper("eval", *base, "eval.max_new_tokens=5", cwd=REPO)
+    assert "base__gsm_symbolic_test.jsonl: made with other settings (eval.max_new_tokens: 4 -> 5); starting it over" in proc.stdout

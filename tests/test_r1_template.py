@@ -58,7 +58,8 @@ def _trl_sft_rows(model_dir: Path, examples: list[dict[str, str]], tmp_path: Pat
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
-    args = SFTConfig(output_dir=str(tmp_path / "sft-probe"), max_length=512, report_to="none", use_cpu=True)
+    args = SFTConfig(output_dir=str(tmp_path / "sft-probe"), max_length=512, report_to="none", use_cpu=True,
+                     activation_checkpointing=False)  # the name transformers >= 5.24 wants (no FutureWarning)
     trainer = SFTTrainer(model=AutoModelForCausalLM.from_pretrained(model_dir), args=args,
                          train_dataset=Dataset.from_list(examples), processing_class=AutoTokenizer.from_pretrained(model_dir))
     return list(trainer.train_dataset)

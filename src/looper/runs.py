@@ -13,7 +13,7 @@ Layout of ``runs/<name>/`` (file names from the original plan)::
     data/preferences.jsonl
     eval/                       per-sample JSONL, summary.json, report.md, plots
     logs/<stage>.jsonl          metrics
-    stages/<stage>.json         completion marker with the config hash it was made with
+    stages/<stage>.json         completion marker with the settings it was made with (``settings_record``)
 """
 
 from __future__ import annotations
@@ -314,9 +314,53 @@ def start_stage(config: Any, stage: str, run: RunDir | None = None) -> RunDir:
 
 
 def stage_hash(config: Any, stage: str) -> str:
+    return settings_record(stage_sections(config, stage))["config_hash"]
+
+
+# ----------------------------------------------------------------------------- what an output was made with
+# Every output looper reuses or resumes carries one record of the result-changing settings it was made with (their
+# hash and the settings themselves), and one function compares it with the settings now: the stage markers
+# (stages/<stage>.json), the rollouts' and self samples' .meta.json, each eval file's .meta.json, a trainer work
+# folder's looper_settings.json and an adapter's looper_adapter.json.
+
+
+def settings_record(sections: dict[str, Any]) -> dict[str, Any]:
+    """``{"config_hash": ..., "config": sections}``: what to store beside or inside an output."""
     from looper.config import stable_hash
 
-    return stable_hash(_stage_sections(config, stage))
+    return {"config_hash": stable_hash(sections), "config": sections}
+
+
+def changed_settings(record: dict[str, Any] | None, sections: dict[str, Any]) -> list[str] | None:
+    """What differs between the settings an output was made with (its ``record``) and ``sections``: None when there
+    is no record, [] when they agree, else ``"key: old -> new"`` per changed key (``"unknown keys"`` for a record
+    that kept only a hash). A key that a record holds but that is no longer classed as result-changing is left out."""
+    from looper.config import is_result_field
+
+    if record is None:
+        return None
+    now = settings_record(sections)
+    if record.get("config_hash") == now["config_hash"]:
+        return []
+    if "config" not in record:
+        return ["unknown keys"]
+    old = {k: v for k, v in _flatten(record["config"]).items() if is_result_field(k)}
+    new = _flatten(sections)
+    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+
+
+def made_with(output: Path | str, record: dict[str, Any] | None, sections: dict[str, Any], remedy: str) -> bool:
+    """True when ``output`` was made with ``sections``, False when it has no record yet; otherwise an InputError
+    naming the output, what changed and what to do (``remedy``)."""
+    changed = changed_settings(record, sections)
+    if changed:
+        raise InputError(f"{output}: made with other settings ({'; '.join(changed[:8])}); {remedy}")
+    return changed is not None
+
+
+def read_record(path: Path) -> dict[str, Any] | None:
+    """The settings record stored at ``path`` (a JSON file), or None when there is none."""
+    return json.loads(Path(path).read_text()) if Path(path).exists() else None
 
 
 def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
@@ -328,7 +372,7 @@ def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: obj}
 
 
-def _stage_sections(config: Any, stage: str) -> dict[str, Any]:
+def stage_sections(config: Any, stage: str) -> dict[str, Any]:
     """The config a stage's outputs depend on. ``rl.rounds`` says how many rounds run, not what one round
     makes, so a round's training outputs do not depend on it (a run extended from 2 to 3 rounds keeps
     rounds 1-2); eval does, and tells the rounds' adapters apart by the round each records."""
@@ -346,29 +390,16 @@ def finish_stage(run: RunDir, stage: str, config: Any, **info: Any) -> None:
     process only, under a multi-process launch."""
     if not is_main_process():
         return
-    sections = _stage_sections(config, stage)
-    atomic_write_json(run.marker(stage), {"config_hash": stage_hash(config, stage),
-                                          "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **info, "config": sections})
+    record = settings_record(stage_sections(config, stage))
+    atomic_write_json(run.marker(stage), {"config_hash": record["config_hash"],
+                                          "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **info, "config": record["config"]})
 
 
 def check_stage(run: RunDir, stage: str, config: Any) -> bool:
     """True when the stage is complete for this config; an InputError naming the differing keys when its
     outputs were made by another config; False when it has not finished (it runs, or resumes)."""
-    marker = stage_marker(run, stage)
-    if marker is None:
-        return False
-    if marker.get("config_hash") == stage_hash(config, stage):
-        return True
-    from looper.config import is_result_field
-
-    # a marker written before a field was classed as not result-changing still records it: compare without it
-    old = {k: v for k, v in _flatten(marker.get("config", {})).items() if is_result_field(k)}
-    new = _flatten(_stage_sections(config, stage))
-    diffs = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
-    if marker.get("config") and not diffs:
-        return True
-    raise InputError(f"{run.root}: the {stage} outputs there were made with a different config ({'; '.join(diffs[:8]) or 'unknown keys'}); "
-                     f"use another run name, or delete {run.marker(stage)} and that stage's outputs to redo it")
+    return made_with(run.marker(stage), stage_marker(run, stage), stage_sections(config, stage),
+                     f"use another run name, or delete it and the {stage} stage's outputs to redo it")
 
 
 def stage_marker(run: RunDir, stage: str) -> dict[str, Any] | None:

@@ -20,7 +20,18 @@ from typing import Any
 import torch
 
 from looper.config import ConfigError, RunConfig
-from looper.runs import InputError, JsonlAppender, MetricsLog, Shards, atomic_write_json, atomic_write_jsonl, read_jsonl
+from looper.runs import (
+    InputError,
+    JsonlAppender,
+    MetricsLog,
+    Shards,
+    atomic_write_json,
+    atomic_write_jsonl,
+    made_with,
+    read_jsonl,
+    read_record,
+    settings_record,
+)
 
 log = logging.getLogger("looper")
 
@@ -245,11 +256,12 @@ def watch_training(trainer: Any, log_path: Path, work_dir: Path, section: str) -
     watch_gradients(trainer, work_dir, section)
 
 
-def prepare_work_dir(work_dir: Path, config_hash: str, stage: str, metrics_path: Path) -> str | None:
+def prepare_work_dir(work_dir: Path, settings: dict[str, Any], stage: str, metrics_path: Path) -> str | None:
     """The trainer's checkpoint folder for this config; returns the checkpoint to resume from, if any.
 
     A work folder left by a different config is an error rather than a silent resume of other
-    settings. transformers writes a checkpoint's files one by one, ``trainer_state.json`` last, so a
+    settings (``settings``: the stage's result-changing config, recorded in ``looper_settings.json``). transformers
+    writes a checkpoint's files one by one, ``trainer_state.json`` last, so a
     run killed while saving leaves a checkpoint without a readable one: such checkpoints are removed
     and the run resumes from the last complete one. The metrics log is cut back to the steps that
     checkpoint holds, so the resumed run logs every later step once, as an uninterrupted run would.
@@ -257,18 +269,19 @@ def prepare_work_dir(work_dir: Path, config_hash: str, stage: str, metrics_path:
     """
     shards = Shards()
     with shards.state.main_process_first():
-        return _prepare_work_dir(work_dir, config_hash, stage, metrics_path, write=shards.is_main)
+        return _prepare_work_dir(work_dir, settings, stage, metrics_path, write=shards.is_main)
 
 
-def _prepare_work_dir(work_dir: Path, config_hash: str, stage: str, metrics_path: Path, write: bool) -> str | None:
-    stamp = work_dir / "looper_config_hash"
-    if stamp.exists() and stamp.read_text().strip() != config_hash:
-        raise InputError(f"{work_dir}: checkpoints of a {stage} run with a different config are here; "
-                         f"delete that folder (or use another run name) to start over")
+def _prepare_work_dir(work_dir: Path, settings: dict[str, Any], stage: str, metrics_path: Path, write: bool) -> str | None:
+    record_path, old_stamp = work_dir / "looper_settings.json", work_dir / "looper_config_hash"
+    record = read_record(record_path) or ({"config_hash": old_stamp.read_text().strip()} if old_stamp.exists() else None)
+    made_with(work_dir, record, settings, f"its {stage} checkpoints would resume other settings: delete that folder "
+              "(or use another run name) to start over")
     if not write:
         return _last_checkpoint(work_dir)[0]
     work_dir.mkdir(parents=True, exist_ok=True)
-    stamp.write_text(config_hash)
+    atomic_write_json(record_path, settings_record(settings))
+    old_stamp.unlink(missing_ok=True)
     resume, step = _last_checkpoint(work_dir, remove_incomplete=True)
     if Path(metrics_path).exists():
         with JsonlAppender(metrics_path, key="step") as logged:  # drops a line torn by the kill
@@ -294,14 +307,12 @@ def _last_checkpoint(work_dir: Path, remove_incomplete: bool = False) -> tuple[s
     return None, 0
 
 
-def check_output_free(target: Path, config_hash: str, stage: str) -> None:
-    """Refuse to overwrite an adapter/checkpoint made by a different config."""
-    info = Path(target) / "looper_adapter.json"
+def check_output_free(target: Path, settings: dict[str, Any], stage: str) -> None:
+    """Refuse to overwrite an adapter/checkpoint made with other settings (its ``looper_adapter.json`` records them;
+    a folder without one is refused too: it is not known what made it)."""
     if Path(target).exists():
-        made_by = json.loads(info.read_text()).get("config_hash") if info.exists() else None
-        if made_by != config_hash:
-            raise InputError(f"{target} already exists from another {stage} config (hash {made_by}, now {config_hash}); "
-                             "delete it or use another run name")
+        record = read_record(Path(target) / "looper_adapter.json") or {"config_hash": None}
+        made_with(target, record, settings, f"it is another {stage} run's output: delete it or use another run name")
 
 
 def training_speed(metrics_path: Path) -> dict[str, Any]:

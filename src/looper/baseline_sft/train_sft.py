@@ -23,11 +23,10 @@ everything before ``</think>`` from an assistant message, i.e. the reasoning to 
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from looper.answers import is_correct
-from looper.config import RunConfig, stable_hash
+from looper.config import RunConfig
 from looper.generation import GenRequest, GenResult, LazyEngine, generate_records, open_engine, resolve_engine
 from looper.modeling import load_model, load_tokenizer, lora_config, resolve_dtype, sharded_training
 from looper.prompts import render_prompt, sft_example, template_opens_thought
@@ -40,10 +39,13 @@ from looper.runs import (
     derive_seed,
     finish_stage,
     is_main_process,
+    made_with,
     read_jsonl,
+    read_record,
     require_input,
     set_seed,
-    stage_hash,
+    settings_record,
+    stage_sections,
     start_stage,
 )
 from looper.trainers import check_lengths, check_output_free, make_trl_config, prepare_work_dir, save_trained, training_speed, watch_training
@@ -129,9 +131,10 @@ def build_dataset(config: RunConfig, run: RunDir) -> Any:
     return Dataset.from_list(examples)
 
 
-def _self_data_hash(config: RunConfig) -> str:
+def _self_data_settings(config: RunConfig) -> dict[str, Any]:
+    """What the self samples depend on: the seed, the data and model sections, and sft.self_data."""
     everything = config.to_dict()
-    return stable_hash({k: everything[k] for k in ("seed", "data", "model")} | {"self_data": everything["sft"]["self_data"]})
+    return {k: everything[k] for k in ("seed", "data", "model")} | {"self_data": everything["sft"]["self_data"]}
 
 
 def sample_self_data(config: RunConfig, run: RunDir) -> list[dict[str, Any]]:
@@ -139,17 +142,15 @@ def sample_self_data(config: RunConfig, run: RunDir) -> list[dict[str, Any]]:
     sd = config.sft.self_data
     path, meta = run.sft_self_samples, run.sft_self_samples.with_suffix(".meta.json")
     questions = read_jsonl(run.train, required=("id", "question", "gold"))[: sd.max_questions]
-    chash = _self_data_hash(config)
-    made = json.loads(meta.read_text()) if meta.exists() else {}
-    if made and made.get("config_hash") != chash:
-        raise InputError(f"{path} was sampled with other settings (sft.self_data, model, data or seed); "
-                         f"delete it and {meta.name} to sample again")
-    if path.exists() and made.get("complete"):
+    settings = _self_data_settings(config)
+    made = read_record(meta)
+    made_with(path, made, settings, f"delete it and {meta.name} to sample again")
+    if path.exists() and (made or {}).get("complete"):
         return read_jsonl(path)
     engine = resolve_engine(config.rollouts.engine, "rollouts.engine")
     shards = Shards()
     if shards.is_main:
-        atomic_write_json(meta, {"config_hash": chash})
+        atomic_write_json(meta, settings_record(settings))
     tokenizer = load_tokenizer(config.model)
     thought_open = template_opens_thought(tokenizer, config.model.prompt_format)
 
@@ -170,7 +171,7 @@ def sample_self_data(config: RunConfig, run: RunDir) -> list[dict[str, Any]]:
     shards.wait()
     if shards.is_main:
         shards.merge(path, [q["id"] for q in questions])
-        atomic_write_json(meta, {"config_hash": chash, "complete": True})
+        atomic_write_json(meta, {**settings_record(settings), "complete": True})
     shards.wait()
     return read_jsonl(path)
 
@@ -215,13 +216,13 @@ def main(config: RunConfig) -> RunDir:
     run = RunDir.of(config)
     require_input(run.train, "prepare-data")
     target = sft_output_dir(run, config)
-    chash = stage_hash(config, STAGE)
+    sections = stage_sections(config, STAGE)
     if check_stage(run, STAGE, config) and (target / "looper_adapter.json").exists():
         print(f"sft: {target} is complete for this config; nothing to do (delete it to train again)")
         return run
     if config.sft.method == "full" and config.model.quantization != "none":
         raise InputError("sft.method=full trains every weight and cannot use a quantized base; set model.quantization=none")
-    check_output_free(target, chash, STAGE)
+    check_output_free(target, sections, STAGE)
     # Everything a bad input can break is read and checked before the run folder is written to, the trainer
     # settings first: sft.data=self samples before it trains
     args = make_trl_config("sft", config, run.work_dir(STAGE))
@@ -234,7 +235,7 @@ def main(config: RunConfig) -> RunDir:
     peft_config = lora_config(config.sft.lora_preset, config.sft.lora, model) if config.sft.method == "lora" else None
     if config.sft.method == "full":
         check_full_sft_fits(model, args)
-    resume_from = prepare_work_dir(run.work_dir(STAGE), chash, STAGE, run.log_path(STAGE))
+    resume_from = prepare_work_dir(run.work_dir(STAGE), sections, STAGE, run.log_path(STAGE))
     run = start_stage(config, STAGE)
 
     from trl import SFTTrainer
@@ -248,7 +249,7 @@ def main(config: RunConfig) -> RunDir:
     if master is not None:
         trainer.model.to(resolve_dtype(config.model.dtype))  # saved (and loaded by later stages) in model.dtype
     saved = save_trained(trainer, tokenizer, target, {
-        "config_hash": chash, "base_model": config.model.name_or_path, "method": config.sft.method,
+        **settings_record(sections), "base_model": config.model.name_or_path, "method": config.sft.method,
         "train_loss": result.training_loss, "global_step": result.global_step,
     })
     finish_stage(run, STAGE, config, output=str(target), train_loss=result.training_loss, steps=result.global_step, **saved,

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from looper.answers import extract_answer, is_correct
-from looper.config import RunConfig
+from looper.config import RunConfig, result_fields
 from looper.eval.lm_eval_gsm8k import check_lm_eval_protocol, evaluate_lm_eval
 from looper.eval.report import write_report
 from looper.generation import GenRequest, LazyEngine, generate_records, generation_speed, open_engine, resolve_engine
@@ -34,12 +34,15 @@ from looper.runs import (
     Shards,
     atomic_write_json,
     atomic_write_jsonl,
+    changed_settings,
     derive_seed,
     finish_stage,
     read_jsonl,
+    read_record,
     require_input,
-    stage_hash,
+    settings_record,
     stage_marker,
+    stage_sections,
     start_stage,
 )
 
@@ -160,10 +163,10 @@ def main(config: RunConfig) -> RunDir:
     check_protocol(config)
     run = RunDir.of(config)
     available = [m for m in config.eval.models if m in MODELS and (m == "base" or Path(stage_model_path(config, run, m)).exists())]
-    # Unlike training stages, a changed config simply redoes eval: each per-sample file carries the
-    # fingerprint of the model and eval settings that made it and is started over when they differ.
-    marker = stage_marker(run, STAGE) or {}
-    if marker.get("config_hash") == stage_hash(config, STAGE) and (run.eval_dir / "report.md").exists() \
+    # Unlike training stages, a changed config simply redoes eval: each per-sample file carries the settings
+    # record of the weights and eval settings that made it (runs.settings_record) and is started over when they differ.
+    marker = stage_marker(run, STAGE)
+    if changed_settings(marker, stage_sections(config, STAGE)) == [] and (run.eval_dir / "report.md").exists() \
             and set(available) <= set(marker.get("models", [])):
         print(f"eval: {run.eval_dir / 'report.md'} is complete for this config; nothing to do")
         print(json.loads((run.eval_dir / "summary.json").read_text()).get("table", ""))
@@ -190,24 +193,27 @@ def main(config: RunConfig) -> RunDir:
         if path is not None and not Path(path).exists():
             print(f"eval: skipping {which}: {path} does not exist yet")
             continue
-        fingerprint = {"model": _model_fingerprint(config, run, which), "eval": config.section_hash("eval", "model")}
+        made = settings_record({"weights": _model_fingerprint(config, run, which),
+                                **result_fields({s: config.to_dict()[s] for s in ("eval", "model")})})
         records[which] = {}
         if lm_eval:  # lm-eval generates and scores itself; its request cache makes a rerun resume
             for name, rows in datasets.items():
                 final = run.eval_dir / f"{which}__{name}.jsonl"
                 records[which][name] = evaluate_lm_eval(config, run, which, rows, tokenizer, f"{which}/{name}")
                 atomic_write_jsonl(final, records[which][name])
-                atomic_write_json(final.with_suffix(".meta.json"), fingerprint)
+                atomic_write_json(final.with_suffix(".meta.json"), made)
             continue
         with LazyEngine(lambda: open_engine(config, run, which, engine, "eval", config.eval.max_new_tokens, tokenizer)) as lazy:
             for name, rows in datasets.items():
                 final = run.eval_dir / f"{which}__{name}.jsonl"
                 out_path = shards.path(final)
                 meta = out_path.with_suffix(".meta.json")
-                if out_path.exists() and (not meta.exists() or json.loads(meta.read_text()) != fingerprint):
-                    print(f"eval: {out_path.name} is from another model or eval config; starting it over")
+                changed = changed_settings(read_record(meta), made["config"]) if out_path.exists() else []
+                if changed != []:  # other settings, or no record of them
+                    print(f"eval: {out_path}: made with other settings ({'; '.join(changed or ['none recorded'])}); "
+                          "starting it over")
                     out_path.unlink()
-                atomic_write_json(meta, fingerprint)
+                atomic_write_json(meta, made)
                 records[which][name], used = evaluate(lazy, tokenizer, shards.mine(rows), config, out_path, f"{which}/{name}")
                 tally["tokens"] += used["tokens"]
                 tally["seconds"] += used["seconds"]
@@ -217,7 +223,7 @@ def main(config: RunConfig) -> RunDir:
             for name, rows in datasets.items():
                 final = run.eval_dir / f"{which}__{name}.jsonl"
                 records[which][name] = shards.merge(final, [r["id"] for r in rows])
-                atomic_write_json(final.with_suffix(".meta.json"), fingerprint)
+                atomic_write_json(final.with_suffix(".meta.json"), made)
                 for r in range(shards.world):
                     shards.path(final, r).with_suffix(".meta.json").unlink(missing_ok=True)
     per_process = shards.gather({**tally, "seconds": round(tally["seconds"], 2), "peak_gpu_memory_gib": peak_gpu_memory_gib()})

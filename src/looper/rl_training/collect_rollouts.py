@@ -24,7 +24,6 @@ around the split), with seeds that also depend on the round.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from looper.config import RunConfig
@@ -47,11 +46,14 @@ from looper.runs import (
     Shards,
     atomic_write_json,
     derive_seed,
-    finish_stage,
     check_stage,
+    finish_stage,
+    made_with,
     read_jsonl,
+    read_record,
     require_input,
-    stage_hash,
+    settings_record,
+    stage_sections,
     start_stage,
 )
 
@@ -90,7 +92,7 @@ def build_record(question: dict[str, Any], results: list[GenResult], config: Run
 
 def main(config: RunConfig, run: RunDir | None = None, round_: int = 1) -> RunDir:
     run = run or RunDir.of(config)
-    chash = stage_hash(config, STAGE)
+    sections = stage_sections(config, STAGE)
     if check_stage(run, STAGE, config):
         print(f"collect-rollouts: {run.rollouts} is complete for this config; nothing to do")
         return run
@@ -102,15 +104,15 @@ def main(config: RunConfig, run: RunDir | None = None, round_: int = 1) -> RunDi
     check_reward_config(config.regime_w)
     meta_path = run.rollouts.with_suffix(".meta.json")
     existing = [run.rollouts, *run.rollouts.parent.glob(f"{run.rollouts.stem}.shard*")]
-    if meta_path.exists() and json.loads(meta_path.read_text())["config_hash"] != chash and any(p.exists() for p in existing):
-        raise InputError(f"{run.rollouts} (or its shards) was collected with a different config; "
-                         f"delete it, its shards and {meta_path.name} to start over")
+    if any(p.exists() for p in existing):  # a partial collection resumes only under the settings that began it
+        made_with(run.rollouts, read_record(meta_path), sections,
+                  f"delete it, its shards and {meta_path.name} to start over")
     engine = resolve_engine(config.rollouts.engine, "rollouts.engine")
     _, adapter = stage_weights(config, run, "sft")  # a round's starting adapter in rounds > 1; checked before any write
     shards = Shards()  # one process per GPU under accelerate launch / torchrun; else a single shard
     if shards.is_main:
         run = start_stage(config, STAGE, run)
-        atomic_write_json(meta_path, {"config_hash": chash})
+        atomic_write_json(meta_path, settings_record(sections))
     if shards.world > 1 and run.rollouts.exists():  # merged earlier, stopped before the completion marker
         merged = {r["id"] for r in read_jsonl(run.rollouts)}
         if all(q["id"] in merged for q in questions):

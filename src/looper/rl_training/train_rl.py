@@ -61,7 +61,8 @@ from looper.runs import (
     read_jsonl,
     require_input,
     set_seed,
-    stage_hash,
+    settings_record,
+    stage_sections,
     start_stage,
 )
 from looper.trainers import check_lengths, check_output_free, make_trl_config, prepare_work_dir, save_trained, training_speed, watch_training
@@ -289,22 +290,22 @@ PREPARE = {"dpo": prepare_dpo, "rft": prepare_rft, "grpo": prepare_online, "rloo
 
 def train_round(config: RunConfig, run: RunDir, round_: int) -> None:
     """Train one round's adapter (round 1: on the run's own rollouts / pairs / questions)."""
-    chash = stage_hash(config, STAGE)
+    sections = stage_sections(config, STAGE)
     label = f"train-rl ({config.rl.algorithm}{f', round {round_}' if round_ > 1 else ''})"
     if check_stage(run, STAGE, config) and (run.lora_rl / "looper_adapter.json").exists():
         print(f"{label}: {run.lora_rl} is complete for this config; nothing to do (delete it to train again)")
         return
-    check_output_free(run.lora_rl, chash, STAGE)
+    check_output_free(run.lora_rl, sections, STAGE)
     set_seed(config.seed)
     # Inputs, trainer config and models are read and checked before the run folder is written to.
     trainer_cls, trainer_kwargs = PREPARE[config.rl.algorithm](config, run)
-    resume_from = prepare_work_dir(run.work_dir(STAGE), chash, STAGE, run.log_path(STAGE))
+    resume_from = prepare_work_dir(run.work_dir(STAGE), sections, STAGE, run.log_path(STAGE))
     run = start_stage(config, STAGE, run)
     trainer = trainer_cls(**trainer_kwargs)
     watch_training(trainer, run.log_path(STAGE), run.work_dir(STAGE), f"rl.{config.rl.algorithm}")
     result = trainer.train(resume_from_checkpoint=resume_from)
     saved = save_trained(trainer, trainer_kwargs["processing_class"], run.lora_rl, {
-        "config_hash": chash, "base_model": config.model.name_or_path, "algorithm": config.rl.algorithm, "round": round_,
+        **settings_record(sections), "base_model": config.model.name_or_path, "algorithm": config.rl.algorithm, "round": round_,
         "on_top_of": "full SFT checkpoint" if config.sft.method == "full" else "base (adapter includes SFT)",
         "train_loss": result.training_loss, "global_step": result.global_step,
     }, adapter_names=["default"])
