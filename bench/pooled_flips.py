@@ -42,8 +42,12 @@ def load_summary(source: str) -> dict[str, Any]:
         if not match or "summary" not in match[0]:
             raise SystemExit(f"{path}: no finished recipe {recipe!r}")
         return match[0]["summary"]
-    if isinstance(data.get("wrong_to_right"), int) and isinstance(data.get("right_to_wrong"), int):
-        return data  # counts only
+    if "wrong_to_right" in data or "right_to_wrong" in data:  # a run kept as counts only
+        counts = [data.get(k) for k in ("wrong_to_right", "right_to_wrong")]
+        if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts):
+            raise SystemExit(f"{path}: wrong_to_right and right_to_wrong must both be counts (integers >= 0), "
+                             f"not {counts[0]!r} and {counts[1]!r}")
+        return data
     for key in ("eval_summary", "summary"):
         if key in data:
             return data[key]

@@ -299,9 +299,14 @@ def main() -> None:
         args.seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     except ValueError:
         parser.error(f"--seeds: integers separated by commas, not {args.seeds!r}")
-    from looper.config import load_config
+    from looper.config import ConfigError, load_config
 
-    base_name = load_config(args.config, args.set).name
+    try:
+        base_name = load_config(args.config, args.set).name
+    except ConfigError as err:
+        parser.error(str(err))
+    if args.analyze_only and not Path(args.runs_dir).is_dir():
+        parser.error(f"--runs-dir {args.runs_dir}: no such folder (--analyze-only reads finished run folders)")
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     walls = {} if args.analyze_only else run_seeds(args, base_name)
     result = {"config": args.config, "set": args.set, "seeds": args.seeds, "k": args.k, "dataset": args.dataset,

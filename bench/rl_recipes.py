@@ -114,10 +114,11 @@ def spec(recipe: str) -> tuple[str, str | None, str | None, list[str], list[list
     """(what it is, the recipe it builds on, what it reuses from it, its overrides, the looper commands it runs)
     of a recipe in RECIPES or of ``<recipe>@k<N>``: that recipe's model scored with N samples per question of the
     reporting split (``{report}``), in its own folder."""
+    problem = unknown_reason(recipe)
+    if problem:
+        raise KeyError(problem)
     base, at, k = recipe.partition("@k")
     if at:
-        if base not in RECIPES or not k.isdigit() or int(k) < 2:
-            raise KeyError(recipe)
         what, _, _, overrides = RECIPES[base]
         model = "sft" if base in ("sft", "sft_samples") else "rl"
         return (f"{base}'s model, {k} sampled answers per question", base, "sft" if model == "sft" else "rounds",
@@ -126,12 +127,14 @@ def spec(recipe: str) -> tuple[str, str | None, str | None, list[str], list[list
     return what, parent, level, overrides, COMMANDS.get(recipe, [["pipeline"]])
 
 
-def known(recipe: str) -> bool:
-    try:
-        spec(recipe)
-    except KeyError:
-        return False
-    return True
+def unknown_reason(recipe: str) -> str | None:
+    """Why ``recipe`` names no recipe (None when it names one)."""
+    base, at, k = recipe.partition("@k")
+    if base not in RECIPES:
+        return f"{recipe}: no recipe {base!r}"
+    if at and not (k.isdigit() and int(k) >= 2):
+        return f"{recipe}: <recipe>@k<N> needs N >= 2 sampled answers"
+    return None
 
 
 def copy_shared(src: Path, dst: Path, level: str) -> None:
@@ -269,17 +272,20 @@ def main() -> None:
                         "first recipe trains the shared SFT adapter alone); wall times then include the sharing")
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-    from looper.config import load_config
+    from looper.config import ConfigError, load_config
 
-    base_name = load_config(args.config, args.set).name
+    try:
+        base_name = load_config(args.config, args.set).name
+    except ConfigError as err:
+        raise SystemExit(f"rl_recipes.py: {err}") from None
     runs_dir = Path(args.runs_dir)
     recipes = [r.strip() for r in args.recipes.split(",") if r.strip()]
-    unknown = [r for r in recipes if not known(r)]
+    unknown = [problem for r in recipes if (problem := unknown_reason(r))]
     if unknown:
-        raise SystemExit(f"unknown recipe(s) {unknown}; known: {', '.join(RECIPES)}")
+        raise SystemExit(f"unknown recipe(s): {'; '.join(unknown)}. Known: {', '.join(RECIPES)}, and <recipe>@k<N>")
     for i, recipe in enumerate(recipes):
         source, _ = source_of(recipe, recipes[0])
-        if source in recipes[i:]:
+        if source is not None and source not in recipes[:i]:  # run_all starts a recipe once its source is done
             raise SystemExit(f"recipe {recipe} builds on {source}: list {source} before it")
     sets = [*args.set, f"eval.datasets=[{args.datasets}]"]
     out = Path(args.out)

@@ -73,6 +73,14 @@ def test_rl_recipes_refuses_a_recipe_listed_before_the_one_it_builds_on(tmp_path
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     assert proc.returncode != 0 and "recipe g_rpo builds on b_dpo_correct: list b_dpo_correct before it" in proc.stderr
     assert not any(tmp_path.iterdir())
+    # a re-scoring listed without the recipe it re-scores, a bad k, a config that is not there: one line each
+    for recipes, message in (("w_correct@k16", "recipe w_correct@k16 builds on w_correct: list w_correct before it"),
+                             ("w_correct@k1", "w_correct@k1: <recipe>@k<N> needs N >= 2")):
+        proc = subprocess.run([*cmd[:-3], recipes], cwd=REPO, capture_output=True, text=True, check=False)
+        assert proc.returncode != 0 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    proc = subprocess.run([*cmd[:2], "nope.yaml"], cwd=REPO, capture_output=True, text=True, check=False)
+    assert proc.returncode != 0 and "config file not found" in proc.stderr and "Traceback" not in proc.stderr
+    assert not any(tmp_path.iterdir())
 
 
 @pytest.mark.slow
@@ -114,6 +122,11 @@ def test_pooled_flips_reads_runs_together(tmp_path):
     assert (res["pooled_flips"]["wrong_to_right"], res["pooled_flips"]["right_to_wrong"]) == (5, 2)
     half = -math.log(5 / 16) - math.log(1 / 2)  # one-sided p: P(X >= 3 | 4) = 5/16, P(X >= 2 | 3) = 1/2
     assert res["fisher_one_sided"] == pytest.approx(math.exp(-half) * (1 + half))
+    for counts in ({"wrong_to_right": True, "right_to_wrong": False}, {"wrong_to_right": -5, "right_to_wrong": 2}):
+        (tmp_path / "bad_counts.json").write_text(json.dumps(counts))
+        proc = subprocess.run([*cmd[:2], str(tmp_path / "bad_counts.json")], cwd=REPO, capture_output=True, text=True,
+                              check=False)
+        assert proc.returncode != 0 and "must both be counts" in proc.stderr and "Traceback" not in proc.stderr
     # a run kept as counts only: in the pooled flips and Fisher's combination, not in the per-question sum
     (tmp_path / "three.json").write_text(json.dumps({"wrong_to_right": 4, "right_to_wrong": 0}))
     proc = subprocess.run([*cmd[:-2], str(tmp_path / "three.json"), "--out", str(out)], cwd=REPO, capture_output=True,
@@ -218,7 +231,7 @@ def test_regime_w_comparison_pools_the_seeds_per_question(tmp_path):
 def test_rl_recipes_sampled_rescoring_builds_on_the_recipe_it_names():
     """``<recipe>@k<N>``: that recipe's adapters (every round) scored with N samples on the reporting split."""
     sys.path.insert(0, str(REPO / "bench"))
-    from rl_recipes import known, source_of, spec
+    from rl_recipes import source_of, spec, unknown_reason
 
     _, parent, level, overrides, commands = spec("w_correct@k16")
     assert (parent, level, commands) == ("w_correct", "rounds", [["eval"]])
@@ -226,4 +239,5 @@ def test_rl_recipes_sampled_rescoring_builds_on_the_recipe_it_names():
     assert overrides[-3:] == ["eval.samples=16", "eval.models=[rl]", "eval.datasets=[{report}]"]
     assert spec("sft@k4")[2] == "sft" and "eval.models=[sft]" in spec("sft@k4")[3]
     assert source_of("w_label_free", "sft") == ("rollouts_b", "rollouts") and source_of("rollouts_b", "sft") == ("sft", "sft")
-    assert not known("w_correct@k1") and not known("nope@k16") and not known("w_correct@kx")
+    assert "needs N >= 2" in unknown_reason("w_correct@k1") and "needs N >= 2" in unknown_reason("w_correct@kx")
+    assert "no recipe 'nope'" in unknown_reason("nope@k16") and unknown_reason("w_correct@k16") is None
