@@ -79,7 +79,7 @@ CASES = {
     "unknown-sft-trainer-key": Case(["sft", "{cfg}", "sft.trainer.max_stepz=3"], "sft.trainer", needs="data"),
     "unknown-sft-trainer-key-self-data": Case(["sft", "{cfg}", "sft.data=self", "sft.trainer.max_stepz=3"], "sft.trainer",
                                               needs="data"),  # refused before the base model samples (folder untouched)
-    "sft-trainer-wrong-type": Case(["sft", "{cfg}", "sft.trainer.max_steps=abc"], "sft.trainer.max_steps: 'abc' is not an integer",
+    "sft-trainer-wrong-type": Case(["sft", "{cfg}", "sft.trainer.max_steps=abc"], "sft.trainer.max_steps: expected int, got 'abc'",
                                    needs="data"),  # transformers would take it and fail after the model loads
     "grpo-trainer-wrong-type": Case(["train-rl", "{cfg}", "rl.algorithm=grpo", "rl.grpo.learning_rate=fast"],
                                     "rl.grpo.learning_rate", needs="sft"),

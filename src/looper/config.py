@@ -351,7 +351,9 @@ class RunConfig:
 # Building dataclasses from plain dicts, with errors that name the key and the file.
 
 
-def _check_type(value: Any, tp: Any, where: str) -> Any:
+def check_value(value: Any, tp: Any, where: str) -> Any:
+    """``value`` read as type ``tp`` (an int where a float is wanted becomes a float), or a ConfigError naming ``where``
+    and what was expected: for looper's own config fields and for the plain-typed fields of TRL's trainer configs."""
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if tp is Any:
@@ -362,7 +364,7 @@ def _check_type(value: Any, tp: Any, where: str) -> Any:
         errors = []
         for arg in (a for a in args if a is not type(None)):
             try:
-                return _check_type(value, arg, where)
+                return check_value(value, arg, where)
             except ConfigError as err:
                 errors.append(str(err))
         raise ConfigError(errors[0] if errors else f"{where}: bad value {value!r}")
@@ -377,7 +379,7 @@ def _check_type(value: Any, tp: Any, where: str) -> Any:
     if origin is list:
         if not isinstance(value, list):
             raise ConfigError(f"{where}: expected a list, got {value!r}")
-        return [_check_type(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
+        return [check_value(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
@@ -401,7 +403,7 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
     kwargs = {}
     for key, value in data.items():
         at = f"{where}.{key}" if where else key
-        kwargs[key] = _check_type(value, hints[key], at)
+        kwargs[key] = check_value(value, hints[key], at)
         if isinstance(kwargs[key], (int, float)) and not isinstance(kwargs[key], bool):
             for name, bound in fields[key].metadata.get("bounds", {}).items():
                 ok, sign = _BOUND_CHECKS[name]

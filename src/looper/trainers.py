@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from looper.config import ConfigError, RunConfig
+from looper.config import ConfigError, RunConfig, check_value
 from looper.runs import (
     InputError,
     JsonlAppender,
@@ -73,7 +73,8 @@ def _trl_class(kind: str) -> type:
 
 def _check_types(cls: type, user: dict[str, Any], section: str) -> None:
     """A value of the wrong kind for a TRL / transformers field with a plain type (``max_steps: abc``) is a
-    ConfigError here: the trainer would take it and fail only once the model is loaded, with a traceback."""
+    ConfigError here, by the check looper's own fields get: the trainer would take it and fail only once the model
+    is loaded, with a traceback."""
     import types
     import typing
 
@@ -81,16 +82,11 @@ def _check_types(cls: type, user: dict[str, Any], section: str) -> None:
         hints = typing.get_type_hints(cls)
     except Exception:  # noqa: BLE001 - a hint that cannot be resolved: leave the values to TRL
         return
-    plain = {int: "an integer", float: "a number", bool: "true or false", str: "a string", type(None): "null"}
     for key, value in user.items():
         hint = hints.get(key)
         args = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
-        if hint is None or not set(args) <= set(plain):
-            continue  # unknown keys (TRL names them) and richer types (lists, dicts, enums) are TRL's to check
-        ok = any(isinstance(value, t) and not (t is int and isinstance(value, bool)) for t in args) \
-            or (float in args and isinstance(value, int) and not isinstance(value, bool))
-        if not ok:
-            raise ConfigError(f"{section}.{key}: {value!r} is not {' or '.join(plain[t] for t in args)}")
+        if hint is not None and set(args) <= {int, float, bool, str, type(None)}:  # richer types are TRL's to check
+            check_value(value, hint, f"{section}.{key}")
 
 
 def make_trl_config(kind: str, config: RunConfig, output_dir: Path, **forced: Any) -> Any:
