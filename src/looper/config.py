@@ -342,9 +342,14 @@ class RunConfig:
         """The resolved config as YAML (what a run folder's config.yaml holds)."""
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
+    def result_sections(self, *sections: str) -> dict[str, Any]:
+        """The named sections' result-changing fields (``result_fields``), as a plain dict."""
+        everything = self.to_dict()
+        return result_fields({s: everything[s] for s in sections})
+
     def section_hash(self, *sections: str) -> str:
         """Stable hash of the named sections' result-changing fields, to tell whether outputs are stale."""
-        return stable_hash(result_fields({s: self.to_dict()[s] for s in sections}))
+        return stable_hash(self.result_sections(*sections))
 
 
 # --------------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from looper.answers import extract_answer, is_correct
-from looper.config import RunConfig, result_fields
+from looper.config import RunConfig
 from looper.eval.lm_eval_gsm8k import check_lm_eval_protocol, evaluate_lm_eval
 from looper.eval.report import write_report
 from looper.generation import GenRequest, LazyEngine, generate_records, generation_speed, open_engine, resolve_engine
@@ -187,14 +187,14 @@ def main(config: RunConfig) -> RunDir:
     if shards.is_main:
         run = start_stage(config, STAGE)
     records: dict[str, dict[str, list[dict]]] = {}
+    eval_settings = config.result_sections("eval", "model")  # with each model's weights, what an eval file depends on
     tally: dict[str, Any] = {"tokens": 0, "seconds": 0.0, "engine": None}
     for which in config.eval.models:
         path = stage_model_path(config, run, which)
         if path is not None and not Path(path).exists():
             print(f"eval: skipping {which}: {path} does not exist yet")
             continue
-        made = settings_record({"weights": _model_fingerprint(config, run, which),
-                                **result_fields({s: config.to_dict()[s] for s in ("eval", "model")})})
+        made = settings_record({"weights": _model_fingerprint(config, run, which), **eval_settings})
         records[which] = {}
         if lm_eval:  # lm-eval generates and scores itself; its request cache makes a rerun resume
             for name, rows in datasets.items():
