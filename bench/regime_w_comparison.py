@@ -33,9 +33,11 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from pooled_flips import flips  # noqa: E402
 from looper.eval.report import dataset_metrics, question_scores  # noqa: E402
 from looper.runs import read_jsonl  # noqa: E402
-from looper.stats import mcnemar_exact, mean_interval, paired_difference, wilson_interval  # noqa: E402
+from looper.stats import mcnemar_exact, paired_difference  # noqa: E402
 
 ARMS = {"sft": "SFT", "w_regime_w": "Regime W", "w_correct": "correctness only", "w_label_free": "label-free"}
 # The pre-registered comparisons, (a, b): b minus a. The first is the primary one.
@@ -93,24 +95,27 @@ def arm_records(runs_dir: Path, name: str, arm: str, k: int, dataset: str) -> di
             "sampled": read_records(runs_dir / f"{name}-{arm}@k{k}" / "eval" / f"{model}__{dataset}.jsonl")}
 
 
+def arm_figures(greedy: dict[str, Any], sampled: dict[str, Any], k: int, sampled_truncated: float) -> dict[str, Any]:
+    """An arm's figures from the eval stage's metrics (``looper.eval.report.dataset_metrics``) of its greedy and its
+    k-sample eval, whether computed here from the per-question files or read from the eval summaries."""
+    return {"n": greedy["n"], "greedy_strict": greedy["strict"]["accuracy"], "greedy_strict_ci95": greedy["strict"]["ci95"],
+            "greedy_truncated": greedy["truncation_rate"], "k": k, "avg_k_strict": sampled["strict"][f"avg@{k}"]["accuracy"],
+            "avg_k_strict_ci95": sampled["strict"][f"avg@{k}"]["ci95"], "maj_k_strict": sampled["strict"][f"maj@{k}"],
+            "pass_k_strict": sampled["strict"][f"pass@{k}"], "sampled_truncated": sampled_truncated}
+
+
 def arm_summary(records: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
-    greedy, sampled = records["greedy"], records["sampled"]
-    n = len(greedy)
-    correct = sum(r["correct_strict"] for r in greedy)
-    avg = mean_interval(question_scores(sampled, "strict"))
-    m = dataset_metrics(sampled)["strict"]
+    """``arm_figures`` from the per-question files, truncation counted over all k samples."""
+    sampled = records["sampled"]
     k = 1 + len(sampled[0].get("samples") or [])
-    return {"n": n, "greedy_strict": correct / n, "greedy_strict_ci95": list(wilson_interval(correct, n)),
-            "greedy_truncated": sum(r["truncated"] for r in greedy) / n, "k": k,
-            "avg_k_strict": avg[0], "avg_k_strict_ci95": [avg[1], avg[2]],
-            "maj_k_strict": m[f"maj@{k}"], "pass_k_strict": m[f"pass@{k}"],
-            "sampled_truncated": sum(s["truncated"] for r in sampled for s in [r, *(r.get("samples") or [])]) / (n * k)}
+    truncated = sum(s["truncated"] for r in sampled for s in [r, *(r.get("samples") or [])]) / (len(sampled) * k)
+    return arm_figures(dataset_metrics(records["greedy"]), dataset_metrics(sampled), k, truncated)
 
 
 def summary_metrics(runs_dir: Path, name: str, arm: str, k: int, dataset: str) -> tuple[dict[str, Any], dict[str, int]]:
-    """An arm's figures from its two eval summaries alone (the per-question files gone): the same fields as
-    ``arm_summary`` (avg@k's interval over questions as the eval stage computed it), and each question's greedy
-    change against SFT (+1 wrong -> right, -1 right -> wrong) from the summary's flipped question ids."""
+    """An arm's figures from its two eval summaries alone (the per-question files gone; sampled truncation is then
+    the first sample's of each question), and each question's greedy change against SFT (+1 wrong -> right, -1
+    right -> wrong) from the summary's flipped question ids."""
     model = MODEL.get(arm, "rl")
     paths = [runs_dir / f"{name}-{arm}{at}" / "eval" / "summary.json" for at in ("", f"@k{k}")]
     for path in paths:
@@ -120,12 +125,9 @@ def summary_metrics(runs_dir: Path, name: str, arm: str, k: int, dataset: str) -
     g, m = greedy["metrics"][model][dataset], sampled["metrics"][model][dataset]
     delta: dict[str, int] = {}
     if arm != "sft":
-        comp = next(c for c in greedy["comparisons"][dataset] if c["a"] == "sft" and c["b"] == "rl")["strict"]
-        delta = {**{q: 1 for q in comp["wrong_to_right"]}, **{q: -1 for q in comp["right_to_wrong"]}}
-    return {"n": g["n"], "greedy_strict": g["strict"]["accuracy"], "greedy_strict_ci95": g["strict"]["ci95"],
-            "greedy_truncated": g["truncation_rate"], "k": k, "avg_k_strict": m["strict"][f"avg@{k}"]["accuracy"],
-            "avg_k_strict_ci95": m["strict"][f"avg@{k}"]["ci95"], "maj_k_strict": m["strict"][f"maj@{k}"],
-            "pass_k_strict": m["strict"][f"pass@{k}"], "sampled_truncated": m["truncation_rate"]}, delta
+        up, down = flips(greedy, "sft", "rl", dataset, "strict")
+        delta = {**{q: 1 for q in up}, **{q: -1 for q in down}}
+    return arm_figures(g, m, k, m["truncation_rate"]), delta
 
 
 def greedy_flips(delta_a: dict[str, int], delta_b: dict[str, int]) -> dict[str, Any]:

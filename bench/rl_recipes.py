@@ -207,10 +207,9 @@ def run_all(config: str, runs_dir: Path, base_name: str, recipes: list[str], set
     while pending or running:
         for recipe in list(pending):
             source, _ = source_of(recipe, first)
-            if source in done and done[source].get("failed") is not None or source is not None and source not in recipes:
-                why = "is not in this run's list" if source not in recipes else "failed"
-                print(f"##### {recipe} skipped: it builds on {source}, which {why}", flush=True)
-                done[recipe] = {"recipe": recipe, "what": spec(recipe)[0], "failed": f"skipped ({source} {why})"}
+            if source in done and done[source].get("failed") is not None:  # main() checked that it is listed first
+                print(f"##### {recipe} skipped: it builds on {source}, which failed", flush=True)
+                done[recipe] = {"recipe": recipe, "what": spec(recipe)[0], "failed": f"skipped ({source} failed)"}
                 pending.remove(recipe)
             elif len(running) < jobs and (source is None or source in done):
                 log = runs_dir / f"{base_name}-{recipe}.log" if jobs > 1 else None
