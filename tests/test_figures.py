@@ -2,9 +2,11 @@
 
 Each test reads a table or sentence as a reader sees it and recomputes every number in it from the raw file the
 text names. Covered so far: the Regime W comparison (docs/results.md), the four runs of the default recipe and
-their pooled reading (README, docs/results.md, the GPU config's header), and the Regime W reports' AUROCs.
+their pooled reading (README, docs/results.md, the GPU config's header), the Regime W reports' AUROCs, the
+comparison's second run (SFT per seed, the same-seed rerun test, the AUROCs) and README's 8B figures.
 """
 
+import gzip
 import json
 import re
 from pathlib import Path
@@ -117,6 +119,65 @@ def test_regime_w_comparison_auroc_table(results_section):
             family[name] = numbers(line)  # questions, consensus correct, AUROC majority, AUROC s_wm
         expect = [v for name in family for v in family[name][2:4]] + [family[n][1] for n in family]
         assert [v for c in cells for v in numbers(c)] == expect
+
+
+RUN2 = BENCH / "regime_w_comparison_2xh200_run2"
+
+
+def _run2_records(seed: str, run: str) -> list[dict]:
+    path = RUN2 / "q" / f"smollm2-135m-gpu-s{seed}-{run}__sft__gsm8k_test.jsonl.gz"
+    with gzip.open(path, "rt") as f:
+        return sorted((json.loads(line) for line in f), key=lambda r: r["id"])
+
+
+def test_regime_w_comparison_second_run(comparison):
+    """The second run's section: SFT per seed against the first run, the seed-1235 rerun test, and the AUROCs."""
+    from looper.eval.report import dataset_metrics, question_scores
+    from looper.stats import paired_difference
+
+    text = section(REPO / "docs" / "results.md", "### Second run (2026-11-30")
+    rows = table_rows(text, r"1234|1235|1236")
+    sft_rows, auroc_rows = [r for r in rows if len(r) == 7], [r for r in rows if len(r) == 5]
+    assert len(sft_rows) == 3 and len(auroc_rows) == 3
+    for seed, avg, maj, pas, greedy, trunc, first in sft_rows:
+        sampled, g = _run2_records(seed, "sft@k16"), dataset_metrics(_run2_records(seed, "sft"))
+        m = dataset_metrics(sampled)["strict"]
+        truncated = sum(s["truncated"] for r in sampled for s in [r, *r["samples"]]) / (16 * len(sampled))
+        assert numbers(avg) == [pct(m["avg@16"]["accuracy"]), *(pct(x) for x in m["avg@16"]["ci95"])]
+        assert numbers(maj) == [pct(m["maj@16"])] and numbers(pas) == [pct(m["pass@16"])]
+        assert numbers(greedy) == [pct(g["strict"]["accuracy"]), *(pct(x) for x in g["strict"]["ci95"])]
+        assert numbers(trunc) == [pct(truncated, 1), pct(g["truncation_rate"], 1)]
+        arm = comparison["per_seed"][seed]["arms"]["sft"]
+        assert numbers(first) == [pct(arm["avg_k_strict"]), pct(arm["greedy_strict"])]
+    first_run = json.loads((COMPARISON / "seed1235_paired.json").read_text())["question_scores"]["1235"]["sft"]
+    second = _run2_records("1235", "sft@k16")
+    assert [r["id"] for r in second] == first_run["ids"]
+    d = paired_difference(first_run["avg_k"], question_scores(second, "strict"))
+    flat = text.replace("\n", " ")
+    assert f"{100 * d['difference']:+.2f} points [{100 * d['ci95'][0]:+.2f}, {100 * d['ci95'][1]:+.2f}], p = {d['p_value']:.2f}" in flat
+    greedy = [int(r["correct_strict"]) for r in _run2_records("1235", "sft")]
+    up = sum(a < b for a, b in zip(first_run["greedy"], greedy))
+    down = sum(a > b for a, b in zip(first_run["greedy"], greedy))
+    assert f"flip on {up + down} questions ({up} right only in the second run, {down} only in the first)" in flat
+    gaps = []
+    for seed, *cells in auroc_rows:
+        fams = json.loads((RUN2 / f"auroc_s{seed}.json").read_text()).values()
+        assert [v for c in cells for v in numbers(c)] == [
+            *(round(f[k], 3) for f in fams for k in ("auroc_majority", "auroc_s_wm")), *(f["consensus_correct"] for f in fams)]
+        for f, cell in zip(fams, cells):  # the better of the two is the bold one
+            assert cell.index("**") == (0 if f["auroc_majority"] > f["auroc_s_wm"] else cell.index("/") + 2)
+        gaps += [f["auroc_s_wm"] - f["auroc_majority"] for f in fams]
+    better = [x for x in gaps if x > 0]
+    assert len(better) == 8 and f"(by {min(better):.3f}-{max(better):.3f}; one row {-min(gaps):.3f} the" in flat
+    first = 0
+    for seed in ("1234", "1235", "1236"):
+        report = (COMPARISON / f"regime_w_report_s{seed}.md").read_text().splitlines()
+        for name in ("all arms", "compute arms", "reflective arms"):
+            end, wm = numbers(next(x for x in report if x.startswith(name)))[2:4]
+            first += wm > end
+    both = f"in {first + len(better)} of 18 rows"
+    assert both in flat and both in " ".join((REPO / "README.md").read_text().split())
+    assert f"flips {up + down} questions" in " ".join((REPO / "README.md").read_text().split())
 
 
 def test_default_recipe_runs_read_together():
