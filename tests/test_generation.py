@@ -20,6 +20,7 @@ from looper.generation import (
     generate_records,
     generate_stream,
     gumbel_noise,
+    remove_stale_merged,
     resolve_engine,
     row_uniforms,
     sample,
@@ -359,6 +360,25 @@ def test_vllm_serves_an_adapter_merged_in_a_temporary_checkpoint_or_as_a_lora_re
             assert served == tiny_model_dir and engine.lora.args[2] == str(run.lora_sft)
             assert seen["engine_args"]["enable_lora"] and seen["engine_args"]["max_lora_rank"] == 8
     assert [p.name for p in (run.root / "checkpoints").iterdir()] == ["lora_sft"]  # the merged copy is gone
+
+
+def test_a_merged_checkpoint_left_by_a_killed_process_is_removed_and_a_running_ones_kept(tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], check=True, capture_output=True,
+                          text=True)
+    host = socket.gethostname()
+    stale = tmp_path / f".merged-sft-{host}-{gone.stdout.strip()}-abc123"
+    running = tmp_path / f".merged-rl-{host}-{os.getpid()}-def456"
+    elsewhere = tmp_path / f".merged-sft-other-host-{gone.stdout.strip()}-ghi789"  # another machine's rank
+    for folder in (stale, running, elsewhere, tmp_path / "lora_sft"):
+        folder.mkdir()
+        (folder / "model.safetensors").write_bytes(b"x")
+    assert remove_stale_merged(tmp_path) == [stale]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([running.name, elsewhere.name, "lora_sft"])
 
 
 def test_generate_records_resumes_and_keeps_questions_whole(tiny, tmp_path):

@@ -28,6 +28,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -384,15 +385,45 @@ def resolve_engine(engine: str, field_name: str) -> str:
     return engine
 
 
+def remove_stale_merged(checkpoints: Path) -> list[Path]:
+    """Remove the merged checkpoints (``.merged-<model>-<host>-<pid>-*``) that a stopped process left in a run's
+    ``checkpoints/``: a process killed outright (SIGKILL, out of memory) skips ``merged_weights``' clean-up, and an
+    8B copy holds ~16 GB of disk. Only folders of this host whose process is gone: other ranks of a sharded stage
+    share the folder while they run. Returns the folders removed."""
+    removed = []
+    for folder in checkpoints.glob(".merged-*"):
+        parts = folder.name.split("-")
+        # .merged-<which>-<host>-<pid>-<random>: the host may hold dashes, the pid is the second field from the end
+        host, pid = "-".join(parts[2:-2]), parts[-2]
+        if host != socket.gethostname() or not pid.isdigit() or _process_alive(int(pid)):
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        print(f"removed {folder}: a merged checkpoint left by a stopped process ({pid})")
+        removed.append(folder)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 @contextlib.contextmanager
 def merged_weights(config: Any, run: Any, which: str, tokenizer: Any) -> Iterator[Path]:
     """Model ``which`` with its LoRA adapter merged into the base weights (PEFT's ``merge_and_unload``, as the hf
     engine runs it), saved with the tokenizer in a temporary folder of the run, removed when the block ends. vLLM
     then serves a plain model: on one H200, SmolLM2's rollouts with the adapter as a LoRARequest ran at ~9,500
     tokens/s at 1,024 sequences, the plain model at 22,198 (docs/benchmarks.md)."""
+    checkpoints = run.root / "checkpoints"
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    remove_stale_merged(checkpoints)
     model = load_stage_model(config, run, which, merge=True)
-    (run.root / "checkpoints").mkdir(parents=True, exist_ok=True)
-    folder = Path(tempfile.mkdtemp(dir=run.root / "checkpoints", prefix=f".merged-{which}-"))
+    folder = Path(tempfile.mkdtemp(dir=checkpoints, prefix=f".merged-{which}-{socket.gethostname()}-{os.getpid()}-"))
     try:
         model.save_pretrained(folder)
         tokenizer.save_pretrained(folder)
