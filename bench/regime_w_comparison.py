@@ -16,8 +16,8 @@ Then, from the run folders' per-question eval files (``--analyze-only`` redoes j
 the seeds (each question's score averaged over the seeds, then paired over questions): accuracy with 95% intervals,
 paired differences (``looper.stats.paired_difference``: mean, 95% CI, p, the difference detectable at 80% power),
 greedy flips with exact McNemar p, and Regime W's own evidence on each seed's rollouts (AUROC of s_wm and of plain
-majority agreement for a correct consensus, per arm family). Output: one JSON file with every figure and each
-question's scores, and markdown tables on stdout.
+majority agreement for a correct consensus, per arm family, and their paired difference by DeLong's test). Output:
+one JSON file with every figure and each question's scores, and markdown tables on stdout.
 """
 
 from __future__ import annotations
@@ -273,11 +273,14 @@ def tables(result: dict[str, Any]) -> str:
         g = c["greedy_per_question"]
         out.append(f"| **{ARMS[b]} - {ARMS[a]}** | **pooled** | {diff_cells(c['avg_k'], c['avg_k_mean_of_seeds'])} | "
                    f"{g['better']} / {g['worse']} questions | {g['p_sign_test']:.3g} |")
-    out += ["", "| seed | arms | consensus correct | AUROC majority (s_end) | AUROC s_wm |", "|---|---|---|---|---|"]
+    out += ["", "| seed | arms | consensus correct | AUROC majority (s_end) | AUROC s_wm | s_wm - majority [95% CI], p (DeLong) |",
+            "|---|---|---|---|---|---|"]
     for seed, res in result["per_seed"].items():
         for fam, v in (res["regime_w_auroc"] or {}).items():
+            d = v.get("s_wm_minus_majority")  # absent in analyses made before it was added
+            test = "-" if d is None else f"{d['difference']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}], p = {d['p_value']:.2g}"
             out.append(f"| {seed} | {fam} | {v['consensus_correct']} / {v['questions']} | {auc(v['auroc_majority'])} | "
-                       f"{auc(v['auroc_s_wm'])} |")
+                       f"{auc(v['auroc_s_wm'])} | {test} |")
     return "\n".join(out)
 
 

@@ -162,7 +162,7 @@ def test_regime_w_comparison_pools_the_seeds_per_question(tmp_path):
     question's score averaged over the seeds), greedy flips, pairs and steps from the stage markers; a seed whose
     per-question files are gone is read from its eval summaries (no paired avg@k test, greedy flips still)."""
     sys.path.insert(0, str(REPO / "bench"))
-    from regime_w_comparison import ARMS, analyze
+    from regime_w_comparison import ARMS, analyze, tables
 
     from looper.config import load_config
     from looper.eval.report import write_report
@@ -213,6 +213,8 @@ def test_regime_w_comparison_pools_the_seeds_per_question(tmp_path):
     assert pooled["avg_k"]["difference"] == pytest.approx((1 / 4 + 1 / 4 + 1 / 8) / 4)
     assert pooled["greedy_per_question"] == {"better": 1, "worse": 0, "p_sign_test": 1.0}
     assert result["per_seed"][2]["regime_w_auroc"]["all arms"]["questions"] == 1
+    # one question: no AUROC and no DeLong test, each said so in the table
+    assert "| 2 | all arms | 1 / 1 | n/a | n/a | - |" in tables(result).splitlines()
     assert result["question_scores"][2]["w_regime_w"]["avg_k"] == [0.5, 0.25, 0.25, 0.25]
 
     # seeds 1 and 4 (summaries only): the same figures where they can be had, no paired avg@k test

@@ -244,6 +244,9 @@ def test_family_auroc_takes_the_consensus_within_one_family():
     assert (reflective["questions"], reflective["consensus_correct"]) == (3, 2)
     assert compute["auroc_majority"] == 1.0  # the one correct compute consensus has the highest majority share
     assert family_auroc(records, RegimeWConfig(), None)["questions"] == 3
+    assert compute["s_wm_minus_majority"] is None  # one correct consensus: no variance to estimate
+    twice = family_auroc(records * 2, RegimeWConfig(), "reflective")  # 4 correct, 2 wrong
+    assert twice["s_wm_minus_majority"]["difference"] == pytest.approx(twice["auroc_s_wm"] - twice["auroc_majority"])
 
 
 def test_plan_shaped_arm_outputs_give_the_same_scores_and_reward():

@@ -4,7 +4,13 @@ import math
 
 import pytest
 
-from looper.stats import auroc, mcnemar_exact, pass_at_k, wilson_interval
+from looper.stats import (
+    auroc,
+    auroc_difference,
+    mcnemar_exact,
+    pass_at_k,
+    wilson_interval,
+)
 
 
 @pytest.mark.parametrize("b,c,p,why", [
@@ -49,6 +55,61 @@ def test_auroc():
     assert auroc([0.5, 0.5], [True, False]) == 0.5  # ties count half
     assert auroc([0.1, 0.4, 0.35, 0.8], [False, False, True, True]) == 0.75
     assert auroc([1, 2], [True, True]) is None
+
+
+def test_auroc_difference_known_value():
+    """By hand from DeLong et al.'s definitions: a's placements (1, 0.5) for the positives and (0.5, 1) for the
+    negatives, b's all 1; AUROCs 0.75 and 1; variance 0.125 / 2 + 0.125 / 2."""
+    labels = [True, True, False, False]
+    got = auroc_difference([0.9, 0.4, 0.5, 0.1], [0.8, 0.7, 0.6, 0.2], labels)
+    se = math.sqrt(0.125)
+    assert got["difference"] == pytest.approx(0.25)
+    assert got["ci95"] == pytest.approx([0.25 - 1.959964 * se, 0.25 + 1.959964 * se])
+    assert got["p_value"] == pytest.approx(math.erfc(0.25 / se / math.sqrt(2)))  # 0.4795
+    same = auroc_difference([0.9, 0.4, 0.5, 0.1], [0.9, 0.4, 0.5, 0.1], labels)
+    assert same == {"difference": 0.0, "ci95": [0.0, 0.0], "p_value": 1.0}
+    assert auroc_difference([1, 2, 3], [3, 2, 1], [True, False, False]) is None  # one positive: no variance
+    with pytest.raises(ValueError, match="one per case"):
+        auroc_difference([1, 2], [1], [True, False])
+
+
+def test_auroc_difference_matches_the_pairwise_definition_and_the_bootstrap():
+    """Midrank placements equal the O(m n) pairwise ones (ties included), and the standard error is close to a
+    bootstrap's over cases."""
+    import random
+
+    rng = random.Random(0)
+    labels = [rng.random() < 0.2 for _ in range(300)]
+    a = [round(rng.gauss(0.6 if y else 0.0, 1), 1) for y in labels]  # rounded: many ties
+    b = [x + round(rng.gauss(0.3 if y else 0.0, 0.7), 1) for x, y in zip(a, labels)]  # correlated with a
+    pos = [i for i, y in enumerate(labels) if y]
+    neg = [i for i, y in enumerate(labels) if not y]
+
+    def psi(x, y):
+        return 1.0 if x > y else 0.5 if x == y else 0.0
+
+    def placements(s):
+        return ([sum(psi(s[i], s[j]) for j in neg) / len(neg) for i in pos],
+                [sum(psi(s[i], s[j]) for i in pos) / len(pos) for j in neg])
+
+    def cov(x, y):
+        mx, my = sum(x) / len(x), sum(y) / len(y)
+        return sum((u - mx) * (v - my) for u, v in zip(x, y)) / (len(x) - 1)
+
+    (a10, a01), (b10, b01) = placements(a), placements(b)
+    var = sum((cov(x, x) + cov(y, y) - 2 * cov(x, y)) / len(x) for x, y in ((a10, b10), (a01, b01)))
+    got = auroc_difference(a, b, labels)
+    assert got["difference"] == pytest.approx(auroc(b, labels) - auroc(a, labels))
+    half = got["ci95"][1] - got["difference"]
+    assert half == pytest.approx(1.959964 * math.sqrt(var))
+    boots = []
+    for _ in range(400):
+        idx = [rng.randrange(len(labels)) for _ in labels]
+        la = [labels[i] for i in idx]
+        boots.append(auroc([b[i] for i in idx], la) - auroc([a[i] for i in idx], la))
+    mean = sum(boots) / len(boots)
+    boot_se = math.sqrt(sum((x - mean) ** 2 for x in boots) / (len(boots) - 1))
+    assert half / 1.959964 == pytest.approx(boot_se, rel=0.2)
 
 
 def test_paired_difference_and_mean_interval_known_values():

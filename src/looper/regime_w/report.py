@@ -22,7 +22,7 @@ from looper.config import RegimeWConfig, RunConfig
 from looper.regime_w.pairs import select_pairs
 from looper.regime_w.reward import as_arm_outputs, check_reward_config, trajectory_rewards
 from looper.runs import InputError, atomic_write_text, read_jsonl
-from looper.stats import auroc
+from looper.stats import auroc, auroc_difference
 from looper.tables import text_table
 
 ABLATIONS = {
@@ -46,8 +46,9 @@ FAMILIES = {"all arms": None, "compute arms": "compute", "reflective arms": "ref
 
 def family_auroc(records: list[dict[str, Any]], cfg: RegimeWConfig, family: str | None) -> dict[str, Any]:
     """How well plain majority agreement (s_end) and s_wm predict a correct consensus answer, with the consensus
-    taken over one family's trajectories (None: all): questions, consensus correct, and the two AUROCs (None when
-    the consensus is right on every question or on none)."""
+    taken over one family's trajectories (None: all): questions, consensus correct, the two AUROCs (None when
+    the consensus is right on every question or on none) and ``s_wm_minus_majority``, their paired difference with
+    its 95% CI and p (``looper.stats.auroc_difference``, DeLong's test; None with under two questions of a class)."""
     s_end, s_wm, labels = [], [], []
     for rec in records:
         outputs = [o for o in as_arm_outputs(rec["trajectories"]) if family is None or o.family == family]
@@ -58,13 +59,15 @@ def family_auroc(records: list[dict[str, Any]], cfg: RegimeWConfig, family: str 
         s_wm.append(scores.s_wm)
         labels.append(answers_equal(scores.consensus, rec.get("gold")))
     return {"questions": len(labels), "consensus_correct": sum(labels), "auroc_majority": auroc(s_end, labels),
-            "auroc_s_wm": auroc(s_wm, labels)}
+            "auroc_s_wm": auroc(s_wm, labels), "s_wm_minus_majority": auroc_difference(s_end, s_wm, labels)}
 
 
 def _family_row(fam: dict[str, Any]) -> list[str]:
     a_end, a_wm = fam["auroc_majority"], fam["auroc_s_wm"]
     better = "n/a" if a_end is None or a_wm is None else ("s_wm" if a_wm > a_end else "majority" if a_end > a_wm else "tie")
-    return [str(fam["questions"]), str(fam["consensus_correct"]), _fmt(a_end), _fmt(a_wm), better]
+    d = fam.get("s_wm_minus_majority")
+    diff = "n/a" if d is None else f"{d['difference']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}], p={d['p_value']:.2g}"
+    return [str(fam["questions"]), str(fam["consensus_correct"]), _fmt(a_end), _fmt(a_wm), diff, better]
 
 
 def build_report(records: list[dict[str, Any]], cfg: RegimeWConfig, config: RunConfig | None = None) -> str:
@@ -112,7 +115,8 @@ def build_report(records: list[dict[str, Any]], cfg: RegimeWConfig, config: RunC
            "s_end alone is plain majority agreement; s_wm is the combined score.\n",
            "Per arm family (consensus over that family's trajectories only):\n", "```",
            text_table([[name, *_family_row(family_auroc(records, cfg, fam))] for name, fam in FAMILIES.items()],
-                      ["arms", "questions", "consensus correct", "AUROC majority (s_end)", "AUROC s_wm", "better"]), "```\n",
+                      ["arms", "questions", "consensus correct", "AUROC majority (s_end)", "AUROC s_wm",
+                       "s_wm - majority [95% CI], p (DeLong)", "better"]), "```\n",
            "## Ablations: how the best-vs-worst pairs change\n", "```"]
     full = pairs_by_variant.get("full", [])
     rows = []
