@@ -25,6 +25,7 @@ from common import device_info, write_results  # noqa: E402
 
 from looper.config import load_config  # noqa: E402
 from looper.modeling import resolve_model_path  # noqa: E402
+from looper.runs import read_jsonl  # noqa: E402
 
 FILTERS = {"strict": "strict-match", "flexible": "flexible-extract"}
 
@@ -81,7 +82,7 @@ def main() -> None:
 
     results = {"device": {**device_info(), "lm_eval": lm_eval.__version__}, "command": " ".join(sys.argv), "models": {}}
     for which, adapter in (("base", None), ("sft", args.run / "checkpoints" / "lora_sft")):
-        mine = [json.loads(x) for x in (args.run / "eval" / f"{which}__gsm8k_test.jsonl").read_text().splitlines()][: args.limit]
+        mine = read_jsonl(args.run / "eval" / f"{which}__gsm8k_test.jsonl")[: args.limit]
         command, theirs = lm_eval_run(args.gsm8k.resolve(), pretrained, adapter, config.model.dtype, args.batch,
                                       args.limit, args.run / "lm_eval_reference" / which)
         results["models"][which] = {"lm_eval_command": " ".join(command), **compare(mine, theirs)}
