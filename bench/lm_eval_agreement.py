@@ -45,13 +45,31 @@ def lm_eval_run(gsm8k: Path, pretrained: str, adapter: Path | None, dtype: str, 
     command = [sys.executable, "-m", "lm_eval", "run", "--model", "hf", "--model_args", model_args, "--tasks", "gsm8k_local",
                "--include_path", str(tasks), "--limit", str(limit), "--batch_size", str(batch), "--log_samples",
                "--output_path", str(out / "results")]
-    subprocess.run(command, check=True)
-    samples = max((out / "results").rglob("samples_gsm8k_local_*.jsonl"))
+    samples = finished_run(out / "results", limit, batch, dtype, adapter)
+    if samples is None:
+        subprocess.run(command, check=True)
+        samples = max((out / "results").rglob("samples_gsm8k_local_*.jsonl"))
+    else:
+        print(f"lm-eval's run with these settings is in {samples.parent}: read, not rerun")
     by_doc: dict[int, dict[str, dict]] = {}
-    for line in samples.read_text().splitlines():
-        sample = json.loads(line)
+    for sample in read_jsonl(samples):
         by_doc.setdefault(sample["doc_id"], {})[sample["filter"]] = sample
     return command, by_doc
+
+
+def finished_run(results: Path, limit: int, batch: int, dtype: str, adapter: Path | None) -> Path | None:
+    """The samples file of an earlier lm-eval run in ``results`` made with the same limit, batch size, dtype and
+    adapter (its results file says which), so that a stopped comparison resumes; None if there is none. The base
+    model's path is not compared: it names a cache folder of whichever machine ran it."""
+    for found in sorted(results.rglob("results_*.json"), reverse=True):
+        config = json.loads(found.read_text())["config"]
+        args = config["model_args"]
+        same = (config.get("limit") == limit and str(config.get("batch_size")) == str(batch) and args.get("dtype") == dtype
+                and (Path(args["peft"]).name if args.get("peft") else None) == (adapter.name if adapter else None))
+        samples = list(found.parent.glob(f"samples_gsm8k_local_{found.stem.removeprefix('results_')}.jsonl"))
+        if same and samples:
+            return samples[0]
+    return None
 
 
 def compare(mine: list[dict], theirs: dict[int, dict[str, dict]]) -> dict:
@@ -74,14 +92,20 @@ def main() -> None:
     parser.add_argument("--config", default="configs/demo.yaml")
     parser.add_argument("--limit", type=int, default=100)
     parser.add_argument("--batch", type=int, required=True, help="the looper run's eval.batch_size (lm-eval's batch size)")
+    parser.add_argument("--models", default="base,sft", help="comma-separated: base, sft (the run's adapter)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    unknown = set(args.models.split(",")) - {"base", "sft"}
+    if unknown:
+        parser.error(f"--models: {', '.join(sorted(unknown))} unknown; choose from base, sft")
     config = load_config(args.config)
     pretrained = resolve_model_path(config.model.name_or_path)
     import lm_eval
 
     results = {"device": {**device_info(), "lm_eval": lm_eval.__version__}, "command": " ".join(sys.argv), "models": {}}
-    for which, adapter in (("base", None), ("sft", args.run / "checkpoints" / "lora_sft")):
+    adapters = {"base": None, "sft": args.run / "checkpoints" / "lora_sft"}
+    for which in args.models.split(","):
+        adapter = adapters[which]
         mine = read_jsonl(args.run / "eval" / f"{which}__gsm8k_test.jsonl")[: args.limit]
         command, theirs = lm_eval_run(args.gsm8k.resolve(), pretrained, adapter, config.model.dtype, args.batch,
                                       args.limit, args.run / "lm_eval_reference" / which)

@@ -30,7 +30,7 @@ def write_source(folder: Path) -> Path:
     return folder
 
 
-def test_lm_eval_protocol_matches_lm_evals_own_run(tmp_path, tiny_model_dir):
+def test_lm_eval_protocol_matches_lm_evals_own_run(tmp_path, tiny_model_dir, capsys):
     source = write_source(tmp_path / "gsm8k")
     a = ["configs/demo.yaml", f"runs_dir={tmp_path / 'runs'}", f"model.name_or_path={tiny_model_dir}", "data.source=local",
          f"data.path={source}", "sft.trainer.max_steps=1", "sft.lora.r=4", "eval.protocol=lm-eval", "eval.models=[base,sft]",
@@ -40,6 +40,8 @@ def test_lm_eval_protocol_matches_lm_evals_own_run(tmp_path, tiny_model_dir):
     out = run_looper("eval", *a, cwd=REPO)
     assert "lm-eval's gsm8k task" in out.stdout and "strict % [95% CI]" in out.stdout
     run = tmp_path / "runs" / "demo"
+    report = (run / "eval" / "report.md").read_text()
+    assert "protocol lm-eval" in report and "scored by lm-eval" in report and "looper.answers" not in report
     for which, adapter in (("base", None), ("sft", run / "checkpoints" / "lora_sft")):
         mine = read_jsonl(run / "eval" / f"{which}__gsm8k_test.jsonl")
         # lm-eval's own command line on its gsm8k task, the data pointed at the local copy (the agreement bench's run)
@@ -54,6 +56,9 @@ def test_lm_eval_protocol_matches_lm_evals_own_run(tmp_path, tiny_model_dir):
                 answer = sample["filtered_resps"][0]
                 assert rec[f"answer_{mode}"] == (None if answer == "[invalid]" else answer)
                 assert rec[f"correct_{mode}"] == bool(sample["exact_match"])
+    # a stopped comparison resumes: lm-eval's finished run with the same settings is read again, not rerun
+    _, again = lm_eval_run(source, str(tiny_model_dir), adapter, "float32", 4, LIMIT, tmp_path / "lm_eval_sft")
+    assert again == theirs and "read, not rerun" in capsys.readouterr().out
 
 
 def test_lm_eval_protocol_refuses_what_lm_evals_task_cannot_take(tmp_path, tiny_model_dir):

@@ -134,8 +134,21 @@ def protocol_line(config: Any) -> str:
     if ev.protocol == "deepseek":
         return (f"protocol deepseek (DeepSeek-R1's: no system prompt, \\boxed{{}} instruction, {ev.samples} samples per "
                 "question at T=0.6, top_p=0.95; pass@1 = avg@k)")
+    if ev.protocol == "lm-eval":
+        return "protocol lm-eval (lm-evaluation-harness's `gsm8k` task run by lm-eval itself: 5-shot, greedy)"
     how = "greedy" if ev.samples == 1 else f"{ev.samples} samples at T={ev.temperature}, top_p={ev.top_p}"
     return f"protocol looper (prompt format `{config.model.prompt_format}`, {how})"
+
+
+def scoring_line(config: Any) -> str:
+    """How a report's answers were generated and checked, for its header."""
+    if config.eval.protocol == "lm-eval":
+        from looper.eval.lm_eval_gsm8k import MAX_GEN_TOKS
+
+        return (f"max {MAX_GEN_TOKS} new tokens (lm-eval's task setting). Answers extracted and scored by lm-eval: "
+                "strict = its strict-match filter, flexible = its flexible-extract.")
+    return (f"max {config.eval.max_new_tokens} new tokens. Answers checked by `looper.answers` (strict: `#### N`; "
+            "flexible: also `\\boxed{}` and 'the answer is').")
 
 
 def write_report(records: dict[str, dict[str, list[dict[str, Any]]]], config: Any, out_dir: Path) -> dict[str, Any]:
@@ -191,9 +204,8 @@ def write_report(records: dict[str, dict[str, list[dict[str, Any]]]], config: An
              f"right→wrong {', '.join(c['strict']['right_to_wrong'][:20]) or '-'}" for d, comps in comparisons.items() for c in comps]
     md = [f"# Evaluation report: {config.name}\n",
           *([f"> {config.note}\n"] if config.note else []),
-          (f"Model `{config.model.name_or_path}`, {protocol_line(config)}, "
-           f"max {config.eval.max_new_tokens} new tokens. Answers checked by `looper.answers` (strict: `#### N`; "
-           "flexible: also `\\boxed{}` and 'the answer is'). Intervals: 95% Wilson (one answer), normal (avg@k). "
+          (f"Model `{config.model.name_or_path}`, {protocol_line(config)}, {scoring_line(config)} "
+           "Intervals: 95% Wilson (one answer), normal (avg@k). "
            "p: exact McNemar on paired questions (first answers); paired test on per-question shares correct (all "
            "samples), with the smallest difference the run could detect at 80% power.\n"),
           "## Accuracy\n", table, "\n## Paired comparisons\n", comp_table, "", paired_table, ""]
