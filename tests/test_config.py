@@ -83,6 +83,18 @@ def test_unknown_key_in_file_names_file_and_key(tmp_path):
     assert str(bad) in str(err.value) and "sft: unknown key 'lora_rank'" in str(err.value)
 
 
+def test_a_config_note_says_which_result_fields_the_command_line_changed():
+    """A config's note describes the config as written: a run that changes what it makes says so under the note;
+    names, folders and speed or logging settings do not."""
+    note = load_config("configs/demo.yaml").note
+    assert load_config("configs/demo.yaml", ["name=x", "runs_dir=/tmp", "eval.batch_size=2",
+                                             "sft.trainer.logging_steps=3"]).note == note
+    changed = load_config("configs/demo.yaml", ["sft.trainer.max_steps=60", "data.source=local", "eval.batch_size=2"]).note
+    assert changed == f"{note} [Written for the config as it stands; this run changes sft.trainer.max_steps, data.source.]"
+    assert load_config("configs/demo.yaml", ["seed=1", "note=mine"]).note == "mine"
+    assert load_config(None, ["seed=1"]).note is None
+
+
 def test_parse_overrides_nested():
     assert parse_overrides(["a.b.c=1", "a.d=x"]) == {"a": {"b": {"c": 1}, "d": "x"}}
 

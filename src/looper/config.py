@@ -319,7 +319,8 @@ class EvalConfig:
 class RunConfig:
     name: str = _help("Run name; outputs go to <runs_dir>/<name>/.", "demo")
     note: str | None = _help("What this run shows, in a sentence or two: printed under the pipeline's and eval's "
-                             "last lines and at the top of eval/report.md.", None)
+                             "last lines and at the top of eval/report.md; a result-changing override on the command "
+                             "line appends which fields this run changes.", None)
     runs_dir: str = _help("Folder holding run folders.", "runs")
     seed: int = _help("The one seed: data split, training, per-sample generation seeds.", 1234)
     data: DataConfig = _help("prepare-data", factory=DataConfig)
@@ -444,6 +445,14 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
     return out
 
 
+def _dotted_keys(tree: dict[str, Any], prefix: str = "") -> list[str]:
+    """``{"sft": {"trainer": {"max_steps": 5}}}`` -> ``["sft.trainer.max_steps"]``."""
+    keys = []
+    for key, value in tree.items():
+        keys += _dotted_keys(value, f"{prefix}{key}.") if isinstance(value, dict) and value else [f"{prefix}{key}"]
+    return keys
+
+
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     for key, value in extra.items():
         if isinstance(value, dict) and isinstance(base.get(key), dict):
@@ -473,7 +482,12 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of sections")
     try:
-        data = _merge(data, parse_overrides(overrides or []))
+        extra = parse_overrides(overrides or [])
+        changed = [k for k in _dotted_keys(extra) if k not in ("name", "runs_dir", "note") and is_result_field(k)]
+        if data.get("note") and "note" not in extra and changed:
+            # the note describes the config as written: say where this run departs from it
+            extra["note"] = f"{data['note']} [Written for the config as it stands; this run changes {', '.join(changed)}.]"
+        data = _merge(data, extra)
         return _build(RunConfig, data, "")
     except ConfigError as err:
         raise ConfigError(f"{where}: {err}") from None
