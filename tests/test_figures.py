@@ -180,6 +180,26 @@ def test_regime_w_comparison_second_run(comparison):
     assert f"flips {up + down} questions" in " ".join((REPO / "README.md").read_text().split())
 
 
+def test_lm_eval_agreement_at_scale():
+    """docs/results.md's H200 agreement table: looper's lm-eval protocol against lm-eval's own run."""
+    raw = BENCH / "lm_eval_agreement_smollm2_h200"
+    text = section(REPO / "docs" / "results.md", "### At scale on one H200")
+    base = json.loads((raw / "agreement_base.json").read_text())["models"]["base"]
+    summary = json.loads((raw / "run" / "eval" / "summary.json").read_text())["metrics"]
+    (row,), (sft,) = table_rows(text, "base"), table_rows(text, "sft")
+    n = base["questions"]
+    assert numbers(row[1]) == [n] and numbers(row[4]) == [base["same_prompt"]] and numbers(row[5]) == [base["same_response"]]
+    assert numbers(row[6]) == [min(base["same_strict-match_answer"], base["same_flexible-extract_answer"])]
+    for cell, name in ((row[2], "strict-match"), (row[3], "flexible-extract")):
+        assert numbers(cell) == [base[f"looper_{name}_%"], base[f"lm_eval_{name}_%"]]
+    looper_sft = summary["sft"]["gsm8k_test"]
+    assert numbers(sft[1]) == [looper_sft["n"]]
+    assert numbers(sft[2]) == [pct(looper_sft["strict"]["accuracy"], 1)] and numbers(sft[3]) == [pct(looper_sft["flexible"]["accuracy"], 1)]
+    flat = " ".join(text.split())
+    b = summary["base"]["gsm8k_test"]
+    assert f"{b['strict']['correct']} of them answered right by strict-match and {b['flexible']['correct']} by flexible" in flat
+
+
 def test_default_recipe_runs_read_together():
     """README, docs/results.md and the GPU config's header: the four runs and their pooled reading."""
     pooled = json.loads((BENCH / "pooled_default_recipe_4runs_test.json").read_text())
