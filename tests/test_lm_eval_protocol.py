@@ -61,6 +61,24 @@ def test_lm_eval_protocol_matches_lm_evals_own_run(tmp_path, tiny_model_dir, cap
     assert again == theirs and "read, not rerun" in capsys.readouterr().out
 
 
+def test_lm_evals_request_cache_is_one_per_model_and_the_settings_that_made_it(tmp_path):
+    """A longer eval.limit or another dataset reuses the cached answers (lm-eval keys each by its request); an
+    adapter trained with other settings does not."""
+    from looper.config import load_config
+    from looper.eval.lm_eval_gsm8k import request_cache
+    from looper.runs import RunDir
+
+    def cache(which, *extra):
+        config = load_config("configs/demo.yaml", [f"runs_dir={tmp_path}", "eval.protocol=lm-eval", *extra])
+        return request_cache(config, RunDir.of(config), which, {"pretrained": "m"})
+
+    for which in ("base", "sft", "rl"):
+        assert cache(which) == cache(which, "eval.limit=100", "eval.datasets=[gsm_symbolic_test]", "eval.batch_size=2")
+    assert cache("sft", "sft.lora.r=4") != cache("sft") and cache("rl", "sft.lora.r=4") != cache("rl")
+    assert cache("base", "sft.lora.r=4") == cache("base") and cache("sft", "rl.dpo.beta=0.2") == cache("sft")
+    assert cache("base", "model.dtype=bfloat16") != cache("base")
+
+
 def test_lm_eval_protocol_refuses_what_lm_evals_task_cannot_take(tmp_path, tiny_model_dir):
     a = ["configs/demo.yaml", f"runs_dir={tmp_path}", f"model.name_or_path={tiny_model_dir}", "eval.protocol=lm-eval"]
     proc = run_looper("eval", *a, "eval.samples=4", cwd=REPO, check=False)

@@ -27,7 +27,7 @@ import torch
 
 from looper.config import RunConfig
 from looper.modeling import resolve_model_path, stage_weights
-from looper.runs import InputError, RunDir, read_jsonl
+from looper.runs import InputError, RunDir, read_jsonl, stage_hash
 
 LM_EVAL_TASK = "gsm8k"
 FILTERS = {"strict": "strict-match", "flexible": "flexible-extract"}
@@ -89,6 +89,20 @@ def model_args(config: RunConfig, run: RunDir, which: str) -> dict[str, Any]:
     return args
 
 
+# The stage whose settings make each trained model's weights (the base model's: the model section alone).
+MADE_BY = {"sft": "sft", "rl": "train-rl"}
+
+
+def request_cache(config: RunConfig, run: RunDir, which: str, args: dict[str, Any]) -> Path:
+    """lm-eval's request cache for model ``which``: one per model and the settings that made its weights. lm-eval
+    keys each cached answer by the request itself (prompt with its few-shot examples, generation settings), so a
+    longer ``eval.limit``, another dataset or another few-shot pool reuses what was answered and asks only the rest;
+    an adapter trained again with other settings gets a cache of its own."""
+    made_by = stage_hash(config, MADE_BY[which]) if which in MADE_BY else config.section_hash("model")
+    key = hashlib.sha256(json.dumps([args, made_by], sort_keys=True).encode()).hexdigest()[:12]
+    return run.eval_dir / ".lm_eval" / f"{which}-{key}"
+
+
 def to_record(row: dict[str, Any], by_filter: dict[str, dict[str, Any]], tokenizer: Any) -> dict[str, Any]:
     """looper's eval record of one question from lm-eval's logged samples of its two filters."""
     output = by_filter[FILTERS["strict"]]["resps"][0][0]
@@ -112,8 +126,7 @@ def evaluate_lm_eval(config: RunConfig, run: RunDir, which: str, rows: list[dict
     from lm_eval import simple_evaluate
 
     args = model_args(config, run, which)
-    cache_key = hashlib.sha256(json.dumps([args, config.section_hash("eval", "model")], sort_keys=True).encode()).hexdigest()[:12]
-    cache = run.eval_dir / ".lm_eval" / f"{which}-{cache_key}"
+    cache = request_cache(config, run, which, args)
     cache.parent.mkdir(parents=True, exist_ok=True)
     print(f"eval {label}: lm-eval's {LM_EVAL_TASK} task, {len(rows)} questions (lm_eval.simple_evaluate)")
     with tempfile.TemporaryDirectory(prefix="looper-lm-eval-") as tmp:
