@@ -169,3 +169,180 @@ def test_readme_8b_memory_engine_and_scaling_figures():
     scaling = re.search(r"LoRA SFT ([\d.]+)x the tokens/s under DDP .*?collect-rollouts ([\d.]+)x", readme)
     assert scaling and shown(scaling.group(1), parts["sft_lora_ddp"]["speedup"])
     assert shown(scaling.group(2), parts["collect_rollouts"]["speedup"])
+
+
+def shown_any(text: str, value: float) -> bool:
+    """``shown`` for one number as printed, also in e-notation (``5.8e-11``: rounded to the mantissa's decimals)."""
+    text = text.replace("**", "").strip()
+    if "e" in text:
+        mantissa, exponent = text.split("e")
+        decimals = len(mantissa.split(".")[1]) if "." in mantissa else 0
+        return abs(float(text) - value) <= 0.5 * 10 ** (int(exponent) - decimals) * (1 + 1e-9)
+    return shown(text, value)
+
+
+def cell_shows(cell: str, values: list[float]) -> bool:
+    """Whether the numbers printed in a table cell are ``values``, in order, each rounded as printed."""
+    found = re.findall(r"\d+(?:\.\d+)?e-\d+|\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?", cell)
+    return len(found) == len(values) and all(shown_any(t, v) for t, v in zip(found, values))
+
+
+def accuracy_cells(m: dict) -> list[list[float]]:
+    """One model's eval metrics on one dataset as a results table prints them: strict % [CI], flexible % [CI],
+    truncated %, mean tokens."""
+    return [[100 * m[k]["accuracy"], 100 * m[k]["ci95"][0], 100 * m[k]["ci95"][1]] for k in ("strict", "flexible")] + \
+        [[100 * m["truncation_rate"]], [m["mean_tokens"]]]
+
+
+def sft_rl(summary: dict, dataset: str) -> dict:
+    return next(c for c in summary["comparisons"][dataset] if (c["a"], c["b"]) == ("sft", "rl"))["strict"]
+
+
+def flips(c: dict) -> list[float]:
+    """wrong->right / right->wrong: counts, or lists of question ids."""
+    return [len(v) if isinstance(v, list) else v for v in (c["wrong_to_right"], c["right_to_wrong"])]
+
+
+def _json(name: str) -> dict:
+    return json.loads((BENCH / name).read_text())
+
+
+def test_cpu_demo_tables_and_readme_figures():
+    """docs/results.md's CPU demo (the accuracy table and the two rows with a raw file) and README's demo figures."""
+    demo = (BENCH / "demo_cpu_fresh_clone_2026-11-30.txt").read_text()
+    check = (BENCH / "fresh_clone_check_2026-11-30_4695443.txt").read_text()
+    latest = (BENCH / "fresh_clone_check_2026-11-30_3d046b3.txt").read_text()
+    text = section(REPO / "docs" / "results.md", "## CPU demo")
+    raw_rows = {r[0]: r for r in table_rows(re.sub(r"(?m)^\d+:", "", demo), r"base|sft|rl")}
+    rows = table_rows(text, r"base|sft|rl")
+    assert len(rows) == 3
+    for model, dataset, *cells in rows:  # the log's table, the dataset named as the table names it
+        assert [dataset.replace(" ", "_")] + cells == raw_rows[model][1:], model
+    assert [r[-1] for r in table_rows(check, "sft|rl")] == ["123", "123"] and "mean tokens 123 instead of 122" in " ".join(text.split())
+
+    def stage_times(raw: str) -> list[float]:
+        return numbers(re.search(r"time per stage \(s\): (.*)", raw).group(1))[::1]
+
+    def minutes(seconds: float) -> str:
+        return f"{int(seconds // 60)} min {round(seconds % 60)} s"
+
+    real = re.search(r"real\s+(\d+)m([\d.]+)s", demo)
+    demo_s = 60 * int(real.group(1)) + float(real.group(2))
+    demo_row = table_rows(text, r"2026-11-30, ddfda97 .*")[0]
+    assert demo_row[1] == f"**{minutes(demo_s)}**"
+    check_row = table_rows(text, r"2026-11-30, 4695443 .*")[0]
+    check_s = float(re.search(r"demo.sh: exit 0, (\d+) s", check).group(1))
+    assert check_row[1] == minutes(check_s)
+    for row, raw in ((demo_row, demo), (check_row, check)):
+        assert [float(c.split()[0]) for c in row[3:]] == stage_times(raw)
+    readme = " ".join((REPO / "README.md").read_text().split())
+    assert f"The demo took {minutes(demo_s)}" in readme
+    latest_s = float(re.search(r"demo.sh: exit 0, (\d+) s", latest).group(1))
+    passed, skipped, clock = re.search(r"(\d+) passed, (\d+) skipped, .*\(0:(\d+:\d+)\)", latest).groups()
+    m, s = clock.split(":")
+    assert f"demo exit 0 ({int(latest_s // 60)} min," in readme
+    assert f"{passed} passed, {skipped} skipped (no GSM8K copy beside the clone) in {int(m)} min {int(s)} s" in readme
+
+
+def test_first_gpu_pipeline_run():
+    """docs/results.md, the 2026-11-23 one-GPU run: its stage times, accuracy table and paired tests."""
+    text = section(REPO / "docs" / "results.md", "## One-GPU run on real GSM8K")
+    timings = _json("pipeline_smollm2_gpu_h200_timings.json")
+    summary = _json("pipeline_smollm2_gpu_h200_eval_summary.json")
+    stages = {"prepare-data": "prepare-data", "sft": "sft", "collect-rollouts": "collect-rollouts",
+              "build-preferences": "build-preferences", "train-rl": "train-rl", "eval": "eval"}
+    rows = [r for r in table_rows(text, r"(prepare-data|sft|collect|build|train-rl|eval|\*\*whole).*") if len(r) == 2]
+    assert len(rows) == 7
+    for name, time in rows:
+        key = next((k for k in stages if name.startswith(k)), None)
+        expect = timings[key] if key else sum(timings.values())
+        assert cell_shows(time, [expect]), name
+    assert "train 5,978 / dev 1,495 / test 1,319" in text  # the data split as prepare-data counts it (every GSM8K run)
+    rows = [r for r in table_rows(text, r"base|sft|rl \(DPO\)") if len(r) > 2]
+    assert len(rows) == 3
+    for model, dataset, n, *cells in rows:
+        m = summary["metrics"][model.split()[0]]["gsm8k_test"]
+        assert int(n) == m["n"] and all(cell_shows(c, v) for c, v in zip(cells, accuracy_cells(m))), model
+    pairs = {(c["a"], c["b"]): c["strict"] for c in summary["comparisons"]["gsm8k_test"]}
+    one_line = " ".join(text.split())
+    found = re.search(r"base -> sft \+([\d.]+) points, McNemar p = ([\d.e-]+) \((\d+) wrong->right, (\d+) right->wrong\)",
+                      one_line)
+    c = pairs[("base", "sft")]
+    assert found and shown(found.group(1), 100 * c["difference"]) and shown_any(found.group(2), c["p_value"])
+    assert [int(found.group(3)), int(found.group(4))] == flips(c)
+    found = re.search(r"sft -> rl \+([\d.]+) points, p = ([\d.]+) \((\d+) vs (\d+)\)", one_line)
+    c = pairs[("sft", "rl")]
+    assert found and shown(found.group(1), 100 * c["difference"]) and shown(found.group(2), c["p_value"])
+    assert [int(found.group(3)), int(found.group(4))] == flips(c)
+    assert cell_shows(re.search(r"truncation ([\d]+)% -> ([\d]+)%", one_line).group(0).replace("->", " "),
+                      [100 * summary["metrics"][m]["gsm8k_test"]["truncation_rate"] for m in ("sft", "rl")])
+
+
+RECIPES = {"SFT": "sft", "(a)": "a_dpo", "(b)": "b_dpo_correct", "(c)": "c_dpo_rounds", "(d)": "d_grpo", "(e)": "e_rft",
+           "(f)": "f_label_free", "(g)": "g_rpo", "(g hi) RPO": "g_rpo_hi", "(g hi) x 2": "g_rpo_hi_rounds",
+           "(e strong)": "e_rft_strong", "(d correct)": "d_grpo_correct", "(h)": "h_grpo", "(h hi)": "h_grpo_hi",
+           "(h W)": "h_grpo_w"}
+
+
+def _recipe_tables(raw_name: str, heading: str, sft_from: str, flexible_column: bool):
+    """Check the dev and test tables of one RL-recipe comparison against its raw file, every row and cell."""
+    results = {r["recipe"]: r for r in _json(raw_name)["results"]}
+    text = section(REPO / "docs" / "results.md", heading).split("\n### ")[0]
+    tables = re.split(r"\n(?:Dev|Test) ", text)
+    dev, test = [t for t in tables if t.lstrip().startswith(("split (1,495", "(1,495", "split (1,319", "(1,319"))]
+    checked = 0
+    for table, dataset in ((dev, "gsm8k_dev"), (test, "gsm8k_test")):
+        for row in table_rows(table, r"(\*\*)?(SFT|\().*"):
+            label = row[0].replace("**", "")
+            key = RECIPES[max((k for k in RECIPES if label.startswith(k)), key=len)]
+            cells = row[1:]
+            if key == "sft":
+                m = results[sft_from]["summary"]["metrics"]["sft"][dataset]
+            elif "summary" not in results[key]:  # a run that diverged: only its wall time is a figure
+                assert cells[0].startswith("diverged") and cell_shows(cells[-1], [results[key]["wall_s"]])
+                checked += 1
+                continue
+            else:
+                m = results[key]["summary"]["metrics"]["rl"][dataset]
+            strict, flexible, truncated, tokens = accuracy_cells(m)
+            expect = [strict] + ([flexible[:1]] if flexible_column else [])
+            if key == "sft":
+                expect += [[], []]
+            else:
+                c = sft_rl(results[key]["summary"], dataset)
+                expect += [[c["p_value"]], flips(c)]
+            expect += [truncated, tokens]
+            for cell, values in zip(cells, expect):
+                assert cell in ("-",) and not values or cell_shows(cell.replace("/", " "), values), (label, cell, values)
+            rest = cells[len(expect):]
+            if rest and key != "sft":
+                pairs, own = rest if len(rest) == 2 else ("-", rest[0])
+                r = results[key]
+                if "pairs" in r and pairs[0].isdigit():
+                    assert cell_shows(pairs, [r["pairs"], r["pair_questions"]]), (label, pairs)
+                stage_s = sum(v for k, v in r["stage_s"].items() if k not in ("prepare-data", "sft"))
+                assert cell_shows(own.split("(")[0], [stage_s]), (label, own)
+            checked += 1
+    return checked
+
+
+def test_rl_recipes_first_comparison_tables():
+    assert _recipe_tables("rl_recipes_smollm2_h200.json", "## RL recipes compared on one SFT adapter", "a_dpo", True) == 14
+
+
+def test_rl_recipes_second_comparison_tables():
+    assert _recipe_tables("rl_recipes2_smollm2_h200.json", "### Second comparison", "b_dpo_correct", False) == 13
+
+
+def test_rl_recipes_third_comparison_tables_and_sharpening_headroom():
+    assert _recipe_tables("rl_recipes3_smollm2_h200.json", "### Third comparison", "sft", False) == 8
+    samples = _json("rl_recipes3_sft_samples16_dev_summary.json")["metrics"]["sft"]["gsm8k_dev"]["strict"]
+    greedy = _json("rl_recipes3_smollm2_h200.json")["results"][0]["summary"]["metrics"]["sft"]["gsm8k_dev"]["strict"]
+    text = " ".join(section(REPO / "docs" / "results.md", "### Third comparison").split())
+    found = re.search(r"greedy \*\*([\d.]+)%\*\*, one sample at T 0.7 ([\d.]+)%, \*\*maj@16 ([\d.]+)%\*\*, "
+                      r"\*\*pass@16 ([\d.]+)%\*\*", text)
+    assert found and cell_shows(" ".join(found.groups()), [100 * greedy["accuracy"], 100 * samples["pass@1"],
+                                                          100 * samples["maj@16"], 100 * samples["pass@16"]])
+    registration = " ".join(section(REPO / "docs" / "results.md", "### Registration").split())
+    found = re.search(r"avg@16 ([\d.]+)%, pass@16 ([\d.]+)%", registration)
+    assert found and cell_shows(" ".join(found.groups()), [100 * samples["pass@1"], 100 * samples["pass@16"]])
