@@ -346,3 +346,111 @@ def test_rl_recipes_third_comparison_tables_and_sharpening_headroom():
     registration = " ".join(section(REPO / "docs" / "results.md", "### Registration").split())
     found = re.search(r"avg@16 ([\d.]+)%, pass@16 ([\d.]+)%", registration)
     assert found and cell_shows(" ".join(found.groups()), [100 * samples["pass@1"], 100 * samples["pass@16"]])
+
+
+def test_regime_w_reports_on_the_first_comparisons_rollouts():
+    text = section(REPO / "docs" / "results.md", "### Regime W on the real rollouts")
+    rows = table_rows(text, r"\(a\), 8 per question|\(b\), 32 per question|")
+    assert len(rows) == 6
+    for i, (rollouts, arms, correct, majority, s_wm) in enumerate(rows):
+        report = (BENCH / ("regime_w_report_a_dpo_h200.md" if i < 3 else "regime_w_report_b_dpo_correct_h200.md")).read_text()
+        family = {"all": "all arms", "compute only": "compute arms", "reflective only": "reflective arms"}[arms]
+        questions, consensus, auroc_majority, auroc_s_wm = numbers(next(x for x in report.splitlines() if x.startswith(family)))
+        assert numbers(correct) == ([consensus, questions] if arms == "all" else [consensus])
+        assert numbers(majority) == [auroc_majority] and numbers(s_wm) == [auroc_s_wm]
+
+
+def test_default_recipe_four_runs_tables():
+    """docs/results.md: the two pipeline runs' stage times and the four runs' accuracy table."""
+    text = section(REPO / "docs" / "results.md", "## The GPU config's default pipeline as one run")
+    runs = [_json(f"pipeline_default_run{k}_smollm2_gpu_h200.json") for k in (1, 2)]
+    rows = [r for r in table_rows(text, r"(prepare-data|sft|collect|build|train-rl|eval|\*\*whole).*") if len(r) == 3]
+    assert len(rows) == 7
+    for name, *cells in rows:
+        key = next((k for k in runs[0]["timings_s"] if name.startswith(k)), None)
+        for cell, run in zip(cells, runs):
+            t = run["timings_s"]
+            assert cell_shows(cell.split("(")[0], [t[key] if key else sum(t.values())]), (name, cell)
+    c_dpo = next(r for r in _json("rl_recipes_smollm2_h200.json")["results"] if r["recipe"] == "c_dpo_rounds")
+    sources = [r["eval_summary"] for r in runs] + [c_dpo["summary"]]
+    rows = table_rows(text, r"(run \d|first comparison's).*")
+    assert len(rows) == 4
+    for row, summary in zip(rows[:3], sources):
+        base, sft, rl, flip, p, truncated = row[1:]
+        metrics = {m: summary["metrics"][m]["gsm8k_test"] for m in ("base", "sft", "rl")}
+        c = sft_rl(summary, "gsm8k_test")
+        assert cell_shows(base, [100 * metrics["base"]["strict"]["accuracy"]])
+        assert cell_shows(sft, accuracy_cells(metrics["sft"])[0]) and cell_shows(rl, accuracy_cells(metrics["rl"])[0])
+        assert cell_shows(flip, flips(c)) and cell_shows(p, [c["p_value"]])
+        assert cell_shows(truncated.replace("->", " "), [100 * metrics[m]["truncation_rate"] for m in ("sft", "rl")])
+    counts = _json("pipeline_default_run4_smollm2_gpu_h200_counts.json")
+    assert cell_shows(" ".join(rows[3][1:5]), [100 * counts[f"{m}_accuracy"] for m in ("base", "sft", "rl")] +
+                      [counts["wrong_to_right"], counts["right_to_wrong"]])
+    assert f"{counts['what'].split(', one H200, ')[1].split()[0]} s wall" in rows[3][0]  # run 4's wall time, as written
+
+
+# (config, stage as the table names it) -> (raw file, config, step, stage in the raw file's pipeline list)
+EIGHT_B = {"8b": "plan_8b_8b_qlora_h200.json", "qlora": "plan_8b_8b_qlora_h200.json", "plan": "plan_8b_plan_h200.json"}
+
+
+def test_8b_configs_table():
+    """docs/results.md: the 8B configs end to end, every row (wall s, tokens/s, peak GiB, steps / tokens / pairs)."""
+    text = section(REPO / "docs" / "results.md", "## The 8B configs end to end")
+    rows = table_rows(text, r"8b|qlora|plan")
+    assert len(rows) == 31
+    for config, stage, wall, rate, peak, work in rows:
+        name = EIGHT_B[config]
+        if stage.endswith("*") and config == "qlora":
+            name = "plan_8b_qlora_rloo_h200.json"
+        elif stage.endswith("**"):
+            name = "plan_8b_plan_grpo_h200.json"
+        steps = _json(name)["configs"][config]["steps"]
+        stage = stage.rstrip("*")
+        if stage.startswith("sft, `sft.data: self`"):
+            raw = steps["self-data"]
+            assert cell_shows(wall, [raw["wall_s"]]) and f"{raw['samples']['generated_tokens']:,} tokens" in work
+            assert f"{raw['samples']['correct']} correct" in work and rate == peak == "-"
+            continue
+        algorithm = re.search(r"\((GRPO|RLOO)", stage)
+        part = steps[algorithm.group(1).lower()] if algorithm else steps["pipeline"]
+        kind = "eval" if stage.startswith("eval") else "train-rl" if stage.startswith("train-rl") else stage
+        raw = next(s for s in part["stages"] if s["stage"] == kind)
+        assert cell_shows(wall, [raw["wall_s"]]), (config, stage, wall)
+        for cell, value in ((rate, raw["tokens_per_s"]), (peak, raw["peak_gpu_memory_gib"])):
+            assert (cell == "-") == (value is None) and (value is None or cell_shows(cell, [value])), (config, stage, cell)
+        for pattern, value in ((r"([\d,]+) tokens", raw["tokens"]), (r"(\d+) steps", raw["steps"]),
+                               (r"(\d+) pairs", raw["pairs"])):
+            found = re.search(pattern, work)
+            assert not found or found.group(1).replace(",", "") == str(value), (config, stage, work)
+    one_line = " ".join(text.split())
+    ends = re.search(r"Pipelines end to end: 8B ([\d.]+) s, QLoRA ([\d.]+) s, plan ([\d.]+) s", one_line)
+    assert ends and cell_shows(" ".join(ends.groups()), [_json(EIGHT_B[c])["configs"][c]["steps"]["pipeline"]["wall_s"]
+                                                        for c in ("8b", "qlora", "plan")])
+    second = _json("plan_8b_qlora_rloo_h200.json")["configs"]["qlora"]["steps"]["pipeline --to sft"]["stages"][1]
+    found = re.search(r"4-step SFT first \(48.5 -> ([\d.]+) s, ([\d,]+) tokens/s, ([\d.]+) GiB\)", one_line)
+    assert found and cell_shows(" ".join(found.groups()), [second["wall_s"], second["tokens_per_s"],
+                                                          second["peak_gpu_memory_gib"]])
+
+
+def test_math_verify_and_lm_eval_tables():
+    mv = _json("mathverify_vs_looper.json")
+    text = section(REPO / "docs" / "results.md", "## The answer checker against Math-Verify")
+    rows = {r[0]: r[1:] for r in table_rows(text, r"(of the|the|parse).*")}
+    cases = len(mv["cases"])
+    assert f"on {cases} inputs" in text and [mv["right"]["looper"], mv["right"]["math_verify"]] == \
+        [int(c) for c in rows[f"of the {cases} inputs, read as a grader should"]]
+    golds = f"{mv['gsm8k_golds']:,}"
+    assert rows[f"the {golds} GSM8K golds (train + test), same number"] == [golds, golds] and not mv["gsm8k_disagreements"]
+    assert cell_shows(rows["parse time per gold, median / p99"][1].replace("/", " "),
+                      [mv["math_verify_parse_ms"]["median"], mv["math_verify_parse_ms"]["p99"]])
+    lm = _json("lm_eval_agreement_smollm2_cpu.json")["models"]
+    text = section(REPO / "docs" / "results.md", "## eval.protocol=lm-eval")
+    rows = table_rows(text, r"base|sft")
+    assert len(rows) == 2
+    for model, questions, strict, flexible, prompt, response, scores in rows:
+        m = lm[model]
+        assert int(questions) == m["questions"] == m["lm_eval_questions"]
+        assert cell_shows(strict, [m["looper_strict-match_%"], m["lm_eval_strict-match_%"]])
+        assert cell_shows(flexible, [m["looper_flexible-extract_%"], m["lm_eval_flexible-extract_%"]])
+        assert [int(prompt), int(response)] == [m["same_prompt"], m["same_response"]]
+        assert int(scores) == min(m["same_strict-match_answer"], m["same_flexible-extract_answer"])
