@@ -1,9 +1,11 @@
 """Figures in README and docs/ checked against the raw files in docs/bench/ they come from (issue 29, item 6).
 
 Each test reads a table or sentence as a reader sees it and recomputes every number in it from the raw file the
-text names. Covered so far: the Regime W comparison (docs/results.md), the four runs of the default recipe and
-their pooled reading (README, docs/results.md, the GPU config's header), and the Regime W reports' AUROCs.
-"""
+text names. Covered: the Regime W comparison and its reports' AUROCs; the four runs of the default recipe, their
+tables and pooled reading (README, docs/results.md, the GPU config's header); the CPU demo and fresh-clone checks;
+the first one-GPU run; the three RL-recipe comparisons; the 8B configs end to end; Math-Verify and lm-eval
+agreement; and in docs/benchmarks.md and docs/scaling.md the vLLM, slot-engine, SFT, DPO, Regime W speed, GRPO and
+2-GPU tables. A figure with no raw file in docs/bench/ is not checked here."""
 
 import json
 import re
@@ -583,3 +585,136 @@ def test_sft_dpo_and_regime_w_speed_tables():
     row = table_rows(text, r"\*\*linear-time.*")[0]
     assert cell_shows(" ".join(row[1:]), [speed["seconds"], speed["questions_per_s"]])
     assert f"{speed['questions']:,} questions x {speed['arms']}" in text
+
+
+def test_two_gpu_scaling_tables():
+    """docs/scaling.md's and docs/benchmarks.md's 2 x H200 tables, and the runs' prose figures."""
+    scaling = _json("scaling_2xh200.json")
+    parts, median = scaling["parts"], scaling["analysis_after_the_run"]
+    full1 = _json("full_sft_1gpu_fp32master_h200.json")["parts"]["full_sft_1gpu"]
+    sft, roll = parts["sft_lora_ddp"], parts["collect_rollouts"]
+    text = section(REPO / "docs" / "scaling.md", "## Measured: 2 x H200")
+    rows = {r[0].split(",")[0].split(" (")[0]: r[1:] for r in table_rows(text, r"(LoRA|same|collect|full|DPO).*")}
+    assert cell_shows(" ".join(rows["LoRA SFT"]).replace("/", " "), [
+        sft["1gpu"]["tokens_per_s"], sft["ddp2"]["tokens_per_s"], sft["speedup"], *sft["1gpu"]["peak_gpu_memory_gib"],
+        *sft["ddp2"]["peak_gpu_memory_gib"]])
+    assert cell_shows(" ".join(rows["same"]), [median["sft-1gpu"], median["sft-ddp"], median["sft-ddp"] / median["sft-1gpu"]])
+    assert cell_shows(" ".join(rows["collect-rollouts"]).replace("/", " "), [
+        roll["1gpu"]["tokens_per_s"], roll["2proc"]["tokens_per_s"], roll["speedup"], *roll["1gpu"]["peak_gpu_memory_gib"],
+        *roll["2proc"]["peak_gpu_memory_gib"]])
+    for key, name in (("full-parameter SFT", "full_sft_fsdp"), ("full-parameter SFT", "full_sft_zero3")):
+        row = next(r[1:] for r in table_rows(text, r"full-parameter SFT, (FSDP2|DeepSpeed).*")
+                   if ("FSDP2" in r[0]) == (name == "full_sft_fsdp"))
+        assert cell_shows(row[1] + " " + row[3], [parts[name]["tokens_per_s"], *parts[name]["peak_gpu_memory_gib"]]), name
+    row = table_rows(text, r"full-parameter SFT on one GPU.*")[0][1:]
+    assert cell_shows(row[0] + " " + row[3], [full1["tokens_per_s"], *full1["peak_gpu_memory_gib"]])
+    dpo = parts["dpo_ddp"]
+    assert cell_shows(" ".join(rows["DPO"]), [dpo["train-rl"]["wall_s"], dpo["eval"]["wall_s"],
+                                              *dpo["train-rl"]["peak_gpu_memory_gib"]])
+    one_line = " ".join(section(REPO / "docs" / "scaling.md", "## Measured: 2 x H200").split())
+    old = parts["full_sft_1gpu"]
+    assert f"{old['tokens_per_s']:,.0f} tokens/s, {old['peak_gpu_memory_gib'][0]:.1f} GiB" in one_line
+    c = roll["comparison"]
+    assert f"the texts are identical for {c['identical_texts']} of {c['trajectories']:,}" in one_line
+    composition = (BENCH / "rollouts_batch_composition_h200.txt").read_text()
+    again, fewer = re.findall(r"(\d+) of (\d+) texts identical", composition)
+    assert f"gave {again[0]} of {again[1]} identical texts, and with 256 slots {fewer[0]} of {fewer[1]}" in one_line
+    text = section(REPO / "docs" / "benchmarks.md", "## Two GPUs, and full-parameter SFT")
+    rows = {r[0].split(",")[0]: r[1:] for r in table_rows(text, r"(LoRA|collect|full).*")}
+    assert cell_shows(" ".join(rows["LoRA SFT (fast recipe"]), [sft["1gpu"]["tokens_per_s"], sft["ddp2"]["tokens_per_s"],
+                                                             sft["speedup"], median["sft-ddp"] / median["sft-1gpu"]])
+    assert cell_shows(" ".join(rows["collect-rollouts"][:3]), [roll["1gpu"]["tokens_per_s"], roll["2proc"]["tokens_per_s"],
+                                                               roll["speedup"]]) and "256 x 8" in text
+    full_rows = table_rows(text, r"full-parameter SFT.*")
+    for row, values in zip(full_rows, ([parts["full_sft_fsdp"]["tokens_per_s"], parts["full_sft_fsdp"]["peak_gpu_memory_gib"][0]],
+                                       [parts["full_sft_zero3"]["tokens_per_s"], parts["full_sft_zero3"]["peak_gpu_memory_gib"][0]],
+                                       [full1["tokens_per_s"], full1["peak_gpu_memory_gib"][0]])):
+        assert cell_shows(" ".join(c for c in row[1:] if c), values), row[0]
+    readme = " ".join((REPO / "README.md").read_text().split())
+    found = re.search(r"\(([\d.]+)x by median step\).*?full-parameter SFT ([\d,]+) tokens/s under FSDP at (\d+) GiB", readme)
+    assert found and cell_shows(" ".join(found.groups()), [median["sft-ddp"] / median["sft-1gpu"],
+                                                          parts["full_sft_fsdp"]["tokens_per_s"],
+                                                          parts["full_sft_fsdp"]["peak_gpu_memory_gib"][0]])
+
+
+# docs/benchmarks.md's slot-engine tables: (model, transformers, way, slots) as a row names them -> raw file, way
+FIRST_PASS = {("8B (random)", "5.23", 512): "generation_engine_8b_b512_h200.json",
+              ("8B (random)", "5.23", 1024): "generation_engine_8b_b1024_h200.json",
+              ("8B (random)", "5.17", 512): "generation_engine_8b_b512_tf517_h200.json",
+              ("SmolLM2-135M (real)", "5.23", 512): "generation_engine_smollm2_b512_h200.json",
+              ("SmolLM2-135M (real)", "5.23", 1024): "generation_engine_smollm2_b1024_h200.json"}
+WAYS = {"plain generate": "plain", "hf (previous engine)": "hf", "slots": "slots", "slots, no CUDA graph": "slots-eager"}
+
+
+def test_slot_engine_tables():
+    """docs/benchmarks.md: the slot engine's three passes (since removed; kept as history), from their raw files."""
+    text = section(REPO / "docs" / "benchmarks.md", "## Generation engine, first pass")
+    rows = table_rows(text, r"8B \(random\)|SmolLM2-135M \(real\)")
+    assert len(rows) == 11
+    for model, version, way, slots, rate, x_plain, peak in rows:
+        r = _runs(FIRST_PASS[model, version, int(numbers(slots)[0])])[WAYS[way.replace("**", "")]]
+        assert cell_shows(rate, [r["tokens_per_s"]]) and cell_shows(peak, [r["peak_memory_gib"]]), (model, way, slots)
+        assert (x_plain == "-") == ("x_plain" not in r) and (x_plain == "-" or cell_shows(x_plain, [r["x_plain"]]))
+    big, small = _json(FIRST_PASS["8B (random)", "5.23", 512]), _json(FIRST_PASS["SmolLM2-135M (real)", "5.23", 512])
+    rows = {r[0]: r[1:] for r in table_rows(text, r"(sampler|bytes|HBM|roofline|measured /).*")}
+    for column, raw in enumerate((big, small)):
+        sampler, roof = raw["sampler"], raw["roofline"]
+        assert cell_shows(rows["sampler alone, with the top_p sort / without"][column].replace("/", " "),
+                          [sampler["with_top_p_ms"], sampler["without_top_p_ms"]])
+        assert cell_shows(rows["HBM copy bandwidth measured in the same run"][column], [roof["hbm_copy_bandwidth_tb_s"]])
+        assert cell_shows(rows["roofline tokens/s (those bytes at that bandwidth)"][column], [roof["roofline_tokens_per_s_ring"]])
+        slots = _runs(FIRST_PASS[("8B (random)", "SmolLM2-135M (real)")[column], "5.23", 512])["slots"]["tokens_per_s"]
+        assert cell_shows(rows["measured / roofline"][column], [100 * slots / roof["roofline_tokens_per_s_ring"]])
+    assert cell_shows(rows["bytes a step reads: weights + the whole ring KV cache"][0], [big["roofline"]["bytes_per_step_ring_gib"]])
+    assert f"({100 * small['runs'][2]['same_text_as_hf']:.1f}% of SmolLM2 texts identical" in " ".join(text.split())
+    text = section(REPO / "docs" / "benchmarks.md", "## Generation engine, second pass")
+    rows = table_rows(text, r"(8B \(random\)|SmolLM2-135M \(real\)), call \d")
+    assert len(rows) == 8
+    for model, requests, slots, plain, engine, x_plain, peak, raw in rows:
+        runs = _runs(raw.strip("`"))
+        assert cell_shows(requests, [runs["slots"]["requests"]]) and cell_shows(slots, [runs["slots"]["batch"]])
+        assert plain == "-" if "plain" not in runs else cell_shows(plain, [runs["plain"]["tokens_per_s"]]), model
+        assert cell_shows(engine, [runs["slots"]["tokens_per_s"]]) and cell_shows(peak, [runs["slots"]["peak_memory_gib"]])
+        assert x_plain == "-" if "plain" not in runs else cell_shows(x_plain, [runs["slots"]["x_plain"]]), model
+    eager = _runs("generation_engine2_8b_b512_h200.json")["slots-eager"]["tokens_per_s"]
+    assert f"without its CUDA graph gives {eager:,.0f}" in " ".join(text.split())
+    text = section(REPO / "docs" / "benchmarks.md", "## Generation with the final sampler")
+    third = _json("generation_engine3_8b_b512_h200.json")
+    runs = {r["way"]: r for r in third["runs"]}
+    rows = table_rows(text, r"(\*\*)?(plain|slot engine).*")
+    assert len(rows) == 3
+    for (label, rate, x_plain, peak), way in zip(rows, ("plain", "slots", "slots-eager")):
+        r = runs[way]
+        assert cell_shows(f"{rate} {x_plain} {peak}", [r["tokens_per_s"], r["x_plain"], r["peak_memory_gib"]]), label
+    one_line = " ".join(text.split())
+    roof, sampler = third["roofline"], third["sampler"]
+    assert f"{sampler['with_top_p_ms']:.2f} ms with top_p, {sampler['without_top_p_ms']:.2f} ms without" in one_line
+    assert f"at {roof['hbm_copy_bandwidth_tb_s']} TB/s measured copy bandwidth -> {roof['roofline_tokens_per_s_ring']:,} " \
+           f"tokens/s ({roof['roofline_tokens_per_s_needed']:,} if" in one_line
+    assert f"the engine is at {100 * runs['slots']['tokens_per_s'] / roof['roofline_tokens_per_s_ring']:.0f}% of it" in one_line
+    small = _runs("generation_engine3_smollm2_16k_h200.json")["slots"]
+    sampler = _json("generation_engine3_smollm2_16k_h200.json")["sampler"]
+    row = table_rows(text, r"SmolLM2-135M, 16,000 requests.*")[0]
+    assert cell_shows(row[1], [small["tokens_per_s"], small["generated_tokens"] / 1e6, small["seconds"], small["peak_memory_gib"]])
+    assert cell_shows(row[2], [_runs("generation_engine2_smollm2_16k_h200.json")["slots"]["tokens_per_s"]])
+    row = table_rows(text, r"sampler alone, \(1,024.*")[0]
+    assert cell_shows(row[1].replace("/", " "), [sampler["with_top_p_ms"], sampler["without_top_p_ms"]])
+
+
+def test_one_gpu_pipeline_runs_in_benchmarks():
+    """docs/benchmarks.md's paragraph on the two 2026-11-24 pipeline runs, from their stage markers."""
+    runs = [_json(f"pipeline_default_run{k}_smollm2_gpu_h200.json") for k in (1, 2)]
+    text = " ".join(section(REPO / "docs" / "benchmarks.md", "## The one-GPU SmolLM2 pipeline as one run").split())
+    t = [r["timings_s"] for r in runs]
+    assert f"**{sum(t[0].values()):.1f} s** (seed 1234) and **{sum(t[1].values()):.1f} s** (seed 1235)" in text
+    pair = " / ".join
+
+    def both(f) -> str:
+        return pair(f"{f(r):,.0f}" for r in runs)
+
+    assert f"SFT {both(lambda r: r['timings_s']['sft'])} s" in text
+    assert f"1,024 slots) {both(lambda r: r['timings_s']['collect-rollouts'])} s at " \
+           f"{both(lambda r: r['stages']['collect-rollouts']['tokens_per_s'])} tokens/s" in text
+    assert f"64,000 trajectories at {both(lambda r: r['round2_stages']['collect-rollouts']['tokens_per_s'])} tokens/s) " \
+           f"{both(lambda r: r['timings_s']['train-rl'])} s" in text
+    assert f"on 1,319 questions {both(lambda r: r['timings_s']['eval'])} s" in text
