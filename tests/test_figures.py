@@ -1,12 +1,13 @@
 """Figures in README and docs/ checked against the raw files in docs/bench/ they come from (issue 29, item 6).
 
 Each test reads a table or sentence as a reader sees it and recomputes every number in it from the raw file the
-text names. Covered: the Regime W comparison (both runs) and its reports' AUROCs; the four runs of the default
-recipe, their tables and pooled reading (README, docs/results.md, the GPU config's header); the CPU demo and
-fresh-clone checks; the first one-GPU run; the three RL-recipe comparisons; the 8B configs end to end; Math-Verify
-and lm-eval agreement (on CPU and at scale on an H200); and in docs/benchmarks.md and docs/scaling.md the vLLM,
-slot-engine, SFT, DPO, Regime W speed, GRPO and 2-GPU tables. A figure with no raw file in docs/bench/ is not
-checked here."""
+text names. Covered: the Regime W comparison (both runs, the first run's stage times) and its reports' AUROCs; the
+four runs of the default recipe, their tables and pooled reading (README, docs/results.md, the GPU config's header);
+the CPU demo and fresh-clone checks; the first one-GPU run; the three RL-recipe comparisons; the 8B configs end to
+end; Math-Verify and lm-eval agreement (on CPU and at scale on an H200); and in docs/benchmarks.md and
+docs/scaling.md the vLLM, slot-engine, issue-5 `generate`, decode-profile and levers, SFT, DPO, Regime W speed,
+GRPO (colocate and generation) and 2-GPU tables, and full SFT's losses. A figure with no raw file in docs/bench/ is
+not checked here."""
 
 import gzip
 import json
@@ -799,3 +800,159 @@ def test_one_gpu_pipeline_runs_in_benchmarks():
     assert f"64,000 trajectories at {both(lambda r: r['round2_stages']['collect-rollouts']['tokens_per_s'])} tokens/s) " \
            f"{both(lambda r: r['timings_s']['train-rl'])} s" in text
     assert f"on 1,319 questions {both(lambda r: r['timings_s']['eval'])} s" in text
+
+
+ISSUE5 = ("generation_throughput_h200.json", "generation_default_sdpa_h200.json", "generation_sdpa_gqa_h200.json")
+
+
+def span_shows(cell: str, values: list[float]) -> bool:
+    """Whether a cell shows ``values`` as one number (all round alike) or as their range, lowest-highest."""
+    lo, hi = min(values), max(values)
+    return cell_shows(cell, [lo, hi]) if "-" in cell else cell_shows(cell, [lo]) and cell_shows(cell, [hi])
+
+
+def test_generation_throughput_issue5_table():
+    """docs/benchmarks.md's table of the previous engine (HF `generate` in batches, issue 5): each row from the runs of
+    its way, batch and cache, in the two runs with repeated K/V heads or the one with GQA in SDPA."""
+    text = section(REPO / "docs" / "benchmarks.md", "## Generation throughput (issue 5)")
+    rows = table_rows(text, r"plan|engine")
+    assert len(rows) == 7
+    for way, batch, cache, heads, rate, x_plan, peak in rows:
+        names = ISSUE5[2:] if heads.startswith("GQA") else ISSUE5[:2]
+        runs = [r for name in names for r in _json(name)["runs"]
+                if (r["way"], r["batch"], r["cache"]) == (way, numbers(batch)[0], cache.split()[0])]
+        assert runs, (way, batch, cache, heads)
+        for cell, key in ((rate, "tokens_per_s"), (x_plan, "speedup_vs_plan"), (peak, "peak_memory_gib")):
+            assert span_shows(cell, [r[key] for r in runs]), (way, batch, cache, heads, cell)
+    best = max(r["tokens_per_s"] for name in ISSUE5 for r in _json(name)["runs"])
+    assert f"gave the best figure, {best:,.0f} tokens/s" in " ".join(text.split())
+
+
+def test_decode_profile_and_levers_tables():
+    """docs/benchmarks.md (second pass): where a decode step goes, the roofline after it, and the levers measured and
+    not adopted, from bench/decode_profile.py's files and the second pass's 8B engine runs."""
+    text = section(REPO / "docs" / "benchmarks.md", "## Generation engine, second pass")
+    big, small = _json("decode_profile_8b_b512_h200.json"), _json("decode_profile_smollm2_b1024_h200.json")
+    rows = {r[0]: r[1:] for r in table_rows(text, r"(step as|attention \(|matmuls|the model's|sampler sort|one prefill).*")}
+    assert len(rows) == 6
+    for column, profile in enumerate((big, small)):
+        kinds, step = profile["decode_step_kernels"]["ms_by_kind"], profile["steady_ms_per_step"]
+        for name, values in (("step as a CUDA graph / eager", [step["graph"], step["eager"]]),
+                             ("attention (cuDNN SDPA over the whole ring)", [kinds["attention"]]),
+                             ("matmuls", [kinds["matmul"]]), ("sampler sort (bf16, top_p)", [kinds["sort"]]),
+                             ("one prefill of 64 prompts (wall)", [profile["prefill_ms_wall"]])):
+            assert cell_shows(rows[name][column].split("(")[0].replace("/", " "), values), (name, column)
+        elementwise = next(v for k, v in rows.items() if k.startswith("the model's elementwise"))
+        assert cell_shows(elementwise[column], [kinds["other"]])
+    one_line = " ".join(text.split())
+    roof = _json("generation_engine2_8b_b512_h200.json")["roofline"]
+    rate = 1000 * big["batch"] / big["steady_ms_per_step"]["graph"]
+    assert f"measured {roof['hbm_copy_bandwidth_tb_s']:.1f} TB/s copy bandwidth): {roof['roofline_tokens_per_s_ring']:,} " \
+           f"tokens/s" in one_line and round(roof["roofline_tokens_per_s_ring"] / rate) == 3  # "at a third of it"
+    assert f"the steady step ({big['steady_ms_per_step']['graph']:.1f} ms, {rate:,.0f} tokens/s at full occupancy)" in one_line
+    attention = big["attention_per_layer"]
+    kv_ring, kv_needed = (roof[k] - roof["weights_gib"] for k in ("bytes_per_step_ring_gib", "bytes_per_step_needed_gib"))
+    bandwidth = attention["kv_gib_per_layer"] * 2**30 / (attention["sdpa_cudnn"]["ms"] / 1000) / 1e12
+    assert f"the whole ring, {kv_ring:.0f} GiB per step for the 8B, at {bandwidth:.1f} TB/s" in one_line
+    assert f"about {100 * kv_needed / kv_ring:.0f}% of that" in one_line
+
+    levers = {r[0]: r[1] for r in table_rows(text, r"(decode attention|prefill with|`torch.compile`|`sync_every`).*")}
+    assert len(levers) == 4
+    label, cell = next((k, v) for k, v in levers.items() if k.startswith("decode attention"))
+    assert f"({big['batch']} rows, {roof['ring_columns']} columns)" in label.replace("8B shape, ", "")
+    by = big["steady_ms_per_step_by_attention"]
+    assert cell_shows(cell, [attention[k]["ms"] for k in ("sdpa_cudnn", "sdpa_efficient", "sdpa_math", "plain_matmul")] +
+                      [big["steady_ms_per_step"]["graph"], by["sdpa_efficient"], by["sdpa_math"], by["plain_matmul"]])
+    cell = next(v for k, v in levers.items() if k.startswith("prefill with"))
+    found = re.fullmatch(r"([\d.]+) -> ([\d.]+) ms per 64 prompts \((\d+)%\)", cell)
+    gqa = big["prefill_gqa_ms_wall"]
+    assert found and cell_shows(" ".join(found.groups()), [big["prefill_ms_wall"], gqa, 100 * (1 - gqa / big["prefill_ms_wall"])])
+    compiled = _json("decode_profile_8b_compile_h200.json")
+    end_to_end = _runs("generation_engine2_8b_compile_h200.json")["slots-compile"]
+    eager, fused = compiled["decode_step_kernels"]["ms_by_kind"], compiled["decode_step_kernels_compiled"]["ms_by_kind"]
+    cell = next(v for k, v in levers.items() if k.startswith("`torch.compile`"))
+    assert cell_shows(cell.replace("->", " "), [eager["other"], fused["other"], fused["attention"], eager["attention"],
+                                                compiled["steady_ms_per_step_compiled"], end_to_end["tokens_per_s"],
+                                                compiled["compile_seconds"], end_to_end["first_run_seconds"]])
+
+    def sweep_shows(cell: str, name: str) -> bool:
+        """``4x64 11,937; 8x64 11,585`` against a file's sweep: every setting it ran, each at its tokens/s."""
+        sweep = {(s["sync_every"], s["prefill_rows"]): s["tokens_per_s"] for s in _json(name)["sweep"]}
+        rates = {(int(a), int(b)): rate for a, b, rate in re.findall(r"(\d+)x(\d+) ([\d,]+)", cell)}
+        return rates.keys() == sweep.keys() and all(cell_shows(rate, [sweep[k]]) for k, rate in rates.items())
+
+    assert sweep_shows(levers["`sync_every` x `prefill_rows`, 8B (512 requests)"], "decode_sweep_8b_b512_h200.json")
+    row = table_rows(text, r"the same, SmolLM2 \(4,096 requests, 1,024 slots\)")[0][1]
+    second, first = row.split("(call 2:")
+    assert sweep_shows(second, "decode_sweep_smollm2_b1024_h200.json")
+    assert sweep_shows(first, "decode_profile_smollm2_b1024_h200.json")
+
+
+def _train_log(name: str) -> list[dict]:
+    return [json.loads(line) for line in (BENCH / name).read_text().splitlines()]
+
+
+def test_grpo_generation_table():
+    """docs/benchmarks.md's GRPO generation table from the two recipe-(d) train logs. TRL logs each metric averaged over
+    the steps since the last log line, so steps a-b are the log lines after step a up to step b."""
+    text = section(REPO / "docs" / "benchmarks.md", "## Generation with the final sampler")
+    (looper,), (trl,) = table_rows(text, r"looper's engine.*"), table_rows(text, r"TRL's own.*")
+    log = _train_log("rl_recipes_d_grpo_train_log.jsonl")
+    first, last, total = (int(x) for x in re.fullmatch(r"steps (\d+)-(\d+) of (\d+)", looper[1]).groups())
+    assert total == log[-1]["step"]
+    window = [r for r in log if first < r["step"] <= last and "step_time" in r]
+    seconds, lengths = [r["step_time"] for r in window], [r["completions/mean_length"] for r in window]
+    assert cell_shows(looper[2], [min(seconds), max(seconds)]) and cell_shows(looper[3], [max(lengths), min(lengths)])
+    (run,) = _train_log("rl_recipes_d_grpo_trl_train_log.jsonl")
+    per_step = run["train_runtime"] / run["step"]  # the whole run over its steps: the first step's setup included
+    assert f"all {run['step']} steps of a short run" in trl[1]
+    assert cell_shows(trl[2], [per_step]) and cell_shows(trl[3], [run["completions/mean_length"]])
+    assert f"About {per_step / (sum(seconds) / len(seconds)):.0f}x faster per step" in " ".join(text.split())
+
+
+def test_full_sft_losses_in_scaling():
+    """docs/scaling.md: full SFT's loss with bf16 weights updated directly against float32 master weights, FSDP and
+    ZeRO-3 (the last of the ten logged steps)."""
+    import math
+
+    losses = _json("scaling_2xh200.json")["analysis_after_the_run"]["loss_per_step"]
+    master = _json("full_sft_1gpu_fp32master_h200.json")["loss_per_step"]
+    text = " ".join(section(REPO / "docs" / "scaling.md", "## What looper does under a multi-process launch").split())
+    assert f"the loss stalled at {losses['full-1gpu'][-1]:.1f} (ln 128,256 = {math.log(128_256):.2f}, the uniform " \
+           f"distribution) while the same steps with float32 master weights reached {master[-1]:.1f}" in text
+    text = " ".join(section(REPO / "docs" / "scaling.md", "## Measured: 2 x H200").split())
+    fsdp, zero3 = f"{losses['full-fsdp'][-1]:.1f}", f"{losses['full-zero3'][-1]:.1f}"
+    assert fsdp == zero3 and f"stalled at {losses['full-1gpu'][-1]:.1f} while FSDP's and ZeRO-3's fell to {fsdp}" in text
+
+
+def test_regime_w_comparison_first_run_times():
+    """docs/results.md, the Regime W comparison's first run: its wall clock, per-seed times (the bench script's logs)
+    and per-stage times and throughputs (the runs' stage markers and pipeline timings)."""
+    doc = (REPO / "docs" / "results.md").read_text()
+    progress = (COMPARISON / "progress.txt").read_text()
+    clock = [int(x) for x in re.search(r"start .* (\d+):(\d+):(\d+)\ncomparison 1 (\d+):(\d+):(\d+)", progress).groups()]
+    assert f"### Results, first run (2026-11-30, {clock[0]}:{clock[1]:02d}-{clock[3]}:{clock[4]:02d} UTC)" in doc
+    wall = (clock[3] - clock[0]) * 3600 + (clock[4] - clock[1]) * 60 + clock[5] - clock[2]
+    text = " ".join(section(REPO / "docs" / "results.md", "### Results, first run (2026-11-30").split())
+
+    def span(values: list[float], scale: float = 1, digits: int = 0) -> str:
+        """``lowest-highest`` as the text prints a range: rounded to ``digits`` (-2: to the hundred), with commas."""
+        lo, hi = (round(scale * v, digits) for v in (min(values), max(values)))
+        return f"{lo:,.{max(digits, 0)}f}-{hi:,.{max(digits, 0)}f}"
+
+    seeds = [int(s) for s in re.findall(r"seed \d+: done in (\d+) s", (COMPARISON / "comparison.log").read_text())]
+    assert len(seeds) == 3 and f"{wall // 60} min {wall % 60} s wall, {span(seeds)} s per seed" in text
+    runs = COMPARISON / "run_summaries"
+    sft = [json.loads((runs / f"smollm2-135m-gpu-s{s}-sft" / "stages" / "sft.json").read_text()) for s in (1234, 1235, 1236)]
+    rollouts = [runs / f"smollm2-135m-gpu-s{s}-rollouts_b" for s in (1234, 1235, 1236)]
+    marker = [json.loads((r / "stages" / "collect-rollouts.json").read_text()) for r in rollouts]
+    timings = [json.loads((r / "pipeline_timings.json").read_text())["collect-rollouts"] for r in rollouts]
+    (answers,) = {m["questions"] * m["config"]["rollouts"]["samples_per_arm"] * 8 for m in marker}  # eight arms, alike
+    assert f"SFT {span([s['train_runtime_s'] for s in sft])} s of training (`train_runtime_s`)" in text
+    assert f"rollouts {span(timings)} s ({answers:,} answers, {span([m['generated_tokens'] for m in marker], 1e-6, 1)}M " \
+           f"tokens at {span([m['tokens_per_s'] for m in marker], digits=-2)} tokens/s each by their stage markers" in text
+    logs = "".join((COMPARISON / f"seed{s}.log").read_text() for s in (1234, 1235, 1236))
+    arms = [int(t) for t in re.findall(r"##### w_\w+ done in (\d+) s", logs)]
+    sampled = [int(t) for t in re.findall(r"##### \w+@k16 done in (\d+) s", logs)]
+    assert len(arms) == 9 and len(sampled) == 12
+    assert f"each arm's DPO and greedy eval {span(arms)} s, each 16-sample eval of the test set {span(sampled)} s" in text
