@@ -140,6 +140,7 @@ CASES = {
     "engine-removed": Case(["eval", "{cfg}", "eval.engine=slots"], "'slots' is not one of", needs="data"),
     "engine-vllm-not-installed": Case(["collect-rollouts", "{cfg}", "rollouts.engine=vllm"], "rollouts.engine=vllm needs vLLM",
                                       needs="sft"),
+    "pipeline-negative-dpo-beta": Case(["pipeline", "{cfg}", "rl.dpo.beta=-1"], "rl.dpo.beta: -1"),  # before prepare-data runs
     "pipeline-engine-vllm-not-installed": Case(["pipeline", "{cfg}", "eval.engine=vllm"], "eval.engine=vllm needs vLLM"),
     "eval-deepseek-greedy": Case(["pipeline", "{cfg}", "eval.protocol=deepseek"], "eval.protocol=deepseek samples several"),
     "eval-unknown-protocol": Case(["eval", "{cfg}", "eval.protocol=lm_eval"], "'lm_eval' is not one of"),
