@@ -50,7 +50,7 @@ def write_parquet(path: Path, rows: list) -> Path:
 class Case:
     argv: list[str]  # after `looper`; {cfg} is the demo config, {src} a scratch folder
     expect: str  # a part of the one error line
-    needs: str = "nothing"  # the run folder state the case starts from: nothing, data, sft, rollouts
+    needs: str = "nothing"  # the run folder state the case starts from: nothing, data, sft, rollouts, preferences, rl
     setup: Callable[[Path], None] = field(default=lambda src: None)  # writes bad files under src
 
 
@@ -85,6 +85,11 @@ CASES = {
                                     "rl.grpo.learning_rate", needs="sft"),
     "unknown-dpo-trainer-key": Case(["train-rl", "{cfg}", "rl.dpo.betta=0.2"], "rl.dpo", needs="preferences"),
     "negative-dpo-beta": Case(["train-rl", "{cfg}", "rl.dpo.beta=-1"], "rl.dpo.beta", needs="preferences"),
+    # a finished stage's folder: the bad value is named as such, not taken for settings other than the finished ones
+    "sft-trainer-wrong-type-after-sft": Case(["sft", "{cfg}", "sft.trainer.max_steps=abc"],
+                                             "sft.trainer.max_steps: expected int, got 'abc'", needs="sft"),
+    "negative-dpo-beta-after-train-rl": Case(["train-rl", "{cfg}", "rl.dpo.beta=-1"], "rl.dpo.beta: -1; DPO's beta must be",
+                                             needs="rl"),
     "unknown-grpo-trainer-key": Case(["train-rl", "{cfg}", "rl.algorithm=grpo", "rl.grpo.num_generation=2"], "rl.grpo", needs="sft"),
     "liger-not-installed": Case(["sft", "{cfg}", "sft.trainer.use_liger_kernel=true"], "sft.trainer.use_liger_kernel: true needs liger-kernel",
                                 needs="data"),
@@ -135,6 +140,7 @@ CASES = {
     "engine-removed": Case(["eval", "{cfg}", "eval.engine=slots"], "'slots' is not one of", needs="data"),
     "engine-vllm-not-installed": Case(["collect-rollouts", "{cfg}", "rollouts.engine=vllm"], "rollouts.engine=vllm needs vLLM",
                                       needs="sft"),
+    "pipeline-negative-dpo-beta": Case(["pipeline", "{cfg}", "rl.dpo.beta=-1"], "rl.dpo.beta: -1"),  # before prepare-data runs
     "pipeline-engine-vllm-not-installed": Case(["pipeline", "{cfg}", "eval.engine=vllm"], "eval.engine=vllm needs vLLM"),
     "eval-deepseek-greedy": Case(["pipeline", "{cfg}", "eval.protocol=deepseek"], "eval.protocol=deepseek samples several"),
     "eval-unknown-protocol": Case(["eval", "{cfg}", "eval.protocol=lm_eval"], "'lm_eval' is not one of"),
@@ -162,11 +168,12 @@ def prepared_runs(tmp_path_factory, tiny_model_dir):
     base = tmp_path_factory.mktemp("states")
     common = [f"model.name_or_path={tiny_model_dir}", "data.symbolic_train_size=20", "data.symbolic_test_size=4",
               "sft.trainer.max_steps=1", "sft.lora.r=4", "rollouts.num_questions=2", "rollouts.max_new_tokens=8",
-              "preferences.min_margin=0.0"]
+              "preferences.min_margin=0.0", "rl.dpo.max_steps=1"]
     states = {}
     for state, stages in {"data": ["prepare-data"], "sft": ["prepare-data", "sft"],
                           "rollouts": ["prepare-data", "sft", "collect-rollouts"],
-                          "preferences": ["prepare-data", "sft", "collect-rollouts", "build-preferences"]}.items():
+                          "preferences": ["prepare-data", "sft", "collect-rollouts", "build-preferences"],
+                          "rl": ["prepare-data", "sft", "collect-rollouts", "build-preferences", "train-rl"]}.items():
         for stage in stages:
             run_looper(stage, "configs/demo.yaml", f"runs_dir={base / state}", *common, cwd=REPO)
         states[state] = base / state

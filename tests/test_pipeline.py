@@ -33,3 +33,15 @@ def test_pipeline_end_to_end_then_skips(tmp_path, tiny_model_dir):
     assert refused.returncode != 0 and "sft.trainer.max_steps: 2 -> 3" in refused.stderr
     ranged = run_looper("pipeline", *a[:-1], "eval.max_new_tokens=9", "--from", "train-rl", "--to", "eval", cwd=REPO)
     assert "=== sft ===" not in ranged.stdout and ranged.stdout.count("nothing to do") == 2
+
+
+def test_overrides_are_read_before_between_and_after_the_options(tmp_path):
+    """`looper pipeline CONFIG --from X key=value`: an override after an option is read like one before it, in the
+    order typed (the last one wins); an unknown option is still refused."""
+    run_looper("pipeline", "configs/demo.yaml", f"runs_dir={tmp_path}", "data.symbolic_train_size=50", "--from", "prepare-data",
+               "data.symbolic_train_size=10", "--to", "prepare-data", "data.symbolic_test_size=3", cwd=REPO)
+    data = tmp_path / "demo" / "data"
+    assert len((data / "gsm_symbolic_train.jsonl").read_text().splitlines()) == 8  # 10 less the 20% dev split
+    assert len((data / "gsm_symbolic_test.jsonl").read_text().splitlines()) == 3
+    bogus = run_looper("pipeline", "configs/demo.yaml", f"runs_dir={tmp_path}", "--bogus", "eval.limit=3", cwd=REPO, check=False)
+    assert bogus.returncode == 2 and "unrecognized arguments: --bogus eval.limit=3" in bogus.stderr

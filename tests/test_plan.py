@@ -38,14 +38,24 @@ def test_gold_sft_tokens_are_counted_once_the_split_is_prepared(tmp_path, tiny_m
 
 def test_plan_bad_input_is_one_line(tmp_path):
     for override, message in (("rollouts.num_questionz=5", "num_questionz"), ("sft.trainer.max_steps=abc", "max_steps"),
-                              ("eval.datasets=[nope]", "unknown dataset 'nope'")):
-        proc = run_looper("plan", "configs/r1-distill-llama-8b.yaml", override, cwd=REPO, check=False)
+                              ("eval.datasets=[nope]", "unknown dataset 'nope'"), ("rl.dpo.beta=-1", "rl.dpo.beta: -1"),
+                              ("rl.algorithm=grpo rl.grpo.learning_rate=fast", "rl.grpo.learning_rate: expected float")):
+        proc = run_looper("plan", "configs/r1-distill-llama-8b.yaml", *override.split(), cwd=REPO, check=False)
         assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and message in proc.stderr, override
 
 
 def test_plan_says_max_steps_when_it_replaces_the_epochs(tmp_path):
     out = run_looper("plan", "configs/demo.yaml", f"runs_dir={tmp_path}", cwd=REPO).stdout
     assert row(out, "sft")[1] == "max_steps 12 optimizer steps, sequences <= 256 tokens"  # not "240 examples x 3 epochs"
+
+
+def test_plan_counts_the_epochs_and_length_sft_trains_with(tmp_path):
+    """A YAML without num_train_epochs / max_length trains with looper's defaults (trainers.TRAINER_DEFAULTS: 1 epoch,
+    512 tokens), not TRL's (3 epochs, 1,024 tokens); the plan reads the trainer config the stage builds."""
+    (tmp_path / "run.yaml").write_text("data:\n  source: gsm_symbolic\n  symbolic_train_size: 100\n")
+    out = run_looper("plan", str(tmp_path / "run.yaml"), f"runs_dir={tmp_path / 'runs'}", cwd=REPO).stdout
+    assert row(out, "sft")[1] == "80 examples x 1 epochs, sequences <= 512 tokens"  # 100 less the 20% dev split
+    assert not (tmp_path / "runs").exists()
 
 
 def test_plan_piped_into_a_reader_that_stops_early_ends_quietly():

@@ -54,9 +54,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line, ``key=value`` overrides accepted before, between and after options
+    (``looper pipeline CONFIG --from sft key=value``), in the order typed (the last one wins).
+
+    argparse reads a command's positionals in one go: the config and the overrides up to the first option, leaving
+    later ones over. ``parse_intermixed_args`` would read them too, but refuses a parser with subcommands (a
+    TypeError), so the words left over join the overrides of a command that takes them.
+
+    Raises:
+        SystemExit: argparse's usage error (status 2) for an unknown option, or words left over by a command that
+            takes no overrides.
+    """
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and (not hasattr(args, "overrides") or any(word.startswith("-") for word in extra)):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")  # what parse_args says
+    if extra:
+        args.overrides += extra  # every left-over word comes after the overrides read in the first go
+    return args
+
+
 def main(argv: list[str] | None = None) -> None:
     try:
-        _dispatch(build_parser().parse_args(argv))
+        _dispatch(parse_args(argv))
         sys.stdout.flush()  # a closed pipe then shows here, not in the interpreter's flush at exit
     except BrokenPipeError:
         # whoever read the output stopped early (`looper plan ... | head`): end quietly as Unix tools do, with

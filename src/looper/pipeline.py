@@ -21,6 +21,7 @@ from looper.config import RunConfig
 from looper.eval.eval_gsm8k import check_protocol
 from looper.generation import resolve_engine
 from looper.runs import STAGE_MODULES, STAGES, InputError, RunDir, atomic_write_json
+from looper.trainers import trl_config
 
 
 def fresh_gpu_accounting(after: str | None = None) -> None:
@@ -53,6 +54,11 @@ def main(config: RunConfig, from_stage: str | None = None, to_stage: str | None 
     run = RunDir.of(config)
     unused = unused_stages(config)
     chosen = [s for s in STAGES[first : last + 1] if s not in unused]
+    # a trainer value the stage would refuse, before the stages ahead of it run (sft's and train-rl's own first check)
+    if "sft" in chosen:
+        trl_config("sft", config, run.work_dir("sft"))
+    if "train-rl" in chosen:
+        trl_config(config.rl.algorithm, config, run.work_dir("train-rl"))
     # an engine that cannot run here is refused before the first stage, not after hours of training
     samples = ("collect-rollouts" in chosen or ("sft" in chosen and config.sft.data == "self")
                or ("train-rl" in chosen and config.rl.num_rounds > 1))

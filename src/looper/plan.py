@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from looper.config import RunConfig
@@ -86,16 +85,10 @@ def split_sizes(config: RunConfig, run: RunDir) -> dict[str, int]:
     return sizes
 
 
-def _number(section: dict[str, Any], key: str, default: float) -> Any:
-    value = section.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InputError(f"sft.trainer.{key}: expected a number, got {value!r}")
-    return value
-
-
-def gold_tokens(config: RunConfig, run: RunDir, max_length: int) -> int | None:
-    """Tokens of one epoch of gold SFT examples (each cut at max_length), counted with the model's tokenizer when the
-    train split is prepared and the tokenizer is on this machine already; None otherwise (nothing is downloaded)."""
+def gold_tokens(config: RunConfig, run: RunDir, max_length: int | None) -> int | None:
+    """Tokens of one epoch of gold SFT examples (each cut at max_length, when set), counted with the model's tokenizer
+    when the train split is prepared and the tokenizer is on this machine already; None otherwise (nothing is
+    downloaded)."""
     from transformers import AutoTokenizer
 
     from looper.config import EMBEDDED_MODEL
@@ -114,7 +107,8 @@ def gold_tokens(config: RunConfig, run: RunDir, max_length: int) -> int | None:
     total = 0
     for row in read_jsonl(run.train, required=("question", "answer")):
         ex = sft_example(tokenizer, row["question"], row["answer"], config.model.system_prompt, config.model.prompt_format)
-        total += min(max_length, len(tokenizer(ex["prompt"] + ex["completion"])["input_ids"]) + 1)  # + EOS, as TRL adds
+        tokens = len(tokenizer(ex["prompt"] + ex["completion"])["input_ids"]) + 1  # + EOS, as TRL adds
+        total += min(max_length, tokens) if max_length else tokens
     return total
 
 
@@ -127,9 +121,19 @@ def _row(stage: str, work: str, tokens: float | None, kind: str, rate: Rate | No
 
 
 def plan_rows(config: RunConfig) -> list[dict[str, Any]]:
-    """One row per stage of work: stage, work in words, tokens (generated at most, or trained), the rate used."""
+    """One row per stage of work: stage, work in words, tokens (generated at most, or trained), the rate used.
+
+    Raises:
+        ConfigError: a trainer section that sft or train-rl would refuse (``trl_config``, the stages' own check).
+        InputError: an unknown dataset in ``eval.datasets``.
+    """
+    from looper.trainers import trl_config
+
     arch = architecture(config.model.name_or_path)
     run = RunDir.of(config)
+    # the trainers' settings as the stages will use them: looper's defaults under the YAML's, checked as they check them
+    sft_args = trl_config("sft", config, run.work_dir("sft"))
+    rl_args = trl_config(config.rl.algorithm, config, run.work_dir("train-rl"))
     sizes = split_sizes(config, run)
     arms = len(config.regime_w.only_arms or build_all_arms())
     rows = []
@@ -149,18 +153,17 @@ def plan_rows(config: RunConfig) -> list[dict[str, Any]]:
         sequences = questions * sd.samples
         rows.append(_row("sft (self data)", f"{questions:,} questions x {sd.samples} samples = {sequences:,} answers",
                          sequences * sd.max_new_tokens, "generated, at most", generation(config.rollouts.engine)))
-    trainer = sft.trainer
     quant = config.model.quantization
     sft_key = "sft:" + ("4bit" if quant == "4bit" else "8bit" if quant == "8bit" else
-                        "bf16:liger" if trainer.get("use_liger_kernel") else "bf16")
-    epochs, steps = _number(trainer, "num_train_epochs", 3), _number(trainer, "max_steps", -1)
+                        "bf16:liger" if sft_args.use_liger_kernel else "bf16")
+    # as written in the YAML or looper's defaults (TRAINER_DEFAULTS): ints stay ints
+    epochs, steps, length = sft_args.num_train_epochs, sft_args.max_steps, sft_args.max_length
     examples = sizes["train"] if sft.data == "gold" else None
-    length = _number(trainer, "max_length", 1024)
     if steps > 0:  # max_steps overrides the epochs (TRL)
         work = f"max_steps {steps:,} optimizer steps"
     else:
         work = f"{examples:,} examples x {epochs} epochs" if examples else "the kept self-data answers"
-    work += f", sequences <= {length:,} tokens"
+    work += f", sequences <= {length:,} tokens" if length else ", sequences not cut"
     per_epoch = gold_tokens(config, run, length) if sft.data == "gold" and steps <= 0 else None
     rows.append(_row("sft", work, per_epoch * epochs if per_epoch else None, "trained",
                      rate(sft_key) if sft.method == "lora" else None))
@@ -176,16 +179,15 @@ def plan_rows(config: RunConfig) -> list[dict[str, Any]]:
     rl = config.rl
     if rl.algorithm == "dpo":
         pairs = rounds * questions * config.preferences.max_pairs_per_question
-        length = rl.dpo.get("max_length", 1024)
-        rows.append(_row("train-rl (DPO)", f"<= {pairs:,} pairs x {rl.dpo.get('num_train_epochs', 1)} epoch(s), "
-                         f"chosen + rejected <= {length:,} tokens each", 2 * pairs * length, "trained, at most",
-                         rate("dpo")))
+        length = rl_args.max_length
+        rows.append(_row("train-rl (DPO)", f"<= {pairs:,} pairs x {rl_args.num_train_epochs} epoch(s), "
+                         + (f"chosen + rejected <= {length:,} tokens each" if length else "sequences not cut"),
+                         2 * pairs * length if length else None, "trained, at most", rate("dpo")))
     elif rl.algorithm in ("grpo", "rloo"):
-        section = rl.grpo if rl.algorithm == "grpo" else rl.rloo
         q = min(sizes["train"], rl.num_questions or sizes["train"])
-        completions = q * section.get("num_generations", 8) * (arms if rl.mix_arms else 1)
+        completions = q * rl_args.num_generations * (arms if rl.mix_arms else 1)
         rows.append(_row(f"train-rl ({rl.algorithm.upper()})", f"{q:,} questions -> {completions:,} completions",
-                         completions * section.get("max_completion_length", 256), "generated, at most", None))
+                         completions * rl_args.max_completion_length, "generated, at most", None))
     ev = config.eval
     from looper.eval.eval_gsm8k import DATASETS
 

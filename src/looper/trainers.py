@@ -89,9 +89,18 @@ def _check_types(cls: type, user: dict[str, Any], section: str) -> None:
             check_value(value, hint, f"{section}.{key}")
 
 
-def make_trl_config(kind: str, config: RunConfig, output_dir: Path, **forced: Any) -> Any:
+def trl_config(kind: str, config: RunConfig, output_dir: Path, **forced: Any) -> Any:
     """TRL's SFTConfig / DPOConfig / GRPOConfig / RLOOConfig from looper defaults + the YAML's trainer section
-    (``rft`` is an SFTConfig read from ``rl.rft``)."""
+    (``rft`` is an SFTConfig read from ``rl.rft``), every value checked; nothing is written.
+
+    A stage calls it before anything else reads the run folder, so that a bad value is reported as such and not as
+    a finished stage "made with other settings"; ``looper plan`` calls it to refuse what the stage would. Whether
+    this machine has the packages the section asks for is not checked here: ``make_trl_config`` adds that.
+
+    Raises:
+        ConfigError: a value of the wrong type, an unknown field, a value TRL / transformers rejects, DPO's
+            ``beta`` <= 0, or trainer activation checkpointing under FSDP's own.
+    """
     section = "sft.trainer" if kind == "sft" else f"rl.{kind}"
     user = config.sft.trainer if kind == "sft" else getattr(config.rl, kind)
     on_gpu = torch.cuda.is_available()
@@ -119,17 +128,29 @@ def make_trl_config(kind: str, config: RunConfig, output_dir: Path, **forced: An
         # TRL takes any number; DPO's beta scales the log-ratio margin (Rafailov et al. 2023, eq. 7): at 0 nothing is
         # learnt, below 0 the policy is trained towards the rejected answers
         raise ConfigError(f"{section}.beta: {kwargs.get('beta')!r}; DPO's beta must be a number > 0 (e.g. 0.1)")
-    for field, package, extra in (("use_liger_kernel", "liger_kernel", "gpu"), ("use_vllm", "vllm", "vllm")):
-        # transformers / TRL find a missing package only once the model is loaded (after sampling, for sft.data: self)
-        if kwargs.get(field) and importlib.util.find_spec(package) is None:
-            raise ConfigError(f"{section}.{field}: true needs {package.replace('_', '-')} (looper's {extra} extra: "
-                              f"pip install -e '.[{extra}]'), or set it to false")
     try:
         return _trl_class(kind)(**kwargs)
     except TypeError as err:  # unknown field
         raise ConfigError(f"{section}: {err} (see TRL's {_trl_class(kind).__name__})") from None
     except ValueError as err:  # a value TRL/transformers rejects
         raise ConfigError(f"{section}: {err}") from None
+
+
+def make_trl_config(kind: str, config: RunConfig, output_dir: Path, **forced: Any) -> Any:
+    """``trl_config``, for a stage about to train: also refused where it turns on a package this machine lacks.
+
+    Raises:
+        ConfigError: as ``trl_config``, or ``use_liger_kernel`` / ``use_vllm`` is true and liger-kernel / vLLM is not
+            installed.
+    """
+    args = trl_config(kind, config, output_dir, **forced)
+    section = "sft.trainer" if kind == "sft" else f"rl.{kind}"
+    for field, package, extra in (("use_liger_kernel", "liger_kernel", "gpu"), ("use_vllm", "vllm", "vllm")):
+        # transformers / TRL find a missing package only once the model is loaded (after sampling, for sft.data: self)
+        if getattr(args, field, False) and importlib.util.find_spec(package) is None:
+            raise ConfigError(f"{section}.{field}: true needs {package.replace('_', '-')} (looper's {extra} extra: "
+                              f"pip install -e '.[{extra}]'), or set it to false")
+    return args
 
 
 def _answer_end(text: str) -> int | None:

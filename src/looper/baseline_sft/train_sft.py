@@ -48,7 +48,8 @@ from looper.runs import (
     stage_sections,
     start_stage,
 )
-from looper.trainers import check_lengths, check_output_free, make_trl_config, prepare_work_dir, save_trained, training_speed, watch_training
+from looper.trainers import (check_lengths, check_output_free, make_trl_config, prepare_work_dir, save_trained,
+                             training_speed, trl_config, watch_training)
 
 STAGE = "sft"
 
@@ -214,6 +215,9 @@ def self_examples(config: RunConfig, run: RunDir) -> list[dict[str, str]]:
 
 def main(config: RunConfig) -> RunDir:
     run = RunDir.of(config)
+    # the trainer section before anything in the run folder: a finished sft compared with a bad value would report
+    # it as other settings
+    trl_config("sft", config, run.work_dir(STAGE))
     require_input(run.train, "prepare-data")
     target = sft_output_dir(run, config)
     sections = stage_sections(config, STAGE)

@@ -65,7 +65,8 @@ from looper.runs import (
     stage_sections,
     start_stage,
 )
-from looper.trainers import check_lengths, check_output_free, make_trl_config, prepare_work_dir, save_trained, training_speed, watch_training
+from looper.trainers import (check_lengths, check_output_free, make_trl_config, prepare_work_dir, save_trained,
+                             training_speed, trl_config, watch_training)
 
 STAGE = "train-rl"
 
@@ -317,6 +318,9 @@ def train_round(config: RunConfig, run: RunDir, round_: int) -> None:
 
 def main(config: RunConfig) -> RunDir:
     run = RunDir.of(config)
+    # the trainer section before anything in the run folder (a finished round compared with a bad value would report
+    # it as other settings) and before round k > 1 samples its rollouts
+    trl_config(config.rl.algorithm, config, run.work_dir(STAGE))
     rounds = config.rl.num_rounds
     if rounds > 1 and config.sft.method == "full":
         raise InputError("rl.rounds > 1 continues each round's LoRA adapter; it needs sft.method=lora")
