@@ -159,6 +159,9 @@ CASES = {
     "rollouts-bad-regime-w-ordering": Case(["collect-rollouts", "{cfg}", "regime_w.consensus_weight=0.95"],
                                            "correct_reward must exceed", needs="sft"),
     "pipeline-from-after-to": Case(["pipeline", "{cfg}", "--from", "eval", "--to", "sft"], "--from eval comes after --to sft"),
+    "name-is-a-path": Case(["prepare-data", "{cfg}", "name=a/b"], "name: 'a/b' is not a folder name"),
+    "runs-dir-is-a-file": Case(["prepare-data", "{cfg}", "runs_dir={src}/afile"], "cannot make the runs folder",
+                               setup=lambda src: (src.mkdir(parents=True), (src / "afile").write_text("x"))),
 }
 
 

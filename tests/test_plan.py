@@ -34,6 +34,9 @@ def test_gold_sft_tokens_are_counted_once_the_split_is_prepared(tmp_path, tiny_m
     run_looper("prepare-data", *a, cwd=REPO)
     sft = row(run_looper("plan", *a, cwd=REPO).stdout, "sft")
     assert sft[1].startswith("16 examples x 2 epochs") and int(sft[2].split()[0].replace(",", "")) > 16 * 2 * 20
+    # splits prepared with other data settings do not count: the plan is for the config given
+    assert row(run_looper("plan", *a, "data.symbolic_train_size=40", cwd=REPO).stdout, "sft")[1].startswith("32 examples")
+    assert run_looper("plan", *a, "data.source=hub", cwd=REPO).returncode == 0
 
 
 def test_plan_bad_input_is_one_line(tmp_path):

@@ -488,6 +488,11 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
             # the note describes the config as written: say where this run departs from it
             extra["note"] = f"{data['note']} [Written for the config as it stands; this run changes {', '.join(changed)}.]"
         data = _merge(data, extra)
-        return _build(RunConfig, data, "")
+        config = _build(RunConfig, data, "")
+        if config.name in (".", "..") or "/" in config.name or "\\" in config.name:
+            # the run folder is <runs_dir>/<name>: a path here would put it, and its lock, outside runs_dir
+            raise ConfigError(f"name: {config.name!r} is not a folder name (no '/', not '.' or '..'); "
+                              "runs_dir says where run folders go")
+        return config
     except ConfigError as err:
         raise ConfigError(f"{where}: {err}") from None

@@ -64,7 +64,10 @@ def lock_run_folder(config: RunConfig, command: str) -> None:
     if path in _HELD_LOCKS:
         return
     made_runs_dir = not runs_dir.exists()
-    runs_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        runs_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:  # a file in the way, a read-only or special file system
+        raise InputError(f"runs_dir={config.runs_dir}: cannot make the runs folder {runs_dir} ({err.strerror})") from None
     while True:
         handle = path.open("a+")
         try:

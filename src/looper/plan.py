@@ -20,7 +20,13 @@ from typing import Any
 
 from looper.config import RunConfig
 from looper.regime_w.arms import build_all_arms
-from looper.runs import InputError, RunDir
+from looper.runs import (
+    InputError,
+    RunDir,
+    changed_settings,
+    stage_marker,
+    stage_sections,
+)
 
 GSM8K_SIZES = {"train": 7473, "test": 1319, "platinum": 1209}  # openai/gsm8k main; madrylab/gsm8k-platinum (kept rows)
 
@@ -68,7 +74,8 @@ def architecture(name_or_path: str) -> str | None:
 def split_sizes(config: RunConfig, run: RunDir) -> dict[str, int]:
     """Questions per split: the prepared files when they exist, else the source's sizes after the 80/20 split."""
     prepared = run.data_info
-    if prepared.is_file():
+    # the run folder's prepared splits count only if they were made with this config's data settings
+    if prepared.is_file() and changed_settings(stage_marker(run, "prepare-data"), stage_sections(config, "prepare-data")) == []:
         counts = json.loads(prepared.read_text()).get("counts", {})
         if counts:
             return {k.removeprefix(f"{config.data.name}_"): v for k, v in counts.items()}
