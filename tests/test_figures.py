@@ -295,7 +295,7 @@ def test_cpu_demo_tables_and_readme_figures():
     """docs/results.md's CPU demo (the accuracy table and the two rows with a raw file) and README's demo figures."""
     demo = (BENCH / "demo_cpu_fresh_clone_2026-11-30.txt").read_text()
     check = (BENCH / "fresh_clone_check_2026-11-30_4695443.txt").read_text()
-    latest = (BENCH / "fresh_clone_check_2026-11-30_3d046b3.txt").read_text()
+    latest = (BENCH / "fresh_clone_check_2026-11-30_d5b4251.txt").read_text()
     text = section(REPO / "docs" / "results.md", "## CPU demo")
     raw_rows = {r[0]: r for r in table_rows(re.sub(r"(?m)^\d+:", "", demo), r"base|sft|rl")}
     rows = table_rows(text, r"base|sft|rl")
@@ -324,7 +324,7 @@ def test_cpu_demo_tables_and_readme_figures():
     latest_s = float(re.search(r"demo.sh: exit 0, (\d+) s", latest).group(1))
     passed, skipped, clock = re.search(r"(\d+) passed, (\d+) skipped, .*\(0:(\d+:\d+)\)", latest).groups()
     m, s = clock.split(":")
-    assert f"demo exit 0 ({int(latest_s // 60)} min," in readme
+    assert f"demo exit 0 ({minutes(latest_s)}," in readme
     assert f"{passed} passed, {skipped} skipped (no GSM8K copy beside the clone) in {int(m)} min {int(s)} s" in readme
 
 
