@@ -404,7 +404,8 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
-        raise ConfigError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(names))})")
+        at = f"{where}: " if where else ""  # top-level keys have no section to name
+        raise ConfigError(f"{at}unknown key {unknown[0]!r} (known: {', '.join(sorted(names))})")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
     for key, value in data.items():
