@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pooled_flips import flips  # noqa: E402
 from looper.eval.report import dataset_metrics, question_scores  # noqa: E402
 from looper.runs import read_jsonl  # noqa: E402
+from looper.regime_w.report import auroc_difference_cell  # noqa: E402
 from looper.stats import mcnemar_exact, paired_difference  # noqa: E402
 
 ARMS = {"sft": "SFT", "w_regime_w": "Regime W", "w_correct": "correctness only", "w_label_free": "label-free"}
@@ -277,8 +278,8 @@ def tables(result: dict[str, Any]) -> str:
             "|---|---|---|---|---|---|"]
     for seed, res in result["per_seed"].items():
         for fam, v in (res["regime_w_auroc"] or {}).items():
-            d = v.get("s_wm_minus_majority")  # absent in analyses made before it was added
-            test = "-" if d is None else f"{d['difference']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}], p = {d['p_value']:.2g}"
+            # absent in analyses made before it was added
+            test = auroc_difference_cell(v.get("s_wm_minus_majority"), missing="-")
             out.append(f"| {seed} | {fam} | {v['consensus_correct']} / {v['questions']} | {auc(v['auroc_majority'])} | "
                        f"{auc(v['auroc_s_wm'])} | {test} |")
     return "\n".join(out)

@@ -65,9 +65,15 @@ def family_auroc(records: list[dict[str, Any]], cfg: RegimeWConfig, family: str 
 def _family_row(fam: dict[str, Any]) -> list[str]:
     a_end, a_wm = fam["auroc_majority"], fam["auroc_s_wm"]
     better = "n/a" if a_end is None or a_wm is None else ("s_wm" if a_wm > a_end else "majority" if a_end > a_wm else "tie")
-    d = fam.get("s_wm_minus_majority")
-    diff = "n/a" if d is None else f"{d['difference']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}], p={d['p_value']:.2g}"
-    return [str(fam["questions"]), str(fam["consensus_correct"]), _fmt(a_end), _fmt(a_wm), diff, better]
+    return [str(fam["questions"]), str(fam["consensus_correct"]), _fmt(a_end), _fmt(a_wm),
+            auroc_difference_cell(fam.get("s_wm_minus_majority")), better]
+
+
+def auroc_difference_cell(d: dict[str, Any] | None, missing: str = "n/a") -> str:
+    """``stats.auroc_difference``'s result as one table cell: difference [95% CI], p."""
+    if d is None:
+        return missing
+    return f"{d['difference']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}], p={d['p_value']:.2g}"
 
 
 def build_report(records: list[dict[str, Any]], cfg: RegimeWConfig, config: RunConfig | None = None) -> str:
