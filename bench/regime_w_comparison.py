@@ -45,6 +45,9 @@ ARMS = {"sft": "SFT", "w_regime_w": "Regime W", "w_correct": "correctness only",
 COMPARISONS = [("w_correct", "w_regime_w"), ("sft", "w_regime_w"), ("sft", "w_correct"), ("sft", "w_label_free"),
                ("w_correct", "w_label_free")]
 MODEL = {"sft": "sft"}  # the model each arm's eval scores (the RL arms: rl)
+# The base model is no arm: its greedy eval would only hold up the shared SFT recipe, which every seed's rollouts wait
+# for. Before the run's own --set, so a user's eval.models still wins.
+BASE_SETS = ["eval.models=[sft,rl]"]
 
 
 def recipes(k: int) -> list[str]:
@@ -64,7 +67,7 @@ def run_seeds(args: argparse.Namespace, base_name: str) -> dict[int, float]:
         name = f"{base_name}-s{seed}"
         cmd = [sys.executable, str(Path(__file__).with_name("rl_recipes.py")), args.config, "--runs-dir", str(runs_dir),
                "--out", str(runs_dir / f"{name}.recipes.json"), "--jobs", str(args.jobs), "--datasets", args.dataset,
-               "--recipes", ",".join(recipes(args.k)), "--set", *args.set, f"seed={seed}", f"name={name}"]
+               "--recipes", ",".join(recipes(args.k)), "--set", *BASE_SETS, *args.set, f"seed={seed}", f"name={name}"]
         env = {**os.environ, **({"CUDA_VISIBLE_DEVICES": gpus[i % len(gpus)]} if gpus else {})}
         # the seeds start their base-model evals at the same moment, and vLLM writes its compile cache (one folder
         # per model and settings) without a lock: each seed gets its own
