@@ -81,7 +81,36 @@ _Loader.add_implicit_resolver(
 )
 
 
+def _duplicate_key(node: yaml.Node | None, where: str = "") -> yaml.MarkedYAMLError | None:
+    """The first key written twice in one mapping of a composed YAML document, as an error marking that key's
+    line and naming its section (``duplicate key 'learning_rate' in sft.trainer``); None when every key is unique."""
+    if isinstance(node, yaml.SequenceNode):
+        children = [(f"{where}[{i}]", item) for i, item in enumerate(node.value)]
+    elif isinstance(node, yaml.MappingNode):
+        seen = set()
+        children = []
+        for key, value in node.value:
+            if isinstance(key, yaml.ScalarNode):
+                if (key.tag, key.value) in seen:
+                    section = f" in {where}" if where else ""
+                    return yaml.MarkedYAMLError(problem=f"duplicate key {key.value!r}{section}", problem_mark=key.start_mark)
+                seen.add((key.tag, key.value))
+                children.append((f"{where}.{key.value}" if where else key.value, value))
+    else:
+        return None
+    return next((err for path, child in children if (err := _duplicate_key(child, path)) is not None), None)
+
+
 def _yaml_load(text: str) -> Any:
+    """``text`` as YAML, read by ``_Loader``.
+
+    Raises:
+        yaml.YAMLError: not valid YAML, or a key written twice in one mapping (PyYAML would keep the last silently;
+            YAML itself requires a mapping's keys to be unique).
+    """
+    duplicate = _duplicate_key(yaml.compose(text, Loader=_Loader))
+    if duplicate is not None:
+        raise duplicate
     return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
 
 
