@@ -40,9 +40,13 @@ def test_gold_sft_tokens_are_counted_once_the_split_is_prepared(tmp_path, tiny_m
 
 
 def test_plan_bad_input_is_one_line(tmp_path):
-    for override, message in (("rollouts.num_questionz=5", "num_questionz"), ("sft.trainer.max_steps=abc", "max_steps"),
-                              ("eval.datasets=[nope]", "unknown dataset 'nope'"), ("rl.dpo.beta=-1", "rl.dpo.beta: -1"),
-                              ("rl.algorithm=grpo rl.grpo.learning_rate=fast", "rl.grpo.learning_rate: expected float")):
+    # a trainer section's error names the file first, as a load error does
+    for override, message in (("rollouts.num_questionz=5", "num_questionz"),
+                              ("sft.trainer.max_steps=abc", "r1-distill-llama-8b.yaml: sft.trainer.max_steps"),
+                              ("eval.datasets=[nope]", "unknown dataset 'nope'"),
+                              ("rl.dpo.beta=-1", "r1-distill-llama-8b.yaml: rl.dpo.beta: -1"),
+                              ("rl.algorithm=grpo rl.grpo.learning_rate=fast",
+                               "r1-distill-llama-8b.yaml: rl.grpo.learning_rate: expected float")):
         proc = run_looper("plan", "configs/r1-distill-llama-8b.yaml", *override.split(), cwd=REPO, check=False)
         assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and message in proc.stderr, override
 

@@ -319,7 +319,8 @@ class RLConfig:
 
 @dataclass
 class EvalConfig:
-    models: list[str] = _help("Which models: base, sft, rl (each skipped with a notice if missing).", factory=lambda: ["base", "sft", "rl"])
+    models: list[Literal["base", "sft", "rl"]] = _help("Which models: base, sft, rl (each skipped with a notice if missing).",
+                                                      factory=lambda: ["base", "sft", "rl"])
     datasets: list[str] = _help(
         "Named for what they hold: the run's own splits (gsm8k_dev / gsm8k_test, or gsm_symbolic_dev / gsm_symbolic_test "
         "when data.source is gsm_symbolic), gsm8k_platinum, and gsm_symbolic_test in a GSM8K run (generated, "

@@ -40,11 +40,18 @@ def fail(message: str) -> None:
     sys.exit(2)
 
 
-def run_or_fail(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Call ``fn``; a ConfigError or InputError becomes a one-line message and exit status 2."""
+def run_or_fail(fn: Callable[..., Any], *args: Any, config_file: str | None = None, **kwargs: Any) -> Any:
+    """Call ``fn``; a ConfigError or InputError becomes a one-line message and exit status 2.
+
+    ``config_file``: the file of the config ``fn`` was given. A ConfigError raised after loading (a trainer section
+    TRL rejects, a Regime W weight out of range) then starts with it, as ``load_config``'s own errors do
+    (``configs/demo.yaml: rl.dpo.beta: ...``): stages see the loaded config, not the file it came from.
+    """
     try:
         return fn(*args, **kwargs)
-    except (InputError, ConfigError) as err:
+    except ConfigError as err:
+        fail(f"{config_file}: {err}" if config_file else str(err))
+    except InputError as err:
         fail(str(err))
 
 
@@ -124,4 +131,4 @@ def run_stage_command(stage_main: Callable[[RunConfig], Any], doc: str | None, c
     add_config_args(parser)
     args = parser.parse_args()
     setup_logging()
-    run_or_fail(stage_main, load_and_lock(args.config, args.overrides, command))
+    run_or_fail(stage_main, load_and_lock(args.config, args.overrides, command), config_file=args.config)
