@@ -163,6 +163,11 @@ CASES = {
                                         "regime_w: unknown key 'w_ned'", setup=_yaml("regime_w:\n  w_ned: 0.5\n")),
     "rollouts-bad-regime-w-ordering": Case(["collect-rollouts", "{cfg}", "regime_w.consensus_weight=0.95"],
                                            "correct_reward must exceed", needs="sft"),
+    # --- the command line itself: argparse's usage line, then its error as looper's one error line
+    "command-without-config": Case(["sft"], "looper: error: the following arguments are required: config"),
+    "unknown-command": Case(["nope"], "invalid choice: 'nope'"),
+    "unknown-option": Case(["eval", "{cfg}", "--bogus"], "unrecognized arguments: --bogus"),
+    "regime-w-without-tool": Case(["regime-w"], "the following arguments are required: TOOL"),
     "pipeline-from-after-to": Case(["pipeline", "{cfg}", "--from", "eval", "--to", "sft"], "--from eval comes after --to sft"),
     "name-is-a-path": Case(["prepare-data", "{cfg}", "name=a/b"], "name: 'a/b' is not a folder name"),
     "runs-dir-is-a-file": Case(["prepare-data", "{cfg}", "runs_dir={src}/afile"], "cannot make the runs folder",
@@ -207,7 +212,7 @@ def test_bad_input_is_refused_cleanly(name, tmp_path, prepared_runs):
         (runs / "demo" / "stages" / "build-preferences.json").unlink(missing_ok=True)
     case.setup(src)
     argv = [a.format(cfg="configs/demo.yaml", src=src) for a in case.argv]
-    if argv[0] != "regime-w":  # stage, config, then the shared overrides, then the case's own (the last one wins)
+    if argv[0] != "regime-w" and len(argv) > 1:  # stage, config, then the shared overrides, then the case's own (the last one wins)
         argv = argv[:2] + [f"runs_dir={runs}", *common] + argv[2:]
     before = snapshot(runs)
     started = time.monotonic()
@@ -222,6 +227,13 @@ def test_bad_input_is_refused_cleanly(name, tmp_path, prepared_runs):
     assert not (runs / "demo.lock").exists()
     if name.startswith("hub-"):
         assert elapsed < 30, f"{name}: took {elapsed:.0f} s to fail offline"
+
+
+def test_a_stage_module_run_without_its_config_ends_in_one_looper_error_line():
+    """``python -m looper.<stage>.<step>`` is the same command as ``looper STAGE``: its usage error ends alike."""
+    proc = subprocess.run([sys.executable, "-m", "looper.baseline_sft.train_sft"], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.rstrip().splitlines()[-1] == "looper: error: the following arguments are required: config"
 
 
 def test_a_second_process_on_the_same_run_folder_is_refused(tmp_path):

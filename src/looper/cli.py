@@ -17,7 +17,7 @@ import sys
 from typing import Any
 
 from looper.config import load_config
-from looper.entrypoint import add_config_args, load_and_lock, run_or_fail, setup_logging
+from looper.entrypoint import ArgumentParser, add_config_args, load_and_lock, run_or_fail, setup_logging
 from looper.runs import STAGE_MODULES, STAGES
 
 HELP = {
@@ -31,7 +31,7 @@ HELP = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="looper", description="Teach a reasoning LLM grade-school math and prove it on a clean benchmark.",
+    parser = ArgumentParser(prog="looper", description="Teach a reasoning LLM grade-school math and prove it on a clean benchmark.",
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", metavar="STAGE", required=True)
     for name in STAGES:
@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     pipeline.add_argument("--from", dest="from_stage", choices=STAGES, help="first stage to run")
     pipeline.add_argument("--to", dest="to_stage", choices=STAGES, help="last stage to run")
     rw = sub.add_parser("regime-w", help="Regime W tools: the scoring demo, and a report on saved rollouts")
-    rw_sub = rw.add_subparsers(dest="regime_w_command", required=True)
+    rw_sub = rw.add_subparsers(dest="regime_w_command", metavar="TOOL", required=True)
     rw_sub.add_parser("demo", help="score a hard-coded question's fake arm outputs, print the table")
     report = rw_sub.add_parser("report", help="re-score saved rollouts: per-arm stats, AUROC, ablations")
     report.add_argument("rollouts", help="a data/rl_rollouts.jsonl file")
@@ -71,7 +71,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if extra and (not hasattr(args, "overrides") or any(word.startswith("-") for word in extra)):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")  # what parse_args says
     if extra:
-        args.overrides += extra  # every left-over word comes after the overrides read in the first go
+        args.overrides = [*args.overrides, *extra]  # every left-over word comes after the overrides read in the first go
     return args
 
 

@@ -19,7 +19,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from looper.config import ConfigError, RunConfig, load_config
 from looper.runs import InputError, is_main_process
@@ -114,9 +114,20 @@ def _release(path: Path, made_dir: Path | None) -> None:
             made_dir.rmdir()  # only if empty
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser, its usage errors ending in ``looper: error: ...`` under a subcommand too (argparse's own
+    line names the subcommand, ``looper sft: error:``, or the module), as every other looper error ends."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(2, f"looper: error: {' '.join(message.split())}\n")
+
+
 def add_config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="run YAML (configs/demo.yaml, ...)")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="override config fields, e.g. sft.trainer.max_steps=5")
+    # default: without one argparse counts a '*' positional as required and lists it as missing beside the config
+    parser.add_argument("overrides", nargs="*", default=[], metavar="key=value",
+                        help="override config fields, e.g. sft.trainer.max_steps=5")
 
 
 def load_and_lock(config_path: str, overrides: list[str], command: str) -> RunConfig:
@@ -127,7 +138,7 @@ def load_and_lock(config_path: str, overrides: list[str], command: str) -> RunCo
 
 def run_stage_command(stage_main: Callable[[RunConfig], Any], doc: str | None, command: str) -> None:
     """``python -m looper.<stage>.<step> CONFIG [key=value ...]``: the same as ``looper COMMAND CONFIG``."""
-    parser = argparse.ArgumentParser(description=(doc or "").strip().splitlines()[0] if doc else None)
+    parser = ArgumentParser(description=(doc or "").strip().splitlines()[0] if doc else None)
     add_config_args(parser)
     args = parser.parse_args()
     setup_logging()
