@@ -17,7 +17,13 @@ import sys
 from typing import Any
 
 from looper.config import load_config
-from looper.entrypoint import ArgumentParser, add_config_args, load_and_lock, run_or_fail, setup_logging
+from looper.entrypoint import (
+    ArgumentParser,
+    add_config_args,
+    load_and_lock,
+    run_or_fail,
+    setup_logging,
+)
 from looper.runs import STAGE_MODULES, STAGES
 
 HELP = {
