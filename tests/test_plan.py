@@ -65,6 +65,31 @@ def test_plan_counts_the_epochs_and_length_sft_trains_with(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
+def test_plan_takes_the_gpu_settings_of_the_run_it_plans(tmp_path):
+    """A plan is made on any machine for the GPU the run is meant for: tf32 and bf16 as an H200 config writes them are
+    not refused where transformers would refuse them for this machine (tf32 needs an Ampere GPU); their type still is."""
+    gpu = ["sft.trainer.bf16=true", "sft.trainer.tf32=true", "rl.dpo.bf16=true", "rl.dpo.tf32=true"]
+    out = run_looper("plan", "configs/demo.yaml", f"runs_dir={tmp_path}", *gpu, cwd=REPO).stdout
+    assert row(out, "sft")[1] == "max_steps 12 optimizer steps, sequences <= 256 tokens"
+    bad = run_looper("plan", "configs/demo.yaml", f"runs_dir={tmp_path}", "sft.trainer.tf32=maybe", cwd=REPO, check=False)
+    assert bad.returncode == 2 and "demo.yaml: sft.trainer.tf32: expected true/false, got 'maybe'" in bad.stderr
+
+
+def test_rft_plan_counts_the_correct_trajectories_it_trains_on(tmp_path):
+    """rl.algorithm=rft trains on the rollouts' correct trajectories: at most rft_per_question (4) of each question's
+    8 arms x 1 sample, 12 questions (the demo's rollouts.num_questions); rl.rft takes looper's defaults (batch 8 x 1,
+    1 epoch, 1,024 tokens)."""
+    out = run_looper("plan", "configs/demo.yaml", f"runs_dir={tmp_path}", "rl.algorithm=rft", cwd=REPO).stdout
+    assert row(out, "train-rl (RFT)")[1:3] == [
+        "1 round(s) x <= 48 correct trajectories x 1 epoch(s) = <= 6 optimizer steps, sequences <= 1,024 tokens",
+        "49,152 trained, at most"]
+    stepped = run_looper("plan", "configs/demo.yaml", f"runs_dir={tmp_path}", "rl.algorithm=rft", "rl.rounds=2",
+                         "rl.rft.max_steps=5", cwd=REPO).stdout
+    assert row(stepped, "train-rl (RFT)")[1:3] == [  # each round trains max_steps steps of 8 sequences
+        "2 round(s) x max_steps 5 optimizer steps of 8 trajectories, sequences <= 1,024 tokens", "81,920 trained, at most"]
+    assert row(stepped, "collect-rollouts")[1].startswith("2 round(s) x 12 questions")
+
+
 def test_plan_piped_into_a_reader_that_stops_early_ends_quietly():
     """`looper plan CONFIG | head`: a reader that closes the pipe before the output is written (`true` reads
     nothing) gets no BrokenPipeError traceback, and looper exits 1 as Unix tools do."""

@@ -15,6 +15,7 @@ or downloaded.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -139,8 +140,9 @@ def plan_rows(config: RunConfig) -> list[dict[str, Any]]:
     arch = architecture(config.model.name_or_path)
     run = RunDir.of(config)
     # the trainers' settings as the stages will use them: looper's defaults under the YAML's, checked as they check them
-    sft_args = trl_config("sft", config, run.work_dir("sft"))
-    rl_args = trl_config(config.rl.algorithm, config, run.work_dir("train-rl"))
+    # (but for this machine's hardware: the plan is for the GPU the run is meant for)
+    sft_args = trl_config("sft", config, run.work_dir("sft"), on_this_machine=False)
+    rl_args = trl_config(config.rl.algorithm, config, run.work_dir("train-rl"), on_this_machine=False)
     sizes = split_sizes(config, run)
     arms = len(config.regime_w.only_arms or build_all_arms())
     rows = []
@@ -153,6 +155,12 @@ def plan_rows(config: RunConfig) -> list[dict[str, Any]]:
         quant = "" if config.model.quantization == "none" else ":" + config.model.quantization
         return rate(("generate:hf" if engine == "hf" else "generate:vllm") + quant)
 
+    def lora_sft(args: Any) -> Rate | None:
+        # TRL's SFTTrainer on a LoRA adapter (sft, and rft on the SFT adapter), over the base as quantized
+        quant = config.model.quantization
+        return rate("sft:" + ("4bit" if quant == "4bit" else "8bit" if quant == "8bit" else
+                              "bf16:liger" if args.use_liger_kernel else "bf16"))
+
     sft = config.sft
     if sft.data == "self":
         sd = sft.self_data
@@ -160,9 +168,6 @@ def plan_rows(config: RunConfig) -> list[dict[str, Any]]:
         sequences = questions * sd.samples
         rows.append(_row("sft (self data)", f"{questions:,} questions x {sd.samples} samples = {sequences:,} answers",
                          sequences * sd.max_new_tokens, "generated, at most", generation(config.rollouts.engine)))
-    quant = config.model.quantization
-    sft_key = "sft:" + ("4bit" if quant == "4bit" else "8bit" if quant == "8bit" else
-                        "bf16:liger" if sft_args.use_liger_kernel else "bf16")
     # as written in the YAML or looper's defaults (TRAINER_DEFAULTS): ints stay ints
     epochs, steps, length = sft_args.num_train_epochs, sft_args.max_steps, sft_args.max_length
     examples = sizes["train"] if sft.data == "gold" else None
@@ -173,7 +178,7 @@ def plan_rows(config: RunConfig) -> list[dict[str, Any]]:
     work += f", sequences <= {length:,} tokens" if length else ", sequences not cut"
     per_epoch = gold_tokens(config, run, length) if sft.data == "gold" and steps <= 0 else None
     rows.append(_row("sft", work, per_epoch * epochs if per_epoch else None, "trained",
-                     rate(sft_key) if sft.method == "lora" else None))
+                     lora_sft(sft_args) if sft.method == "lora" else None))
 
     ro = config.rollouts
     questions = min(sizes["train"], ro.num_questions or sizes["train"])
@@ -190,6 +195,21 @@ def plan_rows(config: RunConfig) -> list[dict[str, Any]]:
         rows.append(_row("train-rl (DPO)", f"<= {pairs:,} pairs x {rl_args.num_train_epochs} epoch(s), "
                          + (f"chosen + rejected <= {length:,} tokens each" if length else "sequences not cut"),
                          2 * pairs * length if length else None, "trained, at most", rate("dpo")))
+    elif rl.algorithm == "rft":
+        # each round trains on its own rollouts' distinct correct trajectories, at most rft_per_question per question
+        examples = questions * min(rl.rft_per_question, arms * ro.samples_per_arm)
+        batch = rl_args.per_device_train_batch_size * rl_args.gradient_accumulation_steps  # one GPU
+        epochs, length = rl_args.num_train_epochs, rl_args.max_length
+        if rl_args.max_steps > 0:  # max_steps overrides the epochs (TRL)
+            steps, sequences = rl_args.max_steps, rl_args.max_steps * batch
+            work = f"{rounds} round(s) x max_steps {steps:,} optimizer steps of {batch} trajectories"
+        else:
+            steps, sequences = math.ceil(math.ceil(examples / batch) * epochs), math.ceil(examples * epochs)
+            work = (f"{rounds} round(s) x <= {examples:,} correct trajectories x {epochs} epoch(s) "
+                    f"= <= {rounds * steps:,} optimizer steps")
+        work += f", sequences <= {length:,} tokens" if length else ", sequences not cut"
+        rows.append(_row("train-rl (RFT)", work, rounds * sequences * length if length else None, "trained, at most",
+                         lora_sft(rl_args)))
     elif rl.algorithm in ("grpo", "rloo"):
         q = min(sizes["train"], rl.num_questions or sizes["train"])
         completions = q * rl_args.num_generations * (arms if rl.mix_arms else 1)
@@ -229,7 +249,7 @@ def render(config: RunConfig) -> str:
     priced = [r["stage"] for r in rows if r["rate"] and r["tokens"]]
     unpriced = [r["stage"] for r in rows if r["stage"] not in priced]
     lines += ["", f"At most {total / 60:,.1f} GPU-hours on one H200 for {len(priced)} of {len(rows)} stages "
-              f"({', '.join(priced) or 'none'}: generation to every limit, DPO as if every sequence filled its max_length)"
+              f"({', '.join(priced) or 'none'}: generation to every limit, DPO and RFT as if every sequence filled its max_length)"
               + (f"; not priced, no comparable measured rate or work not known yet: {', '.join(unpriced)}" if unpriced else "")
               + ". Rates: docs/benchmarks.md."]
     return "\n".join(lines)

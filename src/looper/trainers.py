@@ -89,13 +89,15 @@ def _check_types(cls: type, user: dict[str, Any], section: str) -> None:
             check_value(value, hint, f"{section}.{key}")
 
 
-def trl_config(kind: str, config: RunConfig, output_dir: Path, **forced: Any) -> Any:
+def trl_config(kind: str, config: RunConfig, output_dir: Path, *, on_this_machine: bool = True, **forced: Any) -> Any:
     """TRL's SFTConfig / DPOConfig / GRPOConfig / RLOOConfig from looper defaults + the YAML's trainer section
     (``rft`` is an SFTConfig read from ``rl.rft``), every value checked; nothing is written.
 
     A stage calls it before anything else reads the run folder, so that a bad value is reported as such and not as
     a finished stage "made with other settings"; ``looper plan`` calls it to refuse what the stage would. Whether
     this machine has the packages the section asks for is not checked here: ``make_trl_config`` adds that.
+    ``on_this_machine=False`` (``looper plan``, made on any machine for the GPU the run is meant for): the values
+    whose check depends on this machine's hardware (``tf32``, ``bf16``) are checked for type only.
 
     Raises:
         ConfigError: a value of the wrong type, an unknown field, a value TRL / transformers rejects, DPO's
@@ -124,6 +126,9 @@ def trl_config(kind: str, config: RunConfig, output_dir: Path, **forced: Any) ->
         kwargs["activation_checkpointing"] = next(
             f.default for f in dataclasses.fields(_trl_class(kind)) if f.name == "gradient_checkpointing")
     _check_types(_trl_class(kind), kwargs, section)
+    if not on_this_machine:
+        # transformers refuses tf32: true without an Ampere GPU, and bf16: true on a GPU without bf16 unless use_cpu
+        kwargs.update(tf32=None, use_cpu=True)
     if kind == "dpo" and not (isinstance(kwargs.get("beta"), (int, float)) and kwargs["beta"] > 0):
         # TRL takes any number; DPO's beta scales the log-ratio margin (Rafailov et al. 2023, eq. 7): at 0 nothing is
         # learnt, below 0 the policy is trained towards the rejected answers
