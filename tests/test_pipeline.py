@@ -35,6 +35,18 @@ def test_pipeline_end_to_end_then_skips(tmp_path, tiny_model_dir):
     assert "=== sft ===" not in ranged.stdout and ranged.stdout.count("nothing to do") == 2
 
 
+def test_the_run_note_is_printed_once_last(tmp_path, tiny_model_dir):
+    """The note under eval's table is printed by the pipeline once, at its end (not under eval's table and again at
+    the end); eval alone prints it under its table."""
+    a = ["configs/demo.yaml", f"runs_dir={tmp_path}", f"model.name_or_path={tiny_model_dir}", "data.symbolic_train_size=10",
+         "data.symbolic_test_size=2", "eval.models=[base]", "eval.max_new_tokens=4", "note=what this run shows"]
+    run_looper("prepare-data", *a, cwd=REPO)
+    piped = run_looper("pipeline", *a, "--from", "eval", cwd=REPO).stdout
+    assert piped.count("note: ") == 1 and piped.rstrip().splitlines()[-1] == "note: what this run shows", piped
+    alone = run_looper("eval", *a, "eval.max_new_tokens=5", cwd=REPO).stdout
+    assert alone.count("note: ") == 1 and alone.rstrip().splitlines()[-1] == "note: what this run shows", alone
+
+
 def test_overrides_are_read_before_between_and_after_the_options(tmp_path):
     """`looper pipeline CONFIG --from X key=value`: an override after an option is read like one before it, in the
     order typed (the last one wins); an unknown option is still refused."""

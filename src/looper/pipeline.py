@@ -8,7 +8,8 @@ outputs are complete for the same config is skipped (and says so); one that was 
 outputs made by a different config stop the pipeline with the differing keys named. Stages the RL
 algorithm does not read are skipped with a notice: grpo / rloo sample as they train (no
 collect-rollouts, no build-preferences); rft trains on rollouts (no build-preferences). At the end the
-evaluation table (printed by eval) and the path of report.md end the output, with the time each stage took.
+evaluation table (printed by eval) and the path of report.md end the output, with the time each stage took and,
+last, the run's note.
 """
 
 from __future__ import annotations
@@ -77,7 +78,11 @@ def main(config: RunConfig, from_stage: str | None = None, to_stage: str | None 
         print(f"\n=== {stage} ===", flush=True)
         fresh_gpu_accounting(after=previous)
         started = time.perf_counter()
-        importlib.import_module(STAGE_MODULES[stage]).main(config)
+        stage_main = importlib.import_module(STAGE_MODULES[stage]).main
+        if stage == "eval":
+            stage_main(config, show_note=False)  # the note is printed once, last
+        else:
+            stage_main(config)
         timings[stage] = round(time.perf_counter() - started, 1)
         print(f"=== {stage} took {timings[stage]} s", flush=True)
         previous = stage

@@ -158,7 +158,14 @@ def evaluate(engine: LazyEngine, tokenizer: Any, rows: list[dict[str, Any]], con
     return records, tally
 
 
-def main(config: RunConfig) -> RunDir:
+def main(config: RunConfig, show_note: bool = True) -> RunDir:
+    """Score each model of ``eval.models`` on ``eval.datasets``, write the report, print its table and, with
+    ``show_note``, the run's note under it (the pipeline prints the note once, at its own end).
+
+    Raises:
+        InputError: an eval setting this run cannot score (a dataset unknown or not part of the run, a protocol the
+            settings contradict), a missing input, or no model to evaluate.
+    """
     check_protocol(config)
     run = RunDir.of(config)
     available = [m for m in config.eval.models if m == "base" or Path(stage_model_path(config, run, m)).exists()]
@@ -231,7 +238,7 @@ def main(config: RunConfig) -> RunDir:
     finish_stage(run, STAGE, config, models=list(records), **generation_speed(per_process))
     print(summary["table"])
     print(f"\nreport: {run.eval_dir / 'report.md'}")
-    if config.note:
+    if config.note and show_note:
         print(f"note: {config.note}")
     return run
 
