@@ -229,3 +229,15 @@ def test_a_stage_resumed_with_other_settings_names_them(tmp_path, tiny_model_dir
     run_looper("eval", *base, cwd=REPO)
     proc = run_looper("eval", *base, "eval.max_new_tokens=5", cwd=REPO)
     assert "base__gsm_symbolic_test.jsonl: made with other settings (eval.max_new_tokens: 4 -> 5); starting it over" in proc.stdout
+
+
+def test_a_key_written_twice_is_found_in_any_mapping_and_an_alias_is_walked_once(tmp_path):
+    """Duplicate keys are looked for in every mapping (here an arm inside a list); a node that holds an alias of itself
+    (``&x {a: *x}``, valid YAML) is walked once, not until Python's recursion limit."""
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("regime_w:\n  arms:\n    - name: a\n      name: b\n")
+    with pytest.raises(ConfigError, match=r"twice.yaml:4:7: not valid YAML \(duplicate key 'name' in regime_w.arms\[0\]\)"):
+        load_config(twice)
+    looped = tmp_path / "looped.yaml"
+    looped.write_text("eval:\n  vllm: &x {a: *x}\n")
+    assert load_config(looped).eval.vllm["a"] is not None

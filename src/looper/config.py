@@ -81,24 +81,28 @@ _Loader.add_implicit_resolver(
 )
 
 
-def _duplicate_key(node: yaml.Node | None, where: str = "") -> yaml.MarkedYAMLError | None:
-    """The first key written twice in one mapping of a composed YAML document, as an error marking that key's
-    line and naming its section (``duplicate key 'learning_rate' in sft.trainer``); None when every key is unique."""
-    if isinstance(node, yaml.SequenceNode):
-        children = [(f"{where}[{i}]", item) for i, item in enumerate(node.value)]
-    elif isinstance(node, yaml.MappingNode):
-        seen = set()
-        children = []
-        for key, value in node.value:
-            if isinstance(key, yaml.ScalarNode):
-                if (key.tag, key.value) in seen:
+def _duplicate_key(root: yaml.Node | None) -> yaml.MarkedYAMLError | None:
+    """A key written twice in one mapping of a composed YAML document, as an error marking that key's line and
+    naming its section (``duplicate key 'learning_rate' in sft.trainer``); None when every mapping's keys are unique."""
+    todo, walked = [(root, "")], set()
+    while todo:
+        node, where = todo.pop()
+        if id(node) in walked:  # an alias of a node walked already (or of one holding it: ``&x {a: *x}``)
+            continue
+        walked.add(id(node))
+        if isinstance(node, yaml.SequenceNode):
+            todo += [(item, f"{where}[{i}]") for i, item in enumerate(node.value)]
+        elif isinstance(node, yaml.MappingNode):
+            keys = set()
+            for key, value in node.value:
+                if not isinstance(key, yaml.ScalarNode):
+                    continue
+                if (key.tag, key.value) in keys:
                     section = f" in {where}" if where else ""
                     return yaml.MarkedYAMLError(problem=f"duplicate key {key.value!r}{section}", problem_mark=key.start_mark)
-                seen.add((key.tag, key.value))
-                children.append((f"{where}.{key.value}" if where else key.value, value))
-    else:
-        return None
-    return next((err for path, child in children if (err := _duplicate_key(child, path)) is not None), None)
+                keys.add((key.tag, key.value))
+                todo.append((value, f"{where}.{key.value}" if where else key.value))
+    return None
 
 
 def _yaml_load(text: str) -> Any:
