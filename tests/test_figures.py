@@ -3,8 +3,8 @@
 Each test reads a table or sentence as a reader sees it and recomputes every number in it from the raw file the
 text names. Covered: the Regime W comparison (both runs, the first run's stage times) and its reports' AUROCs; the
 four runs of the default recipe, their tables and pooled reading (README, docs/results.md, the GPU config's header);
-the CPU demo and fresh-clone checks; the first one-GPU run; the three RL-recipe comparisons; the 8B configs end to
-end; Math-Verify and lm-eval agreement (on CPU and at scale on an H200); and in docs/benchmarks.md and
+the CPU demo and fresh-clone checks; README's `looper plan` table for the 8B configs; the first one-GPU run; the
+three RL-recipe comparisons; the 8B configs end to end; Math-Verify and lm-eval agreement (on CPU and at scale on an H200); and in docs/benchmarks.md and
 docs/scaling.md the vLLM, slot-engine, issue-5 `generate`, decode-profile and levers, SFT, DPO, Regime W speed,
 GRPO (colocate and generation) and 2-GPU tables, and full SFT's losses. A figure with no raw file in docs/bench/ is
 not checked here."""
@@ -956,3 +956,61 @@ def test_regime_w_comparison_first_run_times():
     sampled = [int(t) for t in re.findall(r"##### \w+@k16 done in (\d+) s", logs)]
     assert len(arms) == 9 and len(sampled) == 12
     assert f"each arm's DPO and greedy eval {span(arms)} s, each 16-sample eval of the test set {span(sampled)} s" in text
+
+
+LOOPER_PLAN = BENCH / "looper_plan_8b"
+
+
+def _looper_plan_files() -> dict[str, tuple[str, list[str]]]:
+    """bench/looper_plan_8b.py's files: name -> (config, overrides)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("looper_plan_8b", REPO / "bench" / "looper_plan_8b.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.PLANS
+
+
+def _plan_output(name: str) -> str:
+    """A saved `looper plan` output without its header lines."""
+    return "\n".join(x for x in (LOOPER_PLAN / name).read_text().splitlines() if not x.startswith("# "))
+
+
+def test_looper_plan_files_are_what_looper_plan_prints(tmp_path):
+    """docs/bench/looper_plan_8b/: each file is what `looper plan` prints today (an empty runs folder: published
+    data sizes), so README's table read from them is today's output, not a stale one."""
+    from looper.config import load_config
+    from looper.plan import render
+
+    plans = _looper_plan_files()
+    assert sorted(plans) == sorted(p.name for p in LOOPER_PLAN.iterdir())
+    for name, (config, overrides) in plans.items():
+        assert _plan_output(name) == render(load_config(REPO / config, [*overrides, f"runs_dir={tmp_path}"])), name
+
+
+def test_readme_looper_plan_table():
+    """README's "What a run costs" table: each row's priced stages and minutes, GPU-hours and unpriced stages, from
+    `looper plan`'s saved output for that config (docs/bench/looper_plan_8b/)."""
+    text = section(REPO / "README.md", "## Configuration")
+    rows = table_rows(text, r"`r1-distill-llama-8b.*\.yaml`|same, `rl\.algorithm=grpo`")
+    plans = _looper_plan_files()
+    assert len(rows) == len(plans) == 4
+    labels = {"self-data": "sft (self data)", "collect-rollouts": "collect-rollouts", "DPO": "train-rl (DPO)",
+              "eval": "eval", "SFT": "sft", "GRPO": "train-rl (GRPO)"}
+    for (label, priced_cell, hours_cell, unpriced_cell), (name, (config, overrides)) in zip(rows, plans.items()):
+        assert (f"`{Path(config).name}`" if not overrides else f"same, `{overrides[0]}`") == label
+        output = _plan_output(name)
+        stages = table_rows(output, r"sft.*|collect-rollouts|train-rl.*|eval")
+        priced = [(stage, work, minutes) for stage, work, _, minutes, *_ in stages if minutes.startswith("<=")]
+        unpriced = {stage for stage, *_ in stages} - {stage for stage, *_ in priced}
+        assert [labels[x] for x in re.findall(r"self-data|collect-rollouts|DPO|eval", priced_cell)] == [s for s, *_ in priced]
+        shape = re.search(r"eval \((.*?)\)", priced_cell)  # where given: eval's models x questions x samples
+        assert not shape or numbers(shape.group(1)) == numbers(next(w for s, w, _ in priced if s == "eval"))[:3]
+        assert numbers(re.sub(r"\(.*?\)", "", priced_cell)) == [numbers(m)[0] for *_, m in priced], label
+        assert hours_cell == re.search(r"At most ([\d.,]+) GPU-hours", output).group(1), label
+        named = {labels[x] for x in re.findall(r"\bSFT\b|GRPO", unpriced_cell)}
+        if "everything that generates" in unpriced_cell:
+            named |= {stage for stage, work, tokens, *_ in stages if "generated" in tokens}
+        assert named == unpriced, (label, named, unpriced)
+        grpo = next((work for stage, work, *_ in stages if stage == "train-rl (GRPO)"), None)
+        assert grpo is None or numbers(re.search(r"GRPO \((.*?):", unpriced_cell).group(1)) == numbers(grpo)
