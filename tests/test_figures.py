@@ -3,8 +3,8 @@
 Each test reads a table or sentence as a reader sees it and recomputes every number in it from the raw file the
 text names. Covered: the Regime W comparison (both runs, the first run's stage times) and its reports' AUROCs; the
 four runs of the default recipe, their tables and pooled reading (README, docs/results.md, the GPU config's header);
-the CPU demo and fresh-clone checks; README's `looper plan` table for the 8B configs; the first one-GPU run; the
-three RL-recipe comparisons; the 8B configs end to end; Math-Verify and lm-eval agreement (on CPU and at scale on an H200); and in docs/benchmarks.md and
+the registration's power figures (bench/power.py); the CPU demo and fresh-clone checks; README's `looper plan`
+table for the 8B configs; the first one-GPU run; the three RL-recipe comparisons; the 8B configs end to end; Math-Verify and lm-eval agreement (on CPU and at scale on an H200); and in docs/benchmarks.md and
 docs/scaling.md the vLLM, slot-engine, issue-5 `generate`, decode-profile and levers, SFT, DPO, Regime W speed,
 GRPO (colocate and generation) and 2-GPU tables, and full SFT's losses. A figure with no raw file in docs/bench/ is
 not checked here."""
@@ -1014,3 +1014,39 @@ def test_readme_looper_plan_table():
         assert named == unpriced, (label, named, unpriced)
         grpo = next((work for stage, work, *_ in stages if stage == "train-rl (GRPO)"), None)
         assert grpo is None or numbers(re.search(r"GRPO \((.*?):", unpriced_cell).group(1)) == numbers(grpo)
+
+
+def test_registration_power_figures():
+    """docs/results.md's registration: its power computation, from bench/power.py's output
+    (docs/bench/registration_power.json, recomputed here from the two raw files it reads)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("power", REPO / "bench" / "power.py")
+    power = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(power)
+    saved = _json("registration_power.json")
+    assert saved == json.loads(json.dumps(power.compute(_json(Path(power.SAMPLES).name), _json(Path(power.FLIPS).name))))
+    text = " ".join(section(REPO / "docs" / "results.md", "### Registration").split())
+    found = re.search(r"avg@16 ([\d.]+)%, pass@16 ([\d.]+)%\) fits a Beta\(([\d.]+), ([\d.]+)\) distribution of per-question "
+                      r"success probability \(matching both\), sd ([\d.]+) between questions and E\[p\(1-p\)\]/16 = ([\d.]+) "
+                      r"of sampling variance per question. For a difference between two arms the per-question sd is then "
+                      r"([\d.]+)-([\d.]+) \(the arms' per-question success correlated ([\d.]+) to not at all\)", text)
+    assert found, "the registration's power paragraph moved"
+    beta, (close, apart) = saved["beta"], saved["avg16_difference"]
+    *figures, sd_apart, correlation = found.groups()
+    assert apart["correlation"] == 0 and cell_shows(" ".join([*figures, correlation]), [
+        100 * saved["inputs"]["avg@16"], 100 * saved["inputs"]["pass@16"], beta["a"], beta["b"],
+        beta["sd_between_questions"], beta["sampling_variance"], close["sd_difference"], close["correlation"]])
+    # Known and left as written (a pre-registered text): the sd for uncorrelated arms is 0.0715, printed 0.071 at
+    # three decimals, not 0.072; the detectable differences computed from it (0.55, 0.32) are right.
+    assert (sd_apart, round(apart["sd_difference"], 4)) == ("0.072", 0.0715)
+    assert f"**{close['detectable_80_per_seed_points']:.2f}-{apart['detectable_80_per_seed_points']:.2f} points per seed**" in text
+    assert f"**{close['detectable_80_pooled_points']:.2f}-{apart['detectable_80_pooled_points']:.2f} points pooled over three " \
+           f"seeds**" in text
+    assert f"the true pooled bound lies between {close['detectable_80_pooled_points']:.2f} and " \
+           f"{apart['detectable_80_per_seed_points']:.2f})" in text
+    greedy = saved["greedy"]
+    assert len(greedy) == 4 and "the four default-recipe runs' SFT -> RL flips" in text
+    sd, detectable = [g["sd_change"] for g in greedy], [g["detectable_80_points"] for g in greedy]
+    assert f"(sd of a question's change {min(sd):.3f}-{max(sd):.3f}): {min(detectable):.1f}-{max(detectable):.1f} points " \
+           f"per run" in text
