@@ -1050,3 +1050,57 @@ def test_registration_power_figures():
     sd, detectable = [g["sd_change"] for g in greedy], [g["detectable_80_points"] for g in greedy]
     assert f"(sd of a question's change {min(sd):.3f}-{max(sd):.3f}): {min(detectable):.1f}-{max(detectable):.1f} points " \
            f"per run" in text
+
+
+def test_cpu_demo_length_check_and_setup_figures():
+    """docs/results.md's CPU demo: the SFT length check's counts (bench/demo_length_check.py) and the 28% between
+    two of its rows; README's lock (lm-eval's packages, from the commit that added them) and the suite's time."""
+    check = _json("demo_sft_length_check.json")
+    text = " ".join(section(REPO / "docs" / "results.md", "## CPU demo").split())
+    assert check["examples"] == 240 and check["printed"].removeprefix("warning: ") in text
+    assert f"`sft.trainer.max_length={check['max_length']}: {check['examples_cut']} of {check['examples']}" in text
+    rows = table_rows(section(REPO / "docs" / "results.md", "## CPU demo"), r"final of this session|2026-11-23, slot engine.*")
+    dpo = {row[0].split(",")[0]: float(row[-2].split()[0]) for row in rows}  # train-rl (DPO) s
+    slower = dpo["2026-11-23"] / dpo["final of this session"] - 1
+    assert f"also ran {100 * slower:.0f}% slower ({dpo['2026-11-23']} s against {dpo['final of this session']} s" in text
+    readme = " ".join((REPO / "README.md").read_text().split())
+    lines = (BENCH / "lock_lm_eval_packages.txt").read_text().splitlines()
+    added = [x for x in lines if not x.startswith("#")]
+    locked = set((REPO / "constraints.txt").read_text().splitlines())
+    assert all(x in locked for x in added) and any(x.startswith("lm_eval==") for x in added)
+    assert f"adds {len(added)} packages to the first install (lm_eval and {len(added) - 1} it needs" in readme
+    latest = (BENCH / "fresh_clone_check_2026-11-30_d5b4251.txt").read_text()
+    suite_s = float(re.search(r"skipped, .* in ([\d.]+)s", latest).group(1))
+    assert f"about {round(suite_s / 60)} min alone on 2 cores" in readme
+
+
+def _progress_rate(raw: str, first: int, last: int) -> float:
+    """Tokens/s between two questions of a progress bar whose tok_per_s is the tokens since the bar's start over its
+    elapsed time (looper/generation.py): the tokens at each, from elapsed x tok_per_s, over the seconds between."""
+    at = {int(q): (60 * int(m) + int(s), float(rate)) for q, m, s, rate in
+          re.findall(r"\| (\d+)/2000 \[(\d+):(\d+)<.*?tok_per_s=(\d+)\]", raw)}
+    (t0, r0), (t1, r1) = at[first], at[last]
+    return (t1 * r1 - t0 * r0) / (t1 - t0)
+
+
+def test_vllm_pipeline_steady_rates_and_earlier_pipeline_times():
+    """The two stopped SmolLM2 pipelines' steady rates (README, docs/benchmarks.md) from their progress bars; README's
+    "earlier 12-13 minutes" (the 2026-11-24 runs); benchmarks.md's real rollout stage, the row with a raw file."""
+    stopped = (BENCH / "smollm2_gpu_pipeline_vllm_lora_stopped_h200.txt").read_text()
+    partial = (BENCH / "smollm2_gpu_pipeline_vllm_partial_h200.txt").read_text()
+    steady = f"{round(_progress_rate(stopped, 100, 500), -2):,.0f}"
+    text = " ".join(section(REPO / "docs" / "benchmarks.md", "### vLLM on the small model").split())
+    readme = " ".join((REPO / "README.md").read_text().split())
+    assert f"(100 -> 500 questions in 190 s, ~{steady} tokens/s steady" in text
+    assert f"collect-rollouts ran at ~{steady} tokens/s (stopped at 515" in readme
+    last = max(int(q) for q in re.findall(r"\| (\d+)/2000", partial))
+    text = " ".join(section(REPO / "docs" / "benchmarks.md", "### The stages with vLLM on the H200").split())
+    assert f"about {round(_progress_rate(partial, 100, last), -2):,.0f} tokens/s in steady state" in text
+    minutes = [sum(_json(f"pipeline_default_run{k}_smollm2_gpu_h200.json")["timings_s"].values()) / 60 for k in (1, 2)]
+    assert f"longer than its earlier {int(min(minutes))}-{int(max(minutes)) + 1} minutes" in readme
+    assert all(int(min(minutes)) <= m < int(max(minutes)) + 1 for m in minutes)
+    timings = _json("pipeline_smollm2_gpu_h200_timings.json")
+    text = section(REPO / "docs" / "benchmarks.md", "### The real rollout stage")
+    (row,) = table_rows(text, r"slot engine, in the pipeline")
+    assert cell_shows(row[3], [timings["collect-rollouts"]])
+    assert f"The whole pipeline took {sum(timings.values()):.1f} s" in " ".join(text.split())
