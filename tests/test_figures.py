@@ -3,8 +3,9 @@
 Each test reads a table or sentence as a reader sees it and recomputes every number in it from the raw file the
 text names. Covered: the Regime W comparison (both runs, the first run's stage times) and its reports' AUROCs; the
 four runs of the default recipe, their tables and pooled reading (README, docs/results.md, the GPU config's header);
-the registration's power figures (bench/power.py); the CPU demo and fresh-clone checks; README's `looper plan`
-table for the 8B configs; the first one-GPU run; the three RL-recipe comparisons; the 8B configs end to end; Math-Verify and lm-eval agreement (on CPU and at scale on an H200); and in docs/benchmarks.md and
+the registration's power figures (bench/power.py); the CPU demo and fresh-clone checks, the demo's SFT length
+check, the lock's lm-eval packages; the SmolLM2 base on 100 GSM8K test questions (CPU); README's `looper plan`
+table for the 8B configs; the stopped vLLM pipelines' steady rates; the first one-GPU run; the three RL-recipe comparisons; the 8B configs end to end; Math-Verify and lm-eval agreement (on CPU and at scale on an H200); and in docs/benchmarks.md and
 docs/scaling.md the vLLM, slot-engine, issue-5 `generate`, decode-profile and levers, SFT, DPO, Regime W speed,
 GRPO (colocate and generation) and 2-GPU tables, and full SFT's losses. A figure with no raw file in docs/bench/ is
 not checked here."""
@@ -1104,3 +1105,26 @@ def test_vllm_pipeline_steady_rates_and_earlier_pipeline_times():
     (row,) = table_rows(text, r"slot engine, in the pipeline")
     assert cell_shows(row[3], [timings["collect-rollouts"]])
     assert f"The whole pipeline took {sum(timings.values()):.1f} s" in " ".join(text.split())
+
+
+def test_smollm2_base_on_gsm8k_cpu():
+    """docs/results.md's SmolLM2 base on the first 100 GSM8K test questions (CPU): the table and the paragraph's
+    counts, from the 2026-11-30 rerun's eval summary and records (docs/bench/smollm2_base_gsm8k100_cpu/)."""
+    raw = BENCH / "smollm2_base_gsm8k100_cpu"
+    m = json.loads((raw / "summary.json").read_text())["metrics"]["base"]["gsm8k_test"]
+    with gzip.open(raw / "base__gsm8k_test.jsonl.gz", "rt") as f:
+        records = [json.loads(line) for line in f]
+    assert len(records) == m["n"] == 100
+    text = section(REPO / "docs" / "results.md", "## SmolLM2-135M-Instruct base on real GSM8K test (CPU)")
+    (row,) = table_rows(text, r"SmolLM2-135M-Instruct.*")
+    _, dataset, n, *cells = row
+    assert int(n) == m["n"] and f"first {m['n']}" in dataset
+    assert all(cell_shows(c.replace("**", ""), v) for c, v in zip(cells, accuracy_cells(m)))
+    one_line = " ".join(text.split())
+    hashes = sum("####" in r["output"] for r in records)
+    strict = sum(r["answer_strict"] is not None for r in records)
+    flexible = sum(r["answer_flexible"] is not None for r in records)
+    assert f"{hashes} outputs contain `####`, {strict} of them parseable (strict), {flexible} give a flexible answer" in one_line
+    (hit,) = [r for r in records if r["correct_flexible"]]
+    assert hit["output"].endswith("The answer is 100.") and 'the one flexible hit ends "The answer is 100."' in one_line
+    assert any(r["truncated"] and r["output"].count("#### 720") > 3 and r["answer_strict"] is None for r in records)
