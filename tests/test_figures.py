@@ -5,10 +5,11 @@ text names. Covered: the Regime W comparison (both runs, the first run's stage t
 four runs of the default recipe, their tables and pooled reading (README, docs/results.md, the GPU config's header);
 the registration's power figures (bench/power.py); the CPU demo and fresh-clone checks, the demo's SFT length
 check, the lock's lm-eval packages; the SmolLM2 base on 100 GSM8K test questions (CPU); README's `looper plan`
-table for the 8B configs; the stopped vLLM pipelines' steady rates; the first one-GPU run; the three RL-recipe comparisons; the 8B configs end to end; Math-Verify and lm-eval agreement (on CPU and at scale on an H200); and in docs/benchmarks.md and
-docs/scaling.md the vLLM, slot-engine, issue-5 `generate`, decode-profile and levers, SFT, DPO, Regime W speed,
-GRPO (colocate and generation) and 2-GPU tables, and full SFT's losses. A figure with no raw file in docs/bench/ is
-not checked here."""
+table for the 8B configs; the stopped vLLM pipelines' steady rates; the first one-GPU run; the three RL-recipe
+comparisons; the 8B configs end to end; Math-Verify and lm-eval agreement (on CPU and at scale on an H200); and in
+docs/benchmarks.md and docs/scaling.md the vLLM, slot-engine, issue-5 `generate`, decode-profile and levers, SFT,
+DPO, Regime W speed, GRPO (colocate and generation) and 2-GPU tables, the real rollout stage's pipeline row, and full
+SFT's losses. A figure with no raw file in docs/bench/ is not checked here."""
 
 import gzip
 import json
