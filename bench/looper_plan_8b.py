@@ -45,15 +45,15 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "bench" / "looper_plan_8b")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False).stdout.strip()
     dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "src", "configs"], capture_output=True,
-                           text=True).stdout.strip()
-    when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+                           text=True, check=False).stdout.strip()
+    when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     with tempfile.TemporaryDirectory() as empty:
         for name, (config, overrides) in PLANS.items():
             header = [f"# looper plan {' '.join([config, *overrides])} (runs_dir: an empty folder)",
-                      f"# {when}; looper commit {commit}{' (src/ or configs/ modified)' if dirty else ''}; "
-                      f"Python {platform.python_version()}; {platform.machine()} CPU, nothing loaded; bench/looper_plan_8b.py"]
+                      (f"# {when}; looper commit {commit}{' (src/ or configs/ modified)' if dirty else ''}; "
+                       f"Python {platform.python_version()}; {platform.machine()} CPU, nothing loaded; bench/looper_plan_8b.py")]
             (args.out / name).write_text("\n".join(header) + "\n" + plan_text(config, overrides, empty) + "\n")
             print(f"wrote {args.out / name}")
 
