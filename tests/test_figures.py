@@ -3,11 +3,13 @@
 Each test reads a table or sentence as a reader sees it and recomputes every number in it from the raw file the
 text names. Covered: the Regime W comparison (both runs, the first run's stage times) and its reports' AUROCs; the
 four runs of the default recipe, their tables and pooled reading (README, docs/results.md, the GPU config's header);
-the CPU demo and fresh-clone checks; the first one-GPU run; the three RL-recipe comparisons; the 8B configs end to
-end; Math-Verify and lm-eval agreement (on CPU and at scale on an H200); and in docs/benchmarks.md and
-docs/scaling.md the vLLM, slot-engine, issue-5 `generate`, decode-profile and levers, SFT, DPO, Regime W speed,
-GRPO (colocate and generation) and 2-GPU tables, and full SFT's losses. A figure with no raw file in docs/bench/ is
-not checked here."""
+the registration's power figures (bench/power.py); the CPU demo and fresh-clone checks, the demo's SFT length
+check, the lock's lm-eval packages; the SmolLM2 base on 100 GSM8K test questions (CPU); README's `looper plan`
+table for the 8B configs; the stopped vLLM pipelines' steady rates; the first one-GPU run; the three RL-recipe
+comparisons; the 8B configs end to end; Math-Verify and lm-eval agreement (on CPU and at scale on an H200); and in
+docs/benchmarks.md and docs/scaling.md the vLLM, slot-engine, issue-5 `generate`, decode-profile and levers, SFT,
+DPO, Regime W speed, GRPO (colocate and generation) and 2-GPU tables, the real rollout stage's pipeline row, and full
+SFT's losses. A figure with no raw file in docs/bench/ is not checked here."""
 
 import gzip
 import json
@@ -956,3 +958,174 @@ def test_regime_w_comparison_first_run_times():
     sampled = [int(t) for t in re.findall(r"##### \w+@k16 done in (\d+) s", logs)]
     assert len(arms) == 9 and len(sampled) == 12
     assert f"each arm's DPO and greedy eval {span(arms)} s, each 16-sample eval of the test set {span(sampled)} s" in text
+
+
+LOOPER_PLAN = BENCH / "looper_plan_8b"
+
+
+def _looper_plan_files() -> dict[str, tuple[str, list[str]]]:
+    """bench/looper_plan_8b.py's files: name -> (config, overrides)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("looper_plan_8b", REPO / "bench" / "looper_plan_8b.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.PLANS
+
+
+def _plan_output(name: str) -> str:
+    """A saved `looper plan` output without its header lines."""
+    return "\n".join(x for x in (LOOPER_PLAN / name).read_text().splitlines() if not x.startswith("# "))
+
+
+def test_looper_plan_files_are_what_looper_plan_prints(tmp_path):
+    """docs/bench/looper_plan_8b/: each file is what `looper plan` prints today (an empty runs folder: published
+    data sizes), so README's table read from them is today's output, not a stale one."""
+    from looper.config import load_config
+    from looper.plan import render
+
+    plans = _looper_plan_files()
+    assert sorted(plans) == sorted(p.name for p in LOOPER_PLAN.iterdir())
+    for name, (config, overrides) in plans.items():
+        assert _plan_output(name) == render(load_config(REPO / config, [*overrides, f"runs_dir={tmp_path}"])), name
+
+
+def test_readme_looper_plan_table():
+    """README's "What a run costs" table: each row's priced stages and minutes, GPU-hours and unpriced stages, from
+    `looper plan`'s saved output for that config (docs/bench/looper_plan_8b/)."""
+    text = section(REPO / "README.md", "## Configuration")
+    rows = table_rows(text, r"`r1-distill-llama-8b.*\.yaml`|same, `rl\.algorithm=grpo`")
+    plans = _looper_plan_files()
+    assert len(rows) == len(plans) == 4
+    labels = {"self-data": "sft (self data)", "collect-rollouts": "collect-rollouts", "DPO": "train-rl (DPO)",
+              "eval": "eval", "SFT": "sft", "GRPO": "train-rl (GRPO)"}
+    for (label, priced_cell, hours_cell, unpriced_cell), (name, (config, overrides)) in zip(rows, plans.items()):
+        assert (f"`{Path(config).name}`" if not overrides else f"same, `{overrides[0]}`") == label
+        output = _plan_output(name)
+        stages = table_rows(output, r"sft.*|collect-rollouts|train-rl.*|eval")
+        priced = [(stage, work, minutes) for stage, work, _, minutes, *_ in stages if minutes.startswith("<=")]
+        unpriced = {stage for stage, *_ in stages} - {stage for stage, *_ in priced}
+        assert [labels[x] for x in re.findall(r"self-data|collect-rollouts|DPO|eval", priced_cell)] == [s for s, *_ in priced]
+        shape = re.search(r"eval \((.*?)\)", priced_cell)  # where given: eval's models x questions x samples
+        assert not shape or numbers(shape.group(1)) == numbers(next(w for s, w, _ in priced if s == "eval"))[:3]
+        assert numbers(re.sub(r"\(.*?\)", "", priced_cell)) == [numbers(m)[0] for *_, m in priced], label
+        assert hours_cell == re.search(r"At most ([\d.,]+) GPU-hours", output).group(1), label
+        named = {labels[x] for x in re.findall(r"\bSFT\b|GRPO", unpriced_cell)}
+        if "everything that generates" in unpriced_cell:
+            named |= {stage for stage, work, tokens, *_ in stages if "generated" in tokens}
+        assert named == unpriced, (label, named, unpriced)
+        grpo = next((work for stage, work, *_ in stages if stage == "train-rl (GRPO)"), None)
+        assert grpo is None or numbers(re.search(r"GRPO \((.*?):", unpriced_cell).group(1)) == numbers(grpo)
+
+
+def test_registration_power_figures():
+    """docs/results.md's registration: its power computation, from bench/power.py's output
+    (docs/bench/registration_power.json, recomputed here from the two raw files it reads)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("power", REPO / "bench" / "power.py")
+    power = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(power)
+    saved = _json("registration_power.json")
+    assert saved == json.loads(json.dumps(power.compute(_json(Path(power.SAMPLES).name), _json(Path(power.FLIPS).name))))
+    text = " ".join(section(REPO / "docs" / "results.md", "### Registration").split())
+    found = re.search(r"avg@16 ([\d.]+)%, pass@16 ([\d.]+)%\) fits a Beta\(([\d.]+), ([\d.]+)\) distribution of per-question "
+                      r"success probability \(matching both\), sd ([\d.]+) between questions and E\[p\(1-p\)\]/16 = ([\d.]+) "
+                      r"of sampling variance per question. For a difference between two arms the per-question sd is then "
+                      r"([\d.]+)-([\d.]+) \(the arms' per-question success correlated ([\d.]+) to not at all\)", text)
+    assert found, "the registration's power paragraph moved"
+    beta, (close, apart) = saved["beta"], saved["avg16_difference"]
+    *figures, sd_apart, correlation = found.groups()
+    assert apart["correlation"] == 0 and cell_shows(" ".join([*figures, correlation]), [
+        100 * saved["inputs"]["avg@16"], 100 * saved["inputs"]["pass@16"], beta["a"], beta["b"],
+        beta["sd_between_questions"], beta["sampling_variance"], close["sd_difference"], close["correlation"]])
+    # Known and left as written (a pre-registered text): the sd for uncorrelated arms is 0.0715, printed 0.071 at
+    # three decimals, not 0.072; the detectable differences computed from it (0.55, 0.32) are right.
+    assert (sd_apart, round(apart["sd_difference"], 4)) == ("0.072", 0.0715)
+    assert f"**{close['detectable_80_per_seed_points']:.2f}-{apart['detectable_80_per_seed_points']:.2f} points per seed**" in text
+    assert f"**{close['detectable_80_pooled_points']:.2f}-{apart['detectable_80_pooled_points']:.2f} points pooled over three " \
+           f"seeds**" in text
+    assert f"the true pooled bound lies between {close['detectable_80_pooled_points']:.2f} and " \
+           f"{apart['detectable_80_per_seed_points']:.2f})" in text
+    greedy = saved["greedy"]
+    assert len(greedy) == 4 and "the four default-recipe runs' SFT -> RL flips" in text
+    sd, detectable = [g["sd_change"] for g in greedy], [g["detectable_80_points"] for g in greedy]
+    assert f"(sd of a question's change {min(sd):.3f}-{max(sd):.3f}): {min(detectable):.1f}-{max(detectable):.1f} points " \
+           f"per run" in text
+
+
+def test_cpu_demo_length_check_and_setup_figures():
+    """docs/results.md's CPU demo: the SFT length check's counts (bench/demo_length_check.py) and the 28% between
+    two of its rows; README's lock (lm-eval's packages, from the commit that added them) and the suite's time."""
+    check = _json("demo_sft_length_check.json")
+    text = " ".join(section(REPO / "docs" / "results.md", "## CPU demo").split())
+    assert check["examples"] == 240 and check["printed"].removeprefix("warning: ") in text
+    assert f"`sft.trainer.max_length={check['max_length']}: {check['examples_cut']} of {check['examples']}" in text
+    rows = table_rows(section(REPO / "docs" / "results.md", "## CPU demo"), r"final of this session|2026-11-23, slot engine.*")
+    dpo = {row[0].split(",")[0]: float(row[-2].split()[0]) for row in rows}  # train-rl (DPO) s
+    slower = dpo["2026-11-23"] / dpo["final of this session"] - 1
+    assert f"also ran {100 * slower:.0f}% slower ({dpo['2026-11-23']} s against {dpo['final of this session']} s" in text
+    readme = " ".join((REPO / "README.md").read_text().split())
+    lines = (BENCH / "lock_lm_eval_packages.txt").read_text().splitlines()
+    added = [x for x in lines if not x.startswith("#")]
+    locked = set((REPO / "constraints.txt").read_text().splitlines())
+    assert all(x in locked for x in added) and any(x.startswith("lm_eval==") for x in added)
+    assert f"adds {len(added)} packages to the first install (lm_eval and {len(added) - 1} it needs" in readme
+    latest = (BENCH / "fresh_clone_check_2026-11-30_d5b4251.txt").read_text()
+    suite_s = float(re.search(r"skipped, .* in ([\d.]+)s", latest).group(1))
+    assert f"about {round(suite_s / 60)} min alone on 2 cores" in readme
+
+
+def _progress_rate(raw: str, first: int, last: int) -> float:
+    """Tokens/s between two questions of a progress bar whose tok_per_s is the tokens since the bar's start over its
+    elapsed time (looper/generation.py): the tokens at each, from elapsed x tok_per_s, over the seconds between."""
+    at = {int(q): (60 * int(m) + int(s), float(rate)) for q, m, s, rate in
+          re.findall(r"\| (\d+)/2000 \[(\d+):(\d+)<.*?tok_per_s=(\d+)\]", raw)}
+    (t0, r0), (t1, r1) = at[first], at[last]
+    return (t1 * r1 - t0 * r0) / (t1 - t0)
+
+
+def test_vllm_pipeline_steady_rates_and_earlier_pipeline_times():
+    """The two stopped SmolLM2 pipelines' steady rates (README, docs/benchmarks.md) from their progress bars; README's
+    "earlier 12-13 minutes" (the 2026-11-24 runs); benchmarks.md's real rollout stage, the row with a raw file."""
+    stopped = (BENCH / "smollm2_gpu_pipeline_vllm_lora_stopped_h200.txt").read_text()
+    partial = (BENCH / "smollm2_gpu_pipeline_vllm_partial_h200.txt").read_text()
+    steady = f"{round(_progress_rate(stopped, 100, 500), -2):,.0f}"
+    text = " ".join(section(REPO / "docs" / "benchmarks.md", "### vLLM on the small model").split())
+    readme = " ".join((REPO / "README.md").read_text().split())
+    assert f"(100 -> 500 questions in 190 s, ~{steady} tokens/s steady" in text
+    assert f"collect-rollouts ran at ~{steady} tokens/s (stopped at 515" in readme
+    last = max(int(q) for q in re.findall(r"\| (\d+)/2000", partial))
+    text = " ".join(section(REPO / "docs" / "benchmarks.md", "### The stages with vLLM on the H200").split())
+    assert f"about {round(_progress_rate(partial, 100, last), -2):,.0f} tokens/s in steady state" in text
+    minutes = [sum(_json(f"pipeline_default_run{k}_smollm2_gpu_h200.json")["timings_s"].values()) / 60 for k in (1, 2)]
+    assert f"longer than its earlier {int(min(minutes))}-{int(max(minutes)) + 1} minutes" in readme
+    assert all(int(min(minutes)) <= m < int(max(minutes)) + 1 for m in minutes)
+    timings = _json("pipeline_smollm2_gpu_h200_timings.json")
+    text = section(REPO / "docs" / "benchmarks.md", "### The real rollout stage")
+    (row,) = table_rows(text, r"slot engine, in the pipeline")
+    assert cell_shows(row[3], [timings["collect-rollouts"]])
+    assert f"The whole pipeline took {sum(timings.values()):.1f} s" in " ".join(text.split())
+
+
+def test_smollm2_base_on_gsm8k_cpu():
+    """docs/results.md's SmolLM2 base on the first 100 GSM8K test questions (CPU): the table and the paragraph's
+    counts, from the 2026-11-30 rerun's eval summary and records (docs/bench/smollm2_base_gsm8k100_cpu/)."""
+    raw = BENCH / "smollm2_base_gsm8k100_cpu"
+    m = json.loads((raw / "summary.json").read_text())["metrics"]["base"]["gsm8k_test"]
+    with gzip.open(raw / "base__gsm8k_test.jsonl.gz", "rt") as f:
+        records = [json.loads(line) for line in f]
+    assert len(records) == m["n"] == 100
+    text = section(REPO / "docs" / "results.md", "## SmolLM2-135M-Instruct base on real GSM8K test (CPU)")
+    (row,) = table_rows(text, r"SmolLM2-135M-Instruct.*")
+    _, dataset, n, *cells = row
+    assert int(n) == m["n"] and f"first {m['n']}" in dataset
+    assert all(cell_shows(c.replace("**", ""), v) for c, v in zip(cells, accuracy_cells(m)))
+    one_line = " ".join(text.split())
+    hashes = sum("####" in r["output"] for r in records)
+    strict = sum(r["answer_strict"] is not None for r in records)
+    flexible = sum(r["answer_flexible"] is not None for r in records)
+    assert f"{hashes} outputs contain `####`, {strict} of them parseable (strict), {flexible} give a flexible answer" in one_line
+    (hit,) = [r for r in records if r["correct_flexible"]]
+    assert hit["output"].endswith("The answer is 100.") and 'the one flexible hit ends "The answer is 100."' in one_line
+    assert any(r["truncated"] and r["output"].count("#### 720") > 3 and r["answer_strict"] is None for r in records)
