@@ -23,6 +23,7 @@ one JSON file with every figure and each question's scores, and markdown tables 
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import os
 import subprocess
@@ -84,54 +85,60 @@ def run_seeds(args: argparse.Namespace, base_name: str) -> dict[int, float]:
     return walls
 
 
-def read_records(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: missing (the seed's run failed or has not finished; see its log)")
+def read_records(path: Path) -> list[dict[str, Any]] | None:
+    """A per-question eval file's records by question id, from ``path`` or its gzipped copy (``path.gz``, as kept
+    in docs/bench with the generated texts removed); None when neither is there."""
+    gz = path.with_name(path.name + ".gz")
+    if not path.exists() and gz.exists():
+        with gzip.open(gz, "rt", encoding="utf-8") as f:
+            return sorted((json.loads(line) for line in f if line.strip()), key=lambda r: r["id"])
     # looper's reader splits on newlines only: a generated text may hold U+2028 and other characters that
     # str.splitlines() also takes for line ends
-    return sorted(read_jsonl(path), key=lambda r: r["id"])
+    return sorted(read_jsonl(path), key=lambda r: r["id"]) if path.exists() else None
 
 
-def arm_records(runs_dir: Path, name: str, arm: str, k: int, dataset: str) -> dict[str, list[dict[str, Any]]]:
-    """An arm's per-question eval records: ``greedy`` (one answer) and ``sampled`` (k answers)."""
+def read_summary(path: Path, model: str, dataset: str) -> dict[str, Any] | None:
+    """An eval summary's metrics for one model and dataset, and the summary itself (None when it is not there)."""
+    if not path.exists():
+        return None
+    summary = json.loads(path.read_text())
+    return {"metrics": summary["metrics"][model][dataset], "summary": summary}
+
+
+def eval_results(runs_dir: Path, name: str, arm: str, k: int, dataset: str) -> dict[str, dict[str, Any] | None]:
+    """An arm's two evals, ``greedy`` (one answer) and ``sampled`` (k answers): each ``{"records": per-question
+    records or None, "metrics": the eval stage's metrics}``, read from the per-question file where it is there and
+    from the eval summary otherwise; None for an eval with neither (the run did not get that far)."""
     model = MODEL.get(arm, "rl")
-    return {"greedy": read_records(runs_dir / f"{name}-{arm}" / "eval" / f"{model}__{dataset}.jsonl"),
-            "sampled": read_records(runs_dir / f"{name}-{arm}@k{k}" / "eval" / f"{model}__{dataset}.jsonl")}
+    out: dict[str, dict[str, Any] | None] = {}
+    for kind, folder in (("greedy", f"{name}-{arm}"), ("sampled", f"{name}-{arm}@k{k}")):
+        records = read_records(runs_dir / folder / "eval" / f"{model}__{dataset}.jsonl")
+        if records is not None:
+            out[kind] = {"records": records, "metrics": dataset_metrics(records)}
+        else:
+            found = read_summary(runs_dir / folder / "eval" / "summary.json", model, dataset)
+            out[kind] = found and {"records": None, **found}
+    return out
 
 
-def arm_figures(greedy: dict[str, Any], sampled: dict[str, Any], k: int, sampled_truncated: float) -> dict[str, Any]:
+def arm_figures(evals: dict[str, dict[str, Any] | None], k: int) -> dict[str, Any]:
     """An arm's figures from the eval stage's metrics (``looper.eval.report.dataset_metrics``) of its greedy and its
-    k-sample eval, whether computed here from the per-question files or read from the eval summaries."""
-    return {"n": greedy["n"], "greedy_strict": greedy["strict"]["accuracy"], "greedy_strict_ci95": greedy["strict"]["ci95"],
-            "greedy_truncated": greedy["truncation_rate"], "k": k, "avg_k_strict": sampled["strict"][f"avg@{k}"]["accuracy"],
-            "avg_k_strict_ci95": sampled["strict"][f"avg@{k}"]["ci95"], "maj_k_strict": sampled["strict"][f"maj@{k}"],
-            "pass_k_strict": sampled["strict"][f"pass@{k}"], "sampled_truncated": sampled_truncated}
-
-
-def arm_summary(records: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
-    """``arm_figures`` from the per-question files, truncation counted over all k samples."""
-    sampled = records["sampled"]
-    k = 1 + len(sampled[0].get("samples") or [])
-    truncated = sum(s["truncated"] for r in sampled for s in [r, *(r.get("samples") or [])]) / (len(sampled) * k)
-    return arm_figures(dataset_metrics(records["greedy"]), dataset_metrics(sampled), k, truncated)
-
-
-def summary_metrics(runs_dir: Path, name: str, arm: str, k: int, dataset: str) -> tuple[dict[str, Any], dict[str, int]]:
-    """An arm's figures from its two eval summaries alone (the per-question files gone; sampled truncation is then
-    the first sample's of each question), and each question's greedy change against SFT (+1 wrong -> right, -1
-    right -> wrong) from the summary's flipped question ids."""
-    model = MODEL.get(arm, "rl")
-    paths = [runs_dir / f"{name}-{arm}{at}" / "eval" / "summary.json" for at in ("", f"@k{k}")]
-    for path in paths:
-        if not path.exists():
-            raise FileNotFoundError(f"{path}: missing (the seed's run failed or has not finished; see its log)")
-    greedy, sampled = (json.loads(path.read_text()) for path in paths)
-    g, m = greedy["metrics"][model][dataset], sampled["metrics"][model][dataset]
-    delta: dict[str, int] = {}
-    if arm != "sft":
-        up, down = flips(greedy, "sft", "rl", dataset, "strict")
-        delta = {**{q: 1 for q in up}, **{q: -1 for q in down}}
-    return arm_figures(g, m, k, m["truncation_rate"]), delta
+    k-sample eval, None for an eval that is missing. Sampled truncation is counted over all k samples where the
+    per-question file is there, else it is the summary's (the first sample of each question)."""
+    figures: dict[str, Any] = {"k": k}
+    if evals["greedy"] is not None:
+        g = evals["greedy"]["metrics"]
+        figures.update(n=g["n"], greedy_strict=g["strict"]["accuracy"], greedy_strict_ci95=g["strict"]["ci95"],
+                       greedy_truncated=g["truncation_rate"])
+    if evals["sampled"] is not None:
+        m, records = evals["sampled"]["metrics"], evals["sampled"]["records"]
+        truncated = m["truncation_rate"]
+        if records is not None:
+            per_question = 1 + len(records[0].get("samples") or [])
+            truncated = sum(s["truncated"] for r in records for s in [r, *(r.get("samples") or [])]) / (len(records) * per_question)
+        figures.update(n=m["n"], avg_k_strict=m["strict"][f"avg@{k}"]["accuracy"], avg_k_strict_ci95=m["strict"][f"avg@{k}"]["ci95"],
+                       maj_k_strict=m["strict"][f"maj@{k}"], pass_k_strict=m["strict"][f"pass@{k}"], sampled_truncated=truncated)
+    return figures
 
 
 def greedy_flips(delta_a: dict[str, int], delta_b: dict[str, int]) -> dict[str, Any]:
@@ -155,87 +162,130 @@ def regime_w_evidence(rollouts: Path, config: str, sets: list[str]) -> dict[str,
     return {name: family_auroc(records, cfg, fam) for name, fam in FAMILIES.items()}
 
 
-def read_seed(runs_dir: Path, name: str, k: int, dataset: str) -> tuple[dict[str, Any], dict[str, Any] | None, dict[str, dict[str, int]]]:
-    """One seed's arms: (figures per arm, each question's scores or None when only the eval summaries are left,
-    each arm's greedy change per question against SFT)."""
-    try:
-        recs = {arm: arm_records(runs_dir, name, arm, k, dataset) for arm in ARMS}
-    except FileNotFoundError as err:
-        print(f"{name}: {err}; reading the eval summaries instead (no paired avg@k test)", flush=True)
-        read = {arm: summary_metrics(runs_dir, name, arm, k, dataset) for arm in ARMS}
-        return {arm: m for arm, (m, _) in read.items()}, None, {arm: d for arm, (_, d) in read.items()}
-    ids = [r["id"] for r in recs["sft"]["greedy"]]
-    for arm, r in recs.items():
-        for kind, rows in r.items():
-            if [x["id"] for x in rows] != ids:
-                raise SystemExit(f"{name}: {arm} ({kind}) scored other questions than SFT")
-    sft = [x["correct_strict"] for x in recs["sft"]["greedy"]]
-    deltas = {arm: {q: int(y["correct_strict"]) - int(x) for q, x, y in zip(ids, sft, r["greedy"]) if y["correct_strict"] != x}
-              for arm, r in recs.items()}
-    scores = {arm: {"ids": ids, "greedy": [int(x["correct_strict"]) for x in r["greedy"]],
-                    "avg_k": [round(v, 4) for v in question_scores(r["sampled"], "strict")]} for arm, r in recs.items()}
-    return {arm: arm_summary(r) for arm, r in recs.items()}, scores, deltas
+def greedy_delta(evals: dict[str, Any], sft: dict[str, Any], arm: str, dataset: str) -> dict[str, int] | None:
+    """Each question's greedy change against SFT (+1 wrong -> right, -1 right -> wrong), from the per-question
+    files or else from the arm's eval summary (its SFT -> RL flips); None when neither can give it."""
+    if arm == "sft":
+        return {} if sft["greedy"] is not None else None
+    mine, theirs = evals["greedy"], sft["greedy"]
+    if mine is None:
+        return None
+    if mine["records"] is not None and theirs is not None and theirs["records"] is not None:
+        if [r["id"] for r in mine["records"]] != [r["id"] for r in theirs["records"]]:
+            raise SystemExit(f"{arm} scored other questions than SFT")
+        return {r["id"]: int(r["correct_strict"]) - int(s["correct_strict"])
+                for r, s in zip(mine["records"], theirs["records"]) if r["correct_strict"] != s["correct_strict"]}
+    if "summary" not in mine:
+        return None
+    up, down = flips(mine["summary"], "sft", "rl", dataset, "strict")
+    return {**{q: 1 for q in up}, **{q: -1 for q in down}}
+
+
+def read_seed(runs_dir: Path, name: str, k: int, dataset: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """One seed's arms, as far as its run got: (figures per arm that has any eval, each question's scores per arm
+    (``greedy`` and ``avg_k`` lists where the per-question files are there), each arm's greedy change per question
+    against SFT or None). Raises FileNotFoundError when not even SFT's greedy eval is there."""
+    evals = {arm: eval_results(runs_dir, name, arm, k, dataset) for arm in ARMS}
+    if evals["sft"]["greedy"] is None:
+        raise FileNotFoundError(f"{runs_dir / f'{name}-sft'}: no eval (the seed's run failed or has not finished)")
+    ids = [r["id"] for r in evals["sft"]["greedy"]["records"] or []]
+    scores, deltas = {}, {}
+    for arm, e in evals.items():
+        deltas[arm] = greedy_delta(e, evals["sft"], arm, dataset)
+        row: dict[str, Any] = {}
+        if e["greedy"] is not None and e["greedy"]["records"] is not None:
+            row["greedy"] = [int(x["correct_strict"]) for x in e["greedy"]["records"]]
+        if e["sampled"] is not None and e["sampled"]["records"] is not None:
+            if ids and [x["id"] for x in e["sampled"]["records"]] != ids:
+                raise SystemExit(f"{name}: {arm} (sampled) scored other questions than SFT")
+            row["avg_k"] = [round(v, 4) for v in question_scores(e["sampled"]["records"], "strict")]
+        if row:
+            scores[arm] = {"ids": ids, **row}
+    figures = {arm: arm_figures(e, k) for arm, e in evals.items() if e["greedy"] is not None or e["sampled"] is not None}
+    return figures, scores, deltas
+
+
+def marker_field(stages: Path, stage: str, key: str) -> Any:
+    """A field of a stage marker (None when the stage did not finish)."""
+    path = stages / f"{stage}.json"
+    return json.loads(path.read_text()).get(key) if path.exists() else None
+
+
+def compare(arms: dict[str, Any], scores: dict[str, Any], deltas: dict[str, Any], a: str, b: str) -> dict[str, Any]:
+    """b - a in one seed: avg@k paired over questions where both per-question files are there, else the difference
+    of the two means, else None; greedy flips where both arms' changes against SFT are known, else None."""
+    avg_k = None
+    if "avg_k" in scores.get(a, {}) and "avg_k" in scores.get(b, {}):
+        avg_k = paired_difference(scores[a]["avg_k"], scores[b]["avg_k"])
+    elif "avg_k_strict" in arms.get(a, {}) and "avg_k_strict" in arms.get(b, {}):
+        avg_k = {"difference": arms[b]["avg_k_strict"] - arms[a]["avg_k_strict"]}
+    greedy = greedy_flips(deltas[a], deltas[b]) if deltas[a] is not None and deltas[b] is not None else None
+    return {"avg_k": avg_k, "greedy": greedy}
 
 
 def analyze(args: argparse.Namespace, base_name: str) -> dict[str, Any]:
-    """Every seed's figures, and the comparisons per seed and pooled. The avg@k tests are paired per question and
-    need the per-question eval files; a seed left with its eval summaries only gives avg@k point differences and
-    the greedy flips (from the summaries' question ids)."""
+    """Every seed's figures, and the comparisons per seed and pooled, as far as each seed's run got. The avg@k
+    tests are paired per question and need both arms' per-question eval files; without them a comparison gives
+    the difference of the two means (from the eval summaries), and without an arm's eval nothing. The pooled
+    avg@k test (the registered H1 and secondaries) needs every seed's per-question files of both arms."""
     runs_dir = Path(args.runs_dir)
     per_seed, scores, deltas, missing = {}, {}, {}, {}
     for seed in args.seeds:
         name = f"{base_name}-s{seed}"
         try:
-            arms, seed_scores, deltas[seed] = read_seed(runs_dir, name, args.k, args.dataset)
+            arms, scores[seed], deltas[seed] = read_seed(runs_dir, name, args.k, args.dataset)
         except FileNotFoundError as err:  # reported, and the seeds that finished are still read
             print(f"seed {seed} left out: {err}", flush=True)
             missing[seed] = str(err)
             continue
-        markers = {arm: runs_dir / f"{name}-{arm}" / "stages" for arm in ARMS if arm != "sft"}
-        comparisons = {}
-        for a, b in COMPARISONS:
-            diff = {"difference": arms[b]["avg_k_strict"] - arms[a]["avg_k_strict"]}
-            if seed_scores is not None:
-                diff = paired_difference(seed_scores[a]["avg_k"], seed_scores[b]["avg_k"])
-            comparisons[f"{b} - {a}"] = {"avg_k": diff, "greedy": greedy_flips(deltas[seed][a], deltas[seed][b])}
+        absent = [f"{ARMS[arm]} ({kind})" for arm in ARMS for kind, key in (("greedy", "greedy_strict"), (f"@k{args.k}", "avg_k_strict"))
+                  if key not in arms.get(arm, {})]
+        if absent:
+            print(f"{name}: no eval of {', '.join(absent)}; the comparisons that need them are left out", flush=True)
+        stages = {arm: runs_dir / f"{name}-{arm}" / "stages" for arm in ARMS if arm != "sft"}
         per_seed[seed] = {
-            "arms": arms, "paired": seed_scores is not None,
-            "pairs": {arm: json.loads((m / "build-preferences.json").read_text()).get("pairs") for arm, m in markers.items()},
-            "dpo_steps": {arm: json.loads((m / "train-rl.json").read_text()).get("steps") for arm, m in markers.items()},
-            "comparisons": comparisons,
+            "arms": arms, "paired": all("avg_k" in scores[seed].get(arm, {}) for arm in ARMS),
+            "pairs": {arm: marker_field(m, "build-preferences", "pairs") for arm, m in stages.items()},
+            "dpo_steps": {arm: marker_field(m, "train-rl", "steps") for arm, m in stages.items()},
+            "comparisons": {f"{b} - {a}": compare(arms, scores[seed], deltas[seed], a, b) for a, b in COMPARISONS},
             "regime_w_auroc": regime_w_evidence(runs_dir / f"{name}-rollouts_b" / "data" / "rl_rollouts.jsonl",
                                                 args.config, [*args.set, f"seed={seed}"]),
         }
-        if seed_scores is not None:
-            scores[seed] = seed_scores
     seeds = list(per_seed)
     if not seeds:
         raise SystemExit("no seed finished: nothing to analyze")
     pooled = {}
     for a, b in COMPARISONS:
-        # each question's greedy change (+1 wrong -> right, -1 right -> wrong) summed over the seeds
-        net = defaultdict(int)
-        for s in seeds:
-            for q in {*deltas[s][a], *deltas[s][b]}:
-                net[q] += deltas[s][b].get(q, 0) - deltas[s][a].get(q, 0)
-        better, worse = sum(v > 0 for v in net.values()), sum(v < 0 for v in net.values())
         key = f"{b} - {a}"
+        per = [per_seed[s]["comparisons"][key] for s in seeds]
+        greedy = None
+        if all(c["greedy"] is not None for c in per):
+            # each question's greedy change (+1 wrong -> right, -1 right -> wrong) summed over the seeds
+            net = defaultdict(int)
+            for s in seeds:
+                for q in {*deltas[s][a], *deltas[s][b]}:
+                    net[q] += deltas[s][b].get(q, 0) - deltas[s][a].get(q, 0)
+            better, worse = sum(v > 0 for v in net.values()), sum(v < 0 for v in net.values())
+            greedy = {"better": better, "worse": worse, "p_sign_test": mcnemar_exact(better, worse)}
+        paired = all("avg_k" in scores[s].get(arm, {}) for s in seeds for arm in (a, b))
+        differences = [c["avg_k"]["difference"] for c in per if c["avg_k"] is not None]
         pooled[key] = {
-            # the registered test: paired over questions, every seed's per-question files needed
-            "avg_k": paired_difference(seed_mean(scores, a), seed_mean(scores, b)) if len(scores) == len(seeds) else None,
-            "avg_k_mean_of_seeds": sum(per_seed[s]["comparisons"][key]["avg_k"]["difference"] for s in seeds) / len(seeds),
-            "greedy_per_question": {"better": better, "worse": worse, "p_sign_test": mcnemar_exact(better, worse)}}
-    pooled_arms = {arm: {"avg_k_strict": sum(per_seed[s]["arms"][arm]["avg_k_strict"] for s in seeds) / len(seeds),
-                         "greedy_strict": sum(per_seed[s]["arms"][arm]["greedy_strict"] for s in seeds) / len(seeds)}
-                   for arm in ARMS}
+            # the registered test: paired over questions, every seed's per-question files of both arms needed
+            "avg_k": paired_difference(seed_mean(scores, seeds, a), seed_mean(scores, seeds, b)) if paired else None,
+            "avg_k_mean_of_seeds": sum(differences) / len(differences) if len(differences) == len(seeds) else None,
+            "greedy_per_question": greedy}
+    pooled_arms = {arm: {key: sum(per_seed[s]["arms"][arm][key] for s in seeds) / len(seeds)
+                         for key in ("avg_k_strict", "greedy_strict")
+                         if all(key in per_seed[s]["arms"].get(arm, {}) for s in seeds)} for arm in ARMS}
     return {"per_seed": per_seed, "missing_seeds": missing,
-            "pooled": {"seeds": seeds, "paired_seeds": list(scores), "arms": pooled_arms, "comparisons": pooled},
-            "question_scores": scores}
+            "pooled": {"seeds": seeds, "paired_seeds": [s for s in seeds if per_seed[s]["paired"]], "arms": pooled_arms,
+                       "comparisons": pooled},
+            "question_scores": {s: scores[s] for s in seeds}}
 
 
-def seed_mean(scores: dict[int, Any], arm: str) -> list[float]:
+def seed_mean(scores: dict[int, Any], seeds: list[int], arm: str) -> list[float]:
     """Each question's avg@k for ``arm``, averaged over the seeds."""
-    per_seed = [scores[s][arm]["avg_k"] for s in scores]
+    per_seed = [scores[s][arm]["avg_k"] for s in seeds]
     return [sum(col) / len(per_seed) for col in zip(*per_seed)]
 
 
@@ -248,12 +298,22 @@ def auc(x: float | None) -> str:
 
 
 def diff_cells(d: dict[str, Any] | None, mean_of_seeds: float | None = None) -> str:
-    """A paired difference's cells (difference [CI] | p | detectable), or the point difference alone."""
+    """A paired difference's cells (difference [CI] | p | detectable), the point difference alone, or why neither."""
+    if d is None and mean_of_seeds is not None:
+        return f"not computed (mean of the seeds' differences {pct(mean_of_seeds)}) | - | -"
     if d is None:
-        return f"not computed (mean of the seeds' differences {pct(mean_of_seeds or 0.0)}) | - | -"
+        return "not computed (an arm's eval is missing) | - | -"
     if "ci95" not in d:
         return f"{pct(d['difference'])} (unpaired: per-question files lost) | - | -"
     return f"{pct(d['difference'])} [{pct(d['ci95'][0])}, {pct(d['ci95'][1])}] | {d['p_value']:.3g} | {pct(d['detectable_80'])}"
+
+
+def cell(m: dict[str, Any], key: str) -> str:
+    """A percentage with its 95% interval (``key`` and ``key_ci95``), or '-' for an eval that is missing."""
+    if key not in m:
+        return "-"
+    ci = m.get(f"{key}_ci95")
+    return pct(m[key]) + (f" [{pct(ci[0])}, {pct(ci[1])}]" if ci else "")
 
 
 def tables(result: dict[str, Any]) -> str:
@@ -261,22 +321,22 @@ def tables(result: dict[str, Any]) -> str:
            "|---|---|---|---|---|---|---|---|"]
     for seed, res in result["per_seed"].items():
         for arm, m in res["arms"].items():
-            out.append(f"| {seed} | {ARMS[arm]} | {pct(m['avg_k_strict'])} [{pct(m['avg_k_strict_ci95'][0])}, "
-                       f"{pct(m['avg_k_strict_ci95'][1])}] | {pct(m['maj_k_strict'])} | {pct(m['pass_k_strict'])} | "
-                       f"{pct(m['greedy_strict'])} [{pct(m['greedy_strict_ci95'][0])}, {pct(m['greedy_strict_ci95'][1])}] | "
+            out.append(f"| {seed} | {ARMS[arm]} | {cell(m, 'avg_k_strict')} | {cell(m, 'maj_k_strict')} | "
+                       f"{cell(m, 'pass_k_strict')} | {cell(m, 'greedy_strict')} | "
                        f"{res['pairs'].get(arm) or '-'} | {res['dpo_steps'].get(arm) or '-'} |")
     out += ["", ("| comparison (b - a) | seed | avg@k difference, points [95% CI] | p | detectable (80% power) | "
                  "greedy flips w->r / r->w | McNemar p |"), "|---|---|---|---|---|---|---|"]
     for a, b in COMPARISONS:
         key = f"{b} - {a}"
         for seed, res in result["per_seed"].items():
-            c = res["comparisons"][key]
-            out.append(f"| {ARMS[b]} - {ARMS[a]} | {seed} | {diff_cells(c['avg_k'])} | "
-                       f"{c['greedy']['wrong_to_right']} / {c['greedy']['right_to_wrong']} | {c['greedy']['p_mcnemar']:.3g} |")
+            c, g = res["comparisons"][key], res["comparisons"][key]["greedy"]
+            flips_cells = f"{g['wrong_to_right']} / {g['right_to_wrong']} | {g['p_mcnemar']:.3g}" if g else "- | -"
+            out.append(f"| {ARMS[b]} - {ARMS[a]} | {seed} | {diff_cells(c['avg_k'])} | {flips_cells} |")
         c = result["pooled"]["comparisons"][key]
         g = c["greedy_per_question"]
+        flips_cells = f"{g['better']} / {g['worse']} questions | {g['p_sign_test']:.3g}" if g else "- | -"
         out.append(f"| **{ARMS[b]} - {ARMS[a]}** | **pooled** | {diff_cells(c['avg_k'], c['avg_k_mean_of_seeds'])} | "
-                   f"{g['better']} / {g['worse']} questions | {g['p_sign_test']:.3g} |")
+                   f"{flips_cells} |")
     out += ["", "| seed | arms | consensus correct | AUROC majority (s_end) | AUROC s_wm | s_wm - majority [95% CI], p (DeLong) |",
             "|---|---|---|---|---|---|"]
     for seed, res in result["per_seed"].items():

@@ -1,6 +1,7 @@
 """The benchmark scripts run end to end on a tiny shape (CPU); the real figures come from the device."""
 
 import json
+import shutil
 import math
 import subprocess
 import sys
@@ -228,6 +229,24 @@ def test_regime_w_comparison_pools_the_seeds_per_question(tmp_path):
     pooled = result["pooled"]["comparisons"]["w_regime_w - w_correct"]
     assert pooled["avg_k"] is None and pooled["avg_k_mean_of_seeds"] == pytest.approx((2 / 16 + 3 / 16) / 2)
     assert pooled["greedy_per_question"]["better"] == 1  # question 1: right under Regime W in both seeds, counted once
+
+    # a seed whose run stopped before one arm's k-sample eval (seed 2 without label-free@k4): the comparisons that
+    # arm is not in keep their paired test; those it is in are left out, per seed and pooled, and said so
+    shutil.rmtree(runs / "demo-s2-w_label_free@k4")
+    args.seeds = [1, 2]
+    result = analyze(args, "demo")
+    two = result["per_seed"][2]
+    assert not two["paired"] and "avg_k_strict" not in two["arms"]["w_label_free"] and "greedy_strict" in two["arms"]["w_label_free"]
+    assert two["comparisons"]["w_regime_w - w_correct"]["avg_k"]["p_value"] is not None
+    assert two["comparisons"]["w_label_free - sft"]["avg_k"] is None
+    assert two["comparisons"]["w_label_free - sft"]["greedy"]["wrong_to_right"] == 0
+    pooled = result["pooled"]["comparisons"]
+    assert pooled["w_regime_w - w_correct"]["avg_k"]["difference"] == pytest.approx((1 / 4 + 1 / 4 + 1 / 8) / 4)
+    assert pooled["w_label_free - sft"]["avg_k"] is None and pooled["w_label_free - sft"]["avg_k_mean_of_seeds"] is None
+    assert pooled["w_label_free - sft"]["greedy_per_question"] is not None
+    lines = tables(result).splitlines()
+    assert "| 2 | label-free | - | - | - | 0.00 [0.00, 48.99] | 12 | 3 |" in lines, [x for x in lines if "| 2 | label" in x]
+    assert any(x.startswith("| **label-free - SFT** | **pooled** | not computed (an arm's eval is missing)") for x in lines)
 
 
 def test_rl_recipes_sampled_rescoring_builds_on_the_recipe_it_names():
