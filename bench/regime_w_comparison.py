@@ -16,8 +16,11 @@ Then, from the run folders' per-question eval files (``--analyze-only`` redoes j
 the seeds (each question's score averaged over the seeds, then paired over questions): accuracy with 95% intervals,
 paired differences (``looper.stats.paired_difference``: mean, 95% CI, p, the difference detectable at 80% power),
 greedy flips with exact McNemar p, and Regime W's own evidence on each seed's rollouts (AUROC of s_wm and of plain
-majority agreement for a correct consensus, per arm family, and their paired difference by DeLong's test). Output:
-one JSON file with every figure and each question's scores, and markdown tables on stdout.
+majority agreement for a correct consensus, per arm family, and their paired difference by DeLong's test). A run
+that stopped part-way is analysed as far as it got (the comparisons it cannot make are named). ``--from-analysis
+FILE`` takes the seeds an earlier analysis has in full from that file and runs / reads only the others, so seeds run
+in different sessions pool as registered. Output: one JSON file with every figure and each question's scores, and
+markdown tables on stdout.
 """
 
 from __future__ import annotations
@@ -223,6 +226,25 @@ def compare(arms: dict[str, Any], scores: dict[str, Any], deltas: dict[str, Any]
     return {"avg_k": avg_k, "greedy": greedy}
 
 
+def earlier_seeds(paths: list[str], seeds: list[int]) -> dict[int, tuple[dict[str, Any], dict[str, Any], dict[str, Any]]]:
+    """Seeds taken from earlier analyses (this script's --out files) instead of the runs folder: each seed of
+    ``seeds`` that such a file analysed with every arm's per-question scores, as (its figures, its per-question
+    scores, each arm's greedy change per question against SFT). The registered design is per seed, so a seed run in
+    another session pools with the others as if run beside them; the first file that has a seed gives it."""
+    found: dict[int, tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = {}
+    for path in paths:
+        analysis = json.loads(Path(path).read_text())
+        for key, res in analysis["per_seed"].items():
+            seed, qs = int(key), analysis["question_scores"].get(key)
+            complete = bool(qs) and all(arm in qs and {"avg_k", "greedy"} <= set(qs[arm]) for arm in ARMS)
+            if seed not in seeds or seed in found or not complete:
+                continue
+            sft = qs["sft"]["greedy"]
+            deltas = {arm: {q: g - s for q, g, s in zip(v["ids"], v["greedy"], sft) if g != s} for arm, v in qs.items()}
+            found[seed] = ({**res, "paired": True, "from": str(path)}, qs, deltas)
+    return found
+
+
 def analyze(args: argparse.Namespace, base_name: str) -> dict[str, Any]:
     """Every seed's figures, and the comparisons per seed and pooled, as far as each seed's run got. The avg@k
     tests are paired per question and need both arms' per-question eval files; without them a comparison gives
@@ -230,8 +252,12 @@ def analyze(args: argparse.Namespace, base_name: str) -> dict[str, Any]:
     avg@k test (the registered H1 and secondaries) needs every seed's per-question files of both arms."""
     runs_dir = Path(args.runs_dir)
     per_seed, scores, deltas, missing = {}, {}, {}, {}
+    earlier = earlier_seeds(getattr(args, "from_analysis", None) or [], args.seeds)
     for seed in args.seeds:
         name = f"{base_name}-s{seed}"
+        if seed in earlier:
+            per_seed[seed], scores[seed], deltas[seed] = earlier[seed]
+            continue
         try:
             arms, scores[seed], deltas[seed] = read_seed(runs_dir, name, args.k, args.dataset)
         except FileNotFoundError as err:  # reported, and the seeds that finished are still read
@@ -360,6 +386,9 @@ def main() -> None:
                         help="comma-separated GPU indices; seed i runs on gpus[i %% n] ('' on a machine without one)")
     parser.add_argument("--set", nargs="*", default=[], help="key=value overrides for every run (data paths, limits)")
     parser.add_argument("--analyze-only", action="store_true", help="read finished run folders; run nothing")
+    parser.add_argument("--from-analysis", nargs="*", default=[], metavar="FILE",
+                        help="earlier --out files: a seed they analysed with every arm's per-question scores is taken "
+                             "from them, not from --runs-dir (seeds run in different sessions, pooled as registered)")
     parser.add_argument("--out", default="regime_w_comparison.json")
     args = parser.parse_args()
     if args.k < 2:
@@ -376,8 +405,13 @@ def main() -> None:
         parser.error(str(err))
     if args.analyze_only and not Path(args.runs_dir).is_dir():
         parser.error(f"--runs-dir {args.runs_dir}: no such folder (--analyze-only reads finished run folders)")
+    for path in args.from_analysis:
+        if not Path(path).is_file():
+            parser.error(f"--from-analysis {path}: no such file")
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    walls = {} if args.analyze_only else run_seeds(args, base_name)
+    # the seeds an earlier analysis gives are not run again
+    to_run = [s for s in args.seeds if s not in earlier_seeds(args.from_analysis, args.seeds)]
+    walls = {} if args.analyze_only or not to_run else run_seeds(argparse.Namespace(**{**vars(args), "seeds": to_run}), base_name)
     result = {"config": args.config, "set": args.set, "seeds": args.seeds, "k": args.k, "dataset": args.dataset,
               "started": started, "seed_wall_s": walls, **analyze(args, base_name)}
     Path(args.out).write_text(json.dumps(result, indent=1))

@@ -202,6 +202,7 @@ def test_regime_w_comparison_pools_the_seeds_per_question(tmp_path):
     args = type("Args", (), {"runs_dir": str(runs), "seeds": [1, 2, 3], "k": 4, "dataset": ds,
                              "config": "configs/demo.yaml", "set": []})()
     result = analyze(args, "demo")
+    (tmp_path / "first.json").write_text(json.dumps(result))
     assert "3" in str(result["missing_seeds"]) and result["pooled"]["seeds"] == [1, 2]  # seed 3 never ran
     one = result["per_seed"][1]
     assert one["arms"]["w_regime_w"]["avg_k_strict"] == pytest.approx(4 / 16) and one["arms"]["sft"]["greedy_strict"] == 0
@@ -247,6 +248,18 @@ def test_regime_w_comparison_pools_the_seeds_per_question(tmp_path):
     lines = tables(result).splitlines()
     assert "| 2 | label-free | - | - | - | 0.00 [0.00, 48.99] | 12 | 3 |" in lines, [x for x in lines if "| 2 | label" in x]
     assert any(x.startswith("| **label-free - SFT** | **pooled** | not computed (an arm's eval is missing)") for x in lines)
+
+    # seed 2 taken from the first analysis (as a seed run in another session): its run folders gone, the pooled
+    # test is the one computed with every folder there
+    for folder in runs.glob("demo-s2-*"):
+        shutil.rmtree(folder)
+    args.from_analysis = [str(tmp_path / "first.json")]
+    result = analyze(args, "demo")
+    assert result["per_seed"][2]["from"].endswith("first.json") and result["per_seed"][2]["paired"]
+    pooled = result["pooled"]["comparisons"]
+    assert pooled["w_regime_w - w_correct"]["avg_k"]["difference"] == pytest.approx((1 / 4 + 1 / 4 + 1 / 8) / 4)
+    assert pooled["w_label_free - sft"]["avg_k"] is not None  # seed 2's label-free scores come from the first analysis
+    assert pooled["w_regime_w - w_correct"]["greedy_per_question"] == {"better": 1, "worse": 0, "p_sign_test": 1.0}
 
 
 def test_rl_recipes_sampled_rescoring_builds_on_the_recipe_it_names():
