@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from looper.config import ConfigError, RunConfig, load_config
-from looper.runs import InputError, is_main_process
+from looper.runs import ConfigValueError, InputError, is_main_process
 
 # Lock files held by this process, by path: a pipeline runs every stage in one process under one lock.
 _HELD_LOCKS: dict[Path, Any] = {}
@@ -44,15 +44,16 @@ def run_or_fail(fn: Callable[..., Any], *args: Any, config_file: str | None = No
     """Call ``fn``; a ConfigError or InputError becomes a one-line message and exit status 2.
 
     ``config_file``: the file of the config ``fn`` was given. A ConfigError raised after loading (a trainer section
-    TRL rejects, a Regime W weight out of range) then starts with it, as ``load_config``'s own errors do
-    (``configs/demo.yaml: rl.dpo.beta: ...``): stages see the loaded config, not the file it came from.
+    TRL rejects, a Regime W weight out of range) or a ConfigValueError (a field's value a stage refuses) then starts
+    with it, as ``load_config``'s own errors do (``configs/demo.yaml: rl.dpo.beta: ...``): stages see the loaded
+    config, not the file it came from.
     """
     try:
         return fn(*args, **kwargs)
     except ConfigError as err:
         fail(f"{config_file}: {err}" if config_file else str(err))
     except InputError as err:
-        fail(str(err))
+        fail(f"{config_file}: {err}" if config_file and isinstance(err, ConfigValueError) else str(err))
 
 
 def lock_run_folder(config: RunConfig, command: str) -> None:

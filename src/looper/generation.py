@@ -46,7 +46,7 @@ from looper.modeling import (
     resolve_model_path,
     stage_weights,
 )
-from looper.runs import InputError, JsonlAppender
+from looper.runs import ConfigValueError, InputError, JsonlAppender
 
 log = logging.getLogger("looper")
 
@@ -261,7 +261,7 @@ def vllm_engine_args(model: str, tokenizer: str, *, adapter_rank: int | None, dt
         args["revision"] = revision
     if adapter_rank is not None:
         if dtype == "float32":  # vLLM's LoRA kernels (lora_expand / lora_shrink) assert a 16-bit dtype
-            raise InputError("model.dtype=float32: vLLM runs LoRA adapters in bfloat16 or float16 only; set "
+            raise ConfigValueError("model.dtype=float32: vLLM runs LoRA adapters in bfloat16 or float16 only; set "
                              "model.dtype=bfloat16 (or the stage's engine to hf)")
         rank = next((r for r in VLLM_LORA_RANKS if r >= adapter_rank), None)
         if rank is None:

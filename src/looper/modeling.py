@@ -24,7 +24,7 @@ import torch
 
 from looper.config import EMBEDDED_MODEL, ModelConfig
 from looper.hub import require_hub
-from looper.runs import InputError
+from looper.runs import ConfigValueError, InputError
 
 log = logging.getLogger("looper")
 
@@ -100,11 +100,11 @@ def resolve_model_path(name_or_path: str) -> str:
                 convert_gguf(_fetch_smollm2_gguf(Path(work)), target)
         return str(target)
     if name_or_path.startswith("embedded:"):
-        raise InputError(f"model.name_or_path: unknown embedded model {name_or_path!r}; the one embedded model is {EMBEDDED_MODEL!r}")
+        raise ConfigValueError(f"model.name_or_path: unknown embedded model {name_or_path!r}; the one embedded model is {EMBEDDED_MODEL!r}")
     if name_or_path.endswith(".gguf"):
         gguf = Path(name_or_path)
         if not gguf.is_file():
-            raise InputError(f"model.name_or_path: {gguf} not found")
+            raise ConfigValueError(f"model.name_or_path: {gguf} not found")
         target = cache_dir() / f"gguf-{gguf.stem}"
         if not (target / "config.json").is_file():
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -113,7 +113,7 @@ def resolve_model_path(name_or_path: str) -> str:
     if Path(name_or_path).exists():
         return name_or_path
     if name_or_path.startswith(("/", "./", "../", "~")) or name_or_path.count("/") > 1:
-        raise InputError(f"model.name_or_path: {name_or_path} does not exist (and is not a Hub id like org/name)")
+        raise ConfigValueError(f"model.name_or_path: {name_or_path} does not exist (and is not a Hub id like org/name)")
     require_hub(f"model {name_or_path!r}", "Offline, set model.name_or_path to a local folder, a .gguf file or "
                                           f"{EMBEDDED_MODEL}.")
     return name_or_path
@@ -155,11 +155,11 @@ def quantization_config(quantization: str, compute_dtype: torch.dtype) -> Any:
     if quantization == "none":
         return None
     if not torch.cuda.is_available():
-        raise InputError(f"model.quantization={quantization} needs a CUDA GPU (bitsandbytes); use model.quantization=none on CPU")
+        raise ConfigValueError(f"model.quantization={quantization} needs a CUDA GPU (bitsandbytes); use model.quantization=none on CPU")
     try:
         import bitsandbytes  # noqa: F401
     except ImportError:
-        raise InputError(f"model.quantization={quantization} needs bitsandbytes: pip install 'looper[gpu]'") from None
+        raise ConfigValueError(f"model.quantization={quantization} needs bitsandbytes: pip install 'looper[gpu]'") from None
     from transformers import BitsAndBytesConfig
 
     if quantization == "8bit":
@@ -284,7 +284,7 @@ def lora_config(preset: str, overrides: Any, model: Any) -> Any:
     available = linear_module_names(model)
     missing = [t for t in settings["target_modules"] if t not in available]
     if missing:
-        raise InputError(f"sft.lora.target_modules: {missing} not found in this model; its linear modules are {available}. "
+        raise ConfigValueError(f"sft.lora.target_modules: {missing} not found in this model; its linear modules are {available}. "
                          "Set sft.lora.target_modules to some of those.")
     return LoraConfig(r=settings["r"], lora_alpha=settings["alpha"], lora_dropout=settings["dropout"],
                       target_modules=list(settings["target_modules"]), bias="none", task_type="CAUSAL_LM")

@@ -22,7 +22,7 @@ from typing import Any
 from looper.config import RunConfig
 from looper.regime_w.arms import build_all_arms
 from looper.runs import (
-    InputError,
+    ConfigValueError,
     RunDir,
     changed_settings,
     stage_marker,
@@ -133,7 +133,7 @@ def plan_rows(config: RunConfig) -> list[dict[str, Any]]:
 
     Raises:
         ConfigError: a trainer section that sft or train-rl would refuse (``trl_config``, the stages' own check).
-        InputError: an unknown dataset in ``eval.datasets``.
+        ConfigValueError: an unknown dataset in ``eval.datasets``.
     """
     from looper.trainers import trl_config
 
@@ -220,7 +220,7 @@ def plan_rows(config: RunConfig) -> list[dict[str, Any]]:
 
     unknown = [d for d in ev.datasets if d not in DATASETS]
     if unknown:
-        raise InputError(f"eval.datasets: unknown dataset {unknown[0]!r}; known: {', '.join(DATASETS)}")
+        raise ConfigValueError(f"eval.datasets: unknown dataset {unknown[0]!r}; known: {', '.join(DATASETS)}")
     names = {"gsm8k_dev": "dev", "gsm8k_test": "test", "gsm_symbolic_dev": "dev", "gsm_symbolic_test": "test",
              "gsm8k_platinum": "platinum_test"}
     questions = sum(min(sizes.get(names.get(d, ""), 0), ev.limit or 10**9) for d in ev.datasets)

@@ -60,6 +60,12 @@ class InputError(ValueError):
     """Bad user input (a file, a line, a field); the CLI prints it and exits non-zero."""
 
 
+class ConfigValueError(InputError):
+    """A config field's value that a stage refuses: a combination the schema cannot see, or one this machine cannot
+    run. The message starts with the field (``eval.datasets: ...``); the CLI puts the config file in front of it, as
+    it does for the schema's own errors."""
+
+
 # ----------------------------------------------------------------------------- atomic files
 
 

@@ -31,6 +31,7 @@ from looper.generation import GenRequest, GenResult, LazyEngine, generate_record
 from looper.modeling import load_model, load_tokenizer, lora_config, resolve_dtype, sharded_training
 from looper.prompts import render_prompt, sft_example, template_opens_thought
 from looper.runs import (
+    ConfigValueError,
     InputError,
     RunDir,
     Shards,
@@ -225,7 +226,7 @@ def main(config: RunConfig) -> RunDir:
         print(f"sft: {target} is complete for this config; nothing to do (delete it to train again)")
         return run
     if config.sft.method == "full" and config.model.quantization != "none":
-        raise InputError("sft.method=full trains every weight and cannot use a quantized base; set model.quantization=none")
+        raise ConfigValueError("sft.method=full trains every weight and cannot use a quantized base; set model.quantization=none")
     check_output_free(target, sections, STAGE)
     # Everything a bad input can break is read and checked before the run folder is written to, the trainer
     # settings first: sft.data=self samples before it trains

@@ -29,6 +29,7 @@ from looper.generation import GenRequest, LazyEngine, generate_records, generati
 from looper.modeling import load_tokenizer, peak_gpu_memory_gib, stage_model_path
 from looper.prompts import deepseek_prompt, render_prompt, template_opens_thought
 from looper.runs import (
+    ConfigValueError,
     InputError,
     RunDir,
     Shards,
@@ -56,7 +57,7 @@ def dataset_path(name: str, config: RunConfig, run: RunDir) -> Path:
     """Where an eval dataset's questions are; a generated gsm_symbolic test set is written on first use."""
     if name not in DATASETS:
         hint = f" (renamed {RENAMED[name]!r})" if name in RENAMED else ""
-        raise InputError(f"eval.datasets: unknown dataset {name!r}{hint}; known: {', '.join(DATASETS)}")
+        raise ConfigValueError(f"eval.datasets: unknown dataset {name!r}{hint}; known: {', '.join(DATASETS)}")
     if name == "gsm8k_platinum":
         return run.platinum
     source, split = name.rsplit("_", 1)
@@ -68,7 +69,7 @@ def dataset_path(name: str, config: RunConfig, run: RunDir) -> Path:
         path = run.split("test").with_name("gsm_symbolic_test.jsonl")
         atomic_write_jsonl(path, symbolic_test_records(config.data, config.seed))
         return path
-    raise InputError(f"eval.datasets: {name} is not part of this run: data.source={config.data.source} makes "
+    raise ConfigValueError(f"eval.datasets: {name} is not part of this run: data.source={config.data.source} makes "
                      f"{config.data.name}_dev and {config.data.name}_test")
 
 
@@ -133,7 +134,7 @@ def check_protocol(config: RunConfig) -> None:
     if ev.protocol == "lm-eval":
         check_lm_eval_protocol(config)
     if ev.protocol == "deepseek" and ev.samples < 2:
-        raise InputError("eval.protocol=deepseek samples several answers per question and averages them (DeepSeek advises "
+        raise ConfigValueError("eval.protocol=deepseek samples several answers per question and averages them (DeepSeek advises "
                          "against greedy decoding for R1 models); set eval.samples >= 2 (e.g. 16)")
 
 
@@ -178,14 +179,14 @@ def main(config: RunConfig, show_note: bool = True) -> RunDir:
         print(json.loads((run.eval_dir / "summary.json").read_text()).get("table", ""))
         return run
     if not config.eval.datasets:
-        raise InputError(f"eval.datasets: empty; name at least one of {', '.join(DATASETS)}")
+        raise ConfigValueError(f"eval.datasets: empty; name at least one of {', '.join(DATASETS)}")
     datasets = {name: dataset_rows(name, config, run) for name in config.eval.datasets}
     lm_eval = config.eval.protocol == "lm-eval"
     engine = None if lm_eval else resolve_engine(config.eval.engine, "eval.engine")
     tokenizer = load_tokenizer(config.model)
     shards = Shards()  # one process per GPU under accelerate launch / torchrun; else a single shard
     if lm_eval and shards.world > 1:
-        raise InputError("eval.protocol=lm-eval runs in one process (lm-eval spreads over GPUs with its own "
+        raise ConfigValueError("eval.protocol=lm-eval runs in one process (lm-eval spreads over GPUs with its own "
                          "`accelerate launch -m lm_eval`); run looper eval without accelerate launch")
     if shards.is_main:
         run = start_stage(config, STAGE)

@@ -27,7 +27,7 @@ import torch
 
 from looper.config import RunConfig
 from looper.modeling import resolve_model_path, stage_weights
-from looper.runs import InputError, RunDir, read_jsonl, stage_hash
+from looper.runs import ConfigValueError, InputError, RunDir, read_jsonl, stage_hash
 
 LM_EVAL_TASK = "gsm8k"
 FILTERS = {"strict": "strict-match", "flexible": "flexible-extract"}
@@ -44,11 +44,11 @@ def check_lm_eval_protocol(config: RunConfig) -> None:
         raise InputError("eval.protocol=lm-eval needs lm-evaluation-harness: install looper's lm-eval extra "
                          "(pip install -e '.[lm-eval]' in a clone)") from None
     if config.data.name != "gsm8k":
-        raise InputError(f"eval.protocol=lm-eval is lm-eval's GSM8K task; data.source={config.data.source} is not GSM8K")
+        raise ConfigValueError(f"eval.protocol=lm-eval is lm-eval's GSM8K task; data.source={config.data.source} is not GSM8K")
     if ev.samples != 1:
-        raise InputError("eval.protocol=lm-eval is greedy, one answer per question (lm-eval's gsm8k); set eval.samples=1")
+        raise ConfigValueError("eval.protocol=lm-eval is greedy, one answer per question (lm-eval's gsm8k); set eval.samples=1")
     if config.model.quantization != "none":
-        raise InputError(f"eval.protocol=lm-eval loads the model in model.dtype; model.quantization={config.model.quantization} "
+        raise ConfigValueError(f"eval.protocol=lm-eval loads the model in model.dtype; model.quantization={config.model.quantization} "
                          "is not passed to lm-eval")
 
 

@@ -36,6 +36,7 @@ from looper.regime_w.arms import build_all_arms
 from looper.regime_w.pairs import select_pairs
 from looper.regime_w.reward import trajectory_rewards
 from looper.runs import (
+    ConfigValueError,
     InputError,
     RunDir,
     atomic_write_jsonl,
@@ -76,10 +77,10 @@ def visiting_order(record: dict[str, Any], config: RunConfig) -> list[int]:
 def main(config: RunConfig, run: RunDir | None = None) -> None:
     run = run or RunDir.of(config)
     if config.preferences.label_free and config.preferences.require_correct_chosen:
-        raise InputError("preferences.require_correct_chosen needs gold answers; with preferences.label_free a "
+        raise ConfigValueError("preferences.require_correct_chosen needs gold answers; with preferences.label_free a "
                          "trajectory is 'correct' when it agrees with the consensus (set one of them to false)")
     if config.preferences.label_free and config.preferences.correctness_only:
-        raise InputError("preferences.correctness_only ranks by gold correctness and preferences.label_free ranks "
+        raise ConfigValueError("preferences.correctness_only ranks by gold correctness and preferences.label_free ranks "
                          "without gold: set one of them to false")
     if check_stage(run, STAGE, config):
         print(f"build-preferences: {run.preferences} is complete for this config; nothing to do")

@@ -53,6 +53,7 @@ from looper.prompts import render_messages, render_prompt, template_opens_though
 from looper.regime_w.arms import build_all_arms
 from looper.regime_w.reward import ArmOutput, check_reward_config, trajectory_rewards
 from looper.runs import (
+    ConfigValueError,
     InputError,
     RunDir,
     check_stage,
@@ -273,7 +274,7 @@ def prepare_online(config: RunConfig, run: RunDir) -> tuple[type, dict[str, Any]
         group = probe.num_generations * per_question
         asked = getattr(config.rl, kind).get("generation_batch_size")
         if asked is not None and asked % group:
-            raise InputError(f"rl.{kind}.generation_batch_size={asked}: with rl.mix_arms it must be a multiple of "
+            raise ConfigValueError(f"rl.{kind}.generation_batch_size={asked}: with rl.mix_arms it must be a multiple of "
                              f"num_generations x arms = {group}, so that every question's group is generated together")
         forced["generation_batch_size"] = asked or group
         forced["steps_per_generation"] = None
@@ -323,7 +324,7 @@ def main(config: RunConfig) -> RunDir:
     trl_config(config.rl.algorithm, config, run.work_dir(STAGE))
     rounds = config.rl.num_rounds
     if rounds > 1 and config.sft.method == "full":
-        raise InputError("rl.rounds > 1 continues each round's LoRA adapter; it needs sft.method=lora")
+        raise ConfigValueError("rl.rounds > 1 continues each round's LoRA adapter; it needs sft.method=lora")
     for k in range(1, rounds + 1):
         if k > 1:  # round k samples round k-1's adapter on new questions, then trains on top of it
             from looper.rl_training import build_preferences, collect_rollouts
