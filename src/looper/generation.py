@@ -374,14 +374,14 @@ def vllm_installed() -> bool:
 def resolve_engine(engine: str, field_name: str) -> str:
     """``hf`` or ``vllm`` for a stage's ``engine`` setting; InputError where ``vllm`` cannot run here."""
     if engine not in ENGINES:
-        raise InputError(f"{field_name}: unknown generation engine {engine!r}; expected one of {', '.join(ENGINES)}")
+        raise ConfigValueError(f"{field_name}: unknown generation engine {engine!r}; expected one of {', '.join(ENGINES)}")
     if engine == "auto":
         return "vllm" if torch.cuda.is_available() and vllm_installed() else "hf"
     if engine == "vllm" and not vllm_installed():
         raise InputError(f"{field_name}=vllm needs vLLM: install looper's vllm extra (pip install -e '.[vllm]' in a "
                          f"clone), or set {field_name}=hf")
     if engine == "vllm" and not torch.cuda.is_available():
-        raise InputError(f"{field_name}=vllm needs a CUDA GPU; set {field_name}=hf on a CPU")
+        raise ConfigValueError(f"{field_name}=vllm needs a CUDA GPU; set {field_name}=hf on a CPU")
     return engine
 
 
