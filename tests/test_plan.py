@@ -90,6 +90,18 @@ def test_rft_plan_counts_the_correct_trajectories_it_trains_on(tmp_path):
     assert row(stepped, "collect-rollouts")[1].startswith("2 round(s) x 12 questions")
 
 
+def test_dpo_plan_counts_the_epochs_or_the_steps_it_trains(tmp_path):
+    """DPO's token bound follows what TRL trains: 12 questions x 2 pairs x the epochs, or max_steps x the batch (the
+    demo's 8 steps of 4 pairs), each pair a chosen and a rejected sequence of at most max_length (512)."""
+    def dpo(*overrides: str) -> list[str]:
+        return row(run_looper("plan", "configs/demo.yaml", f"runs_dir={tmp_path}", *overrides, cwd=REPO).stdout, "train-rl (DPO)")[1:3]
+
+    assert dpo("rl.dpo.max_steps=-1", "rl.dpo.num_train_epochs=2") == [
+        "<= 24 pairs x 2 epoch(s), chosen + rejected <= 512 tokens each", "49,152 trained, at most"]
+    assert dpo() == ["1 round(s) x max_steps 8 optimizer steps of 4 pairs, chosen + rejected <= 512 tokens each",
+                     "32,768 trained, at most"]
+
+
 def test_plan_piped_into_a_reader_that_stops_early_ends_quietly():
     """`looper plan CONFIG | head`: a reader that closes the pipe before the output is written (`true` reads
     nothing) gets no BrokenPipeError traceback, and looper exits 1 as Unix tools do."""

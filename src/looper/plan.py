@@ -192,9 +192,15 @@ def plan_rows(config: RunConfig) -> list[dict[str, Any]]:
     if rl.algorithm == "dpo":
         pairs = rounds * questions * config.preferences.max_pairs_per_question
         length = rl_args.max_length
-        rows.append(_row("train-rl (DPO)", f"<= {pairs:,} pairs x {rl_args.num_train_epochs} epoch(s), "
-                         + (f"chosen + rejected <= {length:,} tokens each" if length else "sequences not cut"),
-                         2 * pairs * length if length else None, "trained, at most", rate("dpo")))
+        batch = rl_args.per_device_train_batch_size * rl_args.gradient_accumulation_steps  # one GPU
+        if rl_args.max_steps > 0:  # max_steps overrides the epochs (TRL)
+            seen = rounds * rl_args.max_steps * batch
+            work = f"{rounds} round(s) x max_steps {rl_args.max_steps:,} optimizer steps of {batch} pairs, "
+        else:
+            seen = math.ceil(pairs * rl_args.num_train_epochs)
+            work = f"<= {pairs:,} pairs x {rl_args.num_train_epochs} epoch(s), "
+        rows.append(_row("train-rl (DPO)", work + (f"chosen + rejected <= {length:,} tokens each" if length else "sequences not cut"),
+                         2 * seen * length if length else None, "trained, at most", rate("dpo")))
     elif rl.algorithm == "rft":
         # each round trains on its own rollouts' distinct correct trajectories, at most rft_per_question per question
         examples = questions * min(rl.rft_per_question, arms * ro.samples_per_arm)
