@@ -255,7 +255,9 @@ def render(config: RunConfig) -> str:
     priced = [r["stage"] for r in rows if r["rate"] and r["tokens"]]
     unpriced = [r["stage"] for r in rows if r["stage"] not in priced]
     lines += ["", f"At most {total / 60:,.1f} GPU-hours on one H200 for {len(priced)} of {len(rows)} stages "
-              f"({', '.join(priced) or 'none'}: generation to every limit, DPO and RFT as if every sequence filled its max_length)"
+              f"({', '.join(priced) or 'none'}: generation to every limit"
+              + "".join(f", {kind} as if every sequence filled its max_length" for kind in ("DPO", "RFT")
+                        if any(r["stage"] == f"train-rl ({kind})" for r in rows)) + ")"
               + (f"; not priced, no comparable measured rate or work not known yet: {', '.join(unpriced)}" if unpriced else "")
               + ". Rates: docs/benchmarks.md."]
     return "\n".join(lines)
