@@ -144,6 +144,9 @@ CASES = {
     "engine-vllm-not-installed": Case(["collect-rollouts", "{cfg}", "rollouts.engine=vllm"], "rollouts.engine=vllm needs vLLM",
                                       needs="sft"),
     "pipeline-negative-dpo-beta": Case(["pipeline", "{cfg}", "rl.dpo.beta=-1"], "demo.yaml: rl.dpo.beta: -1"),  # before prepare-data runs
+    # a stage that does not train still refuses a bad trainer value: the run folder it writes records the whole config
+    "prepare-data-later-trainer-typo": Case(["prepare-data", "{cfg}", "sft.trainer.learning_rat=1e-4"], "demo.yaml: sft.trainer"),
+    "prepare-data-negative-dpo-beta": Case(["prepare-data", "{cfg}", "rl.dpo.beta=-1"], "demo.yaml: rl.dpo.beta: -1"),
     "pipeline-engine-vllm-not-installed": Case(["pipeline", "{cfg}", "eval.engine=vllm"], "eval.engine=vllm needs vLLM"),
     "eval-deepseek-greedy": Case(["pipeline", "{cfg}", "eval.protocol=deepseek"], "demo.yaml: eval.protocol=deepseek samples several"),
     "eval-unknown-protocol": Case(["eval", "{cfg}", "eval.protocol=lm_eval"], "'lm_eval' is not one of"),

@@ -307,7 +307,7 @@ def test_cpu_demo_tables_and_readme_figures():
     """docs/results.md's CPU demo (the accuracy table and the two rows with a raw file) and README's demo figures."""
     demo = (BENCH / "demo_cpu_fresh_clone_2026-11-30.txt").read_text()
     check = (BENCH / "fresh_clone_check_2026-11-30_4695443.txt").read_text()
-    latest = (BENCH / "fresh_clone_check_2026-11-30_d5b4251.txt").read_text()
+    latest = (BENCH / "fresh_clone_check_2026-11-30_e098414.txt").read_text()
     text = section(REPO / "docs" / "results.md", "## CPU demo")
     raw_rows = {r[0]: r for r in table_rows(re.sub(r"(?m)^\d+:", "", demo), r"base|sft|rl")}
     rows = table_rows(text, r"base|sft|rl")
@@ -1081,7 +1081,7 @@ def test_cpu_demo_length_check_and_setup_figures():
     locked = set((REPO / "constraints.txt").read_text().splitlines())
     assert all(x in locked for x in added) and any(x.startswith("lm_eval==") for x in added)
     assert f"adds {len(added)} packages to the first install (lm_eval and {len(added) - 1} it needs" in readme
-    latest = (BENCH / "fresh_clone_check_2026-11-30_d5b4251.txt").read_text()
+    latest = (BENCH / "fresh_clone_check_2026-11-30_e098414.txt").read_text()
     suite_s = float(re.search(r"skipped, .* in ([\d.]+)s", latest).group(1))
     assert f"about {round(suite_s / 60)} min alone on 2 cores" in readme
 

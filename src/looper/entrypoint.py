@@ -132,7 +132,11 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
 
 
 def load_and_lock(config_path: str, overrides: list[str], command: str) -> RunConfig:
+    # trainers imports torch: only once a command runs, not for --help
+    from looper.trainers import check_trainer_sections
+
     config = run_or_fail(load_config, config_path, overrides)
+    run_or_fail(check_trainer_sections, config, config_file=config_path)
     run_or_fail(lock_run_folder, config, command)
     return config
 

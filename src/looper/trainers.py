@@ -24,6 +24,7 @@ from looper.runs import (
     InputError,
     JsonlAppender,
     MetricsLog,
+    RunDir,
     Shards,
     atomic_write_json,
     atomic_write_jsonl,
@@ -139,6 +140,20 @@ def trl_config(kind: str, config: RunConfig, output_dir: Path, *, on_this_machin
         raise ConfigError(f"{section}: {err} (see TRL's {_trl_class(kind).__name__})") from None
     except ValueError as err:  # a value TRL/transformers rejects
         raise ConfigError(f"{section}: {err}") from None
+
+
+def check_trainer_sections(config: RunConfig) -> None:
+    """Build, and drop, the TRL config of SFT and of the configured RL algorithm, for the GPU the run is meant for
+    (``on_this_machine=False``). Every command calls it after loading, so a value TRL or looper refuses in any
+    trainer section stops even a stage that does not train before it writes (the run folder records the whole
+    config); the stage that trains checks its own section again on this machine.
+
+    Raises:
+        ConfigError: a section's value refused, naming ``section.key``.
+    """
+    run = RunDir.of(config)
+    trl_config("sft", config, run.work_dir("sft"), on_this_machine=False)
+    trl_config(config.rl.algorithm, config, run.work_dir("train-rl"), on_this_machine=False)
 
 
 def make_trl_config(kind: str, config: RunConfig, output_dir: Path, **forced: Any) -> Any:
