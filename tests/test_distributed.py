@@ -93,4 +93,4 @@ def test_generation_speed_counts_every_process():
     speed = generation_speed([{"engine": "vllm", "tokens": 600, "seconds": 2.0, "peak_gpu_memory_gib": 10.0},
                               {"engine": "vllm", "tokens": 400, "seconds": 2.5, "peak_gpu_memory_gib": 9.0}])
     assert speed == {"engine": "vllm", "processes": 2, "generated_tokens": 1000, "generation_s": 2.5, "tokens_per_s": 400.0,
-                     "peak_gpu_memory_gib": [10.0, 9.0]}
+                     "peak_gpu_memory_gib": [10.0, 9.0], "engine_gpu_memory_gib": [None, None]}

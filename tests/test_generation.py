@@ -16,9 +16,11 @@ from looper.generation import (
     LazyEngine,
     SeededSampler,
     VLLMEngine,
+    device_memory_used_gib,
     generate,
     generate_records,
     generate_stream,
+    generation_speed,
     gumbel_noise,
     remove_stale_merged,
     resolve_engine,
@@ -336,6 +338,31 @@ def test_vllm_engine_hands_each_request_its_settings_and_takes_results_as_they_f
         assert r.num_tokens == 5 and not r.truncated and r.token_ids == [ids[-1]] * 4 + [tokenizer.eos_token_id]
         assert r.text == tokenizer.decode([ids[-1]] * 4)  # the stop id is a special token: not in the text
     assert len({a[0] for a in seen["added"]}) == 7
+
+
+def test_vllm_engine_memory_is_read_on_the_device_around_its_child_process(fake_vllm, monkeypatch, tmp_path):
+    """The engine core is another process: its memory is the device's used memory after generating minus before the
+    engine started (NVML), recorded per stage; without CUDA or NVML it is None, never a guess."""
+    _, tokenizer = fake_vllm
+    readings = iter([3.0 * 2**30, 43.5 * 2**30])  # before the engine starts, after the last request finishes
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_memory_used", lambda device: next(readings))
+    engine = VLLMEngine({"model": "/m"}, tokenizer, [tokenizer.eos_token_id], None, seeded=False)
+    questions = [{"id": f"q{k}", "question": f"Problem {k}?"} for k in range(3)]
+    tally = generate_records(lambda: engine, tmp_path / "out.jsonl", questions,
+                             lambda q: [GenRequest(q["id"], q["question"], 0.0, 1.0, 0)],
+                             lambda q, results: {"id": q["id"]}, 4, "t")
+    assert engine.gpu_memory_gib == 40.5 and tally["engine_gpu_memory_gib"] == 40.5
+    assert generation_speed([{**tally, "peak_gpu_memory_gib": 0.1}])["engine_gpu_memory_gib"] == [40.5]
+
+    def no_nvml(device):
+        raise ModuleNotFoundError("pynvml")
+    monkeypatch.setattr(torch.cuda, "device_memory_used", no_nvml)
+    assert device_memory_used_gib() is None
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    engine = VLLMEngine({"model": "/m"}, tokenizer, [tokenizer.eos_token_id], None, seeded=False)
+    generate(engine, [GenRequest("a", "Problem?", 0.0, 1.0, 0)], 4, progress=False)
+    assert engine.gpu_memory_gib is None
 
 
 @pytest.mark.parametrize("mode", ["merged", "lora"])

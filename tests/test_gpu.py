@@ -145,6 +145,9 @@ def test_stages_generate_with_vllm_and_resume(small_model_dir, tmp_path):
     run = tmp_path / "runs" / "demo"
     marker = json.loads((run / "stages" / "collect-rollouts.json").read_text())
     assert marker["engine"] == "vllm" and marker["generated_tokens"] > 0
+    # the engine core's memory (a child process) is recorded: about gpu_memory_utilization 0.3 of the GPU
+    total = torch.cuda.get_device_properties(0).total_memory / 2**30
+    assert 0.2 * total < marker["engine_gpu_memory_gib"][0] < 0.4 * total
     records = read_jsonl(run / "data" / "rl_rollouts.jsonl")
     assert len(records) == 6 and all(len(r["trajectories"]) == 8 for r in records)
     run_looper("eval", *cli, "eval.limit=10", cwd=REPO)

@@ -299,6 +299,7 @@ class VLLMEngine:
 
         self.tokenizer, self.eos, self.seeded = tokenizer, eos, seeded
         self.lora = LoRARequest(adapter.name, 1, str(adapter)) if adapter is not None else None
+        self._used_before, self.gpu_memory_gib = device_memory_used_gib(), None
         with _engine_process_env():
             # vLLM's offline-batch scheduler defaults, as ``vllm.LLM`` takes them (16,384 tokens a step on GPUs of
             # 70 GiB or more); LLMEngine's own default context allows 2,048, so a batch of 1,024 decoding
@@ -325,11 +326,28 @@ class VLLMEngine:
                     i = index.pop(output.request_id)
                     yield i, make_result(requests[i].key, list(output.outputs[0].token_ids), self.eos, max_new_tokens,
                                          self.tokenizer)
+        used = device_memory_used_gib()
+        if used is not None and self._used_before is not None:
+            self.gpu_memory_gib = max(self.gpu_memory_gib or 0.0, round(used - self._used_before, 2))
 
     def close(self) -> None:
         # the engine core runs in a child process (vLLM's default): dropping the engine ends it and frees its GPU memory
         del self.engine
         _free_memory()
+
+
+def device_memory_used_gib() -> float | None:
+    """GPU memory in use on the device a vLLM engine runs on, in GiB, as nvidia-smi reports it (NVML, through
+    ``torch.cuda.device_memory_used``): every process's, the engine core's child process included, which this
+    process's own allocator statistics do not see. None without CUDA or NVML (``nvidia-ml-py``). Reads NVML only:
+    creates no CUDA context in this process."""
+    if not torch.cuda.is_available():
+        return None
+    try:
+        with _engine_process_env():  # device 0 of what the engine core is given to see
+            return torch.cuda.device_memory_used(0) / 2**30
+    except (ImportError, RuntimeError, OSError):  # no NVML library or module here
+        return None
 
 
 def _free_memory() -> None:
@@ -585,17 +603,20 @@ def generate_records(engine: Callable[[], Engine], path: Path,
                 bar.set_postfix(tok_per_s=f"{tally['tokens'] / (time.perf_counter() - started):.0f}", refresh=False)
         bar.close()
         tally["seconds"] = time.perf_counter() - started
+        tally["engine_gpu_memory_gib"] = getattr(generator, "gpu_memory_gib", None)
     return tally
 
 
 def generation_speed(per_process: list[dict[str, Any]]) -> dict[str, Any]:
-    """What a generation stage records of its processes' ``{"engine", "tokens", "seconds", "peak_gpu_memory_gib"}``
-    (one dict per process, in process order): the engine, tokens generated in all, the slowest process's generation
-    time, their ratio, and every process's peak GPU memory (this process's own: a vLLM engine's memory is its engine
-    core process's and is not counted)."""
+    """What a generation stage records of its processes' ``{"engine", "tokens", "seconds", "peak_gpu_memory_gib",
+    "engine_gpu_memory_gib"}`` (one dict per process, in process order): the engine, tokens generated in all, the
+    slowest process's generation time, their ratio, every process's peak GPU memory (this process's allocator
+    only), and, for a vLLM engine, the GPU memory its engine core process added on its device (GiB, None for hf:
+    ``VLLMEngine.gpu_memory_gib``; device-wide, so another job's memory on a shared GPU counts in it)."""
     tokens = sum(p["tokens"] for p in per_process)
     seconds = max(p["seconds"] for p in per_process)
     engines = sorted({p["engine"] for p in per_process if p.get("engine")})
     return {"engine": ",".join(engines) or None, "processes": len(per_process), "generated_tokens": tokens, "generation_s": seconds,
             "tokens_per_s": round(tokens / seconds, 1) if seconds > 0 else 0.0,
-            "peak_gpu_memory_gib": [p["peak_gpu_memory_gib"] for p in per_process]}
+            "peak_gpu_memory_gib": [p["peak_gpu_memory_gib"] for p in per_process],
+            "engine_gpu_memory_gib": [p.get("engine_gpu_memory_gib") for p in per_process]}

@@ -222,6 +222,8 @@ def main(config: RunConfig, show_note: bool = True) -> RunDir:
                 tally["tokens"] += used["tokens"]
                 tally["seconds"] += used["seconds"]
                 tally["engine"] = used["engine"] or tally["engine"]
+                if used.get("engine_gpu_memory_gib") is not None:  # one engine per model: the largest
+                    tally["engine_gpu_memory_gib"] = max(tally.get("engine_gpu_memory_gib") or 0.0, used["engine_gpu_memory_gib"])
         shards.wait()
         if shards.world > 1 and shards.is_main:
             for name, rows in datasets.items():
