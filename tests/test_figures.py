@@ -2,14 +2,14 @@
 
 Each test reads a table or sentence as a reader sees it and recomputes every number in it from the raw file the
 text names. Covered: the Regime W comparison (both runs, the first run's stage times) and its reports' AUROCs; the
-four runs of the default recipe, their tables and pooled reading (README, docs/results.md, the GPU config's header);
+five runs of the default recipe, their tables and pooled reading (README, docs/results.md, the GPU config's header);
 the registration's power figures (bench/power.py); the CPU demo and fresh-clone checks, the demo's SFT length
 check, the lock's lm-eval packages; the SmolLM2 base on 100 GSM8K test questions (CPU); README's `looper plan`
 table for the 8B configs; the stopped vLLM pipelines' steady rates; the first one-GPU run; the three RL-recipe
 comparisons; the 8B configs end to end; Math-Verify and lm-eval agreement (on CPU and at scale on an H200); and in
 docs/benchmarks.md and docs/scaling.md the vLLM, slot-engine, issue-5 `generate`, decode-profile and levers, SFT,
-DPO, Regime W speed, GRPO (colocate and generation) and 2-GPU tables, the real rollout stage's pipeline row, and full
-SFT's losses. A figure with no raw file in docs/bench/ is not checked here."""
+DPO, Regime W speed, GRPO and RLOO (colocate and generation), the SmolLM2 pipeline on vLLM and 2-GPU tables, the
+real rollout stage's pipeline row, and full SFT's losses. A figure with no raw file in docs/bench/ is not checked here."""
 
 import gzip
 import json
@@ -216,28 +216,34 @@ def test_lm_eval_agreement_at_scale():
 
 
 def test_default_recipe_runs_read_together():
-    """README, docs/results.md and the GPU config's header: the four runs and their pooled reading."""
-    pooled = json.loads((BENCH / "pooled_default_recipe_4runs_test.json").read_text())
+    """README, docs/results.md and the GPU config's header: the five runs and their pooled reading (and the four-run
+    reading results.md gives beside it)."""
+    pooled = json.loads((BENCH / "pooled_default_recipe_5runs_test.json").read_text())
     runs = pooled["runs"]
+    assert len(runs) == 5
     gains = [round(100 * (r["wrong_to_right"] - r["right_to_wrong"]) / 1319, 1) for r in runs]
-    order = sorted(range(4), key=lambda i: -gains[i])  # the text lists the runs largest gain first
-    readme = (REPO / "README.md").read_text()
-    header = (REPO / "configs" / "smollm2-135m-gpu.yaml").read_text()
-    gain_text = ", ".join(f"+{gains[i]}" for i in order[:-1]) + f" and +{gains[order[-1]]} points"
-    assert gain_text in readme
+    order = sorted(range(5), key=lambda i: -gains[i])  # the text lists the runs largest gain first
+    readme = " ".join((REPO / "README.md").read_text().split())
+    header = (REPO / "configs" / "smollm2-135m-gpu.yaml").read_text().replace("\n# ", " ")
+    assert ", ".join(f"+{gains[i]}" for i in order[:-1]) + f" and +{gains[order[-1]]} points" in readme
     assert ", ".join(f"+{gains[i]}" for i in order) in header
-    for text in (readme.replace("\n", " "), header.replace("\n# ", " ")):
-        listed = re.search(r"p = ([\d.]+), ([\d.]+),\s+([\d.]+),? (?:and )?([\d.]+)", text)
+    for text in (readme, header):
+        listed = re.search(r"p = ([\d.]+), ([\d.]+), ([\d.]+), ([\d.]+),? (?:and )?([\d.]+)", text)
         assert listed and all(shown(listed.group(k + 1), runs[i]["p_two_sided"]) for k, i in enumerate(order))
+        assert "significant in one run of five" in text
     up, down = pooled["pooled_flips"]["wrong_to_right"], pooled["pooled_flips"]["right_to_wrong"]
-    p = f"{pooled['pooled_flips']['p_two_sided']:.1g}"
-    assert f"{up}\nquestions better and {down} worse, p = {p}" in readme or f"{up} questions better and {down} worse, p = {p}" in readme
-    results = section(REPO / "docs" / "results.md", "## The GPU config's default pipeline as one run")
+    assert f"{up} questions better and {down} worse, p = {pooled['pooled_flips']['p_two_sided']:.1g}" in readme
+    assert f"{up} better / {down} worse, p = {pooled['pooled_flips']['p_two_sided']:.1g}" in header
+    results = " ".join(section(REPO / "docs" / "results.md", "## The GPU config's default pipeline as one run").split())
     q = pooled["per_question"]
-    assert f"{q['better']} questions better, {q['worse']} worse" in results and f"p = {q['p_two_sided']:.2g}" in results
+    assert f"{q['better']} questions better, {q['worse']} worse, exact sign test p = {q['p_two_sided']:.2g}" in results
     assert f"{up} / {down}, p = {pooled['pooled_flips']['p_two_sided']:.2g}" in results
-    assert f"{pooled['fisher_one_sided']:.2g}" in results.replace("\n  ", " ")
-    assert f"mean +{sum(gains) / 4:.1f} over the four" in results.replace("\n", " ")
+    assert f"five one-sided p-values: {pooled['fisher_one_sided']:.2g}" in results
+    assert f"mean +{sum(gains) / 5:.1f} over the five" in results
+    four = _json("pooled_default_recipe_4runs_test.json")
+    q, f = four["per_question"], four["pooled_flips"]
+    assert f"the four runs read {q['better']} / {q['worse']}, p = {q['p_two_sided']:.2g}; {f['wrong_to_right']} / " \
+        f"{f['right_to_wrong']}, p = {f['p_two_sided']:.2g}; Fisher {four['fisher_one_sided']:.2g}" in results
 
 
 def _peak(path: Path, config: str) -> float:
@@ -456,11 +462,11 @@ def test_regime_w_reports_on_the_first_comparisons_rollouts():
         assert numbers(majority) == [auroc_majority] and numbers(s_wm) == [auroc_s_wm]
 
 
-def test_default_recipe_four_runs_tables():
-    """docs/results.md: the two pipeline runs' stage times and the four runs' accuracy table."""
+def test_default_recipe_five_runs_tables():
+    """docs/results.md: the three pipeline runs' stage times and the five runs' accuracy table."""
     text = section(REPO / "docs" / "results.md", "## The GPU config's default pipeline as one run")
-    runs = [_json(f"pipeline_default_run{k}_smollm2_gpu_h200.json") for k in (1, 2)]
-    rows = [r for r in table_rows(text, r"(prepare-data|sft|collect|build|train-rl|eval|\*\*whole).*") if len(r) == 3]
+    runs = [_json(f"pipeline_default_run{k}_smollm2_gpu_h200.json") for k in (1, 2, 5)]
+    rows = [r for r in table_rows(text, r"(prepare-data|sft|collect|build|train-rl|eval|\*\*whole).*") if len(r) == 4]
     assert len(rows) == 7
     for name, *cells in rows:
         key = next((k for k in runs[0]["timings_s"] if name.startswith(k)), None)
@@ -468,10 +474,10 @@ def test_default_recipe_four_runs_tables():
             t = run["timings_s"]
             assert cell_shows(cell.split("(")[0], [t[key] if key else sum(t.values())]), (name, cell)
     c_dpo = next(r for r in _json("rl_recipes_smollm2_h200.json")["results"] if r["recipe"] == "c_dpo_rounds")
-    sources = [r["eval_summary"] for r in runs] + [c_dpo["summary"]]
+    sources = [runs[0]["eval_summary"], runs[1]["eval_summary"], c_dpo["summary"]]
     rows = table_rows(text, r"(run \d|first comparison's).*")
-    assert len(rows) == 4
-    for row, summary in zip(rows[:3], sources):
+    assert len(rows) == 5
+    for row, summary in zip(rows[:3] + rows[4:], [*sources, runs[2]["eval_summary"]]):
         base, sft, rl, flip, p, truncated = row[1:]
         metrics = {m: summary["metrics"][m]["gsm8k_test"] for m in ("base", "sft", "rl")}
         c = sft_rl(summary, "gsm8k_test")
@@ -483,6 +489,8 @@ def test_default_recipe_four_runs_tables():
     assert cell_shows(" ".join(rows[3][1:5]), [100 * counts[f"{m}_accuracy"] for m in ("base", "sft", "rl")] +
                       [counts["wrong_to_right"], counts["right_to_wrong"]])
     assert f"{counts['what'].split(', one H200, ')[1].split()[0]} s wall" in rows[3][0]  # run 4's wall time, as written
+    wall = re.search(r"\*\*[\d,.]+ s \(([\d,]+) s\)\*\*$", table_rows(text, r"\*\*whole.*")[0][3])
+    assert wall and int(wall.group(1).replace(",", "")) == runs[2]["wall_s"]
 
 
 # (config, stage as the table names it) -> (raw file, config, step, stage in the raw file's pipeline list)
@@ -585,11 +593,6 @@ def test_vllm_engine_tables():
         assert cell_shows(tokens, [r["generated_tokens"]]) and cell_shows(seconds, [r["seconds"]])
         assert cell_shows(rate, [r["tokens_per_s"]] + ([r["x_vllm_direct"]] if "x" in rate else []))
     slots = _runs("generation_engine3_smollm2_16k_h200.json")["slots"]
-    readme = " ".join((REPO / "README.md").read_text().split())
-    found = re.search(r"reaches ([\d,]+) tokens/s through looper's engine \(vLLM's own `LLM.generate`: ([\d,]+)\) on one "
-                      r"H200, half the removed slot engine's ([\d,]+)", readme)
-    assert found and cell_shows(" ".join(found.groups()), [small["vllm"]["tokens_per_s"], small["vllm-direct"]["tokens_per_s"],
-                                                          slots["tokens_per_s"]])
     assert f"half the removed slot engine's {slots['tokens_per_s']:,.0f} on {slots['requests']:,}" in one_line
 
 
@@ -629,8 +632,7 @@ def test_vllm_stage_runs_and_grpo_colocate():
     assert f"sft {sft} s" in text and f"took {int(first[0])} min {int(first[1])} s to its first finished" in text
     assert f"(100 -> 500 questions in {at[500] - at[100]} s" in text and f"about {400 / (at[500] - at[100]):.1f} questions/s" in text
     assert f"read {gpu_use}% GPU utilisation); stopped by hand at {where} of 2,000 after {after} min" in text
-    assert f"(stopped at {where}\nof 2,000 questions)" in (REPO / "README.md").read_text() or \
-        f"(stopped at {where} of 2,000 questions)" in readme
+    assert f"stopped at {where} of 2,000 questions)" in readme
     grpo = _json("grpo_vllm_colocate_vs_generate_h200.json")["runs"]
     rows = table_rows(section(REPO / "docs" / "benchmarks.md", "### vLLM on the small model"), r"TRL \+ .*")
     assert len(rows) == 2
@@ -1104,7 +1106,7 @@ def test_vllm_pipeline_steady_rates_and_earlier_pipeline_times():
     text = " ".join(section(REPO / "docs" / "benchmarks.md", "### vLLM on the small model").split())
     readme = " ".join((REPO / "README.md").read_text().split())
     assert f"(100 -> 500 questions in 190 s, ~{steady} tokens/s steady" in text
-    assert f"collect-rollouts ran at ~{steady} tokens/s (stopped at 515" in readme
+    assert f"`LoRARequest` it was slower still (~{steady} tokens/s, stopped at 515" in readme
     last = max(int(q) for q in re.findall(r"\| (\d+)/2000", partial))
     text = " ".join(section(REPO / "docs" / "benchmarks.md", "### The stages with vLLM on the H200").split())
     assert f"about {round(_progress_rate(partial, 100, last), -2):,.0f} tokens/s in steady state" in text
@@ -1233,3 +1235,51 @@ def test_regime_w_comparison_third_run():
     assert f"in {sum(x > 0 for x in every)} of 27 rows over the three runs' rollouts, but by at most {max(every):.3f}" in readme
     d = result["per_seed"][1235]["comparisons"]["w_regime_w - w_correct"]["avg_k"]
     assert f"({100 * d['difference']:+.2f} points, p = {d['p_value']:.2g}; first run {100 * first['w_regime_w - w_correct']['avg_k']['difference']:+.2f})" in readme
+
+
+def test_smollm2_pipeline_on_vllm_rloo_colocate_and_engine_memory():
+    """docs/benchmarks.md's fourth vLLM session (the pipeline on vLLM, the engine core's memory, RLOO colocate against
+    generate), README's and the GPU config's reading of it, from the run's file and TRL's logged step times."""
+    run = _json("pipeline_default_run5_smollm2_gpu_h200.json")
+    t, st, r2 = run["timings_s"], run["stages"], run["round2_stages"]
+    text = section(REPO / "docs" / "benchmarks.md", "### The SmolLM2 pipeline on vLLM")
+    rows = {r[0].split()[0].strip("*"): r[1:] for r in table_rows(text, r"(sft|collect|train-rl|eval|\*\*whole).*")}
+    assert cell_shows(" ".join(rows["sft"]), [t["sft"], st["sft"]["peak_gpu_memory_gib"][0]])
+    c = st["collect-rollouts"]
+    assert cell_shows(" ".join(rows["collect-rollouts"]), [t["collect-rollouts"], c["generated_tokens"], c["tokens_per_s"],
+                                                           c["engine_gpu_memory_gib"][0], c["peak_gpu_memory_gib"][0]])
+    c = r2["collect-rollouts"]
+    assert cell_shows(" ".join(rows["train-rl"]), [t["train-rl"], c["generated_tokens"], 2, c["tokens_per_s"], 2,
+                                                   c["engine_gpu_memory_gib"][0], r2["train-rl"]["peak_gpu_memory_gib"][0]])
+    e = st["eval"]
+    assert cell_shows(" ".join(rows["eval"]), [t["eval"], e["generated_tokens"], e["tokens_per_s"],
+                                               e["engine_gpu_memory_gib"][0], e["peak_gpu_memory_gib"][0]])
+    assert cell_shows(rows["whole"][0], [sum(t.values()), run["wall_s"]])
+    one_line = " ".join(text.split())
+    slot = [sum(_json(f"pipeline_default_run{k}_smollm2_gpu_h200.json")["timings_s"].values()) for k in (1, 2)]
+    assert f"**{sum(t.values()) / max(slot):.1f}x longer**" in one_line and f"{sum(t.values()) / min(slot):.1f}" == "1.7"
+    assert f"inside its {e['generation_s']:.1f} s of generation" in one_line
+    assert f"{c['engine_gpu_memory_gib'][0]} GiB of the H200's 140.4" in one_line
+    logs = BENCH / "rloo_vllm_colocate_vs_generate_h200"
+    steps = {w: [float(x) for x in re.findall(r"'step_time': '([\d.]+)'", (logs / f).read_text())]
+             for w, f in (("vllm", "rloo_vllm.log"), ("hf", "rloo_hf_stopped.log"))}
+    median = {w: sorted(v)[len(v) // 2 - 1: len(v) // 2 + 1] for w, v in steps.items()}
+    median = {w: sum(v) / 2 for w, v in median.items()}  # both runs logged an even number of steps
+    assert len(steps["vllm"]) == 16 and len(steps["hf"]) == 12
+    marker = _json("rloo_vllm_colocate_vs_generate_h200.json")["marker"]
+    (colocate,) = table_rows(text, r"TRL \+ vLLM.*")
+    (generate,) = table_rows(text, r"TRL \+ transformers.*")
+    assert cell_shows(" ".join(colocate[1:]), [16, marker["train_runtime_s"], median["vllm"], marker["peak_gpu_memory_gib"][0],
+                                               marker["train_loss"]])
+    assert cell_shows(" ".join(generate[1:]), [12, 16, median["hf"]])
+    assert f"it is {median['hf'] / median['vllm']:.1f}x faster" in one_line
+    readme = " ".join((REPO / "README.md").read_text().split())
+    minutes, seconds = divmod(run["wall_s"], 60)
+    assert f"took {minutes} min {seconds} s end to end on one H200" in readme
+    assert f"collect-rollouts ran at {st['collect-rollouts']['tokens_per_s']:,.0f} tokens/s against " \
+        f"{_json('pipeline_default_run1_smollm2_gpu_h200.json')['stages']['collect-rollouts']['tokens_per_s']:,.0f}" in readme
+    assert f"{round(st['collect-rollouts']['engine_gpu_memory_gib'][0])} GiB of the H200" in readme
+    assert f"16 RLOO steps took {marker['train_runtime_s']:.1f} s with colocate, at a median {median['vllm']:.2f} s a step " \
+        f"against {median['hf']:.2f} s" in readme
+    header = " ".join((REPO / "configs" / "smollm2-135m-gpu.yaml").read_text().replace("\n# ", " ").split())
+    assert f"the whole pipeline took {run['wall_s']:,} s on one H200 alone" in header
