@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import pytest
 from conftest import read_jsonl, run_looper
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,7 +48,7 @@ def test_eval_sampling_metrics(tmp_path, tiny_model_dir):
     out = run_looper("eval", *a, cwd=REPO)
     summary = json.loads((tmp_path / "demo" / "eval" / "summary.json").read_text())
     m = summary["metrics"]["base"]["gsm_symbolic_test"]
-    assert "maj@3" in m["strict"] and "pass@3" in m["strict"] and m["samples"] == 3
+    assert m["samples"] == 3 and 0 <= m["strict"]["maj@3"] <= m["strict"]["pass@3"] <= 1
     assert m["strict"]["avg@3"]["accuracy"] == m["strict"]["pass@1"]  # pass@1 estimated by the mean over k
     records = read_jsonl(tmp_path / "demo" / "eval" / "base__gsm_symbolic_test.jsonl")
     shares = [sum(s["correct_strict"] for s in [r, *r["samples"]]) / 3 for r in records]
@@ -103,3 +104,25 @@ def test_a_gsm8k_run_can_add_the_generated_gsm_symbolic_test_set(tmp_path):
     symbolic_run = load_config(REPO / "configs" / "demo.yaml", ["data.symbolic_train_size=10", "data.symbolic_test_size=6"])
     _, test = load_source(symbolic_run.data, symbolic_run.seed)
     assert [r["question"] for r in rows] == [r["question"] for r in test][:4]
+
+
+def test_k_sample_metrics_on_hand_made_records():
+    """maj@k, pass@k, pass@1 and avg@k from records whose answers are known: votes by value, no vote without an
+    answer, ties to the first value seen; pass@k counts a question with any correct sample."""
+    from looper.eval.report import dataset_metrics
+
+    def rec(gold, answers):
+        samples = [{"answer_strict": a, "answer_flexible": a, "correct_strict": a is not None and float(a) == gold,
+                    "correct_flexible": a is not None and float(a) == gold, "truncated": False, "tokens": 10} for a in answers]
+        return {**samples[0], "gold": str(gold), "samples": samples[1:]}
+
+    records = [rec(5, ["7", "5", "5.00"]),  # 5 and 5.00 are one answer with two votes against 7: majority right
+               rec(3, ["3", "4", "4"]),  # majority wrong, one sample right
+               rec(3, ["1", "2", "3"]),  # a three-way tie goes to the first value seen (1): wrong
+               rec(9, [None, None, "9"]),  # the two samples with no answer do not vote: right
+               rec(2, ["8", None, "6"])]  # nothing right
+    m = dataset_metrics(records)["strict"]
+    assert m["maj@3"] == 2 / 5
+    assert m["pass@3"] == 4 / 5
+    assert m["avg@3"]["accuracy"] == pytest.approx((2 / 3 + 1 / 3 + 1 / 3 + 1 / 3 + 0) / 5) == m["pass@1"]
+    assert m["correct"] == 1 and m["accuracy"] == 1 / 5  # the first sample of each question

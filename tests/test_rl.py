@@ -1,5 +1,6 @@
 """train-rl on a tiny model: DPO, GRPO and RLOO train the adapter and log what they should."""
 
+import math
 from pathlib import Path
 
 import pytest
@@ -7,6 +8,7 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import read_jsonl, run_looper
+from looper.config import load_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -60,14 +62,20 @@ def test_rl_trains_the_sft_adapter(sft_run, tiny_model_dir, tmp_path, algorithm)
     assert set(sft) == set(rl)  # the RL adapter is the SFT adapter trained further: loads on the base alone
     assert any(not torch.equal(sft[k], rl[k]) for k in sft), "RL did not change the adapter"
     assert not (run_dir / "demo" / "checkpoints" / "lora_rl" / "ref").exists()  # the frozen DPO reference is not saved
-    logs = read_jsonl(run_dir / "demo" / "logs" / "train-rl.jsonl")
-    assert any("loss" in r for r in logs)
+    logs = [r for r in read_jsonl(run_dir / "demo" / "logs" / "train-rl.jsonl") if "loss" in r]
+    assert logs and all(math.isfinite(r["loss"]) for r in logs)
     if algorithm == "dpo":
-        assert any("rewards/margins" in r for r in logs)
-    else:
-        for part in ("correct", "consensus", "length", "missing", "truncated"):
-            assert any(f"rewards/regime_w_{part}/mean" in r for r in logs), part
-        assert any(r.get("rewards/regime_w_missing/mean", 1.0) < 1.0 for r in logs)  # some answers were scored
+        assert all(math.isfinite(r["rewards/margins"]) and 0 <= r["rewards/accuracies"] <= 1 for r in logs)
+        return
+    # TRL's logged reward is the Regime W reward: sum_k w_k x part_k with the config's coefficients, each part in range
+    w = load_config(REPO / "configs" / "demo.yaml").regime_w
+    weights = {"correct": w.correct_reward, "consensus": w.consensus_weight, "length": -1.0, "missing": -w.missing_penalty,
+               "truncated": -w.truncation_penalty}  # rl.truncation: penalize (the default)
+    for r in logs:
+        parts = {k: r[f"rewards/regime_w_{k}/mean"] for k in weights}
+        assert all(0 <= parts[k] <= 1 for k in ("correct", "consensus", "missing", "truncated")) and parts["length"] >= 0, parts
+        assert r["reward"] == pytest.approx(sum(weights[k] * parts[k] for k in weights), abs=1e-4), r
+    assert any(r["rewards/regime_w_missing/mean"] < 1.0 for r in logs)  # some answers were scored
 
 
 def test_dpo_two_model_layout(sft_run, tiny_model_dir, tmp_path):

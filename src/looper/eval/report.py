@@ -26,12 +26,14 @@ def _all_samples(rec: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def majority_correct(rec: dict[str, Any], mode: str) -> bool:
-    """maj@k: the most common extracted answer among the k samples equals gold (ties: first seen)."""
-    answers = [s[f"answer_{mode}"] for s in _all_samples(rec) if s[f"answer_{mode}"] is not None]
-    if not answers:
+    """maj@k: the most common extracted answer among the k samples equals gold. Answers vote by value (``5`` and
+    ``5.00`` are one answer); a sample with no extracted answer does not vote; a tie goes to the value seen first."""
+    values = [parse_number(s[f"answer_{mode}"]) for s in _all_samples(rec) if s[f"answer_{mode}"] is not None]
+    values = [v for v in values if v is not None]
+    if not values:
         return False
-    top = Counter(answers).most_common(1)[0][0]
-    return parse_number(top) == parse_number(rec["gold"])
+    top = Counter(values).most_common(1)[0][0]  # most_common keeps first-seen order among equal counts
+    return top == parse_number(rec["gold"])
 
 
 def dataset_metrics(records: list[dict[str, Any]]) -> dict[str, Any]:
