@@ -1283,3 +1283,24 @@ def test_smollm2_pipeline_on_vllm_rloo_colocate_and_engine_memory():
         f"against {median['hf']:.2f} s" in readme
     header = " ".join((REPO / "configs" / "smollm2-135m-gpu.yaml").read_text().replace("\n# ", " ").split())
     assert f"the whole pipeline took {run['wall_s']:,} s on one H200 alone" in header
+
+
+def test_plan_rates_come_from_their_raw_files():
+    """Every rate ``looper plan`` prices with (``looper.plan.RATES``) is a figure of the raw file it names: its tokens/s
+    and its peak GiB, each as rounded."""
+    from looper.plan import RATES
+
+    def values(node):
+        if isinstance(node, dict):
+            for v in node.values():
+                yield from values(v)
+        elif isinstance(node, list):
+            for v in node:
+                yield from values(v)
+        elif isinstance(node, (int, float)) and not isinstance(node, bool):
+            yield float(node)
+
+    for key, rate in RATES.items():
+        found = list(values(_json(rate.source)))
+        assert any(abs(v - rate.tokens_per_s) < 0.5 for v in found), (key, rate)
+        assert rate.peak_gib is None or any(abs(v - rate.peak_gib) <= 0.05 for v in found), (key, rate)

