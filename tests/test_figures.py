@@ -1279,6 +1279,7 @@ def test_smollm2_pipeline_on_vllm_rloo_colocate_and_engine_memory():
     assert f"collect-rollouts ran at {st['collect-rollouts']['tokens_per_s']:,.0f} tokens/s against " \
         f"{_json('pipeline_default_run1_smollm2_gpu_h200.json')['stages']['collect-rollouts']['tokens_per_s']:,.0f}" in readme
     assert f"{round(st['collect-rollouts']['engine_gpu_memory_gib'][0])} GiB of the H200" in readme
+    assert f"its measured eval stage took {round(t['eval'])} s" in readme
     assert f"16 RLOO steps took {marker['train_runtime_s']:.1f} s with colocate, at a median {median['vllm']:.2f} s a step " \
         f"against {median['hf']:.2f} s" in readme
     header = " ".join((REPO / "configs" / "smollm2-135m-gpu.yaml").read_text().replace("\n# ", " ").split())
