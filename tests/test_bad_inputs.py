@@ -85,6 +85,20 @@ CASES = {
                                    needs="data"),  # transformers would take it and fail after the model loads
     "grpo-trainer-wrong-type": Case(["train-rl", "{cfg}", "rl.algorithm=grpo", "rl.grpo.learning_rate=fast"],
                                     "demo.yaml: rl.grpo.learning_rate", needs="sft"),
+    "sft-negative-learning-rate": Case(["sft", "{cfg}", "sft.trainer.learning_rate=-1"],
+                                       "demo.yaml: sft.trainer.learning_rate: -1; must be >= 0", needs="data"),
+    "sft-batch-size-zero": Case(["sft", "{cfg}", "sft.trainer.per_device_train_batch_size=0"],
+                                "demo.yaml: sft.trainer.per_device_train_batch_size: 0; must be >= 1", needs="data"),
+    "dpo-negative-learning-rate": Case(["train-rl", "{cfg}", "rl.dpo.learning_rate=-1"],
+                                       "demo.yaml: rl.dpo.learning_rate: -1; must be >= 0", needs="preferences"),
+    "plan-negative-max-steps": Case(["plan", "{cfg}", "sft.trainer.max_steps=-5"], "sft.trainer.max_steps: -5; must be -1"),
+    "data-path-without-local-source": Case(["prepare-data", "{cfg}", "data.path={src}"],
+                                           "demo.yaml: data.path is read only with data.source=local"),
+    "eval-model-twice": Case(["eval", "{cfg}", "eval.models=[base,base]"], "demo.yaml: eval.models: 'base' is named twice",
+                             needs="data"),
+    "eval-no-model-made-yet": Case(["eval", "{cfg}", "eval.models=[sft]"], "eval.models=['sft']: nothing to evaluate yet: sft",
+                                   needs="data"),  # refused before the run folder's config and manifest are rewritten
+    "eval-models-empty": Case(["eval", "{cfg}", "eval.models=[]"], "demo.yaml: eval.models: empty", needs="data"),
     "unknown-dpo-trainer-key": Case(["train-rl", "{cfg}", "rl.dpo.betta=0.2"], "demo.yaml: rl.dpo", needs="preferences"),
     "negative-dpo-beta": Case(["train-rl", "{cfg}", "rl.dpo.beta=-1"], "demo.yaml: rl.dpo.beta", needs="preferences"),
     # a finished stage's folder: the bad value is named as such, not taken for settings other than the finished ones

@@ -242,3 +242,13 @@ def test_a_key_written_twice_is_found_in_any_mapping_and_an_alias_is_walked_once
     looped.write_text("eval:\n  vllm: &x {a: *x}\n")
     inner = load_config(looped).eval.vllm["a"]
     assert list(inner) == ["a"] and inner["a"] is inner  # the alias is kept as YAML builds it: a mapping holding itself
+
+
+def test_files_written_atomically_get_the_mode_open_would_give(tmp_path):
+    """Run-folder files go through a private temporary file (mkstemp: 0600); the file left behind has the mode the
+    umask gives a file made with open(), as the plots and checkpoints beside it have."""
+    from looper.runs import atomic_write_json
+
+    atomic_write_json(tmp_path / "a.json", {"x": 1})
+    (tmp_path / "b.json").write_text("{}")
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == (tmp_path / "b.json").stat().st_mode & 0o777

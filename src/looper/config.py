@@ -528,6 +528,11 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
             # the run folder is <runs_dir>/<name>: a path here would put it, and its lock, outside runs_dir
             raise ConfigError(f"name: {config.name!r} is not a folder name (no '/', not '.' or '..'); "
                               "runs_dir says where run folders go")
+        for section, given in (("data", config.data), ("data.platinum", config.data.platinum)):
+            for field in ("path", "test_path"):
+                if getattr(given, field, None) and given.source != "local":  # else silently unread
+                    raise ConfigError(f"{section}.{field} is read only with {section}.source=local (it is "
+                                      f"{given.source}); add {section}.source=local")
         return config
     except ConfigError as err:
         raise ConfigError(f"{where}: {err}") from None

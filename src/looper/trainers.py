@@ -130,6 +130,14 @@ def trl_config(kind: str, config: RunConfig, output_dir: Path, *, on_this_machin
     if not on_this_machine:
         # transformers refuses tf32: true without an Ampere GPU, and bf16: true on a GPU without bf16 unless use_cpu
         kwargs.update(tf32=None, use_cpu=True)
+    # values the trainer would refuse only when it builds its optimizer or data loader (torch's "Invalid learning
+    # rate", a DataLoader of batch size 0), after the stage has loaded the model and written its work folder
+    for field, low, what in (("learning_rate", 0, ">= 0"), ("per_device_train_batch_size", 1, ">= 1"),
+                             ("gradient_accumulation_steps", 1, ">= 1"), ("num_train_epochs", 0, ">= 0"),
+                             ("max_steps", -1, "-1 (run the epochs) or > 0")):
+        value = kwargs.get(field)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and (value < low or (field == "max_steps" and value == 0)):
+            raise ConfigError(f"{section}.{field}: {value!r}; must be {what}")
     if kind == "dpo" and not (isinstance(kwargs.get("beta"), (int, float)) and kwargs["beta"] > 0):
         # TRL takes any number; DPO's beta scales the log-ratio margin (Rafailov et al. 2023, eq. 7): at 0 nothing is
         # learnt, below 0 the policy is trained towards the rejected answers

@@ -130,7 +130,13 @@ def eval_prompt(tokenizer: Any, question: str, config: RunConfig) -> str:
 
 
 def check_protocol(config: RunConfig) -> None:
+    """The eval settings that no run can score, refused before anything is written (the pipeline calls it before its
+    first stage). Raises ConfigValueError: a model or dataset named twice, or a protocol its settings contradict."""
     ev = config.eval
+    for field, names in (("eval.models", ev.models), ("eval.datasets", ev.datasets)):
+        twice = next((n for i, n in enumerate(names) if n in names[:i]), None)
+        if twice is not None:
+            raise ConfigValueError(f"{field}: {twice!r} is named twice")
     if ev.protocol == "lm-eval":
         check_lm_eval_protocol(config)
     if ev.protocol == "deepseek" and ev.samples < 2:
@@ -170,6 +176,12 @@ def main(config: RunConfig, show_note: bool = True) -> RunDir:
     check_protocol(config)
     run = RunDir.of(config)
     available = [m for m in config.eval.models if m == "base" or Path(stage_model_path(config, run, m)).exists()]
+    if not config.eval.models:
+        raise ConfigValueError("eval.models: empty; name at least one of base, sft, rl")
+    if not available:  # refused before the run folder is touched; a later model missing alongside others is skipped
+        made_by = {"sft": "sft", "rl": "train-rl"}
+        raise InputError(f"eval.models={config.eval.models}: nothing to evaluate yet: " + "; ".join(
+            f"{m} ({stage_model_path(config, run, m)}) is made by `looper {made_by[m]}`" for m in config.eval.models))
     # Unlike training stages, a changed config simply redoes eval: each per-sample file carries the settings
     # record of the weights and eval settings that made it (runs.settings_record) and is started over when they differ.
     marker = stage_marker(run, STAGE)
