@@ -39,6 +39,11 @@ def test_eval_base_and_sft_with_report(tmp_path, tiny_model_dir):
     out = run_looper("eval", *a, cwd=REPO)
     assert "resuming, 2 questions already done, 2 to go" in out.stdout
     assert len(read_jsonl(ev / "sft__gsm_symbolic_dev.jsonl")) == 4
+    # narrowing eval.models / eval.datasets reuses the files already made: they depend on neither list
+    before = (ev / "base__gsm_symbolic_test.jsonl").read_bytes()
+    narrow = args(tmp_path, tiny_model_dir, "eval.datasets=[gsm_symbolic_test]", "eval.limit=4", "eval.models=[base]")
+    out = run_looper("eval", *narrow, cwd=REPO)
+    assert "starting it over" not in out.stdout and (ev / "base__gsm_symbolic_test.jsonl").read_bytes() == before
 
 
 def test_eval_sampling_metrics(tmp_path, tiny_model_dir):

@@ -203,7 +203,10 @@ def main(config: RunConfig, show_note: bool = True) -> RunDir:
     if shards.is_main:
         run = start_stage(config, STAGE)
     records: dict[str, dict[str, list[dict]]] = {}
-    eval_settings = config.result_sections("eval", "model")  # with each model's weights, what an eval file depends on
+    # with each model's weights, what one model's file for one dataset depends on: not which other models or datasets
+    # are evaluated beside it, so narrowing eval.models / eval.datasets reuses the files already made
+    eval_settings = config.result_sections("eval", "model")
+    eval_settings["eval"] = {k: v for k, v in eval_settings["eval"].items() if k not in ("models", "datasets")}
     tally: dict[str, Any] = {"tokens": 0, "seconds": 0.0, "engine": None}
     for which in config.eval.models:
         path = stage_model_path(config, run, which)
