@@ -99,6 +99,7 @@ CASES = {
     "eval-no-model-made-yet": Case(["eval", "{cfg}", "eval.models=[sft]"], "eval.models=['sft']: nothing to evaluate yet: sft",
                                    needs="data"),  # refused before the run folder's config and manifest are rewritten
     "eval-models-empty": Case(["eval", "{cfg}", "eval.models=[]"], "demo.yaml: eval.models: empty", needs="data"),
+    "pipeline-eval-models-empty": Case(["pipeline", "{cfg}", "eval.models=[]"], "demo.yaml: eval.models: empty"),  # before prepare-data
     "unknown-dpo-trainer-key": Case(["train-rl", "{cfg}", "rl.dpo.betta=0.2"], "demo.yaml: rl.dpo", needs="preferences"),
     "negative-dpo-beta": Case(["train-rl", "{cfg}", "rl.dpo.beta=-1"], "demo.yaml: rl.dpo.beta", needs="preferences"),
     # a finished stage's folder: the bad value is named as such, not taken for settings other than the finished ones

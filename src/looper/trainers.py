@@ -132,11 +132,11 @@ def trl_config(kind: str, config: RunConfig, output_dir: Path, *, on_this_machin
         kwargs.update(tf32=None, use_cpu=True)
     # values the trainer would refuse only when it builds its optimizer or data loader (torch's "Invalid learning
     # rate", a DataLoader of batch size 0), after the stage has loaded the model and written its work folder
-    for field, low, what in (("learning_rate", 0, ">= 0"), ("per_device_train_batch_size", 1, ">= 1"),
-                             ("gradient_accumulation_steps", 1, ">= 1"), ("num_train_epochs", 0, ">= 0"),
-                             ("max_steps", -1, "-1 (run the epochs) or > 0")):
-        value = kwargs.get(field)
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and (value < low or (field == "max_steps" and value == 0)):
+    for field, ok, what in (("learning_rate", lambda v: v >= 0, ">= 0"), ("per_device_train_batch_size", lambda v: v >= 1, ">= 1"),
+                            ("gradient_accumulation_steps", lambda v: v >= 1, ">= 1"), ("num_train_epochs", lambda v: v >= 0, ">= 0"),
+                            ("max_steps", lambda v: v == -1 or v > 0, "-1 (run the epochs) or > 0")):
+        value = kwargs.get(field)  # a wrong type was refused above (_check_types)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and not ok(value):
             raise ConfigError(f"{section}.{field}: {value!r}; must be {what}")
     if kind == "dpo" and not (isinstance(kwargs.get("beta"), (int, float)) and kwargs["beta"] > 0):
         # TRL takes any number; DPO's beta scales the log-ratio margin (Rafailov et al. 2023, eq. 7): at 0 nothing is

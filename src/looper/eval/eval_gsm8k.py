@@ -131,8 +131,12 @@ def eval_prompt(tokenizer: Any, question: str, config: RunConfig) -> str:
 
 def check_protocol(config: RunConfig) -> None:
     """The eval settings that no run can score, refused before anything is written (the pipeline calls it before its
-    first stage). Raises ConfigValueError: a model or dataset named twice, or a protocol its settings contradict."""
+    first stage). Raises ConfigValueError: no model or dataset, one named twice, or a protocol its settings contradict."""
     ev = config.eval
+    if not ev.models:
+        raise ConfigValueError("eval.models: empty; name at least one of base, sft, rl")
+    if not ev.datasets:
+        raise ConfigValueError(f"eval.datasets: empty; name at least one of {', '.join(DATASETS)}")
     for field, names in (("eval.models", ev.models), ("eval.datasets", ev.datasets)):
         twice = next((n for i, n in enumerate(names) if n in names[:i]), None)
         if twice is not None:
@@ -176,8 +180,6 @@ def main(config: RunConfig, show_note: bool = True) -> RunDir:
     check_protocol(config)
     run = RunDir.of(config)
     available = [m for m in config.eval.models if m == "base" or Path(stage_model_path(config, run, m)).exists()]
-    if not config.eval.models:
-        raise ConfigValueError("eval.models: empty; name at least one of base, sft, rl")
     if not available:  # refused before the run folder is touched; a later model missing alongside others is skipped
         made_by = {"sft": "sft", "rl": "train-rl"}
         raise InputError(f"eval.models={config.eval.models}: nothing to evaluate yet: " + "; ".join(
@@ -190,8 +192,6 @@ def main(config: RunConfig, show_note: bool = True) -> RunDir:
         print(f"eval: {run.eval_dir / 'report.md'} is complete for this config; nothing to do")
         print(json.loads((run.eval_dir / "summary.json").read_text()).get("table", ""))
         return run
-    if not config.eval.datasets:
-        raise ConfigValueError(f"eval.datasets: empty; name at least one of {', '.join(DATASETS)}")
     datasets = {name: dataset_rows(name, config, run) for name in config.eval.datasets}
     lm_eval = config.eval.protocol == "lm-eval"
     engine = None if lm_eval else resolve_engine(config.eval.engine, "eval.engine")
