@@ -106,7 +106,7 @@ def run_config(key: str, args: argparse.Namespace, model_dir: Path, runs: Path, 
     limit = args.eval_limit or probe.eval.batch_size
     name = f"plan8b-{key}"
     common = [f"runs_dir={runs}", "data.source=local", f"data.path={args.gsm8k}", "data.platinum.source=none",
-              f"model.name_or_path={model_dir}", *tiny]
+              f"model.name_or_path={model_dir}", *tiny, *args.set]
     overrides = [*common, "sft.data=gold", f"sft.trainer.max_steps={args.sft_steps}", "sft.trainer.logging_steps=1",
                  f"rollouts.num_questions={questions}", "preferences.min_margin=0.0", f"rl.dpo.max_steps={args.dpo_steps}",
                  "rl.dpo.logging_steps=1", "eval.datasets=[gsm8k_test]", f"eval.limit={limit}",
@@ -208,6 +208,8 @@ def main() -> None:
     parser.add_argument("--eval-limit", type=int, help="test questions per model (default: the config's eval.batch_size)")
     parser.add_argument("--parts", default="self-data,pipeline,grpo,rloo", help="which steps to run (see above)")
     parser.add_argument("--fresh", action="store_true", help="delete this script's earlier run folders first")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="more overrides for every looper command (e.g. rl.grpo.use_vllm=true rl.grpo.vllm_mode=colocate)")
     args = parser.parse_args()
     unknown = [k for k in args.configs.split(",") if k not in CONFIGS]
     if unknown:
