@@ -30,6 +30,8 @@ from looper.plan import render  # noqa: E402
 PLANS = {
     "r1-distill-llama-8b.txt": ("configs/r1-distill-llama-8b.yaml", []),
     "r1-distill-llama-8b_grpo.txt": ("configs/r1-distill-llama-8b.yaml", ["rl.algorithm=grpo"]),
+    "r1-distill-llama-8b_grpo_vllm.txt": ("configs/r1-distill-llama-8b.yaml",
+                                          ["rl.algorithm=grpo", "rl.grpo.use_vllm=true", "rl.grpo.vllm_mode=colocate"]),
     "r1-distill-llama-8b-qlora.txt": ("configs/r1-distill-llama-8b-qlora.yaml", []),
     "r1-distill-llama-8b-plan.txt": ("configs/r1-distill-llama-8b-plan.yaml", []),
 }

@@ -24,6 +24,11 @@ def test_the_8b_plan_counts_each_stages_work_and_prices_it_at_the_measured_rates
     grpo = run_looper("plan", "configs/r1-distill-llama-8b.yaml", f"runs_dir={tmp_path}", "rl.algorithm=grpo", cwd=REPO).stdout
     assert row(grpo, "train-rl (GRPO)")[1:3] == ["256 questions -> 8,192 completions", "16,777,216 generated, at most"]
     assert "collect-rollouts" not in grpo  # GRPO samples its own completions
+    # as written, TRL generates with transformers: 16,777,216 tokens at 313.1 tokens/s; with TRL's vLLM colocated, 2,061.5
+    assert row(grpo, "train-rl (GRPO)")[3] == "<= 893" and "transformers' generate" in row(grpo, "train-rl (GRPO)")[5]
+    vllm = run_looper("plan", "configs/r1-distill-llama-8b.yaml", f"runs_dir={tmp_path}", "rl.algorithm=rloo",
+                      "rl.rloo.use_vllm=true", "rl.rloo.vllm_mode=colocate", cwd=REPO).stdout
+    assert row(vllm, "train-rl (RLOO)")[3:5] == ["<= 128", "70.7"]  # 16,777,216 / 2,176.8 / 60
     assert not any(tmp_path.iterdir())  # nothing written, no run folder, no lock
 
 

