@@ -58,6 +58,8 @@ def test_plan_bad_input_is_one_line(tmp_path):
     for override, message in (("rollouts.num_questionz=5", "num_questionz"),
                               ("sft.trainer.max_steps=abc", "r1-distill-llama-8b.yaml: sft.trainer.max_steps"),
                               ("eval.datasets=[nope]", "unknown dataset 'nope'"),
+                              ("eval.models=[]", "eval.models: empty"),
+                              ("eval.models=[sft,sft]", "eval.models: 'sft' is named twice"),
                               ("rl.dpo.beta=-1", "r1-distill-llama-8b.yaml: rl.dpo.beta: -1"),
                               ("rl.algorithm=grpo rl.grpo.learning_rate=fast",
                                "r1-distill-llama-8b.yaml: rl.grpo.learning_rate: expected float")):

@@ -149,7 +149,9 @@ def plan_rows(config: RunConfig) -> list[dict[str, Any]]:
 
     Raises:
         ConfigError: a trainer section that sft or train-rl would refuse (``trl_config``, the stages' own check).
-        ConfigValueError: an unknown dataset in ``eval.datasets``.
+        ConfigValueError: an unknown dataset in ``eval.datasets``, or eval settings that the pipeline refuses
+            before its first stage (``check_protocol``: no model or dataset, one named twice, a contradicted protocol).
+        InputError: ``eval.protocol=lm-eval`` without lm-evaluation-harness installed.
     """
     from looper.trainers import trl_config
 
@@ -239,7 +241,9 @@ def plan_rows(config: RunConfig) -> list[dict[str, Any]]:
                          completions * rl_args.max_completion_length, "generated, at most",
                          rate(f"{rl.algorithm}:{'vllm' if rl_args.use_vllm else 'hf'}")))
     ev = config.eval
-    from looper.eval.eval_gsm8k import DATASETS
+    from looper.eval.eval_gsm8k import DATASETS, check_protocol
+
+    check_protocol(config)  # the pipeline's own check before its first stage: no model, a dataset twice, ...
 
     unknown = [d for d in ev.datasets if d not in DATASETS]
     if unknown:
