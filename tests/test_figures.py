@@ -1310,3 +1310,25 @@ def test_plan_rates_come_from_their_raw_files():
         found = list(values(_json(rate.source)))
         assert any(abs(v - rate.tokens_per_s) < 0.5 for v in found), (key, rate)
         assert rate.peak_gib is None or any(abs(v - rate.peak_gib) <= 0.05 for v in found), (key, rate)
+
+
+def test_fourth_comparison_run_figures():
+    """The fourth run's section: each seed's SFT training time and greedy SFT eval, from its stage marker and its
+    per-question file (docs/bench/regime_w_comparison_h200_run4/)."""
+    import gzip
+
+    from looper.eval.report import dataset_metrics
+
+    text = " ".join(section(REPO / "docs" / "results.md", "### Fourth run (2026-12-01").split())
+    run4 = BENCH / "regime_w_comparison_h200_run4" / "run_summaries"
+    runtimes, accs, truncs = [], [], []
+    for seed in ("1234", "1236"):
+        folder = run4 / f"smollm2-135m-gpu-s{seed}-sft"
+        runtimes.append(round(json.loads((folder / "stages" / "sft.json").read_text())["train_runtime_s"]))
+        with gzip.open(folder / "eval" / "sft__gsm8k_test.jsonl.gz", "rt") as f:
+            m = dataset_metrics([json.loads(line) for line in f])
+        assert m["n"] == 1319
+        accs.append(f"{pct(m['strict']['accuracy']):.2f}% [{pct(m['strict']['ci95'][0]):.2f}, {pct(m['strict']['ci95'][1]):.2f}]")
+        truncs.append(f"{pct(m['truncation_rate'], 1):.1f}%")
+    assert f"Both seeds' SFT (training {runtimes[0]} / {runtimes[1]} s)" in text
+    assert f"seed 1234 {accs[0]}, seed 1236 {accs[1]} strict (truncated {truncs[0]} / {truncs[1]})" in text
