@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import torch
 
 from conftest import run_looper
 
@@ -114,6 +115,9 @@ CASES = {
     "wrong-type-int": Case(["sft", "{cfg}", "rollouts.batch_size=big"], "rollouts.batch_size: expected int"),
     "wrong-type-bool": Case(["sft", "{cfg}", "preferences.require_correct_chosen=maybe"], "expected true/false"),
     "not-one-of": Case(["sft", "{cfg}", "model.quantization=3bit"], "'3bit' is not one of"),
+    # on this CPU: refused before any stage runs (pipeline) or before sft's length check and sampling
+    "quantized-base-pipeline": Case(["pipeline", "{cfg}", "model.quantization=4bit"], "model.quantization=4bit needs a CUDA GPU"),
+    "quantized-base-sft": Case(["sft", "{cfg}", "model.quantization=8bit"], "model.quantization=8bit needs a CUDA GPU", needs="data"),
     "zero-batch-size": Case(["collect-rollouts", "{cfg}", "rollouts.batch_size=0"], "rollouts.batch_size: must be >= 1, got 0"),
     "negative-limit": Case(["eval", "{cfg}", "eval.limit=-5"], "eval.limit: must be >= 1, got -5"),
     "dev-fraction-out-of-range": Case(["prepare-data", "{cfg}", "data.dev_fraction=1.5"], "data.dev_fraction: must be < 1"),
@@ -219,6 +223,8 @@ def test_bad_input_is_refused_cleanly(name, tmp_path, prepared_runs):
     missing = {"liger-not-installed": "liger_kernel", "engine-vllm-not-installed": "vllm", "pipeline-engine-vllm-not-installed": "vllm"}
     if name in missing and importlib.util.find_spec(missing[name]) is not None:
         pytest.skip(f"{missing[name]} is installed here")
+    if name.startswith("quantized-base-") and torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is here")
     states, common = prepared_runs
     runs, src = tmp_path / "runs", tmp_path / "src"
     if case.needs != "nothing":

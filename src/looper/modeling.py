@@ -10,6 +10,7 @@ any local folder. ``$LOOPER_SMOLLM2_GGUF`` may point at the .gguf file where pip
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import shutil
@@ -150,16 +151,25 @@ def resolve_dtype(dtype: str) -> torch.dtype:
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
 
 
-def quantization_config(quantization: str, compute_dtype: torch.dtype) -> Any:
-    """bitsandbytes settings for 8bit / 4bit (NF4, double quant); None for none. GPU only."""
+def check_quantization(quantization: str) -> None:
+    """Refuse a quantized base this machine cannot load, before a stage does any work.
+
+    Raises:
+        ConfigValueError: ``8bit`` / ``4bit`` without a CUDA GPU, or without bitsandbytes installed.
+    """
     if quantization == "none":
-        return None
+        return
     if not torch.cuda.is_available():
         raise ConfigValueError(f"model.quantization={quantization} needs a CUDA GPU (bitsandbytes); use model.quantization=none on CPU")
-    try:
-        import bitsandbytes  # noqa: F401
-    except ImportError:
-        raise ConfigValueError(f"model.quantization={quantization} needs bitsandbytes: pip install 'looper[gpu]'") from None
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise ConfigValueError(f"model.quantization={quantization} needs bitsandbytes: pip install 'looper[gpu]'")
+
+
+def quantization_config(quantization: str, compute_dtype: torch.dtype) -> Any:
+    """bitsandbytes settings for 8bit / 4bit (NF4, double quant); None for none. GPU only (``check_quantization``)."""
+    check_quantization(quantization)
+    if quantization == "none":
+        return None
     from transformers import BitsAndBytesConfig
 
     if quantization == "8bit":

@@ -21,6 +21,7 @@ import time
 from looper.config import RunConfig
 from looper.eval.eval_gsm8k import check_protocol
 from looper.generation import resolve_engine
+from looper.modeling import check_quantization
 from looper.runs import STAGE_MODULES, STAGES, InputError, RunDir, atomic_write_json
 from looper.trainers import trl_config
 
@@ -56,6 +57,8 @@ def main(config: RunConfig, from_stage: str | None = None, to_stage: str | None 
     unused = unused_stages(config)
     chosen = [s for s in STAGES[first : last + 1] if s not in unused]
     # a trainer value the stage would refuse, before the stages ahead of it run (sft's and train-rl's own first check)
+    if set(chosen) - {"prepare-data", "build-preferences"}:  # a stage that loads the model
+        check_quantization(config.model.quantization)
     if "sft" in chosen:
         trl_config("sft", config, run.work_dir("sft"))
     if "train-rl" in chosen:

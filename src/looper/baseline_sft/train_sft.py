@@ -28,7 +28,7 @@ from typing import Any
 from looper.answers import is_correct
 from looper.config import RunConfig
 from looper.generation import GenRequest, GenResult, LazyEngine, generate_records, open_engine, resolve_engine
-from looper.modeling import load_model, load_tokenizer, lora_config, resolve_dtype, sharded_training
+from looper.modeling import check_quantization, load_model, load_tokenizer, lora_config, resolve_dtype, sharded_training
 from looper.prompts import render_prompt, sft_example, template_opens_thought
 from looper.runs import (
     ConfigValueError,
@@ -219,6 +219,7 @@ def main(config: RunConfig) -> RunDir:
     # the trainer section before anything in the run folder: a finished sft compared with a bad value would report
     # it as other settings
     trl_config("sft", config, run.work_dir(STAGE))
+    check_quantization(config.model.quantization)  # before the length check and any sampling, not at model load
     require_input(run.train, "prepare-data")
     target = sft_output_dir(run, config)
     sections = stage_sections(config, STAGE)
