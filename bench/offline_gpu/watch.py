@@ -59,7 +59,8 @@ def regime_w_evidence(run: Path) -> None:
     rollouts, config = run / "data" / "rl_rollouts.jsonl", run / "config.yaml"
     target.write_text(json.dumps(regime_w_comparison.regime_w_evidence(rollouts, str(config), []), indent=1))
     report = subprocess.run([sys.executable, "-c", "import sys; from looper.cli import main; sys.exit(main())",
-                             "regime-w", "report", str(rollouts), "--config", str(config)], capture_output=True, text=True)
+                             "regime-w", "report", str(rollouts), "--config", str(config)], capture_output=True, text=True,
+                            check=False)
     (RES / f"regime_w_report_s{seed}.md").write_text(report.stdout + report.stderr[-3000:])
 
 
