@@ -56,9 +56,9 @@ def main(config: RunConfig, from_stage: str | None = None, to_stage: str | None 
     run = RunDir.of(config)
     unused = unused_stages(config)
     chosen = [s for s in STAGES[first : last + 1] if s not in unused]
-    # a trainer value the stage would refuse, before the stages ahead of it run (sft's and train-rl's own first check)
-    if set(chosen) - {"prepare-data", "build-preferences"}:  # a stage that loads the model
+    if set(chosen) - {"prepare-data", "build-preferences"}:  # a stage that loads the model: can this machine?
         check_quantization(config.model.quantization)
+    # a trainer value the stage would refuse, before the stages ahead of it run (sft's and train-rl's own first check)
     if "sft" in chosen:
         trl_config("sft", config, run.work_dir("sft"))
     if "train-rl" in chosen:

@@ -153,6 +153,7 @@ def plan_rows(config: RunConfig) -> list[dict[str, Any]]:
             before its first stage (``check_protocol``: no model or dataset, one named twice, a contradicted protocol).
         InputError: ``eval.protocol=lm-eval`` without lm-evaluation-harness installed.
     """
+    from looper.eval.eval_gsm8k import DATASETS, check_protocol
     from looper.trainers import trl_config
 
     arch = architecture(config.model.name_or_path)
@@ -161,6 +162,7 @@ def plan_rows(config: RunConfig) -> list[dict[str, Any]]:
     # (but for this machine's hardware: the plan is for the GPU the run is meant for)
     sft_args = trl_config("sft", config, run.work_dir("sft"), on_this_machine=False)
     rl_args = trl_config(config.rl.algorithm, config, run.work_dir("train-rl"), on_this_machine=False)
+    check_protocol(config)  # the eval settings the pipeline refuses before its first stage
     sizes = split_sizes(config, run)
     arms = len(config.regime_w.only_arms or build_all_arms())
     rows = []
@@ -241,10 +243,6 @@ def plan_rows(config: RunConfig) -> list[dict[str, Any]]:
                          completions * rl_args.max_completion_length, "generated, at most",
                          rate(f"{rl.algorithm}:{'vllm' if rl_args.use_vllm else 'hf'}")))
     ev = config.eval
-    from looper.eval.eval_gsm8k import DATASETS, check_protocol
-
-    check_protocol(config)  # the pipeline's own check before its first stage: no model, a dataset twice, ...
-
     unknown = [d for d in ev.datasets if d not in DATASETS]
     if unknown:
         raise ConfigValueError(f"eval.datasets: unknown dataset {unknown[0]!r}; known: {', '.join(DATASETS)}")
