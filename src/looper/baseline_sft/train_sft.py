@@ -219,7 +219,6 @@ def main(config: RunConfig) -> RunDir:
     # the trainer section before anything in the run folder: a finished sft compared with a bad value would report
     # it as other settings
     trl_config("sft", config, run.work_dir(STAGE))
-    check_quantization(config.model.quantization)  # before the length check and any sampling, not at model load
     require_input(run.train, "prepare-data")
     target = sft_output_dir(run, config)
     sections = stage_sections(config, STAGE)
@@ -228,6 +227,7 @@ def main(config: RunConfig) -> RunDir:
         return run
     if config.sft.method == "full" and config.model.quantization != "none":
         raise ConfigValueError("sft.method=full trains every weight and cannot use a quantized base; set model.quantization=none")
+    check_quantization(config.model.quantization)  # before the length check and any sampling, not at model load
     check_output_free(target, sections, STAGE)
     # Everything a bad input can break is read and checked before the run folder is written to, the trainer
     # settings first: sft.data=self samples before it trains
