@@ -1,7 +1,7 @@
 """Figures in README and docs/ checked against the raw files in docs/bench/ they come from (issue 29, item 6).
 
 Each test reads a table or sentence as a reader sees it and recomputes every number in it from the raw file the
-text names. Covered: the Regime W comparison (both runs, the first run's stage times) and its reports' AUROCs; the
+text names. Covered: the Regime W comparison (its five runs, the first run's stage times, README's reading) and its reports' AUROCs; the
 five runs of the default recipe, their tables and pooled reading (README, docs/results.md, the GPU config's header);
 the registration's power figures (bench/power.py); the CPU demo and fresh-clone checks, the demo's SFT length
 check, the lock's lm-eval packages; the SmolLM2 base on 100 GSM8K test questions (CPU); README's `looper plan`
@@ -1236,10 +1236,6 @@ def test_regime_w_comparison_third_run():
     assert f"in {sum(x > 0 for x in gaps)} of 9 rows, by {min(gaps):+.3f} to {max(gaps):+.3f}" in flat
     every = gaps + earlier
     assert f"Over the three runs, {sum(x > 0 for x in every)} of 27 rows favour s_wm, each by at most {max(every):.3f}" in flat
-    readme = " ".join((REPO / "README.md").read_text().split())
-    assert f"in {sum(x > 0 for x in every)} of 27 rows over the three runs' rollouts, but by at most {max(every):.3f}" in readme
-    d = result["per_seed"][1235]["comparisons"]["w_regime_w - w_correct"]["avg_k"]
-    assert f"({100 * d['difference']:+.2f} points, p = {d['p_value']:.2g}; first run {100 * first['w_regime_w - w_correct']['avg_k']['difference']:+.2f})" in readme
 
 
 def test_smollm2_pipeline_on_vllm_rloo_colocate_and_engine_memory():
@@ -1332,3 +1328,135 @@ def test_fourth_comparison_run_figures():
         truncs.append(f"{pct(m['truncation_rate'], 1):.1f}%")
     assert f"Both seeds' SFT (training {runtimes[0]} / {runtimes[1]} s)" in text
     assert f"seed 1234 {accs[0]}, seed 1236 {accs[1]} strict (truncated {truncs[0]} / {truncs[1]})" in text
+
+
+RUN5 = BENCH / "regime_w_comparison_h200_run5"
+
+
+def _auroc_gaps_of_earlier_runs() -> list[float]:
+    """s_wm's AUROC minus majority agreement's, every row of the first three runs' rollouts."""
+    gaps = []
+    for seed in ("1234", "1235", "1236"):
+        for name in ("all arms", "compute arms", "reflective arms"):
+            line = next(x for x in (COMPARISON / f"regime_w_report_s{seed}.md").read_text().splitlines() if x.startswith(name))
+            end, wm = numbers(line)[2:4]
+            gaps.append(wm - end)
+        for run in (RUN2, RUN3):
+            gaps += [f["auroc_s_wm"] - f["auroc_majority"] for f in json.loads((run / f"auroc_s{seed}.json").read_text()).values()]
+    return gaps
+
+
+def _close(a: object, b: object) -> bool:
+    """``a == b``, floats within a relative 1e-9 (the same sums made on another machine)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_close(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_close(x, y) for x, y in zip(a, b))
+    if isinstance(a, float) or isinstance(b, float):
+        return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-15)
+    return a == b
+
+
+def test_regime_w_comparison_fifth_run():
+    """The fifth run's section and README's reading of the comparison, recomputed by the comparison's own analysis
+    from seed 1234's per-question files (this run) and seed 1235's (the first run's file), as the amendments count
+    them: the arm table, seed 1234's paired tests, the two-seed interim pooling, the stage times and the AUROCs."""
+    import sys
+
+    sys.path.insert(0, str(REPO / "bench"))
+    from regime_w_comparison import analyze
+
+    args = type("Args", (), {"runs_dir": str(RUN5 / "run_summaries"), "seeds": [1234, 1235], "k": 16, "dataset": "gsm8k_test",
+                             "config": "configs/smollm2-135m-gpu.yaml", "set": [],
+                             "from_analysis": [str(COMPARISON / "seed1235_paired.json")]})()
+    result = json.loads(json.dumps(analyze(args, "smollm2-135m-gpu")))
+    stored = json.loads((RUN5 / "comparison.json").read_text())
+    assert _close(stored["pooled"]["comparisons"], result["pooled"]["comparisons"])  # the GPU machine's last digits may differ
+    assert result["per_seed"]["1235"]["from"].endswith("seed1235_paired.json") and not result["missing_seeds"]
+    text = section(REPO / "docs" / "results.md", "### Fifth run (2026-12-01")
+    flat = " ".join(text.split())
+    res = result["per_seed"]["1234"]
+    rows = table_rows(text, r"1234")
+    arm_rows, auroc_rows = [r for r in rows if len(r) == 9], [r for r in rows if len(r) == 6]
+    assert len(arm_rows) == 4 and len(auroc_rows) == 3
+    for seed, name, avg, maj, pas, greedy, trunc, pairs, steps in arm_rows:
+        key = ARM_NAMES[name]
+        m = res["arms"][key]
+        assert numbers(avg) == [pct(m["avg_k_strict"]), *(pct(x) for x in m["avg_k_strict_ci95"])]
+        assert numbers(maj) == [pct(m["maj_k_strict"])] and numbers(pas) == [pct(m["pass_k_strict"])]
+        assert numbers(greedy) == [pct(m["greedy_strict"]), *(pct(x) for x in m["greedy_strict_ci95"])]
+        assert numbers(trunc) == [pct(m["sampled_truncated"], 1), pct(m["greedy_truncated"], 1)]
+        assert numbers(pairs) == ([res["pairs"][key]] if key != "sft" else [])
+        assert numbers(steps) == ([res["dpo_steps"][key]] if key != "sft" else [])
+    labels = {"Regime W - correctness only": "w_regime_w - w_correct", "Regime W - SFT": "w_regime_w - sft",
+              "correctness only - SFT": "w_correct - sft", "label-free - SFT": "w_label_free - sft",
+              "label-free - correctness only": "w_label_free - w_correct"}
+    comp_rows = [r for r in table_rows(text, r"\**[A-Za-z -]+\**( \(H1's contrast\))?")
+                 if r[0].replace("*", "").replace(" (H1's contrast)", "") in labels]
+    assert len(comp_rows) == 5
+    for label, one_seed, flips, pooled in comp_rows:
+        key = labels[label.replace("*", "").replace(" (H1's contrast)", "")]
+        for cell, d in ((one_seed, res["comparisons"][key]["avg_k"]), (pooled, result["pooled"]["comparisons"][key]["avg_k"])):
+            diff, lo, hi, p, detectable = printed(cell.replace("80%", ""))
+            assert all(shown(t, v) for t, v in ((diff, 100 * d["difference"]), (lo, 100 * d["ci95"][0]), (hi, 100 * d["ci95"][1]),
+                                                 (p, d["p_value"]), (detectable, 100 * d["detectable_80"]))), (label, cell)
+        g = res["comparisons"][key]["greedy"]
+        up, down, p = printed(flips)
+        assert (int(up), int(down)) == (g["wrong_to_right"], g["right_to_wrong"]) and shown(p, g["p_mcnemar"])
+    # the prose: greedy and avg@16 gains over SFT, truncation, timings
+    arms = ("w_regime_w", "w_correct", "w_label_free")
+    avg_gains = [res["comparisons"][f"{a} - sft"]["avg_k"]["difference"] for a in arms]
+    greedy_gains = [res["arms"][a]["greedy_strict"] - res["arms"]["sft"]["greedy_strict"] for a in arms]
+    assert f"(+{100 * min(avg_gains):.2f} to +{100 * max(avg_gains):.2f} points) and greedily (+{100 * min(greedy_gains):.2f} to " \
+           f"+{100 * max(greedy_gains):.2f})" in flat
+    assert max(c["avg_k"]["p_value"] for k, c in res["comparisons"].items() if k.endswith("- sft")) > 0.05  # "none significantly"
+    g = res["comparisons"]["w_regime_w - w_correct"]["greedy"]
+    assert f"({g['wrong_to_right']} questions better, {g['right_to_wrong']} worse)" in flat
+    summaries = RUN5 / "run_summaries"
+    trunc = [pct(res["arms"][a]["sampled_truncated"], 1) for a in ("w_regime_w", "w_correct", "sft", "w_label_free")]
+    assert "Regime W's policy truncates {:.1f}% of its sampled answers, correctness alone's {:.1f}%, SFT's {:.1f}%; the " \
+           "label-free arm's {:.1f}%".format(*trunc) in flat
+    tokens = [json.loads((summaries / f"smollm2-135m-gpu-s1234-w_label_free{k}" / "eval" / "summary.json").read_text())
+              ["metrics"]["rl"]["gsm8k_test"]["mean_tokens"] for k in ("", "@k16")]
+    assert f"the shortest answers ({min(tokens):.0f}-{max(tokens):.0f} tokens)" in flat
+    marker = lambda run, stage: json.loads((summaries / f"smollm2-135m-gpu-s1234-{run}" / "stages" / f"{stage}.json").read_text())  # noqa: E731
+    timings = lambda run: json.loads((summaries / f"smollm2-135m-gpu-s1234-{run}" / "pipeline_timings.json").read_text())  # noqa: E731
+    rollouts = marker("rollouts_b", "collect-rollouts")
+    assert f"Seed 1234 took {stored['seed_wall_s']['1234']:,.0f} s of wall time" in flat
+    assert f"SFT {timings('sft')['sft']:.0f} s (training {marker('sft', 'sft')['train_runtime_s']:.0f} s)" in flat
+    assert f"rollouts ({timings('rollouts_b')['collect-rollouts']:.0f} s; {rollouts['generated_tokens'] / 1e6:.2f}M tokens at " \
+           f"{rollouts['tokens_per_s']:,.0f} tokens/s) beside its 16-sample SFT eval ({marker('sft@k16', 'eval')['generation_s']:.0f} s)" in flat
+    dpo = [marker(a, "train-rl")["train_runtime_s"] for a in arms]
+    assert "training {:.0f}, {:.0f} and {:.0f} s".format(*dpo) in flat
+    evals = [timings(a)["eval"] for a in arms]
+    assert f"greedy evals ({min(evals):.0f}-{max(evals):.0f} s each)" in flat
+    # AUROCs with DeLong's intervals; the count over the four runs
+    aurocs = json.loads((RUN5 / "auroc_s1234.json").read_text())
+    ps = []
+    for seed, fam, correct, maj, wm, test in auroc_rows:
+        v, t = aurocs[fam], aurocs[fam]["s_wm_minus_majority"]
+        assert numbers(correct) == [v["consensus_correct"], v["questions"]]
+        assert numbers(maj) == [round(v["auroc_majority"], 3)] and numbers(wm) == [round(v["auroc_s_wm"], 3)]
+        diff, lo, hi, p = printed(test)
+        assert all(shown(x, y) for x, y in ((diff, t["difference"]), (lo, t["ci95"][0]), (hi, t["ci95"][1]), (p, t["p_value"])))
+        assert t["ci95"][0] > 0  # "intervals that exclude zero"
+        ps.append(t["p_value"])
+    gaps = [v["auroc_s_wm"] - v["auroc_majority"] for v in aurocs.values()]
+    every = gaps + _auroc_gaps_of_earlier_runs()
+    assert len(every) == 30 and f"Over the four runs' rollouts, {sum(x > 0 for x in every)} of 30 rows favour s_wm" in flat
+    assert f"by {min(gaps):+.3f} to {max(gaps):+.3f}, each with DeLong's p = {min(ps):.2g}-{max(ps):.2g}" in flat
+    # README's reading
+    readme = " ".join((REPO / "README.md").read_text().split())
+    first = json.loads((COMPARISON / "seed1235_paired.json").read_text())["per_seed"]["1235"]["comparisons"]["w_regime_w - w_correct"]["avg_k"]
+    d1234 = res["comparisons"]["w_regime_w - w_correct"]["avg_k"]
+    pooled = result["pooled"]["comparisons"]["w_regime_w - w_correct"]["avg_k"]
+    assert f"by {100 * d1234['difference']:+.2f} points of avg@16 in seed 1234 (p = {d1234['p_value']:.2f}) and " \
+           f"{100 * first['difference']:+.2f} in seed 1235 (p = {first['p_value']:.2g}); the two pooled give " \
+           f"{100 * pooled['difference']:+.2f} [{100 * pooled['ci95'][0]:+.2f}, {100 * pooled['ci95'][1]:+.2f}], p = {pooled['p_value']:.2g}" in readme
+    run1 = json.loads((COMPARISON / "comparison_from_summaries.json").read_text())["per_seed"]
+    trunc = {a: [run1[s]["arms"][a]["sampled_truncated"] for s in ("1234", "1235", "1236")] + [res["arms"][a]["sampled_truncated"]]
+             for a in ("w_regime_w", "w_correct")}
+    assert f"(Regime W's policies truncate {pct(min(trunc['w_regime_w']), 1):.1f}-{pct(max(trunc['w_regime_w']), 1):.1f}% of sampled " \
+           f"answers, correctness alone's {pct(min(trunc['w_correct']), 1):.1f}-{pct(max(trunc['w_correct']), 1):.1f}%)" in readme
+    assert f"in {sum(x > 0 for x in every)} of 30 rows over four runs' rollouts, by at most {max(every):.3f}" in readme
+    assert f"exclude zero in the fifth run's three rows (p = {min(ps):.2g}-{max(ps):.2g})" in readme
