@@ -231,6 +231,28 @@ def test_a_stage_resumed_with_other_settings_names_them(tmp_path, tiny_model_dir
     assert "base__gsm_symbolic_test.jsonl: made with other settings (eval.max_new_tokens: 4 -> 5); starting it over" in proc.stdout
 
 
+def test_a_trainer_work_folder_without_a_checkpoint_is_taken_over_by_other_settings(tmp_path):
+    """A training run that stopped before its first checkpoint (a diverged loss, a refused value) leaves only its
+    settings record: the corrected rerun starts over under the new settings. Once a checkpoint exists, resuming it
+    under other settings is refused with the key named."""
+    import json
+
+    from looper.runs import InputError, settings_record
+    from looper.trainers import prepare_work_dir
+
+    work, metrics = tmp_path / "work" / "sft", tmp_path / "sft.jsonl"
+    work.mkdir(parents=True)
+    (work / "looper_settings.json").write_text(json.dumps(settings_record({"sft": {"trainer": {"learning_rate": 1.0}}})))
+    new = {"sft": {"trainer": {"learning_rate": 1e-4}}}
+    assert prepare_work_dir(work, new, "sft", metrics) is None
+    assert json.loads((work / "looper_settings.json").read_text()) == settings_record(new)
+    (work / "checkpoint-2").mkdir()
+    (work / "checkpoint-2" / "trainer_state.json").write_text(json.dumps({"global_step": 2}))
+    with pytest.raises(InputError, match=r"work/sft: made with other settings \(sft.trainer.learning_rate: 0.0001 -> 0.001\)"):
+        prepare_work_dir(work, {"sft": {"trainer": {"learning_rate": 1e-3}}}, "sft", metrics)
+    assert prepare_work_dir(work, new, "sft", metrics) == str(work / "checkpoint-2")
+
+
 def test_a_key_written_twice_is_found_in_any_mapping_and_an_alias_is_walked_once(tmp_path):
     """Duplicate keys are looked for in every mapping (here an arm inside a list); a node that holds an alias of itself
     (``&x {a: *x}``, valid YAML) is walked once, not until Python's recursion limit."""

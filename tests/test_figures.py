@@ -1419,8 +1419,13 @@ def test_regime_w_comparison_fifth_run():
     tokens = [json.loads((summaries / f"smollm2-135m-gpu-s1234-w_label_free{k}" / "eval" / "summary.json").read_text())
               ["metrics"]["rl"]["gsm8k_test"]["mean_tokens"] for k in ("", "@k16")]
     assert f"the shortest answers ({min(tokens):.0f}-{max(tokens):.0f} tokens)" in flat
-    marker = lambda run, stage: json.loads((summaries / f"smollm2-135m-gpu-s1234-{run}" / "stages" / f"{stage}.json").read_text())  # noqa: E731
-    timings = lambda run: json.loads((summaries / f"smollm2-135m-gpu-s1234-{run}" / "pipeline_timings.json").read_text())  # noqa: E731
+
+    def marker(run: str, stage: str) -> dict:
+        return json.loads((summaries / f"smollm2-135m-gpu-s1234-{run}" / "stages" / f"{stage}.json").read_text())
+
+    def timings(run: str) -> dict:
+        return json.loads((summaries / f"smollm2-135m-gpu-s1234-{run}" / "pipeline_timings.json").read_text())
+
     rollouts = marker("rollouts_b", "collect-rollouts")
     assert f"Seed 1234 took {stored['seed_wall_s']['1234']:,.0f} s of wall time" in flat
     assert f"SFT {timings('sft')['sft']:.0f} s (training {marker('sft', 'sft')['train_runtime_s']:.0f} s)" in flat

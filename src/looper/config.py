@@ -154,7 +154,7 @@ class DataConfig:
         "hub",
     )
     path: str | None = _help("source=local: a folder with train/test files, or the train file.", None)
-    test_path: str | None = _help("source=local: the test file when path is a file.", None)
+    test_path: str | None = _help("source=local: the test file, required when path is a file.", None)
     hub_id: str = _help("Hub dataset id for source=hub.", "openai/gsm8k")
     hub_config: str = _help("Hub dataset config for source=hub.", "main")
     dev_fraction: float = _help("Share of the train split held out as dev (the plan's 80/20: docs/plan.md §1).", 0.2, gt=0, lt=1)

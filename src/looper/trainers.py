@@ -131,10 +131,15 @@ def trl_config(kind: str, config: RunConfig, output_dir: Path, *, on_this_machin
         # transformers refuses tf32: true without an Ampere GPU, and bf16: true on a GPU without bf16 unless use_cpu
         kwargs.update(tf32=None, use_cpu=True)
     # values the trainer would refuse only when it builds its optimizer or data loader (torch's "Invalid learning
-    # rate", a DataLoader of batch size 0), after the stage has loaded the model and written its work folder
-    for field, ok, what in (("learning_rate", lambda v: v >= 0, ">= 0"), ("per_device_train_batch_size", lambda v: v >= 1, ">= 1"),
+    # rate", a DataLoader of batch size 0), after the stage has loaded the model and written its work folder; and
+    # values nothing refuses but that cannot train: an infinite learning rate diverges at the first step, a
+    # max_length below 1 cuts every example to nothing (TRL then fails on an empty dataset, or trains on nothing)
+    for field, ok, what in (("learning_rate", lambda v: 0 <= v < math.inf, "a finite number >= 0"),
+                            ("per_device_train_batch_size", lambda v: v >= 1, ">= 1"),
                             ("gradient_accumulation_steps", lambda v: v >= 1, ">= 1"), ("num_train_epochs", lambda v: v >= 0, ">= 0"),
-                            ("max_steps", lambda v: v == -1 or v > 0, "-1 (run the epochs) or > 0")):
+                            ("max_steps", lambda v: v == -1 or v > 0, "-1 (run the epochs) or > 0"),
+                            ("max_length", lambda v: v >= 1, ">= 1 tokens, or null (no truncation)"),
+                            ("max_completion_length", lambda v: v >= 1, ">= 1 tokens")):
         value = kwargs.get(field)  # a wrong type was refused above (_check_types)
         if isinstance(value, (int, float)) and not isinstance(value, bool) and not ok(value):
             raise ConfigError(f"{section}.{field}: {value!r}; must be {what}")
@@ -304,8 +309,9 @@ def watch_training(trainer: Any, log_path: Path, work_dir: Path, section: str) -
 def prepare_work_dir(work_dir: Path, settings: dict[str, Any], stage: str, metrics_path: Path) -> str | None:
     """The trainer's checkpoint folder for this config; returns the checkpoint to resume from, if any.
 
-    A work folder left by a different config is an error rather than a silent resume of other
-    settings (``settings``: the stage's result-changing config, recorded in ``looper_settings.json``). transformers
+    A work folder whose checkpoints a different config made is an error rather than a silent resume of other
+    settings (``settings``: the stage's result-changing config, recorded in ``looper_settings.json``); one without a
+    complete checkpoint is taken over by the new settings. transformers
     writes a checkpoint's files one by one, ``trainer_state.json`` last, so a
     run killed while saving leaves a checkpoint without a readable one: such checkpoints are removed
     and the run resumes from the last complete one. The metrics log is cut back to the steps that
@@ -320,6 +326,10 @@ def prepare_work_dir(work_dir: Path, settings: dict[str, Any], stage: str, metri
 def _prepare_work_dir(work_dir: Path, settings: dict[str, Any], stage: str, metrics_path: Path, write: bool) -> str | None:
     record_path, old_stamp = work_dir / "looper_settings.json", work_dir / "looper_config_hash"
     record = read_record(record_path) or ({"config_hash": old_stamp.read_text().strip()} if old_stamp.exists() else None)
+    if _last_checkpoint(work_dir)[0] is None:
+        # a run that stopped before its first checkpoint (a refused value, a diverged loss) left nothing to resume:
+        # the corrected rerun its error message asks for starts over instead of being refused for the change
+        record = None
     made_with(work_dir, record, settings, f"its {stage} checkpoints would resume other settings: delete that folder "
               "(or use another run name) to start over")
     if not write:

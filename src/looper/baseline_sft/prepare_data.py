@@ -160,6 +160,10 @@ def load_source(data: DataConfig, seed: int) -> tuple[list[dict[str, Any]], list
     else:
         if not data.path:
             raise ConfigValueError("data.path is required when data.source is local")
+        if Path(data.path).is_file() and not data.test_path:
+            # the one file would be read as the test split too: every test question trained on
+            raise ConfigValueError(f"data.path: {data.path} is a file, read as the train split; give the test split as "
+                                   "data.test_path=<file>, or data.path=<folder with train and test files>")
         raw_train = load_local(Path(data.path), "train")
         raw_test = load_local(Path(data.test_path), "test") if data.test_path else load_local(Path(data.path), "test")
     return _cap(to_records(raw_train, "gsm8k-train", data.source), to_records(raw_test, "gsm8k-test", data.source), data)
