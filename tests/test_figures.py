@@ -1027,6 +1027,15 @@ def test_readme_looper_plan_table():
         grpo = next((work for stage, work, *_ in stages if stage == "train-rl (GRPO)"), None)
         assert grpo is None or "train-rl (GRPO)" not in unpriced or \
             numbers(re.search(r"GRPO \((.*?):", unpriced_cell).group(1)) == numbers(grpo)
+    # the self-data SFT bound README works out for the 8B default, from its plan's sft row and the config
+    from looper.config import load_config
+
+    sft = next(r for r in table_rows(_plan_output("r1-distill-llama-8b.txt"), r"sft") if r[0] == "sft")
+    answers, rate = numbers(sft[1])[0], numbers(sft[5])[0]
+    per_answer = load_config(REPO / "configs" / "r1-distill-llama-8b.yaml").sft.self_data.max_new_tokens + 1
+    flat = " ".join(text.split())
+    assert f"at most {answers:,.0f} answers x {per_answer:,} tokens ({answers * per_answer / 1e6:.1f}M tokens, " \
+           f"{answers * per_answer / rate / 60:.0f} minutes at the measured {rate:,.0f} tokens/s)" in flat
 
 
 def test_registration_power_figures():

@@ -57,3 +57,12 @@ def test_overrides_are_read_before_between_and_after_the_options(tmp_path):
     assert len((data / "gsm_symbolic_test.jsonl").read_text().splitlines()) == 3
     bogus = run_looper("pipeline", "configs/demo.yaml", f"runs_dir={tmp_path}", "--bogus", "eval.limit=3", cwd=REPO, check=False)
     assert bogus.returncode == 2 and "unrecognized arguments: --bogus eval.limit=3" in bogus.stderr
+
+
+def test_looper_version_names_looper_and_the_libraries_a_bug_report_needs():
+    from importlib.metadata import version
+
+    out = run_looper("--version", cwd=REPO).stdout.strip()
+    assert out.startswith(f"looper {version('looper')} (torch {version('torch')}, transformers {version('transformers')}, "
+                          f"trl {version('trl')}, peft {version('peft')},"), out
+    assert len(out.splitlines()) == 1 and "; python 3." in out

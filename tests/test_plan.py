@@ -20,7 +20,8 @@ def test_the_8b_plan_counts_each_stages_work_and_prices_it_at_the_measured_rates
     assert rollouts[1].endswith("2,000 questions x 8 arms x 1 = 16,000 trajectories") and rollouts[3] == "<= 47"
     assert "generation_hf_vllm_8b_256x2048_h200.json" in rollouts[5]
     assert row(out, "eval")[1] == "3 models x 4,023 questions x 8 = 96,552 answers"  # dev 1,495 + test 1,319 + Platinum 1,209
-    assert row(out, "sft")[2] == "-"  # the self-data answers are not known before sampling: no figure made up
+    assert row(out, "sft")[2] == "-"  # no split prepared, no tokenizer here: nothing counted, no figure made up
+    assert "SFT's tokens not counted: that needs the prepared train split" in out
     grpo = run_looper("plan", "configs/r1-distill-llama-8b.yaml", f"runs_dir={tmp_path}", "rl.algorithm=grpo", cwd=REPO).stdout
     assert row(grpo, "train-rl (GRPO)")[1:3] == ["256 questions -> 8,192 completions", "16,777,216 generated, at most"]
     assert "collect-rollouts" not in grpo  # GRPO samples its own completions
@@ -51,6 +52,25 @@ def test_gold_sft_tokens_are_counted_once_the_split_is_prepared(tmp_path, tiny_m
     # splits prepared with other data settings do not count: the plan is for the config given
     assert row(run_looper("plan", *a, "data.symbolic_train_size=40", cwd=REPO).stdout, "sft")[1].startswith("32 examples")
     assert run_looper("plan", *a, "data.source=hub", cwd=REPO).returncode == 0
+
+
+def test_self_data_sft_is_bounded_once_the_split_is_prepared(tmp_path, tiny_model_dir):
+    """sft.data=self: at most min(per_question, samples) kept answers per sampled question, each its prompt plus
+    max_new_tokens plus the end token; packing that keeps the overflow (wrapped, bfd_split) cuts nothing."""
+    a = ["configs/demo.yaml", f"runs_dir={tmp_path}", f"model.name_or_path={tiny_model_dir}", "data.symbolic_train_size=20",
+         "sft.trainer.max_steps=-1", "sft.trainer.num_train_epochs=2", "sft.trainer.max_length=4096", "sft.data=self",
+         "sft.self_data.samples=3", "sft.self_data.per_question=2", "sft.self_data.max_new_tokens=64"]
+    assert row(run_looper("plan", *a, cwd=REPO).stdout, "sft")[2] == "-"  # no split prepared yet: nothing counted
+    run_looper("prepare-data", *a, cwd=REPO)
+    sft = row(run_looper("plan", *a, cwd=REPO).stdout, "sft")
+    assert sft[1] == "<= 32 kept self-data answers x 2 epochs, sequences <= 4,096 tokens"  # 16 questions x 2 kept
+    tokens, kind = sft[2].split(" ", 1)
+    assert kind == "trained, at most" and 2 * 32 * 65 < int(tokens.replace(",", "")) < 2 * 32 * (65 + 200)
+    cut = row(run_looper("plan", *a, "sft.trainer.max_length=80", cwd=REPO).stdout, "sft")
+    assert cut[2] == f"{2 * 32 * 80:,} trained, at most"  # every prompt + 65 is over 80 tokens: each cut at 80
+    wrapped = row(run_looper("plan", *a, "sft.trainer.max_length=80", "sft.trainer.packing=true",
+                             "sft.trainer.packing_strategy=wrapped", cwd=REPO).stdout, "sft")
+    assert wrapped[1].endswith("sequences not cut") and wrapped[2] == sft[2]
 
 
 def test_plan_bad_input_is_one_line(tmp_path):

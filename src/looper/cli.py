@@ -36,9 +36,25 @@ HELP = {
 }
 
 
+def versions() -> str:
+    """looper's version and those of the libraries its results depend on (as installed; "-" where absent): the
+    line a bug report needs, read from the packages' metadata without importing them."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def installed(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "-"
+
+    libs = ("torch", "transformers", "trl", "peft", "datasets", "accelerate", "vllm", "bitsandbytes")
+    return f"looper {installed('looper')} ({', '.join(f'{n} {installed(n)}' for n in libs)}; python {sys.version.split()[0]})"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(prog="looper", description="Teach a reasoning LLM grade-school math and prove it on a clean benchmark.",
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=versions())
     sub = parser.add_subparsers(dest="command", metavar="STAGE", required=True)
     for name in STAGES:
         add_config_args(sub.add_parser(name, help=HELP[name], description=HELP[name]))

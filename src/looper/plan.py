@@ -8,8 +8,9 @@ source's published sizes: GSM8K 7,473 train / 1,319 test, GSM8K-Platinum 1,209):
 tokens each generating stage may produce at most (its ``max_new_tokens``), examples and optimizer steps of the
 training stages. Time is that work over a rate measured on one H200 for the model's architecture and the stage's
 setting (``RATES``: each with the raw file under docs/bench/ it comes from), so it is an upper bound for generation
-(answers usually stop before the limit) and is left out where nothing comparable was measured. Nothing is loaded
-or downloaded.
+(answers usually stop before the limit) and is left out where nothing comparable was measured. SFT's tokens are
+counted with the model's tokenizer when the train split is prepared and the tokenizer is on this machine
+(``sft_tokens``; self data: an upper bound). No model is loaded and nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -109,15 +110,17 @@ def split_sizes(config: RunConfig, run: RunDir) -> dict[str, int]:
     return sizes
 
 
-def gold_tokens(config: RunConfig, run: RunDir, max_length: int | None) -> int | None:
-    """Tokens of one epoch of gold SFT examples (each cut at max_length, when set), counted with the model's tokenizer
+def sft_tokens(config: RunConfig, run: RunDir, cut: int | None) -> int | None:
+    """Tokens of one epoch of SFT examples, each cut at ``cut`` tokens when set, counted with the model's tokenizer
     when the train split is prepared and the tokenizer is on this machine already; None otherwise (nothing is
-    downloaded)."""
+    downloaded). ``sft.data=gold``: the written solutions' examples. ``sft.data=self``: an upper bound, every sampled
+    question keeping ``min(per_question, samples)`` answers of ``max_new_tokens`` tokens (what sampling keeps is
+    not known before it runs; a truncated answer is never kept, so none is longer)."""
     from transformers import AutoTokenizer
 
     from looper.config import EMBEDDED_MODEL
     from looper.modeling import cache_dir
-    from looper.prompts import sft_example
+    from looper.prompts import render_prompt, sft_example
     from looper.runs import read_jsonl
 
     if not run.train.is_file():
@@ -128,11 +131,17 @@ def gold_tokens(config: RunConfig, run: RunDir, max_length: int | None) -> int |
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, revision=config.model.revision)
     except OSError:
         return None
+    model, sd = config.model, config.sft.self_data
+    rows = read_jsonl(run.train, required=("question", "answer"))
     total = 0
-    for row in read_jsonl(run.train, required=("question", "answer")):
-        ex = sft_example(tokenizer, row["question"], row["answer"], config.model.system_prompt, config.model.prompt_format)
-        tokens = len(tokenizer(ex["prompt"] + ex["completion"])["input_ids"]) + 1  # + EOS, as TRL adds
-        total += min(max_length, tokens) if max_length else tokens
+    for row in rows if config.sft.data == "gold" else rows[: sd.max_questions]:
+        if config.sft.data == "gold":
+            ex = sft_example(tokenizer, row["question"], row["answer"], model.system_prompt, model.prompt_format)
+            tokens, copies = len(tokenizer(ex["prompt"] + ex["completion"])["input_ids"]) + 1, 1  # + EOS, as TRL adds
+        else:
+            prompt = render_prompt(tokenizer, row["question"], model.system_prompt, model.prompt_format)
+            tokens, copies = len(tokenizer(prompt)["input_ids"]) + sd.max_new_tokens + 1, min(sd.per_question, sd.samples)
+        total += copies * (min(cut, tokens) if cut else tokens)
     return total
 
 
@@ -190,15 +199,20 @@ def plan_rows(config: RunConfig) -> list[dict[str, Any]]:
                          sequences * sd.max_new_tokens, "generated, at most", generation(config.rollouts.engine)))
     # as written in the YAML or looper's defaults (TRAINER_DEFAULTS): ints stay ints
     epochs, steps, length = sft_args.num_train_epochs, sft_args.max_steps, sft_args.max_length
-    examples = sizes["train"] if sft.data == "gold" else None
+    # TRL cuts each example at max_length, except when packing keeps the overflow (bfd_split, wrapped)
+    cut = length if not sft_args.packing or sft_args.packing_strategy == "bfd" else None
     if steps > 0:  # max_steps overrides the epochs (TRL)
         work = f"max_steps {steps:,} optimizer steps"
+    elif sft.data == "gold":
+        work = f"{sizes['train']:,} examples x {epochs} epochs"
     else:
-        work = f"{examples:,} examples x {epochs} epochs" if examples else "the kept self-data answers"
-    work += f", sequences <= {length:,} tokens" if length else ", sequences not cut"
-    per_epoch = gold_tokens(config, run, length) if sft.data == "gold" and steps <= 0 else None
-    rows.append(_row("sft", work, per_epoch * epochs if per_epoch else None, "trained",
-                     lora_sft(sft_args) if sft.method == "lora" else None))
+        kept = min(sizes["train"], sft.self_data.max_questions or sizes["train"]) * min(sft.self_data.per_question,
+                                                                                         sft.self_data.samples)
+        work = f"<= {kept:,} kept self-data answers x {epochs} epochs"
+    work += f", sequences <= {cut:,} tokens" if cut else ", sequences not cut"
+    per_epoch = sft_tokens(config, run, cut) if steps <= 0 else None
+    rows.append(_row("sft", work, per_epoch * epochs if per_epoch else None,
+                     "trained" if sft.data == "gold" else "trained, at most", lora_sft(sft_args) if sft.method == "lora" else None))
 
     ro = config.rollouts
     questions = min(sizes["train"], ro.num_questions or sizes["train"])
@@ -277,7 +291,10 @@ def render(config: RunConfig) -> str:
               f"({', '.join(priced) or 'none'}: generation to every limit"
               + "".join(f", {kind} as if every sequence filled its max_length" for kind in ("DPO", "RFT")
                         if any(r["stage"] == f"train-rl ({kind})" for r in rows)) + ")"
-              + (f"; not priced, no comparable measured rate or work not known yet: {', '.join(unpriced)}" if unpriced else "")
+              + (f"; not priced: {', '.join(unpriced)} (no comparable measured rate"
+                 + (", or SFT's tokens not counted: that needs the prepared train split (`looper prepare-data`) and the "
+                    "model's tokenizer on this machine, and nothing is downloaded" if any(
+                        r["stage"] == "sft" and not r["tokens"] for r in rows) else "") + ")" if unpriced else "")
               + ". Not counted: loading each model, and each vLLM engine's start (compile, CUDA graphs, memory "
               "profiling: about a minute or more per model and stage). Rates: docs/benchmarks.md."]
     return "\n".join(lines)
