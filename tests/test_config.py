@@ -238,7 +238,7 @@ def test_a_trainer_work_folder_without_a_checkpoint_is_taken_over_by_other_setti
     import json
 
     from looper.runs import InputError, settings_record
-    from looper.trainers import prepare_work_dir
+    from looper.trainers import check_work_dir, prepare_work_dir
 
     work, metrics = tmp_path / "work" / "sft", tmp_path / "sft.jsonl"
     work.mkdir(parents=True)
@@ -250,6 +250,9 @@ def test_a_trainer_work_folder_without_a_checkpoint_is_taken_over_by_other_setti
     (work / "checkpoint-2" / "trainer_state.json").write_text(json.dumps({"global_step": 2}))
     with pytest.raises(InputError, match=r"work/sft: made with other settings \(sft.trainer.learning_rate: 0.0001 -> 0.001\)"):
         prepare_work_dir(work, {"sft": {"trainer": {"learning_rate": 1e-3}}}, "sft", metrics)
+    with pytest.raises(InputError, match="would resume other settings"):  # the stages' early check, before any model loads
+        check_work_dir(work, {"sft": {"trainer": {"learning_rate": 1e-3}}}, "sft")
+    check_work_dir(work, new, "sft")
     assert prepare_work_dir(work, new, "sft", metrics) == str(work / "checkpoint-2")
 
 

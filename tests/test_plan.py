@@ -90,6 +90,9 @@ def test_plan_bad_input_is_one_line(tmp_path):
 def test_plan_says_max_steps_when_it_replaces_the_epochs(tmp_path):
     out = run_looper("plan", "configs/demo.yaml", f"runs_dir={tmp_path}", cwd=REPO).stdout
     assert row(out, "sft")[1] == "max_steps 12 optimizer steps, sequences <= 256 tokens"  # not "240 examples x 3 epochs"
+    # bounded as DPO is: 12 steps x batch 4 x 256 tokens; a bound under half a minute is "< 1", not "<= 0"
+    assert row(out, "sft")[2:4] == ["12,288 trained, at most", "< 1"]
+    assert "Under 0.1 GPU-hours on one H200 for 4 of 4 stages" in out
 
 
 def test_plan_counts_the_epochs_and_length_sft_trains_with(tmp_path):

@@ -146,7 +146,11 @@ def sft_tokens(config: RunConfig, run: RunDir, cut: int | None) -> int | None:
 
 
 def _minutes(tokens: float, rate: Rate | None) -> str:
-    return f"{tokens / rate.tokens_per_s / 60:,.0f}" if rate else "-"
+    """'<= N' minutes (to the nearest minute; '< 1' under half of one, not '<= 0'), or '-' without a rate."""
+    if not rate:
+        return "-"
+    minutes = tokens / rate.tokens_per_s / 60
+    return f"<= {minutes:,.0f}" if minutes >= 0.5 else "< 1"
 
 
 def _row(stage: str, work: str, tokens: float | None, kind: str, rate: Rate | None) -> dict[str, Any]:
@@ -210,9 +214,13 @@ def plan_rows(config: RunConfig) -> list[dict[str, Any]]:
                                                                                          sft.self_data.samples)
         work = f"<= {kept:,} kept self-data answers x {epochs} epochs"
     work += f", sequences <= {cut:,} tokens" if cut else ", sequences not cut"
-    per_epoch = sft_tokens(config, run, cut) if steps <= 0 else None
-    rows.append(_row("sft", work, per_epoch * epochs if per_epoch else None,
-                     "trained" if sft.data == "gold" else "trained, at most", lora_sft(sft_args) if sft.method == "lora" else None))
+    if steps > 0:  # each optimizer step: batch x accumulation sequences (packed or not) of at most cut tokens
+        tokens = steps * sft_args.per_device_train_batch_size * sft_args.gradient_accumulation_steps * cut if cut else None
+        kind = "trained, at most"
+    else:
+        per_epoch = sft_tokens(config, run, cut)
+        tokens, kind = per_epoch * epochs if per_epoch else None, "trained" if sft.data == "gold" else "trained, at most"
+    rows.append(_row("sft", work, tokens, kind, lora_sft(sft_args) if sft.method == "lora" else None))
 
     ro = config.rollouts
     questions = min(sizes["train"], ro.num_questions or sizes["train"])
@@ -284,16 +292,17 @@ def render(config: RunConfig) -> str:
             total += r["tokens"] / rate.tokens_per_s / 60
         used = f"{rate.tokens_per_s:,.0f}: {rate.measured} ({rate.source})" if rate else "not measured"
         peak = f"{rate.peak_gib:.1f}" if rate and rate.peak_gib else "-"
-        lines.append(f"| {r['stage']} | {r['work']} | {tokens} | {'<= ' + minutes if minutes != '-' else '-'} | {peak} | {used} |")
+        lines.append(f"| {r['stage']} | {r['work']} | {tokens} | {minutes} | {peak} | {used} |")
     priced = [r["stage"] for r in rows if r["rate"] and r["tokens"]]
     unpriced = [r["stage"] for r in rows if r["stage"] not in priced]
-    lines += ["", f"At most {total / 60:,.1f} GPU-hours on one H200 for {len(priced)} of {len(rows)} stages "
+    hours = f"At most {total / 60:,.1f}" if total / 60 >= 0.05 else "Under 0.1"
+    lines += ["", f"{hours} GPU-hours on one H200 for {len(priced)} of {len(rows)} stages "
               f"({', '.join(priced) or 'none'}: generation to every limit"
               + "".join(f", {kind} as if every sequence filled its max_length" for kind in ("DPO", "RFT")
                         if any(r["stage"] == f"train-rl ({kind})" for r in rows)) + ")"
               + (f"; not priced: {', '.join(unpriced)} (no comparable measured rate"
                  + (", or SFT's tokens not counted: that needs the prepared train split (`looper prepare-data`) and the "
-                    "model's tokenizer on this machine, and nothing is downloaded" if any(
+                    "model's tokenizer on this machine (nothing is downloaded), or under max_steps a max_length" if any(
                         r["stage"] == "sft" and not r["tokens"] for r in rows) else "") + ")" if unpriced else "")
               + ". Not counted: loading each model, and each vLLM engine's start (compile, CUDA graphs, memory "
               "profiling: about a minute or more per model and stage). Rates: docs/benchmarks.md."]

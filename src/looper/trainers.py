@@ -143,6 +143,10 @@ def trl_config(kind: str, config: RunConfig, output_dir: Path, *, on_this_machin
         value = kwargs.get(field)  # a wrong type was refused above (_check_types)
         if isinstance(value, (int, float)) and not isinstance(value, bool) and not ok(value):
             raise ConfigError(f"{section}.{field}: {value!r}; must be {what}")
+    if kwargs.get("max_steps", -1) <= 0 and kwargs.get("num_train_epochs") == 0:
+        # transformers runs zero steps and saves the untrained adapter as if it had trained
+        raise ConfigError(f"{section}.num_train_epochs: 0 with max_steps {kwargs.get('max_steps', -1)} trains nothing; "
+                          "set num_train_epochs > 0 or max_steps > 0")
     if kind == "dpo" and not (isinstance(kwargs.get("beta"), (int, float)) and kwargs["beta"] > 0):
         # TRL takes any number; DPO's beta scales the log-ratio margin (Rafailov et al. 2023, eq. 7): at 0 nothing is
         # learnt, below 0 the policy is trained towards the rejected answers
@@ -323,15 +327,23 @@ def prepare_work_dir(work_dir: Path, settings: dict[str, Any], stage: str, metri
         return _prepare_work_dir(work_dir, settings, stage, metrics_path, write=shards.is_main)
 
 
-def _prepare_work_dir(work_dir: Path, settings: dict[str, Any], stage: str, metrics_path: Path, write: bool) -> str | None:
-    record_path, old_stamp = work_dir / "looper_settings.json", work_dir / "looper_config_hash"
-    record = read_record(record_path) or ({"config_hash": old_stamp.read_text().strip()} if old_stamp.exists() else None)
+def check_work_dir(work_dir: Path, settings: dict[str, Any], stage: str) -> None:
+    """Refuse a work folder whose checkpoints other settings made (an InputError naming the changed keys); reads
+    only, so a stage calls it before loading anything, and ``prepare_work_dir`` again before it writes."""
+    old_stamp = work_dir / "looper_config_hash"
+    record = read_record(work_dir / "looper_settings.json") or (
+        {"config_hash": old_stamp.read_text().strip()} if old_stamp.exists() else None)
     if _last_checkpoint(work_dir)[0] is None:
         # a run that stopped before its first checkpoint (a refused value, a diverged loss) left nothing to resume:
         # the corrected rerun its error message asks for starts over instead of being refused for the change
         record = None
     made_with(work_dir, record, settings, f"its {stage} checkpoints would resume other settings: delete that folder "
               "(or use another run name) to start over")
+
+
+def _prepare_work_dir(work_dir: Path, settings: dict[str, Any], stage: str, metrics_path: Path, write: bool) -> str | None:
+    record_path, old_stamp = work_dir / "looper_settings.json", work_dir / "looper_config_hash"
+    check_work_dir(work_dir, settings, stage)
     if not write:
         return _last_checkpoint(work_dir)[0]
     work_dir.mkdir(parents=True, exist_ok=True)

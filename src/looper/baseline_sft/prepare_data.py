@@ -94,7 +94,10 @@ def load_local(path: Path, split: str) -> list[Row]:
     path = Path(path)
     if path.is_dir():
         path = _find_split_file(path, split)
-    return _read_rows(path)
+    rows = _read_rows(path)
+    if not rows:
+        raise InputError(f"{path}: holds no rows (the {split} split)")
+    return rows
 
 
 def load_hub(hub_id: str, hub_config: str, split: str) -> list[Row]:
@@ -145,7 +148,8 @@ def split_train_dev(records: list[dict[str, Any]], dev_fraction: float, seed: in
     train = [r for i, r in enumerate(records) if i not in dev_idx]
     dev = [r for i, r in enumerate(records) if i in dev_idx]
     if not train:
-        raise InputError(f"only {len(records)} train problems: nothing left for train after the dev split")
+        raise InputError(f"the train split holds {len(records)} {'problem' if len(records) == 1 else 'problems'}: "
+                         f"nothing is left for train after data.dev_fraction={dev_fraction} takes the dev split")
     return train, dev
 
 

@@ -49,8 +49,8 @@ from looper.runs import (
     stage_sections,
     start_stage,
 )
-from looper.trainers import (check_lengths, check_output_free, make_trl_config, prepare_work_dir, save_trained,
-                             training_speed, trl_config, watch_training)
+from looper.trainers import (check_lengths, check_output_free, check_work_dir, make_trl_config, prepare_work_dir,
+                             save_trained, training_speed, trl_config, watch_training)
 
 STAGE = "sft"
 
@@ -232,6 +232,7 @@ def main(config: RunConfig) -> RunDir:
     # Everything a bad input can break is read and checked before the run folder is written to, the trainer
     # settings first: sft.data=self samples before it trains
     args = make_trl_config("sft", config, run.work_dir(STAGE))
+    check_work_dir(run.work_dir(STAGE), sections, STAGE)  # before sampling and loading, not only before training
     dataset = build_dataset(config, run)
     tokenizer = load_tokenizer(config.model)
     lengths = check_lengths(dataset, tokenizer, args.max_length, "sft.trainer") if is_main_process() else {}

@@ -66,8 +66,8 @@ from looper.runs import (
     stage_sections,
     start_stage,
 )
-from looper.trainers import (check_lengths, check_output_free, make_trl_config, prepare_work_dir, save_trained,
-                             training_speed, trl_config, watch_training)
+from looper.trainers import (check_lengths, check_output_free, check_work_dir, make_trl_config, prepare_work_dir,
+                             save_trained, training_speed, trl_config, watch_training)
 
 STAGE = "train-rl"
 
@@ -298,6 +298,7 @@ def train_round(config: RunConfig, run: RunDir, round_: int) -> None:
         print(f"{label}: {run.lora_rl} is complete for this config; nothing to do (delete it to train again)")
         return
     check_output_free(run.lora_rl, sections, STAGE)
+    check_work_dir(run.work_dir(STAGE), sections, STAGE)  # before the models load, not only before training
     set_seed(config.seed)
     # Inputs, trainer config and models are read and checked before the run folder is written to.
     trainer_cls, trainer_kwargs = PREPARE[config.rl.algorithm](config, run)
