@@ -139,14 +139,22 @@ def _self_data_settings(config: RunConfig) -> dict[str, Any]:
     return {k: everything[k] for k in ("seed", "data", "model")} | {"self_data": everything["sft"]["self_data"]}
 
 
+def check_self_samples(config: RunConfig, run: RunDir) -> dict[str, Any] | None:
+    """The saved self-data samples' record (None: none yet), or an InputError when other sampling settings made
+    them; reads only."""
+    path, meta = run.sft_self_samples, run.sft_self_samples.with_suffix(".meta.json")
+    made = read_record(meta)
+    made_with(path, made, _self_data_settings(config), f"delete it and {meta.name} to sample again")
+    return made
+
+
 def sample_self_data(config: RunConfig, run: RunDir) -> list[dict[str, Any]]:
     """The base model's samples of every training question, one record per question (resumable)."""
     sd = config.sft.self_data
     path, meta = run.sft_self_samples, run.sft_self_samples.with_suffix(".meta.json")
     questions = read_jsonl(run.train, required=("id", "question", "gold"))[: sd.max_questions]
     settings = _self_data_settings(config)
-    made = read_record(meta)
-    made_with(path, made, settings, f"delete it and {meta.name} to sample again")
+    made = check_self_samples(config, run)
     if path.exists() and (made or {}).get("complete"):
         return read_jsonl(path)
     engine = resolve_engine(config.rollouts.engine, "rollouts.engine")
@@ -232,6 +240,8 @@ def main(config: RunConfig) -> RunDir:
     # Everything a bad input can break is read and checked before the run folder is written to, the trainer
     # settings first: sft.data=self samples before it trains
     args = make_trl_config("sft", config, run.work_dir(STAGE))
+    if config.sft.data == "self":
+        check_self_samples(config, run)  # first in the data flow, so named first
     check_work_dir(run.work_dir(STAGE), sections, STAGE)  # before sampling and loading, not only before training
     dataset = build_dataset(config, run)
     tokenizer = load_tokenizer(config.model)
