@@ -51,10 +51,21 @@ def versions() -> str:
     return f"looper {installed('looper')} ({', '.join(f'{n} {installed(n)}' for n in libs)}; python {sys.version.split()[0]})"
 
 
+class _PrintVersions(argparse.Action):
+    """``--version``: ``versions()`` read only when asked for, not on every command's start."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> None:
+        print(versions())
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(prog="looper", description="Teach a reasoning LLM grade-school math and prove it on a clean benchmark.",
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--version", action="version", version=versions())
+    parser.add_argument("--version", action=_PrintVersions, help="print looper's and its libraries' versions and exit")
     sub = parser.add_subparsers(dest="command", metavar="STAGE", required=True)
     for name in STAGES:
         add_config_args(sub.add_parser(name, help=HELP[name], description=HELP[name]))

@@ -133,16 +133,14 @@ def sft_tokens(config: RunConfig, run: RunDir, cut: int | None) -> int | None:
         return None
     model, sd = config.model, config.sft.self_data
     rows = read_jsonl(run.train, required=("question", "answer"))
-    total = 0
-    for row in rows if config.sft.data == "gold" else rows[: sd.max_questions]:
-        if config.sft.data == "gold":
-            ex = sft_example(tokenizer, row["question"], row["answer"], model.system_prompt, model.prompt_format)
-            tokens, copies = len(tokenizer(ex["prompt"] + ex["completion"])["input_ids"]) + 1, 1  # + EOS, as TRL adds
-        else:
-            prompt = render_prompt(tokenizer, row["question"], model.system_prompt, model.prompt_format)
-            tokens, copies = len(tokenizer(prompt)["input_ids"]) + sd.max_new_tokens + 1, min(sd.per_question, sd.samples)
-        total += copies * (min(cut, tokens) if cut else tokens)
-    return total
+    if config.sft.data == "gold":
+        examples = (sft_example(tokenizer, r["question"], r["answer"], model.system_prompt, model.prompt_format) for r in rows)
+        lengths, copies = [len(tokenizer(ex["prompt"] + ex["completion"])["input_ids"]) + 1 for ex in examples], 1
+    else:
+        prompts = (render_prompt(tokenizer, r["question"], model.system_prompt, model.prompt_format) for r in rows[: sd.max_questions])
+        lengths, copies = [len(tokenizer(p)["input_ids"]) + sd.max_new_tokens + 1 for p in prompts], min(sd.per_question, sd.samples)
+    # + 1: the end-of-sequence token TRL appends
+    return copies * sum(min(cut, n) if cut else n for n in lengths)
 
 
 def _minutes(tokens: float, rate: Rate | None) -> str:
@@ -205,21 +203,18 @@ def plan_rows(config: RunConfig) -> list[dict[str, Any]]:
     epochs, steps, length = sft_args.num_train_epochs, sft_args.max_steps, sft_args.max_length
     # TRL cuts each example at max_length, except when packing keeps the overflow (bfd_split, wrapped)
     cut = length if not sft_args.packing or sft_args.packing_strategy == "bfd" else None
-    if steps > 0:  # max_steps overrides the epochs (TRL)
-        work = f"max_steps {steps:,} optimizer steps"
-    elif sft.data == "gold":
-        work = f"{sizes['train']:,} examples x {epochs} epochs"
-    else:
-        kept = min(sizes["train"], sft.self_data.max_questions or sizes["train"]) * min(sft.self_data.per_question,
-                                                                                         sft.self_data.samples)
-        work = f"<= {kept:,} kept self-data answers x {epochs} epochs"
-    work += f", sequences <= {cut:,} tokens" if cut else ", sequences not cut"
-    if steps > 0:  # each optimizer step: batch x accumulation sequences (packed or not) of at most cut tokens
+    if steps > 0:  # max_steps overrides the epochs (TRL); each step: batch x accumulation sequences of <= cut tokens
+        work, kind = f"max_steps {steps:,} optimizer steps", "trained, at most"
         tokens = steps * sft_args.per_device_train_batch_size * sft_args.gradient_accumulation_steps * cut if cut else None
-        kind = "trained, at most"
     else:
+        if sft.data == "gold":
+            work, kind = f"{sizes['train']:,} examples x {epochs} epochs", "trained"
+        else:  # `questions`: the self-data row's, above
+            kept = questions * min(sft.self_data.per_question, sft.self_data.samples)
+            work, kind = f"<= {kept:,} kept self-data answers x {epochs} epochs", "trained, at most"
         per_epoch = sft_tokens(config, run, cut)
-        tokens, kind = per_epoch * epochs if per_epoch else None, "trained" if sft.data == "gold" else "trained, at most"
+        tokens = per_epoch * epochs if per_epoch else None
+    work += f", sequences <= {cut:,} tokens" if cut else ", sequences not cut"
     rows.append(_row("sft", work, tokens, kind, lora_sft(sft_args) if sft.method == "lora" else None))
 
     ro = config.rollouts
