@@ -76,50 +76,50 @@ CASES = {
     "yaml-not-a-mapping": Case(["sft", "{src}/run.yaml"], "the top level must be a mapping", setup=_yaml("- a\n- b\n")),
     "yaml-binary": Case(["sft", "{src}/run.yaml"], "not a text file", setup=lambda src: (src.mkdir(parents=True), (src / "run.yaml").write_bytes(b"\xff\xfe\x00\x81"))),
     "config-missing": Case(["sft", "{src}/nope.yaml"], "config file not found"),
-    "unknown-top-level-key": Case(["sft", "{cfg}", "sede=3"], "demo.yaml: unknown key 'sede'"),
+    "unknown-top-level-key": Case(["sft", "{cfg}", "sede=3"], "command line: unknown key 'sede'"),
     "unknown-key-in-file": Case(["sft", "{src}/run.yaml"], "sft.lora: unknown key 'rank'", setup=_yaml("sft:\n  lora:\n    rank: 8\n")),
     "unknown-nested-key": Case(["sft", "{cfg}", "rollouts.batch=4"], "rollouts: unknown key 'batch'"),
-    "unknown-sft-trainer-key": Case(["sft", "{cfg}", "sft.trainer.max_stepz=3"], "demo.yaml: sft.trainer", needs="data"),
-    "unknown-sft-trainer-key-self-data": Case(["sft", "{cfg}", "sft.data=self", "sft.trainer.max_stepz=3"], "demo.yaml: sft.trainer",
+    "unknown-sft-trainer-key": Case(["sft", "{cfg}", "sft.trainer.max_stepz=3"], "demo.yaml with sft.trainer.max_stepz=3: sft.trainer", needs="data"),
+    "unknown-sft-trainer-key-self-data": Case(["sft", "{cfg}", "sft.data=self", "sft.trainer.max_stepz=3"], "demo.yaml with sft.trainer.max_stepz=3: sft.trainer",
                                               needs="data"),  # refused before the base model samples (folder untouched)
-    "sft-trainer-wrong-type": Case(["sft", "{cfg}", "sft.trainer.max_steps=abc"], "demo.yaml: sft.trainer.max_steps: expected int, got 'abc'",
+    "sft-trainer-wrong-type": Case(["sft", "{cfg}", "sft.trainer.max_steps=abc"], "demo.yaml with sft.trainer.max_steps=abc: sft.trainer.max_steps: expected int, got 'abc'",
                                    needs="data"),  # transformers would take it and fail after the model loads
     "grpo-trainer-wrong-type": Case(["train-rl", "{cfg}", "rl.algorithm=grpo", "rl.grpo.learning_rate=fast"],
-                                    "demo.yaml: rl.grpo.learning_rate", needs="sft"),
+                                    "demo.yaml with rl.grpo.learning_rate=fast: rl.grpo.learning_rate", needs="sft"),
     "sft-negative-learning-rate": Case(["sft", "{cfg}", "sft.trainer.learning_rate=-1"],
-                                       "demo.yaml: sft.trainer.learning_rate: -1; must be a finite number >= 0", needs="data"),
+                                       "demo.yaml with sft.trainer.learning_rate=-1: sft.trainer.learning_rate: -1; must be a finite number >= 0", needs="data"),
     "sft-batch-size-zero": Case(["sft", "{cfg}", "sft.trainer.per_device_train_batch_size=0"],
-                                "demo.yaml: sft.trainer.per_device_train_batch_size: 0; must be >= 1", needs="data"),
+                                "demo.yaml with sft.trainer.per_device_train_batch_size=0: sft.trainer.per_device_train_batch_size: 0; must be >= 1", needs="data"),
     "dpo-negative-learning-rate": Case(["train-rl", "{cfg}", "rl.dpo.learning_rate=-1"],
-                                       "demo.yaml: rl.dpo.learning_rate: -1; must be a finite number >= 0", needs="preferences"),
+                                       "demo.yaml with rl.dpo.learning_rate=-1: rl.dpo.learning_rate: -1; must be a finite number >= 0", needs="preferences"),
     "plan-negative-max-steps": Case(["plan", "{cfg}", "sft.trainer.max_steps=-5"], "sft.trainer.max_steps: -5; must be -1"),
     # values nothing downstream refuses in time: a length that cuts every example away, a rate that diverges
     "sft-max-length-zero": Case(["sft", "{cfg}", "sft.trainer.max_length=0"],
-                                "demo.yaml: sft.trainer.max_length: 0; must be >= 1 tokens, or null", needs="data"),
+                                "demo.yaml with sft.trainer.max_length=0: sft.trainer.max_length: 0; must be >= 1 tokens, or null", needs="data"),
     "plan-negative-max-length": Case(["plan", "{cfg}", "sft.trainer.max_length=-3"], "sft.trainer.max_length: -3; must be >= 1"),
-    "prepare-data-dpo-max-length-zero": Case(["prepare-data", "{cfg}", "rl.dpo.max_length=0"], "demo.yaml: rl.dpo.max_length: 0"),
+    "prepare-data-dpo-max-length-zero": Case(["prepare-data", "{cfg}", "rl.dpo.max_length=0"], "demo.yaml with rl.dpo.max_length=0: rl.dpo.max_length: 0"),
     "grpo-max-completion-length-zero": Case(["plan", "{cfg}", "rl.algorithm=grpo", "rl.grpo.max_completion_length=0"],
                                             "rl.grpo.max_completion_length: 0; must be >= 1 tokens"),
     "plan-zero-epochs": Case(["plan", "{cfg}", "sft.trainer.max_steps=-1", "sft.trainer.num_train_epochs=0"],
                              "sft.trainer.num_train_epochs: 0 with max_steps -1 trains nothing"),
     "sft-infinite-learning-rate": Case(["sft", "{cfg}", "sft.trainer.learning_rate=.inf"],
-                                       "demo.yaml: sft.trainer.learning_rate: inf; must be a finite number >= 0", needs="data"),
+                                       "demo.yaml with sft.trainer.learning_rate=.inf: sft.trainer.learning_rate: inf; must be a finite number >= 0", needs="data"),
     "data-path-without-local-source": Case(["prepare-data", "{cfg}", "data.path={src}"],
-                                           "demo.yaml: data.path is read only with data.source=local"),
-    "eval-model-twice": Case(["eval", "{cfg}", "eval.models=[base,base]"], "demo.yaml: eval.models: 'base' is named twice",
+                                           "command line: data.path is read only with data.source=local"),
+    "eval-model-twice": Case(["eval", "{cfg}", "eval.models=[base,base]"], "demo.yaml with eval.models=[base,base]: eval.models: 'base' is named twice",
                              needs="data"),
     "eval-no-model-made-yet": Case(["eval", "{cfg}", "eval.models=[sft]"], "eval.models=['sft']: nothing to evaluate yet: sft",
                                    needs="data"),  # refused before the run folder's config and manifest are rewritten
-    "eval-models-empty": Case(["eval", "{cfg}", "eval.models=[]"], "demo.yaml: eval.models: empty", needs="data"),
-    "pipeline-eval-models-empty": Case(["pipeline", "{cfg}", "eval.models=[]"], "demo.yaml: eval.models: empty"),  # before prepare-data
-    "unknown-dpo-trainer-key": Case(["train-rl", "{cfg}", "rl.dpo.betta=0.2"], "demo.yaml: rl.dpo", needs="preferences"),
-    "negative-dpo-beta": Case(["train-rl", "{cfg}", "rl.dpo.beta=-1"], "demo.yaml: rl.dpo.beta", needs="preferences"),
+    "eval-models-empty": Case(["eval", "{cfg}", "eval.models=[]"], "demo.yaml with eval.models=[]: eval.models: empty", needs="data"),
+    "pipeline-eval-models-empty": Case(["pipeline", "{cfg}", "eval.models=[]"], "demo.yaml with eval.models=[]: eval.models: empty"),  # before prepare-data
+    "unknown-dpo-trainer-key": Case(["train-rl", "{cfg}", "rl.dpo.betta=0.2"], "demo.yaml with rl.dpo.betta=0.2: rl.dpo", needs="preferences"),
+    "negative-dpo-beta": Case(["train-rl", "{cfg}", "rl.dpo.beta=-1"], "demo.yaml with rl.dpo.beta=-1: rl.dpo.beta", needs="preferences"),
     # a finished stage's folder: the bad value is named as such, not taken for settings other than the finished ones
     "sft-trainer-wrong-type-after-sft": Case(["sft", "{cfg}", "sft.trainer.max_steps=abc"],
                                              "sft.trainer.max_steps: expected int, got 'abc'", needs="sft"),
     "negative-dpo-beta-after-train-rl": Case(["train-rl", "{cfg}", "rl.dpo.beta=-1"], "rl.dpo.beta: -1; DPO's beta must be",
                                              needs="rl"),
-    "unknown-grpo-trainer-key": Case(["train-rl", "{cfg}", "rl.algorithm=grpo", "rl.grpo.num_generation=2"], "demo.yaml: rl.grpo",
+    "unknown-grpo-trainer-key": Case(["train-rl", "{cfg}", "rl.algorithm=grpo", "rl.grpo.num_generation=2"], "demo.yaml with rl.grpo.num_generation=2: rl.grpo",
                                       needs="sft"),
     "liger-not-installed": Case(["sft", "{cfg}", "sft.trainer.use_liger_kernel=true"], "sft.trainer.use_liger_kernel: true needs liger-kernel",
                                 needs="data"),
@@ -166,7 +166,7 @@ CASES = {
     "hub-model-offline": Case(["sft", "{cfg}", "model.name_or_path=some-org/some-model"], "cannot be reached", needs="data"),
     "hub-data-offline": Case(["prepare-data", "{cfg}", "data.source=hub"], "dataset openai/gsm8k comes from the Hugging Face Hub"),
     "model-path-missing": Case(["sft", "{cfg}", "model.name_or_path=/no/such/model"], "/no/such/model does not exist", needs="data"),
-    "lora-targets-missing": Case(["sft", "{cfg}", "sft.lora.target_modules=[wq,wk]"], "demo.yaml: sft.lora.target_modules:", needs="data"),
+    "lora-targets-missing": Case(["sft", "{cfg}", "sft.lora.target_modules=[wq,wk]"], "demo.yaml with sft.lora.target_modules=[wq,wk]: sft.lora.target_modules:", needs="data"),
     # --- stages run before their inputs exist
     "sft-before-prepare-data": Case(["sft", "{cfg}"], "run `looper prepare-data` first"),
     "rollouts-before-sft": Case(["collect-rollouts", "{cfg}"], "lora_sft: not a PEFT adapter folder", needs="data"),
@@ -176,18 +176,18 @@ CASES = {
     "engine-removed": Case(["eval", "{cfg}", "eval.engine=slots"], "'slots' is not one of", needs="data"),
     "engine-vllm-not-installed": Case(["collect-rollouts", "{cfg}", "rollouts.engine=vllm"], "rollouts.engine=vllm needs vLLM",
                                       needs="sft"),
-    "pipeline-negative-dpo-beta": Case(["pipeline", "{cfg}", "rl.dpo.beta=-1"], "demo.yaml: rl.dpo.beta: -1"),  # before prepare-data runs
+    "pipeline-negative-dpo-beta": Case(["pipeline", "{cfg}", "rl.dpo.beta=-1"], "demo.yaml with rl.dpo.beta=-1: rl.dpo.beta: -1"),  # before prepare-data runs
     # a stage that does not train still refuses a bad trainer value: the run folder it writes records the whole config
-    "prepare-data-later-trainer-typo": Case(["prepare-data", "{cfg}", "sft.trainer.learning_rat=1e-4"], "demo.yaml: sft.trainer"),
-    "prepare-data-negative-dpo-beta": Case(["prepare-data", "{cfg}", "rl.dpo.beta=-1"], "demo.yaml: rl.dpo.beta: -1"),
+    "prepare-data-later-trainer-typo": Case(["prepare-data", "{cfg}", "sft.trainer.learning_rat=1e-4"], "demo.yaml with sft.trainer.learning_rat=1e-4: sft.trainer"),
+    "prepare-data-negative-dpo-beta": Case(["prepare-data", "{cfg}", "rl.dpo.beta=-1"], "demo.yaml with rl.dpo.beta=-1: rl.dpo.beta: -1"),
     "pipeline-engine-vllm-not-installed": Case(["pipeline", "{cfg}", "eval.engine=vllm"], "eval.engine=vllm needs vLLM"),
-    "eval-deepseek-greedy": Case(["pipeline", "{cfg}", "eval.protocol=deepseek"], "demo.yaml: eval.protocol=deepseek samples several"),
+    "eval-deepseek-greedy": Case(["pipeline", "{cfg}", "eval.protocol=deepseek"], "demo.yaml with eval.protocol=deepseek: eval.protocol=deepseek samples several"),
     "eval-unknown-protocol": Case(["eval", "{cfg}", "eval.protocol=lm_eval"], "'lm_eval' is not one of"),
-    "eval-unknown-model": Case(["eval", "{cfg}", "eval.models=[base,gpt]"], "demo.yaml: eval.models[1]: 'gpt' is not one of",
+    "eval-unknown-model": Case(["eval", "{cfg}", "eval.models=[base,gpt]"], "command line: eval.models[1]: 'gpt' is not one of",
                                needs="data"),
-    "eval-no-dataset": Case(["eval", "{cfg}", "eval.datasets=[]"], "demo.yaml: eval.datasets: empty", needs="data"),
-    "eval-unknown-dataset": Case(["eval", "{cfg}", "eval.datasets=[mmlu]"], "demo.yaml: eval.datasets: unknown dataset 'mmlu'", needs="data"),
-    "eval-dataset-not-in-run": Case(["eval", "{cfg}", "eval.datasets=[gsm8k_test]"], "demo.yaml: eval.datasets: gsm8k_test is not part of this run", needs="data"),
+    "eval-no-dataset": Case(["eval", "{cfg}", "eval.datasets=[]"], "demo.yaml with eval.datasets=[]: eval.datasets: empty", needs="data"),
+    "eval-unknown-dataset": Case(["eval", "{cfg}", "eval.datasets=[mmlu]"], "demo.yaml with eval.datasets=[mmlu]: eval.datasets: unknown dataset 'mmlu'", needs="data"),
+    "eval-dataset-not-in-run": Case(["eval", "{cfg}", "eval.datasets=[gsm8k_test]"], "demo.yaml with eval.datasets=[gsm8k_test]: eval.datasets: gsm8k_test is not part of this run", needs="data"),
     "report-missing-rollouts": Case(["regime-w", "report", "{src}/none.jsonl"], "none.jsonl: file not found"),
     "report-bad-regime-w-ordering": Case(["regime-w", "report", "{src}/none.jsonl", "--config", "{src}/run.yaml"],
                                          "run.yaml: regime_w: correct_reward must exceed consensus_weight",
@@ -265,6 +265,21 @@ def test_bad_input_is_refused_cleanly(name, tmp_path, prepared_runs):
     assert not (runs / "demo.lock").exists()
     if name.startswith("hub-"):
         assert elapsed < 30, f"{name}: took {elapsed:.0f} s to fail offline"
+
+
+def test_an_error_names_the_command_line_overrides_that_set_its_field():
+    """Only the overrides of the field an error names (or of a field in or above it) are shown, each key's last value,
+    and in a section the ones whose key the message quotes; an error about a field no override set names the file."""
+    from looper.entrypoint import _origin
+
+    given = ["sft.trainer.max_steps=1", "sft.trainer.max_steps=abc", "sft.trainer.learning_rat=1e-4", "seed=3"]
+    assert _origin("c.yaml", given, "sft.trainer.max_steps: expected int, got 'abc'") == "c.yaml with sft.trainer.max_steps=abc"
+    assert _origin("c.yaml", given, "sft.trainer: unexpected keyword argument 'learning_rat'") == \
+        "c.yaml with sft.trainer.learning_rat=1e-4"
+    assert _origin("c.yaml", given, "sft.trainer: not a mapping") == \
+        "c.yaml with sft.trainer.max_steps=abc sft.trainer.learning_rat=1e-4"
+    assert _origin("c.yaml", ["sft={trainer: {lr: 1}}"], "sft.trainer: unknown") == "c.yaml with sft={trainer: {lr: 1}}"
+    assert _origin("c.yaml", given, "rl.dpo.beta: -1") == _origin("c.yaml", None, "rl.dpo.beta: -1") == "c.yaml"
 
 
 def test_a_stage_module_run_without_its_config_ends_in_one_looper_error_line():

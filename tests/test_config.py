@@ -140,7 +140,11 @@ def test_a_changed_logging_or_batch_field_keeps_a_finished_stage_and_a_result_fi
     for same in (["sft.trainer.logging_steps=1", "sft.trainer.report_to=tensorboard"], ["rollouts.batch_size=8"],
                  ["rollouts.vllm={gpu_memory_utilization: 0.5}"], ["eval.batch_size=3"]):
         assert check_stage(run, "collect-rollouts", load_config(CONFIGS[0], [f"runs_dir={tmp_path}", *same]))
-    with pytest.raises(InputError, match=r"rollouts.max_new_tokens: \d+ -> 7"):
+    with pytest.raises(InputError, match=r"rollouts.max_new_tokens: \d+ -> 7.*stage's outputs to redo it"):
+        check_stage(run, "collect-rollouts", load_config(CONFIGS[0], [f"runs_dir={tmp_path}", "rollouts.max_new_tokens=7"]))
+    run.rollouts.parent.mkdir(parents=True)
+    run.rollouts.write_text("")  # the message names what to delete, where it is
+    with pytest.raises(InputError, match=rf"stage's outputs \(data/rl_rollouts.jsonl, in {run.root}\) to redo it"):
         check_stage(run, "collect-rollouts", load_config(CONFIGS[0], [f"runs_dir={tmp_path}", "rollouts.max_new_tokens=7"]))
     with pytest.raises(InputError, match=r"sft.trainer.learning_rate"):
         check_stage(run, "collect-rollouts", load_config(CONFIGS[0], [f"runs_dir={tmp_path}", "sft.trainer.learning_rate=0.5"]))
@@ -254,6 +258,16 @@ def test_a_trainer_work_folder_without_a_checkpoint_is_taken_over_by_other_setti
         check_work_dir(work, {"sft": {"trainer": {"learning_rate": 1e-3}}}, "sft")
     check_work_dir(work, new, "sft")
     assert prepare_work_dir(work, new, "sft", metrics) == str(work / "checkpoint-2")
+
+
+def test_a_config_without_a_name_runs_in_a_folder_named_for_its_file(tmp_path):
+    """Two configs copied from one another and left without ``name:`` must not share (and refuse) one run folder."""
+    (tmp_path / "my-run.yaml").write_text("seed: 7\n")
+    (tmp_path / "named.yaml").write_text("name: kept\n")
+    assert load_config(tmp_path / "my-run.yaml").name == "my-run"
+    assert load_config(tmp_path / "my-run.yaml", ["name=other"]).name == "other"
+    assert load_config(tmp_path / "named.yaml").name == "kept"
+    assert load_config(None).name == "demo"
 
 
 def test_a_key_written_twice_is_found_in_any_mapping_and_an_alias_is_walked_once(tmp_path):

@@ -74,15 +74,17 @@ def test_self_data_sft_is_bounded_once_the_split_is_prepared(tmp_path, tiny_mode
 
 
 def test_plan_bad_input_is_one_line(tmp_path):
-    # a trainer section's error names the file first, as a load error does
-    for override, message in (("rollouts.num_questionz=5", "num_questionz"),
-                              ("sft.trainer.max_steps=abc", "r1-distill-llama-8b.yaml: sft.trainer.max_steps"),
+    # a trainer section's error names the file and the override that set the field; a load error made by the command
+    # line alone says so
+    for override, message in (("rollouts.num_questionz=5", "command line: rollouts: unknown key 'num_questionz'"),
+                              ("sft.trainer.max_steps=abc",
+                               "r1-distill-llama-8b.yaml with sft.trainer.max_steps=abc: sft.trainer.max_steps"),
                               ("eval.datasets=[nope]", "unknown dataset 'nope'"),
                               ("eval.models=[]", "eval.models: empty"),
                               ("eval.models=[sft,sft]", "eval.models: 'sft' is named twice"),
-                              ("rl.dpo.beta=-1", "r1-distill-llama-8b.yaml: rl.dpo.beta: -1"),
+                              ("rl.dpo.beta=-1", "r1-distill-llama-8b.yaml with rl.dpo.beta=-1: rl.dpo.beta: -1"),
                               ("rl.algorithm=grpo rl.grpo.learning_rate=fast",
-                               "r1-distill-llama-8b.yaml: rl.grpo.learning_rate: expected float")):
+                               "r1-distill-llama-8b.yaml with rl.grpo.learning_rate=fast: rl.grpo.learning_rate: expected float")):
         proc = run_looper("plan", "configs/r1-distill-llama-8b.yaml", *override.split(), cwd=REPO, check=False)
         assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and message in proc.stderr, override
 
@@ -111,7 +113,7 @@ def test_plan_takes_the_gpu_settings_of_the_run_it_plans(tmp_path):
     out = run_looper("plan", "configs/demo.yaml", f"runs_dir={tmp_path}", *gpu, cwd=REPO).stdout
     assert row(out, "sft")[1] == "max_steps 12 optimizer steps, sequences <= 256 tokens"
     bad = run_looper("plan", "configs/demo.yaml", f"runs_dir={tmp_path}", "sft.trainer.tf32=maybe", cwd=REPO, check=False)
-    assert bad.returncode == 2 and "demo.yaml: sft.trainer.tf32: expected true/false, got 'maybe'" in bad.stderr
+    assert bad.returncode == 2 and "demo.yaml with sft.trainer.tf32=maybe: sft.trainer.tf32: expected true/false, got 'maybe'" in bad.stderr
 
 
 def test_rft_plan_counts_the_correct_trajectories_it_trains_on(tmp_path):

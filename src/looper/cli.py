@@ -134,17 +134,20 @@ def _dispatch(args: argparse.Namespace) -> Any:
     if args.command == "plan":  # reads the config and the data sizes only: no run-folder lock
         from looper.plan import main as plan_main
 
-        return run_or_fail(plan_main, run_or_fail(load_config, args.config, args.overrides), config_file=args.config)
+        return run_or_fail(plan_main, run_or_fail(load_config, args.config, args.overrides), config_file=args.config,
+                           overrides=args.overrides)
     config = load_and_lock(args.config, args.overrides, args.command)
     if args.command == "pipeline":
         from looper.pipeline import main as pipeline_main
 
-        return run_or_fail(pipeline_main, config, from_stage=args.from_stage, to_stage=args.to_stage, config_file=args.config)
+        return run_or_fail(pipeline_main, config, from_stage=args.from_stage, to_stage=args.to_stage, config_file=args.config,
+                           overrides=args.overrides)
     if args.command == "train-ppo":
         from looper.rl_training.train_ppo import main as ppo_main
 
-        return run_or_fail(ppo_main, config, config_file=args.config)
-    return run_or_fail(importlib.import_module(STAGE_MODULES[args.command]).main, config, config_file=args.config)
+        return run_or_fail(ppo_main, config, config_file=args.config, overrides=args.overrides)
+    return run_or_fail(importlib.import_module(STAGE_MODULES[args.command]).main, config, config_file=args.config,
+                       overrides=args.overrides)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ Unknown keys are errors naming the key and the file. Trainer settings are not re
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -351,7 +352,8 @@ class EvalConfig:
 
 @dataclass
 class RunConfig:
-    name: str = _help("Run name; outputs go to <runs_dir>/<name>/.", "demo")
+    name: str = _help("Run name; outputs go to <runs_dir>/<name>/ (unset: the config file's name without .yaml).",
+                      "demo")
     note: str | None = _help("What this run shows, in a sentence or two: printed under the pipeline's and eval's "
                              "last lines and at the top of eval/report.md; a result-changing override on the command "
                              "line appends which fields this run changes.", None)
@@ -518,12 +520,17 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
             raise ConfigError(f"{path}: the top level must be a mapping of sections")
     try:
         extra = parse_overrides(overrides or [])
+    except ConfigError as err:
+        raise ConfigError(f"command line: {err}") from None
+    if path is not None and "name" not in data and "name" not in extra:
+        data["name"] = path.stem  # configs/my-run.yaml -> runs/my-run/, not the default's folder
+    as_written = copy.deepcopy(data)
+    try:
         changed = [k for k in _dotted_keys(extra) if k not in ("name", "runs_dir", "note") and is_result_field(k)]
         if data.get("note") and "note" not in extra and changed:
             # the note describes the config as written: say where this run departs from it
             extra["note"] = f"{data['note']} [Written for the config as it stands; this run changes {', '.join(changed)}.]"
-        data = _merge(data, extra)
-        config = _build(RunConfig, data, "")
+        config = _build(RunConfig, _merge(data, extra), "")
         if config.name in (".", "..") or "/" in config.name or "\\" in config.name:
             # the run folder is <runs_dir>/<name>: a path here would put it, and its lock, outside runs_dir
             raise ConfigError(f"name: {config.name!r} is not a folder name (no '/', not '.' or '..'); "
@@ -535,4 +542,13 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
                                       f"{given.source}); add {section}.source=local")
         return config
     except ConfigError as err:
-        raise ConfigError(f"{where}: {err}") from None
+        # name what to fix: the file, or the command line when the file alone builds
+        raise ConfigError(f"{'command line' if extra and _builds(as_written) else where}: {err}") from None
+
+
+def _builds(data: dict[str, Any]) -> bool:
+    try:
+        _build(RunConfig, copy.deepcopy(data), "")
+    except ConfigError:
+        return False
+    return True

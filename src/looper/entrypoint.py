@@ -15,6 +15,7 @@ import fcntl
 import json
 import logging
 import os
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -40,20 +41,35 @@ def fail(message: str) -> None:
     sys.exit(2)
 
 
-def run_or_fail(fn: Callable[..., Any], *args: Any, config_file: str | None = None, **kwargs: Any) -> Any:
+def run_or_fail(fn: Callable[..., Any], *args: Any, config_file: str | None = None, overrides: list[str] | None = None,
+                **kwargs: Any) -> Any:
     """Call ``fn``; a ConfigError or InputError becomes a one-line message and exit status 2.
 
-    ``config_file``: the file of the config ``fn`` was given. A ConfigError raised after loading (a trainer section
-    TRL rejects, a Regime W weight out of range) or a ConfigValueError (a field's value a stage refuses) then starts
-    with it, as ``load_config``'s own errors do (``configs/demo.yaml: rl.dpo.beta: ...``): stages see the loaded
-    config, not the file it came from.
+    ``config_file``, ``overrides``: where the config ``fn`` was given came from. A ConfigError raised after loading
+    (a trainer section TRL rejects, a Regime W weight out of range) or a ConfigValueError (a field's value a stage
+    refuses) then starts with the file, as ``load_config``'s own errors do (``configs/demo.yaml: rl.dpo.beta: ...``),
+    and with the command-line overrides of the field it names (``configs/demo.yaml with rl.dpo.beta=-1: ...``):
+    stages see the loaded config, not where its fields came from.
     """
     try:
         return fn(*args, **kwargs)
     except ConfigError as err:
-        fail(f"{config_file}: {err}" if config_file else str(err))
+        fail(f"{_origin(config_file, overrides, str(err))}: {err}" if config_file else str(err))
     except InputError as err:
-        fail(f"{config_file}: {err}" if config_file and isinstance(err, ConfigValueError) else str(err))
+        fail(f"{_origin(config_file, overrides, str(err))}: {err}" if config_file and isinstance(err, ConfigValueError)
+             else str(err))
+
+
+def _origin(config_file: str, overrides: list[str] | None, message: str) -> str:
+    """``config_file``, with the overrides that set the field a message starts with, a field in it or above it (the
+    last one given for each key); of those in a section, the ones whose key the message names, if any."""
+    field = re.match(r"[A-Za-z_][\w.]*", message)
+    field = field.group(0).rstrip(".") if field else ""
+    last = {o.split("=", 1)[0]: o for o in overrides or []}
+    related = {k: o for k, o in last.items() if k == field or k.startswith(f"{field}.") or field.startswith(f"{k}.")}
+    named = [o for k, o in related.items() if f"'{k.rsplit('.', 1)[-1]}'" in message]
+    shown = named or list(related.values())
+    return f"{config_file} with {' '.join(shown)}" if shown else config_file
 
 
 def lock_run_folder(config: RunConfig, command: str) -> None:
@@ -136,7 +152,7 @@ def load_and_lock(config_path: str, overrides: list[str], command: str) -> RunCo
     from looper.trainers import check_trainer_sections
 
     config = run_or_fail(load_config, config_path, overrides)
-    run_or_fail(check_trainer_sections, config, config_file=config_path)
+    run_or_fail(check_trainer_sections, config, config_file=config_path, overrides=overrides)
     run_or_fail(lock_run_folder, config, command)
     return config
 
@@ -147,4 +163,5 @@ def run_stage_command(stage_main: Callable[[RunConfig], Any], doc: str | None, c
     add_config_args(parser)
     args = parser.parse_args()
     setup_logging()
-    run_or_fail(stage_main, load_and_lock(args.config, args.overrides, command), config_file=args.config)
+    run_or_fail(stage_main, load_and_lock(args.config, args.overrides, command), config_file=args.config,
+                overrides=args.overrides)

@@ -270,6 +270,17 @@ class RunDir:
         """Scratch space of a stage (trainer checkpoints for resuming); outputs go elsewhere."""
         return self.root / "work" / stage
 
+    def outputs(self, stage: str) -> list[Path]:
+        """The files and folders ``stage`` writes that exist now (besides its marker, log and work folder): what to
+        delete to redo it."""
+        made = {"prepare-data": [self.train, self.dev, self.test, self.platinum, self.data_info],
+                "sft": [self.lora_sft, self.full_sft, self.sft_self_samples, self.sft_self_samples.with_suffix(".meta.json")],
+                "collect-rollouts": [self.rollouts, self.rollouts.with_suffix(".meta.json")],
+                "build-preferences": [self.preferences],
+                "train-rl": [self.lora_rl, self.data_root / "rounds"],
+                "eval": [self.eval_dir]}[stage]
+        return [path for path in made if path.exists()]
+
 
 def library_versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
@@ -409,8 +420,10 @@ def finish_stage(run: RunDir, stage: str, config: Any, **info: Any) -> None:
 def check_stage(run: RunDir, stage: str, config: Any) -> bool:
     """True when the stage is complete for this config; an InputError naming the differing keys when its
     outputs were made by another config; False when it has not finished (it runs, or resumes)."""
+    outputs = " ".join(str(path.relative_to(run.root)) for path in run.outputs(stage) if path.is_relative_to(run.root))
     return made_with(run.marker(stage), stage_marker(run, stage), stage_sections(config, stage),
-                     f"use another run name, or delete it and the {stage} stage's outputs to redo it")
+                     f"use another run name, or delete it and the {stage} stage's outputs"
+                     f"{f' ({outputs}, in {run.root})' if outputs else ''} to redo it")
 
 
 def stage_marker(run: RunDir, stage: str) -> dict[str, Any] | None:
