@@ -4,10 +4,12 @@ directly, on the same requests, in one run.
     python bench/generation_throughput.py --gsm8k DIR --tokenizer TOK --model 8b --requests 256 --batch 256 \
         --new-tokens 2048 --ways hf,vllm,vllm-seeded,vllm-direct --out gen.json
     python bench/generation_throughput.py --gsm8k DIR --model tiny --requests 12 --batch 4 --new-tokens 8   (CPU smoke)
+    python bench/generation_throughput.py ... --model 8b --quantization 4bit --ways hf,vllm   (a quantized base, GPU)
 
 Requests (``make_requests``): real GSM8K test questions, each rendered with one of the eight Regime W arms' system
 prompts through the tokenizer's chat template, with that arm's temperature / top_p and a per-request seed;
---new-tokens new tokens at most, bf16 on a GPU. Models: ``8b`` is DeepSeek-R1-Distill-Llama-8B's architecture with
+--new-tokens new tokens at most, bf16 on a GPU (``--quantization 4bit`` / ``8bit``: the base loaded as looper's
+``model.quantization`` loads it, bitsandbytes NF4 or LLM.int8 in transformers, bitsandbytes 4-bit in vLLM). Models: ``8b`` is DeepSeek-R1-Distill-Llama-8B's architecture with
 random weights (``bench/common.py``; it almost never emits EOS, so nearly every sequence runs the full length);
 ``smollm2`` is the real embedded SmolLM2-135M-Instruct; ``tiny`` is a CPU smoke test of this script. Ways (--ways),
 each timed from the first request to the last result, engine start-up excluded:
@@ -130,8 +132,9 @@ def row_for(way: str, requests, batch: int, tokens: int, seconds: float) -> dict
     return row
 
 
-def run_transformers_ways(ways, path, requests, batch, new_tokens) -> tuple[list[dict], dict]:
-    cfg = ModelConfig(name_or_path=path, dtype="bfloat16" if torch.cuda.is_available() else "float32")
+def run_transformers_ways(ways, path, requests, batch, new_tokens, quantization) -> tuple[list[dict], dict]:
+    cfg = ModelConfig(name_or_path=path, dtype="bfloat16" if torch.cuda.is_available() else "float32",
+                      quantization=quantization)
     model, tokenizer = load_model(cfg), load_tokenizer(cfg, padding_side="left")
     engine = HFEngine(model, tokenizer, batch)
     generate(engine, requests[:8], 4, progress=False)  # warm-up: kernels and allocator outside the timings
@@ -157,7 +160,7 @@ def run_transformers_ways(ways, path, requests, batch, new_tokens) -> tuple[list
     return rows, texts
 
 
-def run_vllm_ways(ways, path, requests, batch, new_tokens, memory) -> tuple[list[dict], dict]:
+def run_vllm_ways(ways, path, requests, batch, new_tokens, quantization, memory) -> tuple[list[dict], dict]:
     from transformers import GenerationConfig
 
     tokenizer = load_tokenizer(ModelConfig(name_or_path=path), padding_side="left")
@@ -165,7 +168,7 @@ def run_vllm_ways(ways, path, requests, batch, new_tokens, memory) -> tuple[list
     rows, texts = [], {}
     looper_ways = [w for w in ways if w in ("vllm", "vllm-seeded")]
     if looper_ways:
-        args = vllm_engine_args(path, path, adapter_rank=None, dtype="bfloat16", quantization="none", seed=0,
+        args = vllm_engine_args(path, path, adapter_rank=None, dtype="bfloat16", quantization=quantization, seed=0,
                                 max_num_seqs=batch, max_model_len=new_tokens + 2048, revision=None, trust_remote_code=False,
                                 overrides={"gpu_memory_utilization": memory})
         engine = VLLMEngine(args, tokenizer, eos, adapter=None, seeded=False)
@@ -196,12 +199,16 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=2048)
     parser.add_argument("--ways", default="hf", help=f"comma-separated, of {', '.join(TRANSFORMERS_WAYS + VLLM_WAYS)}")
     parser.add_argument("--gpu-memory-utilization", type=float, default=0.85, help="vLLM's share of the GPU")
+    parser.add_argument("--quantization", default="none", choices=["none", "4bit", "8bit"],
+                        help="the base model's, as model.quantization (vllm-direct runs unquantized: not with it)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     ways = args.ways.split(",")
     unknown = [w for w in ways if w not in TRANSFORMERS_WAYS + VLLM_WAYS]
     if unknown:
         parser.error(f"unknown ways {unknown}")
+    if args.quantization != "none" and "vllm-direct" in ways:
+        parser.error("vllm-direct loads the checkpoint as it is: leave it out with --quantization")
 
     path = bench_model_path(args.model, args.tokenizer, args.model_dir)
     requests = make_requests(args.gsm8k, load_tokenizer(ModelConfig(name_or_path=path)), args.requests)
@@ -212,13 +219,14 @@ def main() -> None:
         info["vllm"] = vllm.__version__
     except ImportError:
         pass
-    results = {"device": info, "command": " ".join(sys.argv), "model": args.model, "new_tokens": args.new_tokens, "runs": []}
+    results = {"device": info, "command": " ".join(sys.argv), "model": args.model, "quantization": args.quantization,
+               "new_tokens": args.new_tokens, "runs": []}
     texts = {}
     for group, runner in ((TRANSFORMERS_WAYS, run_transformers_ways), (VLLM_WAYS, run_vllm_ways)):
         chosen = [w for w in ways if w in group]
         if chosen:
             extra = (args.gpu_memory_utilization,) if group is VLLM_WAYS else ()
-            rows, found = runner(chosen, path, requests, args.batch, args.new_tokens, *extra)
+            rows, found = runner(chosen, path, requests, args.batch, args.new_tokens, args.quantization, *extra)
             results["runs"] += rows
             texts.update(found)
     by_way = {r["way"]: r["tokens_per_s"] for r in results["runs"]}
