@@ -268,18 +268,43 @@ def test_bad_input_is_refused_cleanly(name, tmp_path, prepared_runs):
 
 
 def test_an_error_names_the_command_line_overrides_that_set_its_field():
-    """Only the overrides of the field an error names (or of a field in or above it) are shown, each key's last value,
-    and in a section the ones whose key the message quotes; an error about a field no override set names the file."""
+    """An error names the overrides it is about, each key's last value: those that set its field or a section above
+    it, those inside it whose key it names, and those it names in full; none, when the file is at fault."""
     from looper.entrypoint import _origin
 
     given = ["sft.trainer.max_steps=1", "sft.trainer.max_steps=abc", "sft.trainer.learning_rat=1e-4", "seed=3"]
     assert _origin("c.yaml", given, "sft.trainer.max_steps: expected int, got 'abc'") == "c.yaml with sft.trainer.max_steps=abc"
     assert _origin("c.yaml", given, "sft.trainer: unexpected keyword argument 'learning_rat'") == \
         "c.yaml with sft.trainer.learning_rat=1e-4"
-    assert _origin("c.yaml", given, "sft.trainer: not a mapping") == \
-        "c.yaml with sft.trainer.max_steps=abc sft.trainer.learning_rat=1e-4"
-    assert _origin("c.yaml", ["sft={trainer: {lr: 1}}"], "sft.trainer: unknown") == "c.yaml with sft={trainer: {lr: 1}}"
+    grpo = ["rl.grpo.num_generations=3", "rl.grpo.learning_rate=1e-5"]
+    assert _origin("c.yaml", grpo, "rl.grpo: generation_batch_size (16) must be divisible by num_generations (3)") == \
+        "c.yaml with rl.grpo.num_generations=3"
+    assert _origin("c.yaml", ["data.source=local"], "data.path is required when data.source is local") == \
+        "c.yaml with data.source=local"
+    assert _origin("c.yaml", ["sft=3"], "sft.trainer: expected a mapping") == "c.yaml with sft=3"
+    # the file's own mistakes: an override beside them, or a section override that does not set the field
+    assert _origin("c.yaml", ["rl.grpo.logging_steps=1"], "rl.grpo: ... divisible by num_generations (3)") == "c.yaml"
+    assert _origin("c.yaml", ["rl.dpo={max_steps: 3}"], "rl.dpo.beta: -1") == "c.yaml"
     assert _origin("c.yaml", given, "rl.dpo.beta: -1") == _origin("c.yaml", None, "rl.dpo.beta: -1") == "c.yaml"
+
+
+def test_a_load_error_is_put_on_the_file_unless_the_file_alone_is_valid(tmp_path):
+    """An override beside a mistake in the file does not take the blame for it, for the checks across fields too;
+    an empty or numeric name, and a folder given as the config, are refused or taken as a user means them."""
+    from looper.config import ConfigError, load_config
+
+    bad = tmp_path / "bad.yaml"
+    for text, message in (("name: a/b\n", "name: 'a/b' is not a folder name"),
+                          ("data:\n  path: /x\n", "data.path is read only with data.source=local")):
+        bad.write_text(text)
+        with pytest.raises(ConfigError, match=rf"^{bad}: {message}"):
+            load_config(bad, ["seed=5"])
+    for name in ("''", "' '"):
+        with pytest.raises(ConfigError, match=r"^command line: name: .* is not a folder name \(not empty"):
+            load_config(None, [f"name={name}"])
+    assert load_config(None, ["name=123"]).name == "123"
+    with pytest.raises(ConfigError, match=rf"^{tmp_path}: a folder, not a config file"):
+        load_config(tmp_path)
 
 
 def test_a_stage_module_run_without_its_config_ends_in_one_looper_error_line():

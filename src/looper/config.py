@@ -482,11 +482,11 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
     return out
 
 
-def _dotted_keys(tree: dict[str, Any], prefix: str = "") -> list[str]:
+def dotted_keys(tree: dict[str, Any], prefix: str = "") -> list[str]:
     """``{"sft": {"trainer": {"max_steps": 5}}}`` -> ``["sft.trainer.max_steps"]``."""
     keys = []
     for key, value in tree.items():
-        keys += _dotted_keys(value, f"{prefix}{key}.") if isinstance(value, dict) and value else [f"{prefix}{key}"]
+        keys += dotted_keys(value, f"{prefix}{key}.") if isinstance(value, dict) and value else [f"{prefix}{key}"]
     return keys
 
 
@@ -506,6 +506,8 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     if path is not None:
         path = Path(path)
         where = str(path)
+        if path.is_dir():
+            raise ConfigError(f"{path}: a folder, not a config file")
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
         try:
@@ -522,33 +524,47 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         extra = parse_overrides(overrides or [])
     except ConfigError as err:
         raise ConfigError(f"command line: {err}") from None
-    if path is not None and "name" not in data and "name" not in extra:
+    if path is not None and "name" not in data and "name" not in extra and _folder_name_problem(path.stem) is None:
         data["name"] = path.stem  # configs/my-run.yaml -> runs/my-run/, not the default's folder
+    for tree in (data, extra):  # a number is a folder name too
+        if isinstance(tree.get("name"), int) and not isinstance(tree["name"], bool):
+            tree["name"] = str(tree["name"])
     as_written = copy.deepcopy(data)
     try:
-        changed = [k for k in _dotted_keys(extra) if k not in ("name", "runs_dir", "note") and is_result_field(k)]
+        changed = [k for k in dotted_keys(extra) if k not in ("name", "runs_dir", "note") and is_result_field(k)]
         if data.get("note") and "note" not in extra and changed:
             # the note describes the config as written: say where this run departs from it
             extra["note"] = f"{data['note']} [Written for the config as it stands; this run changes {', '.join(changed)}.]"
-        config = _build(RunConfig, _merge(data, extra), "")
-        if config.name in (".", "..") or "/" in config.name or "\\" in config.name:
-            # the run folder is <runs_dir>/<name>: a path here would put it, and its lock, outside runs_dir
-            raise ConfigError(f"name: {config.name!r} is not a folder name (no '/', not '.' or '..'); "
-                              "runs_dir says where run folders go")
-        for section, given in (("data", config.data), ("data.platinum", config.data.platinum)):
-            for field in ("path", "test_path"):
-                if getattr(given, field, None) and given.source != "local":  # else silently unread
-                    raise ConfigError(f"{section}.{field} is read only with {section}.source=local (it is "
-                                      f"{given.source}); add {section}.source=local")
-        return config
+        return _checked(_build(RunConfig, _merge(data, extra), ""))
     except ConfigError as err:
-        # name what to fix: the file, or the command line when the file alone builds
-        raise ConfigError(f"{'command line' if extra and _builds(as_written) else where}: {err}") from None
+        # name what to fix: the file, or the command line when the file alone is a valid config
+        raise ConfigError(f"{'command line' if extra and _valid(as_written) else where}: {err}") from None
 
 
-def _builds(data: dict[str, Any]) -> bool:
+def _folder_name_problem(name: str) -> str | None:
+    if not name.strip() or name in (".", "..") or "/" in name or "\\" in name:
+        # the run folder is <runs_dir>/<name>: a path here would put it, and its lock, outside runs_dir, and an empty
+        # name would make runs_dir itself the run folder
+        return f"name: {name!r} is not a folder name (not empty, no '/', not '.' or '..'); runs_dir says where run folders go"
+    return None
+
+
+def _checked(config: RunConfig) -> RunConfig:
+    """``config``, once the checks that span fields pass (ConfigError otherwise)."""
+    problem = _folder_name_problem(config.name)
+    if problem:
+        raise ConfigError(problem)
+    for section, given in (("data", config.data), ("data.platinum", config.data.platinum)):
+        for key in ("path", "test_path"):
+            if getattr(given, key, None) and given.source != "local":  # else silently unread
+                raise ConfigError(f"{section}.{key} is read only with {section}.source=local (it is "
+                                  f"{given.source}); add {section}.source=local")
+    return config
+
+
+def _valid(data: dict[str, Any]) -> bool:
     try:
-        _build(RunConfig, copy.deepcopy(data), "")
+        _checked(_build(RunConfig, copy.deepcopy(data), ""))
     except ConfigError:
         return False
     return True

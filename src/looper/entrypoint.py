@@ -22,7 +22,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
-from looper.config import ConfigError, RunConfig, load_config
+from looper.config import (
+    ConfigError,
+    RunConfig,
+    dotted_keys,
+    load_config,
+    parse_overrides,
+)
 from looper.runs import ConfigValueError, InputError, is_main_process
 
 # Lock files held by this process, by path: a pipeline runs every stage in one process under one lock.
@@ -61,14 +67,20 @@ def run_or_fail(fn: Callable[..., Any], *args: Any, config_file: str | None = No
 
 
 def _origin(config_file: str, overrides: list[str] | None, message: str) -> str:
-    """``config_file``, with the overrides that set the field a message starts with, a field in it or above it (the
-    last one given for each key); of those in a section, the ones whose key the message names, if any."""
-    field = re.match(r"[A-Za-z_][\w.]*", message)
-    field = field.group(0).rstrip(".") if field else ""
+    """``config_file``, with the overrides the message is about (each key's last value): those that set the field it
+    starts with or a section above it, those inside that field whose key it names, and those it names in full
+    (``data.source`` in "data.path is required when data.source is local")."""
+    start = re.match(r"[A-Za-z_][\w.]*", message)
+    field = start.group(0).rstrip(".") if start else ""
     last = {o.split("=", 1)[0]: o for o in overrides or []}
-    related = {k: o for k, o in last.items() if k == field or k.startswith(f"{field}.") or field.startswith(f"{k}.")}
-    named = [o for k, o in related.items() if f"'{k.rsplit('.', 1)[-1]}'" in message]
-    shown = named or list(related.values())
+    shown = []
+    for override in last.values():
+        # the leaves an override sets: `rl.dpo={max_steps: 3}` sets rl.dpo.max_steps, not rl.dpo.beta
+        leaves = dotted_keys(parse_overrides([override]))
+        if any(leaf == field or field.startswith(f"{leaf}.") or re.search(rf"(?<![\w.]){re.escape(leaf)}(?![\w.])", message)
+               or (leaf.startswith(f"{field}.") and re.search(rf"\b{re.escape(leaf.rsplit('.', 1)[-1])}\b", message))
+               for leaf in leaves):
+            shown.append(override)
     return f"{config_file} with {' '.join(shown)}" if shown else config_file
 
 
