@@ -10,7 +10,8 @@ cd "$(dirname "$0")/../.."
 GSM8K=${GSM8K:?set GSM8K to a folder with GSM8K train.jsonl and test.jsonl}
 PY=${PY:-python3}
 PIECES=${PIECES:-"4500000 4500000 4500000 4500000 4500000 4500000 4500000 9400000 52000000"}
-out=.offline; rm -rf "$out"; mkdir -p "$out/whl" "$out/gguf" "$out/gsm8k" "$out/tmp"
+out=.offline; rm -rf "$out/whl" "$out/gguf" "$out/gsm8k" "$out/tmp"  # runs/ and bnb/ (pack_runs.sh, the bnb wheel) stay
+mkdir -p "$out/whl" "$out/gguf" "$out/gsm8k" "$out/tmp"
 pin() { grep -i "^$1==" constraints.txt; }
 "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform any \
