@@ -9,8 +9,9 @@ directly, on the same requests, in one run.
 Requests (``make_requests``): real GSM8K test questions, each rendered with one of the eight Regime W arms' system
 prompts through the tokenizer's chat template, with that arm's temperature / top_p and a per-request seed;
 --new-tokens new tokens at most, bf16 on a GPU (``--quantization 4bit`` / ``8bit``: the base loaded as looper's
-``model.quantization`` loads it, bitsandbytes NF4 or LLM.int8 in transformers, bitsandbytes 4-bit in vLLM). Models: ``8b`` is DeepSeek-R1-Distill-Llama-8B's architecture with
-random weights (``bench/common.py``; it almost never emits EOS, so nearly every sequence runs the full length);
+``model.quantization`` loads it, bitsandbytes NF4 or LLM.int8 in transformers, bitsandbytes 4-bit in vLLM). Models:
+``8b`` is DeepSeek-R1-Distill-Llama-8B's architecture with random weights (``bench/common.py``; it almost never
+emits EOS, so nearly every sequence runs the full length);
 ``smollm2`` is the real embedded SmolLM2-135M-Instruct; ``tiny`` is a CPU smoke test of this script. Ways (--ways),
 each timed from the first request to the last result, engine start-up excluded:
 
