@@ -14,13 +14,13 @@ over ``--gpus`` (a 135M model leaves most of a GPU idle); each seed's recipes ru
 
 Then, from the run folders' per-question eval files (``--analyze-only`` redoes just this), per seed and pooled over
 the seeds (each question's score averaged over the seeds, then paired over questions): accuracy with 95% intervals,
-paired differences (``looper.stats.paired_difference``: mean, 95% CI, p, the difference detectable at 80% power),
-greedy flips with exact McNemar p, and Regime W's own evidence on each seed's rollouts (AUROC of s_wm and of plain
-majority agreement for a correct consensus, per arm family, and their paired difference by DeLong's test). A run
-that stopped part-way is analysed as far as it got (the comparisons it cannot make are named). ``--from-analysis
-FILE`` takes the seeds an earlier analysis has in full from that file and runs / reads only the others, so seeds run
-in different sessions pool as registered. Output: one JSON file with every figure and each question's scores, and
-markdown tables on stdout.
+paired differences (``looper.stats.paired_difference``: mean, 95% CI, p, the difference detectable at 80% power; the
+four pooled secondaries also Holm-adjusted, ``looper.stats.holm``), greedy flips with exact McNemar p, and Regime W's
+own evidence on each seed's rollouts (AUROC of s_wm and of plain majority agreement for a correct consensus, per arm
+family, and their paired difference by DeLong's test). A run that stopped part-way is analysed as far as it got (the
+comparisons it cannot make are named). ``--from-analysis FILE`` takes the seeds an earlier analysis has in full from
+that file and runs / reads only the others, so seeds run in different sessions pool as registered. Output: one JSON
+file with every figure and each question's scores, and markdown tables on stdout.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from pooled_flips import flips  # noqa: E402
 from looper.eval.report import dataset_metrics, question_scores  # noqa: E402
 from looper.runs import read_jsonl  # noqa: E402
 from looper.regime_w.report import auroc_difference_cell  # noqa: E402
-from looper.stats import mcnemar_exact, paired_difference  # noqa: E402
+from looper.stats import holm, mcnemar_exact, paired_difference  # noqa: E402
 
 ARMS = {"sft": "SFT", "w_regime_w": "Regime W", "w_correct": "correctness only", "w_label_free": "label-free"}
 # The pre-registered comparisons, (a, b): b minus a. The first is the primary one.
@@ -300,6 +300,10 @@ def analyze(args: argparse.Namespace, base_name: str) -> dict[str, Any]:
             "avg_k": paired_difference(seed_mean(scores, seeds, a), seed_mean(scores, seeds, b)) if paired else None,
             "avg_k_mean_of_seeds": sum(differences) / len(differences) if len(differences) == len(seeds) else None,
             "greedy_per_question": greedy}
+    secondaries = [pooled[f"{b} - {a}"]["avg_k"] for a, b in COMPARISONS[1:]]
+    if all(secondaries):  # the registered family: Holm over all four pooled secondaries, or none
+        for test, p in zip(secondaries, holm([t["p_value"] for t in secondaries])):
+            test["p_holm"] = p
     pooled_arms = {arm: {key: sum(per_seed[s]["arms"][arm][key] for s in seeds) / len(seeds)
                          for key in ("avg_k_strict", "greedy_strict")
                          if all(key in per_seed[s]["arms"].get(arm, {}) for s in seeds)} for arm in ARMS}
@@ -331,7 +335,9 @@ def diff_cells(d: dict[str, Any] | None, mean_of_seeds: float | None = None) -> 
         return "not computed (an arm's eval is missing) | - | -"
     if "ci95" not in d:
         return f"{pct(d['difference'])} (unpaired: per-question files lost) | - | -"
-    return f"{pct(d['difference'])} [{pct(d['ci95'][0])}, {pct(d['ci95'][1])}] | {d['p_value']:.3g} | {pct(d['detectable_80'])}"
+    holm_p = f" (Holm {d['p_holm']:.3g})" if "p_holm" in d else ""
+    return (f"{pct(d['difference'])} [{pct(d['ci95'][0])}, {pct(d['ci95'][1])}] | {d['p_value']:.3g}{holm_p} | "
+            f"{pct(d['detectable_80'])}")
 
 
 def cell(m: dict[str, Any], key: str) -> str:

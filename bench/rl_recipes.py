@@ -228,9 +228,17 @@ def run_all(config: str, runs_dir: Path, base_name: str, recipes: list[str], set
     return [done[r] for r in recipes]
 
 
+def accuracy_cell(m: dict[str, Any], metric: str, ci: bool = True) -> str:
+    """One eval's accuracy in percent: avg@k where it sampled k answers per question (its ``accuracy`` is then the
+    first answer's alone), else the one answer's; with the 95% interval unless ``ci`` is false."""
+    k = m.get("samples", 1)
+    acc = m[metric][f"avg@{k}"] if k > 1 else m[metric]
+    return f"{100 * acc['accuracy']:.1f}" + (f" [{100 * acc['ci95'][0]:.1f}, {100 * acc['ci95'][1]:.1f}]" if ci else "")
+
+
 def table(results: list[dict[str, Any]], dataset: str) -> str:
-    head = ["recipe", "strict % [95% CI]", "flexible %", "p vs SFT (strict)", "flips w->r / r->w", "truncated %",
-            "mean tokens", "pairs (questions)", "own stages s"]
+    head = ["recipe", "strict % [95% CI] (@kN: avg@N)", "flexible %", "p vs SFT (strict)", "flips w->r / r->w",
+            "truncated %", "mean tokens", "pairs (questions)", "own stages s"]
     rows = []
     sft_row = None
     for res in results:
@@ -240,8 +248,7 @@ def table(results: list[dict[str, Any]], dataset: str) -> str:
         metrics, comps = res["summary"]["metrics"], res["summary"]["comparisons"].get(dataset, [])
         if sft_row is None and "sft" in metrics and dataset in metrics["sft"]:
             m = metrics["sft"][dataset]
-            sft_row = ["SFT (shared)", f"{100 * m['strict']['accuracy']:.1f} [{100 * m['strict']['ci95'][0]:.1f}, "
-                       f"{100 * m['strict']['ci95'][1]:.1f}]", f"{100 * m['flexible']['accuracy']:.1f}", "-", "-",
+            sft_row = ["SFT (shared)", accuracy_cell(m, "strict"), accuracy_cell(m, "flexible", ci=False), "-", "-",
                        f"{100 * m['truncation_rate']:.1f}", f"{m['mean_tokens']:.0f}", "-", "-"]
         m = metrics.get("rl", {}).get(dataset)
         if m is None:
@@ -249,8 +256,7 @@ def table(results: list[dict[str, Any]], dataset: str) -> str:
         c = next((c for c in comps if c["a"] == "sft" and c["b"] == "rl"), None)
         own = sum(v for k, v in res["stage_s"].items() if k not in ("prepare-data", "sft"))
         pairs = f"{res['pairs']} ({res.get('pair_questions')})" if res.get("pairs") else "-"
-        rows.append([res["recipe"], f"{100 * m['strict']['accuracy']:.1f} [{100 * m['strict']['ci95'][0]:.1f}, "
-                     f"{100 * m['strict']['ci95'][1]:.1f}]", f"{100 * m['flexible']['accuracy']:.1f}",
+        rows.append([res["recipe"], accuracy_cell(m, "strict"), accuracy_cell(m, "flexible", ci=False),
                      f"{c['strict']['p_value']:.2g}" if c else "-",
                      f"{len(c['strict']['wrong_to_right'])} / {len(c['strict']['right_to_wrong'])}" if c else "-",
                      f"{100 * m['truncation_rate']:.1f}", f"{m['mean_tokens']:.0f}", pairs, f"{own:.0f}"])

@@ -275,3 +275,18 @@ def test_rl_recipes_sampled_rescoring_builds_on_the_recipe_it_names():
     assert source_of("w_label_free", "sft") == ("rollouts_b", "rollouts") and source_of("rollouts_b", "sft") == ("sft", "sft")
     assert "needs N >= 2" in unknown_reason("w_correct@k1") and "needs N >= 2" in unknown_reason("w_correct@kx")
     assert "no recipe 'nope'" in unknown_reason("nope@k16") and unknown_reason("w_correct@k16") is None
+
+
+def test_rl_recipes_table_gives_a_sampled_eval_its_avg_at_k():
+    """A ``@kN`` recipe's row shows avg@N (all N answers), not the first answer's accuracy that its eval summary
+    also holds; a greedy eval's row its one answer. On a real eval summary of the seventh comparison run."""
+    sys.path.insert(0, str(REPO / "bench"))
+    from rl_recipes import accuracy_cell
+
+    runs = REPO / "docs/bench/regime_w_comparison_h200_run7/run_summaries"
+    sampled = json.loads((runs / "smollm2-135m-gpu-s1236-w_label_free@k16/eval/summary.json").read_text())
+    m = sampled["metrics"]["rl"]["gsm8k_test"]
+    assert m["strict"]["accuracy"] < 0.02 < 0.028 < m["strict"]["avg@16"]["accuracy"]  # first answer 1.9%, avg@16 2.9%
+    assert accuracy_cell(m, "strict") == "2.9 [2.5, 3.2]" and accuracy_cell(m, "flexible", ci=False) == "2.9"
+    greedy = json.loads((runs / "smollm2-135m-gpu-s1236-w_label_free/eval/summary.json").read_text())
+    assert accuracy_cell(greedy["metrics"]["rl"]["gsm8k_test"], "strict") == "3.4 [2.6, 4.5]"

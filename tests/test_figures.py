@@ -1,7 +1,7 @@
 """Figures in README and docs/ checked against the raw files in docs/bench/ they come from (issue 29, item 6).
 
 Each test reads a table or sentence as a reader sees it and recomputes every number in it from the raw file the
-text names. Covered: the Regime W comparison (its five runs, the first run's stage times, README's reading) and its reports' AUROCs; the
+text names. Covered: the Regime W comparison (its runs, the first run's stage times, H1 and README's reading) and its reports' AUROCs; the
 five runs of the default recipe, their tables and pooled reading (README, docs/results.md, the GPU config's header);
 the registration's power figures (bench/power.py); the CPU demo and fresh-clone checks, the demo's SFT length
 check, the lock's lm-eval packages; the SmolLM2 base on 100 GSM8K test questions (CPU); README's `looper plan`
@@ -1172,7 +1172,7 @@ def test_regime_w_comparison_third_run():
                              "dataset": "gsm8k_test", "config": "configs/smollm2-135m-gpu.yaml", "set": []})()
     result = analyze(args, "smollm2-135m-gpu")
     stored = json.loads((RUN3 / "comparison_partial.json").read_text())
-    assert stored["pooled"]["comparisons"] == json.loads(json.dumps(result["pooled"]["comparisons"]))
+    assert stored["pooled"]["comparisons"] == json.loads(json.dumps(_without_holm(result["pooled"]["comparisons"])))
     text = section(REPO / "docs" / "results.md", "### Third run (2026-11-30")
     flat = " ".join(text.split())
     rows = table_rows(text, r"1234|1235|1236")
@@ -1355,6 +1355,26 @@ def _auroc_gaps_of_earlier_runs() -> list[float]:
     return gaps
 
 
+def _check_arm_rows(arm_rows: list[list[str]], res: dict) -> None:
+    """A seed's arm table (seed, arm, avg@16 [CI], maj@16, pass@16, greedy [CI], truncated sampled / greedy, pairs,
+    DPO steps) against that seed's analysis."""
+    for seed, name, avg, maj, pas, greedy, trunc, pairs, steps in arm_rows:
+        key = ARM_NAMES[name]
+        m = res["arms"][key]
+        assert numbers(avg) == [pct(m["avg_k_strict"]), *(pct(x) for x in m["avg_k_strict_ci95"])]
+        assert numbers(maj) == [pct(m["maj_k_strict"])] and numbers(pas) == [pct(m["pass_k_strict"])]
+        assert numbers(greedy) == [pct(m["greedy_strict"]), *(pct(x) for x in m["greedy_strict_ci95"])]
+        assert numbers(trunc) == [pct(m["sampled_truncated"], 1), pct(m["greedy_truncated"], 1)]
+        assert numbers(pairs) == ([res["pairs"][key]] if key != "sft" else [])
+        assert numbers(steps) == ([res["dpo_steps"][key]] if key != "sft" else [])
+
+
+def _without_holm(comparisons: dict) -> dict:
+    """The pooled comparisons without the Holm p-values, which analyses made before they were added lack."""
+    return {key: {**c, "avg_k": c["avg_k"] and {k: v for k, v in c["avg_k"].items() if k != "p_holm"}}
+            for key, c in comparisons.items()}
+
+
 def _close(a: object, b: object) -> bool:
     """``a == b``, floats within a relative 1e-9 (the same sums made on another machine)."""
     if isinstance(a, dict) and isinstance(b, dict):
@@ -1367,9 +1387,9 @@ def _close(a: object, b: object) -> bool:
 
 
 def test_regime_w_comparison_fifth_run():
-    """The fifth run's section and README's reading of the comparison, recomputed by the comparison's own analysis
-    from seed 1234's per-question files (this run) and seed 1235's (the first run's file), as the amendments count
-    them: the arm table, seed 1234's paired tests, the two-seed interim pooling, the stage times and the AUROCs."""
+    """The fifth run's section, recomputed by the comparison's own analysis from seed 1234's per-question files
+    (this run) and seed 1235's (the first run's file), as the amendments count them: the arm table, seed 1234's
+    paired tests, the two-seed interim pooling, the stage times and the AUROCs."""
     import sys
 
     sys.path.insert(0, str(REPO / "bench"))
@@ -1380,7 +1400,8 @@ def test_regime_w_comparison_fifth_run():
                              "from_analysis": [str(COMPARISON / "seed1235_paired.json")]})()
     result = json.loads(json.dumps(analyze(args, "smollm2-135m-gpu")))
     stored = json.loads((RUN5 / "comparison.json").read_text())
-    assert _close(stored["pooled"]["comparisons"], result["pooled"]["comparisons"])  # the GPU machine's last digits may differ
+    # the GPU machine's last digits may differ
+    assert _close(stored["pooled"]["comparisons"], _without_holm(result["pooled"]["comparisons"]))
     assert result["per_seed"]["1235"]["from"].endswith("seed1235_paired.json") and not result["missing_seeds"]
     text = section(REPO / "docs" / "results.md", "### Fifth run (2026-12-01")
     flat = " ".join(text.split())
@@ -1388,15 +1409,7 @@ def test_regime_w_comparison_fifth_run():
     rows = table_rows(text, r"1234")
     arm_rows, auroc_rows = [r for r in rows if len(r) == 9], [r for r in rows if len(r) == 6]
     assert len(arm_rows) == 4 and len(auroc_rows) == 3
-    for seed, name, avg, maj, pas, greedy, trunc, pairs, steps in arm_rows:
-        key = ARM_NAMES[name]
-        m = res["arms"][key]
-        assert numbers(avg) == [pct(m["avg_k_strict"]), *(pct(x) for x in m["avg_k_strict_ci95"])]
-        assert numbers(maj) == [pct(m["maj_k_strict"])] and numbers(pas) == [pct(m["pass_k_strict"])]
-        assert numbers(greedy) == [pct(m["greedy_strict"]), *(pct(x) for x in m["greedy_strict_ci95"])]
-        assert numbers(trunc) == [pct(m["sampled_truncated"], 1), pct(m["greedy_truncated"], 1)]
-        assert numbers(pairs) == ([res["pairs"][key]] if key != "sft" else [])
-        assert numbers(steps) == ([res["dpo_steps"][key]] if key != "sft" else [])
+    _check_arm_rows(arm_rows, res)
     labels = {"Regime W - correctness only": "w_regime_w - w_correct", "Regime W - SFT": "w_regime_w - sft",
               "correctness only - SFT": "w_correct - sft", "label-free - SFT": "w_label_free - sft",
               "label-free - correctness only": "w_label_free - w_correct"}
@@ -1459,18 +1472,164 @@ def test_regime_w_comparison_fifth_run():
     every = gaps + _auroc_gaps_of_earlier_runs()
     assert len(every) == 30 and f"Over the four runs' rollouts, {sum(x > 0 for x in every)} of 30 rows favour s_wm" in flat
     assert f"by {min(gaps):+.3f} to {max(gaps):+.3f}, each with DeLong's p = {min(ps):.2g}-{max(ps):.2g}" in flat
-    # README's reading
+
+
+RUN7 = BENCH / "regime_w_comparison_h200_run7"
+
+
+def _delong_rows(path: Path) -> list[dict]:
+    """The AUROC rows of one seed's rollouts that DeLong's test was computed for."""
+    return [v["s_wm_minus_majority"] for v in json.loads(path.read_text()).values() if v.get("s_wm_minus_majority")]
+
+
+def test_regime_w_comparison_seventh_run_and_h1():
+    """The registered tests over three seeds, recomputed by the comparison's own analysis from seed 1236's
+    per-question files (the seventh run) and seeds 1234's and 1235's (the fifth and first runs' files): the seventh
+    run's section (seed 1236's arm table, H1 and the Holm-adjusted secondaries, times, AUROCs), the outcome above
+    the registration, README's reading and the GPU config's header."""
+    import sys
+
+    sys.path.insert(0, str(REPO / "bench"))
+    from regime_w_comparison import analyze
+
+    args = type("Args", (), {"runs_dir": str(RUN7 / "run_summaries"), "seeds": [1234, 1235, 1236], "k": 16,
+                             "dataset": "gsm8k_test", "config": "configs/smollm2-135m-gpu.yaml", "set": [],
+                             "from_analysis": [str(COMPARISON / "seed1235_paired.json"), str(RUN5 / "comparison.json")]})()
+    result = json.loads(json.dumps(analyze(args, "smollm2-135m-gpu")))
+    stored = json.loads((RUN7 / "comparison.json").read_text())
+    assert _close(stored["pooled"]["comparisons"], _without_holm(result["pooled"]["comparisons"]))
+    assert result["pooled"]["paired_seeds"] == [1234, 1235, 1236] and not result["missing_seeds"]
+    pooled = result["pooled"]["comparisons"]
+    text = section(REPO / "docs" / "results.md", "### Seventh run (2026-12-01")
+    flat = " ".join(text.split())
+    res = result["per_seed"]["1236"]
+    rows = table_rows(text, r"1236")
+    arm_rows, auroc_rows = [r for r in rows if len(r) == 9], [r for r in rows if len(r) == 6]
+    assert len(arm_rows) == 4 and len(auroc_rows) == 3
+    _check_arm_rows(arm_rows, res)
+    arms = result["pooled"]["arms"]
+    order = ("sft", "w_regime_w", "w_correct", "w_label_free")
+    assert "SFT {:.2f}%, Regime W {:.2f}%, correctness only {:.2f}%, label-free {:.2f}% (greedy strict {:.2f}%, {:.2f}%, " \
+           "{:.2f}%, {:.2f}%)".format(*(pct(arms[a][k]) for k in ("avg_k_strict", "greedy_strict") for a in order)) in flat
+    # the tests: pooled difference, p, Holm p, detectable; each seed's difference; pooled greedy sign test
+    labels = {"H1: Regime W - correctness only": "w_regime_w - w_correct", "Regime W - SFT": "w_regime_w - sft",
+              "correctness only - SFT": "w_correct - sft", "label-free - SFT": "w_label_free - sft",
+              "label-free - correctness only": "w_label_free - w_correct"}
+    test_rows = [r for r in table_rows(text, r"\**[A-Za-z1: -]+\**") if r[0].strip("*") in labels]
+    assert len(test_rows) == 5
+    for label, diff, p, holm_p, detectable, per_seed, greedy in test_rows:
+        key = labels[label.strip("*")]
+        d = pooled[key]["avg_k"]
+        shown_diff = printed(diff)
+        assert all(shown(t, 100 * v) for t, v in zip(shown_diff, (d["difference"], *d["ci95"]))) and len(shown_diff) == 3
+        assert shown(p, d["p_value"]) and shown(detectable, 100 * d["detectable_80"])
+        assert holm_p == "(primary)" if key == "w_regime_w - w_correct" else shown(holm_p, d["p_holm"])
+        seeds = [result["per_seed"][s]["comparisons"][key]["avg_k"]["difference"] for s in ("1234", "1235", "1236")]
+        assert all(shown(t, 100 * v) for t, v in zip(printed(per_seed), seeds)) and len(printed(per_seed)) == 3
+        g = pooled[key]["greedy_per_question"]
+        better, worse, sign_p = printed(greedy)
+        assert (int(better), int(worse)) == (g["better"], g["worse"]) and shown(sign_p, g["p_sign_test"])
+    # H1 in words, the same everywhere it is read
+    h1 = pooled["w_regime_w - w_correct"]["avg_k"]
+    h1_words = f"{100 * h1['difference']:+.2f} points of avg@16 [{100 * h1['ci95'][0]:+.2f}, {100 * h1['ci95'][1]:+.2f}], " \
+               f"p = {h1['p_value']:.2f}"
+    assert h1["p_value"] > 0.05 and "**H1 is not significant: Regime W's ranking did not beat correctness alone.**" in flat
+    outcome = " ".join(section(REPO / "docs" / "results.md", "## Regime W against correctness alone").split())
     readme = " ".join((REPO / "README.md").read_text().split())
-    first = json.loads((COMPARISON / "seed1235_paired.json").read_text())["per_seed"]["1235"]["comparisons"]["w_regime_w - w_correct"]["avg_k"]
-    d1234 = res["comparisons"]["w_regime_w - w_correct"]["avg_k"]
-    pooled = result["pooled"]["comparisons"]["w_regime_w - w_correct"]["avg_k"]
-    assert f"by {100 * d1234['difference']:+.2f} points of avg@16 in seed 1234 (p = {d1234['p_value']:.2f}) and " \
-           f"{100 * first['difference']:+.2f} in seed 1235 (p = {first['p_value']:.2g}); the two pooled give " \
-           f"{100 * pooled['difference']:+.2f} [{100 * pooled['ci95'][0]:+.2f}, {100 * pooled['ci95'][1]:+.2f}], p = {pooled['p_value']:.2g}" in readme
-    run1 = json.loads((COMPARISON / "comparison_from_summaries.json").read_text())["per_seed"]
-    trunc = {a: [run1[s]["arms"][a]["sampled_truncated"] for s in ("1234", "1235", "1236")] + [res["arms"][a]["sampled_truncated"]]
-             for a in ("w_regime_w", "w_correct")}
-    assert f"(Regime W's policies truncate {pct(min(trunc['w_regime_w']), 1):.1f}-{pct(max(trunc['w_regime_w']), 1):.1f}% of sampled " \
-           f"answers, correctness alone's {pct(min(trunc['w_correct']), 1):.1f}-{pct(max(trunc['w_correct']), 1):.1f}%)" in readme
-    assert f"in {sum(x > 0 for x in every)} of 30 rows over four runs' rollouts, by at most {max(every):.3f}" in readme
-    assert f"exclude zero in the fifth run's three rows (p = {min(ps):.2g}-{max(ps):.2g})" in readme
+    header = " ".join((REPO / "configs" / "smollm2-135m-gpu.yaml").read_text().replace("\n# ", " ").split())
+    could = f"where the run could have detected {100 * h1['detectable_80']:.2f} points"
+    assert f"{h1_words}, {could}" in flat and f"{h1_words}, {could}" in outcome and f"{h1_words}: not significant, {could}" in readme
+    assert h1_words.replace(" of avg@16", "") in header and "did not measurably beat" in header
+    secondaries = [pooled[k]["avg_k"] for k in labels.values() if k != "w_regime_w - w_correct"]
+    assert all(d["p_holm"] < 0.05 for d in secondaries) and "All four secondaries are significant after Holm" in outcome
+    seeds = [result["per_seed"][s]["comparisons"]["w_regime_w - w_correct"]["avg_k"]["difference"] for s in ("1234", "1235", "1236")]
+    assert "(per seed {:+.2f}, {:+.2f}, {:+.2f})".format(*(100 * x for x in seeds)) in readme
+    gains = [pooled[f"{a} - sft"]["avg_k"]["difference"] for a in order[1:]]
+    assert max(d["p_holm"] for d in secondaries[:3]) < 0.01
+    assert "SFT's {:.2f}% avg@16 (Regime W by {:+.2f} points, correctness only by {:+.2f}, label-free by {:+.2f}; " \
+           "Holm-adjusted p < 0.01 each)".format(pct(arms["sft"]["avg_k_strict"]), *(100 * g for g in gains)) in readme
+    lf = pooled["w_label_free - w_correct"]["avg_k"]
+    assert f"the label-free arm beat correctness only by {100 * lf['difference']:+.2f} points" in readme
+    # "three times the pairs and DPO steps"; truncation of the counted seeds
+    per = [result["per_seed"][s] for s in ("1234", "1235", "1236")]
+    for field in ("pairs", "dpo_steps"):
+        assert all(2.9 < r[field]["w_label_free"] / r[field]["w_correct"] < 3.2 for r in per)
+    lf_pairs, c_pairs = ([r["pairs"][a] for r in per] for a in ("w_label_free", "w_correct"))
+    lf_steps, c_steps = ([r["dpo_steps"][a] for r in per] for a in ("w_label_free", "w_correct"))
+    assert f"({min(lf_pairs):,}-{max(lf_pairs):,} pairs, {min(lf_steps)}-{max(lf_steps)} steps against " \
+           f"{min(c_pairs):,}-{max(c_pairs):,} and {min(c_steps)}-{max(c_steps)})" in flat
+    trunc = {a: [pct(r["arms"][a]["sampled_truncated"], 1) for r in per] for a in order}
+    assert "({:.1f}-{:.1f}% of sampled answers, against correctness only's {:.1f}-{:.1f}% and SFT's {:.1f}-{:.1f}%; Regime W's " \
+           "{:.1f}-{:.1f}%)".format(*(f(trunc[a]) for a in ("w_label_free", "w_correct", "sft", "w_regime_w") for f in (min, max))) in flat
+    policies = trunc["w_regime_w"] + trunc["w_correct"] + trunc["w_label_free"]
+    assert f"the policies truncate {min(policies):.1f}-{max(policies):.1f}% of their sampled answers, SFT " \
+           f"{min(trunc['sft']):.1f}-{max(trunc['sft']):.1f}%" in readme
+    # seed 1236's regime-W and correctness-only sampled answers: the same count right, different questions
+    q = result["question_scores"]["1236"]
+    right = [round(16 * sum(q[a]["avg_k"])) for a in ("w_regime_w", "w_correct")]
+    up = sum(x > y for x, y in zip(q["w_regime_w"]["avg_k"], q["w_correct"]["avg_k"]))
+    down = sum(x < y for x, y in zip(q["w_regime_w"]["avg_k"], q["w_correct"]["avg_k"]))
+    assert right[0] == right[1] and f"each got {right[0]} of their {16 * 1319:,} sampled answers right" in flat
+    assert f"they differ on {up + down} questions, {up} in Regime W's favour and {down} against" in flat
+    # times, from the recipe file, the comparison and the evals' logs
+    recipes = {r["recipe"]: r["wall_s"] for r in json.loads((RUN7 / "smollm2-135m-gpu-s1236.recipes.json").read_text())["results"]}
+    skipped = [v for k, v in recipes.items() if "@k16" not in k or k == "sft@k16"]
+    assert len(skipped) == 6 and f"({min(skipped):.0f}-{max(skipped):.0f} s each" in flat
+    evals = [recipes[f"{a}@k16"] for a in order[1:]]
+    assert "took {:.0f}, {:.0f} and {:.0f} s at once".format(*evals) in flat
+    assert f"The seed took {stored['seed_wall_s']['1236']:.0f} s" in flat
+    done = {}
+    for a in order[1:]:
+        found = re.search(r"resuming, (\d+) questions already done", (RUN7 / f"smollm2-135m-gpu-s1236-{a}@k16.log").read_text())
+        done[a] = int(found.group(1)) if found else 0
+    assert f"(Regime W's at {done['w_regime_w']} of 1,319, correctness only's at {done['w_correct']}; label-free's had " \
+           f"written none)" in flat and done["w_label_free"] == 0
+    # AUROCs: seed 1236's rows, and the counts over every run's rollouts
+    aurocs = json.loads((RUN7 / "auroc_s1236.json").read_text())
+    for seed, fam, correct, maj, wm, test in auroc_rows:
+        v, t = aurocs[fam], aurocs[fam]["s_wm_minus_majority"]
+        assert numbers(correct) == [v["consensus_correct"], v["questions"]]
+        assert numbers(maj) == [round(v["auroc_majority"], 3)] and numbers(wm) == [round(v["auroc_s_wm"], 3)]
+        diff, lo, hi, p = printed(test)
+        assert all(shown(x, y) for x, y in ((diff, t["difference"]), (lo, t["ci95"][0]), (hi, t["ci95"][1]), (p, t["p_value"])))
+    gaps = [v["auroc_s_wm"] - v["auroc_majority"] for v in aurocs.values()]
+    assert "in all three rows ({:+.3f}, {:+.3f}, {:+.3f})".format(*gaps) in flat and min(gaps) > 0
+    earlier5 = json.loads((RUN5 / "auroc_s1234.json").read_text())
+    every = _auroc_gaps_of_earlier_runs() + [v["auroc_s_wm"] - v["auroc_majority"] for v in earlier5.values()] + gaps
+    favour = sum(x > 0 for x in every)
+    tested = [t for run in (RUN3, RUN5, RUN7) for path in sorted(run.glob("auroc_s*.json")) for t in _delong_rows(path)]
+    excluding = sum(t["ci95"][0] > 0 or t["ci95"][1] < 0 for t in tested)
+    assert f"Over the five runs' rollouts {favour} of {len(every)} rows favour s_wm; of the {len(tested)} rows tested by " \
+           f"DeLong, {excluding} exclude zero" in flat
+    assert f"in {favour} of {len(every)} rows over five runs' rollouts, by at most {max(every):.3f}; DeLong's intervals " \
+           f"exclude zero in {excluding} of the {len(tested)} rows tested" in readme
+
+
+def test_regime_w_comparison_sixth_run_times():
+    """The sixth run's table of recipe times, seed 1234 (fifth run: its seed log, stage markers and timings) beside
+    seed 1236 (sixth run: its seed log and the SFT and rollouts recipes' logs)."""
+    run6 = BENCH / "regime_w_comparison_h200_run6"
+    text = section(REPO / "docs" / "results.md", "### Sixth run (2026-12-01")
+
+    def recipe_s(log: Path) -> dict[str, int]:
+        return {m[0]: int(m[1]) for m in re.findall(r"^##### (\S+) done in (\d+) s", log.read_text(), flags=re.MULTILINE)}
+
+    def fifth(run: str, kind: str, name: str) -> float:
+        folder = RUN5 / "run_summaries" / f"smollm2-135m-gpu-s1234-{run}"
+        return json.loads((folder / kind).read_text())[name]
+
+    s1234, s1236 = recipe_s(RUN5 / "smollm2-135m-gpu-s1234.log"), recipe_s(run6 / "smollm2-135m-gpu-s1236.log")
+    sft_log = (run6 / "smollm2-135m-gpu-s1236-sft.log").read_text()
+    sft_stage = float(re.search(r"=== sft took ([\d.]+) s", sft_log).group(1))
+    training = float(re.search(r"'train_runtime': '([\d.]+)'", sft_log).group(1))
+    rate = re.search(r"([\d,]+) tokens/s", (run6 / "smollm2-135m-gpu-s1236-rollouts_b.log").read_text()).group(1)
+    (sft,) = table_rows(text, r"SFT recipe.*")
+    assert sft[1:] == [f"{s1234['sft']} ({fifth('sft', 'pipeline_timings.json', 'sft'):.0f}; "
+                       f"{fifth('sft', 'stages/sft.json', 'train_runtime_s'):.0f})",
+                       f"{s1236['sft']} ({sft_stage:.0f}; {training:.0f})"]
+    (rollouts,) = table_rows(text, r"rollouts \(tokens/s\)")
+    assert rollouts[1:] == [f"{s1234['rollouts_b']} ({fifth('rollouts_b', 'stages/collect-rollouts.json', 'tokens_per_s'):,.0f})",
+                            f"{s1236['rollouts_b']} ({rate})"]
+    (dpo,) = table_rows(text, r"DPO arms.*")
+    arms = ("w_regime_w", "w_correct", "w_label_free")
+    assert dpo[1:] == [" / ".join(str(s[a]) for a in arms) for s in (s1234, s1236)]

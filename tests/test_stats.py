@@ -131,3 +131,12 @@ def test_paired_difference_and_mean_interval_known_values():
     # every question at 0% (or 100%): the Wilson interval of 0 in 4 (of 100 in 100), not a zero-width one
     assert mean_interval([0.0] * 4) == pytest.approx((0.0, 0.0, 0.4899), abs=1e-4)
     assert mean_interval([1.0] * 100) == pytest.approx((1.0, 0.9630, 1.0), abs=1e-4)
+
+
+def test_holm_adjusts_step_down_in_the_given_order():
+    from looper.stats import holm
+
+    # sorted 0.005, 0.01, 0.03, 0.04 -> x4, x3, x2, x1 = 0.02, 0.03, 0.06, 0.04; the last kept at 0.06 (monotone)
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm([0.5, 0.6]) == [1.0, 1.0]  # capped at 1
+    assert holm([0.02]) == [0.02] and holm([]) == []

@@ -81,6 +81,20 @@ def paired_difference(a: Sequence[float], b: Sequence[float]) -> dict[str, float
     return {"difference": mean, "ci95": [mean - Z95 * se, mean + Z95 * se], "p_value": p, "detectable_80": (Z95 + Z80) * se}
 
 
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values for a family of tests, in the order given: the i-th smallest p times
+    (m - i + 1), each kept at least as large as the one before it and at most 1. Rejecting where the adjusted p is
+    below alpha controls the family-wise error rate at alpha (Holm, "A simple sequentially rejective multiple test
+    procedure", Scandinavian Journal of Statistics 6, 1979)."""
+    m = len(p_values)
+    adjusted = [0.0] * m
+    running = 0.0
+    for rank, i in enumerate(sorted(range(m), key=lambda i: p_values[i])):
+        running = max(running, min(1.0, (m - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
+
+
 def _midranks(values: Sequence[float]) -> list[float]:
     """1-based ranks of ``values``, each tie group given its average rank."""
     ranked = sorted(range(len(values)), key=lambda i: values[i])
