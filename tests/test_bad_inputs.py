@@ -73,6 +73,8 @@ CASES = {
     "yaml-malformed": Case(["sft", "{src}/run.yaml"], "run.yaml:2:", setup=_yaml("name: [x\n  y: 2\n")),
     "yaml-duplicate-key": Case(["sft", "{src}/run.yaml"], "run.yaml:4:5: not valid YAML (duplicate key 'learning_rate' in sft.trainer)",
                                setup=_yaml("sft:\n  trainer:\n    learning_rate: 1e-4\n    learning_rate: 2e-4\n")),  # PyYAML keeps the last
+    "yaml-unclosed": Case(["sft", "{src}/run.yaml"], "run.yaml:2:9: not valid YAML (a '{' mapping opened here is never closed)",
+                          setup=_yaml("sft:\n  lora: {r: 8\n")),  # where it opened, not the line past the end
     "yaml-not-a-mapping": Case(["sft", "{src}/run.yaml"], "the top level must be a mapping", setup=_yaml("- a\n- b\n")),
     "yaml-binary": Case(["sft", "{src}/run.yaml"], "not a text file", setup=lambda src: (src.mkdir(parents=True), (src / "run.yaml").write_bytes(b"\xff\xfe\x00\x81"))),
     "config-missing": Case(["sft", "{src}/nope.yaml"], "config file not found"),

@@ -123,6 +123,22 @@ def _yaml_problem(err: yaml.YAMLError) -> str:
     return " ".join(str(getattr(err, "problem", None) or err).split())
 
 
+# PyYAML's context for a construct the end of the file left open -> what a user typed
+_YAML_OPENED = {"flow mapping": "a '{' mapping", "flow sequence": "a '[' list", "quoted scalar": "a quoted string"}
+
+
+def _yaml_error(path: Path, text: str, err: yaml.YAMLError) -> str:
+    """``FILE:LINE:COL: not valid YAML (problem)``. A problem found at the end of the file (a bracket or quote left
+    open) is put where PyYAML says the unclosed construct began, not on the line past the end."""
+    mark, context = getattr(err, "problem_mark", None), getattr(err, "context_mark", None)
+    if mark is None:
+        return f"{path}: not valid YAML ({_yaml_problem(err)})"
+    opened = next((what for key, what in _YAML_OPENED.items() if key in str(getattr(err, "context", ""))), None)
+    if mark.index >= len(text.rstrip()) and context is not None and opened:
+        return f"{path}:{context.line + 1}:{context.column + 1}: not valid YAML ({opened} opened here is never closed)"
+    return f"{path}:{mark.line + 1}:{mark.column + 1}: not valid YAML ({_yaml_problem(err)})"
+
+
 class ConfigError(ValueError):
     """A config file or override that does not match the schema; the message names key and file."""
 
@@ -511,11 +527,10 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
         try:
-            data = _yaml_load(path.read_text()) or {}
+            text = path.read_text()
+            data = _yaml_load(text) or {}
         except yaml.YAMLError as err:
-            mark = getattr(err, "problem_mark", None)
-            at = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
-            raise ConfigError(f"{at}: not valid YAML ({_yaml_problem(err)})") from None
+            raise ConfigError(_yaml_error(path, text, err)) from None
         except UnicodeDecodeError:
             raise ConfigError(f"{path}: not a text file (not UTF-8)") from None
         if not isinstance(data, dict):

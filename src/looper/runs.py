@@ -274,8 +274,8 @@ class RunDir:
         """The files and folders ``stage`` writes that exist now (besides its marker, log and work folder): what to
         delete to redo it."""
         made = {"prepare-data": [self.train, self.dev, self.test, self.platinum, self.data_info],
-                "sft": [self.lora_sft, self.full_sft, self.sft_self_samples, self.sft_self_samples.with_suffix(".meta.json")],
-                "collect-rollouts": [self.rollouts, self.rollouts.with_suffix(".meta.json")],
+                "sft": [self.lora_sft, self.full_sft, self.sft_self_samples, record_path(self.sft_self_samples)],
+                "collect-rollouts": [self.rollouts, record_path(self.rollouts)],
                 "build-preferences": [self.preferences],
                 "train-rl": [self.lora_rl, self.data_root / "rounds"],
                 "eval": [self.eval_dir]}[stage]
@@ -378,6 +378,12 @@ def made_with(output: Path | str, record: dict[str, Any] | None, sections: dict[
     if changed:
         raise InputError(f"{output}: made with other settings ({'; '.join(changed[:8])}); {remedy}")
     return changed is not None
+
+
+def record_path(output: Path) -> Path:
+    """Where the settings record of an output file (rollouts, self samples, an eval file) is kept: beside it, as
+    ``<stem>.meta.json``."""
+    return Path(output).with_suffix(".meta.json")
 
 
 def read_record(path: Path) -> dict[str, Any] | None:

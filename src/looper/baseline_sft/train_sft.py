@@ -43,6 +43,7 @@ from looper.runs import (
     made_with,
     read_jsonl,
     read_record,
+    record_path,
     require_input,
     set_seed,
     settings_record,
@@ -142,7 +143,7 @@ def _self_data_settings(config: RunConfig) -> dict[str, Any]:
 def check_self_samples(config: RunConfig, run: RunDir) -> dict[str, Any] | None:
     """The saved self-data samples' record (None: none yet), or an InputError when other sampling settings made
     them; reads only."""
-    path, meta = run.sft_self_samples, run.sft_self_samples.with_suffix(".meta.json")
+    path, meta = run.sft_self_samples, record_path(run.sft_self_samples)
     made = read_record(meta)
     made_with(path, made, _self_data_settings(config), f"delete it and {meta.name} to sample again")
     return made
@@ -151,7 +152,7 @@ def check_self_samples(config: RunConfig, run: RunDir) -> dict[str, Any] | None:
 def sample_self_data(config: RunConfig, run: RunDir) -> list[dict[str, Any]]:
     """The base model's samples of every training question, one record per question (resumable)."""
     sd = config.sft.self_data
-    path, meta = run.sft_self_samples, run.sft_self_samples.with_suffix(".meta.json")
+    path, meta = run.sft_self_samples, record_path(run.sft_self_samples)
     questions = read_jsonl(run.train, required=("id", "question", "gold"))[: sd.max_questions]
     settings = _self_data_settings(config)
     made = check_self_samples(config, run)

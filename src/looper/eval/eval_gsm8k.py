@@ -40,6 +40,7 @@ from looper.runs import (
     finish_stage,
     read_jsonl,
     read_record,
+    record_path,
     require_input,
     settings_record,
     stage_marker,
@@ -220,13 +221,13 @@ def main(config: RunConfig, show_note: bool = True) -> RunDir:
                 final = run.eval_dir / f"{which}__{name}.jsonl"
                 records[which][name] = evaluate_lm_eval(config, run, which, rows, tokenizer, f"{which}/{name}")
                 atomic_write_jsonl(final, records[which][name])
-                atomic_write_json(final.with_suffix(".meta.json"), made)
+                atomic_write_json(record_path(final), made)
             continue
         with LazyEngine(lambda: open_engine(config, run, which, engine, "eval", config.eval.max_new_tokens, tokenizer)) as lazy:
             for name, rows in datasets.items():
                 final = run.eval_dir / f"{which}__{name}.jsonl"
                 out_path = shards.path(final)
-                meta = out_path.with_suffix(".meta.json")
+                meta = record_path(out_path)
                 changed = changed_settings(read_record(meta), made["config"]) if out_path.exists() else []
                 if changed != []:  # other settings, or no record of them
                     print(f"eval: {out_path}: made with other settings ({'; '.join(changed or ['none recorded'])}); "
@@ -244,9 +245,9 @@ def main(config: RunConfig, show_note: bool = True) -> RunDir:
             for name, rows in datasets.items():
                 final = run.eval_dir / f"{which}__{name}.jsonl"
                 records[which][name] = shards.merge(final, [r["id"] for r in rows])
-                atomic_write_json(final.with_suffix(".meta.json"), made)
+                atomic_write_json(record_path(final), made)
                 for r in range(shards.world):
-                    shards.path(final, r).with_suffix(".meta.json").unlink(missing_ok=True)
+                    record_path(shards.path(final, r)).unlink(missing_ok=True)
     per_process = shards.gather({**tally, "seconds": round(tally["seconds"], 2), "peak_gpu_memory_gib": peak_gpu_memory_gib()})
     if not shards.is_main:
         return run

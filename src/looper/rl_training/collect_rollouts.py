@@ -51,6 +51,7 @@ from looper.runs import (
     made_with,
     read_jsonl,
     read_record,
+    record_path,
     require_input,
     settings_record,
     stage_sections,
@@ -102,7 +103,7 @@ def main(config: RunConfig, run: RunDir | None = None, round_: int = 1) -> RunDi
         raise InputError(f"{run.train}: no training questions")
     arms = build_all_arms(config.regime_w)
     check_reward_config(config.regime_w)
-    meta_path = run.rollouts.with_suffix(".meta.json")
+    meta_path = record_path(run.rollouts)
     existing = [run.rollouts, *run.rollouts.parent.glob(f"{run.rollouts.stem}.shard*")]
     if any(p.exists() for p in existing):  # a partial collection resumes only under the settings that began it
         made_with(run.rollouts, read_record(meta_path), sections,
