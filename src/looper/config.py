@@ -432,7 +432,7 @@ def check_value(value: Any, tp: Any, where: str) -> Any:
         return value
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
         return _build(tp, value, where)
     if origin is list:
         if not isinstance(value, list):
