@@ -78,6 +78,7 @@ CASES = {
     "yaml-not-a-mapping": Case(["sft", "{src}/run.yaml"], "the top level must be a mapping", setup=_yaml("- a\n- b\n")),
     "yaml-binary": Case(["sft", "{src}/run.yaml"], "not a text file", setup=lambda src: (src.mkdir(parents=True), (src / "run.yaml").write_bytes(b"\xff\xfe\x00\x81"))),
     "config-missing": Case(["sft", "{src}/nope.yaml"], "config file not found"),
+    "section-given-a-value": Case(["sft", "{cfg}", "sft=3"], "command line: sft: expected a mapping, got 3"),
     "unknown-top-level-key": Case(["sft", "{cfg}", "sede=3"], "command line: unknown key 'sede'"),
     "unknown-key-in-file": Case(["sft", "{src}/run.yaml"], "sft.lora: unknown key 'rank'", setup=_yaml("sft:\n  lora:\n    rank: 8\n")),
     "unknown-nested-key": Case(["sft", "{cfg}", "rollouts.batch=4"], "rollouts: unknown key 'batch'"),
