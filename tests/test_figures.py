@@ -1369,6 +1369,44 @@ def _check_arm_rows(arm_rows: list[list[str]], res: dict) -> None:
         assert numbers(steps) == ([res["dpo_steps"][key]] if key != "sft" else [])
 
 
+def _comparison_run(run: Path, seeds: list[int], earlier: list[Path], heading: str, seed: str) -> tuple[dict, str, list]:
+    """A comparison run re-analysed by the comparison's own analysis from its per-question files (the seeds in
+    ``earlier`` from those analyses), checked against the run's stored analysis and its section's arm table for
+    ``seed``. Returns the analysis, the section's text and its AUROC table rows."""
+    import sys
+
+    sys.path.insert(0, str(REPO / "bench"))
+    from regime_w_comparison import analyze
+
+    args = type("Args", (), {"runs_dir": str(run / "run_summaries"), "seeds": seeds, "k": 16, "dataset": "gsm8k_test",
+                             "config": "configs/smollm2-135m-gpu.yaml", "set": [], "from_analysis": [str(p) for p in earlier]})()
+    result = json.loads(json.dumps(analyze(args, "smollm2-135m-gpu")))
+    stored = json.loads((run / "comparison.json").read_text())
+    # the GPU machine's last digits may differ
+    assert _close(stored["pooled"]["comparisons"], _without_holm(result["pooled"]["comparisons"]))
+    assert not result["missing_seeds"]
+    text = section(REPO / "docs" / "results.md", heading)
+    rows = table_rows(text, seed)
+    arm_rows, auroc_rows = [r for r in rows if len(r) == 9], [r for r in rows if len(r) == 6]
+    assert len(arm_rows) == 4 and len(auroc_rows) == 3
+    _check_arm_rows(arm_rows, result["per_seed"][seed])
+    return result, text, auroc_rows
+
+
+def _check_auroc_rows(auroc_rows: list[list[str]], aurocs: dict) -> list[dict]:
+    """A seed's AUROC table (seed, arms, consensus correct, AUROC majority, AUROC s_wm, DeLong's difference [CI], p)
+    against its ``auroc_s<seed>.json``; returns the rows' DeLong tests."""
+    tests = []
+    for seed, fam, correct, maj, wm, test in auroc_rows:
+        v, t = aurocs[fam], aurocs[fam]["s_wm_minus_majority"]
+        assert numbers(correct) == [v["consensus_correct"], v["questions"]]
+        assert numbers(maj) == [round(v["auroc_majority"], 3)] and numbers(wm) == [round(v["auroc_s_wm"], 3)]
+        diff, lo, hi, p = printed(test)
+        assert all(shown(x, y) for x, y in ((diff, t["difference"]), (lo, t["ci95"][0]), (hi, t["ci95"][1]), (p, t["p_value"])))
+        tests.append(t)
+    return tests
+
+
 def _without_holm(comparisons: dict) -> dict:
     """The pooled comparisons without the Holm p-values, which analyses made before they were added lack."""
     return {key: {**c, "avg_k": c["avg_k"] and {k: v for k, v in c["avg_k"].items() if k != "p_holm"}}
@@ -1390,26 +1428,12 @@ def test_regime_w_comparison_fifth_run():
     """The fifth run's section, recomputed by the comparison's own analysis from seed 1234's per-question files
     (this run) and seed 1235's (the first run's file), as the amendments count them: the arm table, seed 1234's
     paired tests, the two-seed interim pooling, the stage times and the AUROCs."""
-    import sys
-
-    sys.path.insert(0, str(REPO / "bench"))
-    from regime_w_comparison import analyze
-
-    args = type("Args", (), {"runs_dir": str(RUN5 / "run_summaries"), "seeds": [1234, 1235], "k": 16, "dataset": "gsm8k_test",
-                             "config": "configs/smollm2-135m-gpu.yaml", "set": [],
-                             "from_analysis": [str(COMPARISON / "seed1235_paired.json")]})()
-    result = json.loads(json.dumps(analyze(args, "smollm2-135m-gpu")))
+    result, text, auroc_rows = _comparison_run(RUN5, [1234, 1235], [COMPARISON / "seed1235_paired.json"],
+                                               "### Fifth run (2026-12-01", "1234")
+    assert result["per_seed"]["1235"]["from"].endswith("seed1235_paired.json")
     stored = json.loads((RUN5 / "comparison.json").read_text())
-    # the GPU machine's last digits may differ
-    assert _close(stored["pooled"]["comparisons"], _without_holm(result["pooled"]["comparisons"]))
-    assert result["per_seed"]["1235"]["from"].endswith("seed1235_paired.json") and not result["missing_seeds"]
-    text = section(REPO / "docs" / "results.md", "### Fifth run (2026-12-01")
     flat = " ".join(text.split())
     res = result["per_seed"]["1234"]
-    rows = table_rows(text, r"1234")
-    arm_rows, auroc_rows = [r for r in rows if len(r) == 9], [r for r in rows if len(r) == 6]
-    assert len(arm_rows) == 4 and len(auroc_rows) == 3
-    _check_arm_rows(arm_rows, res)
     labels = {"Regime W - correctness only": "w_regime_w - w_correct", "Regime W - SFT": "w_regime_w - sft",
               "correctness only - SFT": "w_correct - sft", "label-free - SFT": "w_label_free - sft",
               "label-free - correctness only": "w_label_free - w_correct"}
@@ -1459,15 +1483,9 @@ def test_regime_w_comparison_fifth_run():
     assert f"greedy evals ({min(evals):.0f}-{max(evals):.0f} s each)" in flat
     # AUROCs with DeLong's intervals; the count over the four runs
     aurocs = json.loads((RUN5 / "auroc_s1234.json").read_text())
-    ps = []
-    for seed, fam, correct, maj, wm, test in auroc_rows:
-        v, t = aurocs[fam], aurocs[fam]["s_wm_minus_majority"]
-        assert numbers(correct) == [v["consensus_correct"], v["questions"]]
-        assert numbers(maj) == [round(v["auroc_majority"], 3)] and numbers(wm) == [round(v["auroc_s_wm"], 3)]
-        diff, lo, hi, p = printed(test)
-        assert all(shown(x, y) for x, y in ((diff, t["difference"]), (lo, t["ci95"][0]), (hi, t["ci95"][1]), (p, t["p_value"])))
-        assert t["ci95"][0] > 0  # "intervals that exclude zero"
-        ps.append(t["p_value"])
+    tests = _check_auroc_rows(auroc_rows, aurocs)
+    assert all(t["ci95"][0] > 0 for t in tests)  # "intervals that exclude zero"
+    ps = [t["p_value"] for t in tests]
     gaps = [v["auroc_s_wm"] - v["auroc_majority"] for v in aurocs.values()]
     every = gaps + _auroc_gaps_of_earlier_runs()
     assert len(every) == 30 and f"Over the four runs' rollouts, {sum(x > 0 for x in every)} of 30 rows favour s_wm" in flat
@@ -1487,26 +1505,13 @@ def test_regime_w_comparison_seventh_run_and_h1():
     per-question files (the seventh run) and seeds 1234's and 1235's (the fifth and first runs' files): the seventh
     run's section (seed 1236's arm table, H1 and the Holm-adjusted secondaries, times, AUROCs), the outcome above
     the registration, README's reading and the GPU config's header."""
-    import sys
-
-    sys.path.insert(0, str(REPO / "bench"))
-    from regime_w_comparison import analyze
-
-    args = type("Args", (), {"runs_dir": str(RUN7 / "run_summaries"), "seeds": [1234, 1235, 1236], "k": 16,
-                             "dataset": "gsm8k_test", "config": "configs/smollm2-135m-gpu.yaml", "set": [],
-                             "from_analysis": [str(COMPARISON / "seed1235_paired.json"), str(RUN5 / "comparison.json")]})()
-    result = json.loads(json.dumps(analyze(args, "smollm2-135m-gpu")))
+    result, text, auroc_rows = _comparison_run(RUN7, [1234, 1235, 1236], [COMPARISON / "seed1235_paired.json",
+                                               RUN5 / "comparison.json"], "### Seventh run (2026-12-01", "1236")
+    assert result["pooled"]["paired_seeds"] == [1234, 1235, 1236]
     stored = json.loads((RUN7 / "comparison.json").read_text())
-    assert _close(stored["pooled"]["comparisons"], _without_holm(result["pooled"]["comparisons"]))
-    assert result["pooled"]["paired_seeds"] == [1234, 1235, 1236] and not result["missing_seeds"]
     pooled = result["pooled"]["comparisons"]
-    text = section(REPO / "docs" / "results.md", "### Seventh run (2026-12-01")
     flat = " ".join(text.split())
     res = result["per_seed"]["1236"]
-    rows = table_rows(text, r"1236")
-    arm_rows, auroc_rows = [r for r in rows if len(r) == 9], [r for r in rows if len(r) == 6]
-    assert len(arm_rows) == 4 and len(auroc_rows) == 3
-    _check_arm_rows(arm_rows, res)
     arms = result["pooled"]["arms"]
     order = ("sft", "w_regime_w", "w_correct", "w_label_free")
     assert "SFT {:.2f}%, Regime W {:.2f}%, correctness only {:.2f}%, label-free {:.2f}% (greedy strict {:.2f}%, {:.2f}%, " \
@@ -1586,12 +1591,7 @@ def test_regime_w_comparison_seventh_run_and_h1():
            f"written none)" in flat and done["w_label_free"] == 0
     # AUROCs: seed 1236's rows, and the counts over every run's rollouts
     aurocs = json.loads((RUN7 / "auroc_s1236.json").read_text())
-    for seed, fam, correct, maj, wm, test in auroc_rows:
-        v, t = aurocs[fam], aurocs[fam]["s_wm_minus_majority"]
-        assert numbers(correct) == [v["consensus_correct"], v["questions"]]
-        assert numbers(maj) == [round(v["auroc_majority"], 3)] and numbers(wm) == [round(v["auroc_s_wm"], 3)]
-        diff, lo, hi, p = printed(test)
-        assert all(shown(x, y) for x, y in ((diff, t["difference"]), (lo, t["ci95"][0]), (hi, t["ci95"][1]), (p, t["p_value"])))
+    _check_auroc_rows(auroc_rows, aurocs)
     gaps = [v["auroc_s_wm"] - v["auroc_majority"] for v in aurocs.values()]
     assert "in all three rows ({:+.3f}, {:+.3f}, {:+.3f})".format(*gaps) in flat and min(gaps) > 0
     earlier5 = json.loads((RUN5 / "auroc_s1234.json").read_text())
