@@ -1554,6 +1554,9 @@ def test_regime_w_comparison_seventh_run_and_h1():
     assert "SFT's {:.2f}% avg@16 (Regime W by {:+.2f} points, correctness only by {:+.2f}, label-free by {:+.2f}; " \
            "Holm-adjusted p < 0.01 each)".format(pct(arms["sft"]["avg_k_strict"]), *(100 * g for g in gains)) in readme
     lf = pooled["w_label_free - w_correct"]["avg_k"]
+    sign_ps = [pooled[k]["greedy_per_question"]["p_sign_test"] for k in labels.values() if k != "w_regime_w - w_correct"]
+    assert f"no pooled sign test below p = {min(sign_ps):.2f}" in flat
+    assert f"by {100 * lf['difference']:+.2f} [{100 * lf['ci95'][0]:+.2f}, {100 * lf['ci95'][1]:+.2f}] (Holm p = {lf['p_holm']:.2g})" in flat
     assert f"the label-free arm beat correctness only by {100 * lf['difference']:+.2f} points" in readme
     # "three times the pairs and DPO steps"; truncation of the counted seeds
     per = [result["per_seed"][s] for s in ("1234", "1235", "1236")]
