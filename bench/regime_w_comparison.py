@@ -230,10 +230,20 @@ def earlier_seeds(paths: list[str], seeds: list[int]) -> dict[int, tuple[dict[st
     """Seeds taken from earlier analyses (this script's --out files) instead of the runs folder: each seed of
     ``seeds`` that such a file analysed with every arm's per-question scores, as (its figures, its per-question
     scores, each arm's greedy change per question against SFT). The registered design is per seed, so a seed run in
-    another session pools with the others as if run beside them; the first file that has a seed gives it."""
+    another session pools with the others as if run beside them; the first file that has a seed gives it.
+
+    Raises:
+        ValueError: a file is not JSON, or not an analysis this script wrote.
+    """
     found: dict[int, tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = {}
     for path in paths:
-        analysis = json.loads(Path(path).read_text())
+        try:
+            analysis = json.loads(Path(path).read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(f"--from-analysis {path}: not valid JSON ({err})") from None
+        if not isinstance(analysis, dict) or not isinstance(analysis.get("per_seed"), dict) \
+                or not isinstance(analysis.get("question_scores"), dict):
+            raise ValueError(f"--from-analysis {path}: not an analysis of this script (no per_seed / question_scores)")
         for key, res in analysis["per_seed"].items():
             seed, qs = int(key), analysis["question_scores"].get(key)
             complete = bool(qs) and all(arm in qs and {"avg_k", "greedy"} <= set(qs[arm]) for arm in ARMS)
@@ -414,9 +424,14 @@ def main() -> None:
     for path in args.from_analysis:
         if not Path(path).is_file():
             parser.error(f"--from-analysis {path}: no such file")
+    if not Path(args.out).resolve().parent.is_dir():
+        parser.error(f"--out {args.out}: its folder does not exist")  # found now, not after hours of runs
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     # the seeds an earlier analysis gives are not run again
-    to_run = [s for s in args.seeds if s not in earlier_seeds(args.from_analysis, args.seeds)]
+    try:
+        to_run = [s for s in args.seeds if s not in earlier_seeds(args.from_analysis, args.seeds)]
+    except ValueError as err:
+        parser.error(str(err))
     walls = {} if args.analyze_only or not to_run else run_seeds(argparse.Namespace(**{**vars(args), "seeds": to_run}), base_name)
     result = {"config": args.config, "set": args.set, "seeds": args.seeds, "k": args.k, "dataset": args.dataset,
               "started": started, "seed_wall_s": walls, **analyze(args, base_name)}

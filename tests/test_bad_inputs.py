@@ -75,10 +75,17 @@ CASES = {
                                setup=_yaml("sft:\n  trainer:\n    learning_rate: 1e-4\n    learning_rate: 2e-4\n")),  # PyYAML keeps the last
     "yaml-unclosed": Case(["sft", "{src}/run.yaml"], "run.yaml:2:9: not valid YAML (a '{' mapping opened here is never closed)",
                           setup=_yaml("sft:\n  lora: {r: 8\n")),  # where it opened, not the line past the end
+    "yaml-unclosed-then-more": Case(["sft", "{src}/run.yaml"], "run.yaml:3:9: not valid YAML (expected ',' or '}', but got "
+                                    "':', inside a '{' mapping opened at 2:9)", setup=_yaml("sft:\n  lora: {r: 8\n  method: lora\n")),
+    "yaml-empty": Case(["sft", "{src}/run.yaml"], "run.yaml: no settings in it", setup=_yaml("# nothing but a comment\n")),
+    "config-not-a-file": Case(["sft", "/dev/null"], "/dev/null: not a regular file"),
     "yaml-not-a-mapping": Case(["sft", "{src}/run.yaml"], "the top level must be a mapping", setup=_yaml("- a\n- b\n")),
     "yaml-binary": Case(["sft", "{src}/run.yaml"], "not a text file", setup=lambda src: (src.mkdir(parents=True), (src / "run.yaml").write_bytes(b"\xff\xfe\x00\x81"))),
     "config-missing": Case(["sft", "{src}/nope.yaml"], "config file not found"),
     "section-given-a-value": Case(["sft", "{cfg}", "sft=3"], "command line: sft: expected a mapping, got 3"),
+    "seed-out-of-range": Case(["sft", "{cfg}", "seed=-1"], "command line: seed: must be >= 0, got -1"),
+    "override-key-with-space": Case(["sft", "{cfg}", "sft.trainer. max_steps=3"], "is not a key like section.key (no empty "
+                                    "parts, no spaces)"),
     "unknown-top-level-key": Case(["sft", "{cfg}", "sede=3"], "command line: unknown key 'sede'"),
     "unknown-key-in-file": Case(["sft", "{src}/run.yaml"], "sft.lora: unknown key 'rank'", setup=_yaml("sft:\n  lora:\n    rank: 8\n")),
     "unknown-nested-key": Case(["sft", "{cfg}", "rollouts.batch=4"], "rollouts: unknown key 'batch'"),
@@ -191,6 +198,8 @@ CASES = {
     "eval-no-dataset": Case(["eval", "{cfg}", "eval.datasets=[]"], "demo.yaml with eval.datasets=[]: eval.datasets: empty", needs="data"),
     "eval-unknown-dataset": Case(["eval", "{cfg}", "eval.datasets=[mmlu]"], "demo.yaml with eval.datasets=[mmlu]: eval.datasets: unknown dataset 'mmlu'", needs="data"),
     "eval-dataset-not-in-run": Case(["eval", "{cfg}", "eval.datasets=[gsm8k_test]"], "demo.yaml with eval.datasets=[gsm8k_test]: eval.datasets: gsm8k_test is not part of this run", needs="data"),
+    "report-folder-as-rollouts": Case(["regime-w", "report", "{src}"], "a folder, not a JSONL file",
+                                      setup=lambda src: src.mkdir(parents=True)),
     "report-missing-rollouts": Case(["regime-w", "report", "{src}/none.jsonl"], "none.jsonl: file not found"),
     "report-bad-regime-w-ordering": Case(["regime-w", "report", "{src}/none.jsonl", "--config", "{src}/run.yaml"],
                                          "run.yaml: regime_w: correct_reward must exceed consensus_weight",
@@ -203,6 +212,7 @@ CASES = {
     "rollouts-bad-regime-w-ordering": Case(["collect-rollouts", "{cfg}", "regime_w.consensus_weight=0.95"],
                                            "correct_reward must exceed", needs="sft"),
     # --- the command line itself: argparse's usage line, then its error as looper's one error line
+    "stage-marker-corrupt": Case(["sft", "{cfg}"], "stages/sft.json: not a valid settings record", needs="sft"),
     "command-without-config": Case(["sft"], "looper: error: the following arguments are required: config"),
     "unknown-command": Case(["nope"], "invalid choice: 'nope'"),
     "unknown-option": Case(["eval", "{cfg}", "--bogus"], "unrecognized arguments: --bogus"),
@@ -251,6 +261,8 @@ def test_bad_input_is_refused_cleanly(name, tmp_path, prepared_runs):
         lines = path.read_text().splitlines()
         path.write_text(lines[0] + "\n" + lines[1][: len(lines[1]) // 2] + "\n")
         (runs / "demo" / "stages" / "build-preferences.json").unlink(missing_ok=True)
+    if name == "stage-marker-corrupt":
+        (runs / "demo" / "stages" / "sft.json").write_text("{broken")
     case.setup(src)
     argv = [a.format(cfg="configs/demo.yaml", src=src) for a in case.argv]
     if argv[0] != "regime-w" and len(argv) > 1:  # stage, config, then the shared overrides, then the case's own (the last one wins)
@@ -342,3 +354,17 @@ def test_a_second_process_on_the_same_run_folder_is_refused(tmp_path):
                       "data.symbolic_test_size=2", cwd=REPO)
     assert (tmp_path / "demo" / "data" / "gsm_symbolic_train.jsonl").exists()
     assert not (tmp_path / "demo.lock").exists()  # released and removed at exit
+
+
+def test_ctrl_c_ends_in_one_line_that_says_how_to_resume(monkeypatch, capsys):
+    """Ctrl-C anywhere in a command: no traceback of wherever it landed, the shell's status for SIGINT (130)."""
+    from looper import cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_dispatch", interrupted)
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["plan", "configs/demo.yaml"])
+    assert stopped.value.code == 130
+    assert capsys.readouterr().err.strip() == "looper: interrupted; run the same command again to resume"

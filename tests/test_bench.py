@@ -290,3 +290,18 @@ def test_rl_recipes_table_gives_a_sampled_eval_its_avg_at_k():
     assert accuracy_cell(m, "strict") == "2.9 [2.5, 3.2]" and accuracy_cell(m, "flexible", ci=False) == "2.9"
     greedy = json.loads((runs / "smollm2-135m-gpu-s1236-w_label_free/eval/summary.json").read_text())
     assert accuracy_cell(greedy["metrics"]["rl"]["gsm8k_test"], "strict") == "3.4 [2.6, 4.5]"
+
+
+@pytest.mark.parametrize("content, expect", [("{x", "not valid JSON"), ("[1]", "not an analysis of this script"),
+                                             ("{}", "not an analysis of this script")])
+def test_regime_w_comparison_refuses_a_bad_earlier_analysis(tmp_path, content, expect):
+    """``--from-analysis`` given a file this script did not write: argparse's one error line, exit 2."""
+    bad = tmp_path / "earlier.json"
+    bad.write_text(content)
+    cmd = [sys.executable, str(REPO / "bench" / "regime_w_comparison.py"), "configs/smollm2-135m-gpu.yaml", "--analyze-only",
+           "--runs-dir", "docs/bench/regime_w_comparison_h200_run7/run_summaries", "--seeds", "1236",
+           "--from-analysis", str(bad), "--out", str(tmp_path / "out.json")]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"regime_w_comparison.py: error: --from-analysis {bad}: {expect}")
+    assert not (tmp_path / "out.json").exists()

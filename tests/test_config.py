@@ -291,3 +291,20 @@ def test_files_written_atomically_get_the_mode_open_would_give(tmp_path):
     atomic_write_json(tmp_path / "a.json", {"x": 1})
     (tmp_path / "b.json").write_text("{}")
     assert (tmp_path / "a.json").stat().st_mode & 0o777 == (tmp_path / "b.json").stat().st_mode & 0o777
+
+
+def test_a_damaged_manifest_or_settings_record_is_one_clear_error(tmp_path):
+    """looper writes both atomically, so a broken one was edited or damaged: an InputError naming it, not a
+    JSONDecodeError from wherever it is read."""
+    from looper.runs import InputError, RunDir, read_record, start_stage
+
+    config = load_config("configs/demo.yaml", [f"runs_dir={tmp_path}"])
+    run = start_stage(config, "prepare-data")
+    (run.root / "manifest.json").write_text("{broken")
+    with pytest.raises(InputError, match=r"manifest.json: not valid JSON .*delete it to go on"):
+        start_stage(config, "sft")
+    for text in ("{broken", "[1, 2]"):
+        (tmp_path / "x.meta.json").write_text(text)
+        with pytest.raises(InputError, match=r"x.meta.json: not a valid settings record .*delete it"):
+            read_record(tmp_path / "x.meta.json")
+    assert read_record(tmp_path / "absent.json") is None and isinstance(run, RunDir)

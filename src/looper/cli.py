@@ -118,6 +118,11 @@ def main(argv: list[str] | None = None) -> None:
         # SIGPIPE" in the signal module)
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(1)
+    except KeyboardInterrupt:
+        # Ctrl-C: every stage keeps what it finished (markers, per-record outputs, trainer checkpoints), so say how to
+        # go on rather than print the traceback of wherever the interrupt landed; 130 = 128 + SIGINT, as shells report
+        print("\nlooper: interrupted; run the same command again to resume", file=sys.stderr)
+        sys.exit(130)
 
 
 def _dispatch(args: argparse.Namespace) -> Any:

@@ -129,13 +129,18 @@ _YAML_OPENED = {"flow mapping": "a '{' mapping", "flow sequence": "a '[' list", 
 
 def _yaml_error(path: Path, text: str, err: yaml.YAMLError) -> str:
     """``FILE:LINE:COL: not valid YAML (problem)``. A problem found at the end of the file (a bracket or quote left
-    open) is put where PyYAML says the unclosed construct began, not on the line past the end."""
+    open) is put where PyYAML says the unclosed construct began, not on the line past the end; one found inside a
+    bracket or quote also names where that began."""
     mark, context = getattr(err, "problem_mark", None), getattr(err, "context_mark", None)
     if mark is None:
         return f"{path}: not valid YAML ({_yaml_problem(err)})"
     opened = next((what for key, what in _YAML_OPENED.items() if key in str(getattr(err, "context", ""))), None)
-    if mark.index >= len(text.rstrip()) and context is not None and opened:
-        return f"{path}:{context.line + 1}:{context.column + 1}: not valid YAML ({opened} opened here is never closed)"
+    if context is not None and opened:
+        if mark.index >= len(text.rstrip()):
+            return f"{path}:{context.line + 1}:{context.column + 1}: not valid YAML ({opened} opened here is never closed)"
+        # found later, inside the construct: often one left open, so say where it began
+        return (f"{path}:{mark.line + 1}:{mark.column + 1}: not valid YAML ({_yaml_problem(err)}, inside {opened} "
+                f"opened at {context.line + 1}:{context.column + 1})")
     return f"{path}:{mark.line + 1}:{mark.column + 1}: not valid YAML ({_yaml_problem(err)})"
 
 
@@ -374,7 +379,8 @@ class RunConfig:
                              "last lines and at the top of eval/report.md; a result-changing override on the command "
                              "line appends which fields this run changes.", None)
     runs_dir: str = _help("Folder holding run folders.", "runs")
-    seed: int = _help("The one seed: data split, training, per-sample generation seeds.", 1234)
+    seed: int = _help("The one seed: data split, training, per-sample generation seeds (0 to 2**32 - 1, the range "
+                      "NumPy's and vLLM's seeds take).", 1234, ge=0, le=2**32 - 1)
     data: DataConfig = _help("prepare-data", factory=DataConfig)
     model: ModelConfig = _help("Base model shared by every stage.", factory=ModelConfig)
     sft: SFTStageConfig = _help("sft", factory=SFTStageConfig)
@@ -488,8 +494,9 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
         if "=" not in item:
             raise ConfigError(f"override {item!r} must look like section.key=value")
         key, raw = item.split("=", 1)
-        if not key.strip() or any(not part for part in key.strip().split(".")):
-            raise ConfigError(f"override {item!r}: {key.strip()!r} is not a key like section.key")
+        if not key.strip() or any(not part or part != part.strip() for part in key.strip().split(".")):
+            raise ConfigError(f"override {item!r}: {key.strip()!r} is not a key like section.key (no empty parts, "
+                              "no spaces)")
         try:
             value = _yaml_load(raw) if raw.strip() else None
         except yaml.YAMLError as err:
@@ -524,6 +531,8 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         where = str(path)
         if path.is_dir():
             raise ConfigError(f"{path}: a folder, not a config file")
+        if path.exists() and not path.is_file():  # /dev/null, a fifo
+            raise ConfigError(f"{path}: not a regular file")
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
         try:
@@ -533,6 +542,10 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
             raise ConfigError(_yaml_error(path, text, err)) from None
         except UnicodeDecodeError:
             raise ConfigError(f"{path}: not a text file (not UTF-8)") from None
+        if not text.strip() or data == {}:
+            # more likely a file cut short or the wrong file than a wish for every default (the GPU recipe on the Hub)
+            raise ConfigError(f"{path}: no settings in it (empty, or comments only); copy a config from configs/ "
+                              "to start")
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of sections")
     try:

@@ -103,6 +103,8 @@ def read_jsonl_lines(path: Path, required: tuple[str, ...] = ()) -> list[tuple[i
     """(line number, record) pairs of a JSONL file; a malformed line or a missing field is an InputError
     naming the file and the line."""
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path}: a folder, not a JSONL file")
     if not path.is_file():
         raise InputError(f"{path}: file not found")
     records = []
@@ -323,7 +325,11 @@ def start_stage(config: Any, stage: str, run: RunDir | None = None) -> RunDir:
     run.root.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run.root / "config.yaml", config.to_yaml())
     manifest_path = run.root / "manifest.json"
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    try:
+        manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise InputError(f"{manifest_path}: not valid JSON ({err}); it only logs each stage's start and versions: "
+                         "delete it to go on") from None
     manifest.setdefault("stages", {})[stage] = {
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "versions": library_versions(),
@@ -387,8 +393,22 @@ def record_path(output: Path) -> Path:
 
 
 def read_record(path: Path) -> dict[str, Any] | None:
-    """The settings record stored at ``path`` (a JSON file), or None when there is none."""
-    return json.loads(Path(path).read_text()) if Path(path).exists() else None
+    """The settings record stored at ``path`` (a JSON file: a stage marker, an output's ``.meta.json``), or None when
+    there is none.
+
+    Raises:
+        InputError: the file is not a JSON object (looper writes records atomically, so it was edited or damaged).
+    """
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise InputError(f"{path}: not a valid settings record ({err}); delete it to redo what it records") from None
+    if not isinstance(record, dict):
+        raise InputError(f"{path}: not a valid settings record (not a JSON object); delete it to redo what it records")
+    return record
 
 
 def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
@@ -433,8 +453,8 @@ def check_stage(run: RunDir, stage: str, config: Any) -> bool:
 
 
 def stage_marker(run: RunDir, stage: str) -> dict[str, Any] | None:
-    path = run.marker(stage)
-    return json.loads(path.read_text()) if path.exists() else None
+    """The stage's marker (``stages/<stage>.json``), None before the stage has finished; see ``read_record``."""
+    return read_record(run.marker(stage))
 
 
 class MetricsLog:
