@@ -59,6 +59,11 @@ def _yaml(text: str) -> Callable[[Path], None]:
     return lambda src: (src.mkdir(parents=True, exist_ok=True), (src / "run.yaml").write_text(text))
 
 
+def _rollouts(src: Path, trajectories: str) -> None:
+    src.mkdir(parents=True, exist_ok=True)
+    (src / "r.jsonl").write_text(f'{{"id": "q1", "gold": "4", "trajectories": {trajectories}}}\n')
+
+
 def _local(train: Callable[[Path], object]) -> Callable[[Path], None]:
     def make(src: Path) -> None:
         train(src / "data")
@@ -200,6 +205,13 @@ CASES = {
     "eval-dataset-not-in-run": Case(["eval", "{cfg}", "eval.datasets=[gsm8k_test]"], "demo.yaml with eval.datasets=[gsm8k_test]: eval.datasets: gsm8k_test is not part of this run", needs="data"),
     "report-folder-as-rollouts": Case(["regime-w", "report", "{src}"], "a folder, not a JSONL file",
                                       setup=lambda src: src.mkdir(parents=True)),
+    "report-trajectory-not-an-object": Case(["regime-w", "report", "{src}/r.jsonl"], "r.jsonl:1: trajectories[0]: expected a "
+                                            "JSON object, got null", setup=lambda src: _rollouts(src, "[null]")),
+    "report-trajectory-text-not-a-string": Case(["regime-w", "report", "{src}/r.jsonl"], "r.jsonl:1: trajectories[0].text: "
+                                                "expected a string, got number",
+                                                setup=lambda src: _rollouts(src, '[{"arm": "direct", "text": 42}]')),
+    "report-out-is-a-folder": Case(["regime-w", "report", "{src}/r.jsonl", "--out", "{src}"], "a folder; give the report's file name",
+                                   setup=lambda src: _rollouts(src, '[{"arm": "direct", "text": "#### 4"}]')),
     "report-missing-rollouts": Case(["regime-w", "report", "{src}/none.jsonl"], "none.jsonl: file not found"),
     "report-bad-regime-w-ordering": Case(["regime-w", "report", "{src}/none.jsonl", "--config", "{src}/run.yaml"],
                                          "run.yaml: regime_w: correct_reward must exceed consensus_weight",
@@ -213,6 +225,10 @@ CASES = {
                                            "correct_reward must exceed", needs="sft"),
     # --- the command line itself: argparse's usage line, then its error as looper's one error line
     "stage-marker-corrupt": Case(["sft", "{cfg}"], "stages/sft.json: not a valid settings record", needs="sft"),
+    "rollouts-without-scores": Case(["build-preferences", "{cfg}"], "rl_rollouts.jsonl:1: trajectories[0]: no Regime W scores",
+                                    needs="rollouts"),
+    "trainer-key-typo": Case(["sft", "{cfg}", "sft.trainer.max_step=3"], "sft.trainer.max_step: not a setting of TRL's "
+                             "SFTConfig (did you mean 'max_steps'?)"),
     "command-without-config": Case(["sft"], "looper: error: the following arguments are required: config"),
     "unknown-command": Case(["nope"], "invalid choice: 'nope'"),
     "unknown-option": Case(["eval", "{cfg}", "--bogus"], "unrecognized arguments: --bogus"),
@@ -260,6 +276,12 @@ def test_bad_input_is_refused_cleanly(name, tmp_path, prepared_runs):
         path = runs / "demo" / "data" / "rl_rollouts.jsonl"
         lines = path.read_text().splitlines()
         path.write_text(lines[0] + "\n" + lines[1][: len(lines[1]) // 2] + "\n")
+        (runs / "demo" / "stages" / "build-preferences.json").unlink(missing_ok=True)
+    if name == "rollouts-without-scores":  # a rollouts file in the report's shape, not collect-rollouts' own
+        path = runs / "demo" / "data" / "rl_rollouts.jsonl"
+        record = json.loads(path.read_text().splitlines()[0])
+        record["trajectories"] = [{"arm": t["arm"], "text": t["text"]} for t in record["trajectories"]]
+        path.write_text(json.dumps(record) + "\n")
         (runs / "demo" / "stages" / "build-preferences.json").unlink(missing_ok=True)
     if name == "stage-marker-corrupt":
         (runs / "demo" / "stages" / "sft.json").write_text("{broken")

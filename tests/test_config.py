@@ -1,5 +1,6 @@
 """Config: every YAML in configs/ parses; unknown keys and bad values name the key and the file."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -293,16 +294,19 @@ def test_files_written_atomically_get_the_mode_open_would_give(tmp_path):
     assert (tmp_path / "a.json").stat().st_mode & 0o777 == (tmp_path / "b.json").stat().st_mode & 0o777
 
 
-def test_a_damaged_manifest_or_settings_record_is_one_clear_error(tmp_path):
-    """looper writes both atomically, so a broken one was edited or damaged: an InputError naming it, not a
-    JSONDecodeError from wherever it is read."""
+def test_a_damaged_manifest_or_settings_record_is_one_clear_error(tmp_path, capsys):
+    """looper writes both atomically, so a broken one was edited or damaged. A settings record decides what is
+    reused: an InputError naming it, not a JSONDecodeError from wherever it is read. The manifest only logs: kept
+    aside with a warning, and a new one begun."""
     from looper.runs import InputError, RunDir, read_record, start_stage
 
     config = load_config("configs/demo.yaml", [f"runs_dir={tmp_path}"])
     run = start_stage(config, "prepare-data")
     (run.root / "manifest.json").write_text("{broken")
-    with pytest.raises(InputError, match=r"manifest.json: not valid JSON .*delete it to go on"):
-        start_stage(config, "sft")
+    start_stage(config, "sft")
+    assert "manifest.json: not valid JSON" in capsys.readouterr().err
+    assert (run.root / "manifest.json.damaged").read_text() == "{broken"
+    assert list(json.loads((run.root / "manifest.json").read_text())["stages"]) == ["sft"]
     for text in ("{broken", "[1, 2]"):
         (tmp_path / "x.meta.json").write_text(text)
         with pytest.raises(InputError, match=r"x.meta.json: not a valid settings record .*delete it"):

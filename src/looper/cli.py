@@ -11,6 +11,7 @@ command shares (one-line errors, the run-folder lock) lives in ``looper.entrypoi
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import os
 import sys
@@ -109,6 +110,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> None:
+    interrupted = False
     try:
         _dispatch(parse_args(argv))
         sys.stdout.flush()  # a closed pipe then shows here, not in the interpreter's flush at exit
@@ -120,7 +122,12 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(1)
     except KeyboardInterrupt:
         # Ctrl-C: every stage keeps what it finished (markers, per-record outputs, trainer checkpoints), so say how to
-        # go on rather than print the traceback of wherever the interrupt landed; 130 = 128 + SIGINT, as shells report
+        # go on rather than print the traceback of wherever the interrupt landed
+        interrupted = True
+    if interrupted:
+        # outside the handler the interrupted frames are released: their progress bars close (and draw a last
+        # time) now, so that this line is the last one; 130 = 128 + SIGINT, as shells report it
+        gc.collect()
         print("\nlooper: interrupted; run the same command again to resume", file=sys.stderr)
         sys.exit(130)
 

@@ -328,8 +328,11 @@ def start_stage(config: Any, stage: str, run: RunDir | None = None) -> RunDir:
     try:
         manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise InputError(f"{manifest_path}: not valid JSON ({err}); it only logs each stage's start and versions: "
-                         "delete it to go on") from None
+        # it only logs each stage's start and versions, so a damaged one is kept aside and a new one begun
+        damaged = manifest_path.with_suffix(".json.damaged")
+        manifest_path.replace(damaged)
+        print(f"warning: {manifest_path}: not valid JSON ({err}); moved to {damaged.name}, a new one begun", file=sys.stderr)
+        manifest = {}
     manifest.setdefault("stages", {})[stage] = {
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "versions": library_versions(),

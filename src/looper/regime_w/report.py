@@ -21,7 +21,8 @@ from looper.answers import answers_equal
 from looper.config import RegimeWConfig, RunConfig
 from looper.regime_w.pairs import select_pairs
 from looper.regime_w.reward import as_arm_outputs, check_reward_config, trajectory_rewards
-from looper.runs import InputError, atomic_write_text, read_jsonl
+from looper.regime_w.records import read_rollouts
+from looper.runs import InputError, atomic_write_text
 from looper.stats import auroc, auroc_difference
 from looper.tables import text_table
 
@@ -141,9 +142,9 @@ def build_report(records: list[dict[str, Any]], cfg: RegimeWConfig, config: RunC
 def main(rollouts: str, config: RunConfig | None = None, out: str | None = None) -> None:
     cfg = config.regime_w if config else RegimeWConfig()
     check_reward_config(cfg)  # before reading: a bad config is one error line, not a failed ablation
-    records = read_jsonl(Path(rollouts), required=("id", "trajectories"))
-    if not records:
-        raise InputError(f"{rollouts}: no rollout records")
+    if out and Path(out).is_dir():
+        raise InputError(f"--out {out}: a folder; give the report's file name")
+    records = read_rollouts(Path(rollouts))
     text = build_report(records, cfg, config)
     print(text)
     if out:

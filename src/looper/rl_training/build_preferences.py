@@ -34,6 +34,7 @@ from looper.config import RunConfig
 from looper.prompts import preference_completion, question_prompt
 from looper.regime_w.arms import build_all_arms
 from looper.regime_w.pairs import select_pairs
+from looper.regime_w.records import read_rollouts
 from looper.regime_w.reward import trajectory_rewards
 from looper.runs import (
     ConfigValueError,
@@ -42,7 +43,6 @@ from looper.runs import (
     atomic_write_jsonl,
     check_stage,
     finish_stage,
-    read_jsonl,
     require_input,
     stage_marker,
     start_stage,
@@ -87,9 +87,7 @@ def main(config: RunConfig, run: RunDir | None = None) -> None:
         return
     require_input(run.rollouts, "collect-rollouts")
     marker = stage_marker(run, "collect-rollouts")
-    records = read_jsonl(run.rollouts, required=("id", "question", "gold", "trajectories"))
-    if not records:
-        raise InputError(f"{run.rollouts}: no rollout records")
+    records = read_rollouts(run.rollouts, required=("id", "question", "gold", "trajectories"), scored=True)
     if marker is None:
         print(f"build-preferences: note: {run.rollouts} is from an unfinished collect-rollouts run ({len(records)} questions)")
     build_all_arms(config.regime_w)  # validates the config's arm changes before any work
