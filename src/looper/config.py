@@ -542,8 +542,9 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
             raise ConfigError(_yaml_error(path, text, err)) from None
         except UnicodeDecodeError:
             raise ConfigError(f"{path}: not a text file (not UTF-8)") from None
-        if not text.strip() or data == {}:
-            # more likely a file cut short or the wrong file than a wish for every default (the GPU recipe on the Hub)
+        if data == {}:
+            # an empty file, comments only or a bare null: more likely a file cut short or the wrong file than a wish
+            # for every default (the GPU recipe on the Hub)
             raise ConfigError(f"{path}: no settings in it (empty, or comments only); copy a config from configs/ "
                               "to start")
         if not isinstance(data, dict):
