@@ -1,5 +1,5 @@
-"""``looper plan`` for the three 8B configs (and the default one with GRPO), saved as the raw file of README's
-"What a run costs" table.
+"""``looper plan`` for the three 8B configs (the default one also with GRPO, the 8-bit one also generating with
+vLLM), saved as the raw file of README's "What a run costs" table.
 
     python bench/looper_plan_8b.py --out docs/bench/looper_plan_8b
 
@@ -34,6 +34,7 @@ PLANS = {
                                           ["rl.algorithm=grpo", "rl.grpo.use_vllm=true", "rl.grpo.vllm_mode=colocate"]),
     "r1-distill-llama-8b-qlora.txt": ("configs/r1-distill-llama-8b-qlora.yaml", []),
     "r1-distill-llama-8b-plan.txt": ("configs/r1-distill-llama-8b-plan.yaml", []),
+    "r1-distill-llama-8b-plan_vllm.txt": ("configs/r1-distill-llama-8b-plan.yaml", ["rollouts.engine=vllm", "eval.engine=vllm"]),
 }
 
 

@@ -211,6 +211,27 @@ def test_generate_with_transformers_warns_of_nothing(tiny, caplog, recwarn):
     assert not [str(w.message) for w in recwarn if issubclass(w.category, (DeprecationWarning, FutureWarning, UserWarning))]
 
 
+def test_an_8bit_base_does_not_print_bitsandbytes_cast_warning_on_every_matmul(monkeypatch):
+    """LLM.int8 warns on each call that it casts bfloat16 inputs to float16. Any filter change elsewhere resets
+    warnings' once-per-place memory, so generation printed the line once per layer and token (115,584 lines in
+    docs/bench/quant_generation_8b_h200/gen_8bit_hf.log). Loading an 8-bit base silences that one message only."""
+    import warnings
+
+    from looper import modeling
+
+    monkeypatch.setattr(modeling, "check_quantization", lambda quantization: None)  # bitsandbytes needs a GPU
+    cast = "MatMul8bitLt: inputs will be cast from torch.bfloat16 to float16 during quantization"
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        assert modeling.quantization_config("4bit", torch.bfloat16).load_in_4bit
+        warnings.warn(cast, UserWarning)  # a 4-bit base leaves it alone
+        assert modeling.quantization_config("8bit", torch.bfloat16).load_in_8bit
+        for _ in range(3):
+            warnings.warn(cast, UserWarning)
+        warnings.warn("MatMul8bitLt: something else", UserWarning)
+    assert [str(w.message) for w in seen] == [cast, "MatMul8bitLt: something else"]
+
+
 def test_engine_names_are_checked():
     assert resolve_engine("hf", "eval.engine") == "hf"
     expected = "vllm" if torch.cuda.is_available() and "vllm" in sys.modules else "hf"

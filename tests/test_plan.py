@@ -33,6 +33,25 @@ def test_the_8b_plan_counts_each_stages_work_and_prices_it_at_the_measured_rates
     assert not any(tmp_path.iterdir())  # nothing written, no run folder, no lock
 
 
+def test_a_quantized_base_is_priced_at_its_own_generation_rate(tmp_path):
+    """4-bit through vLLM: vLLM's bitsandbytes rate, a bound; 8-bit through transformers: LLM.int8's rate, measured at
+    shorter answers than the stages', so '~' and 'About', not a bound; 8-bit through vLLM: the bf16 base's rate,
+    since vLLM has no in-flight 8-bit (docs/benchmarks.md)."""
+    qlora = run_looper("plan", "configs/r1-distill-llama-8b-qlora.yaml", f"runs_dir={tmp_path}", cwd=REPO).stdout
+    rollouts = row(qlora, "collect-rollouts")  # 32,768,000 tokens at 8,154.7 tokens/s
+    assert rollouts[3] == "<= 67" and "generation_4bit_vllm_256x2048.json" in rollouts[5]
+    assert row(qlora, "sft (self data)")[3] == "<= 50" and "At most 9.5 GPU-hours" in qlora
+    int8 = run_looper("plan", "configs/r1-distill-llama-8b-plan.yaml", f"runs_dir={tmp_path}", cwd=REPO).stdout
+    rollouts = row(int8, "collect-rollouts")  # 32,768,000 tokens at 531.8 tokens/s
+    assert rollouts[3:5] == ["~1,027", "14.3"] and "generation_8bit_hf_64x512.json" in rollouts[5]
+    assert row(int8, "train-rl (DPO)")[3] == "<= 48"  # a bound still
+    assert "About 121.2 GPU-hours" in int8 and "collect-rollouts, eval at a rate measured at shorter answers" in int8
+    bf16 = run_looper("plan", "configs/r1-distill-llama-8b-plan.yaml", f"runs_dir={tmp_path}", "rollouts.engine=vllm",
+                      "eval.engine=vllm", cwd=REPO).stdout
+    assert row(bf16, "collect-rollouts")[3] == "<= 47" and "generation_hf_vllm_8b_256x2048_h200.json" in bf16
+    assert "At most 6.4 GPU-hours" in bf16 and "shorter answers" not in bf16
+
+
 def test_the_smollm2_gpu_plan_prices_dpo_at_its_pipeline_rate_and_says_what_it_leaves_out(tmp_path):
     out = run_looper("plan", "configs/smollm2-135m-gpu.yaml", f"runs_dir={tmp_path}", cwd=REPO).stdout
     # 2 rounds x 2,000 questions x 2 pairs = 8,000 pairs, chosen + rejected <= 640 tokens: 10,240,000 tokens at 20,432/s

@@ -22,4 +22,4 @@ fi
 t0=$(date +%s); until [ -f /tmp/install.done ] || [ $(( $(date +%s) - t0 )) -gt 300 ]; do sleep 2; done
 cat /tmp/install.done 2>/dev/null || { echo "the vLLM kit's install has not finished"; exit 1; }
 setsid nohup bash "/tmp/repo/bench/offline_gpu/jobs/$job.sh" "$@" > /tmp/res/job.log 2>&1 < /dev/null &
-sleep 30; cat /tmp/res/versions.txt /tmp/res/job.log 2>/dev/null | tail -5
+sleep 30; { cat /tmp/res/versions.txt /tmp/res/job.log 2>/dev/null || true; } | tail -5  # not every job writes versions.txt

@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -173,6 +174,10 @@ def quantization_config(quantization: str, compute_dtype: torch.dtype) -> Any:
     from transformers import BitsAndBytesConfig
 
     if quantization == "8bit":
+        # LLM.int8 casts a bfloat16 matmul's inputs to float16 and warns on every call; warnings' once-per-place
+        # memory is reset whenever a library changes the filters (warnings.catch_warnings), so a generation printed
+        # the line once per linear layer per token (115,584 times for 64 answers of 512 tokens: docs/benchmarks.md)
+        warnings.filterwarnings("ignore", message="MatMul8bitLt: inputs will be cast", category=UserWarning)
         return BitsAndBytesConfig(load_in_8bit=True)
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                               bnb_4bit_compute_dtype=compute_dtype)

@@ -8,7 +8,8 @@ source's published sizes: GSM8K 7,473 train / 1,319 test, GSM8K-Platinum 1,209):
 tokens each generating stage may produce at most (its ``max_new_tokens``), examples and optimizer steps of the
 training stages. Time is that work over a rate measured on one H200 for the model's architecture and the stage's
 setting (``RATES``: each with the raw file under docs/bench/ it comes from), so it is an upper bound for generation
-(answers usually stop before the limit) and is left out where nothing comparable was measured. SFT's tokens are
+(answers usually stop before the limit), marked '~' where the rate was measured at shorter answers than the stage
+generates (not a bound then), and left out where nothing comparable was measured. SFT's tokens are
 counted with the model's tokenizer when the train split is prepared and the tokenizer is on this machine
 (``sft_tokens``; self data: an upper bound). No model is loaded and nothing is downloaded.
 """
@@ -39,6 +40,9 @@ class Rate:
     peak_gib: float | None
     measured: str  # the setting it was measured at
     source: str  # raw file under docs/bench/
+    # False where measured at shorter answers than the stages generate: each token attends to a longer cache
+    # further on, so a stage's time can exceed what this rate gives
+    upper_bound: bool = True
 
 
 # Measured on one NVIDIA H200 (docs/benchmarks.md); the 8B rows on DeepSeek-R1-Distill-Llama-8B's architecture with
@@ -48,6 +52,14 @@ RATES: dict[tuple[str, str], Rate] = {
                                         "generation_hf_vllm_8b_256x2048_h200.json"),
     ("llama-8b", "generate:hf"): Rate(3_473, 86.0, "transformers generate, 256 rows x 2,048 tokens, bf16",
                                       "generation_hf_vllm_8b_256x2048_h200.json"),
+    # a quantized base: vLLM's in-flight bitsandbytes 4-bit at the bf16 row's size; transformers' NF4 and LLM.int8
+    # at 64 rows x 512 tokens (slow enough that 2,048 would have taken much of a session's device time)
+    ("llama-8b", "generate:vllm:4bit"): Rate(8_154.7, None, "vLLM 0.26, bitsandbytes 4-bit, 256 sequences x 2,048 tokens",
+                                             "quant_generation_8b_h200/generation_4bit_vllm_256x2048.json"),
+    ("llama-8b", "generate:hf:4bit"): Rate(1_258.5, 11.2, "transformers generate, NF4 base, 64 rows x 512 tokens",
+                                           "quant_generation_8b_h200/generation_4bit_hf_64x512.json", upper_bound=False),
+    ("llama-8b", "generate:hf:8bit"): Rate(531.8, 14.3, "transformers generate, LLM.int8 base, 64 rows x 512 tokens",
+                                           "quant_generation_8b_h200/generation_8bit_hf_64x512.json", upper_bound=False),
     ("llama-8b", "sft:bf16:liger"): Rate(7_536, 77.2, "LoRA r=64, bf16, packed 8,192-token micro-batches, Liger",
                                          "sft_throughput_h200.json"),
     ("llama-8b", "sft:bf16"): Rate(5_031, 88.2, "LoRA r=64, bf16, packed 8,192-token micro-batches",
@@ -144,11 +156,14 @@ def sft_tokens(config: RunConfig, run: RunDir, cut: int | None) -> int | None:
 
 
 def _minutes(tokens: float, rate: Rate | None) -> str:
-    """'<= N' minutes (to the nearest minute; '< 1' under half of one, not '<= 0'), or '-' without a rate."""
+    """'<= N' minutes (to the nearest minute; '< 1' under half of one, not '<= 0'), '~N' where the rate is not an
+    upper bound (``Rate.upper_bound``), or '-' without a rate."""
     if not rate:
         return "-"
     minutes = tokens / rate.tokens_per_s / 60
-    return f"<= {minutes:,.0f}" if minutes >= 0.5 else "< 1"
+    if minutes < 0.5:
+        return "< 1"
+    return f"<= {minutes:,.0f}" if rate.upper_bound else f"~{minutes:,.0f}"
 
 
 def _row(stage: str, work: str, tokens: float | None, kind: str, rate: Rate | None) -> dict[str, Any]:
@@ -182,9 +197,12 @@ def plan_rows(config: RunConfig) -> list[dict[str, Any]]:
         return RATES.get((arch, key)) if arch else None
 
     def generation(engine: str) -> Rate | None:
-        # auto is vLLM on a GPU with looper's vllm extra; a quantized base has its own rate (none measured yet)
-        quant = "" if config.model.quantization == "none" else ":" + config.model.quantization
-        return rate(("generate:hf" if engine == "hf" else "generate:vllm") + quant)
+        # auto is vLLM on a GPU with looper's vllm extra; a quantized base has its own rate, except 8-bit in vLLM,
+        # which has no in-flight 8-bit and generates from the bf16 base (vllm_engine_args)
+        quant = config.model.quantization
+        if engine == "hf":
+            return rate("generate:hf" + ("" if quant == "none" else ":" + quant))
+        return rate("generate:vllm" + (":4bit" if quant == "4bit" else ""))
 
     def lora_sft(args: Any) -> Rate | None:
         # TRL's SFTTrainer on a LoRA adapter (sft, and rft on the SFT adapter), over the base as quantized
@@ -290,11 +308,14 @@ def render(config: RunConfig) -> str:
         lines.append(f"| {r['stage']} | {r['work']} | {tokens} | {minutes} | {peak} | {used} |")
     priced = [r["stage"] for r in rows if r["rate"] and r["tokens"]]
     unpriced = [r["stage"] for r in rows if r["stage"] not in priced]
-    hours = f"At most {total / 60:,.1f}" if total / 60 >= 0.05 else "Under 0.1"
+    shorter = [r["stage"] for r in rows if r["stage"] in priced and not r["rate"].upper_bound]
+    hours = "Under 0.1" if total / 60 < 0.05 else f"{'About' if shorter else 'At most'} {total / 60:,.1f}"
     lines += ["", f"{hours} GPU-hours on one H200 for {len(priced)} of {len(rows)} stages "
               f"({', '.join(priced) or 'none'}: generation to every limit"
               + "".join(f", {kind} as if every sequence filled its max_length" for kind in ("DPO", "RFT")
-                        if any(r["stage"] == f"train-rl ({kind})" for r in rows)) + ")"
+                        if any(r["stage"] == f"train-rl ({kind})" for r in rows))
+              + (f"; {', '.join(shorter)} at a rate measured at shorter answers than the stage's limit, which "
+                 "decode faster per token: '~', not a bound" if shorter else "") + ")"
               + (f"; not priced: {', '.join(unpriced)} (no comparable measured rate"
                  + (", or SFT's tokens not counted: that needs the prepared train split (`looper prepare-data`) and the "
                     "model's tokenizer on this machine (nothing is downloaded), or under max_steps a max_length" if any(
