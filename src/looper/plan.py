@@ -32,6 +32,7 @@ from looper.runs import (
 )
 
 GSM8K_SIZES = {"train": 7473, "test": 1319, "platinum": 1209}  # openai/gsm8k main; madrylab/gsm8k-platinum (kept rows)
+FILLED = "every example at max_length"  # SFT's bound where its examples were not counted
 
 
 @dataclass(frozen=True)
@@ -226,11 +227,14 @@ def plan_rows(config: RunConfig) -> list[dict[str, Any]]:
         tokens = steps * sft_args.per_device_train_batch_size * sft_args.gradient_accumulation_steps * cut if cut else None
     else:
         if sft.data == "gold":
-            work, kind = f"{sizes['train']:,} examples x {epochs} epochs", "trained"
+            examples = sizes["train"]
+            work, kind = f"{examples:,} examples x {epochs} epochs", "trained"
         else:  # `questions`: the self-data row's, above
-            kept = questions * min(sft.self_data.per_question, sft.self_data.samples)
-            work, kind = f"<= {kept:,} kept self-data answers x {epochs} epochs", "trained, at most"
+            examples = questions * min(sft.self_data.per_question, sft.self_data.samples)
+            work, kind = f"<= {examples:,} kept self-data answers x {epochs} epochs", "trained, at most"
         per_epoch = sft_tokens(config, run, cut)
+        if per_epoch is None and cut:  # not counted here (no split or tokenizer): each example as long as TRL lets it be
+            per_epoch, kind = examples * cut, f"trained, at most ({FILLED})"
         tokens = per_epoch * epochs if per_epoch else None
     work += f", sequences <= {cut:,} tokens" if cut else ", sequences not cut"
     rows.append(_row("sft", work, tokens, kind, lora_sft(sft_args) if sft.method == "lora" else None))
@@ -314,6 +318,8 @@ def render(config: RunConfig) -> str:
               f"({', '.join(priced) or 'none'}: generation to every limit"
               + "".join(f", {kind} as if every sequence filled its max_length" for kind in ("DPO", "RFT")
                         if any(r["stage"] == f"train-rl ({kind})" for r in rows))
+              + (", SFT as if every example filled its max_length (not counted: that needs the prepared train split "
+                 "and the model's tokenizer on this machine)" if any(FILLED in r["kind"] for r in rows) else "")
               + (f"; {', '.join(shorter)} at a rate measured at shorter answers than the stage's limit, which "
                  "decode faster per token: '~', not a bound" if shorter else "") + ")"
               + (f"; not priced: {', '.join(unpriced)} (no comparable measured rate"
