@@ -1,11 +1,14 @@
-"""On a CUDA GPU (``-m gpu``): vLLM as looper's engine, from the requests it is handed to the stages that use it.
+"""On a CUDA GPU (``-m gpu``): vLLM as looper's engine, from the requests it is handed to the stages that use it,
+and a bitsandbytes-quantized base (``model.quantization``) from loading to training and generating.
 
 A small random Llama whose head size vLLM's attention kernels take (64), with SmolLM2's tokenizer and a scaled-up
-head (larger logit gaps). Skipped without a GPU; the vLLM tests also without vLLM installed.
+head (larger logit gaps). Skipped without a GPU; the vLLM tests also without vLLM installed, the quantized ones
+without bitsandbytes.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -25,6 +28,8 @@ from looper.generation import (
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 needs_vllm = pytest.mark.skipif(not vllm_installed(), reason="needs vLLM (pip install 'looper[vllm]')")
+needs_bitsandbytes = pytest.mark.skipif(importlib.util.find_spec("bitsandbytes") is None,
+                                        reason="needs bitsandbytes (pip install 'looper[gpu]')")
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -159,3 +164,43 @@ def test_stages_generate_with_vllm_and_resume(small_model_dir, tmp_path):
     assert "resuming, 4 questions already done, 6 to go" in proc.stdout
     assert [r["id"] for r in read_jsonl(path)] == [r["id"] for r in first]
     assert json.loads((run / "stages" / "eval.json").read_text())["engine"] == "vllm"
+
+
+@needs_bitsandbytes
+@pytest.mark.parametrize("quantization", ["4bit", "8bit"])
+def test_a_quantized_base_loads_trains_an_adapter_and_generates(small_model_dir, tmp_path, quantization):
+    """model.quantization: the linear layers load as bitsandbytes' (NF4 or LLM.int8), the model smaller than in bf16,
+    and transformers generates from it; through the CLI, sft trains a LoRA adapter on the quantized base and eval
+    generates with base and adapter: 4-bit through vLLM's bitsandbytes where vLLM is installed, 8-bit through
+    transformers (vLLM has no in-flight 8-bit)."""
+    import bitsandbytes as bnb
+
+    from looper.config import ModelConfig
+    from looper.modeling import load_model
+
+    quantized = load_model(ModelConfig(name_or_path=str(small_model_dir), dtype="bfloat16", quantization=quantization))
+    layer = {"4bit": bnb.nn.Linear4bit, "8bit": bnb.nn.Linear8bitLt}[quantization]
+    assert isinstance(quantized.model.layers[0].self_attn.q_proj, layer)
+    assert isinstance(quantized.model.layers[1].mlp.down_proj, layer)
+    bf16 = load_model(ModelConfig(name_or_path=str(small_model_dir), dtype="bfloat16"))
+    assert quantized.get_memory_footprint() < bf16.get_memory_footprint()
+    del bf16
+    results = generate(HFEngine(quantized, _tokenizer(small_model_dir), 16), _requests(), 16, progress=False)
+    assert [r.key for r in results] == list(range(16)) and all(0 < r.num_tokens <= 16 for r in results)
+    del quantized
+    torch.cuda.empty_cache()
+
+    engine = "vllm" if quantization == "4bit" and vllm_installed() else "hf"
+    data = write_gsm8k(tmp_path / "gsm8k", 24)
+    cli = ["configs/demo.yaml", f"runs_dir={tmp_path / 'runs'}", "data.source=local", f"data.path={data}",
+           f"model.name_or_path={small_model_dir}", "model.dtype=bfloat16", f"model.quantization={quantization}",
+           "sft.trainer.max_steps=2", "sft.lora.r=8", f"eval.engine={engine}", "eval.vllm={gpu_memory_utilization: 0.3}",
+           "eval.max_new_tokens=16", "eval.datasets=[gsm8k_test]", "eval.models=[base,sft]", "eval.limit=8"]
+    for stage in ("prepare-data", "sft", "eval"):
+        run_looper(stage, *cli, cwd=REPO)
+    run = tmp_path / "runs" / "demo"
+    assert (run / "checkpoints" / "lora_sft" / "adapter_model.safetensors").is_file()
+    assert json.loads((run / "stages" / "eval.json").read_text())["engine"] == engine
+    for model in ("base", "sft"):
+        records = read_jsonl(run / "eval" / f"{model}__gsm8k_test.jsonl")
+        assert len(records) == 8, model
