@@ -199,6 +199,9 @@ def test_one_settings_record_and_one_message_for_every_reused_output(tmp_path):
     # a key no longer classed as result-changing (here rollouts.batch_size) is not held against the output
     older = settings_record({"rollouts": {"max_new_tokens": 16, "samples_per_arm": 1, "batch_size": 8}, "seed": 1})
     assert changed_settings(older, sections) == []
+    # a null field takes its default (a LoRA field: its preset's): shown as unset, not as Python's None
+    lora = settings_record({"sft": {"lora_preset": "baseline", "lora": {"r": None}}})
+    assert changed_settings(lora, {"sft": {"lora_preset": "baseline", "lora": {"r": 4}}}) == ["sft.lora.r: unset -> 4"]
 
 
 def test_a_stage_resumed_with_other_settings_names_them(tmp_path, tiny_model_dir):

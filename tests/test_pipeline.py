@@ -1,6 +1,7 @@
 """The whole pipeline on a tiny model, then a rerun that skips every stage, and a config change refused."""
 
 import json
+import os
 from pathlib import Path
 
 from conftest import run_looper
@@ -66,3 +67,19 @@ def test_looper_version_names_looper_and_the_libraries_a_bug_report_needs():
     assert out.startswith(f"looper {version('looper')} (torch {version('torch')}, transformers {version('transformers')}, "
                           f"trl {version('trl')}, peft {version('peft')},"), out
     assert len(out.splitlines()) == 1 and "; python 3." in out
+
+
+def test_library_chatter_is_quiet_and_looper_speaks():
+    """looper's INFO lines print; transformers' below ERROR and accelerate's below WARNING do not (accelerate's
+    "The used dataset had no length ..." came at every logged step of a resumed DPO run). In a fresh interpreter,
+    as the CLI sets logging up."""
+    import subprocess
+    import sys
+
+    code = ("import logging; from looper.entrypoint import setup_logging; setup_logging(); "
+            "print([logging.getLogger(n).isEnabledFor(level) for n, level in (('looper', logging.INFO), "
+            "('accelerate.accelerator', logging.INFO), ('accelerate.accelerator', logging.WARNING), "
+            "('transformers.generation.utils', logging.WARNING))])")
+    env = {k: v for k, v in os.environ.items() if k != "LOOPER_LOG_LEVEL"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
+    assert out.strip() == "[True, False, True, False]"

@@ -39,6 +39,9 @@ def setup_logging() -> None:
     logging.basicConfig(level=os.environ.get("LOOPER_LOG_LEVEL", "INFO"), format="%(levelname)s %(name)s: %(message)s")
     # transformers' own "generation flags" chatter is not useful to a looper user
     logging.getLogger("transformers").setLevel(logging.ERROR)
+    # nor accelerate's INFO lines (a resumed DPO run printed "The used dataset had no length, returning gathered
+    # tensors..." at every logged step)
+    logging.getLogger("accelerate").setLevel(logging.WARNING)
 
 
 def fail(message: str) -> None:

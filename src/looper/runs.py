@@ -365,7 +365,8 @@ def settings_record(sections: dict[str, Any]) -> dict[str, Any]:
 def changed_settings(record: dict[str, Any] | None, sections: dict[str, Any]) -> list[str] | None:
     """What differs between the settings an output was made with (its ``record``) and ``sections``: None when there
     is no record, [] when they agree, else ``"key: old -> new"`` per changed key (``"unknown keys"`` for a record
-    that kept only a hash). A key that a record holds but that is no longer classed as result-changing is left out."""
+    that kept only a hash; a null value shows as ``unset``). A key that a record holds but that is no longer classed
+    as result-changing is left out."""
     from looper.config import is_result_field
 
     if record is None:
@@ -377,7 +378,11 @@ def changed_settings(record: dict[str, Any] | None, sections: dict[str, Any]) ->
         return ["unknown keys"]
     old = {k: v for k, v in _flatten(record["config"]).items() if is_result_field(k)}
     new = _flatten(sections)
-    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+
+    def shown(value: Any) -> str:  # a null field takes its default (a LoRA field: the preset's), so "unset", not None
+        return "unset" if value is None else repr(value)
+
+    return [f"{k}: {shown(old.get(k))} -> {shown(new.get(k))}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
 
 
 def made_with(output: Path | str, record: dict[str, Any] | None, sections: dict[str, Any], remedy: str) -> bool:
