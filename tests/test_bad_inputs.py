@@ -163,7 +163,7 @@ CASES = {
                          setup=_local(lambda d: (d.mkdir(parents=True), (d / "train.jsonl").write_bytes(b"\xff\xd8\xff\xe0JFIF" + bytes(range(256)))))),
     "jsonl-invalid-line": Case(["prepare-data", "{cfg}", *LOCAL], "train.jsonl:11: not valid JSON",
                                setup=_local(lambda d: write_jsonl(d / "train.jsonl", GOOD_ROWS, '{"question": "q", "answer\n'))),
-    "jsonl-not-an-object": Case(["prepare-data", "{cfg}", *LOCAL], "train.jsonl:11: expected a JSON object",
+    "jsonl-not-an-object": Case(["prepare-data", "{cfg}", *LOCAL], "train.jsonl:11: expected a JSON object, got array",
                                 setup=_local(lambda d: write_jsonl(d / "train.jsonl", [*GOOD_ROWS, [1, 2]]))),
     "jsonl-missing-field": Case(["prepare-data", "{cfg}", *LOCAL], "train.jsonl:11: missing field 'answer'",
                                 setup=_local(lambda d: write_jsonl(d / "train.jsonl", [*GOOD_ROWS, {"question": "q"}]))),

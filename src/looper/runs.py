@@ -99,6 +99,12 @@ def atomic_write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> int:
     return len(lines)
 
 
+def json_type(value: Any) -> str:
+    """A parsed JSON value's type in JSON's own terms, for messages: 'array', not Python's 'list'."""
+    names = {dict: "object", list: "array", str: "string", bool: "boolean", int: "number", float: "number"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
+
+
 def read_jsonl_lines(path: Path, required: tuple[str, ...] = ()) -> list[tuple[int, dict[str, Any]]]:
     """(line number, record) pairs of a JSONL file; a malformed line or a missing field is an InputError
     naming the file and the line."""
@@ -121,7 +127,7 @@ def read_jsonl_lines(path: Path, required: tuple[str, ...] = ()) -> list[tuple[i
             except json.JSONDecodeError as err:
                 raise InputError(f"{path}:{lineno}: not valid JSON ({err.msg})") from None
             if not isinstance(record, dict):
-                raise InputError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
+                raise InputError(f"{path}:{lineno}: expected a JSON object, got {json_type(record)}")
             for key in required:
                 if key not in record:
                     raise InputError(f"{path}:{lineno}: missing field {key!r}")

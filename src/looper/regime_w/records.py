@@ -9,16 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from looper.regime_w.scoring import as_arm_outputs
-from looper.runs import InputError, read_jsonl_lines
-
-
-# how a JSON value's type is called in JSON's own terms, for the messages
-_JSON_TYPE = {"NoneType": "null", "str": "string", "int": "number", "float": "number", "bool": "boolean",
-              "list": "array", "dict": "object"}
-
-
-def _json_type(value: Any) -> str:
-    return _JSON_TYPE.get(type(value).__name__, type(value).__name__)
+from looper.runs import InputError, json_type, read_jsonl_lines
 
 
 def trajectories_problem(trajectories: Any, scored: bool = False) -> str | None:
@@ -29,10 +20,10 @@ def trajectories_problem(trajectories: Any, scored: bool = False) -> str | None:
         return "'trajectories' must be a non-empty list of objects"
     for i, t in enumerate(trajectories):
         if not isinstance(t, Mapping):
-            return f"trajectories[{i}]: expected a JSON object, got {_json_type(t)}"
+            return f"trajectories[{i}]: expected a JSON object, got {json_type(t)}"
         for key in ("arm", "family", "full_text", "text", "reasoning"):
             if t.get(key) is not None and not isinstance(t[key], str):
-                return f"trajectories[{i}].{key}: expected a string, got {_json_type(t[key])}"
+                return f"trajectories[{i}].{key}: expected a string, got {json_type(t[key])}"
         if scored and not (isinstance(t.get("parts"), Mapping) and "correct" in t["parts"]
                            and isinstance(t.get("reward"), (int, float))):
             return f"trajectories[{i}]: no Regime W scores ('parts', 'reward'); `looper collect-rollouts` writes them"
