@@ -1,6 +1,8 @@
 """Eval on a tiny model: per-sample files, summary, report with plots, resume, bad input."""
 
 import json
+import math
+import statistics
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,10 @@ def args(tmp_path, tiny_model_dir, *extra):
 
 
 def test_eval_base_and_sft_with_report(tmp_path, tiny_model_dir):
+    from looper.answers import answers_equal, extract_answer
+    from looper.eval.eval_gsm8k import score_record
+    from looper.generation import GenResult
+
     a = args(tmp_path, tiny_model_dir, "eval.datasets=[gsm_symbolic_dev,gsm_symbolic_test]", "eval.limit=4")
     run_looper("prepare-data", *a, cwd=REPO)
     run_looper("sft", *a, cwd=REPO)
@@ -24,9 +30,24 @@ def test_eval_base_and_sft_with_report(tmp_path, tiny_model_dir):
     ev = tmp_path / "demo" / "eval"
     for f in ("report.md", "summary.json", "accuracy.png", "flips.png", "base__gsm_symbolic_test.jsonl", "sft__gsm_symbolic_dev.jsonl"):
         assert (ev / f).exists(), f
-    rec = read_jsonl(ev / "base__gsm_symbolic_test.jsonl")[0]
-    assert set(rec) >= {"id", "question", "gold", "output", "answer_strict", "answer_flexible", "correct_strict",
-                        "correct_flexible", "tokens", "truncated"}
+    # every record holds its question (the dataset's first eval.limit rows, in order) and what its output says:
+    # at most eval.max_new_tokens tokens, truncated only at that limit, the answers read from it and checked on gold
+    rows = read_jsonl(tmp_path / "demo" / "data" / "gsm_symbolic_test.jsonl")[:4]
+    for which in ("base", "sft"):
+        records = read_jsonl(ev / f"{which}__gsm_symbolic_test.jsonl")
+        assert [(r["id"], r["question"], r["gold"]) for r in records] == [(r["id"], r["question"], r["gold"]) for r in rows]
+        for r in records:
+            assert isinstance(r["output"], str) and isinstance(r["truncated"], bool) and 0 < r["tokens"] <= 8
+            assert r["tokens"] == 8 or not r["truncated"]
+            for mode in ("strict", "flexible"):
+                assert r[f"answer_{mode}"] == extract_answer(r["output"], mode)
+                assert r[f"correct_{mode}"] is answers_equal(r[f"answer_{mode}"], r["gold"])
+    # a tiny random model answers nothing: the same scoring on outputs whose answers are known
+    outputs = [GenResult(0, "so \\boxed{57}", 5, False), GenResult(1, "#### 57", 3, True), GenResult(2, "#### 56", 8, True)]
+    known = score_record({"id": "q", "question": "?", "gold": "57"}, outputs)
+    assert [(s["answer_strict"], s["correct_strict"], s["answer_flexible"], s["correct_flexible"], s["tokens"], s["truncated"])
+            for s in [known, *known["samples"]]] == [(None, False, "57", True, 5, False), ("57", True, "57", True, 3, True),
+                                                     ("56", False, "56", False, 8, True)]
     summary = json.loads((ev / "summary.json").read_text())
     assert set(summary["metrics"]) == {"base", "sft"}
     comp = summary["comparisons"]["gsm_symbolic_test"][0]
@@ -58,9 +79,30 @@ def test_eval_sampling_metrics(tmp_path, tiny_model_dir):
     records = read_jsonl(tmp_path / "demo" / "eval" / "base__gsm_symbolic_test.jsonl")
     shares = [sum(s["correct_strict"] for s in [r, *r["samples"]]) / 3 for r in records]
     assert abs(m["strict"]["avg@3"]["accuracy"] - sum(shares) / 3) < 1e-12
-    paired = summary["comparisons"]["gsm_symbolic_test"][0]["strict"]["paired"]
-    assert set(paired) == {"difference", "ci95", "p_value", "detectable_80"}
     assert "strict avg@3 (pass@1) % [95% CI]" in out.stdout and "detectable Δ pts (80% power)" in out.stdout
+    # the paired comparison over all samples is sft minus base, question by question; a tiny random model answers
+    # nothing, so sft's records are made right by hand (1 of 3 samples of question 0, all 3 of question 1) and the
+    # report is made again from them
+    sft_file = tmp_path / "demo" / "eval" / "sft__gsm_symbolic_test.jsonl"
+    sft = read_jsonl(sft_file)
+    for rec, right in ((sft[0], [sft[0]]), (sft[1], [sft[1], *sft[1]["samples"]])):
+        for s in right:
+            s.update(answer_strict=rec["gold"], correct_strict=True)
+    sft_file.write_text("".join(json.dumps(r) + "\n" for r in sft))
+    (tmp_path / "demo" / "stages" / "eval.json").unlink()
+    run_looper("eval", *a, cwd=REPO)
+    summary = json.loads((tmp_path / "demo" / "eval" / "summary.json").read_text())
+    scores = {m: [sum(s["correct_strict"] for s in [r, *r["samples"]]) / 3
+                  for r in read_jsonl(tmp_path / "demo" / "eval" / f"{m}__gsm_symbolic_test.jsonl")] for m in ("base", "sft")}
+    d = [y - x for x, y in zip(scores["base"], scores["sft"])]
+    mean, se = sum(d) / 3, statistics.stdev(d) / math.sqrt(3)
+    assert scores["sft"] == [1 / 3, 1.0, 0.0] and se > 0
+    paired = summary["comparisons"]["gsm_symbolic_test"][0]["strict"]["paired"]
+    avg = {m: summary["metrics"][m]["gsm_symbolic_test"]["strict"]["avg@3"]["accuracy"] for m in ("base", "sft")}
+    assert paired["difference"] == pytest.approx(mean) and paired["difference"] == pytest.approx(avg["sft"] - avg["base"])
+    assert paired["ci95"] == pytest.approx([mean - 1.959964 * se, mean + 1.959964 * se])
+    assert paired["detectable_80"] == pytest.approx((1.959964 + 0.841621) * se)
+    assert paired["p_value"] == pytest.approx(math.erfc(abs(mean) / se / math.sqrt(2)))
 
 
 def test_deepseek_protocol_prompts_and_samples_as_deepseek_evaluates(tmp_path, r1_tokenizer_dir):

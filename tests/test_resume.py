@@ -78,7 +78,7 @@ def outcome(run: Path, stage: str) -> dict:
 
 
 def assert_same(a: dict, b: dict, what: str) -> None:
-    assert a.keys() == b.keys()
+    assert a.keys() == b.keys(), what
     for key in a:
         if key == "adapter":
             assert a[key].keys() == b[key].keys(), what
@@ -111,6 +111,7 @@ def test_kill_9_at_a_random_point_then_rerun_equals_an_uninterrupted_run(stage, 
     seed = int(os.environ.get("LOOPER_KILL_SEED", time.time_ns() % 2**31))
     rng = random.Random(f"{stage}-{seed}")
     what = f"{stage} (LOOPER_KILL_SEED={seed})"
+    print(f"kill test {what}")  # pytest shows a failing test's output: every failure names the seed to replay
 
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     shutil.copytree(states[start_state], whole)
@@ -125,7 +126,7 @@ def test_kill_9_at_a_random_point_then_rerun_equals_an_uninterrupted_run(stage, 
     assert "nothing to do" not in rerun.stdout or done_at_kill == units, f"{what}: the rerun did not resume"
     assert_same(outcome(whole / "demo", stage), outcome(killed / "demo", stage),
                 f"{what}, killed after {done_at_kill} of {units} units, rerun with {RERUN[stage]}")
-    assert not (killed / "demo.lock").exists()
+    assert not (killed / "demo.lock").exists(), f"{what}: the lock was left behind"
 
 
 def test_rl_rounds_killed_in_round_two_then_rerun_equal_an_uninterrupted_run(states, tiny_model_dir, tmp_path):
@@ -134,6 +135,7 @@ def test_rl_rounds_killed_in_round_two_then_rerun_equal_an_uninterrupted_run(sta
     seed = int(os.environ.get("LOOPER_KILL_SEED", time.time_ns() % 2**31))
     rng = random.Random(f"rounds-{seed}")
     what = f"train-rl rounds (LOOPER_KILL_SEED={seed})"
+    print(f"kill test {what}")  # pytest shows a failing test's output: every failure names the seed to replay
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     shutil.copytree(states["preferences"], whole)
     shutil.copytree(states["preferences"], killed)
