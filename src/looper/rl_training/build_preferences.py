@@ -104,7 +104,7 @@ def main(config: RunConfig, run: RunDir | None = None) -> None:
             reasons[why] += 1
         for ci, ri in chosen_rejected:
             chosen, rejected = trajs[ci], trajs[ri]
-            # DPO trains the policy on the plan's SFT prompt: the chosen arm's system prompt would make
+            # DPO trains the policy on the plan's SFT prompt (docs/plan.md §2, §5): the chosen arm's system prompt would make
             # chosen and rejected come from different prompts, so both use the SFT system prompt.
             prompt = question_prompt(rec["question"], config.model.system_prompt, fmt)
             pairs.append({
