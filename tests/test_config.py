@@ -110,11 +110,26 @@ def test_every_field_is_classed_as_result_changing_or_not():
                                                                    "rollouts.vllm"]
     assert {"rollouts.max_new_tokens", "rollouts.engine", "eval.engine", "eval.protocol", "eval.samples", "seed",
             "model.name_or_path", "sft.trainer", "rl.dpo"} <= {f for f in fields if is_result_field(f)}
-    # inside the TRL sections, keys that only log or save are not result-changing; the rest are
+    # inside the TRL sections, keys that only log, save or size memory are not result-changing; the rest are
+    from looper.config import TRAINER_NOT_RESULT_KEYS
+
+    assert sorted(TRAINER_NOT_RESULT_KEYS) == sorted([
+        "logging_steps", "logging_first_step", "logging_strategy", "logging_dir", "logging_nan_inf_filter", "report_to",
+        "run_name", "project", "trackio_space_id", "disable_tqdm", "log_level", "log_completions",
+        "num_completions_to_print", "save_steps", "save_strategy", "save_total_limit", "save_only_model",
+        "dataloader_num_workers", "dataloader_pin_memory", "dataloader_persistent_workers", "dataloader_prefetch_factor",
+        # memory only: what a user lowers after running out of memory, and resumes
+        "activation_checkpointing", "gradient_checkpointing", "vllm_gpu_memory_utilization", "per_device_eval_batch_size"])
     for section in ("sft.trainer", "rl.dpo", "rl.rft", "rl.grpo", "rl.rloo"):
-        for key in ("logging_steps", "report_to", "save_steps", "save_total_limit", "dataloader_num_workers"):
+        for key in ("logging_steps", "report_to", "save_steps", "save_total_limit", "dataloader_num_workers",
+                    "activation_checkpointing", "gradient_checkpointing", "per_device_eval_batch_size"):
             assert not is_result_field(f"{section}.{key}")
-        for key in ("learning_rate", "max_steps", "per_device_train_batch_size", "max_length", "beta", "seed"):
+        for key in ("learning_rate", "max_steps", "per_device_train_batch_size", "gradient_accumulation_steps",
+                    "max_length", "beta", "seed", "activation_checkpointing_kwargs", "gradient_checkpointing_kwargs"):
+            assert is_result_field(f"{section}.{key}")
+    for section in ("rl.grpo", "rl.rloo"):
+        assert not is_result_field(f"{section}.vllm_gpu_memory_utilization")
+        for key in ("num_generations", "generation_batch_size", "steps_per_generation", "vllm_mode", "use_vllm"):
             assert is_result_field(f"{section}.{key}")
     assert not is_result_field("rollouts.vllm.gpu_memory_utilization")
 
@@ -178,6 +193,62 @@ def test_trainer_configs_use_no_deprecated_names(tmp_path, recwarn):
         config = load_config("configs/demo.yaml", ["rl.grpo.gradient_checkpointing=false"])
         assert make_trl_config("grpo", config, tmp_path).activation_checkpointing is False
         assert make_trl_config("rloo", config, tmp_path).activation_checkpointing is True  # TRL's default
+
+
+def test_trainer_section_help_states_looper_defaults_and_trls_own():
+    """The help of every TRL section lists exactly looper's defaults for it (trainers.COMMON_DEFAULTS +
+    TRAINER_DEFAULTS[kind]) as key=value, each with TRL's own default as (TRL: value) where and only where the
+    installed TRL's differs; the help is written out in config.py, which trainers.py imports."""
+    import dataclasses
+    import re
+
+    from looper.config import RLConfig, SFTStageConfig, _yaml_load
+    from looper.trainers import COMMON_DEFAULTS, TRAINER_DEFAULTS, _trl_class
+
+    helps = {f.name: f.metadata["help"] for f in dataclasses.fields(RLConfig)}
+    helps["sft"] = next(f.metadata["help"] for f in dataclasses.fields(SFTStageConfig) if f.name == "trainer")
+    assert set(TRAINER_DEFAULTS) <= set(helps)
+    for kind, own in TRAINER_DEFAULTS.items():
+        defaults = {**COMMON_DEFAULTS, **own}
+        trl = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+               for f in dataclasses.fields(_trl_class(kind))}
+        stated = re.findall(r"(\w+)=([^\s,;()]*[^\s,;().])(?: \(TRL: ([^\s,;)]+))?", helps[kind].split("Set by looper")[0])
+        assert sorted(key for key, _, _ in stated) == sorted(defaults), kind
+        for key, value, theirs in stated:
+            assert _yaml_load(value) == defaults[key], (kind, key)
+            if trl[key] == defaults[key]:
+                assert not theirs, (kind, key)
+            else:
+                assert theirs and _yaml_load(theirs) == trl[key], (kind, key, theirs, trl[key])
+    for kind in ("grpo", "rloo"):  # what train-rl sets over the section
+        for key in ("reward_weights", "shuffle_dataset", "mask_truncated_completions", "generation_batch_size",
+                    "steps_per_generation"):
+            assert key in helps[kind].split("Set by looper")[1], (kind, key)
+
+
+@pytest.mark.parametrize("kind", ["grpo", "rloo"])
+def test_an_online_value_train_rl_would_replace_is_refused(tmp_path, kind):
+    """A GRPO / RLOO value that train-rl replaces with its own (prepare_online) is refused at the config check, not
+    dropped: steps_per_generation under rl.mix_arms (looper sets generation_batch_size, TRL derives the steps from
+    it), reward_weights, shuffle_dataset true, mask_truncated_completions against rl.truncation. Looper's own value,
+    and steps_per_generation without rl.mix_arms, pass."""
+    from looper.trainers import trl_config
+
+    def check(*overrides: str):
+        config = load_config("configs/demo.yaml", [f"runs_dir={tmp_path}", f"rl.algorithm={kind}", *overrides])
+        return trl_config(kind, config, tmp_path, on_this_machine=False)
+
+    for overrides, message in (
+            ([f"rl.{kind}.steps_per_generation=2"], (rf"rl.{kind}.steps_per_generation: 2: with rl.mix_arms looper sets "
+                                                     rf"generation_batch_size .* set rl.{kind}.generation_batch_size")),
+            ([f"rl.{kind}.reward_weights=[1,1,1,1,1]"], rf"rl.{kind}.reward_weights: .*Regime W weights"),
+            ([f"rl.{kind}.shuffle_dataset=true"], rf"rl.{kind}.shuffle_dataset: true: looper sets it to false"),
+            ([f"rl.{kind}.mask_truncated_completions=true"], r"from rl.truncation \(now penalize\)")):
+        with pytest.raises(ConfigError, match=message):
+            check(*overrides)
+    check(f"rl.{kind}.shuffle_dataset=false", f"rl.{kind}.mask_truncated_completions=false", f"rl.{kind}.generation_batch_size=64")
+    check("rl.truncation=mask", f"rl.{kind}.mask_truncated_completions=true")
+    assert check("rl.mix_arms=false", f"rl.{kind}.steps_per_generation=2").steps_per_generation == 2
 
 
 def test_one_settings_record_and_one_message_for_every_reused_output(tmp_path):

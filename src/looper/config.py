@@ -40,13 +40,23 @@ def stable_hash(payload: Any) -> str:
 # The generation batch is one of them: it is what a user lowers after running out of memory, and the hf engine's
 # samples do not depend on it (a request replays alone or in any batch); vLLM's settings size its memory and batch.
 NOT_RESULT_FIELDS = ("rollouts.batch_size", "rollouts.vllm", "eval.batch_size", "eval.vllm")
-# Keys of the TRL sections (sft.trainer, rl.dpo / rft / grpo / rloo) that only log, save checkpoints or load data.
+# Keys of the TRL sections (sft.trainer, rl.dpo / rft / grpo / rloo) that only log, save checkpoints, load data or
+# size memory (what a user lowers after running out of memory, then resumes).
 TRAINER_SECTIONS = ("sft.trainer", "rl.dpo", "rl.rft", "rl.grpo", "rl.rloo")
 TRAINER_NOT_RESULT_KEYS = ("logging_steps", "logging_first_step", "logging_strategy", "logging_dir", "logging_nan_inf_filter",
                            "report_to", "run_name", "project", "trackio_space_id", "disable_tqdm", "log_level",
                            "log_completions", "num_completions_to_print", "save_steps", "save_strategy", "save_total_limit",
                            "save_only_model", "dataloader_num_workers", "dataloader_pin_memory",
-                           "dataloader_persistent_workers", "dataloader_prefetch_factor")
+                           "dataloader_persistent_workers", "dataloader_prefetch_factor",
+                           # recompute activations in the backward pass instead of keeping them: the same forward
+                           # again (torch's checkpoint replays the RNG state, so dropout draws the same masks). Not
+                           # their *_kwargs: preserve_rng_state=false there would change the masks
+                           "activation_checkpointing", "gradient_checkpointing",
+                           # GRPO / RLOO with vLLM: the share of GPU memory vLLM takes (its KV cache), as
+                           # rollouts.vllm's gpu_memory_utilization, which is not result-changing either
+                           "vllm_gpu_memory_utilization",
+                           # the batch of an evaluation loop looper never runs (no eval_dataset is passed to a trainer)
+                           "per_device_eval_batch_size")
 
 
 def is_result_field(dotted: str) -> bool:
@@ -210,7 +220,7 @@ class ModelConfig:
     attn_implementation: str | None = _help("sdpa, eager, flash_attention_2, ...; null lets transformers choose.", "sdpa")
     trust_remote_code: bool = _help("Allow model code from the Hub; off unless you trust the repo.", False)
     prompt_format: Literal["plain", "chat", "chat_user"] = _help(
-        "plain: the plan's 'Problem: ... Solution:' text prompt; chat: the model's own chat template "
+        "plain: the plan's 'Problem: ... Solution:' text prompt (docs/plan.md §2); chat: the model's own chat template "
         "(system/user/assistant), for instruct models; chat_user: the chat template without a system message, the "
         "system prompt opening the user turn (DeepSeek's advice for R1 models).",
         "plain",
@@ -236,6 +246,26 @@ class SelfDataConfig:
     max_questions: int | None = _help("First N training questions sampled; null = all.", None, ge=1)
 
 
+# The help of the TRL sections: looper's defaults under the YAML's (trainers.COMMON_DEFAULTS / TRAINER_DEFAULTS, which
+# import this module), each with TRL 1.16's own where it differs; tests/test_config.py checks both against those dicts
+# and the installed TRL. Written out here because trainers.py imports config.py.
+_TRAINER_HELP = ("Fields of TRL's {cls} ({use}), over looper's defaults (TRL's own where it differs): {own}; and every "
+                 "trainer section's: lr_scheduler_type=cosine (TRL: linear), warmup_steps=0.03 (TRL: 0; below 1 it is a "
+                 "ratio of the steps), save_steps=100 (TRL: 500), save_total_limit=2 (TRL: null, every checkpoint kept), "
+                 "ddp_find_unused_parameters=false (TRL: null, which transformers turns on for a PEFT model: a search "
+                 "of the autograd graph every step for weights without a gradient; looper's have none), "
+                 "report_to=none, logging_steps=10, save_strategy=steps, dataloader_num_workers=0. bf16, use_cpu, seed "
+                 "and output_dir follow the machine and the run; activation_checkpointing is TRL's gradient_checkpointing "
+                 "default (true) under transformers' new name, false under FSDP's own activation checkpointing.")
+_ONLINE_FORCED_HELP = (
+    " Set by looper, over this section: reward_weights (the Regime W weights, one per reward part); shuffle_dataset "
+    "false (TRL: true), as looper shuffles the questions with the seed and TRL's shuffle would split a question's arms; "
+    "mask_truncated_completions from rl.truncation (true for mask, TRL: false); with rl.mix_arms, generation_batch_size "
+    "num_generations x arms, so that every arm of a question is generated and scored as one group (a value given must "
+    "be a multiple of it), and steps_per_generation left for TRL to derive from it. A value given for one of these "
+    "that looper would replace is an error.")
+
+
 @dataclass
 class SFTStageConfig:
     method: Literal["lora", "full"] = _help("lora: adapter on a (quantized) base; full: all weights.", "lora")
@@ -243,7 +273,10 @@ class SFTStageConfig:
         "baseline: r=64, alpha=16, dropout 0.05 on q/k/v/o/gate/up/down; aggressive: r=128, alpha=32.", "baseline"
     )
     lora: LoraSettings = _help("Overrides of the preset's LoRA fields.", factory=LoraSettings)
-    trainer: dict[str, Any] = _help("Fields of TRL's SFTConfig (learning_rate, max_steps, packing, ...).", factory=dict)
+    trainer: dict[str, Any] = _help(_TRAINER_HELP.format(
+        cls="SFTConfig", use="learning_rate, max_steps, packing, ...",
+        own="learning_rate=2e-4 (TRL: 2e-5), num_train_epochs=1 (TRL: 3), per_device_train_batch_size=4 (TRL: 8), "
+            "gradient_accumulation_steps=4 (TRL: 1), max_length=512 (TRL: 1024)"), factory=dict)
     data: Literal["gold", "self"] = _help(
         "gold: GSM8K's written solutions; self: the base model's own correct answers to the training questions "
         "(rejection sampling), for reasoning models that GSM8K's short solutions would teach to stop reasoning.", "gold")
@@ -332,10 +365,23 @@ class RLConfig:
     )
     label_free: bool = _help("GRPO/RLOO: reward without gold (the consensus, trusted as much as s_wm, replaces correctness).", False)
     rft_per_question: int = _help("rft: at most this many distinct correct trajectories per question.", 4, ge=1)
-    dpo: dict[str, Any] = _help("Fields of TRL's DPOConfig (used when algorithm is dpo).", factory=dict)
-    rft: dict[str, Any] = _help("Fields of TRL's SFTConfig (used when algorithm is rft).", factory=dict)
-    grpo: dict[str, Any] = _help("Fields of TRL's GRPOConfig (used when algorithm is grpo).", factory=dict)
-    rloo: dict[str, Any] = _help("Fields of TRL's RLOOConfig (used when algorithm is rloo).", factory=dict)
+    dpo: dict[str, Any] = _help(_TRAINER_HELP.format(
+        cls="DPOConfig", use="used when algorithm is dpo",
+        own="learning_rate=5e-6 (TRL: 1e-6), num_train_epochs=1 (TRL: 3), per_device_train_batch_size=2 (TRL: 8), "
+            "gradient_accumulation_steps=4 (TRL: 1), beta=0.1, max_length=1024"), factory=dict)
+    rft: dict[str, Any] = _help(_TRAINER_HELP.format(
+        cls="SFTConfig", use="used when algorithm is rft",
+        own="learning_rate=5e-5 (TRL: 2e-5), num_train_epochs=1 (TRL: 3), per_device_train_batch_size=8, "
+            "gradient_accumulation_steps=1, max_length=1024"), factory=dict)
+    grpo: dict[str, Any] = _help(_TRAINER_HELP.format(
+        cls="GRPOConfig", use="used when algorithm is grpo",
+        own="learning_rate=1e-6, num_generations=8, max_completion_length=256 (TRL: 512), per_device_train_batch_size=8, "
+            "beta=0.0 (no KL term, no reference model), num_train_epochs=1 (TRL: 3)") + _ONLINE_FORCED_HELP, factory=dict)
+    rloo: dict[str, Any] = _help(_TRAINER_HELP.format(
+        cls="RLOOConfig", use="used when algorithm is rloo",
+        own="learning_rate=1e-6, num_generations=8 (TRL: 2; as GRPO's), "
+            "max_completion_length=256 (TRL: 512), per_device_train_batch_size=8, beta=0.0 (TRL: 0.05; no KL term, no "
+            "reference model, as GRPO's), num_train_epochs=1 (TRL: 3)") + _ONLINE_FORCED_HELP, factory=dict)
 
     @property
     def num_rounds(self) -> int:

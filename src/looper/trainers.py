@@ -1,7 +1,8 @@
 """What the SFT and RL stages share around TRL's trainers: configs, metrics, resuming, saving.
 
-TRL's own config classes are used as they are: looper only supplies defaults (the plan's) under the
-user's ``sft.trainer`` / ``rl.dpo`` / ``rl.grpo`` / ``rl.rloo`` fields, and the output folder under the run.
+TRL's own config classes are used as they are: looper only supplies its own defaults (``TRAINER_DEFAULTS``, not
+the plan's recipe: docs/plan.md §2) under the user's ``sft.trainer`` / ``rl.dpo`` / ``rl.grpo`` / ``rl.rloo``
+fields, and the output folder under the run.
 """
 
 from __future__ import annotations
@@ -51,7 +52,9 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "ddp_find_unused_parameters": False,
 }
 
-# The plan's recipe per trainer; anything in the YAML wins.
+# looper's defaults per trainer (README, "Configuration"); anything in the YAML wins. Not the plan's SFT recipe
+# (docs/plan.md §2: batch 1, 256-token sequences, kept in configs/r1-distill-llama-8b-plan.yaml): SFT here takes
+# batch 4 x 4 accumulation and 512 tokens (256 tokens cut a quarter of GSM8K examples: §2).
 TRAINER_DEFAULTS: dict[str, dict[str, Any]] = {
     "sft": {"learning_rate": 2e-4, "num_train_epochs": 1, "per_device_train_batch_size": 4,
             "gradient_accumulation_steps": 4, "max_length": 512},
@@ -109,7 +112,8 @@ def trl_config(kind: str, config: RunConfig, output_dir: Path, *, on_this_machin
 
     Raises:
         ConfigError: a value of the wrong type, an unknown field, a value TRL / transformers rejects, DPO's
-            ``beta`` <= 0, or trainer activation checkpointing under FSDP's own.
+            ``beta`` <= 0, trainer activation checkpointing under FSDP's own, or a GRPO / RLOO value train-rl
+            would replace with its own (``_check_online_forced``).
     """
     section = "sft.trainer" if kind == "sft" else f"rl.{kind}"
     user = config.sft.trainer if kind == "sft" else getattr(config.rl, kind)
@@ -158,12 +162,35 @@ def trl_config(kind: str, config: RunConfig, output_dir: Path, *, on_this_machin
         # TRL takes any number; DPO's beta scales the log-ratio margin (Rafailov et al. 2023, eq. 7): at 0 nothing is
         # learnt, below 0 the policy is trained towards the rejected answers
         raise ConfigError(f"{section}.beta: {kwargs.get('beta')!r}; DPO's beta must be a number > 0 (e.g. 0.1)")
+    if kind in ("grpo", "rloo"):
+        _check_online_forced(config, user, section)
     try:
         return _trl_class(kind)(**kwargs)
     except TypeError as err:  # unknown field
         raise ConfigError(f"{section}: {err} (see TRL's {_trl_class(kind).__name__})") from None
     except ValueError as err:  # a value TRL/transformers rejects
         raise ConfigError(f"{section}: {err}") from None
+
+
+def _check_online_forced(config: RunConfig, user: dict[str, Any], section: str) -> None:
+    """Refuse a GRPO / RLOO value that train-rl would replace with its own (``prepare_online`` in
+    ``rl_training/train_rl.py``) instead of dropping it silently; a value equal to looper's passes."""
+    mask = config.rl.truncation == "mask"
+    for key, refused, why in (
+            ("reward_weights", "reward_weights" in user,
+             ("looper sets it to the Regime W weights, one per reward part; set regime_w.correct_reward / "
+              "consensus_weight / missing_penalty / truncation_penalty instead")),
+            ("shuffle_dataset", bool(user.get("shuffle_dataset")),
+             ("looper sets it to false: the training rows keep each question's arms together (rl.mix_arms), and "
+              "looper shuffles the questions itself with the run's seed")),
+            ("mask_truncated_completions", user.get("mask_truncated_completions", mask) != mask,
+             f"looper sets it from rl.truncation (now {config.rl.truncation}); set rl.truncation=mask or penalize instead"),
+            ("steps_per_generation", config.rl.mix_arms and user.get("steps_per_generation") is not None,
+             ("with rl.mix_arms looper sets generation_batch_size to num_generations x arms (every arm of a question "
+              "generated and scored as one group), from which TRL derives steps_per_generation; set "
+              f"{section}.generation_batch_size to a multiple of num_generations x arms instead, or rl.mix_arms=false"))):
+        if refused:
+            raise ConfigError(f"{section}.{key}: {json.dumps(user[key], default=str)}: {why}")  # as YAML writes it
 
 
 def check_trainer_sections(config: RunConfig) -> None:

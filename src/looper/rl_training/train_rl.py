@@ -13,7 +13,7 @@ checkpoint plus a fresh LoRA adapter.
 
 DPO reference (``rl.reference``): ``adapter`` (default) loads the base once; TRL copies the SFT
 adapter into a frozen "ref" adapter and computes reference log-probabilities through it.
-``two_models`` is the plan's layout: a second base + SFT adapter, frozen.
+``two_models`` is the plan's layout (docs/plan.md §6): a second base + SFT adapter, frozen.
 
 GRPO / RLOO: each Regime W part is its own TRL reward function (correctness or label-free
 consensus, consensus agreement x s_wm, length, missing answer, truncation) with the Regime W weights,
@@ -88,7 +88,7 @@ def load_policy(config: RunConfig, run: RunDir) -> Any:
 
 
 def load_reference(config: RunConfig, run: RunDir) -> Any:
-    """The plan's two-model layout: a second, frozen copy of base + SFT, the adapter merged in (TRL
+    """The plan's two-model layout (docs/plan.md §6): a second, frozen copy of base + SFT, the adapter merged in (TRL
     patches its fused log-prob head onto a plain model, not a PEFT wrapper)."""
     model = load_stage_model(config, run, "sft", for_training=True)  # the trainer's accelerator places it too
     return model.merge_and_unload() if hasattr(model, "merge_and_unload") else model  # a full SFT checkpoint has no adapter
@@ -266,6 +266,9 @@ def prepare_online(config: RunConfig, run: RunDir) -> tuple[type, dict[str, Any]
     dataset, per_question = online_dataset(config, run, tokenizer)
     rewards = RegimeWRewards(config, probe.max_completion_length, tokenizer.eos_token_id,
                              template_opens_thought(tokenizer, config.model.prompt_format))
+    # set over the user's rl.<algorithm> section (README's Configuration, the help of rl.grpo / rl.rloo); a user value
+    # these would drop is refused at the config check (trainers._check_online_forced). shuffle_dataset: the rows are
+    # already shuffled by question with the seed (online_dataset), and TRL's shuffle would split a question's arms
     forced: dict[str, Any] = {"reward_weights": rewards.weights, "shuffle_dataset": False,
                               "mask_truncated_completions": config.rl.truncation == "mask"}
     if config.rl.mix_arms:
@@ -277,7 +280,7 @@ def prepare_online(config: RunConfig, run: RunDir) -> tuple[type, dict[str, Any]
             raise ConfigValueError(f"rl.{kind}.generation_batch_size={asked}: with rl.mix_arms it must be a multiple of "
                              f"num_generations x arms = {group}, so that every question's group is generated together")
         forced["generation_batch_size"] = asked or group
-        forced["steps_per_generation"] = None
+        forced["steps_per_generation"] = None  # TRL derives it from generation_batch_size (it refuses both set)
     args = make_trl_config(kind, config, run.work_dir(STAGE), **forced)
     policy = load_policy(config, run)
     return (GRPOTrainer if kind == "grpo" else RLOOTrainer), {
