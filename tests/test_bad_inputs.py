@@ -115,6 +115,10 @@ CASES = {
     "prepare-data-dpo-max-length-zero": Case(["prepare-data", "{cfg}", "rl.dpo.max_length=0"], "demo.yaml with rl.dpo.max_length=0: rl.dpo.max_length: 0"),
     "grpo-max-completion-length-zero": Case(["plan", "{cfg}", "rl.algorithm=grpo", "rl.grpo.max_completion_length=0"],
                                             "rl.grpo.max_completion_length: 0; must be >= 1 tokens"),
+    # train-rl sets generation_batch_size under rl.mix_arms, and TRL refuses both: the user's value is not dropped silently
+    "grpo-steps-per-generation": Case(["train-rl", "{cfg}", "rl.algorithm=grpo", "rl.grpo.steps_per_generation=2"],
+                                      "demo.yaml with rl.grpo.steps_per_generation=2: rl.grpo.steps_per_generation: 2: with "
+                                      "rl.mix_arms looper sets generation_batch_size", needs="sft"),
     "plan-zero-epochs": Case(["plan", "{cfg}", "sft.trainer.max_steps=-1", "sft.trainer.num_train_epochs=0"],
                              "sft.trainer.num_train_epochs: 0 with max_steps -1 trains nothing"),
     "sft-infinite-learning-rate": Case(["sft", "{cfg}", "sft.trainer.learning_rate=.inf"],
@@ -223,6 +227,16 @@ CASES = {
                                         "regime_w: unknown key 'w_ned'", setup=_yaml("regime_w:\n  w_ned: 0.5\n")),
     "rollouts-bad-regime-w-ordering": Case(["collect-rollouts", "{cfg}", "regime_w.consensus_weight=0.95"],
                                            "correct_reward must exceed", needs="sft"),
+    "rollouts-unknown-only-arm": Case(["collect-rollouts", "{cfg}", "regime_w.only_arms=[nope]"],
+                                      "regime_w.only_arms: unknown arm(s) ['nope']", needs="sft"),
+    "rollouts-new-arm-incomplete": Case(["collect-rollouts", "{cfg}", "regime_w.arms=[{{name: mine, family: compute}}]"],
+                                        "regime_w.arms: new arm 'mine' needs ['system_prompt', 'temperature']", needs="sft"),
+    # the pipeline refuses a Regime W setting before its first stage (no run folder made), and so does the plan
+    "pipeline-bad-regime-w": Case(["pipeline", "{cfg}", "regime_w.consensus_weight=0.95"], "correct_reward must exceed"),
+    "plan-unknown-only-arm": Case(["plan", "{cfg}", "regime_w.only_arms=[nope]"], "regime_w.only_arms: unknown arm(s)"),
+    "report-unknown-only-arm": Case(["regime-w", "report", "{src}/none.jsonl", "--config", "{src}/run.yaml"],
+                                    "regime_w.only_arms: unknown arm(s) ['nope']", setup=_yaml("regime_w:\n  only_arms: [nope]\n")),
+    "train-ppo-key-typo": Case(["train-ppo", "{cfg}", "rl.rloo.betta=0.1"], "rl.rloo.betta: not a setting of TRL's RLOOConfig"),
     # --- the command line itself: argparse's usage line, then its error as looper's one error line
     "stage-marker-corrupt": Case(["sft", "{cfg}"], "stages/sft.json: not a valid settings record", needs="sft"),
     "rollouts-without-scores": Case(["build-preferences", "{cfg}"], "rl_rollouts.jsonl:1: trajectories[0]: no Regime W scores",

@@ -20,12 +20,23 @@ def test_the_8b_plan_counts_each_stages_work_and_prices_it_at_the_measured_rates
     assert rollouts[1].endswith("2,000 questions x 8 arms x 1 = 16,000 trajectories") and rollouts[3] == "<= 47"
     assert "generation_hf_vllm_8b_256x2048_h200.json" in rollouts[5]
     assert row(out, "eval")[1] == "3 models x 4,023 questions x 8 = 96,552 answers"  # dev 1,495 + test 1,319 + Platinum 1,209
+    # vLLM's engine reserves its share of the GPU (vLLM's default 0.9 of the H200's 139.8 GiB) whatever the work
+    assert row(out, "eval")[4] == "125.8 (vLLM: 0.9 of the GPU)"
+    # epochs over examples: at most one optimizer step per batch x accumulation examples (packing makes fewer)
+    assert "5,978 kept self-data answers x 1 epochs = <= 2,989 optimizer steps of 2" in row(out, "sft")[1]
+    assert row(out, "train-rl (DPO)")[1].startswith("<= 2,000 pairs x 1 epoch(s) = <= 125 optimizer steps of 16 pairs")
     # no split prepared, no tokenizer here: nothing counted, so the bound is every kept answer at max_length, priced
     # at the Liger rate (5,978 x 8,192 tokens at 7,536 tokens/s), and the summary says why it is so loose
     assert row(out, "sft")[2:5] == ["48,971,776 trained, at most (every example at max_length)", "<= 108", "77.2"]
     assert "SFT as if every example filled its max_length (not counted: that needs the prepared train split" in out
     grpo = run_looper("plan", "configs/r1-distill-llama-8b.yaml", f"runs_dir={tmp_path}", "rl.algorithm=grpo", cwd=REPO).stdout
-    assert row(grpo, "train-rl (GRPO)")[1:3] == ["256 questions -> 8,192 completions", "16,777,216 generated, at most"]
+    # 256 questions x 8 arms x 4 completions; TRL's optimizer step takes 8 of them (the config's batch, no accumulation)
+    assert row(grpo, "train-rl (GRPO)")[1:3] == ["256 questions x 1 epoch(s) -> 8,192 completions = 1,024 optimizer steps of 8",
+                                                "16,777,216 generated, at most"]
+    capped = run_looper("plan", "configs/r1-distill-llama-8b.yaml", f"runs_dir={tmp_path}", "rl.algorithm=grpo",
+                        "rl.grpo.max_steps=10", cwd=REPO).stdout  # max_steps decides how many completions are made
+    assert row(capped, "train-rl (GRPO)")[1:3] == ["max_steps 10 optimizer steps of 8 completions -> 80 completions",
+                                                  "163,840 generated, at most"]
     assert "collect-rollouts" not in grpo  # GRPO samples its own completions
     # as written, TRL generates with transformers: 16,777,216 tokens at 313.1 tokens/s; with TRL's vLLM colocated, 2,061.5
     assert row(grpo, "train-rl (GRPO)")[3] == "<= 893" and "transformers' generate" in row(grpo, "train-rl (GRPO)")[5]
@@ -87,7 +98,7 @@ def test_self_data_sft_is_bounded_once_the_split_is_prepared(tmp_path, tiny_mode
     assert row(run_looper("plan", *a, cwd=REPO).stdout, "sft")[2] == "262,144 trained, at most (every example at max_length)"
     run_looper("prepare-data", *a, cwd=REPO)
     sft = row(run_looper("plan", *a, cwd=REPO).stdout, "sft")
-    assert sft[1] == "<= 32 kept self-data answers x 2 epochs, sequences <= 4,096 tokens"  # 16 questions x 2 kept
+    assert sft[1] == "<= 32 kept self-data answers x 2 epochs = <= 16 optimizer steps of 4, sequences <= 4,096 tokens"  # 16 questions x 2 kept
     tokens, kind = sft[2].split(" ", 1)
     assert kind == "trained, at most" and 2 * 32 * 65 < int(tokens.replace(",", "")) < 2 * 32 * (65 + 200)
     cut = row(run_looper("plan", *a, "sft.trainer.max_length=80", cwd=REPO).stdout, "sft")
@@ -126,7 +137,8 @@ def test_plan_counts_the_epochs_and_length_sft_trains_with(tmp_path):
     512 tokens), not TRL's (3 epochs, 1,024 tokens); the plan reads the trainer config the stage builds."""
     (tmp_path / "run.yaml").write_text("data:\n  source: gsm_symbolic\n  symbolic_train_size: 100\n")
     out = run_looper("plan", str(tmp_path / "run.yaml"), f"runs_dir={tmp_path / 'runs'}", cwd=REPO).stdout
-    assert row(out, "sft")[1] == "80 examples x 1 epochs, sequences <= 512 tokens"  # 100 less the 20% dev split
+    # 100 less the 20% dev split, in batches of 4 x 4 accumulation (looper's defaults)
+    assert row(out, "sft")[1] == "80 examples x 1 epochs = <= 5 optimizer steps of 16, sequences <= 512 tokens"
     assert not (tmp_path / "runs").exists()
 
 
@@ -162,7 +174,7 @@ def test_dpo_plan_counts_the_epochs_or_the_steps_it_trains(tmp_path):
         return row(run_looper("plan", "configs/demo.yaml", f"runs_dir={tmp_path}", *overrides, cwd=REPO).stdout, "train-rl (DPO)")[1:3]
 
     assert dpo("rl.dpo.max_steps=-1", "rl.dpo.num_train_epochs=2") == [
-        "<= 24 pairs x 2 epoch(s), chosen + rejected <= 512 tokens each", "49,152 trained, at most"]
+        "<= 24 pairs x 2 epoch(s) = <= 12 optimizer steps of 4 pairs, chosen + rejected <= 512 tokens each", "49,152 trained, at most"]
     assert dpo() == ["1 round(s) x max_steps 8 optimizer steps of 4 pairs, chosen + rejected <= 512 tokens each",
                      "32,768 trained, at most"]
 

@@ -142,12 +142,19 @@ def test_sft_on_the_models_own_correct_answers(prepared, tiny_model_dir):
     assert examples[0]["prompt"].endswith("assistant\n") and records[0]["question"].strip() in examples[0]["prompt"]
     run_looper("sft", *args, cwd=REPO)  # the saved samples are reused, not drawn again
     assert (prepared / "demo" / "checkpoints" / "lora_sft" / "adapter_model.safetensors").exists()
+    # the answer mode that judged the samples and the engine that drew them are SFT's settings too, under self data
+    for change, named in (("regime_w.answer_mode=flexible", "regime_w.answer_mode: 'strict' -> 'flexible'"),
+                          ("rollouts.seeded=true", "rollouts.seeded: False -> True")):
+        proc = run_looper("sft", *args, change, cwd=REPO, check=False)
+        assert proc.returncode != 0 and f"stages/sft.json: made with other settings ({named})" in proc.stderr, proc.stderr
     import shutil
 
     (prepared / "demo" / "stages" / "sft.json").unlink()  # sft redone with other sampling settings: the samples are stale
     shutil.rmtree(prepared / "demo" / "checkpoints" / "lora_sft")
     proc = run_looper("sft", *[a.replace("samples=2", "samples=3") for a in args], cwd=REPO, check=False)
     assert proc.returncode != 0 and "sft_self_samples.jsonl: made with other settings (self_data.samples: 2 -> 3)" in proc.stderr
+    proc = run_looper("sft", *args, "regime_w.answer_mode=flexible", cwd=REPO, check=False)
+    assert "sft_self_samples.jsonl: made with other settings (regime_w.answer_mode: 'strict' -> 'flexible')" in proc.stderr
 
 
 def test_full_sft_of_a_16_bit_model_updates_float32_master_weights(tmp_path, tiny_model_dir, monkeypatch):

@@ -22,6 +22,7 @@ from looper.config import RunConfig
 from looper.eval.eval_gsm8k import check_protocol
 from looper.generation import resolve_engine
 from looper.modeling import check_quantization
+from looper.regime_w.reward import check_reward_config
 from looper.runs import STAGE_MODULES, STAGES, InputError, RunDir, atomic_write_json
 from looper.trainers import trl_config
 
@@ -58,6 +59,9 @@ def main(config: RunConfig, from_stage: str | None = None, to_stage: str | None 
     chosen = [s for s in STAGES[first : last + 1] if s not in unused]
     if set(chosen) - {"prepare-data", "build-preferences"}:  # a stage that loads the model: can this machine?
         check_quantization(config.model.quantization)
+    # Regime W's arms and reward settings, which collect-rollouts, build-preferences and train-rl check first thing
+    if {"collect-rollouts", "build-preferences", "train-rl"} & set(chosen):
+        check_reward_config(config.regime_w)
     # a trainer value the stage would refuse, before the stages ahead of it run (sft's and train-rl's own first check)
     if "sft" in chosen:
         trl_config("sft", config, run.work_dir("sft"))

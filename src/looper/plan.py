@@ -23,6 +23,7 @@ from typing import Any
 
 from looper.config import RunConfig
 from looper.regime_w.arms import build_all_arms
+from looper.regime_w.reward import check_reward_config
 from looper.runs import (
     ConfigValueError,
     RunDir,
@@ -32,6 +33,8 @@ from looper.runs import (
 )
 
 GSM8K_SIZES = {"train": 7473, "test": 1319, "platinum": 1209}  # openai/gsm8k main; madrylab/gsm8k-platinum (kept rows)
+H200_GIB = 139.8  # what torch reports for one H200 (docs/benchmarks.md), the GPU the rates were measured on
+VLLM_GPU_MEMORY_UTILIZATION = 0.9  # vLLM's EngineArgs default: the share of the GPU its engine reserves
 FILLED = "every example at max_length"  # SFT's bound where its examples were not counted
 
 
@@ -68,11 +71,11 @@ RATES: dict[tuple[str, str], Rate] = {
     ("llama-8b", "sft:4bit"): Rate(3_577, 7.4, "QLoRA r=64, NF4, packed 2,048-token micro-batches",
                                    "sft_throughput_h200.json"),
     ("llama-8b", "sft:8bit"): Rate(261, 10.6, "the plan's recipe: LoRA r=64, 8-bit base, batch 1, 256 tokens",
-                                   "sft_throughput_h200.json"),
+                                   "sft_throughput_h200.json"),  # the plan's recipe: docs/plan.md §2
     ("llama-8b", "dpo"): Rate(3_542, 21.9, "DPO, LoRA, reference = frozen SFT adapter, batch 8 of ~440 tokens",
                               "rl_throughput_h200.json"),
     # GRPO / RLOO: prompt + completion tokens over TRL's training loop (generation included), every completion at
-    # 2,048 (a random model never stops); the plan's work counts completions only, so these run about 5% fast
+    # 2,048 (a random model never stops); `looper plan`'s work counts completions only, so these run about 5% fast
     ("llama-8b", "grpo:vllm"): Rate(2_061.5, 69.5, "GRPO, LoRA, TRL's vLLM colocate, 32 completions x 2,048 per "
                                     "generation, 4 steps", "plan_8b_grpo_rloo_vllm_h200.json"),
     ("llama-8b", "rloo:vllm"): Rate(2_176.8, 70.74, "RLOO, LoRA, TRL's vLLM colocate, 32 completions x 2,048 per "
@@ -167,8 +170,9 @@ def _minutes(tokens: float, rate: Rate | None) -> str:
     return f"<= {minutes:,.0f}" if rate.upper_bound else f"~{minutes:,.0f}"
 
 
-def _row(stage: str, work: str, tokens: float | None, kind: str, rate: Rate | None) -> dict[str, Any]:
-    return {"stage": stage, "work": work, "tokens": tokens, "kind": kind, "rate": rate}
+def _row(stage: str, work: str, tokens: float | None, kind: str, rate: Rate | None, peak: str | None = None) -> dict[str, Any]:
+    """One stage's row; ``peak``: its peak-memory cell where the rate's measured peak is not the stage's (vLLM)."""
+    return {"stage": stage, "work": work, "tokens": tokens, "kind": kind, "rate": rate, "peak": peak}
 
 
 def plan_rows(config: RunConfig) -> list[dict[str, Any]]:
@@ -186,12 +190,13 @@ def plan_rows(config: RunConfig) -> list[dict[str, Any]]:
     arch = architecture(config.model.name_or_path)
     run = RunDir.of(config)
     # the trainers' settings as the stages will use them: looper's defaults under the YAML's, checked as they check them
-    # (but for this machine's hardware: the plan is for the GPU the run is meant for)
+    # (but for this machine's hardware: `looper plan` is for the GPU the run is meant for)
     sft_args = trl_config("sft", config, run.work_dir("sft"), on_this_machine=False)
     rl_args = trl_config(config.rl.algorithm, config, run.work_dir("train-rl"), on_this_machine=False)
     check_protocol(config)  # the eval settings the pipeline refuses before its first stage
     sizes = split_sizes(config, run)
-    arms = len(config.regime_w.only_arms or build_all_arms())
+    check_reward_config(config.regime_w)  # the arms and reward settings collect-rollouts and train-rl would refuse
+    arms = len(build_all_arms(config.regime_w))  # the default arms with the config's additions, as selected
     rows = []
 
     def rate(key: str) -> Rate | None:
@@ -205,6 +210,13 @@ def plan_rows(config: RunConfig) -> list[dict[str, Any]]:
             return rate("generate:hf" + ("" if quant == "none" else ":" + quant))
         return rate("generate:vllm" + (":4bit" if quant == "4bit" else ""))
 
+    def vllm_peak(engine: str, overrides: dict[str, Any]) -> str | None:
+        # vLLM's engine takes its share of the GPU up front, whatever the work: that share is the stage's peak
+        if engine == "hf":
+            return None
+        share = float(overrides.get("gpu_memory_utilization", VLLM_GPU_MEMORY_UTILIZATION))
+        return f"{share * H200_GIB:.1f} (vLLM: {share:g} of the GPU)"
+
     def lora_sft(args: Any) -> Rate | None:
         # TRL's SFTTrainer on a LoRA adapter (sft, and rft on the SFT adapter), over the base as quantized
         quant = config.model.quantization
@@ -217,7 +229,8 @@ def plan_rows(config: RunConfig) -> list[dict[str, Any]]:
         questions = min(sizes["train"], sd.max_questions or sizes["train"])
         sequences = questions * sd.samples
         rows.append(_row("sft (self data)", f"{questions:,} questions x {sd.samples} samples = {sequences:,} answers",
-                         sequences * sd.max_new_tokens, "generated, at most", generation(config.rollouts.engine)))
+                         sequences * sd.max_new_tokens, "generated, at most", generation(config.rollouts.engine),
+                         vllm_peak(config.rollouts.engine, config.rollouts.vllm)))
     # as written in the YAML or looper's defaults (TRAINER_DEFAULTS): ints stay ints
     epochs, steps, length = sft_args.num_train_epochs, sft_args.max_steps, sft_args.max_length
     # TRL cuts each example at max_length, except when packing keeps the overflow (bfd_split, wrapped)
@@ -232,6 +245,9 @@ def plan_rows(config: RunConfig) -> list[dict[str, Any]]:
         else:  # `questions`: the self-data row's, above
             examples = questions * min(sft.self_data.per_question, sft.self_data.samples)
             work, kind = f"<= {examples:,} kept self-data answers x {epochs} epochs", "trained, at most"
+        # one GPU; packing puts several examples in one sequence, so fewer steps then
+        batch = sft_args.per_device_train_batch_size * sft_args.gradient_accumulation_steps
+        work += f" = <= {math.ceil(math.ceil(examples / batch) * epochs):,} optimizer steps of {batch}"
         per_epoch = sft_tokens(config, run, cut)
         if per_epoch is None and cut:  # not counted here (no split or tokenizer): each example as long as TRL lets it be
             per_epoch, kind = examples * cut, f"trained, at most ({FILLED})"
@@ -246,7 +262,7 @@ def plan_rows(config: RunConfig) -> list[dict[str, Any]]:
     if config.rl.algorithm in ("dpo", "rft"):
         rows.append(_row("collect-rollouts", f"{rounds} round(s) x {questions:,} questions x {arms} arms x {ro.samples_per_arm} "
                          f"= {rounds * sequences:,} trajectories", rounds * sequences * ro.max_new_tokens,
-                         "generated, at most", generation(ro.engine)))
+                         "generated, at most", generation(ro.engine), vllm_peak(ro.engine, ro.vllm)))
     rl = config.rl
     if rl.algorithm == "dpo":
         pairs = rounds * questions * config.preferences.max_pairs_per_question
@@ -257,7 +273,8 @@ def plan_rows(config: RunConfig) -> list[dict[str, Any]]:
             work = f"{rounds} round(s) x max_steps {rl_args.max_steps:,} optimizer steps of {batch} pairs, "
         else:
             seen = math.ceil(pairs * rl_args.num_train_epochs)
-            work = f"<= {pairs:,} pairs x {rl_args.num_train_epochs} epoch(s), "
+            steps = rounds * math.ceil(math.ceil(pairs / rounds / batch) * rl_args.num_train_epochs)
+            work = f"<= {pairs:,} pairs x {rl_args.num_train_epochs} epoch(s) = <= {steps:,} optimizer steps of {batch} pairs, "
         rows.append(_row("train-rl (DPO)", work + (f"chosen + rejected <= {length:,} tokens each" if length else "sequences not cut"),
                          2 * seen * length if length else None, "trained, at most", rate("dpo")))
     elif rl.algorithm == "rft":
@@ -277,10 +294,20 @@ def plan_rows(config: RunConfig) -> list[dict[str, Any]]:
                          lora_sft(rl_args)))
     elif rl.algorithm in ("grpo", "rloo"):
         q = min(sizes["train"], rl.num_questions or sizes["train"])
-        completions = q * rl_args.num_generations * (arms if rl.mix_arms else 1)
-        rows.append(_row(f"train-rl ({rl.algorithm.upper()})", f"{q:,} questions -> {completions:,} completions",
-                         completions * rl_args.max_completion_length, "generated, at most",
-                         rate(f"{rl.algorithm}:{'vllm' if rl_args.use_vllm else 'hf'}")))
+        # TRL: an optimizer step takes per_device_train_batch_size x gradient_accumulation_steps completions (one
+        # GPU), each generation used num_iterations times; max_steps, when set, decides how many are generated
+        batch = rl_args.per_device_train_batch_size * rl_args.gradient_accumulation_steps
+        reuse = getattr(rl_args, "num_iterations", 1)
+        if rl_args.max_steps > 0:
+            completions = math.ceil(rl_args.max_steps * batch / reuse)
+            work = f"max_steps {rl_args.max_steps:,} optimizer steps of {batch} completions -> {completions:,} completions"
+        else:
+            completions = math.ceil(q * rl_args.num_generations * (arms if rl.mix_arms else 1) * rl_args.num_train_epochs)
+            steps = math.ceil(completions * reuse / batch)
+            work = (f"{q:,} questions x {rl_args.num_train_epochs} epoch(s) -> {completions:,} completions "
+                    f"= {steps:,} optimizer steps of {batch}")
+        rows.append(_row(f"train-rl ({rl.algorithm.upper()})", work, completions * rl_args.max_completion_length,
+                         "generated, at most", rate(f"{rl.algorithm}:{'vllm' if rl_args.use_vllm else 'hf'}")))
     ev = config.eval
     unknown = [d for d in ev.datasets if d not in DATASETS]
     if unknown:
@@ -290,7 +317,7 @@ def plan_rows(config: RunConfig) -> list[dict[str, Any]]:
     questions = sum(min(sizes.get(names.get(d, ""), 0), ev.limit or 10**9) for d in ev.datasets)
     answers = len(ev.models) * questions * ev.samples
     rows.append(_row("eval", f"{len(ev.models)} models x {questions:,} questions x {ev.samples} = {answers:,} answers",
-                     answers * ev.max_new_tokens, "generated, at most", generation(ev.engine)))
+                     answers * ev.max_new_tokens, "generated, at most", generation(ev.engine), vllm_peak(ev.engine, ev.vllm)))
     return rows
 
 
@@ -308,7 +335,7 @@ def render(config: RunConfig) -> str:
         if rate and r["tokens"]:
             total += r["tokens"] / rate.tokens_per_s / 60
         used = f"{rate.tokens_per_s:,.0f}: {rate.measured} ({rate.source})" if rate else "not measured"
-        peak = f"{rate.peak_gib:.1f}" if rate and rate.peak_gib else "-"
+        peak = r["peak"] or (f"{rate.peak_gib:.1f}" if rate and rate.peak_gib else "-")
         lines.append(f"| {r['stage']} | {r['work']} | {tokens} | {minutes} | {peak} | {used} |")
     priced = [r["stage"] for r in rows if r["rate"] and r["tokens"]]
     unpriced = [r["stage"] for r in rows if r["stage"] not in priced]

@@ -228,7 +228,7 @@ def derive_seed(seed: int, *parts: Any) -> int:
 
 class RunDir:
     """Paths of one run folder. Data files are named for what they hold (the plan's ``gsm8k_train.jsonl``
-    for GSM8K; ``gsm_symbolic_train.jsonl`` for generated problems).
+    for GSM8K, docs/plan.md §1; ``gsm_symbolic_train.jsonl`` for generated problems).
 
     A round k > 1 of iterative RL (``rl.rounds``) is a RunDir of its own under ``rounds/<k>/``: its
     rollouts, pairs, RL adapter, logs and stage markers are there, its data splits are the run's, and
@@ -444,7 +444,18 @@ def stage_sections(config: Any, stage: str) -> dict[str, Any]:
     sections = result_fields({s: everything[s] for s in STAGE_SECTIONS[stage]})
     if stage != "eval" and "rl" in sections:
         sections["rl"] = {k: v for k, v in sections["rl"].items() if k != "rounds"}
+    if stage == "sft" and everything["sft"]["data"] == "self":
+        sections |= self_sampling_sections(everything)
     return sections
+
+
+def self_sampling_sections(everything: dict[str, Any]) -> dict[str, Any]:
+    """The settings outside ``sft`` that ``sft.data: self`` samples with: the rollouts' engine and seeding, which
+    draw the answers, and ``regime_w.answer_mode``, which decides the correct ones SFT keeps."""
+    from looper.config import result_fields
+
+    return result_fields({"rollouts": {k: everything["rollouts"][k] for k in ("engine", "seeded")},
+                          "regime_w": {"answer_mode": everything["regime_w"]["answer_mode"]}})
 
 
 def finish_stage(run: RunDir, stage: str, config: Any, **info: Any) -> None:

@@ -3,7 +3,7 @@
     looper sft configs/demo.yaml
     python -m looper.baseline_sft.train_sft configs/r1-distill-llama-8b.yaml sft.lora_preset=aggressive
 
-Trains on the run's train split (``data/gsm8k_train.jsonl``) with the plan's prompt ("You are a careful math tutor ...",
+Trains on the run's train split (``data/gsm8k_train.jsonl``) with the plan's prompt (docs/plan.md §2: "You are a careful math tutor ...",
 the problem, "Solution:") or the model's chat template (``model.prompt_format: chat``); the target
 is GSM8K's full worked solution and the loss is on the completion only (TRL's prompt-completion
 format). ``sft.method: lora`` saves a PEFT adapter + tokenizer to ``checkpoints/lora_sft``;
@@ -45,6 +45,7 @@ from looper.runs import (
     read_record,
     record_path,
     require_input,
+    self_sampling_sections,
     set_seed,
     settings_record,
     stage_sections,
@@ -135,9 +136,11 @@ def build_dataset(config: RunConfig, run: RunDir) -> Any:
 
 
 def _self_data_settings(config: RunConfig) -> dict[str, Any]:
-    """What the self samples depend on: the seed, the data and model sections, and sft.self_data."""
+    """What the self samples depend on: the seed, the data and model sections, sft.self_data, and the rollouts'
+    engine and answer mode they are drawn and judged with (``runs.self_sampling_sections``)."""
     everything = config.to_dict()
-    return {k: everything[k] for k in ("seed", "data", "model")} | {"self_data": everything["sft"]["self_data"]}
+    return ({k: everything[k] for k in ("seed", "data", "model")} | {"self_data": everything["sft"]["self_data"]}
+            | self_sampling_sections(everything))
 
 
 def check_self_samples(config: RunConfig, run: RunDir) -> dict[str, Any] | None:

@@ -12,7 +12,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
-from looper.config import ArmOverride, RegimeWConfig
+from looper.config import ArmOverride, ConfigError, RegimeWConfig
 
 FINAL = "End with the final answer on its own line in the format '#### 42' (a number only)."
 
@@ -56,28 +56,33 @@ def _apply(arm: ArmSpec | None, override: ArmOverride) -> ArmSpec:
     if arm is None:
         missing = [k for k in ("family", "system_prompt", "temperature") if k not in changes]
         if missing:
-            raise ValueError(f"regime_w.arms: new arm {override.name!r} needs {missing}")
+            raise ConfigError(f"regime_w.arms: new arm {override.name!r} needs {missing}")
         return ArmSpec(name=override.name, **changes)
     return dataclasses.replace(arm, **changes)
 
 
 def build_all_arms(config: RegimeWConfig | None = None) -> list[ArmSpec]:
-    """The eight default arms with the run config's changes applied (by name) and selection made."""
+    """The eight default arms with the run config's changes applied (by name) and selection made.
+
+    Raises:
+        ConfigError: an entry of ``regime_w.arms`` without a name, a new arm without family / system_prompt /
+            temperature, or a name in ``regime_w.only_arms`` that no arm has.
+    """
     arms = {arm.name: arm for arm in DEFAULT_ARMS}
     for override in (config.arms if config else []):
         if not override.name:
-            raise ValueError("regime_w.arms: every entry needs a name")
+            raise ConfigError("regime_w.arms: every entry needs a name")
         arms[override.name] = _apply(arms.get(override.name), override)
     if config and config.only_arms is not None:
         unknown = [n for n in config.only_arms if n not in arms]
         if unknown:
-            raise ValueError(f"regime_w.only_arms: unknown arm(s) {unknown}; known: {sorted(arms)}")
+            raise ConfigError(f"regime_w.only_arms: unknown arm(s) {unknown}; known: {sorted(arms)}")
         return [arms[n] for n in config.only_arms]
     return list(arms.values())
 
 
 def family_of(arm: str | None, family: str | None, index: int, count: int) -> str:
-    """The family of one arm output given in the plan's shape: its ``family``, else its ``arm``'s (a default
+    """The family of one arm output given in the plan's shape (docs/plan.md §3): its ``family``, else its ``arm``'s (a default
     arm's name), else, for the plan's list of exactly eight outputs in arm order, the default arm at its place
     (four compute, then four reflective)."""
     if family in ("compute", "reflective"):

@@ -23,6 +23,7 @@ from typing import Any
 
 from looper.answers import extract_answer, parse_number
 from looper.config import ConfigError, RegimeWConfig
+from looper.regime_w.arms import build_all_arms
 from looper.regime_w.scoring import (  # ArmOutput and as_arm_outputs are re-exported: every stage imports them from here
     ArmOutput,
     as_arm_outputs,
@@ -59,7 +60,9 @@ class TrajectoryReward:
 
 
 def check_reward_config(cfg: RegimeWConfig) -> None:
-    """ConfigError (a ValueError) naming the fields when the Regime W settings break the reward's guarantees."""
+    """ConfigError (a ValueError) naming the fields when the Regime W settings break the reward's guarantees, or
+    when its arm changes do not make a set of arms (``build_all_arms``)."""
+    build_all_arms(cfg)
     if cfg.correct_reward <= cfg.consensus_weight + cfg.length_penalty + cfg.truncation_penalty:
         raise ConfigError(
             "regime_w: correct_reward must exceed consensus_weight + length_penalty + truncation_penalty, "
@@ -114,7 +117,7 @@ def trajectory_rewards(outputs: Sequence[ArmOutput], gold: str | None, cfg: Regi
 
 def compute_reward(question: str, arm_outputs: Sequence[ArmOutput] | Sequence[Mapping[str, Any]], gold_answer: str | None,
                    cfg: RegimeWConfig | None = None) -> float:
-    """The plan's question-level reward: the mean of the question's trajectory rewards. ``arm_outputs`` is
+    """The plan's question-level reward (docs/plan.md §3): the mean of the question's trajectory rewards. ``arm_outputs`` is
     looper's ArmOutputs or the plan's list of dicts (``as_arm_outputs``)."""
     del question  # the reward depends on the outputs and gold only; kept for the plan's signature
     if not arm_outputs:
