@@ -239,6 +239,7 @@ CASES = {
     "train-ppo-key-typo": Case(["train-ppo", "{cfg}", "rl.rloo.betta=0.1"], "rl.rloo.betta: not a setting of TRL's RLOOConfig"),
     # --- the command line itself: argparse's usage line, then its error as looper's one error line
     "stage-marker-corrupt": Case(["sft", "{cfg}"], "stages/sft.json: not a valid settings record", needs="sft"),
+    "adapter-record-corrupt": Case(["eval", "{cfg}"], "lora_sft/looper_adapter.json: not a valid settings record", needs="sft"),
     "rollouts-without-scores": Case(["build-preferences", "{cfg}"], "rl_rollouts.jsonl:1: trajectories[0]: no Regime W scores",
                                     needs="rollouts"),
     "trainer-key-typo": Case(["sft", "{cfg}", "sft.trainer.max_step=3"], "sft.trainer.max_step: not a setting of TRL's "
@@ -299,6 +300,8 @@ def test_bad_input_is_refused_cleanly(name, tmp_path, prepared_runs):
         (runs / "demo" / "stages" / "build-preferences.json").unlink(missing_ok=True)
     if name == "stage-marker-corrupt":
         (runs / "demo" / "stages" / "sft.json").write_text("{broken")
+    if name == "adapter-record-corrupt":
+        (runs / "demo" / "checkpoints" / "lora_sft" / "looper_adapter.json").write_text("[1, 2")
     case.setup(src)
     argv = [a.format(cfg="configs/demo.yaml", src=src) for a in case.argv]
     if argv[0] != "regime-w" and len(argv) > 1:  # stage, config, then the shared overrides, then the case's own (the last one wins)

@@ -26,7 +26,7 @@ import torch
 
 from looper.config import EMBEDDED_MODEL, ModelConfig
 from looper.hub import require_hub
-from looper.runs import ConfigValueError, InputError
+from looper.runs import ConfigValueError, InputError, read_record
 
 log = logging.getLogger("looper")
 
@@ -260,12 +260,9 @@ def attach_adapter(model: Any, adapter: str | Path, trainable: bool = False, ada
 
 def check_adapter_base(adapter: Path, model_config: Any) -> None:
     """Refuse an adapter trained on a different base model (shapes would not line up)."""
-    import json
-
-    info_path = Path(adapter) / "looper_adapter.json"
-    if not info_path.is_file():
+    info = read_record(Path(adapter) / "looper_adapter.json")  # a damaged record is one error, not a traceback
+    if info is None:
         return
-    info = json.loads(info_path.read_text())
     want = info.get("base_architecture")
     have = architecture_signature(model_config)
     if want and want != have:

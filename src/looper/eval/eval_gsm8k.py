@@ -91,10 +91,9 @@ def _model_fingerprint(config: RunConfig, run: RunDir, which: str) -> str | None
     path = stage_model_path(config, run, which)
     if path is None:
         return config.model.name_or_path
-    info_path = Path(path) / "looper_adapter.json"
-    if not info_path.exists():
+    info = read_record(Path(path) / "looper_adapter.json")  # a damaged record is one error, as everywhere
+    if info is None:
         return None
-    info = json.loads(info_path.read_text())
     return f"{info.get('config_hash')}" + (f":round{info['round']}" if info.get("round", 1) > 1 else "")
 
 
@@ -194,6 +193,7 @@ def main(config: RunConfig, show_note: bool = True) -> RunDir:
         print(json.loads((run.eval_dir / "summary.json").read_text()).get("table", ""))
         return run
     datasets = {name: dataset_rows(name, config, run) for name in config.eval.datasets}
+    weights = {which: _model_fingerprint(config, run, which) for which in available}  # each adapter's record, read up front
     lm_eval = config.eval.protocol == "lm-eval"
     engine = None if lm_eval else resolve_engine(config.eval.engine, "eval.engine")
     tokenizer = load_tokenizer(config.model)
@@ -214,7 +214,7 @@ def main(config: RunConfig, show_note: bool = True) -> RunDir:
         if path is not None and not Path(path).exists():
             print(f"eval: skipping {which}: {path} does not exist yet")
             continue
-        made = settings_record({"weights": _model_fingerprint(config, run, which), **eval_settings})
+        made = settings_record({"weights": weights[which], **eval_settings})
         records[which] = {}
         if lm_eval:  # lm-eval generates and scores itself; its request cache makes a rerun resume
             for name, rows in datasets.items():
