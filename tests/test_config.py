@@ -271,6 +271,14 @@ def test_one_settings_record_and_one_message_for_every_reused_output(tmp_path):
     older = settings_record({"rollouts": {"max_new_tokens": 16, "samples_per_arm": 1, "batch_size": 8}, "seed": 1})
     assert changed_settings(older, sections) == []
     # a null field takes its default (a LoRA field: its preset's): shown as unset, not as Python's None
+    # an adapter folder with no record of what made it is refused with its own reason, not "unknown keys"
+    from looper.trainers import check_output_free
+
+    (tmp_path / "lora_sft").mkdir()
+    with pytest.raises(InputError, match=r"lora_sft: exists without looper_adapter.json, the record of what made it; "
+                                         r"it is another sft run's output"):
+        check_output_free(tmp_path / "lora_sft", sections, "sft")
+    check_output_free(tmp_path / "missing", sections, "sft")  # nothing there: free
     lora = settings_record({"sft": {"lora_preset": "baseline", "lora": {"r": None}}})
     assert changed_settings(lora, {"sft": {"lora_preset": "baseline", "lora": {"r": 4}}}) == ["sft.lora.r: unset -> 4"]
 

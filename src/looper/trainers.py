@@ -412,8 +412,11 @@ def check_output_free(target: Path, settings: dict[str, Any], stage: str) -> Non
     """Refuse to overwrite an adapter/checkpoint made with other settings (its ``looper_adapter.json`` records them;
     a folder without one is refused too: it is not known what made it)."""
     if Path(target).exists():
-        record = read_record(Path(target) / "looper_adapter.json") or {"config_hash": None}
-        made_with(target, record, settings, f"it is another {stage} run's output: delete it or use another run name")
+        remedy = f"it is another {stage} run's output: delete it or use another run name"
+        record = read_record(Path(target) / "looper_adapter.json")
+        if record is None:
+            raise InputError(f"{target}: exists without looper_adapter.json, the record of what made it; {remedy}")
+        made_with(target, record, settings, remedy)
 
 
 def training_speed(metrics_path: Path) -> dict[str, Any]:
