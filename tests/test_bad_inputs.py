@@ -91,9 +91,9 @@ CASES = {
     "seed-out-of-range": Case(["sft", "{cfg}", "seed=-1"], "command line: seed: must be >= 0, got -1"),
     "override-key-with-space": Case(["sft", "{cfg}", "sft.trainer. max_steps=3"], "is not a key like section.key (no empty "
                                     "parts, no spaces)"),
-    "unknown-top-level-key": Case(["sft", "{cfg}", "sede=3"], "command line: unknown key 'sede'"),
+    "unknown-top-level-key": Case(["sft", "{cfg}", "sede=3"], "command line: unknown key 'sede' (did you mean 'seed'?"),
     "unknown-key-in-file": Case(["sft", "{src}/run.yaml"], "sft.lora: unknown key 'rank'", setup=_yaml("sft:\n  lora:\n    rank: 8\n")),
-    "unknown-nested-key": Case(["sft", "{cfg}", "rollouts.batch=4"], "rollouts: unknown key 'batch'"),
+    "unknown-nested-key": Case(["sft", "{cfg}", "rollouts.batch=4"], "rollouts: unknown key 'batch' (did you mean 'batch_size'?"),
     "unknown-sft-trainer-key": Case(["sft", "{cfg}", "sft.trainer.max_stepz=3"], "demo.yaml with sft.trainer.max_stepz=3: sft.trainer", needs="data"),
     "unknown-sft-trainer-key-self-data": Case(["sft", "{cfg}", "sft.data=self", "sft.trainer.max_stepz=3"], "demo.yaml with sft.trainer.max_stepz=3: sft.trainer",
                                               needs="data"),  # refused before the base model samples (folder untouched)

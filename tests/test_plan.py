@@ -190,3 +190,11 @@ def test_plan_piped_into_a_reader_that_stops_early_ends_quietly():
                           env={"PYTHONPATH": str(REPO / "src"), "PATH": "/usr/bin:/bin"})
     assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr
     assert proc.returncode == 1
+
+
+def test_a_model_without_measured_rates_gets_its_work_and_says_why_nothing_is_priced(tmp_path):
+    (tmp_path / "model").mkdir()  # a local model looper plan knows no rate for (nothing is loaded)
+    out = run_looper("plan", "configs/demo.yaml", f"runs_dir={tmp_path / 'runs'}", f"model.name_or_path={tmp_path / 'model'}",
+                     cwd=REPO).stdout
+    assert row(out, "collect-rollouts")[3] == "-" and row(out, "collect-rollouts")[5] == "not measured" and "GPU-hours" not in out
+    assert "No stage priced: no rate was measured on one H200 for this model's architecture" in out

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import difflib
 import hashlib
 import json
 import re
@@ -509,7 +510,9 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
     unknown = sorted(set(data) - names)
     if unknown:
         at = f"{where}: " if where else ""  # top-level keys have no section to name
-        raise ConfigError(f"{at}unknown key {unknown[0]!r} (known: {', '.join(sorted(names))})")
+        close = difflib.get_close_matches(unknown[0], names, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise ConfigError(f"{at}unknown key {unknown[0]!r} ({hint}known: {', '.join(sorted(names))})")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
     for key, value in data.items():

@@ -355,6 +355,11 @@ def render(config: RunConfig) -> str:
                         r["stage"] == "sft" and not r["tokens"] for r in rows) else "") + ")" if unpriced else "")
               + ". Not counted: loading each model, and each vLLM engine's start (compile, CUDA graphs, memory "
               "profiling: about a minute or more per model and stage). Rates: docs/benchmarks.md."]
+    if not priced:  # a "0 of N stages" total says nothing: say why instead
+        measured = ", ".join(sorted({a for a, _ in RATES}))
+        lines[-1] = (f"No stage priced: no rate was measured on one H200 for this model's architecture "
+                     f"({arch or 'not one looper plan knows'}; measured: {measured}), so only the work is shown. "
+                     "Rates: docs/benchmarks.md.")
     return "\n".join(lines)
 
 

@@ -94,6 +94,7 @@ def build_record(question: dict[str, Any], results: list[GenResult], config: Run
 def main(config: RunConfig, run: RunDir | None = None, round_: int = 1) -> RunDir:
     run = run or RunDir.of(config)
     sections = stage_sections(config, STAGE)
+    check_reward_config(config.regime_w)  # a config error before a missing input: it is what the user must fix first
     if check_stage(run, STAGE, config):
         print(f"collect-rollouts: {run.rollouts} is complete for this config; nothing to do")
         return run
@@ -102,7 +103,6 @@ def main(config: RunConfig, run: RunDir | None = None, round_: int = 1) -> RunDi
     if not questions:
         raise InputError(f"{run.train}: no training questions")
     arms = build_all_arms(config.regime_w)
-    check_reward_config(config.regime_w)
     meta_path = record_path(run.rollouts)
     existing = [run.rollouts, *run.rollouts.parent.glob(f"{run.rollouts.stem}.shard*")]
     if any(p.exists() for p in existing):  # a partial collection resumes only under the settings that began it
