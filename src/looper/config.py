@@ -504,14 +504,20 @@ def check_value(value: Any, tp: Any, where: str) -> Any:
     return value
 
 
+def closest_name(name: str, names: typing.Iterable[str], cutoff: float = 0.6) -> str | None:
+    """The known name closest to a mistyped one (difflib's ratio >= ``cutoff``), for a "did you mean" hint."""
+    close = difflib.get_close_matches(name, list(names), n=1, cutoff=cutoff)
+    return close[0] if close else None
+
+
 def _build(cls: type, data: dict[str, Any], where: str) -> Any:
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
         at = f"{where}: " if where else ""  # top-level keys have no section to name
-        close = difflib.get_close_matches(unknown[0], names, n=1)
-        hint = f"did you mean {close[0]!r}? " if close else ""
+        close = closest_name(unknown[0], names)
+        hint = f"did you mean {close!r}? " if close else ""
         raise ConfigError(f"{at}unknown key {unknown[0]!r} ({hint}known: {', '.join(sorted(names))})")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from looper.config import ConfigError, RunConfig, check_value
+from looper.config import ConfigError, RunConfig, check_value, closest_name
 from looper.runs import (
     InputError,
     JsonlAppender,
@@ -79,16 +79,15 @@ def _check_types(cls: type, user: dict[str, Any], section: str) -> None:
     """A key that is not a field of the TRL config (with the closest field's name), or a value of the wrong kind for
     a TRL / transformers field with a plain type (``max_steps: abc``), is a ConfigError here, by the check looper's
     own fields get: the trainer would take it and fail only once the model is loaded, with a traceback."""
-    import difflib
     import types
     import typing
 
     known = {f.name for f in dataclasses.fields(cls) if f.init}
     for key in user:
         if key not in known:  # TRL's own error would be a TypeError from __init__, with no hint
-            close = difflib.get_close_matches(key, known, n=1, cutoff=0.75)
+            close = closest_name(key, known, cutoff=0.75)
             raise ConfigError(f"{section}.{key}: not a setting of TRL's {cls.__name__}"
-                              + (f" (did you mean {close[0]!r}?)" if close else ""))
+                              + (f" (did you mean {close!r}?)" if close else ""))
     try:
         hints = typing.get_type_hints(cls)
     except Exception:  # noqa: BLE001 - a hint that cannot be resolved: leave the values to TRL
