@@ -46,13 +46,12 @@ from looper.generation import (  # noqa: E402
     GenRequest,
     HFEngine,
     VLLMEngine,
-    eos_ids,
     generate,
     left_pad,
     vllm_engine_args,
     vllm_sampling_kwargs,
 )
-from looper.modeling import load_model, load_tokenizer, resolve_model_path  # noqa: E402
+from looper.modeling import end_token_ids, load_model, load_tokenizer, resolve_model_path  # noqa: E402
 from looper.prompts import render_prompt  # noqa: E402
 from looper.regime_w.arms import build_all_arms  # noqa: E402
 from looper.runs import derive_seed  # noqa: E402
@@ -90,7 +89,7 @@ def plain_generate(model, tokenizer, requests: list[GenRequest], batch: int, new
     device = next(model.parameters()).device
     encoded = tokenizer([r.prompt for r in requests])["input_ids"]
     order = sorted(range(len(requests)), key=lambda i: -len(encoded[i]))
-    eos = set(eos_ids(model.generation_config.eos_token_id, tokenizer))
+    eos = set(end_token_ids(tokenizer, model.generation_config.eos_token_id))
     tokens = 0
     for b in range(0, len(order), batch):
         idx = order[b : b + batch]
@@ -165,7 +164,7 @@ def run_vllm_ways(ways, path, requests, batch, new_tokens, quantization, memory)
     from transformers import GenerationConfig
 
     tokenizer = load_tokenizer(ModelConfig(name_or_path=path), padding_side="left")
-    eos = eos_ids(GenerationConfig.from_pretrained(path).eos_token_id, tokenizer)
+    eos = end_token_ids(tokenizer, GenerationConfig.from_pretrained(path).eos_token_id)
     rows, texts = [], {}
     looper_ways = [w for w in ways if w in ("vllm", "vllm-seeded")]
     if looper_ways:

@@ -111,9 +111,17 @@ def main() -> None:
         finally:
             for h in handles:
                 h.remove()
-        bad = [n for n, p in model.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()]
+        grads = {n: p.grad.float() for n, p in model.named_parameters() if p.grad is not None}
+        bad = [n for n, g in grads.items() if not torch.isfinite(g).all()]
         reproduced |= bool(bad) or bool(seen)
         print(f"  gradients: {len(bad)} non-finite tensors" + (f", first {bad[0]}" if bad else ""))
+        if bad:  # NaN (an undefined operation) and inf (an overflow) point at different causes
+            nan = sum(int(torch.isnan(grads[n]).sum()) for n in bad)
+            inf = sum(int(torch.isinf(grads[n]).sum()) for n in bad)
+            print(f"  non-finite values: {nan} NaN, {inf} inf; layers: {sorted({n.split('.layers.')[1].split('.')[0] for n in bad if '.layers.' in n}, key=int)}")
+        finite = [g[torch.isfinite(g)].abs().max() for g in grads.values() if torch.isfinite(g).any()]
+        if finite:
+            print(f"  largest finite |gradient|: {float(torch.stack(finite).max()):.4g}")
     print("\nreproduced" if reproduced else "\nnot reproduced: every micro-batch gives finite loss and gradients here")
 
 

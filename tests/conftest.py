@@ -90,6 +90,44 @@ def r1_tiny_model_dir(tmp_path_factory, r1_tokenizer_dir) -> Path:
     return tiny_llama(r1_tokenizer_dir, tmp_path_factory.mktemp("r1-tiny-llama"))
 
 
+QWEN_FIXTURE = Path(__file__).resolve().parent / "fixtures" / "qwen2_5_coder"
+
+
+@pytest.fixture(scope="session")
+def qwen_tokenizer_dir(tmp_path_factory) -> Path:
+    """Qwen2.5-Coder's real tokenizer as read from its GGUF (fixtures/qwen2_5_coder), with the EOS transformers 5.17
+    reads there (``<|endoftext|>``, where the chat template ends a turn with ``<|im_end|>``)."""
+    import gzip
+    import shutil
+
+    out = tmp_path_factory.mktemp("qwen-tokenizer")
+    with gzip.open(QWEN_FIXTURE / "tokenizer.json.gz") as src, open(out / "tokenizer.json", "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    for name in ("tokenizer_config.json", "chat_template.jinja"):
+        shutil.copy(QWEN_FIXTURE / name, out / name)
+    return out
+
+
+@pytest.fixture(scope="session")
+def qwen_tiny_model_dir(tmp_path_factory, qwen_tokenizer_dir) -> Path:
+    """A 2-layer, hidden-32 random Qwen2 (q/k/v biases, as Qwen's) with Qwen2.5-Coder's tokenizer, whose
+    generation_config names only ``<|endoftext|>`` as its end (as a checkpoint converted by transformers 5.17 did)."""
+    import torch
+    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(qwen_tokenizer_dir)
+    config = Qwen2Config(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True)
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(config)
+    out = tmp_path_factory.mktemp("qwen-tiny")
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
 def write_gsm8k(folder: Path, n: int) -> Path:
     """A local GSM8K copy (train.jsonl and test.jsonl, the same ``n`` one-step problems) for data.source=local."""
     folder.mkdir(parents=True, exist_ok=True)

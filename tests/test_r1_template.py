@@ -125,7 +125,7 @@ def test_a_cut_off_thought_gives_no_answer_in_every_consumer(r1_tokenizer_dir, t
     assert rewards[0].answer is None and rewards[0].correct == 0.0 and rewards[0].missing
     assert rewards[0].reward < rewards[1].reward < rewards[2].reward  # cut off < finished wrong < finished right
 
-    grpo = RegimeWRewards(config, 256, tok.eos_token_id, thought_open=True)
+    grpo = RegimeWRewards(config, 256, [tok.eos_token_id], thought_open=True)
     correct = grpo.functions()[0]
     got = correct(prompts=["p"] * 3, completions=[CUT_OFF, wrong, FINISHED], completion_ids=[[5] * 256, [5, 9], [5, 9]],
                   id=["q0"] * 3, gold=["72"] * 3, arm=["sft"] * 3, family=["compute"] * 3)

