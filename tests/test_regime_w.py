@@ -131,6 +131,21 @@ def _random_question(rng: random.Random, gold: str):
     return outs
 
 
+def test_regime_w_reward_and_consensus_compare_answers_as_eval_does():
+    """Issue 44 (Math-Verify #21): an answer a hair off the gold is wrong in eval, so it is wrong in the reward, and it is
+    not the same answer as the gold in the consensus."""
+    from looper.answers import is_correct
+
+    cfg = RegimeWConfig()
+    near = "48 + 24 = 72.00000000004\n#### 72.00000000004"
+    outputs = [ArmOutput("direct", "compute", near), ArmOutput("solve-then-verify", "reflective", near),
+               ArmOutput("equations", "compute", "48 + 24 = 72\n#### 72")]
+    scores, rewards = trajectory_rewards(outputs, "72", cfg)
+    assert [r.correct for r in rewards] == [float(is_correct(o.text, "72")) for o in outputs] == [0.0, 0.0, 1.0]
+    assert scores.consensus == "72.00000000004" and scores.s_end == pytest.approx(2 / 3)
+    assert [r.agree for r in rewards] == [True, True, False]
+
+
 def test_correct_always_outranks_incorrect_randomised():
     rng = random.Random(0)
     cfg = RegimeWConfig()
