@@ -522,3 +522,38 @@ def test_non_finite_gradients_stop_training_before_the_step_and_keep_its_batches
     assert dump["step"] == 8 and [m["inputs"]["input_ids"].tolist() for m in dump["micro_batches"]] == [[[1, 2, 3]], [[4, 5]]]
     assert dump["micro_batches"][1]["kwargs"]["num_items_in_batch"].item() == 5
     assert torch.equal(dump["trainable"]["weight"], layer.weight.detach())
+
+
+def _special_think_tokenizer(real_tokenizer_dir):
+    """SmolLM2's tokenizer with <think> / </think> as special tokens, as some reasoning models' tokenizers have them."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(real_tokenizer_dir)
+    tok.add_special_tokens({"additional_special_tokens": ["<think>", "</think>"]})
+    return tok
+
+
+def test_thought_markers_survive_decoding_where_they_are_special_tokens(real_tokenizer_dir):
+    """Issue 44 (verl #1724): decoding with skip_special_tokens=True drops special <think> / </think>; the engines' text
+    and the GRPO / RLOO reward keep them, and leave out the end and pad tokens as before."""
+    from looper.answers import extract_answer, is_correct
+    from looper.config import RunConfig
+    from looper.generation import make_result
+    from looper.rl_training.train_rl import RegimeWRewards
+
+    tok = _special_think_tokenizer(real_tokenizer_dir)
+    assert tok.convert_tokens_to_ids("<think>") in tok.all_special_ids
+    # Qwen3-style: a draft answer inside the thought, the real one after it
+    qwen3 = tok("<think>maybe #### 5</think>\nThe answer is \\boxed{72}", add_special_tokens=False)["input_ids"]
+    result = make_result(0, qwen3 + [tok.eos_token_id, tok.pad_token_id or tok.eos_token_id], [tok.eos_token_id], 64, tok)
+    assert "<think>" in result.text and "</think>" in result.text and tok.eos_token not in result.text
+    assert extract_answer(result.text, "flexible") == "72"
+    # R1-style: the prompt opened the thought, the completion closes it
+    r1 = tok("48 + 24 = 72\n</think>\n\n#### 72", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    assert is_correct(make_result(0, r1, [tok.eos_token_id], 64, tok).text, "72", thought_open=True)
+    rewards = RegimeWRewards(RunConfig(), 64, tok.eos_token_id, thought_open=True, tokenizer=tok)
+    correct = rewards.functions()[0]
+    # TRL hands the reward its own text, decoded with skip_special_tokens=True: the reward reads the ids instead
+    trl_text = tok.decode(r1, skip_special_tokens=True)
+    assert correct(prompts=["p"], completions=[trl_text], completion_ids=[r1], id=["q"], gold=["72"], arm=["sft"],
+                   family=["compute"]) == [1.0]

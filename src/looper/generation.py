@@ -196,11 +196,24 @@ def left_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tenso
     return ids, mask
 
 
+THOUGHT_MARKERS = ("<think>", "</think>")
+
+
+def decode_completion(tokenizer: Any, ids: Sequence[int]) -> str:
+    """Generated ids as the text every scorer reads: the tokenizer's special tokens (end, pad, role markers) left out,
+    as ``skip_special_tokens=True`` leaves them out, but thought markers kept where a tokenizer makes ``<think>`` /
+    ``</think>`` special: without them a thought the prompt opened never closes (every answer None) and a draft
+    answer inside a thought is read as the answer (verl #1724). Used by the engines and by the GRPO / RLOO reward."""
+    special = set(tokenizer.all_special_ids) | {i for i, t in tokenizer.added_tokens_decoder.items() if t.special}
+    dropped = {i for i in special if str(tokenizer.convert_ids_to_tokens(i)).lower() not in THOUGHT_MARKERS}
+    return tokenizer.decode([t for t in ids if t not in dropped], skip_special_tokens=False)
+
+
 def make_result(key: Any, tokens: list[int], eos: list[int], max_new_tokens: int, tokenizer: Any) -> GenResult:
     """A result from generated ids: cut after the first end-of-sequence id (padding after it dropped)."""
     end = next((k for k, t in enumerate(tokens) if t in eos), None)
     kept = tokens if end is None else tokens[: end + 1]
-    return GenResult(key, tokenizer.decode(kept, skip_special_tokens=True), num_tokens=len(kept),
+    return GenResult(key, decode_completion(tokenizer, kept), num_tokens=len(kept),
                      truncated=end is None and len(kept) >= max_new_tokens, token_ids=kept)
 
 

@@ -48,6 +48,7 @@ from typing import Any
 
 from looper.baseline_sft.train_sft import correct_texts, generated_example
 from looper.config import RunConfig
+from looper.generation import decode_completion
 from looper.modeling import load_stage_model, load_tokenizer, lora_config
 from looper.prompts import render_messages, render_prompt, template_opens_thought
 from looper.regime_w.arms import build_all_arms
@@ -200,13 +201,17 @@ class RegimeWRewards:
     """Regime W as TRL reward functions: one per part, scored over each question's whole group.
 
     TRL calls every reward function with the same batch; the parts are computed once per batch and
-    cached. ``weights`` are the Regime W coefficients, so sum_k w_k * part_k is the Regime W reward.
+    cached. ``weights`` are the Regime W coefficients, so sum_k w_k * part_k is the Regime W reward. With ``tokenizer``
+    the completions are read from their ids as the engines read them (``decode_completion``): TRL's own text drops
+    every special token, thought markers included where the tokenizer makes them special.
     """
 
     PARTS = ("correct", "consensus", "length", "missing", "truncated")
 
-    def __init__(self, config: RunConfig, max_completion_length: int, eos_token_id: int | None, thought_open: bool = False):
+    def __init__(self, config: RunConfig, max_completion_length: int, eos_token_id: int | None, thought_open: bool = False,
+                 tokenizer: Any = None):
         cfg = config.regime_w
+        self.tokenizer = tokenizer
         self.thought_open = thought_open  # the prompts left a thought open: a completion must close it to answer
         check_reward_config(cfg)
         self.cfg = cfg
@@ -233,8 +238,9 @@ class RegimeWRewards:
             for i in idx:
                 ids = completion_ids[i] if completion_ids is not None else []
                 truncated = bool(ids) and len(ids) >= self.max_len and ids[-1] != self.eos
-                outputs.append(ArmOutput(arm[i], family[i], _completion_text(completions[i]), len(ids), truncated,
-                                         self.thought_open))
+                text = decode_completion(self.tokenizer, ids) if self.tokenizer is not None and completion_ids is not None \
+                    else _completion_text(completions[i])
+                outputs.append(ArmOutput(arm[i], family[i], text, len(ids), truncated, self.thought_open))
             scores, rewards = trajectory_rewards(outputs, gold[idx[0]] if self.use_gold else None, self.cfg)
             for i, r in zip(idx, rewards):
                 parts["correct"][i] = r.correct
@@ -265,7 +271,7 @@ def prepare_online(config: RunConfig, run: RunDir) -> tuple[type, dict[str, Any]
     tokenizer = load_tokenizer(config.model, padding_side="left")
     dataset, per_question = online_dataset(config, run, tokenizer)
     rewards = RegimeWRewards(config, probe.max_completion_length, tokenizer.eos_token_id,
-                             template_opens_thought(tokenizer, config.model.prompt_format))
+                             template_opens_thought(tokenizer, config.model.prompt_format), tokenizer)
     # set over the user's rl.<algorithm> section (README's Configuration, the help of rl.grpo / rl.rloo); a user value
     # these would drop is refused at the config check (trainers._check_online_forced). shuffle_dataset: the rows are
     # already shuffled by question with the seed (online_dataset), and TRL's shuffle would split a question's arms
