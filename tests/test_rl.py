@@ -139,6 +139,19 @@ def test_regime_w_reward_functions_sum_to_the_reward():
     assert total == pytest.approx([r.reward for r in expected])
 
 
+@pytest.mark.parametrize("algorithm", ["grpo", "rloo"])
+def test_online_regime_w_is_refused_on_several_processes(tmp_path, tiny_model_dir, monkeypatch, algorithm):
+    """Issue 44: under accelerate launch each process would score only part of a question's multi-arm group."""
+    from looper.rl_training import train_rl
+    from looper.runs import ConfigValueError
+
+    config = load_config(REPO / "configs" / "demo.yaml", args(tmp_path, tiny_model_dir, f"rl.algorithm={algorithm}")[1:])
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ConfigValueError, match=f"rl.algorithm={algorithm} under 2 processes: .* in pieces"):
+        train_rl.main(config)
+    assert not (tmp_path / "demo").exists()
+
+
 def test_train_rl_bad_inputs(tmp_path, tiny_model_dir):
     run_looper("prepare-data", *args(tmp_path, tiny_model_dir), cwd=REPO)
     proc = run_looper("train-rl", *args(tmp_path, tiny_model_dir), cwd=REPO, check=False)

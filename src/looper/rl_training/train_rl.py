@@ -42,6 +42,7 @@ adapter at the start).
 
 from __future__ import annotations
 
+import os
 import random
 from collections import defaultdict
 from typing import Any
@@ -327,7 +328,21 @@ def train_round(config: RunConfig, run: RunDir, round_: int) -> None:
         print(f"{label}: {result.global_step} steps, loss {result.training_loss:.4f} -> {run.lora_rl}")
 
 
+def check_one_process(config: RunConfig) -> None:
+    """Refuse GRPO / RLOO under a launch of several processes (ConfigValueError). TRL's sampler hands a prompt's
+    completions to different processes, and each process calls the reward on its own share, so a Regime W group
+    (a question's arms and samples, whose agreement s_end, s_cf and the consensus measure) would be scored in pieces:
+    one process seeing only compute arms scores s_cf 0. Gathering the groups across processes inside a TRL reward
+    function is not something TRL offers; until then the launch is refused."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))  # set by accelerate launch and torchrun
+    if config.rl.algorithm in ("grpo", "rloo") and world > 1:
+        raise ConfigValueError(f"rl.algorithm={config.rl.algorithm} under {world} processes: TRL spreads a question's "
+                               "completions over the processes, so the Regime W reward would score each group in pieces; "
+                               "run train-rl in one process (without accelerate launch / torchrun)")
+
+
 def main(config: RunConfig) -> RunDir:
+    check_one_process(config)
     run = RunDir.of(config)
     # the trainer section before anything in the run folder (a finished round compared with a bad value would report
     # it as other settings) and before round k > 1 samples its rollouts
