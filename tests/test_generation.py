@@ -261,7 +261,7 @@ def test_vllm_engine_arguments():
                 trust_remote_code=False, overrides={})
     plain = vllm_engine_args("/m", "/m", adapter_rank=None, **base)
     assert plain == {"model": "/m", "tokenizer": "/m", "dtype": "bfloat16", "seed": 3, "max_num_seqs": 64,
-                     "max_model_len": 4096, "trust_remote_code": False}
+                     "max_model_len": 4096, "trust_remote_code": False, "generation_config": "vllm"}
     lora = vllm_engine_args("/m", "/m", adapter_rank=48, **base)
     assert lora["enable_lora"] and lora["max_lora_rank"] == 64 and lora["max_loras"] == 1  # rounded up to a rank vLLM takes
     assert vllm_engine_args("/m", "/m", adapter_rank=None, **(base | {"quantization": "4bit"}))["quantization"] == "bitsandbytes"
@@ -557,3 +557,18 @@ def test_thought_markers_survive_decoding_where_they_are_special_tokens(real_tok
     trl_text = tok.decode(r1, skip_special_tokens=True)
     assert correct(prompts=["p"], completions=[trl_text], completion_ids=[r1], id=["q"], gold=["72"], arm=["sft"],
                    family=["compute"]) == [1.0]
+
+
+def test_the_hf_engine_applies_no_sampling_field_of_the_models_generation_config(tiny_model_dir):
+    """Issue 44 (lm-eval #3154): a model whose generation_config asks for a repetition penalty generates, greedy, exactly
+    what the same weights without it generate; vLLM is told to ignore the model's generation_config too."""
+    cfg = ModelConfig(name_or_path=str(tiny_model_dir), dtype="float32")
+    tokenizer = load_tokenizer(cfg, padding_side="left")
+    requests = [GenRequest(i, p, 0.0) for i, p in enumerate(["Problem: 2 + 2?\n\nSolution:", "Tom has 3 apples."])]
+    plain = [r.token_ids for r in generate(hf(load_model(cfg), tokenizer, 2), requests, 24, progress=False)]
+    model = load_model(cfg)
+    model.generation_config.repetition_penalty, model.generation_config.no_repeat_ngram_size = 5.0, 1
+    assert [r.token_ids for r in generate(hf(model, tokenizer, 2), requests, 24, progress=False)] == plain
+    args = vllm_engine_args("m", "m", adapter_rank=None, dtype="bfloat16", quantization="none", seed=0, max_num_seqs=8,
+                            max_model_len=512, revision=None, trust_remote_code=False, overrides={})
+    assert args["generation_config"] == "vllm"
