@@ -64,6 +64,22 @@ EXTRACT_TABLE = [
     ("\\boxed{\\left(5\\right)}", None, "5", "\\left / \\right are formatting"),
     ("\\boxed{5+3=8}", None, "8", "an equation in a box: the value after the last '='"),
     ("#### 5 - 3", None, None, "an expression is not an answer"),
+    # field reports, round 2 (issue 44): forms math-tuned models write after "####" (lm-eval #1204, verl #2150)
+    ("#### \\boxed{72}", "72", "72", "a box that is the whole #### span is its number"),
+    ("#### $\\boxed{72}$.", "72", "72", "the box in math mode with a full stop"),
+    ("#### \\boxed{1} or \\boxed{2}", None, None, "two boxes on the #### line are a hedge, not an answer"),
+    ("#### 72 (48 + 24)", "72", "72", "a trailing parenthesis that works the number out is the answer's arithmetic"),
+    ("#### 1,600 (1,000 + 600).", "1600", "1600", "its numbers read as everywhere else"),
+    ("#### 24 (4 x 6)", "24", "24", "'x' and '×' are times in such a parenthesis"),
+    ("#### 72 (48 + 25)", None, None, "a parenthesis whose arithmetic differs from the number is a contradiction"),
+    ("#### 12 (13)", None, None, "a second number in brackets is a hedge, not arithmetic for the first"),
+    ("#### 12 (or 13)", None, None, "so is 'or' in brackets"),
+    ("#### 2 (2 ** 10)", None, None, "only + - * /: a power could make the check itself expensive"),
+    # one comparison everywhere (issue 44, Math-Verify #21): the canonical answer is exact, never rounded, so the
+    # Regime W consensus (grouped by this string) agrees with eval's exact comparison
+    ("#### 72.00000000004", "72.00000000004", "72.00000000004", "an answer is never rounded to a near integer"),
+    ("#### 1/3", "1/3", "1/3", "a rational without a finite decimal stays an exact fraction"),
+    ("#### 0.1250", "0.125", "0.125", "a finite decimal is written without trailing zeros"),
 ]
 
 
@@ -86,6 +102,8 @@ CORRECT_TABLE = [
     ("1600 1600 1600", "1600", "flexible", False, "repeating the gold without an answer marker is not credited"),
     ("\\boxed{-\\frac{1}{2}}", "0.5", "flexible", False, "the wrong sign is not credited"),
     ("\\boxed{-\\frac{1}{2}}", "-0.5", "flexible", True, "the right sign is"),
+    ("#### 72.00000000004", "72", "strict", False, "near the gold is not the gold"),
+    ("#### 0.3333333333", "1/3", "strict", False, "a rounded decimal is not the fraction"),
 ]
 
 # R1's generation prompt ends inside a thought ("<｜Assistant｜><think>\n"): (completion, gold, correct, why)

@@ -261,7 +261,7 @@ def test_vllm_engine_arguments():
                 trust_remote_code=False, overrides={})
     plain = vllm_engine_args("/m", "/m", adapter_rank=None, **base)
     assert plain == {"model": "/m", "tokenizer": "/m", "dtype": "bfloat16", "seed": 3, "max_num_seqs": 64,
-                     "max_model_len": 4096, "trust_remote_code": False}
+                     "max_model_len": 4096, "trust_remote_code": False, "generation_config": "vllm"}
     lora = vllm_engine_args("/m", "/m", adapter_rank=48, **base)
     assert lora["enable_lora"] and lora["max_lora_rank"] == 64 and lora["max_loras"] == 1  # rounded up to a rank vLLM takes
     assert vllm_engine_args("/m", "/m", adapter_rank=None, **(base | {"quantization": "4bit"}))["quantization"] == "bitsandbytes"
@@ -522,3 +522,53 @@ def test_non_finite_gradients_stop_training_before_the_step_and_keep_its_batches
     assert dump["step"] == 8 and [m["inputs"]["input_ids"].tolist() for m in dump["micro_batches"]] == [[[1, 2, 3]], [[4, 5]]]
     assert dump["micro_batches"][1]["kwargs"]["num_items_in_batch"].item() == 5
     assert torch.equal(dump["trainable"]["weight"], layer.weight.detach())
+
+
+def _special_think_tokenizer(real_tokenizer_dir):
+    """SmolLM2's tokenizer with <think> / </think> as special tokens, as some reasoning models' tokenizers have them."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(real_tokenizer_dir)
+    tok.add_special_tokens({"additional_special_tokens": ["<think>", "</think>"]})
+    return tok
+
+
+def test_thought_markers_survive_decoding_where_they_are_special_tokens(real_tokenizer_dir):
+    """Issue 44 (verl #1724): decoding with skip_special_tokens=True drops special <think> / </think>; the engines' text
+    and the GRPO / RLOO reward keep them, and leave out the end and pad tokens as before."""
+    from looper.answers import extract_answer, is_correct
+    from looper.config import RunConfig
+    from looper.generation import make_result
+    from looper.rl_training.train_rl import RegimeWRewards
+
+    tok = _special_think_tokenizer(real_tokenizer_dir)
+    assert tok.convert_tokens_to_ids("<think>") in tok.all_special_ids
+    # Qwen3-style: a draft answer inside the thought, the real one after it
+    qwen3 = tok("<think>maybe #### 5</think>\nThe answer is \\boxed{72}", add_special_tokens=False)["input_ids"]
+    result = make_result(0, qwen3 + [tok.eos_token_id, tok.pad_token_id or tok.eos_token_id], [tok.eos_token_id], 64, tok)
+    assert "<think>" in result.text and "</think>" in result.text and tok.eos_token not in result.text
+    assert extract_answer(result.text, "flexible") == "72"
+    # R1-style: the prompt opened the thought, the completion closes it
+    r1 = tok("48 + 24 = 72\n</think>\n\n#### 72", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    assert is_correct(make_result(0, r1, [tok.eos_token_id], 64, tok).text, "72", thought_open=True)
+    rewards = RegimeWRewards(RunConfig(), 64, tok.eos_token_id, thought_open=True, tokenizer=tok)
+    correct = rewards.functions()[0]
+    # TRL hands the reward its own text, decoded with skip_special_tokens=True: the reward reads the ids instead
+    trl_text = tok.decode(r1, skip_special_tokens=True)
+    assert correct(prompts=["p"], completions=[trl_text], completion_ids=[r1], id=["q"], gold=["72"], arm=["sft"],
+                   family=["compute"]) == [1.0]
+
+
+def test_the_hf_engine_applies_no_sampling_field_of_the_models_generation_config(tiny_model_dir):
+    """Issue 44 (lm-eval #3154): a model whose generation_config asks for a repetition penalty generates, greedy, exactly
+    what the same weights without it generate; vLLM is told to ignore the model's generation_config too."""
+    cfg = ModelConfig(name_or_path=str(tiny_model_dir), dtype="float32")
+    tokenizer = load_tokenizer(cfg, padding_side="left")
+    requests = [GenRequest(i, p, 0.0) for i, p in enumerate(["Problem: 2 + 2?\n\nSolution:", "Tom has 3 apples."])]
+    plain = [r.token_ids for r in generate(hf(load_model(cfg), tokenizer, 2), requests, 24, progress=False)]
+    model = load_model(cfg)
+    model.generation_config.repetition_penalty, model.generation_config.no_repeat_ngram_size = 5.0, 1
+    assert [r.token_ids for r in generate(hf(model, tokenizer, 2), requests, 24, progress=False)] == plain
+    args = vllm_engine_args("m", "m", adapter_rank=None, dtype="bfloat16", quantization="none", seed=0, max_num_seqs=8,
+                            max_model_len=512, revision=None, trust_remote_code=False, overrides={})
+    assert args["generation_config"] == "vllm"

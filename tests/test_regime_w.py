@@ -131,6 +131,21 @@ def _random_question(rng: random.Random, gold: str):
     return outs
 
 
+def test_regime_w_reward_and_consensus_compare_answers_as_eval_does():
+    """Issue 44 (Math-Verify #21): an answer a hair off the gold is wrong in eval, so it is wrong in the reward, and it is
+    not the same answer as the gold in the consensus."""
+    from looper.answers import is_correct
+
+    cfg = RegimeWConfig()
+    near = "48 + 24 = 72.00000000004\n#### 72.00000000004"
+    outputs = [ArmOutput("direct", "compute", near), ArmOutput("solve-then-verify", "reflective", near),
+               ArmOutput("equations", "compute", "48 + 24 = 72\n#### 72")]
+    scores, rewards = trajectory_rewards(outputs, "72", cfg)
+    assert [r.correct for r in rewards] == [float(is_correct(o.text, "72")) for o in outputs] == [0.0, 0.0, 1.0]
+    assert scores.consensus == "72.00000000004" and scores.s_end == pytest.approx(2 / 3)
+    assert [r.agree for r in rewards] == [True, True, False]
+
+
 def test_correct_always_outranks_incorrect_randomised():
     rng = random.Random(0)
     cfg = RegimeWConfig()
@@ -158,19 +173,45 @@ def test_among_correct_agreeing_and_concise_rank_higher():
 
 def test_label_free_mode_uses_consensus():
     cfg = RegimeWConfig()
-    outs = [ArmOutput("a", "compute", "#### 4"), ArmOutput("b", "reflective", "#### 4"), ArmOutput("c", "compute", "#### 9"),
-            ArmOutput("d", "reflective", "no idea")]
+    outs = [ArmOutput("a", "compute", "2 + 2 = 4\n#### 4"), ArmOutput("b", "reflective", "2 * 2 = 4\n#### 4"),
+            ArmOutput("c", "compute", "3 * 3 = 9\n#### 9"), ArmOutput("d", "reflective", "no idea")]
     scores, r = trajectory_rewards(outs, None, cfg)
     assert scores.consensus == "4"
     assert r[0].reward > r[2].reward > r[3].reward
     assert r[0].correct == pytest.approx(scores.s_wm)  # pseudo-correctness is the consensus confidence
 
 
+def test_no_instruction_shows_a_rewardable_example_value():
+    """Issue 44 (Visual-RFT #176): an instruction's format example is no answer, so a model that copies it is not correct."""
+    from looper.answers import extract_answer
+    from looper.config import PLAN_SYSTEM_PROMPT
+
+    for prompt in [a.system_prompt for a in build_all_arms()] + [PLAN_SYSTEM_PROMPT]:
+        assert "####" in prompt and extract_answer(prompt, "flexible") is None, prompt
+
+
+def test_label_free_reward_is_not_won_by_copies_of_an_example():
+    """Issue 44: every arm but one copies a format example as a bare answer; without gold, the one worked solution must
+    rank first and the copies must earn no pseudo-correctness (they neither vote nor agree)."""
+    cfg = RegimeWConfig()
+    arms = build_all_arms()
+    worked = "She sells 16 - 3 - 4 = 9 eggs for 9 * 2 = 18 dollars.\n#### 18"
+    outs = [ArmOutput(a.name, a.family, worked if k == 5 else "#### 42") for k, a in enumerate(arms)]
+    scores, r = trajectory_rewards(outs, None, cfg)
+    assert scores.consensus == "18"
+    assert max(range(len(r)), key=lambda i: r[i].reward) == 5
+    assert all(x.correct == 0.0 and not x.agree for i, x in enumerate(r) if i != 5)
+    # the instructions' own placeholder, copied by every arm, is no answer at all
+    copies = [ArmOutput(a.name, a.family, "#### <number>") for a in arms]
+    scores, r = trajectory_rewards(copies, None, cfg)
+    assert scores.consensus is None and all(x.missing and x.correct == 0.0 for x in r)
+
+
 def test_edge_cases_all_missing_one_arm_huge():
     cfg = RegimeWConfig()
     scores, r = trajectory_rewards([ArmOutput("a", "compute", "hmm"), ArmOutput("b", "reflective", "")], "3", cfg)
     assert scores.consensus is None and scores.s_wm == 0.0 and all(x.missing for x in r)
-    scores, r = trajectory_rewards([ArmOutput("a", "compute", "#### 3", 10)], "3", cfg)
+    scores, r = trajectory_rewards([ArmOutput("a", "compute", "1 + 2 = 3\n#### 3", 10)], "3", cfg)
     assert scores.s_end == 1.0 and r[0].correct == 1.0
     huge = "1 + 1 = 2. " * 20000 + "#### 2"
     t = time.perf_counter()
@@ -231,8 +272,8 @@ def test_family_auroc_takes_the_consensus_within_one_family():
     from looper.regime_w.report import family_auroc
 
     def rec(gold, compute, reflective):
-        trajs = [{"arm": f"c{i}", "family": "compute", "text": f"#### {a}"} for i, a in enumerate(compute)]
-        trajs += [{"arm": f"r{i}", "family": "reflective", "text": f"#### {a}"} for i, a in enumerate(reflective)]
+        trajs = [{"arm": f"c{i}", "family": "compute", "text": f"{a} * 1 = {a}\n#### {a}"} for i, a in enumerate(compute)]
+        trajs += [{"arm": f"r{i}", "family": "reflective", "text": f"{a} * 1 = {a}\n#### {a}"} for i, a in enumerate(reflective)]
         return {"id": gold, "gold": gold, "trajectories": trajs}
 
     records = [rec("1", ["1", "1", "1", "2"], ["3", "4", "5", "1"]),   # compute: 3/4 agree on gold

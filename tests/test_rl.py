@@ -139,6 +139,19 @@ def test_regime_w_reward_functions_sum_to_the_reward():
     assert total == pytest.approx([r.reward for r in expected])
 
 
+@pytest.mark.parametrize("algorithm", ["grpo", "rloo"])
+def test_online_regime_w_is_refused_on_several_processes(tmp_path, tiny_model_dir, monkeypatch, algorithm):
+    """Issue 44: under accelerate launch each process would score only part of a question's multi-arm group."""
+    from looper.rl_training import train_rl
+    from looper.runs import ConfigValueError
+
+    config = load_config(REPO / "configs" / "demo.yaml", args(tmp_path, tiny_model_dir, f"rl.algorithm={algorithm}")[1:])
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ConfigValueError, match=f"rl.algorithm={algorithm} under 2 processes: .* in pieces"):
+        train_rl.main(config)
+    assert not (tmp_path / "demo").exists()
+
+
 def test_train_rl_bad_inputs(tmp_path, tiny_model_dir):
     run_looper("prepare-data", *args(tmp_path, tiny_model_dir), cwd=REPO)
     proc = run_looper("train-rl", *args(tmp_path, tiny_model_dir), cwd=REPO, check=False)
@@ -221,3 +234,22 @@ def test_chat_user_format_puts_the_instruction_in_the_user_turn(tiny_model_dir):
     assert sft_example(tok, "What is 6 x 7?", "42 #### 42", "Answer as '#### N'.", "chat_user")["prompt"] == text
     assert text == "<|user|>Answer as '#### N'.\n\nWhat is 6 x 7?<|assistant|><think>\n" and "<|system|>" not in text
     assert "<|system|>Answer" in render_prompt(tok, "What is 6 x 7?", "Answer as '#### N'.", "chat")
+
+
+def test_an_adapter_missing_tensors_is_refused(tiny_model_dir, tmp_path):
+    """Issue 44 (PEFT #2115): an adapter file without half its tensors loaded with only a warning, those layers the base."""
+    from peft import LoraConfig, get_peft_model
+    from safetensors.torch import save_file
+    from transformers import AutoModelForCausalLM
+
+    from looper.modeling import attach_adapter
+    from looper.runs import InputError
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"])).save_pretrained(tmp_path / "adapter")
+    weights = tmp_path / "adapter" / "adapter_model.safetensors"
+    tensors = load_file(weights)
+    attach_adapter(AutoModelForCausalLM.from_pretrained(tiny_model_dir), tmp_path / "adapter")  # whole: loads
+    save_file({k: v for k, v in tensors.items() if "v_proj" not in k}, weights)
+    with pytest.raises(InputError, match=r"adapter: the adapter file lacks \d+ of its \d+ tensors \(e.g. .*v_proj"):
+        attach_adapter(AutoModelForCausalLM.from_pretrained(tiny_model_dir), tmp_path / "adapter")

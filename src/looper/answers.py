@@ -12,11 +12,19 @@ generation prompt ends ``<think>\n``): the output then starts in that thought, a
 (cut off by the token limit before it finished thinking) has no answer. There is deliberately no "last number anywhere" fallback: it
 credits outputs that merely list numbers, which invites reward hacking and inflates evaluation.
 
-Numbers compare as exact rationals: ``1,600`` = ``1600`` = ``1600.0`` = ``$1,600.00``; ``3/4`` = ``0.75``.
+Numbers compare as exact rationals: ``1,600`` = ``1600`` = ``1600.0`` = ``$1,600.00``; ``3/4`` = ``0.75``. The canonical
+string of an answer (``extract_answer``) is exact too, so two answers are the same string exactly when they are the same
+number: Regime W groups answers by that string (consensus, s_end, s_cf) and so agrees with eval's comparison; rounding
+(``72.00000000004`` read as ``72``) would credit in training what eval marks wrong (Math-Verify #21).
+
+The answer after ``####`` may sit in a ``\\boxed{}`` (``#### \\boxed{72}``) or carry its arithmetic in a trailing
+parenthesis (``#### 72 (48 + 24)``), as math-tuned models write it (lm-eval #1204, verl #2150); the parenthesis counts
+only when its arithmetic equals the number, so ``#### 12 (13)`` or ``#### 12 (or 13)`` stays a hedge with no answer.
 """
 
 from __future__ import annotations
 
+import ast
 import re
 from fractions import Fraction
 
@@ -122,10 +130,21 @@ def parse_number(text: str) -> Fraction | None:
 
 
 def _format(value: Fraction) -> str:
-    """Canonical string for a number: integers without decimals, others as a short decimal."""
+    """Canonical, exact string for a number: ``72``, ``-0.5``, ``72.00000000004``; a rational without a finite decimal
+    as ``a/b`` (``1/3``). Equal strings exactly when equal numbers, and ``parse_number`` reads it back unchanged."""
     if value.denominator == 1:
         return str(value.numerator)
-    return format(float(value), ".10g")
+    den, twos, fives = value.denominator, 0, 0
+    while den % 2 == 0:
+        den, twos = den // 2, twos + 1
+    while den % 5 == 0:
+        den, fives = den // 5, fives + 1
+    if den != 1:
+        return f"{value.numerator}/{value.denominator}"
+    places = max(twos, fives)
+    digits = str(abs(value.numerator) * 10**places // value.denominator).rjust(places + 1, "0")
+    sign = "-" if value < 0 else ""
+    return f"{sign}{digits[:-places]}.{digits[-places:]}".rstrip("0")
 
 
 def _last_boxed(text: str) -> str | None:
@@ -145,6 +164,58 @@ def _last_boxed(text: str) -> str | None:
     return None
 
 
+# a span that is one box and nothing else but $ and a period: "\boxed{72}", "$\boxed{72}$."
+_WHOLE_BOX = re.compile(r"^\s*\$*\s*\\(?:boxed|fbox)\{(.*)\}\s*\$*\s*\.?\s*$")
+_TRAILING_PAREN = re.compile(r"^(?P<answer>[^()]*?)\s*\((?P<work>[^()]*)\)\s*\.?\s*$")
+_ARITHMETIC = re.compile(r"^[\d\s.,+\-*/x×÷()]+$")
+
+
+def _arithmetic_value(expression: str) -> Fraction | None:
+    """The exact value of ``expression`` when it is plain arithmetic on numbers (+ - * / and x, ×, ÷ as times and
+    divided by; brackets), else None. Numbers are read as exact fractions, never floats."""
+    if len(expression) > 200 or not _ARITHMETIC.match(expression):
+        return None
+    expression = expression.replace("×", "*").replace("÷", "/").replace("x", "*")
+    expression = re.sub(r"(?<=\d),(?=\d{3}(?!\d))", "", expression)
+    try:
+        tree = ast.parse(expression, mode="eval")
+    except SyntaxError:
+        return None
+
+    def value(node: ast.AST) -> Fraction:
+        if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) and not isinstance(node.value, bool):
+            return Fraction(ast.get_source_segment(expression, node))
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.UAdd, ast.USub)):
+            return -value(node.operand) if isinstance(node.op, ast.USub) else value(node.operand)
+        if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Sub, ast.Mult, ast.Div)):
+            left, right = value(node.left), value(node.right)
+            ops = {ast.Add: left.__add__, ast.Sub: left.__sub__, ast.Mult: left.__mul__, ast.Div: left.__truediv__}
+            return ops[type(node.op)](right)
+        raise ValueError("not plain arithmetic")
+
+    try:
+        return value(tree.body)
+    except (ValueError, ZeroDivisionError):
+        return None
+
+
+def _hash_answer(span: str) -> Fraction | None:
+    """The number of a ``####`` line's span: the span itself (``parse_number``), the content of a ``\\boxed{}`` that
+    is the whole span, or the number before a trailing parenthesis whose arithmetic equals it (``72 (48 + 24)``)."""
+    box = _WHOLE_BOX.match(span)
+    if box:  # two boxes leave a "\boxed" inside the content, which parse_number refuses
+        return parse_number(box[1])
+    value = parse_number(span)
+    if value is not None:
+        return value
+    paren = _TRAILING_PAREN.match(span)
+    if paren:
+        answer, work = parse_number(paren["answer"]), _arithmetic_value(paren["work"])
+        if answer is not None and answer == work:
+            return answer
+    return None
+
+
 def _extract_value(text: str, mode: str, thought_open: bool = False) -> Fraction | None:
     if mode not in MODES:
         raise ValueError(f"unknown answer mode {mode!r}; expected one of {MODES}")
@@ -153,7 +224,7 @@ def _extract_value(text: str, mode: str, thought_open: bool = False) -> Fraction
     if hashes:
         # The last #### line is the answer; an unparseable one is not rescued by other rules,
         # so that "#### N" followed by garbage is a wrong answer, not a second chance.
-        return parse_number(hashes[-1])
+        return _hash_answer(hashes[-1])
     if mode == "strict":
         return None
     boxed = _last_boxed(text)

@@ -27,9 +27,11 @@ from looper.embedded import EMBEDDED_MODELS
 
 EMBEDDED_MODEL = "embedded:smollm2-135m-instruct"
 EMBEDDED_NAMES = tuple(EMBEDDED_MODELS)
+# The plan's prompt (docs/plan.md §2) with its example value '#### 42' replaced by a placeholder: a model that copies the
+# example must not be scored right when the gold is 42 (the Regime W arms' instructions do the same, regime_w/arms.py)
 PLAN_SYSTEM_PROMPT = (
     "You are a careful math tutor. Solve the problem step-by-step, "
-    "then give the final answer in the format '#### 42'."
+    "then give the final answer in the format '#### <number>'."
 )
 
 

@@ -189,15 +189,32 @@ def left_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tenso
     return ids, mask
 
 
+THOUGHT_MARKERS = ("<think>", "</think>")
+
+
+def decode_completion(tokenizer: Any, ids: Sequence[int]) -> str:
+    """Generated ids as the text every scorer reads: the tokenizer's special tokens (end, pad, role markers) left out,
+    as ``skip_special_tokens=True`` leaves them out, but thought markers kept where a tokenizer makes ``<think>`` /
+    ``</think>`` special: without them a thought the prompt opened never closes (every answer None) and a draft
+    answer inside a thought is read as the answer (verl #1724). Used by the engines and by the GRPO / RLOO reward."""
+    special = set(tokenizer.all_special_ids) | {i for i, t in tokenizer.added_tokens_decoder.items() if t.special}
+    dropped = {i for i in special if str(tokenizer.convert_ids_to_tokens(i)).lower() not in THOUGHT_MARKERS}
+    return tokenizer.decode([t for t in ids if t not in dropped], skip_special_tokens=False)
+
+
 def make_result(key: Any, tokens: list[int], eos: list[int], max_new_tokens: int, tokenizer: Any) -> GenResult:
     """A result from generated ids: cut after the first end-of-sequence id (padding after it dropped)."""
     end = next((k for k, t in enumerate(tokens) if t in eos), None)
     kept = tokens if end is None else tokens[: end + 1]
-    return GenResult(key, tokenizer.decode(kept, skip_special_tokens=True), num_tokens=len(kept),
+    return GenResult(key, decode_completion(tokenizer, kept), num_tokens=len(kept),
                      truncated=end is None and len(kept) >= max_new_tokens, token_ids=kept)
 
 
 # ----------------------------------------------------------------------------- engines
+
+# What both engines apply besides each request's temperature and top_p: no model's generation_config sampling fields
+# (hf: HFEngine replaces the model's; vLLM: generation_config="vllm"). Eval records it with its sampling.
+STATED_SAMPLING = {"top_k": None, "min_p": None, "repetition_penalty": 1.0, "model_generation_config": "not applied"}
 
 
 class HFEngine:
@@ -206,8 +223,16 @@ class HFEngine:
     name = "hf"
 
     def __init__(self, model: Any, tokenizer: Any, batch_size: int):
+        from transformers import GenerationConfig
+
         self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
         self.eos = end_token_ids(tokenizer, model.generation_config.eos_token_id if model.generation_config else None)
+        # generate() fills every field of the GenerationConfig it is given that holds transformers' default with the
+        # model's own value (Qwen2.5-Coder's repetition_penalty 1.1: "greedy" that is not greedy, lm-eval #3154); with
+        # a config holding only the model's token ids as the model's, only looper's stated settings apply
+        # (STATED_SAMPLING); the end ids stay the model's
+        own = model.generation_config
+        model.generation_config = GenerationConfig(**{k: getattr(own, k, None) for k in ("bos_token_id", "eos_token_id", "pad_token_id")})
 
     @torch.inference_mode()
     def run(self, requests: Sequence[GenRequest], encoded: list[list[int]], max_new_tokens: int) -> Iterator[tuple[int, GenResult]]:
@@ -248,8 +273,9 @@ def vllm_engine_args(model: str, tokenizer: str, *, adapter_rank: int | None, dt
     ``eval.vllm``) win. A LoRA adapter's rank is rounded up to a rank vLLM accepts; ``quantization: 4bit``
     becomes vLLM's in-flight bitsandbytes quantization (vLLM has no in-flight 8-bit: the 8-bit plan config
     generates from the bf16 base)."""
+    # generation_config="vllm": vLLM's own sampling defaults, not the model's generation_config (STATED_SAMPLING)
     args: dict[str, Any] = {"model": model, "tokenizer": tokenizer, "dtype": dtype, "seed": seed, "max_num_seqs": max_num_seqs,
-                            "max_model_len": max_model_len, "trust_remote_code": trust_remote_code}
+                            "max_model_len": max_model_len, "trust_remote_code": trust_remote_code, "generation_config": "vllm"}
     if revision:
         args["revision"] = revision
     if adapter_rank is not None:

@@ -318,7 +318,23 @@ def attach_adapter(model: Any, adapter: str | Path, trainable: bool = False, ada
     if not (adapter / "adapter_config.json").is_file():
         raise InputError(f"{adapter}: not a PEFT adapter folder (no adapter_config.json); run the stage that makes it first")
     check_adapter_base(adapter, model.config)
-    return PeftModel.from_pretrained(model, adapter, is_trainable=trainable, adapter_name=adapter_name)
+    peft_model = PeftModel.from_pretrained(model, adapter, is_trainable=trainable, adapter_name=adapter_name)
+    check_adapter_complete(peft_model, adapter, adapter_name)
+    return peft_model
+
+
+def check_adapter_complete(peft_model: Any, adapter: Path, adapter_name: str = "default") -> None:
+    """Refuse an adapter file that lacks tensors the adapter's config asks for (InputError): PEFT loads it with only a
+    warning (PEFT #2115) and the layers without their tensors keep the base weights (B = 0 at init), so the model
+    evaluated would be part base, part adapter. Compares PEFT's own state dict of the attached adapter with the file's."""
+    from peft import get_peft_model_state_dict
+    from peft.utils import load_peft_weights
+
+    expected = set(get_peft_model_state_dict(peft_model, adapter_name=adapter_name))
+    missing = sorted(expected - set(load_peft_weights(str(adapter), device="cpu")))
+    if missing:
+        raise InputError(f"{adapter}: the adapter file lacks {len(missing)} of its {len(expected)} tensors (e.g. "
+                         f"{missing[0]}); it was cut short or made for other target modules: train it again")
 
 
 def check_adapter_base(adapter: Path, model_config: Any) -> None:

@@ -16,7 +16,15 @@ with ``<think>\\n`` only when it ends the prompt, and an assistant message only 
 
 from __future__ import annotations
 
+import datetime
 from typing import Any
+
+from looper.runs import InputError
+
+# The date a chat template that writes one (Llama 3.1 / 3.2: "Today Date: ...") renders: fixed, so a prompt does not
+# depend on the day it is rendered (SFT before midnight and eval after it would see different prompts; sglang #3296).
+# 26 Jul 2024 is Llama 3.1's own fallback when no date is given.
+TEMPLATE_DATE = datetime.date(2024, 7, 26)
 
 
 def plain_prompt(question: str, system_prompt: str) -> str:
@@ -47,11 +55,24 @@ def render_messages(tokenizer: Any, prompt: Any) -> str:
     """A ``question_prompt`` (text or messages) as text for ``tokenizer(text)``: a message list through the chat template with
     its generation prompt, or the text itself.
 
-    A template that writes the BOS token (R1's, Llama 3's) loses it here when the tokenizer adds BOS on
+    A template that writes today's date renders ``TEMPLATE_DATE`` (its ``date_string``); one that reads the clock without
+    taking a ``date_string`` is refused (InputError). A template that writes the BOS token (R1's, Llama 3's) loses it here
+    when the tokenizer adds BOS on
     encoding too: encoded with special tokens, template text would start with two (the "chat template and
     tokenization don't compose" pitfall), and TRL encodes text examples with special tokens.
     """
-    text = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True) if isinstance(prompt, list) else prompt
+    if isinstance(prompt, list):
+        source = tokenizer.get_chat_template()
+        # date_string is the variable Llama's templates read before they ask transformers' clock (strftime_now); a
+        # template that asks the clock without it cannot be given a date (transformers passes no callable to a template)
+        if "strftime_now" in source and "date_string" not in source:
+            raise InputError(f"{tokenizer.name_or_path}: its chat template writes today's date (strftime_now) and takes no "
+                             "date_string, so its prompts would change with the day they are rendered; use "
+                             "model.prompt_format=plain or a tokenizer whose template takes date_string")
+        text = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True,
+                                             date_string=TEMPLATE_DATE.strftime("%d %b %Y"))
+    else:
+        text = prompt
     bos = getattr(tokenizer, "bos_token", None)
     if bos and text.startswith(bos) and tokenizer_adds_bos(tokenizer):
         text = text[len(bos):]

@@ -25,7 +25,8 @@ from looper.answers import extract_answer, is_correct
 from looper.config import RunConfig
 from looper.eval.lm_eval_gsm8k import check_lm_eval_protocol, evaluate_lm_eval
 from looper.eval.report import write_report
-from looper.generation import GenRequest, LazyEngine, generate_records, generation_speed, open_engine, resolve_engine
+from looper.generation import (STATED_SAMPLING, GenRequest, LazyEngine, generate_records, generation_speed, open_engine,
+                               resolve_engine)
 from looper.modeling import load_tokenizer, peak_gpu_memory_gib, stage_model_path
 from looper.prompts import deepseek_prompt, render_prompt, template_opens_thought
 from looper.runs import (
@@ -254,7 +255,9 @@ def main(config: RunConfig, show_note: bool = True) -> RunDir:
     if not records:
         raise InputError("eval: no model to evaluate")
     summary = write_report(records, config, run.eval_dir)
-    finish_stage(run, STAGE, config, models=list(records), **generation_speed(per_process))
+    temperature, top_p = sampling_of(config.eval)
+    finish_stage(run, STAGE, config, models=list(records), **generation_speed(per_process),
+                 sampling=None if lm_eval else {"temperature": temperature, "top_p": top_p, **STATED_SAMPLING})
     print(summary["table"])
     print(f"\nreport: {run.eval_dir / 'report.md'}")
     if config.note and show_note:

@@ -3,7 +3,9 @@
 Each arm is a way of solving: a system prompt plus its own sampling temperature and top_p. The
 compute family calculates forward; the reflective family checks, re-derives or critiques. Their
 agreement (and disagreement across families) is what Regime W scores. Every arm asks for the final
-answer as ``#### N`` so that the one answer checker reads them all.
+answer as ``#### <number>`` so that the one answer checker reads them all; the format is shown with a placeholder, never
+a value, since a model that copies an example value ('#### 42') would otherwise be rewarded whenever the gold or the
+consensus happens to be that value (Visual-RFT #176).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Literal
 
 from looper.config import ArmOverride, ConfigError, RegimeWConfig
 
-FINAL = "End with the final answer on its own line in the format '#### 42' (a number only)."
+FINAL = "End with the final answer on its own line in the format '#### <number>' (the number only)."
 
 
 @dataclass(frozen=True)

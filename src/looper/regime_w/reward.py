@@ -7,7 +7,8 @@ For trajectory i of a question (docs/regime_w.md)::
 - ``c_i``: 1 if the answer equals gold (the shared checker), else 0. Without gold (label-free mode,
   as in test-time RL with majority votes) ``c_i = agree_i * s_wm``: the consensus, trusted as much
   as the arms agree, replaces correctness.
-- ``agree_i``: 1 if the answer equals the consensus (modal) answer.
+- ``agree_i``: 1 if the answer equals the consensus (modal) answer and is not bare (``scoring.shows_work``): a bare
+  answer neither votes nor earns agreement, with or without gold.
 - ``L_i = P_len * clip((tokens_i - free) / (cap - free), 0, 1)``.
 
 ``R_c > R_a + P_len + P_trunc`` is enforced, so with gold a correct trajectory always outranks an
@@ -30,9 +31,11 @@ from looper.regime_w.scoring import (  # ArmOutput and as_arm_outputs are re-exp
     consensus_answer,
     intermediate_quantities,
     s_cf_for_question,
+    shows_work,
     s_end_for_question,
     s_path_for_question,
     s_wm_for_question,
+    votes,
 )
 
 
@@ -57,6 +60,12 @@ class TrajectoryReward:
 
     def parts(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+@dataclass
+class _Vote:
+    family: str
+    answer: str | None
 
 
 def check_reward_config(cfg: RegimeWConfig) -> None:
@@ -84,10 +93,10 @@ def score_question(outputs: Sequence[ArmOutput], cfg: RegimeWConfig) -> Question
     """Extract every answer (strict/flexible per config) and compute the question's agreement scores."""
     for o in outputs:
         o.answer = extract_answer(o.text, cfg.answer_mode, o.thought_open)
-    answers = [o.answer for o in outputs]
+    answers = votes(outputs)  # bare answers do not vote (scoring's docstring)
     s_end = s_end_for_question(answers)
     s_path = s_path_for_question([], [intermediate_quantities(o.text) for o in outputs])
-    s_cf = s_cf_for_question(outputs)
+    s_cf = s_cf_for_question([_Vote(o.family, a) for o, a in zip(outputs, answers)])
     s_wm = s_wm_for_question(s_end, s_path, s_cf, cfg.w_end, cfg.w_path, cfg.w_cf)
     return QuestionScores(consensus_answer(answers, [o.family for o in outputs]), s_end, s_path, s_cf, s_wm)
 
@@ -102,7 +111,7 @@ def trajectory_rewards(outputs: Sequence[ArmOutput], gold: str | None, cfg: Regi
         raise ValueError(f"gold answer {gold!r} is not a number")
     rewards = []
     for o in outputs:
-        agree = o.answer is not None and o.answer == scores.consensus
+        agree = o.answer is not None and o.answer == scores.consensus and shows_work(o.text)
         if gold_value is not None:
             correct = float(o.answer is not None and parse_number(o.answer) == gold_value)
         else:

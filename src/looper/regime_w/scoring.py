@@ -9,6 +9,10 @@ Formulas (docs/regime_w.md has the derivations and examples). For n outputs with
 - ``s_cf = |{(i, j) : f_i = compute, f_j = reflective, a_i = a_j ≠ None}| / (n_compute * n_reflective)``:
   the share of cross-family pairs that agree; 0 when a family is absent (robustness unmeasured).
 - ``s_wm = (w_end s_end + w_path s_path + w_cf s_cf) / (w_end + w_path + w_cf)``.
+
+A bare answer (``shows_work``: no number besides the answer itself, e.g. a lone ``#### 42``) does not vote: for s_end,
+s_cf and the consensus it counts as no answer. Copying an instruction's example or guessing costs nothing to write, so
+without this a group of copies is a confident consensus that the label-free reward pays as if it were correct.
 """
 
 from __future__ import annotations
@@ -95,6 +99,20 @@ def intermediate_quantities(reasoning: str) -> frozenset[str]:
     found = {_quantity(raw) for raw in _ANNOTATION.findall(reasoning) + results}
     found.discard(None)
     return frozenset(found)
+
+
+_ANSWER_MARKS = re.compile(r"####[^\n]*|\\(?:boxed|fbox)\{[^{}]*\}")
+
+
+def shows_work(text: str) -> bool:
+    """Whether a trajectory holds any number besides its answer marks (``#### ...`` lines and ``\\boxed{...}``), in its
+    thought or its visible text: ``#### 42`` alone is bare, ``6 * 7 = 42\n#### 42`` is not."""
+    return any(ch.isdigit() for ch in _ANSWER_MARKS.sub(" ", text))
+
+
+def votes(outputs: Sequence[ArmOutput]) -> list[str | None]:
+    """The answers that count for agreement (s_end, s_cf, consensus): each output's ``answer``, None where it is bare."""
+    return [o.answer if shows_work(o.text) else None for o in outputs]
 
 
 def consensus_answer(answers: Sequence[str | None], families: Sequence[str] | None = None) -> str | None:

@@ -42,12 +42,14 @@ adapter at the start).
 
 from __future__ import annotations
 
+import os
 import random
 from collections import defaultdict
 from typing import Any
 
 from looper.baseline_sft.train_sft import correct_texts, generated_example
 from looper.config import RunConfig
+from looper.generation import decode_completion
 from looper.modeling import checkpoint_end_ids, load_stage_model, load_tokenizer, lora_config, resolve_model_path
 from looper.prompts import render_messages, render_prompt, template_opens_thought
 from looper.regime_w.arms import build_all_arms
@@ -200,13 +202,17 @@ class RegimeWRewards:
     """Regime W as TRL reward functions: one per part, scored over each question's whole group.
 
     TRL calls every reward function with the same batch; the parts are computed once per batch and
-    cached. ``weights`` are the Regime W coefficients, so sum_k w_k * part_k is the Regime W reward.
+    cached. ``weights`` are the Regime W coefficients, so sum_k w_k * part_k is the Regime W reward. With ``tokenizer``
+    the completions are read from their ids as the engines read them (``decode_completion``): TRL's own text drops
+    every special token, thought markers included where the tokenizer makes them special.
     """
 
     PARTS = ("correct", "consensus", "length", "missing", "truncated")
 
-    def __init__(self, config: RunConfig, max_completion_length: int, end_ids: list[int], thought_open: bool = False):
+    def __init__(self, config: RunConfig, max_completion_length: int, end_ids: list[int], thought_open: bool = False,
+                 tokenizer: Any = None):
         cfg = config.regime_w
+        self.tokenizer = tokenizer
         self.thought_open = thought_open  # the prompts left a thought open: a completion must close it to answer
         check_reward_config(cfg)
         self.cfg = cfg
@@ -233,8 +239,9 @@ class RegimeWRewards:
             for i in idx:
                 ids = completion_ids[i] if completion_ids is not None else []
                 truncated = bool(ids) and len(ids) >= self.max_len and ids[-1] not in self.end_ids
-                outputs.append(ArmOutput(arm[i], family[i], _completion_text(completions[i]), len(ids), truncated,
-                                         self.thought_open))
+                text = decode_completion(self.tokenizer, ids) if self.tokenizer is not None and completion_ids is not None \
+                    else _completion_text(completions[i])
+                outputs.append(ArmOutput(arm[i], family[i], text, len(ids), truncated, self.thought_open))
             scores, rewards = trajectory_rewards(outputs, gold[idx[0]] if self.use_gold else None, self.cfg)
             for i, r in zip(idx, rewards):
                 parts["correct"][i] = r.correct
@@ -266,7 +273,7 @@ def prepare_online(config: RunConfig, run: RunDir) -> tuple[type, dict[str, Any]
     dataset, per_question = online_dataset(config, run, tokenizer)
     end_ids = checkpoint_end_ids(resolve_model_path(config.model.name_or_path), tokenizer, config.model.revision)
     rewards = RegimeWRewards(config, probe.max_completion_length, end_ids,
-                             template_opens_thought(tokenizer, config.model.prompt_format))
+                             template_opens_thought(tokenizer, config.model.prompt_format), tokenizer)
     # set over the user's rl.<algorithm> section (README's Configuration, the help of rl.grpo / rl.rloo); a user value
     # these would drop is refused at the config check (trainers._check_online_forced). shuffle_dataset: the rows are
     # already shuffled by question with the seed (online_dataset), and TRL's shuffle would split a question's arms
@@ -322,7 +329,21 @@ def train_round(config: RunConfig, run: RunDir, round_: int) -> None:
         print(f"{label}: {result.global_step} steps, loss {result.training_loss:.4f} -> {run.lora_rl}")
 
 
+def check_one_process(config: RunConfig) -> None:
+    """Refuse GRPO / RLOO under a launch of several processes (ConfigValueError). TRL's sampler hands a prompt's
+    completions to different processes, and each process calls the reward on its own share, so a Regime W group
+    (a question's arms and samples, whose agreement s_end, s_cf and the consensus measure) would be scored in pieces:
+    one process seeing only compute arms scores s_cf 0. Gathering the groups across processes inside a TRL reward
+    function is not something TRL offers; until then the launch is refused."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))  # set by accelerate launch and torchrun
+    if config.rl.algorithm in ("grpo", "rloo") and world > 1:
+        raise ConfigValueError(f"rl.algorithm={config.rl.algorithm} under {world} processes: TRL spreads a question's "
+                               "completions over the processes, so the Regime W reward would score each group in pieces; "
+                               "run train-rl in one process (without accelerate launch / torchrun)")
+
+
 def main(config: RunConfig) -> RunDir:
+    check_one_process(config)
     run = RunDir.of(config)
     # the trainer section before anything in the run folder (a finished round compared with a bad value would report
     # it as other settings) and before round k > 1 samples its rollouts
