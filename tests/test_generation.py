@@ -551,7 +551,7 @@ def test_thought_markers_survive_decoding_where_they_are_special_tokens(real_tok
     # R1-style: the prompt opened the thought, the completion closes it
     r1 = tok("48 + 24 = 72\n</think>\n\n#### 72", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
     assert is_correct(make_result(0, r1, [tok.eos_token_id], 64, tok).text, "72", thought_open=True)
-    rewards = RegimeWRewards(RunConfig(), 64, tok.eos_token_id, thought_open=True, tokenizer=tok)
+    rewards = RegimeWRewards(RunConfig(), 64, [tok.eos_token_id], thought_open=True, tokenizer=tok)
     correct = rewards.functions()[0]
     # TRL hands the reward its own text, decoded with skip_special_tokens=True: the reward reads the ids instead
     trl_text = tok.decode(r1, skip_special_tokens=True)
