@@ -12,7 +12,7 @@ prompts through the tokenizer's chat template, with that arm's temperature / top
 ``model.quantization`` loads it, bitsandbytes NF4 or LLM.int8 in transformers, bitsandbytes 4-bit in vLLM). Models:
 ``8b`` is DeepSeek-R1-Distill-Llama-8B's architecture with random weights (``bench/common.py``; it almost never
 emits EOS, so nearly every sequence runs the full length);
-``smollm2`` is the real embedded SmolLM2-135M-Instruct; ``tiny`` is a CPU smoke test of this script. Ways (--ways),
+``smollm2`` is the real embedded SmolLM2-135M-Instruct, ``qwen1.5b`` the real embedded Qwen2.5-Coder-1.5B-Instruct; ``tiny`` is a CPU smoke test of this script. Ways (--ways),
 each timed from the first request to the last result, engine start-up excluded:
 
 - ``plain``: ``model.generate(do_sample=True)``, length-sorted left-padded batches of --batch (one temperature 0.7 /
@@ -72,9 +72,11 @@ def make_requests(gsm8k: Path, tokenizer, n: int) -> list[GenRequest]:
 
 
 def bench_model_path(which: str, tokenizer_dir: str | None, model_dir: str) -> str:
-    """The real embedded SmolLM2, or a random checkpoint of the 8B / tiny shape (built once)."""
+    """The real embedded SmolLM2 or Qwen2.5-Coder-1.5B, or a random checkpoint of the 8B / tiny shape (built once)."""
     if which == "smollm2":
         return resolve_model_path(EMBEDDED_MODEL)
+    if which == "qwen1.5b":
+        return resolve_model_path("embedded:qwen2.5-coder-1.5b-instruct")
     tokenizer_dir = tokenizer_dir or resolve_model_path(EMBEDDED_MODEL)
     return str(build_random_checkpoint(Path(model_dir), Path(tokenizer_dir), TINY if which == "tiny" else None))
 
@@ -192,7 +194,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gsm8k", required=True, type=Path, help="folder with GSM8K test.jsonl")
     parser.add_argument("--tokenizer", help="tokenizer folder for the random 8b / tiny model (default: the embedded model's)")
-    parser.add_argument("--model", default="8b", choices=["8b", "smollm2", "tiny"])
+    parser.add_argument("--model", default="8b", choices=["8b", "smollm2", "qwen1.5b", "tiny"])
     parser.add_argument("--model-dir", default="/tmp/looper-bench/llama-8b-random", help="where the random checkpoint goes")
     parser.add_argument("--requests", type=int, default=256)
     parser.add_argument("--batch", type=int, default=256, help="generate() batch / vLLM max_num_seqs")

@@ -46,6 +46,10 @@ rc=$?
 echo "pipeline rc $rc in ${SECONDS}s" >> /tmp/res/progress.txt
 wait $pid_a
 echo "diverge job ended" >> /tmp/res/progress.txt
+# issue 43 item 6: looper's vLLM engine against vLLM called directly, on the same requests, the GPU alone
+$PY bench/generation_throughput.py --gsm8k /tmp/gsm8k --model qwen1.5b --requests 2048 --batch 512 --new-tokens 512 \
+  --ways vllm,vllm-direct --gpu-memory-utilization 0.35 --out /tmp/res/generation_throughput_qwen1.5b.json > /tmp/res/gen.log 2>&1
+echo "generation bench rc $?" >> /tmp/res/progress.txt
 mirror
 date -u +"end %FT%TZ rc $rc" >> /tmp/res/progress.txt
 echo "rc $rc" > /tmp/res/done
