@@ -1,10 +1,15 @@
 """Figures in README and docs/ checked against the raw files in docs/bench/ they come from (issue 29, item 6).
 
+README's reference material and figures moved to docs/guide.md, the top of docs/results.md ("What the results show")
+and the "History" sections at the end of docs/results.md and docs/benchmarks.md (issue 45, item 4); each check reads
+the place its sentence now stands in, and README keeps a headline table checked here too.
+
 Each test reads a table or sentence as a reader sees it and recomputes every number in it from the raw file the
-text names. Covered: the Regime W comparison (its runs, the first run's stage times, H1 and README's reading) and its reports' AUROCs; the
-five runs of the default recipe, their tables and pooled reading (README, docs/results.md, the GPU config's header);
+text names. Covered: the Regime W comparison (its runs, the first run's stage times, H1 and its reading in README and
+docs/results.md) and its reports' AUROCs; the five runs of the default recipe, their tables and pooled reading (README,
+docs/results.md, the GPU config's header);
 the registration's power figures (bench/power.py); the CPU demo and fresh-clone checks, the demo's SFT length
-check, the lock's lm-eval packages; the SmolLM2 base on 100 GSM8K test questions (CPU); README's `looper plan`
+check, the lock's lm-eval packages; the SmolLM2 base on 100 GSM8K test questions (CPU); docs/guide.md's `looper plan`
 table for the 8B configs; the stopped vLLM pipelines' steady rates; the first one-GPU run; the three RL-recipe
 comparisons; the 8B configs end to end; Math-Verify and lm-eval agreement (on CPU and at scale on an H200); and in
 docs/benchmarks.md and docs/scaling.md the vLLM, slot-engine, issue-5 `generate`, decode-profile and levers, SFT,
@@ -49,6 +54,26 @@ def section(doc: Path, heading: str) -> str:
     after = text[start + len(heading):]
     end = re.search(rf"^#{{1,{level}}} ", after, flags=re.MULTILINE)
     return after[: end.start()] if end else after
+
+
+def flat(text: str) -> str:
+    """A piece of text as one line: sentences wrap anywhere in the markdown source."""
+    return " ".join(text.split())
+
+
+def guide() -> str:
+    """docs/guide.md, where README's install, configuration, cost, engine, GPU and test figures moved (issue 45)."""
+    return flat((REPO / "docs" / "guide.md").read_text())
+
+
+def results_reading() -> str:
+    """docs/results.md's "What the results show": README's reading of the results until issue 45 moved it."""
+    return flat(section(REPO / "docs" / "results.md", "## What the results show"))
+
+
+def history(page: str) -> str:
+    """The "History" section at the end of a page in docs/: figures README carried until issue 45 moved them."""
+    return flat(section(REPO / "docs" / page, "## History"))
 
 
 def table_rows(text: str, first_cell: str) -> list[list[str]]:
@@ -183,7 +208,7 @@ def test_regime_w_comparison_second_run(comparison):
             first += wm > end
     both = f"in {first + len(better)} of 18 rows"
     assert both in flat
-    assert f"flips {up + down} questions" in " ".join((REPO / "README.md").read_text().split())
+    assert f"flips {up + down} questions" in results_reading()
 
 
 def test_lm_eval_agreement_at_scale():
@@ -217,23 +242,25 @@ def test_lm_eval_agreement_at_scale():
 
 
 def test_default_recipe_runs_read_together():
-    """README, docs/results.md and the GPU config's header: the five runs and their pooled reading (and the four-run
-    reading results.md gives beside it)."""
+    """docs/results.md (its reading at the top and the runs' section), README's headline and the GPU config's header:
+    the five runs and their pooled reading (and the four-run reading results.md gives beside it)."""
     pooled = json.loads((BENCH / "pooled_default_recipe_5runs_test.json").read_text())
     runs = pooled["runs"]
     assert len(runs) == 5
     gains = [round(100 * (r["wrong_to_right"] - r["right_to_wrong"]) / 1319, 1) for r in runs]
     order = sorted(range(5), key=lambda i: -gains[i])  # the text lists the runs largest gain first
-    readme = " ".join((REPO / "README.md").read_text().split())
+    reading = results_reading()
     header = (REPO / "configs" / "smollm2-135m-gpu.yaml").read_text().replace("\n# ", " ")
-    assert ", ".join(f"+{gains[i]}" for i in order[:-1]) + f" and +{gains[order[-1]]} points" in readme
+    assert ", ".join(f"+{gains[i]}" for i in order[:-1]) + f" and +{gains[order[-1]]} points" in reading
+    (headline,) = table_rows(section(REPO / "README.md", "## Results"), r"`configs/smollm2-135m-gpu.yaml`.*")
+    assert headline[1].startswith(f"+{min(gains)} to +{max(gains)} points; significant in one run of five")
     assert ", ".join(f"+{gains[i]}" for i in order) in header
-    for text in (readme, header):
+    for text in (reading, header):
         listed = re.search(r"p = ([\d.]+), ([\d.]+), ([\d.]+), ([\d.]+),? (?:and )?([\d.]+)", text)
         assert listed and all(shown(listed.group(k + 1), runs[i]["p_two_sided"]) for k, i in enumerate(order))
         assert "significant in one run of five" in text
     up, down = pooled["pooled_flips"]["wrong_to_right"], pooled["pooled_flips"]["right_to_wrong"]
-    assert f"{up} questions better and {down} worse, p = {pooled['pooled_flips']['p_two_sided']:.1g}" in readme
+    assert f"{up} questions better and {down} worse, p = {pooled['pooled_flips']['p_two_sided']:.1g}" in reading
     assert f"{up} better / {down} worse, p = {pooled['pooled_flips']['p_two_sided']:.1g}" in header
     results = " ".join(section(REPO / "docs" / "results.md", "## The GPU config's default pipeline as one run").split())
     q = pooled["per_question"]
@@ -252,24 +279,24 @@ def _peak(path: Path, config: str) -> float:
     return max(float(x) for x in re.findall(r'"peak_gpu_memory_gib": \[([0-9.]+)', json.dumps(run)))
 
 
-def test_readme_8b_memory_engine_and_scaling_figures():
-    readme = " ".join((REPO / "README.md").read_text().split())
-    peaks = re.search(r"peak GPU memory ([\d.]+) GiB \(bf16, SFT\), ([\d.]+) GiB \(QLoRA;.*?\), ([\d.]+) GiB \(plan,", readme)
-    assert peaks, "README's 8B peak-memory sentence moved"
+def test_guide_8b_memory_engine_and_scaling_figures():
+    reference = guide()
+    peaks = re.search(r"peak GPU memory ([\d.]+) GiB \(bf16, SFT\), ([\d.]+) GiB \(QLoRA;.*?\), ([\d.]+) GiB \(plan,", reference)
+    assert peaks, "docs/guide.md's 8B peak-memory sentence moved"
     for text, (name, config) in zip(peaks.groups(), [("plan_8b_8b_qlora_h200.json", "8b"),
                                                      ("plan_8b_qlora_rloo_h200.json", "qlora"),
                                                      ("plan_8b_plan_h200.json", "plan")]):
         assert shown(text, _peak(BENCH / name, config)), (text, name)
     runs = {r["way"]: r for r in json.loads((BENCH / "generation_hf_vllm_8b_256x2048_h200.json").read_text())["runs"]}
     engines = re.search(r"`hf` ([\d,]+) tokens/s, looper's `vllm` ([\d,]+) \(([\d.]+)x\), vLLM's own `LLM.generate` "
-                        r"([\d,]+) \(looper's engine at (\d+)% of it\)", readme)
-    assert engines, "README's engine sentence moved"
+                        r"([\d,]+) \(looper's engine at (\d+)% of it\)", reference)
+    assert engines, "docs/guide.md's engine sentence moved"
     hf, vllm, ratio, direct, share = engines.groups()
     assert shown(hf, runs["hf"]["tokens_per_s"]) and shown(vllm, runs["vllm"]["tokens_per_s"])
     assert shown(direct, runs["vllm-direct"]["tokens_per_s"]) and shown(ratio, runs["vllm"]["x_hf"])
     assert shown(share, 100 * runs["vllm"]["x_vllm_direct"])
     parts = json.loads((BENCH / "scaling_2xh200.json").read_text())["parts"]
-    scaling = re.search(r"LoRA SFT ([\d.]+)x the tokens/s under DDP .*?collect-rollouts ([\d.]+)x", readme)
+    scaling = re.search(r"LoRA SFT ([\d.]+)x the tokens/s under DDP .*?collect-rollouts ([\d.]+)x", reference)
     assert scaling and shown(scaling.group(1), parts["sft_lora_ddp"]["speedup"])
     assert shown(scaling.group(2), parts["collect_rollouts"]["speedup"])
 
@@ -311,7 +338,8 @@ def _json(name: str) -> dict:
 
 
 def test_cpu_demo_tables_and_readme_figures():
-    """docs/results.md's CPU demo (the accuracy table and the two rows with a raw file) and README's demo figures."""
+    """docs/results.md's CPU demo (the accuracy table and the two rows with a raw file) and the demo figures README
+    carried (docs/results.md's History)."""
     demo = (BENCH / "demo_cpu_fresh_clone_2026-11-30.txt").read_text()
     check = (BENCH / "fresh_clone_check_2026-11-30_4695443.txt").read_text()
     latest = (BENCH / "fresh_clone_check_2026-11-30_e098414.txt").read_text()
@@ -338,10 +366,10 @@ def test_cpu_demo_tables_and_readme_figures():
     assert check_row[1] == minutes(check_s)
     for row, raw in ((demo_row, demo), (check_row, check)):
         assert [float(c.split()[0]) for c in row[3:]] == stage_times(raw)
-    readme = " ".join((REPO / "README.md").read_text().split())
-    assert f"The demo took {minutes(demo_s)}" in readme
+    past = history("results.md")
+    assert f"The demo took {minutes(demo_s)}" in past
     clock = re.search(r"skipped, .*\(0:(\d+):(\d+)\)", latest).groups()
-    assert f"the one before (e098414): the suite alone in {int(clock[0])} min {int(clock[1])} s" in readme
+    assert f"the one before (e098414): the suite alone in {int(clock[0])} min {int(clock[1])} s" in past
 
 
 def test_first_gpu_pipeline_run():
@@ -596,7 +624,8 @@ def test_vllm_engine_tables():
 
 def test_vllm_stage_runs_and_grpo_colocate():
     """docs/benchmarks.md's second and third vLLM sessions: the 8B stages on vLLM, the stopped SmolLM2 runs, GRPO
-    colocate against generate (and README's reading of them), the GPU tests."""
+    colocate against generate (and docs/guide.md's reading of them, the stopped run's in benchmarks.md's History), the
+    GPU tests."""
     text = section(REPO / "docs" / "benchmarks.md", "### The stages with vLLM on the H200")
     vllm, slot = _json("plan_8b_8b_qlora_vllm_h200.json")["configs"], _json("plan_8b_8b_qlora_h200.json")["configs"]
     rows = table_rows(text, r"8b|qlora")
@@ -613,13 +642,13 @@ def test_vllm_stage_runs_and_grpo_colocate():
     gpu = (BENCH / "gpu_tests_h200_2026-11-30.txt").read_text()
     passed, seconds = re.search(r"(\d+) passed, \d+ warnings in ([\d.]+)s", gpu).groups()
     assert f"**{passed} passed** in {float(seconds):.1f} s" in one_line
-    readme = " ".join((REPO / "README.md").read_text().split())
+    reference = guide()
     runs = re.findall(r"(\d+) passed, \d+ deselected(?:, \d+ warnings)? in ([\d.]+)s",
                       (BENCH / "gpu_tests_h200_2026-12-01.txt").read_text())
     assert len(runs) == 2 and sum(int(n) for n, _ in runs) == len(re.findall(r"PASSED", (BENCH / "gpu_tests_h200_2026-12-01.txt").read_text()))
-    for n, seconds in runs:  # README's figures, today's run of tests/test_gpu.py
+    for n, seconds in runs:  # docs/guide.md's figures, today's run of tests/test_gpu.py
         minutes, rest = divmod(round(float(seconds)), 60)
-        assert f"{n} passed in {minutes} min {rest} s" in readme
+        assert f"{n} passed in {minutes} min {rest} s" in reference
     partial = (BENCH / "smollm2_gpu_pipeline_vllm_partial_h200.txt").read_text()
     sft = re.search(r"sft took ([\d.]+) s", partial).group(1)
     first = re.search(r"\| 1/2000 \[0?(\d+):(\d+)<", partial).groups()
@@ -635,7 +664,7 @@ def test_vllm_stage_runs_and_grpo_colocate():
     assert f"sft {sft} s" in text and f"took {int(first[0])} min {int(first[1])} s to its first finished" in text
     assert f"(100 -> 500 questions in {at[500] - at[100]} s" in text and f"about {400 / (at[500] - at[100]):.1f} questions/s" in text
     assert f"read {gpu_use}% GPU utilisation); stopped by hand at {where} of 2,000 after {after} min" in text
-    assert f"stopped at {where} of 2,000 questions)" in readme
+    assert f"stopped at {where} of 2,000 questions)" in history("benchmarks.md")
     grpo = _json("grpo_vllm_colocate_vs_generate_h200.json")["runs"]
     rows = table_rows(section(REPO / "docs" / "benchmarks.md", "### vLLM on the small model"), r"TRL \+ .*")
     assert len(rows) == 2
@@ -645,9 +674,8 @@ def test_vllm_stage_runs_and_grpo_colocate():
                                                                  r["peak_gpu_memory_gib"][0], r["train_loss"]]), label
     speedup = grpo["hf"]["train_runtime_s"] / grpo["vllm"]["train_runtime_s"]
     assert f"colocate is {speedup:.1f}x faster" in text
-    assert f"took {grpo['vllm']['train_runtime_s']:.1f} s with colocate against\n{grpo['hf']['train_runtime_s']:.1f} s" in \
-        (REPO / "README.md").read_text() or f"took {grpo['vllm']['train_runtime_s']:.1f} s with colocate against " \
-        f"{grpo['hf']['train_runtime_s']:.1f} s" in readme
+    assert f"took {grpo['vllm']['train_runtime_s']:.1f} s with colocate against {grpo['hf']['train_runtime_s']:.1f} s" \
+        in reference
 
 
 def test_sft_dpo_and_regime_w_speed_tables():
@@ -729,8 +757,7 @@ def test_two_gpu_scaling_tables():
                                        [parts["full_sft_zero3"]["tokens_per_s"], parts["full_sft_zero3"]["peak_gpu_memory_gib"][0]],
                                        [full1["tokens_per_s"], full1["peak_gpu_memory_gib"][0]])):
         assert cell_shows(" ".join(c for c in row[1:] if c), values), row[0]
-    readme = " ".join((REPO / "README.md").read_text().split())
-    found = re.search(r"\(([\d.]+)x by median step\).*?full-parameter SFT ([\d,]+) tokens/s under FSDP at (\d+) GiB", readme)
+    found = re.search(r"\(([\d.]+)x by median step\).*?full-parameter SFT ([\d,]+) tokens/s under FSDP at (\d+) GiB", guide())
     assert found and cell_shows(" ".join(found.groups()), [median["sft-ddp"] / median["sft-1gpu"],
                                                           parts["full_sft_fsdp"]["tokens_per_s"],
                                                           parts["full_sft_fsdp"]["peak_gpu_memory_gib"][0]])
@@ -995,7 +1022,7 @@ def _plan_output(name: str) -> str:
 
 def test_looper_plan_files_are_what_looper_plan_prints(tmp_path):
     """docs/bench/looper_plan_8b/: each file is what `looper plan` prints today (an empty runs folder: published
-    data sizes), so README's table read from them is today's output, not a stale one."""
+    data sizes), so docs/guide.md's table read from them is today's output, not a stale one."""
     from looper.config import load_config
     from looper.plan import render
 
@@ -1005,10 +1032,11 @@ def test_looper_plan_files_are_what_looper_plan_prints(tmp_path):
         assert _plan_output(name) == render(load_config(REPO / config, [*overrides, f"runs_dir={tmp_path}"])), name
 
 
-def test_readme_looper_plan_table():
-    """README's "What a run costs" table: each row's stages and minutes and its GPU-hours, from `looper plan`'s saved
-    output for that config (docs/bench/looper_plan_8b/), where every stage is priced."""
-    text = section(REPO / "README.md", "## Configuration")
+def test_guide_looper_plan_table():
+    """docs/guide.md's "What a run costs" table (README's until issue 45): each row's stages and minutes and its
+    GPU-hours, from `looper plan`'s saved output for that config (docs/bench/looper_plan_8b/), where every stage is
+    priced."""
+    text = section(REPO / "docs" / "guide.md", "## What a run costs")
     rows = table_rows(text, r"`r1-distill-llama-8b.*\.yaml`|same, `.*`")
     plans = _looper_plan_files()
     assert len(rows) == len(plans) == 6
@@ -1028,7 +1056,7 @@ def test_readme_looper_plan_table():
             [minutes.removeprefix("<= ") for _, _, _, minutes, *_ in stages], label
         bound, hours = re.search(r"(At most|About) ([\d.,]+) GPU-hours", output).groups()
         assert hours_cell == ("~" if bound == "About" else "") + hours, label
-    # the generation rates README compares, a quantized base's against bf16's, as looper plan prices with them
+    # the generation rates the guide compares, a quantized base's against bf16's, as looper plan prices with them
     from looper.plan import RATES
 
     flat = " ".join(text.split())
@@ -1037,7 +1065,7 @@ def test_readme_looper_plan_table():
     assert ("vLLM's in-flight bitsandbytes 4-bit decodes at {} tokens/s against {} for bf16 (both 256 sequences x 2,048 "
             "tokens), and transformers' `generate` over an LLM.int8 base at {} tokens/s (NF4: {}; 64 rows x 512 "
             "tokens").format(*rates) in flat
-    # the self-data SFT bound README works out for the 8B default, from its plan's sft row and the config
+    # the self-data SFT bound the guide works out for the 8B default, from its plan's sft row and the config
     from looper.config import load_config
 
     sft = next(r for r in table_rows(_plan_output("r1-distill-llama-8b.txt"), r"sft") if r[0] == "sft")
@@ -1087,7 +1115,8 @@ def test_registration_power_figures():
 
 def test_cpu_demo_length_check_and_setup_figures():
     """docs/results.md's CPU demo: the SFT length check's counts (bench/demo_length_check.py) and the 28% between
-    two of its rows; README's lock (lm-eval's packages, from the commit that added them) and the suite's time."""
+    two of its rows; the lock's lm-eval packages (docs/guide.md, from the commit that added them), and the suite's time
+    and the latest fresh-clone check (docs/results.md's History)."""
     check = _json("demo_sft_length_check.json")
     text = " ".join(section(REPO / "docs" / "results.md", "## CPU demo").split())
     assert check["examples"] == 240 and check["printed"].removeprefix("warning: ") in text
@@ -1096,21 +1125,21 @@ def test_cpu_demo_length_check_and_setup_figures():
     dpo = {row[0].split(",")[0]: float(row[-2].split()[0]) for row in rows}  # train-rl (DPO) s
     slower = dpo["2026-11-23"] / dpo["final of this session"] - 1
     assert f"also ran {100 * slower:.0f}% slower ({dpo['2026-11-23']} s against {dpo['final of this session']} s" in text
-    readme = " ".join((REPO / "README.md").read_text().split())
+    past = history("results.md")
     lines = (BENCH / "lock_lm_eval_packages.txt").read_text().splitlines()
     added = [x for x in lines if not x.startswith("#")]
     locked = set((REPO / "constraints.txt").read_text().splitlines())
     assert all(x in locked for x in added) and any(x.startswith("lm_eval==") for x in added)
-    assert f"adds {len(added)} packages to the first install (lm_eval and {len(added) - 1} it needs" in readme
+    assert f"adds {len(added)} packages to the first install (lm_eval and {len(added) - 1} it needs" in guide()
     suite_s = [float(re.search(r"skipped, .* in ([\d.]+)s", (BENCH / f).read_text()).group(1))
                for f in ("fresh_clone_check_2026-11-30_e098414.txt", "fresh_clone_check_2026-12-01_8ae1b31.txt")]
-    assert f"{int(min(suite_s) // 60)}-{math.ceil(max(suite_s) / 60)} min alone on 2 cores" in readme
+    assert f"{int(min(suite_s) // 60)}-{math.ceil(max(suite_s) / 60)} min alone on 2 cores" in past
     latest = (BENCH / "fresh_clone_check_2026-12-01_8ae1b31.txt").read_text()
     demo_s = int(re.search(r"demo.sh: exit 0, (\d+) s", latest).group(1))
     rss = int(re.search(r"peak RSS ([\d,]+) kB", latest).group(1).replace(",", "")) / 2**20  # GNU time's kB are KiB
     passed, skipped, seconds = re.search(r"(\d+) passed, (\d+) skipped, .* in ([\d.]+)s", latest).groups()
     assert f"demo exit 0 in {demo_s // 60} min {demo_s % 60} s (peak RSS {rss:.1f} GiB), then the suite {passed} passed, " \
-        f"{skipped} skipped (no GSM8K copy beside the clone) in {int(float(seconds) // 60)} min {round(float(seconds) % 60)} s" in readme
+        f"{skipped} skipped (no GSM8K copy beside the clone) in {int(float(seconds) // 60)} min {round(float(seconds) % 60)} s" in past
 
 
 def _progress_rate(raw: str, first: int, last: int) -> float:
@@ -1123,20 +1152,21 @@ def _progress_rate(raw: str, first: int, last: int) -> float:
 
 
 def test_vllm_pipeline_steady_rates_and_earlier_pipeline_times():
-    """The two stopped SmolLM2 pipelines' steady rates (README, docs/benchmarks.md) from their progress bars; README's
-    "earlier 12-13 minutes" (the 2026-11-24 runs); benchmarks.md's real rollout stage, the row with a raw file."""
+    """The two stopped SmolLM2 pipelines' steady rates (docs/benchmarks.md, its section and its History) from their
+    progress bars; the History's "earlier 12-13 minutes" (the 2026-11-24 runs); benchmarks.md's real rollout stage, the
+    row with a raw file."""
     stopped = (BENCH / "smollm2_gpu_pipeline_vllm_lora_stopped_h200.txt").read_text()
     partial = (BENCH / "smollm2_gpu_pipeline_vllm_partial_h200.txt").read_text()
     steady = f"{round(_progress_rate(stopped, 100, 500), -2):,.0f}"
     text = " ".join(section(REPO / "docs" / "benchmarks.md", "### vLLM on the small model").split())
-    readme = " ".join((REPO / "README.md").read_text().split())
+    past = history("benchmarks.md")
     assert f"(100 -> 500 questions in 190 s, ~{steady} tokens/s steady" in text
-    assert f"`LoRARequest` it was slower still (~{steady} tokens/s, stopped at 515" in readme
+    assert f"`LoRARequest` it was slower still (~{steady} tokens/s, stopped at 515" in past
     last = max(int(q) for q in re.findall(r"\| (\d+)/2000", partial))
     text = " ".join(section(REPO / "docs" / "benchmarks.md", "### The stages with vLLM on the H200").split())
     assert f"about {round(_progress_rate(partial, 100, last), -2):,.0f} tokens/s in steady state" in text
     minutes = [sum(_json(f"pipeline_default_run{k}_smollm2_gpu_h200.json")["timings_s"].values()) / 60 for k in (1, 2)]
-    assert f"longer than its earlier {int(min(minutes))}-{int(max(minutes)) + 1} minutes" in readme
+    assert f"longer than its earlier {int(min(minutes))}-{int(max(minutes)) + 1} minutes" in past
     assert all(int(min(minutes)) <= m < int(max(minutes)) + 1 for m in minutes)
     timings = _json("pipeline_smollm2_gpu_h200_timings.json")
     text = section(REPO / "docs" / "benchmarks.md", "### The real rollout stage")
@@ -1260,7 +1290,8 @@ def test_regime_w_comparison_third_run():
 
 def test_smollm2_pipeline_on_vllm_rloo_colocate_and_engine_memory():
     """docs/benchmarks.md's fourth vLLM session (the pipeline on vLLM, the engine core's memory, RLOO colocate against
-    generate), README's and the GPU config's reading of it, from the run's file and TRL's logged step times."""
+    generate), its reading in docs/guide.md, benchmarks.md's History and the GPU config's header, from the run's file
+    and TRL's logged step times."""
     run = _json("pipeline_default_run5_smollm2_gpu_h200.json")
     t, st, r2 = run["timings_s"], run["stages"], run["round2_stages"]
     text = section(REPO / "docs" / "benchmarks.md", "### The SmolLM2 pipeline on vLLM")
@@ -1294,15 +1325,15 @@ def test_smollm2_pipeline_on_vllm_rloo_colocate_and_engine_memory():
                                                marker["train_loss"]])
     assert cell_shows(" ".join(generate[1:]), [12, 16, median["hf"]])
     assert f"it is {median['hf'] / median['vllm']:.1f}x faster" in one_line
-    readme = " ".join((REPO / "README.md").read_text().split())
+    past, reference = history("benchmarks.md"), guide()
     minutes, seconds = divmod(run["wall_s"], 60)
-    assert f"took {minutes} min {seconds} s end to end on one H200" in readme
+    assert f"took {minutes} min {seconds} s end to end on one H200" in past
     assert f"collect-rollouts ran at {st['collect-rollouts']['tokens_per_s']:,.0f} tokens/s against " \
-        f"{_json('pipeline_default_run1_smollm2_gpu_h200.json')['stages']['collect-rollouts']['tokens_per_s']:,.0f}" in readme
-    assert f"{round(st['collect-rollouts']['engine_gpu_memory_gib'][0])} GiB of the H200" in readme
-    assert f"its measured eval stage took {round(t['eval'])} s" in readme
+        f"{_json('pipeline_default_run1_smollm2_gpu_h200.json')['stages']['collect-rollouts']['tokens_per_s']:,.0f}" in past
+    assert f"{round(st['collect-rollouts']['engine_gpu_memory_gib'][0])} GiB of the H200" in reference
+    assert f"its measured eval stage took {round(t['eval'])} s" in reference
     assert f"16 RLOO steps took {marker['train_runtime_s']:.1f} s with colocate, at a median {median['vllm']:.2f} s a step " \
-        f"against {median['hf']:.2f} s" in readme
+        f"against {median['hf']:.2f} s" in reference
     header = " ".join((REPO / "configs" / "smollm2-135m-gpu.yaml").read_text().replace("\n# ", " ").split())
     assert f"the whole pipeline took {run['wall_s']:,} s on one H200 alone" in header
 
@@ -1515,7 +1546,7 @@ def test_regime_w_comparison_seventh_run_and_h1():
     """The registered tests over three seeds, recomputed by the comparison's own analysis from seed 1236's
     per-question files (the seventh run) and seeds 1234's and 1235's (the fifth and first runs' files): the seventh
     run's section (seed 1236's arm table, H1 and the Holm-adjusted secondaries, times, AUROCs), the outcome above
-    the registration, README's reading and the GPU config's header."""
+    the registration, docs/results.md's reading at its top, README's headline and the GPU config's header."""
     result, text, auroc_rows = _comparison_run(RUN7, [1234, 1235, 1236], [COMPARISON / "seed1235_paired.json",
                                                RUN5 / "comparison.json"], "### Seventh run (2026-12-01", "1236")
     assert result["pooled"]["paired_seeds"] == [1234, 1235, 1236]
@@ -1551,24 +1582,30 @@ def test_regime_w_comparison_seventh_run_and_h1():
                f"p = {h1['p_value']:.2f}"
     assert h1["p_value"] > 0.05 and "**H1 is not significant: Regime W's ranking did not beat correctness alone.**" in flat
     outcome = " ".join(section(REPO / "docs" / "results.md", "## Regime W against correctness alone").split())
-    readme = " ".join((REPO / "README.md").read_text().split())
+    reading = results_reading()
     header = " ".join((REPO / "configs" / "smollm2-135m-gpu.yaml").read_text().replace("\n# ", " ").split())
     could = f"where the run could have detected {100 * h1['detectable_80']:.2f} points"
-    assert f"{h1_words}, {could}" in flat and f"{h1_words}, {could}" in outcome and f"{h1_words}: not significant, {could}" in readme
+    assert f"{h1_words}, {could}" in flat and f"{h1_words}, {could}" in outcome and f"{h1_words}: not significant, {could}" in reading
     assert h1_words.replace(" of avg@16", "") in header and "did not measurably beat" in header
     secondaries = [pooled[k]["avg_k"] for k in labels.values() if k != "w_regime_w - w_correct"]
     assert all(d["p_holm"] < 0.05 for d in secondaries) and "All four secondaries are significant after Holm" in outcome
     seeds = [result["per_seed"][s]["comparisons"]["w_regime_w - w_correct"]["avg_k"]["difference"] for s in ("1234", "1235", "1236")]
-    assert "(per seed {:+.2f}, {:+.2f}, {:+.2f})".format(*(100 * x for x in seeds)) in readme
+    assert "(per seed {:+.2f}, {:+.2f}, {:+.2f})".format(*(100 * x for x in seeds)) in reading
     gains = [pooled[f"{a} - sft"]["avg_k"]["difference"] for a in order[1:]]
     assert max(d["p_holm"] for d in secondaries[:3]) < 0.01
     assert "SFT's {:.2f}% avg@16 (Regime W by {:+.2f} points, correctness only by {:+.2f}, label-free by {:+.2f}; " \
-           "Holm-adjusted p < 0.01 each)".format(pct(arms["sft"]["avg_k_strict"]), *(100 * g for g in gains)) in readme
+           "Holm-adjusted p < 0.01 each)".format(pct(arms["sft"]["avg_k_strict"]), *(100 * g for g in gains)) in reading
+    # README's headline rows: H1 and the DPO arms against SFT, as the reading above gives them
+    results = section(REPO / "README.md", "## Results")
+    (h1_row,) = table_rows(results, r"Regime W's ranking against correctness alone.*")
+    assert h1_row[1] == f"{100 * h1['difference']:+.2f} [{100 * h1['ci95'][0]:+.2f}, {100 * h1['ci95'][1]:+.2f}] points, not significant"
+    (arms_row,) = table_rows(results, r"every DPO arm against SFT.*")
+    assert arms_row[1] == f"ahead by {100 * min(gains):+.2f} to {100 * max(gains):+.2f} points of avg@16, each significant"
     lf = pooled["w_label_free - w_correct"]["avg_k"]
     sign_ps = [pooled[k]["greedy_per_question"]["p_sign_test"] for k in labels.values() if k != "w_regime_w - w_correct"]
     assert f"no pooled sign test below p = {min(sign_ps):.2f}" in flat
     assert f"by {100 * lf['difference']:+.2f} [{100 * lf['ci95'][0]:+.2f}, {100 * lf['ci95'][1]:+.2f}] (Holm p = {lf['p_holm']:.2g})" in flat
-    assert f"the label-free arm beat correctness only by {100 * lf['difference']:+.2f} points" in readme
+    assert f"the label-free arm beat correctness only by {100 * lf['difference']:+.2f} points" in reading
     # "three times the pairs and DPO steps"; truncation of the counted seeds
     per = [result["per_seed"][s] for s in ("1234", "1235", "1236")]
     for field in ("pairs", "dpo_steps"):
@@ -1582,7 +1619,7 @@ def test_regime_w_comparison_seventh_run_and_h1():
            "{:.1f}-{:.1f}%)".format(*(f(trunc[a]) for a in ("w_label_free", "w_correct", "sft", "w_regime_w") for f in (min, max))) in flat
     policies = trunc["w_regime_w"] + trunc["w_correct"] + trunc["w_label_free"]
     assert f"the policies truncate {min(policies):.1f}-{max(policies):.1f}% of their sampled answers, SFT " \
-           f"{min(trunc['sft']):.1f}-{max(trunc['sft']):.1f}%" in readme
+           f"{min(trunc['sft']):.1f}-{max(trunc['sft']):.1f}%" in reading
     # seed 1236's regime-W and correctness-only sampled answers: the same count right, different questions
     q = result["question_scores"]["1236"]
     right = [round(16 * sum(q[a]["avg_k"])) for a in ("w_regime_w", "w_correct")]
@@ -1616,7 +1653,7 @@ def test_regime_w_comparison_seventh_run_and_h1():
     assert f"Over the five runs' rollouts {favour} of {len(every)} rows favour s_wm; of the {len(tested)} rows tested by " \
            f"DeLong, {excluding} exclude zero" in flat
     assert f"in {favour} of {len(every)} rows over five runs' rollouts, by at most {max(every):.3f}; DeLong's intervals " \
-           f"exclude zero in {excluding} of the {len(tested)} rows tested" in readme
+           f"exclude zero in {excluding} of the {len(tested)} rows tested" in reading
 
 
 def test_regime_w_comparison_sixth_run_times():
