@@ -38,7 +38,7 @@ def format_restarts(prompt_text: str) -> tuple[str, ...]:
     """The text with which a completion of this rendered prompt begins the prompt's format again, where generation
     stops and the completion ends: ``PROBLEM_MARK`` for a plain prompt (a model that answers ``#### 72`` and goes on
     to invent ``Problem: ... #### 5`` would be scored 5; lm-eval's gsm8k task stops on its ``Question:`` the same
-    way). None for the chat formats, whose turn ends on the template's end token, nor for a prompt in no format of
+    way). Empty for the chat formats, whose turn ends on the template's end token, and for a prompt in no format of
     looper's (eval's deepseek protocol in plain text)."""
     return (PROBLEM_MARK,) if prompt_text.endswith(f"\n\n{SOLUTION_MARK}") else ()
 
