@@ -28,8 +28,9 @@ def tiny_model_dir(tmp_path_factory, real_tokenizer_dir) -> Path:
     return tiny_llama(real_tokenizer_dir, tmp_path_factory.mktemp("tiny-llama"))
 
 
-def tiny_llama(tokenizer_dir: Path, out: Path) -> Path:
-    """A 2-layer, hidden-32 random Llama (seed 0) with the tokenizer of ``tokenizer_dir`` and its vocabulary, in ``out``."""
+def tiny_llama(tokenizer_dir: Path, out: Path, seed: int = 0) -> Path:
+    """A 2-layer, hidden-32 random Llama (weights drawn with ``seed``) with the tokenizer of ``tokenizer_dir`` and its
+    vocabulary, in ``out``."""
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
@@ -38,7 +39,7 @@ def tiny_llama(tokenizer_dir: Path, out: Path) -> Path:
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
                          bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                          pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True)
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     model = LlamaForCausalLM(config)
     stops_sometimes(model, tokenizer)
     model.save_pretrained(out)

@@ -572,3 +572,76 @@ def test_the_hf_engine_applies_no_sampling_field_of_the_models_generation_config
     args = vllm_engine_args("m", "m", adapter_rank=None, dtype="bfloat16", quantization="none", seed=0, max_num_seqs=8,
                             max_model_len=512, revision=None, trust_remote_code=False, overrides={})
     assert args["generation_config"] == "vllm"
+
+
+def _scripted(model, script):
+    """Make ``model`` write ``script`` (ids), one token per forward pass of generate, whatever it would have written: a
+    forward hook (PyTorch's public one) leaves only the next scripted token possible. Returns the passes made."""
+    passes = []
+
+    def hook(module, args, output):
+        step = len(passes)
+        passes.append(step)
+        forced = torch.full_like(output.logits[:, -1, :], float("-inf"))
+        forced[:, script[min(step, len(script) - 1)]] = 0.0
+        output.logits[:, -1, :] = forced
+        return output
+
+    model.register_forward_hook(hook)
+    return passes
+
+
+def test_a_plain_completion_ends_where_the_prompt_format_begins_again(tiny_model_dir):
+    """Issue 44 (lm-eval's gsm8k `until`, sglang PR #29264): with prompt_format plain a model that answers `#### 72` and
+    goes on to invent `Problem: ... #### 5` was scored 5. Both engines stop at the plain format's marker, every
+    consumer's text (make_result: eval, Regime W, self data, preferences; the GRPO / RLOO reward, whose completions
+    TRL does not stop) ends before the restart, and a stopped answer is not truncated. Chat prompts are unaffected."""
+    from looper.answers import extract_answer
+    from looper.config import PLAN_SYSTEM_PROMPT, RunConfig
+    from looper.generation import make_result
+    from looper.prompts import cut_at_restart, render_prompt
+    from looper.rl_training.train_rl import RegimeWRewards
+
+    cfg = ModelConfig(name_or_path=str(tiny_model_dir), dtype="float32")
+    tokenizer = load_tokenizer(cfg, padding_side="left")
+    prompt = render_prompt(tokenizer, "Natalia sold 48 clips in April and half as many in May. How many?", PLAN_SYSTEM_PROMPT, "plain")
+    answer = " 48 / 2 = 24\n48 + 24 = 72\n#### 72"
+    invented = "\n\nProblem: Tom has 3 apples and buys 2. How many?\n\nSolution: 3 + 2 = 5\n#### 5"
+    script = tokenizer(answer + invented, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    assert extract_answer(tokenizer.decode(script, skip_special_tokens=True)) == "5"  # what the old code scored
+
+    # hf: transformers' stop_strings end generation at the marker, make_result ends the text before it
+    model = load_model(cfg)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id  # the tiny model's extra end ids would cut the script
+    passes = _scripted(model, script)
+    result = generate(hf(model, tokenizer, 1), [GenRequest("q", prompt, 0.0)], len(script) + 8, progress=False)[0]
+    assert result.text == answer and extract_answer(result.text) == "72" and not result.truncated
+    assert len(passes) < len(script) - 10 and result.token_ids == script[: result.num_tokens]  # it stopped, not only cut
+    assert "Problem:" in tokenizer.decode(result.token_ids) and "Problem:" not in tokenizer.decode(result.token_ids[:-1])
+    # ... also where the stop lands at the token limit: stopped, so not truncated
+    limited = make_result("q", result.token_ids, [tokenizer.eos_token_id], result.num_tokens, tokenizer, prompt)
+    assert (limited.text, limited.truncated) == (answer, False)
+
+    # vLLM: the same stop in each plain request's SamplingParams (detokenized, as vLLM requires for stop strings);
+    # whatever ids it returns past the stop, make_result cuts them as the hf engine's
+    eos = [tokenizer.eos_token_id]
+    kwargs = vllm_sampling_kwargs(GenRequest("q", prompt, 0.0), 256, eos, seeded=False)
+    assert kwargs["stop"] == ["Problem:"] and kwargs["detokenize"] is True
+    assert make_result("q", script, eos, 256, tokenizer, prompt).text == answer
+    chat = render_prompt(tokenizer, "Natalia sold 48 clips. How many?", PLAN_SYSTEM_PROMPT, "chat")
+    assert "stop" not in vllm_sampling_kwargs(GenRequest("q", chat, 0.0), 256, eos, seeded=False)
+    assert "Problem: Tom" in make_result("q", script, eos, 256, tokenizer, chat).text  # a chat turn ends on its end token
+
+    # GRPO / RLOO: TRL generated past the restart up to its length limit; the reward reads the answer, untruncated
+    ids = script[:60]
+    config = RunConfig()
+    parts = {name: f for name, f in zip(RegimeWRewards.PARTS, RegimeWRewards(config, 60, eos, tokenizer=tokenizer).functions())}
+    kw = dict(prompts=[prompt], completion_ids=[ids], id=["q"], gold=["72"], arm=["direct"], family=["compute"])
+    assert parts["correct"](completions=[tokenizer.decode(ids, skip_special_tokens=True)], **kw) == [1.0]
+    assert parts["truncated"](completions=["other text"], **kw) == [0.0]
+    text_only = RegimeWRewards(config, 60, eos).functions()  # TRL's own text, no tokenizer
+    assert text_only[0](completions=[tokenizer.decode(ids, skip_special_tokens=True)], **kw) == [1.0]
+
+    # a restart that opens with the prompt's own system prompt goes whole
+    assert cut_at_restart(f"{answer}\n\n{PLAN_SYSTEM_PROMPT}{invented}", prompt) == answer
+    assert cut_at_restart(answer, prompt) is None and cut_at_restart(answer + invented, chat) is None

@@ -164,9 +164,12 @@ def test_train_rl_bad_inputs(tmp_path, tiny_model_dir):
     assert proc.returncode != 0 and "empty" in proc.stderr
 
 
-def test_adapter_on_a_different_base_model_is_refused(sft_run, tiny_model_dir, tmp_path):
-    """An SFT adapter trained on one base must not be loaded onto another (shapes would not line up)."""
+def test_adapter_on_a_different_base_model_is_refused(sft_run, tiny_model_dir, real_tokenizer_dir, tmp_path):
+    """An SFT adapter trained on one base must not be loaded onto another: shapes that would not line up, and (issue
+    44, PEFT #1932) another base of the same shape, refused by `looper eval` as a user runs it."""
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from conftest import tiny_llama
 
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     other = tmp_path / "other-base"
@@ -176,6 +179,11 @@ def test_adapter_on_a_different_base_model_is_refused(sft_run, tiny_model_dir, t
     run_dir = _fresh_copy(sft_run, tmp_path / "runs")
     proc = run_looper("train-rl", *args(run_dir, other), cwd=REPO, check=False)
     assert proc.returncode != 0 and "trained on a different base model" in proc.stderr
+    same_shape = tiny_llama(real_tokenizer_dir, tmp_path / "other-seed", seed=1)
+    proc = run_looper("eval", *args(run_dir, same_shape, "eval.models=[sft]", "eval.limit=2", "eval.max_new_tokens=4"),
+                      cwd=REPO, check=False)
+    refusal = [line for line in proc.stderr.splitlines() if "lora_sft: adapter was trained on base" in line]
+    assert proc.returncode != 0 and len(refusal) == 1 and "a different model of the same shape" in refusal[0]
 
 
 R1_STYLE_TEMPLATE = (  # what DeepSeek-R1's template does that matters here: assistant turns keep only what follows
@@ -253,3 +261,43 @@ def test_an_adapter_missing_tensors_is_refused(tiny_model_dir, tmp_path):
     save_file({k: v for k, v in tensors.items() if "v_proj" not in k}, weights)
     with pytest.raises(InputError, match=r"adapter: the adapter file lacks \d+ of its \d+ tensors \(e.g. .*v_proj"):
         attach_adapter(AutoModelForCausalLM.from_pretrained(tiny_model_dir), tmp_path / "adapter")
+
+
+def test_an_adapter_is_refused_on_another_base_of_the_same_shape(tiny_model_dir, real_tokenizer_dir, tmp_path):
+    """Issue 44 (PEFT #1932): an adapter trained on one base was applied to another of the same shape without a word.
+    Its record names the base's weights (a fingerprint of its safetensors files), compared where the base is a model
+    in memory (attach_adapter: hf engine, training) and where it is only files (vLLM's LoRA path reads its config)."""
+    import json
+
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoConfig, AutoTokenizer
+
+    from conftest import tiny_llama
+    from looper.config import ModelConfig
+    from looper.modeling import architecture_signature, attach_adapter, check_adapter_base, load_model
+    from looper.runs import InputError
+    from looper.trainers import save_atomically
+
+    other = tiny_llama(real_tokenizer_dir, tmp_path / "other-seed", seed=1)  # the same shape, other weights
+    mine, theirs = AutoConfig.from_pretrained(tiny_model_dir), AutoConfig.from_pretrained(other)
+    assert architecture_signature(mine) == architecture_signature(theirs)  # the shape check alone lets it through
+    base = ModelConfig(name_or_path=str(tiny_model_dir), dtype="float32")
+    adapter = tmp_path / "lora_sft"
+    lora = get_peft_model(load_model(base), LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    save_atomically(lora, AutoTokenizer.from_pretrained(tiny_model_dir), adapter, {"base_model": str(tiny_model_dir)})
+    record = json.loads((adapter / "looper_adapter.json").read_text())
+    assert record["base_fingerprint"].startswith("sha256:") and record["base_checkpoint"] == str(tiny_model_dir)
+
+    attach_adapter(load_model(base), adapter)  # its own base: accepted
+    check_adapter_base(adapter, mine)
+    refused = (rf"lora_sft: adapter was trained on base {tiny_model_dir} \(weights sha256:\w+\), not on {other} "
+               r"\(weights sha256:\w+\), a different model of the same shape; set model.name_or_path to the base")
+    with pytest.raises(InputError, match=refused):
+        attach_adapter(load_model(ModelConfig(name_or_path=str(other), dtype="float32")), adapter)
+    with pytest.raises(InputError, match=refused):
+        check_adapter_base(adapter, theirs)
+
+    # a record written before bases were fingerprinted: the shape is all it can be checked against, so it loads
+    del record["base_fingerprint"]
+    (adapter / "looper_adapter.json").write_text(json.dumps(record))
+    attach_adapter(load_model(ModelConfig(name_or_path=str(other), dtype="float32")), adapter)

@@ -48,6 +48,7 @@ from looper.modeling import (
     resolve_model_path,
     stage_weights,
 )
+from looper.prompts import cut_at_restart, format_restarts
 from looper.runs import ConfigValueError, InputError, JsonlAppender
 
 log = logging.getLogger("looper")
@@ -70,7 +71,7 @@ class GenResult:
     key: Any
     text: str
     num_tokens: int  # generated tokens, the end-of-sequence token included when present
-    truncated: bool  # stopped by max_new_tokens, not by end-of-sequence
+    truncated: bool  # stopped by max_new_tokens, not by an end id or the prompt format's restart (prompts.format_restarts)
     token_ids: list[int] = field(default_factory=list, repr=False)  # the generated ids, end-of-sequence included
 
 
@@ -202,12 +203,36 @@ def decode_completion(tokenizer: Any, ids: Sequence[int]) -> str:
     return tokenizer.decode([t for t in ids if t not in dropped], skip_special_tokens=False)
 
 
-def make_result(key: Any, tokens: list[int], eos: list[int], max_new_tokens: int, tokenizer: Any) -> GenResult:
-    """A result from generated ids: cut after the first end-of-sequence id (padding after it dropped)."""
+def make_result(key: Any, tokens: list[int], eos: list[int], max_new_tokens: int, tokenizer: Any,
+                prompt: str = "") -> GenResult:
+    """A result from the ids generated for ``prompt`` (its rendered text), as every consumer reads it (eval, Regime W,
+    self data, preferences, the GRPO / RLOO reward): cut after the first end-of-sequence id (padding after it dropped),
+    or where the completion begins the prompt's format again (``prompts.cut_at_restart``): the text before the
+    restart, the ids up to the one that completed its marker (where the engines stop). Either way the answer
+    stopped: truncated means only that ``max_new_tokens`` ran out first."""
     end = next((k for k, t in enumerate(tokens) if t in eos), None)
     kept = tokens if end is None else tokens[: end + 1]
-    return GenResult(key, decode_completion(tokenizer, kept), num_tokens=len(kept),
-                     truncated=end is None and len(kept) >= max_new_tokens, token_ids=kept)
+    text = decode_completion(tokenizer, kept)
+    cut = cut_at_restart(text, prompt)
+    if cut is not None:
+        kept = kept[: _ids_through_marker(tokenizer, kept, format_restarts(prompt))]
+        return GenResult(key, cut, num_tokens=len(kept), truncated=False, token_ids=kept)
+    return GenResult(key, text, num_tokens=len(kept), truncated=end is None and len(kept) >= max_new_tokens, token_ids=kept)
+
+
+def _ids_through_marker(tokenizer: Any, ids: list[int], markers: Sequence[str]) -> int:
+    """The length of the shortest prefix of ``ids`` whose text holds one of ``markers`` (the whole of ``ids`` does):
+    a binary search, ~log2(len) decodes, since a longer prefix's text holds what a shorter one's does. The ids the
+    hf engine pads a stopped row with, and vLLM's tokens past its stop, fall outside."""
+    lo, hi = 1, len(ids)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        text = decode_completion(tokenizer, ids[:mid])
+        if any(m in text for m in markers):
+            hi = mid
+        else:
+            lo = mid + 1
+    return hi
 
 
 # ----------------------------------------------------------------------------- engines
@@ -242,21 +267,26 @@ class HFEngine:
         device = next(self.model.parameters()).device
         pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos[0]
         order = sorted(range(len(requests)), key=lambda i: -len(encoded[i]))
-        # greedy decoding with the seeded sampler as the last logits processor: the sampler picks, argmax takes it.
-        # Sampling fields at transformers' defaults (1.0, 1.0, 50), stated: else a model's own (R1: 0.6 / 0.95) are
-        # merged in and flagged as unused under do_sample=False.
-        gen_config = GenerationConfig(do_sample=False, max_new_tokens=max_new_tokens, pad_token_id=pad_id, eos_token_id=self.eos,
-                                      temperature=1.0, top_p=1.0, top_k=50)
         for b in range(0, len(order), self.batch_size):
             idx = order[b : b + self.batch_size]
             input_ids, attention = left_pad([encoded[i] for i in idx], pad_id)
             sampler = SeededSampler([requests[i].temperature for i in idx], [requests[i].top_p for i in idx],
                                     [requests[i].seed for i in idx])
+            # greedy decoding with the seeded sampler as the last logits processor: the sampler picks, argmax takes it.
+            # Sampling fields at transformers' defaults (1.0, 1.0, 50), stated: else a model's own (R1: 0.6 / 0.95) are
+            # merged in and flagged as unused under do_sample=False. A row also stops where its completion begins the
+            # prompt's format again (transformers' stop_strings, matched per row; a stage's prompts share one format,
+            # so one set); make_result cuts the text there
+            stops = sorted({m for i in idx for m in format_restarts(requests[i].prompt)})
+            gen_config = GenerationConfig(do_sample=False, max_new_tokens=max_new_tokens, pad_token_id=pad_id,
+                                          eos_token_id=self.eos, temperature=1.0, top_p=1.0, top_k=50,
+                                          stop_strings=stops or None)
             out = self.model.generate(input_ids=input_ids.to(device), attention_mask=attention.long().to(device),
-                                      generation_config=gen_config, logits_processor=[sampler])
+                                      generation_config=gen_config, logits_processor=[sampler], tokenizer=self.tokenizer)
             new = out[:, input_ids.shape[1]:].cpu()
             for row, i in enumerate(idx):
-                yield i, make_result(requests[i].key, new[row].tolist(), self.eos, max_new_tokens, self.tokenizer)
+                yield i, make_result(requests[i].key, new[row].tolist(), self.eos, max_new_tokens, self.tokenizer,
+                                     requests[i].prompt)
 
     def close(self) -> None:
         del self.model
@@ -297,9 +327,15 @@ def vllm_engine_args(model: str, tokenizer: str, *, adapter_rank: int | None, dt
 
 def vllm_sampling_kwargs(request: GenRequest, max_new_tokens: int, eos: list[int], seeded: bool) -> dict[str, Any]:
     """Keyword arguments of vLLM's ``SamplingParams`` for one request: its temperature (0 is greedy in vLLM too)
-    and top_p, the same end-of-sequence ids as the hf engine, and its seed only when ``seeded`` (and sampled)."""
+    and top_p, the same end-of-sequence ids as the hf engine, the same stop where the completion begins the prompt's
+    format again (``prompts.format_restarts``), and its seed only when ``seeded`` (and sampled)."""
+    stops = list(format_restarts(request.prompt))
+    # looper reads the ids (make_result), never vLLM's text; but vLLM matches stop strings on its own detokenized text
+    # and refuses them without it
     kwargs: dict[str, Any] = {"temperature": request.temperature, "top_p": request.top_p if request.temperature > 0 else 1.0,
-                              "max_tokens": max_new_tokens, "stop_token_ids": list(eos), "detokenize": False}
+                              "max_tokens": max_new_tokens, "stop_token_ids": list(eos), "detokenize": bool(stops)}
+    if stops:
+        kwargs["stop"] = stops
     if seeded and request.temperature > 0:
         kwargs["seed"] = request.seed
     return kwargs
@@ -344,7 +380,7 @@ class VLLMEngine:
                 if output.finished:
                     i = index.pop(output.request_id)
                     yield i, make_result(requests[i].key, list(output.outputs[0].token_ids), self.eos, max_new_tokens,
-                                         self.tokenizer)
+                                         self.tokenizer, requests[i].prompt)
         used = device_memory_used_gib()
         if used is not None and self._used_before is not None:
             self.gpu_memory_gib = max(self.gpu_memory_gib or 0.0, round(used - self._used_before, 2))

@@ -14,7 +14,9 @@ stops or whether it was cut off uses all of them.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import json
 import logging
 import os
 import shutil
@@ -338,7 +340,16 @@ def check_adapter_complete(peft_model: Any, adapter: Path, adapter_name: str = "
 
 
 def check_adapter_base(adapter: Path, model_config: Any) -> None:
-    """Refuse an adapter trained on a different base model (shapes would not line up)."""
+    """Refuse an adapter trained on another base than the one it is applied to, whose config is ``model_config`` (a
+    model's in memory, quantized or not, or one read from the files vLLM serves): the shape (``base_architecture``)
+    and the weights (``base_fingerprint``, of the checkpoint ``model_config`` was read from) its
+    ``looper_adapter.json`` records. Two bases of one shape (a base model and its instruct tune, two seeds) take each
+    other's adapters without an error from PEFT (PEFT #1932), and the model evaluated would be neither.
+
+    Raises:
+        InputError: the record names another shape or other weights; or it names weights and this base's checkpoint
+            files cannot be read to compare them.
+    """
     info = read_record(Path(adapter) / "looper_adapter.json")  # a damaged record is one error, not a traceback
     if info is None:
         return
@@ -347,6 +358,78 @@ def check_adapter_base(adapter: Path, model_config: Any) -> None:
     if want and want != have:
         raise InputError(f"{adapter}: adapter was trained on a different base model ({want}) than the one loaded ({have}); "
                          "check model.name_or_path")
+    recorded = info.get("base_fingerprint")
+    if recorded is None:
+        # written before looper fingerprinted a base's weights: the shape above is all such a record can be checked
+        # against, and refusing it would strand every adapter trained before
+        return
+    base = model_config.name_or_path
+    actual = base_fingerprint(base, getattr(model_config, "_commit_hash", None))
+    trained_on = info.get("base_checkpoint") or info.get("base_model")
+    if actual is None:
+        raise InputError(f"{adapter}: cannot read the safetensors files of the base {base} to check that the adapter was "
+                         f"trained on it ({trained_on}); make them available (a local folder, or the Hub id's files in "
+                         "the Hugging Face cache)")
+    if actual != recorded:
+        raise InputError(f"{adapter}: adapter was trained on base {trained_on} (weights {recorded[:12]}), not on {base} "
+                         f"(weights {actual[:12]}), a different model of the same shape; set model.name_or_path to the "
+                         "base it was trained on, or train it again on this base")
+
+
+# The values of each tensor that a base's fingerprint reads: the first ones of its first row (a tensor's first row
+# changes in any fine-tune that trains it; two random initialisations differ everywhere)
+FINGERPRINT_VALUES = 16
+
+
+def base_fingerprint(name_or_path: str, revision: str | None = None) -> str | None:
+    """A fingerprint of a checkpoint's weights, read from its safetensors files alone, so that a model loaded in
+    memory (quantized or not) and one that only exists as files (vLLM's LoRA path never loads the base in torch) get
+    the same: ``sha256:`` and the hex sha256 over every tensor's name, dtype and shape, in name order, and the bytes of
+    its first ``FINGERPRINT_VALUES`` values. Cheap: safetensors reads the headers and those few values through a
+    memory map, never a whole multi-GB file. ``name_or_path``: a local folder or a Hub id (its files in the Hugging
+    Face cache, fetched there if missing, as loading the model fetches them; ``revision`` a commit of it). None where
+    no safetensors checkpoint can be read there."""
+    from safetensors import safe_open
+
+    files = _safetensors_files(name_or_path, revision)
+    if not files:
+        return None
+    digest = hashlib.sha256()
+    for file in files:
+        with safe_open(str(file), framework="pt") as f:
+            for name in sorted(f.keys()):
+                part = f.get_slice(name)
+                shape = part.get_shape()
+                # the first row's first values: (1, ..., 1, FINGERPRINT_VALUES) of an (a, ..., b, c) tensor; a scalar whole
+                first = tuple([slice(0, 1)] * (len(shape) - 1) + [slice(0, FINGERPRINT_VALUES)])
+                head = part[first] if shape else f.get_tensor(name)
+                digest.update(f"{name}:{part.get_dtype()}:{list(shape)}\n".encode())
+                digest.update(head.reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
+    return f"sha256:{digest.hexdigest()}"
+
+
+def _safetensors_files(name_or_path: str, revision: str | None) -> list[Path]:
+    """The safetensors files of a checkpoint, as transformers loads them: the shards its
+    ``model.safetensors.index.json`` names, else ``model.safetensors``, else (a local folder) every ``*.safetensors``
+    in it; empty where there are none or they cannot be fetched."""
+    folder = Path(name_or_path)
+    if folder.is_dir():
+        index = folder / "model.safetensors.index.json"
+        if index.is_file():
+            return [folder / shard for shard in sorted(set(json.loads(index.read_text())["weight_map"].values()))]
+        return [folder / "model.safetensors"] if (folder / "model.safetensors").is_file() else sorted(folder.glob("*.safetensors"))
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
+
+    try:
+        try:
+            index = Path(hf_hub_download(name_or_path, "model.safetensors.index.json", revision=revision))
+        except EntryNotFoundError:  # one file, not shards
+            return [Path(hf_hub_download(name_or_path, "model.safetensors", revision=revision))]
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        return [Path(hf_hub_download(name_or_path, shard, revision=revision)) for shard in shards]
+    except (EntryNotFoundError, OSError, ValueError):  # no such repository or file, offline without it, a bad id
+        return []
 
 
 def architecture_signature(c: Any) -> str:

@@ -27,8 +27,34 @@ from looper.runs import InputError
 TEMPLATE_DATE = datetime.date(2024, 7, 26)
 
 
+PROBLEM_MARK, SOLUTION_MARK = "Problem:", "Solution:"  # the plain format's markers
+
+
 def plain_prompt(question: str, system_prompt: str) -> str:
-    return f"{system_prompt}\n\nProblem: {question.strip()}\n\nSolution:"
+    return f"{system_prompt}\n\n{PROBLEM_MARK} {question.strip()}\n\n{SOLUTION_MARK}"
+
+
+def format_restarts(prompt_text: str) -> tuple[str, ...]:
+    """The text with which a completion of this rendered prompt begins the prompt's format again, where generation
+    stops and the completion ends: ``PROBLEM_MARK`` for a plain prompt (a model that answers ``#### 72`` and goes on
+    to invent ``Problem: ... #### 5`` would be scored 5; lm-eval's gsm8k task stops on its ``Question:`` the same
+    way). Empty for the chat formats, whose turn ends on the template's end token, and for a prompt in no format of
+    looper's (eval's deepseek protocol in plain text)."""
+    return (PROBLEM_MARK,) if prompt_text.endswith(f"\n\n{SOLUTION_MARK}") else ()
+
+
+def cut_at_restart(text: str, prompt_text: str) -> str | None:
+    """``text`` (a completion of ``prompt_text``) up to where it begins the prompt's format again
+    (``format_restarts``), or None where it does not. A copy of the prompt's own system prompt just before the
+    marker is the restart's start and goes too (the plain format opens with it), and so does the blank line before."""
+    starts = [i for i in (text.find(m) for m in format_restarts(prompt_text)) if i >= 0]
+    if not starts:
+        return None
+    head = text[: min(starts)].rstrip()
+    system = prompt_text.partition(f"\n\n{PROBLEM_MARK} ")[0].strip()
+    if system and head.endswith(system):
+        head = head[: -len(system)].rstrip()
+    return head
 
 
 CHAT_FORMATS = ("chat", "chat_user")

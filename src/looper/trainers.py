@@ -486,9 +486,14 @@ def save_atomically(model: Any, tokenizer: Any, target: Path, info: dict[str, An
         else:
             model.save_pretrained(tmp, **extra)
         tokenizer.save_pretrained(tmp)
-        from looper.modeling import architecture_signature
+        from looper.modeling import architecture_signature, base_fingerprint
 
-        atomic_write_json(tmp / "looper_adapter.json", {"base_architecture": architecture_signature(model.config), **info})
+        # the base the weights were trained on, as check_adapter_base compares it: its shape, and its weights read from
+        # the checkpoint it was loaded from (a Hub id's commit where it came from the Hub)
+        base = model.config.name_or_path
+        atomic_write_json(tmp / "looper_adapter.json", {
+            "base_architecture": architecture_signature(model.config), "base_checkpoint": base,
+            "base_fingerprint": base_fingerprint(base, getattr(model.config, "_commit_hash", None)), **info})
         if target.exists():
             shutil.rmtree(target)
         os.replace(tmp, target)

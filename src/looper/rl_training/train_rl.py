@@ -49,9 +49,9 @@ from typing import Any
 
 from looper.baseline_sft.train_sft import correct_texts, generated_example
 from looper.config import RunConfig
-from looper.generation import decode_completion
+from looper.generation import make_result
 from looper.modeling import checkpoint_end_ids, load_stage_model, load_tokenizer, lora_config, resolve_model_path
-from looper.prompts import render_messages, render_prompt, template_opens_thought
+from looper.prompts import cut_at_restart, render_messages, render_prompt, template_opens_thought
 from looper.regime_w.arms import build_all_arms
 from looper.regime_w.reward import ArmOutput, check_reward_config, trajectory_rewards
 from looper.runs import (
@@ -203,8 +203,10 @@ class RegimeWRewards:
 
     TRL calls every reward function with the same batch; the parts are computed once per batch and
     cached. ``weights`` are the Regime W coefficients, so sum_k w_k * part_k is the Regime W reward. With ``tokenizer``
-    the completions are read from their ids as the engines read them (``decode_completion``): TRL's own text drops
-    every special token, thought markers included where the tokenizer makes them special.
+    the completions are read from their ids as the engines read them (``generation.make_result``): TRL's own text drops
+    every special token, thought markers included where the tokenizer makes them special. Either way a completion ends
+    where it begins its prompt's format again (``prompts.format_restarts``), and one that stopped there is not
+    truncated.
     """
 
     PARTS = ("correct", "consensus", "length", "missing", "truncated")
@@ -225,8 +227,8 @@ class RegimeWRewards:
         self.weights = [cfg.correct_reward, cfg.consensus_weight, -1.0, -cfg.missing_penalty,
                         -cfg.truncation_penalty if self.penalize_truncation else 0.0]
 
-    def _compute(self, completions: list[Any], completion_ids: list[list[int]] | None, id: list[str], gold: list[str],
-                 arm: list[str], family: list[str]) -> None:
+    def _compute(self, prompts: list[Any] | None, completions: list[Any], completion_ids: list[list[int]] | None,
+                 id: list[str], gold: list[str], arm: list[str], family: list[str]) -> None:
         key = (tuple(map(str, completions)), tuple(id))
         if key == self._key:
             return
@@ -237,11 +239,20 @@ class RegimeWRewards:
         for idx in groups.values():
             outputs = []
             for i in idx:
-                ids = completion_ids[i] if completion_ids is not None else []
-                truncated = bool(ids) and len(ids) >= self.max_len and ids[-1] not in self.end_ids
-                text = decode_completion(self.tokenizer, ids) if self.tokenizer is not None and completion_ids is not None \
-                    else _completion_text(completions[i])
-                outputs.append(ArmOutput(arm[i], family[i], text, len(ids), truncated, self.thought_open))
+                # TRL does not stop where a plain prompt's format begins again: the completion is cut there as the
+                # engines cut theirs (make_result), so the reward reads what eval scores
+                prompt = _completion_text(prompts[i]) if prompts is not None else ""
+                if self.tokenizer is not None and completion_ids is not None:
+                    result = make_result(id[i], list(completion_ids[i]), sorted(self.end_ids), self.max_len,
+                                         self.tokenizer, prompt)
+                    text, num_tokens, truncated = result.text, result.num_tokens, result.truncated
+                else:  # TRL's own text (every special token dropped)
+                    ids = completion_ids[i] if completion_ids is not None else []
+                    text = _completion_text(completions[i])
+                    cut = cut_at_restart(text, prompt)
+                    truncated = cut is None and bool(ids) and len(ids) >= self.max_len and ids[-1] not in self.end_ids
+                    text, num_tokens = (text if cut is None else cut), len(ids)
+                outputs.append(ArmOutput(arm[i], family[i], text, num_tokens, truncated, self.thought_open))
             scores, rewards = trajectory_rewards(outputs, gold[idx[0]] if self.use_gold else None, self.cfg)
             for i, r in zip(idx, rewards):
                 parts["correct"][i] = r.correct
@@ -254,7 +265,7 @@ class RegimeWRewards:
     def functions(self) -> list[Any]:
         def make(part: str) -> Any:
             def reward(prompts, completions, completion_ids=None, id=None, gold=None, arm=None, family=None, **kwargs):  # noqa: A002
-                self._compute(completions, completion_ids, id, gold, arm, family)
+                self._compute(prompts, completions, completion_ids, id, gold, arm, family)
                 return self._parts[part]
 
             reward.__name__ = f"regime_w_{part}"  # TRL logs rewards/<name>/mean
