@@ -79,6 +79,7 @@ def _plots(summary: dict[str, Any], out_dir: Path) -> list[str]:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import FuncFormatter, MaxNLocator
     except ImportError:
         return []
     made = []
@@ -98,7 +99,16 @@ def _plots(summary: dict[str, Any], out_dir: Path) -> list[str]:
                     # and matplotlib refuses a negative error bar
                     lo.append(max(0.0, 100 * (m[mode]["accuracy"] - m[mode]["ci95"][0])))
                     hi.append(max(0.0, 100 * (m[mode]["ci95"][1] - m[mode]["accuracy"])))
-            ax.bar(xs, ys, width, yerr=[lo, hi], capsize=3, label=model)
+            bars = ax.bar(xs, ys, width, yerr=[lo, hi], capsize=3, label=model)
+            # a model with no right answer has a bar of height 0, which draws nothing: a line in its colour at 0,
+            # and the value on every bar (over its interval's line)
+            color = bars.patches[0].get_facecolor() if bars.patches else None
+            for x, y in zip(xs, ys):
+                if y == 0:
+                    ax.hlines(0, x - width / 2, x + width / 2, colors=[color], linewidth=3, clip_on=False)
+                ax.text(x, y, f"{y:.1f}", ha="center", va="bottom", fontsize=7,
+                        bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.5})
+        ax.set_ylim(bottom=0)
         ax.set_xticks([j + width * (len(models) - 1) / 2 for j in range(len(datasets))], datasets)
         ax.set_ylabel(f"{mode} accuracy (%)")
         ax.set_title(f"{mode} accuracy, 95% Wilson intervals")
@@ -111,9 +121,19 @@ def _plots(summary: dict[str, Any], out_dir: Path) -> list[str]:
     if pairs:
         fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(pairs)), 3.6))
         labels = [f"{c['a']}→{c['b']}\n{d}" for d, c in pairs]
-        ax.bar(range(len(pairs)), [len(c["strict"]["wrong_to_right"]) for _, c in pairs], label="wrong → right")
-        ax.bar(range(len(pairs)), [-len(c["strict"]["right_to_wrong"]) for _, c in pairs], label="right → wrong")
+        up = [len(c["strict"]["wrong_to_right"]) for _, c in pairs]
+        down = [len(c["strict"]["right_to_wrong"]) for _, c in pairs]
+        ax.bar(range(len(pairs)), up, label="wrong → right")
+        ax.bar(range(len(pairs)), [-n for n in down], label="right → wrong")
         ax.axhline(0, color="black", linewidth=0.8)
+        for x, (u, d) in enumerate(zip(up, down)):  # each count written on its side of 0, a 0 too
+            ax.text(x, u, f"{u}", ha="center", va="bottom", fontsize=7)
+            ax.text(x, -d, f"{d}", ha="center", va="top", fontsize=7)
+        # whole questions: integer ticks, counted both ways from 0 (right → wrong drawn downwards, labelled as a count)
+        top = max(up + down + [1])
+        ax.set_ylim(-1.25 * top, 1.25 * top)
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{abs(v):.0f}"))
         ax.set_xticks(range(len(pairs)), labels, fontsize=8)
         ax.set_ylabel("questions (strict)")
         ax.set_title("Flipped questions between models")
