@@ -10,6 +10,7 @@ from typing import Any
 from looper.answers import parse_number
 from looper.runs import atomic_write_json, atomic_write_text
 from looper.stats import (
+    holm,
     mcnemar_exact,
     mean_interval,
     paired_difference,
@@ -173,6 +174,25 @@ def scoring_line(config: Any) -> str:
             "flexible: also `\\boxed{}` and 'the answer is').")
 
 
+def reading_line(summary: dict[str, Any], mode: str, k: int) -> str:
+    """One sentence on whether any two models differ beyond chance: each paired comparison's p (exact McNemar on
+    one answer per question; with k samples, the paired test over all of them), Holm-adjusted over every comparison
+    of the report, against 0.05. Empty with fewer than two models. A small run (the CPU demo's 30 questions, where
+    one question is 3.3 points) mostly reads "noise", and should: its table alone can look as if a stage hurts."""
+    found = [(d, c, c[mode]["paired"] if k > 1 else c[mode]) for d, comps in summary["comparisons"].items() for c in comps]
+    if not found:
+        return ""
+    adjusted = holm([x["p_value"] for _, _, x in found])
+    beyond = [f"{c['a']} → {c['b']} on {d} ({100 * x['difference']:+.1f} pts, p {p:.2g})"
+              for (d, c, x), p in zip(found, adjusted) if p < 0.05]
+    if beyond:
+        return f"Beyond chance ({mode}, Holm-adjusted p < 0.05): {'; '.join(beyond)}; the other differences are noise."
+    n = min(x["n"] for by_d in summary["metrics"].values() for d, x in by_d.items() if d in summary["comparisons"])
+    return (f"No two models differ beyond chance ({mode}: Holm-adjusted p >= 0.05 in all {len(found)} paired "
+            f"comparisons; at n={n} one question is {100 / n:.1f} points): read the differences as noise, not as a "
+            "stage helping or hurting.")
+
+
 def write_report(records: dict[str, dict[str, list[dict[str, Any]]]], config: Any, out_dir: Path) -> dict[str, Any]:
     """records[model][dataset] -> per-sample records (same question order for every model)."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -214,6 +234,7 @@ def write_report(records: dict[str, dict[str, list[dict[str, Any]]]], config: An
                                           f"flexible avg@{k} (pass@1) % [95% CI]"]) + "\n\nFirst sample of each question:\n\n" + table
     summary = {"metrics": metrics, "comparisons": comparisons,
                "table": table + "\n\n" + comp_table + ("\n\n" + paired_table if paired_table else "")}
+    summary["reading"] = reading_line(summary, headline, k)
     plots = _plots(summary, out_dir)
     sampled = []
     for m, by_d in metrics.items():
@@ -230,7 +251,8 @@ def write_report(records: dict[str, dict[str, list[dict[str, Any]]]], config: An
            "Intervals: 95% Wilson (one answer), normal (avg@k). "
            "p: exact McNemar on paired questions (first answers); paired test on per-question shares correct (all "
            "samples), with the smallest difference the run could detect at 80% power.\n"),
-          "## Accuracy\n", table, "\n## Paired comparisons\n", comp_table, "", paired_table, ""]
+          "## Accuracy\n", table, "\n## Paired comparisons\n", comp_table, "", paired_table, "",
+          *([summary["reading"], ""] if summary["reading"] else [])]
     if sampled:
         md += ["## Sampling metrics\n", *sampled, ""]
     md += [f"![{p}]({p})" for p in plots]
