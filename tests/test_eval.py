@@ -173,3 +173,48 @@ def test_k_sample_metrics_on_hand_made_records():
     assert m["pass@3"] == 4 / 5
     assert m["avg@3"]["accuracy"] == pytest.approx((2 / 3 + 1 / 3 + 1 / 3 + 1 / 3 + 0) / 5) == m["pass@1"]
     assert m["correct"] == 1 and m["accuracy"] == 1 / 5  # the first sample of each question
+
+
+def demo_like_records(right: set[int], n: int = 30) -> list[dict]:
+    """n one-answer records of which the questions in ``right`` are answered right (strict and flexible alike)."""
+    return [{"id": f"q{i}", "gold": "1", "correct_strict": i in right, "correct_flexible": i in right,
+             "answer_strict": "1" if i in right else None, "answer_flexible": "1" if i in right else None,
+             "truncated": False, "tokens": 100} for i in range(n)]
+
+
+def test_report_plots_show_zero_bars_and_count_whole_questions(tmp_path, monkeypatch):
+    """The CPU demo's shape (30 questions; base 1 right, sft and rl none): accuracy.png draws the zero bars (a line
+    at 0 and the value written), flips.png has whole-number ticks, none negative; the report says the differences
+    are noise, and says so only when they are."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.collections import LineCollection
+    from matplotlib.figure import Figure
+
+    from looper.config import load_config
+    from looper.eval.report import write_report
+
+    figures = {}
+    save = Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda fig, path, **kw: (figures.__setitem__(Path(path).name, fig), save(fig, path, **kw)))
+    config = load_config(REPO / "configs" / "demo.yaml")
+    models = {"base": {3}, "sft": set(), "rl": set()}
+    summary = write_report({m: {"gsm_symbolic_test": demo_like_records(r)} for m, r in models.items()}, config, tmp_path)
+    for ax in figures["accuracy.png"].axes:
+        assert sorted(t.get_text() for t in ax.texts) == ["0.0", "0.0", "3.3"]
+        zero_lines = [seg for c in ax.collections if isinstance(c, LineCollection) for seg in c.get_segments()
+                      if len(seg) == 2 and seg[0][1] == seg[1][1] == 0]
+        assert len(zero_lines) == 2  # sft's and rl's bars of height 0
+    (flips,) = figures["flips.png"].axes
+    ticks = flips.get_yticks()
+    lo, hi = flips.get_ylim()
+    shown = [v for v in ticks if lo <= v <= hi]
+    assert shown and all(v == round(v) for v in shown), ticks
+    assert all(not flips.yaxis.get_major_formatter()(v, 0).startswith(("-", "−")) for v in shown)
+    assert summary["reading"].startswith("No two models differ beyond chance") and "n=30" in summary["reading"]
+    assert summary["reading"] in (tmp_path / "report.md").read_text()
+    # a difference that is there is named
+    trained = write_report({"base": {"gsm_symbolic_test": demo_like_records(set())},
+                            "rl": {"gsm_symbolic_test": demo_like_records(set(range(20)))}}, config, tmp_path / "b")
+    assert trained["reading"].startswith("Beyond chance (strict, Holm-adjusted p < 0.05): base → rl on gsm_symbolic_test (+66.7 pts")

@@ -1128,8 +1128,9 @@ def test_cpu_demo_length_check_and_setup_figures():
     past = history("results.md")
     lines = (BENCH / "lock_lm_eval_packages.txt").read_text().splitlines()
     added = [x for x in lines if not x.startswith("#")]
-    locked = set((REPO / "constraints.txt").read_text().splitlines())
-    assert all(x in locked for x in added) and any(x.startswith("lm_eval==") for x in added)
+    locked = {x.split("==")[0] for x in (REPO / "constraints.txt").read_text().splitlines()}
+    # by name: lm-eval's table writers were relocked since to newer versions (constraints.txt's header says why)
+    assert all(x.split("==")[0] in locked for x in added) and any(x.startswith("lm_eval==") for x in added)
     assert f"adds {len(added)} packages to the first install (lm_eval and {len(added) - 1} it needs" in guide()
     suite_s = [float(re.search(r"skipped, .* in ([\d.]+)s", (BENCH / f).read_text()).group(1))
                for f in ("fresh_clone_check_2026-11-30_e098414.txt", "fresh_clone_check_2026-12-01_8ae1b31.txt")]

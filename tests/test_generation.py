@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from looper import generation
 from looper.config import ModelConfig, load_config
 from looper.generation import (
     GenRequest,
@@ -458,6 +459,34 @@ def test_generate_records_resumes_and_keeps_questions_whole(tiny, tmp_path):
     with LazyEngine(opener) as lazy:
         nothing = generate_records(lazy, path, questions, requests_of, record_of, 4, "test")
     assert nothing == {"tokens": 0, "seconds": 0.0, "engine": None} and len(opened) == 2
+
+
+def test_generate_records_bar_counts_samples_a_batch_at_a_time(tiny, tmp_path, monkeypatch):
+    """hf ends a batch's rows together: the bar moves by whole batches of samples, so its first estimate (after one
+    batch) is the time of a batch per batch left, not the time of a batch per question left ("1/30 [05:57<2:52:37]")."""
+    model, tokenizer = tiny
+    bars = []
+
+    class Bar(generation.tqdm):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **{**kwargs, "disable": True})
+            self.kwargs, self.steps = kwargs, []
+            if kwargs.get("desc") == "test":  # not generate_stream's own (hidden) bar
+                bars.append(self)
+
+        def update(self, n=1):
+            self.steps.append(n)
+            return super().update(n)
+
+    monkeypatch.setattr(generation, "tqdm", Bar)
+    questions = [{"id": f"q{i}", "question": f"What is {i} + 1?"} for i in range(4)]
+    requests_of = lambda q: [GenRequest(s, q["question"], 0.8, 1.0, seed=s) for s in range(2)]  # noqa: E731
+    with LazyEngine(lambda: contextlib_nullcontext(hf(model, tokenizer, 3))) as lazy:
+        generate_records(lazy, tmp_path / "out.jsonl", questions, requests_of, lambda q, rs: {"id": q["id"]}, 2, "test")
+    (bar,) = bars
+    assert bar.kwargs["unit"] == "sample" and bar.kwargs["smoothing"] == 0  # the run's mean rate, not the last burst's
+    assert bar.total == 8 and bar.steps == [3, 3, 2]  # 8 samples in batches of 3
+    assert bar.postfix.startswith("questions=4/4")
 
 
 def contextlib_nullcontext(value):

@@ -16,6 +16,13 @@ def test_pipeline_end_to_end_then_skips(tmp_path, tiny_model_dir):
     first = run_looper("pipeline", *a, cwd=REPO)
     assert "pipeline done" in first.stdout and "report:" in first.stdout
     assert "| rl " in first.stdout and "| sft " in first.stdout and "| base " in first.stdout
+    # the end says what each stage did, from the run folder, and whether the models differ beyond chance
+    end = first.stdout[first.stdout.index("=== pipeline done"):]
+    for said in ("prepare-data: gsm_symbolic_train 16, gsm_symbolic_dev 4, gsm_symbolic_test 4 questions",
+                 "sft: 2 lora steps, train loss", "collect-rollouts: 24 trajectories (3 questions x 8), ",
+                 "build-preferences: ", "train-rl: 1 DPO step, train loss", "eval (strict, gsm_symbolic_test, n=3): base ",
+                 "No two models differ beyond chance"):
+        assert said in end, (said, end)
     stages = tmp_path / "demo" / "stages"
     marker = {s: json.loads((stages / f"{s}.json").read_text()) for s in ("sft", "collect-rollouts", "train-rl", "eval")}
     for stage in ("sft", "train-rl"):  # training: the trainer's token count, its loop's time, their ratio

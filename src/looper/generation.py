@@ -640,10 +640,14 @@ def generate_records(engine: Callable[[], Engine], path: Path,
             for k, r in enumerate(mine):
                 requests.append(r)
                 owners.append((q, k))
-        bar = tqdm(total=len(questions), initial=len(questions) - len(todo), desc=desc, unit="question", dynamic_ncols=True)
-        started = time.perf_counter()
+        # The bar counts samples, a whole batch at a time (hf ends a batch's rows together; vLLM's batch_size is
+        # absent, so one by one), with the run's mean rate (smoothing=0): counting questions, or single samples of
+        # a batch that ended at once, read "1/30 [05:57<2:52:37]" when 30 answers decoded together came back.
+        bar = tqdm(total=len(requests), desc=desc, unit="sample", dynamic_ncols=True, smoothing=0)
+        started, saved, arrived, shown = time.perf_counter(), len(done), 0, 0
         generator = engine()
         tally["engine"] = generator.name
+        batch = getattr(generator, "batch_size", 1)
         for i, result in generate_stream(generator, requests, max_new_tokens, progress=False):
             q, k = owners[i]
             group = pending[q["id"]]
@@ -651,8 +655,13 @@ def generate_records(engine: Callable[[], Engine], path: Path,
             tally["tokens"] += result.num_tokens
             if all(r is not None for r in group):
                 out.append(record_of(q, pending.pop(q["id"])))
-                bar.update(1)
-                bar.set_postfix(tok_per_s=f"{tally['tokens'] / (time.perf_counter() - started):.0f}", refresh=False)
+                saved += 1
+            arrived += 1
+            if arrived - shown == min(batch, len(requests) - shown):
+                bar.set_postfix(questions=f"{saved}/{len(questions)}",
+                                tok_per_s=f"{tally['tokens'] / (time.perf_counter() - started):.0f}", refresh=False)
+                bar.update(arrived - shown)
+                shown = arrived
         bar.close()
         tally["seconds"] = time.perf_counter() - started
         tally["engine_gpu_memory_gib"] = getattr(generator, "gpu_memory_gib", None)

@@ -7,23 +7,25 @@ prepare-data -> sft -> collect-rollouts -> build-preferences -> train-rl -> eval
 outputs are complete for the same config is skipped (and says so); one that was cut off resumes;
 outputs made by a different config stop the pipeline with the differing keys named. Stages the RL
 algorithm does not read are skipped with a notice: grpo / rloo sample as they train (no
-collect-rollouts, no build-preferences); rft trains on rollouts (no build-preferences). At the end the
-evaluation table (printed by eval) and the path of report.md end the output, with the time each stage took and,
-last, the run's note.
+collect-rollouts, no build-preferences); rft trains on rollouts (no build-preferences). At the end: the time each
+stage took, a line per stage on what it did (steps, rollouts, how many right by gold, pairs; eval's accuracies with
+their intervals and whether any difference is beyond chance), the path of report.md and, last, the run's note.
 """
 
 from __future__ import annotations
 
 import gc
 import importlib
+import json
 import time
+from typing import Any
 
 from looper.config import RunConfig
 from looper.eval.eval_gsm8k import check_protocol
 from looper.generation import resolve_engine
 from looper.modeling import check_quantization
 from looper.regime_w.reward import check_reward_config
-from looper.runs import STAGE_MODULES, STAGES, InputError, RunDir, atomic_write_json
+from looper.runs import STAGE_MODULES, STAGES, InputError, RunDir, atomic_write_json, read_jsonl, stage_marker
 from looper.trainers import trl_config
 
 
@@ -47,6 +49,55 @@ def unused_stages(config: RunConfig) -> set[str]:
     """Stages whose outputs the configured RL algorithm never reads."""
     return {"grpo": {"collect-rollouts", "build-preferences"}, "rloo": {"collect-rollouts", "build-preferences"},
             "rft": {"build-preferences"}}.get(config.rl.algorithm, set())
+
+
+def stage_results(config: RunConfig, run: RunDir, stages: list[str]) -> list[str]:
+    """What each of ``stages`` did, a line each, read back from the run folder (markers, rollouts, pairs, eval's
+    summary): a pipeline that ends on a table alone reads as if training helped or hurt, where on a small run
+    (the CPU demo) it mostly shows that each stage ran, on what, and that the differences are noise."""
+    lines, rollouts_right = [], None
+    for stage in stages:
+        marker = stage_marker(run, stage) or {}
+        if stage == "prepare-data" and "counts" in marker:
+            lines.append("prepare-data: " + ", ".join(f"{k} {v}" for k, v in marker["counts"].items()) + " questions")
+        elif stage in ("sft", "train-rl") and "steps" in marker:
+            what = config.sft.method if stage == "sft" else marker.get("algorithm", config.rl.algorithm).upper()
+            loss = marker.get("train_loss")
+            lines.append(f"{stage}: {marker['steps']} {what} step{'' if marker['steps'] == 1 else 's'}"
+                         + (f", train loss {loss:.3f}" if loss is not None else ""))
+        elif stage == "collect-rollouts" and marker and run.rollouts.exists():
+            records = read_jsonl(run.rollouts)
+            trajs = [t for r in records for t in r["trajectories"]]
+            rollouts_right = sum(t["parts"]["correct"] == 1.0 for t in trajs)
+            lines.append(f"collect-rollouts: {len(trajs)} trajectories ({len(records)} questions x "
+                         f"{len(trajs) // max(1, len(records))}), {rollouts_right} right by gold, "
+                         f"{sum(t['truncated'] for t in trajs)} cut at the token limit")
+        elif stage == "build-preferences" and marker and run.preferences.exists():
+            pairs = read_jsonl(run.preferences)
+            clean = sum(p["chosen_correct"] == 1.0 and p["rejected_correct"] != 1.0 for p in pairs)
+            why = ("" if clean else ": no rollout was right, so DPO learns Regime W's ranking among wrong answers"
+                   if rollouts_right == 0 else ": none pairs a right answer with a wrong one")
+            lines.append(f"build-preferences: {len(pairs)} chosen/rejected pairs from {marker['questions']} questions, "
+                         f"chosen right and rejected wrong in {clean}{why}")
+        elif stage == "eval" and (run.eval_dir / "summary.json").exists():
+            lines += eval_results(config, json.loads((run.eval_dir / "summary.json").read_text()))
+    return lines
+
+
+def eval_results(config: RunConfig, summary: dict[str, Any]) -> list[str]:
+    """Eval's headline accuracy per dataset, each model's with its 95% interval, then whether any two differ beyond
+    chance (report.reading_line)."""
+    mode = "flexible" if config.eval.protocol == "deepseek" else "strict"
+    k = config.eval.samples
+    by_dataset: dict[str, list[str]] = {}
+    for model, by_d in summary["metrics"].items():
+        for d, x in by_d.items():
+            score = x[mode][f"avg@{k}"] if k > 1 and f"avg@{k}" in x[mode] else x[mode]
+            lo, hi = score["ci95"]
+            by_dataset.setdefault(f"{d}, n={x['n']}", []).append(
+                f"{model} {100 * score['accuracy']:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}]")
+    lines = [f"eval ({mode}{f' avg@{k}' if k > 1 else ''}, {d}): " + ", ".join(cells) for d, cells in by_dataset.items()]
+    return lines + ([summary["reading"]] if summary.get("reading") else [])
 
 
 def main(config: RunConfig, from_stage: str | None = None, to_stage: str | None = None) -> RunDir:
@@ -96,6 +147,8 @@ def main(config: RunConfig, from_stage: str | None = None, to_stage: str | None 
     atomic_write_json(run.root / "pipeline_timings.json", timings)
     print("\n=== pipeline done ===")
     print("time per stage (s): " + ", ".join(f"{k} {v}" for k, v in timings.items()))
+    for line in stage_results(config, run, list(timings)):
+        print(line)
     if "eval" in STAGES[first : last + 1] and (run.eval_dir / "report.md").exists():
         print(f"report: {run.eval_dir / 'report.md'}  (the table is printed above by eval)")
     if config.note:

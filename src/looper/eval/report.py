@@ -10,6 +10,7 @@ from typing import Any
 from looper.answers import parse_number
 from looper.runs import atomic_write_json, atomic_write_text
 from looper.stats import (
+    holm,
     mcnemar_exact,
     mean_interval,
     paired_difference,
@@ -79,6 +80,7 @@ def _plots(summary: dict[str, Any], out_dir: Path) -> list[str]:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import FuncFormatter, MaxNLocator
     except ImportError:
         return []
     made = []
@@ -98,7 +100,16 @@ def _plots(summary: dict[str, Any], out_dir: Path) -> list[str]:
                     # and matplotlib refuses a negative error bar
                     lo.append(max(0.0, 100 * (m[mode]["accuracy"] - m[mode]["ci95"][0])))
                     hi.append(max(0.0, 100 * (m[mode]["ci95"][1] - m[mode]["accuracy"])))
-            ax.bar(xs, ys, width, yerr=[lo, hi], capsize=3, label=model)
+            bars = ax.bar(xs, ys, width, yerr=[lo, hi], capsize=3, label=model)
+            # a model with no right answer has a bar of height 0, which draws nothing: a line in its colour at 0,
+            # and the value on every bar (over its interval's line)
+            color = bars.patches[0].get_facecolor() if bars.patches else None
+            for x, y in zip(xs, ys):
+                if y == 0:
+                    ax.hlines(0, x - width / 2, x + width / 2, colors=[color], linewidth=3, clip_on=False)
+                ax.text(x, y, f"{y:.1f}", ha="center", va="bottom", fontsize=7,
+                        bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.5})
+        ax.set_ylim(bottom=0)
         ax.set_xticks([j + width * (len(models) - 1) / 2 for j in range(len(datasets))], datasets)
         ax.set_ylabel(f"{mode} accuracy (%)")
         ax.set_title(f"{mode} accuracy, 95% Wilson intervals")
@@ -111,9 +122,19 @@ def _plots(summary: dict[str, Any], out_dir: Path) -> list[str]:
     if pairs:
         fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(pairs)), 3.6))
         labels = [f"{c['a']}→{c['b']}\n{d}" for d, c in pairs]
-        ax.bar(range(len(pairs)), [len(c["strict"]["wrong_to_right"]) for _, c in pairs], label="wrong → right")
-        ax.bar(range(len(pairs)), [-len(c["strict"]["right_to_wrong"]) for _, c in pairs], label="right → wrong")
+        up = [len(c["strict"]["wrong_to_right"]) for _, c in pairs]
+        down = [len(c["strict"]["right_to_wrong"]) for _, c in pairs]
+        ax.bar(range(len(pairs)), up, label="wrong → right")
+        ax.bar(range(len(pairs)), [-n for n in down], label="right → wrong")
         ax.axhline(0, color="black", linewidth=0.8)
+        for x, (u, d) in enumerate(zip(up, down)):  # each count written on its side of 0, a 0 too
+            ax.text(x, u, f"{u}", ha="center", va="bottom", fontsize=7)
+            ax.text(x, -d, f"{d}", ha="center", va="top", fontsize=7)
+        # whole questions: integer ticks, counted both ways from 0 (right → wrong drawn downwards, labelled as a count)
+        top = max(up + down + [1])
+        ax.set_ylim(-1.25 * top, 1.25 * top)
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{abs(v):.0f}"))
         ax.set_xticks(range(len(pairs)), labels, fontsize=8)
         ax.set_ylabel("questions (strict)")
         ax.set_title("Flipped questions between models")
@@ -151,6 +172,25 @@ def scoring_line(config: Any) -> str:
                 "strict = its strict-match filter, flexible = its flexible-extract.")
     return (f"max {config.eval.max_new_tokens} new tokens. Answers checked by `looper.answers` (strict: `#### N`; "
             "flexible: also `\\boxed{}` and 'the answer is').")
+
+
+def reading_line(summary: dict[str, Any], mode: str, k: int) -> str:
+    """One sentence on whether any two models differ beyond chance: each paired comparison's p (exact McNemar on
+    one answer per question; with k samples, the paired test over all of them), Holm-adjusted over every comparison
+    of the report, against 0.05. Empty with fewer than two models. A small run (the CPU demo's 30 questions, where
+    one question is 3.3 points) mostly reads "noise", and should: its table alone can look as if a stage hurts."""
+    found = [(d, c, c[mode]["paired"] if k > 1 else c[mode]) for d, comps in summary["comparisons"].items() for c in comps]
+    if not found:
+        return ""
+    adjusted = holm([x["p_value"] for _, _, x in found])
+    beyond = [f"{c['a']} → {c['b']} on {d} ({100 * x['difference']:+.1f} pts, p {p:.2g})"
+              for (d, c, x), p in zip(found, adjusted) if p < 0.05]
+    if beyond:
+        return f"Beyond chance ({mode}, Holm-adjusted p < 0.05): {'; '.join(beyond)}; the other differences are noise."
+    n = min(x["n"] for by_d in summary["metrics"].values() for d, x in by_d.items() if d in summary["comparisons"])
+    return (f"No two models differ beyond chance ({mode}: Holm-adjusted p >= 0.05 in all {len(found)} paired "
+            f"comparisons; at n={n} one question is {100 / n:.1f} points): read the differences as noise, not as a "
+            "stage helping or hurting.")
 
 
 def write_report(records: dict[str, dict[str, list[dict[str, Any]]]], config: Any, out_dir: Path) -> dict[str, Any]:
@@ -194,6 +234,7 @@ def write_report(records: dict[str, dict[str, list[dict[str, Any]]]], config: An
                                           f"flexible avg@{k} (pass@1) % [95% CI]"]) + "\n\nFirst sample of each question:\n\n" + table
     summary = {"metrics": metrics, "comparisons": comparisons,
                "table": table + "\n\n" + comp_table + ("\n\n" + paired_table if paired_table else "")}
+    summary["reading"] = reading_line(summary, headline, k)
     plots = _plots(summary, out_dir)
     sampled = []
     for m, by_d in metrics.items():
@@ -210,7 +251,8 @@ def write_report(records: dict[str, dict[str, list[dict[str, Any]]]], config: An
            "Intervals: 95% Wilson (one answer), normal (avg@k). "
            "p: exact McNemar on paired questions (first answers); paired test on per-question shares correct (all "
            "samples), with the smallest difference the run could detect at 80% power.\n"),
-          "## Accuracy\n", table, "\n## Paired comparisons\n", comp_table, "", paired_table, ""]
+          "## Accuracy\n", table, "\n## Paired comparisons\n", comp_table, "", paired_table, "",
+          *([summary["reading"], ""] if summary["reading"] else [])]
     if sampled:
         md += ["## Sampling metrics\n", *sampled, ""]
     md += [f"![{p}]({p})" for p in plots]
