@@ -65,14 +65,22 @@ def main() -> None:
     parser.add_argument("--dump", required=True, help="the diverged_step<N>.pt file")
     parser.add_argument("--stage", choices=["train-rl", "sft"], default="train-rl")
     parser.add_argument("--round", type=int, default=1, help="train-rl round the dump comes from")
+    parser.add_argument("--cudnn-attention", action="store_true",
+                        help="let sdpa use PyTorch's cuDNN backend, as looper did before avoid_cudnn_attention (to see "
+                             "the NaN it made); by default the replay trains as looper's stages do, without it")
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
     from looper.config import load_config
-    from looper.trainers import map_tensors
+    from looper.trainers import avoid_cudnn_attention, map_tensors
 
     config = load_config(args.config, args.overrides)
     dump = torch.load(args.dump, weights_only=False)
     trainer = build_trainer(config, args.stage, args.round)
+    avoid_cudnn_attention()
+    if args.cudnn_attention:
+        torch.backends.cuda.enable_cudnn_sdp(True)
+    print(f"sdpa backends: cudnn {torch.backends.cuda.cudnn_sdp_enabled()}, flash {torch.backends.cuda.flash_sdp_enabled()}, "
+          f"memory-efficient {torch.backends.cuda.mem_efficient_sdp_enabled()}")
     model = trainer.model
     result = model.load_state_dict(dump["trainable"], strict=False)
     if result.unexpected_keys:

@@ -195,7 +195,7 @@ def test_regime_w_comparison_pools_the_seeds_per_question(tmp_path):
                 stages.mkdir(parents=True)
                 (stages / "build-preferences.json").write_text(json.dumps({"pairs": 10 + seed}))
                 (stages / "train-rl.json").write_text(json.dumps({"steps": 3}))
-        traj = [{"arm": "direct", "family": "compute", "text": "#### 1\u2028", "truncated": False, "num_tokens": 3}]
+        traj = [{"arm": "direct", "family": "compute", "text": "0 + 1 = 1\n#### 1\u2028", "truncated": False, "num_tokens": 3}]
         rollouts = runs / f"demo-s{seed}-rollouts_b" / "data" / "rl_rollouts.jsonl"
         rollouts.parent.mkdir(parents=True)
         rollouts.write_text(json.dumps({"id": "t0", "gold": "1", "trajectories": traj}, ensure_ascii=False) + "\n")

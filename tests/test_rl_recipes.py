@@ -98,12 +98,13 @@ def test_correct_chosen_and_label_free_pairs(rollouts_run, tiny_model_dir, tmp_p
     # (not gold) decides: chosen agrees with 999, and the gold-correct trajectory is not chosen
     rec = records[0]
     for t in (3, 4, 5):  # finished answers (a truncated one is never chosen)
-        rec["trajectories"][t]["text"], rec["trajectories"][t]["truncated"] = "#### 999", False
+        # with a step of working: a bare answer, as a copied format example, does not vote (regime_w.md)
+        rec["trajectories"][t]["text"], rec["trajectories"][t]["truncated"] = "999 + 0 = 999\n#### 999", False
     (run_dir / "demo" / "data" / "rl_rollouts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     (run_dir / "demo" / "stages" / "build-preferences.json").unlink()
     run_looper("build-preferences", *args(run_dir, tiny_model_dir, "preferences.label_free=true"), cwd=REPO)
     pairs = {p["id"]: p for p in read_jsonl(run_dir / "demo" / "data" / "preferences.jsonl")}
-    assert pairs[rec["id"]]["better"] == "#### 999"
+    assert pairs[rec["id"]]["better"] == "999 + 0 = 999\n#### 999"
 
     proc = run_looper("build-preferences", *args(run_dir, tiny_model_dir, "preferences.label_free=true",
                                                  "preferences.require_correct_chosen=true"), cwd=REPO, check=False)

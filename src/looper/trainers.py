@@ -336,11 +336,26 @@ def watch_gradients(trainer: Any, work_dir: Path, section: str) -> None:
     trainer.add_callback(GradientWatch())
 
 
+def avoid_cudnn_attention() -> None:
+    """Keep PyTorch's cuDNN backend of ``scaled_dot_product_attention`` out of training; sdpa then takes its flash or
+    memory-efficient kernel (the math one where neither applies).
+
+    Why: Qwen2.5-Coder-1.5B's LoRA SFT on packed, padding-free 8,192-token micro-batches (a block-diagonal mask over
+    ~30 sequences, head_dim 128, GQA 12/2) stopped on non-finite gradients (step 161 of 165 in one run, step 53 in
+    another), and ``scripts/replay_diverged_step.py`` replaying the dumped step under autograd's anomaly detection
+    named the operation: ``ScaledDotProductCudnnAttentionBackward0 returned nan values`` (torch 2.11.0+cu130, one
+    H100; docs/results.md, "Qwen2.5-Coder-1.5B"). The forward pass and the loss were finite; the NaN is born in the
+    cuDNN kernel's backward. ``torch.backends.cuda.enable_cudnn_sdp`` is PyTorch's public switch for that backend.
+    """
+    torch.backends.cuda.enable_cudnn_sdp(False)
+
+
 def watch_training(trainer: Any, log_path: Path, work_dir: Path, section: str) -> None:
-    """Every training stage's watch: metrics to ``log_path`` (stopping on a non-finite logged loss / grad norm) and the
-    gradient check before each optimizer step (``watch_gradients``)."""
+    """Every training stage's watch: metrics to ``log_path`` (stopping on a non-finite logged loss / grad norm), the
+    gradient check before each optimizer step (``watch_gradients``), and no cuDNN attention (``avoid_cudnn_attention``)."""
     trainer.add_callback(metrics_callback(log_path, section))
     watch_gradients(trainer, work_dir, section)
+    avoid_cudnn_attention()
 
 
 def prepare_work_dir(work_dir: Path, settings: dict[str, Any], stage: str, metrics_path: Path) -> str | None:
