@@ -205,3 +205,30 @@ def test_an_unknown_embedded_model_is_one_line_from_the_cli(tmp_path):
     assert proc.stderr.strip().splitlines()[-1].startswith("looper: error:")
     assert "unknown embedded model 'embedded:qwen-nope'" in proc.stderr
     assert not json.dumps(proc.stderr).count("Traceback")
+
+
+def test_training_stages_keep_cudnn_attention_out(tmp_path):
+    """Qwen2.5-Coder-1.5B's packed SFT diverged in the backward of PyTorch's cuDNN sdpa kernel (the replay of the
+    dumped step named ScaledDotProductCudnnAttentionBackward0; docs/results.md). Every training stage goes through
+    ``watch_training``, which turns that backend off; a CPU can show the switch, not the kernel."""
+    import torch
+
+    from looper.trainers import watch_training
+
+    class Trainer:  # the two things watch_training touches
+        def __init__(self):
+            self.callbacks = []
+
+        def add_callback(self, callback):
+            self.callbacks.append(callback)
+
+        def compute_loss(self, model, inputs, *args, **kwargs):
+            return 0.0
+
+    torch.backends.cuda.enable_cudnn_sdp(True)
+    try:
+        watch_training(Trainer(), tmp_path / "log.jsonl", tmp_path, "sft.trainer")
+        assert not torch.backends.cuda.cudnn_sdp_enabled()
+        assert torch.backends.cuda.flash_sdp_enabled() and torch.backends.cuda.mem_efficient_sdp_enabled()
+    finally:
+        torch.backends.cuda.enable_cudnn_sdp(True)

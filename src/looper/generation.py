@@ -643,9 +643,11 @@ def generate_records(engine: Callable[[], Engine], path: Path,
         # The bar counts samples, a whole batch at a time (hf ends a batch's rows together; vLLM's batch_size is
         # absent, so one by one), with the run's mean rate (smoothing=0): counting questions, or single samples of
         # a batch that ended at once, read "1/30 [05:57<2:52:37]" when 30 answers decoded together came back.
-        bar = tqdm(total=len(requests), desc=desc, unit="sample", dynamic_ncols=True, smoothing=0)
         started, saved, arrived, shown = time.perf_counter(), len(done), 0, 0
         generator = engine()
+        # the bar's clock starts once the engine is up: a vLLM engine's start (about a minute) counted in the rate
+        # made the first estimate read hours ("1/4000 [00:55<61:36:56]")
+        bar = tqdm(total=len(requests), desc=desc, unit="sample", dynamic_ncols=True, smoothing=0)
         tally["engine"] = generator.name
         batch = getattr(generator, "batch_size", 1)
         for i, result in generate_stream(generator, requests, max_new_tokens, progress=False):
