@@ -113,6 +113,9 @@ def main() -> None:
                 if seen:
                     print(f"  first non-finite module output: {seen[0]}" + (f" (then {len(seen) - 1} more)" if len(seen) > 1 else ""))
                 loss.backward()
+        except torch.OutOfMemoryError as err:  # anomaly detection's copies (or eager attention) did not fit: no verdict
+            print(f"  out of memory, no verdict: {str(err).splitlines()[0][:120]}")
+            continue
         except RuntimeError as err:  # anomaly detection names the backward function that produced the NaN
             reproduced = True
             print(f"  backward: {str(err).splitlines()[0]}")

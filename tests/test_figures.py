@@ -1685,3 +1685,39 @@ def test_regime_w_comparison_sixth_run_times():
     (dpo,) = table_rows(text, r"DPO arms.*")
     arms = ("w_regime_w", "w_correct", "w_label_free")
     assert dpo[1:] == [" / ".join(str(s[a]) for a in arms) for s in (s1234, s1236)]
+
+
+def test_qwen_first_run_figures():
+    """The real model's first run (docs/results.md, README): every figure recomputed from its raw files."""
+    import subprocess
+    import sys
+
+    folder = BENCH / "qwen2.5-coder-1.5b_h100_2026-12-07"
+    out = subprocess.run([sys.executable, str(REPO / "bench" / "sample_accuracy.py"), str(folder)], capture_output=True,
+                         text=True, check=True).stdout
+    summary = json.loads(out)
+    assert summary == json.loads((folder / "sample_accuracy.json").read_text())
+    own, arms = summary["self_samples"], summary["rollouts"]
+    text = " ".join((REPO / "docs" / "results.md").read_text().split())
+    readme = " ".join((REPO / "README.md").read_text().split())
+    pct = lambda x: f"{100 * x:.1f}%"  # noqa: E731
+    assert f"4 at T 0.7, 512 tokens, the run's system prompt): {pct(own['correct'])} right, {pct(own['truncated'])} cut off, " \
+           f"{pct(own['questions_with_a_correct_sample'])} of questions with at least one right sample" in text
+    assert f"{pct(arms['correct'])} of trajectories right, the arms from {pct(arms['arms']['critique-then-answer']['correct'])} " \
+           f"(critique-then-answer) to {pct(arms['arms']['direct']['correct'])} (direct, T 0.2)" in text
+    assert f"right for **{pct(arms['majority_of_arms_correct'])}** of the questions and at least one arm for " \
+           f"{pct(arms['pass_at_arms'])}" in text
+    assert f"1,000 training questions were {pct(own['correct'])} right, the SFT model's eight Regime W arms " \
+           f"{pct(arms['correct'])}, and the arms' majority answer {pct(arms['majority_of_arms_correct'])}" in readme
+    sft = json.loads((folder / "stages" / "sft.json").read_text())
+    assert f"took {sft['train_runtime_s']:.0f} s: loss {sft['train_loss']:.3f}, peak {sft['peak_gpu_memory_gib'][0]} GiB" in text
+    rollouts = json.loads((folder / "stages" / "collect-rollouts.json").read_text())
+    assert f"{rollouts['generated_tokens'] / 1e6:.2f}M tokens in {rollouts['generation_s']:.0f} s ({rollouts['tokens_per_s']:,.0f} tokens/s" in text
+    pairs = json.loads((folder / "stages" / "build-preferences.json").read_text())
+    assert f"{pairs['pairs']:,} correct-vs-wrong pairs from {pairs['questions']} questions" in text
+    gen = {r["way"]: r for r in json.loads((folder / "generation_throughput_qwen1.5b.json").read_text())["runs"]}
+    assert f"looper's vLLM engine {gen['vllm']['tokens_per_s']:,.0f} tokens/s, vLLM's `LLM.generate` on the same " \
+           f"requests {gen['vllm-direct']['tokens_per_s']:,.0f} (looper at {100 * gen['vllm']['x_vllm_direct']:.1f}%" in text
+    log = (folder / "diverge.log").read_text()
+    assert "ScaledDotProductCudnnAttentionBackward0' returned nan values" in log and "at step 53," in log
+    assert "loss 0.447626" in log and "(0.4476)" in text

@@ -330,7 +330,8 @@ def watch_gradients(trainer: Any, work_dir: Path, section: str) -> None:
                 raise TrainingDiverged(
                     f"training diverged: non-finite gradients at step {step}, before the optimizer applied them; "
                     f"nothing was saved. The step's {len(window)} micro-batch(es) and the weights before it are in "
-                    f"{dump}. Lower {section}.learning_rate (or set max_grad_norm) and run again")
+                    f"{dump}: scripts/replay_diverged_step.py replays it and names the operation that made them "
+                    f"(lower {section}.learning_rate only if the step's weights or loss are the cause)")
             window.clear()
 
     trainer.add_callback(GradientWatch())
