@@ -112,7 +112,8 @@ def qwen_tokenizer_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def qwen_tiny_model_dir(tmp_path_factory, qwen_tokenizer_dir) -> Path:
     """A 2-layer, hidden-32 random Qwen2 (q/k/v biases, as Qwen's) with Qwen2.5-Coder's tokenizer, whose
-    generation_config names only ``<|endoftext|>`` as its end (as a checkpoint converted by transformers 5.17 did)."""
+    generation_config names ``<|endoftext|>`` but not ``<|im_end|>`` among its ends (as a checkpoint converted by
+    transformers 5.17 did), with the random stop tokens of ``stops_sometimes`` so that its answers end on their own."""
     import torch
     from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
 
@@ -123,6 +124,8 @@ def qwen_tiny_model_dir(tmp_path_factory, qwen_tokenizer_dir) -> Path:
                          pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True)
     torch.manual_seed(0)
     model = Qwen2ForCausalLM(config)
+    stops_sometimes(model, tokenizer)
+    model.generation_config.eos_token_id = [t for t in model.generation_config.eos_token_id if t != 151645]  # no <|im_end|>
     out = tmp_path_factory.mktemp("qwen-tiny")
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)

@@ -232,3 +232,47 @@ def test_training_stages_keep_cudnn_attention_out(tmp_path):
         assert torch.backends.cuda.flash_sdp_enabled() and torch.backends.cuda.mem_efficient_sdp_enabled()
     finally:
         torch.backends.cuda.enable_cudnn_sdp(True)
+
+
+def test_sft_examples_end_with_im_end_as_trl_tokenizes_them(qwen_tiny_model_dir, tmp_path):
+    """SFT gold and self data through TRL's own tokenization with looper's tokenizer: the prompt ids are the
+    engines' prompt ids and every example ends with one <|im_end|>, the token the template ends a turn with."""
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM
+    from trl import SFTConfig, SFTTrainer
+
+    from looper.baseline_sft.train_sft import generated_example
+    from looper.config import load_config
+    from looper.modeling import load_tokenizer
+    from looper.prompts import render_prompt, sft_example
+
+    config = load_config(REPO / "configs" / "demo.yaml", [f"runs_dir={tmp_path}", f"model.name_or_path={qwen_tiny_model_dir}",
+                                                       "model.dtype=float32"])
+    tok = load_tokenizer(config.model)
+    question = "Tom has 3 apples and buys 2 more. How many?"
+    gen = tok(render_prompt(tok, question, config.model.system_prompt, config.model.prompt_format))["input_ids"]
+    examples = [sft_example(tok, question, "3 + 2 = 5\n#### 5", config.model.system_prompt, config.model.prompt_format),
+                generated_example(tok, config, question, "3 + 2 = 5, so the answer is \\boxed{5}.")]
+    args = SFTConfig(output_dir=str(tmp_path / "sft-probe"), max_length=512, report_to="none", use_cpu=True,
+                     activation_checkpointing=False)
+    trainer = SFTTrainer(model=AutoModelForCausalLM.from_pretrained(qwen_tiny_model_dir), args=args,
+                         train_dataset=Dataset.from_list(examples), processing_class=tok)
+    for row in trainer.train_dataset:
+        ids = row["input_ids"]
+        assert ids[:len(gen)] == gen
+        assert ids[-1] == IM_END and ids.count(IM_END) == gen.count(IM_END) + 1 and ENDOFTEXT not in ids
+
+
+def test_pipeline_on_a_tiny_qwen_end_to_end(qwen_tiny_model_dir, tmp_path):
+    """Every stage on a tiny random Qwen2 with Qwen2.5-Coder's real tokenizer and template, through the CLI."""
+    from conftest import read_jsonl, run_looper, write_gsm8k
+
+    data = write_gsm8k(tmp_path / "gsm8k", 12)
+    proc = run_looper("pipeline", "configs/demo.yaml", f"runs_dir={tmp_path / 'runs'}", "data.source=local",
+                      f"data.path={data}", f"model.name_or_path={qwen_tiny_model_dir}", "sft.trainer.max_steps=2",
+                      "sft.lora.r=4", "rollouts.num_questions=2", "rollouts.max_new_tokens=24",
+                      "preferences.min_margin=0.0", "preferences.require_correct_chosen=false", "rl.dpo.max_steps=1",
+                      "eval.limit=2", "eval.max_new_tokens=8", "eval.datasets=[gsm8k_test]", cwd=REPO)
+    assert "pipeline done" in proc.stdout
+    records = read_jsonl(tmp_path / "runs" / "demo" / "eval" / "rl__gsm8k_test.jsonl")
+    assert len(records) == 2 and all(r["tokens"] <= 8 for r in records)
