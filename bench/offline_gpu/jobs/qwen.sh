@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The real model on one GPU (issue 43): configs/qwen2.5-coder-1.5b-gpu.yaml's whole pipeline, and beside it the SFT
+# The real model on one GPU (issue 43): configs/qwen2.5-coder-1.5b-gpu.yaml's whole pipeline (resumed from
+# carried-back run folders where start.sh unpacked them), then the SFT
 # recipe that diverged on this model (configs/smollm2-135m-gpu.yaml's packed, padding-free 8,192-token micro-batches
-# at lr 2e-4), replayed on a divergence with scripts/replay_diverged_step.py as made (sdpa) and with eager attention.
+# at lr 2e-4) as looper trains it now, replayed on a divergence with scripts/replay_diverged_step.py with and without cuDNN attention.
 #   jobs/qwen.sh [PIPELINE_OVERRIDES...]
 # Needs convert.sh to have converted embedded:qwen2.5-coder-1.5b-instruct (start.sh waits for it).
 set -u
@@ -24,7 +25,14 @@ mirror() {  # what comes back with each poll: markers, metrics, eval summaries a
 }
 ( while [ ! -f /tmp/res/done ]; do sleep 20; mirror; done ) &
 
-# A: the diverging recipe, replayed if it diverges (GPU shared with B; it trains no vLLM)
+# B: the real model's pipeline
+SECONDS=0
+$PY -m looper.cli pipeline configs/qwen2.5-coder-1.5b-gpu.yaml runs_dir=/tmp/cr $data \
+  rollouts.vllm.gpu_memory_utilization=0.35 eval.vllm.gpu_memory_utilization=0.35 "$@" > /tmp/res/pipeline.log 2>&1
+rc=$?
+echo "pipeline rc $rc in ${SECONDS}s" >> /tmp/res/progress.txt
+# A, after B (beside it, vLLM could not reserve its KV cache, 2026-12-07): the recipe that diverged in the
+# backward of cuDNN's sdpa kernel, trained as looper trains now (cuDNN attention off); replayed if it diverges still
 (
   set -x
   diverge="name=qwen-diverge runs_dir=/tmp/cr $data $model sft.trainer.num_train_epochs=1"
@@ -33,23 +41,10 @@ mirror() {  # what comes back with each poll: markers, metrics, eval summaries a
   dump=$(ls /tmp/cr/qwen-diverge/work/sft/diverged_step*.pt 2>/dev/null | head -1)
   if [ -n "$dump" ]; then
     $PY scripts/replay_diverged_step.py configs/smollm2-135m-gpu.yaml $diverge --stage sft --dump "$dump"
-    $PY scripts/replay_diverged_step.py configs/smollm2-135m-gpu.yaml $diverge model.attn_implementation=eager --stage sft --dump "$dump"
+    $PY scripts/replay_diverged_step.py configs/smollm2-135m-gpu.yaml $diverge --cudnn-attention --stage sft --dump "$dump"
   fi
-) > /tmp/res/diverge.log 2>&1 &
-pid_a=$!
-
-# B: the real model's pipeline
-SECONDS=0
-$PY -m looper.cli pipeline configs/qwen2.5-coder-1.5b-gpu.yaml runs_dir=/tmp/cr $data \
-  rollouts.vllm.gpu_memory_utilization=0.35 eval.vllm.gpu_memory_utilization=0.35 "$@" > /tmp/res/pipeline.log 2>&1
-rc=$?
-echo "pipeline rc $rc in ${SECONDS}s" >> /tmp/res/progress.txt
-wait $pid_a
+) > /tmp/res/diverge.log 2>&1
 echo "diverge job ended" >> /tmp/res/progress.txt
-# issue 43 item 6: looper's vLLM engine against vLLM called directly, on the same requests, the GPU alone
-$PY bench/generation_throughput.py --gsm8k /tmp/gsm8k --model qwen1.5b --requests 2048 --batch 512 --new-tokens 512 \
-  --ways vllm,vllm-direct --gpu-memory-utilization 0.35 --out /tmp/res/generation_throughput_qwen1.5b.json > /tmp/res/gen.log 2>&1
-echo "generation bench rc $?" >> /tmp/res/progress.txt
 mirror
 date -u +"end %FT%TZ rc $rc" >> /tmp/res/progress.txt
 echo "rc $rc" > /tmp/res/done
