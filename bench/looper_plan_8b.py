@@ -1,5 +1,5 @@
 """``looper plan`` for the three 8B configs (the default one also with GRPO, the 8-bit one also generating with
-vLLM), saved as the raw file of README's "What a run costs" table.
+vLLM), saved as the raw file of docs/guide.md's "What a run costs" table.
 
     python bench/looper_plan_8b.py --out docs/bench/looper_plan_8b
 
@@ -7,7 +7,7 @@ Each file holds a header (the command, the date, looper's commit and Python) and
 ``looper plan CONFIG [key=value ...]`` prints, run against an empty runs folder so that the data sizes are the
 sources' published ones (no prepared split of this checkout counts). ``looper plan`` loads nothing and runs on any
 CPU in seconds; its rates are ``looper/plan.py``'s ``RATES``, each measured on one H200 (docs/benchmarks.md).
-tests/test_figures.py checks README's table against these files and these files against what ``looper plan``
+tests/test_figures.py checks docs/guide.md's table against these files and these files against what ``looper plan``
 prints now.
 """
 
@@ -26,7 +26,7 @@ sys.path.insert(0, str(REPO / "src"))
 from looper.config import load_config  # noqa: E402
 from looper.plan import render  # noqa: E402
 
-# file name -> (config, overrides), in README's row order
+# file name -> (config, overrides), in docs/guide.md's row order
 PLANS = {
     "r1-distill-llama-8b.txt": ("configs/r1-distill-llama-8b.yaml", []),
     "r1-distill-llama-8b_grpo.txt": ("configs/r1-distill-llama-8b.yaml", ["rl.algorithm=grpo"]),

@@ -52,7 +52,7 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "ddp_find_unused_parameters": False,
 }
 
-# looper's defaults per trainer (README, "Configuration"); anything in the YAML wins. Not the plan's SFT recipe
+# looper's defaults per trainer (docs/guide.md, "Configuration"); anything in the YAML wins. Not the plan's SFT recipe
 # (docs/plan.md §2: batch 1, 256-token sequences, kept in configs/r1-distill-llama-8b-plan.yaml): SFT here takes
 # batch 4 x 4 accumulation and 512 tokens (256 tokens cut a quarter of GSM8K examples: §2).
 TRAINER_DEFAULTS: dict[str, dict[str, Any]] = {

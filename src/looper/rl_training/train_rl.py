@@ -285,7 +285,7 @@ def prepare_online(config: RunConfig, run: RunDir) -> tuple[type, dict[str, Any]
     end_ids = checkpoint_end_ids(resolve_model_path(config.model.name_or_path), tokenizer, config.model.revision)
     rewards = RegimeWRewards(config, probe.max_completion_length, end_ids,
                              template_opens_thought(tokenizer, config.model.prompt_format), tokenizer)
-    # set over the user's rl.<algorithm> section (README's Configuration, the help of rl.grpo / rl.rloo); a user value
+    # set over the user's rl.<algorithm> section (docs/guide.md's Configuration, the help of rl.grpo / rl.rloo); a user value
     # these would drop is refused at the config check (trainers._check_online_forced). shuffle_dataset: the rows are
     # already shuffled by question with the seed (online_dataset), and TRL's shuffle would split a question's arms
     forced: dict[str, Any] = {"reward_weights": rewards.weights, "shuffle_dataset": False,
