@@ -111,6 +111,11 @@ CASES = {
     # values nothing downstream refuses in time: a length that cuts every example away, a rate that diverges
     "sft-max-length-zero": Case(["sft", "{cfg}", "sft.trainer.max_length=0"],
                                 "demo.yaml with sft.trainer.max_length=0: sft.trainer.max_length: 0; must be >= 1 tokens, or null", needs="data"),
+    "sft-max-length-cuts-every-example": Case(["sft", "{cfg}", "sft.trainer.max_length=8"],
+                                              "sft.trainer.max_length=8: every example's prompt alone is at least that "
+                                              "long", needs="data"),
+    "dpo-unknown-loss-type": Case(["plan", "{cfg}", "rl.dpo.loss_type=[sigmoid, nope]"],
+                                  "rl.dpo.loss_type: 'nope' is not a DPO loss of TRL's; known: sigmoid, hinge"),
     "plan-negative-max-length": Case(["plan", "{cfg}", "sft.trainer.max_length=-3"], "sft.trainer.max_length: -3; must be >= 1"),
     "prepare-data-dpo-max-length-zero": Case(["prepare-data", "{cfg}", "rl.dpo.max_length=0"], "demo.yaml with rl.dpo.max_length=0: rl.dpo.max_length: 0"),
     "grpo-max-completion-length-zero": Case(["plan", "{cfg}", "rl.algorithm=grpo", "rl.grpo.max_completion_length=0"],

@@ -1,6 +1,7 @@
 """Config: every YAML in configs/ parses; unknown keys and bad values name the key and the file."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -394,3 +395,17 @@ def test_a_damaged_manifest_or_settings_record_is_one_clear_error(tmp_path, caps
         with pytest.raises(InputError, match=r"x.meta.json: not a valid settings record .*delete it"):
             read_record(tmp_path / "x.meta.json")
     assert read_record(tmp_path / "absent.json") is None and isinstance(run, RunDir)
+
+
+def test_dpo_loss_types_are_the_installed_trls():
+    """looper refuses an unknown rl.dpo.loss_type at load (DPOTrainer refuses it only at its first step): its list is
+    the one TRL's DPOConfig documents."""
+    import dataclasses
+
+    from trl import DPOConfig
+
+    from looper.trainers import DPO_LOSS_TYPES
+
+    help_text = next(f for f in dataclasses.fields(DPOConfig) if f.name == "loss_type").metadata["help"]
+    documented = [name for name in re.findall(r"`'([a-z_]+)'`", help_text)]
+    assert set(documented) == set(DPO_LOSS_TYPES)

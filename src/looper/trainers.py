@@ -161,6 +161,14 @@ def trl_config(kind: str, config: RunConfig, output_dir: Path, *, on_this_machin
         # TRL takes any number; DPO's beta scales the log-ratio margin (Rafailov et al. 2023, eq. 7): at 0 nothing is
         # learnt, below 0 the policy is trained towards the rejected answers
         raise ConfigError(f"{section}.beta: {kwargs.get('beta')!r}; DPO's beta must be a number > 0 (e.g. 0.1)")
+    if kind == "dpo":
+        # DPOConfig takes any name; DPOTrainer refuses an unknown one only at its first step, after the model loaded
+        loss_types = kwargs.get("loss_type", ["sigmoid"])
+        for name in [loss_types] if isinstance(loss_types, str) else loss_types:
+            if name not in DPO_LOSS_TYPES:
+                close = closest_name(str(name), DPO_LOSS_TYPES)
+                raise ConfigError(f"{section}.loss_type: {name!r} is not a DPO loss of TRL's"
+                                  f"{f' (did you mean {close!r}?)' if close else ''}; known: {', '.join(DPO_LOSS_TYPES)}")
     if kind in ("grpo", "rloo"):
         _check_online_forced(config, user, section)
     try:
@@ -190,6 +198,12 @@ def _check_online_forced(config: RunConfig, user: dict[str, Any], section: str) 
               f"{section}.generation_batch_size to a multiple of num_generations x arms instead, or rl.mix_arms=false"))):
         if refused:
             raise ConfigError(f"{section}.{key}: {json.dumps(user[key], default=str)}: {why}")  # as YAML writes it
+
+
+# The loss names TRL 1.16's DPOTrainer computes (DPOConfig.loss_type's help lists the same; tests/test_config.py
+# checks the two agree with the installed TRL)
+DPO_LOSS_TYPES = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
+                  "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm")
 
 
 def check_trainer_sections(config: RunConfig) -> None:
@@ -236,12 +250,23 @@ def check_lengths(examples: Any, tokenizer: Any, max_length: int | None, section
                   completions: tuple[str, ...] = ("completion",)) -> dict[str, int]:
     """How many text examples (``prompt`` + each of ``completions``, with the EOS TRL appends) are longer than
     ``max_length`` tokens, and how many of those lose their answer line, printed as one warning line; the
-    counts go into the stage marker. A cut example always loses its EOS: the model learns not to stop."""
+    counts go into the stage marker. A cut example always loses its EOS: the model learns not to stop.
+
+    Raises:
+        InputError: every example's prompt alone fills ``max_length`` (nothing would be trained).
+    """
     if not max_length:
         return {"examples_cut": 0, "answers_cut": 0}
     eos = tokenizer.eos_token or ""
     cut = answers = 0
     rows = list(examples)
+    prompts = tokenizer([r["prompt"] for r in rows])["input_ids"] if rows else []
+    if prompts and all(len(ids) >= max_length for ids in prompts):
+        # TRL would drop every example (no completion token left to train) and fail at its first step on an empty
+        # data loader ("num_samples=0"), after the model loaded
+        raise InputError(f"{section}.max_length={max_length}: every example's prompt alone is at least that long "
+                         f"(the shortest has {min(map(len, prompts))} tokens), so no completion token would be "
+                         f"trained; raise {section}.max_length")
     for key in completions:
         full = tokenizer([r["prompt"] + r[key] + eos for r in rows])["input_ids"]
         long = [i for i, ids in enumerate(full) if len(ids) > max_length]
@@ -353,7 +378,17 @@ def avoid_cudnn_attention() -> None:
 
 def watch_training(trainer: Any, log_path: Path, work_dir: Path, section: str) -> None:
     """Every training stage's watch: metrics to ``log_path`` (stopping on a non-finite logged loss / grad norm), the
-    gradient check before each optimizer step (``watch_gradients``), and no cuDNN attention (``avoid_cudnn_attention``)."""
+    gradient check before each optimizer step (``watch_gradients``), and no cuDNN attention (``avoid_cudnn_attention``).
+
+    Raises:
+        InputError: TRL's tokenization left no training example (``max_length`` cut every one to its prompt).
+    """
+    dataset = getattr(trainer, "train_dataset", None)
+    if dataset is not None and len(dataset) == 0:
+        # TRL drops the examples that max_length cuts to no completion token; with none left, the data loader's
+        # sampler fails with "num_samples=0" at the first step
+        raise InputError(f"{section}: no training example is left after TRL's tokenization: each one's prompt fills "
+                         f"{section}.max_length={getattr(trainer.args, 'max_length', None)} tokens; raise it")
     trainer.add_callback(metrics_callback(log_path, section))
     watch_gradients(trainer, work_dir, section)
     avoid_cudnn_attention()
