@@ -195,6 +195,9 @@ def test_a_local_gguf_of_the_wrong_size_is_refused(tmp_path, monkeypatch):
     with pytest.raises(InputError, match=rf"LOOPER_GGUF_DIR={tmp_path}: qwen2.5-coder-0.5b-instruct-q4_k_m.gguf has "
                                          "64 bytes, expected 491,400,064; nothing was cached"):
         resolve_model_path("embedded:qwen2.5-coder-0.5b-instruct")
+    monkeypatch.setenv("LOOPER_GGUF_DIR", str(tmp_path / "nowhere"))
+    with pytest.raises(InputError, match=rf"LOOPER_GGUF_DIR={tmp_path / 'nowhere'}: not a folder"):
+        resolve_model_path("embedded:qwen2.5-coder-0.5b-instruct")
 
 
 def test_an_unknown_embedded_model_is_one_line_from_the_cli(tmp_path):

