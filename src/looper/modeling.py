@@ -22,8 +22,8 @@ import os
 import shutil
 import tempfile
 import warnings
-from pathlib import Path
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -105,8 +105,13 @@ def _gguf_end_ids(gguf_file: Path, tokenizer: Any) -> list[int]:
     fields = GGUFReader(gguf_file).fields
     ids = [int(fields[key].contents()) for key in ("tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id")
            if key in fields]
-    specials = set(tokenizer.all_special_tokens) | set(tokenizer.get_added_vocab())
+    specials = _special_tokens(tokenizer)
     return ids + [tokenizer.convert_tokens_to_ids(t) for t in GGUF_END_TOKENS if t in specials]
+
+
+def _special_tokens(tokenizer: Any) -> set[str]:
+    """The tokenizer's special tokens and added tokens (where a GGUF's end tokens and a template's turn end live)."""
+    return {t for t in [*tokenizer.all_special_tokens, *tokenizer.get_added_vocab()] if t}
 
 
 def turn_end_token(tokenizer: Any) -> str | None:
@@ -124,8 +129,7 @@ def turn_end_token(tokenizer: Any) -> str | None:
     if not isinstance(text, str) or marker not in text:
         return None
     after = text[text.rindex(marker) + len(marker):]
-    specials = sorted((t for t in tokenizer.all_special_tokens + list(tokenizer.get_added_vocab()) if t), key=len, reverse=True)
-    return next((t for t in specials if after.startswith(t)), None)
+    return next((t for t in sorted(_special_tokens(tokenizer), key=len, reverse=True) if after.startswith(t)), None)
 
 
 def end_token_ids(tokenizer: Any, generation_eos: int | list[int] | None = None, extra: Sequence[int] = ()) -> list[int]:
