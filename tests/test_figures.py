@@ -1699,7 +1699,6 @@ def test_qwen_first_run_figures():
     assert summary == json.loads((folder / "sample_accuracy.json").read_text())
     own, arms = summary["self_samples"], summary["rollouts"]
     text = " ".join((REPO / "docs" / "results.md").read_text().split())
-    readme = " ".join((REPO / "README.md").read_text().split())
     pct = lambda x: f"{100 * x:.1f}%"  # noqa: E731
     assert f"4 at T 0.7, 512 tokens, the run's system prompt): {pct(own['correct'])} right, {pct(own['truncated'])} cut off, " \
            f"{pct(own['questions_with_a_correct_sample'])} of questions with at least one right sample" in text
@@ -1707,8 +1706,6 @@ def test_qwen_first_run_figures():
            f"(critique-then-answer) to {pct(arms['arms']['direct']['correct'])} (direct, T 0.2)" in text
     assert f"right for **{pct(arms['majority_of_arms_correct'])}** of the questions and at least one arm for " \
            f"{pct(arms['pass_at_arms'])}" in text
-    assert f"1,000 training questions were {pct(own['correct'])} right, the SFT model's eight Regime W arms " \
-           f"{pct(arms['correct'])}, and the arms' majority answer {pct(arms['majority_of_arms_correct'])}" in readme
     sft = json.loads((folder / "stages" / "sft.json").read_text())
     assert f"took {sft['train_runtime_s']:.0f} s: loss {sft['train_loss']:.3f}, peak {sft['peak_gpu_memory_gib'][0]} GiB" in text
     rollouts = json.loads((folder / "stages" / "collect-rollouts.json").read_text())
@@ -1721,3 +1718,35 @@ def test_qwen_first_run_figures():
     log = (folder / "diverge.log").read_text()
     assert "ScaledDotProductCudnnAttentionBackward0' returned nan values" in log and "at step 53," in log
     assert "loss 0.447626" in log and "(0.4476)" in text
+
+
+def test_qwen_recipe_choice_figures():
+    """The real model's RL policies chosen on dev (docs/results.md, README): the prose figures beside the rendered
+    tables, from the raw files (the tables themselves: scripts/render_docs.py --check in test_readme)."""
+    from importlib import util
+
+    folder = BENCH / "qwen2.5-coder-1.5b_h100_2026-12-07_recipe"
+    text = " ".join((REPO / "docs" / "results.md").read_text().split())
+    readme = " ".join((REPO / "README.md").read_text().split())
+    choice = (folder / "choice.txt").read_text()
+    a, b = re.search(r"A ([\d.]+)%  B ([\d.]+)%", choice).groups()
+    assert f"(`choice.txt`: A {a}%, B {b}%)" in text and "chosen qwen-dpo-lr1e-4" in choice
+    for run, label in (("run_a", "A"), ("run_b", "B")):
+        rl = json.loads((folder / run / "stages" / "train-rl.json").read_text())
+        assert f"{label} {rl['train_runtime_s']:.0f} s (loss {rl['train_loss']:.3f}" in text
+    files = {k: folder / v for k, v in {"base": "run_a/base__gsm8k_dev.jsonl.gz", "sft": "run_a/sft__gsm8k_dev.jsonl.gz",
+                                       "rl": "run_b/rl__gsm8k_dev.jsonl.gz"}.items()}
+    spec = util.spec_from_file_location("eval_files", REPO / "bench" / "eval_files.py")
+    eval_files = util.module_from_spec(spec)
+    spec.loader.exec_module(eval_files)
+    out = eval_files.main([f"{k}={v}" for k, v in files.items()])
+    acc = {k: m["metrics"]["flexible"]["accuracy"] for k, m in out["models"].items()}
+    rl = out["models"]["rl"]["flexible_vs_against"]
+    gain = f"+{100 * (acc['rl'] - acc['base']):.1f} points"
+    assert f"**{gain} over the base on dev** (+{100 * (acc['rl'] - acc['sft']):.1f} over SFT), p = {rl['p_value']:.2g}" in text
+    assert f"**{gain} on dev.**" in readme
+    assert f"from {100 * acc['base']:.1f}% to {100 * acc['rl']:.1f}%, {gain}, p = {rl['p_value']:.2g}" in text
+    assert f"of the {rl['wrong_to_right']} questions the base got wrong and B right, the base ran out of tokens on " \
+           f"{rl['wrong_to_right_reference_truncated']}" in text
+    boxed = {k: sum("\\boxed" in json.loads(line)["output"] for line in gzip.open(v, "rt")) for k, v in files.items()}
+    assert f"({boxed['base']:,} of 1,495 base answers, {boxed['rl']:,} of B's)" in text

@@ -68,3 +68,23 @@ def test_links_between_readme_and_docs_land_on_a_file_and_heading():
                 assert anchor in {github_anchor(h) for h in headings}, f"{page.name}: {target}"
             checked += 1
     assert checked >= 10  # README's links to docs/ are found at all
+
+
+def test_rendered_tables_are_what_their_commands_print_from_the_raw_files(tmp_path, capsys):
+    """Tables between render markers (scripts/render_docs.py) are current; a figure edited by hand is caught."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("render_docs", REPO / "scripts" / "render_docs.py")
+    render_docs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(render_docs)
+    assert render_docs.main(["--check"]) == 0, capsys.readouterr().out
+    text = (REPO / "docs" / "results.md").read_text()
+    assert text.count("<!-- render: python bench/") >= 2
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "README.md").write_text("")
+    edited = text.replace("| 69.70 [67.3, 72.0] |", "| 71.70 [67.3, 72.0] |", 1)
+    assert edited != text
+    (tmp_path / "docs" / "results.md").write_text(edited)
+    assert render_docs.main(["--check"], root=tmp_path) == 1
+    assert "docs/results.md:" in capsys.readouterr().out
+    assert render_docs.main([], root=tmp_path) == 0 and (tmp_path / "docs" / "results.md").read_text() == text
