@@ -173,7 +173,7 @@ def run_vllm_ways(ways, path, requests, batch, new_tokens, quantization, memory)
         args = vllm_engine_args(path, path, adapter_rank=None, dtype="bfloat16", quantization=quantization, seed=0,
                                 max_num_seqs=batch, max_model_len=new_tokens + 2048, revision=None, trust_remote_code=False,
                                 overrides={"gpu_memory_utilization": memory})
-        engine = VLLMEngine(args, tokenizer, eos, adapter=None, seeded=False)
+        engine = VLLMEngine(args, tokenizer, eos, adapters={}, seeded=False)
         generate(engine, requests[:8], 4, progress=False)  # warm-up
         for way in looper_ways:
             engine.seeded = way == "vllm-seeded"

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import read_jsonl
 
 from looper import generation
 from looper.config import ModelConfig, load_config
@@ -289,6 +290,7 @@ def fake_vllm(monkeypatch, tiny):
     class EngineArgs:
         def __init__(self, **kwargs):
             seen["engine_args"] = kwargs
+            seen.setdefault("starts", []).append(kwargs)
 
     class LLMEngine:
         @classmethod
@@ -345,7 +347,7 @@ def fake_vllm(monkeypatch, tiny):
 def test_vllm_engine_hands_each_request_its_settings_and_takes_results_as_they_finish(fake_vllm, tmp_path):
     seen, tokenizer = fake_vllm
     adapter = tmp_path / "lora_sft"
-    engine = VLLMEngine({"model": "/m"}, tokenizer, [tokenizer.eos_token_id], adapter, seeded=True)
+    engine = VLLMEngine({"model": "/m"}, tokenizer, [tokenizer.eos_token_id], {"sft": adapter}, seeded=True).serving("sft")
     requests = [GenRequest(("q", k), f"Problem {k}: how many?", [0.0, 0.7][k % 2], 0.9, seed=100 + k) for k in range(7)]
     results = generate(engine, requests, 5, progress=False)
     assert seen["engine_args"] == {"model": "/m"}
@@ -369,7 +371,7 @@ def test_vllm_engine_memory_is_read_on_the_device_around_its_child_process(fake_
     readings = iter([3.0 * 2**30, 43.5 * 2**30])  # before the engine starts, after the last request finishes
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_memory_used", lambda device: next(readings))
-    engine = VLLMEngine({"model": "/m"}, tokenizer, [tokenizer.eos_token_id], None, seeded=False)
+    engine = VLLMEngine({"model": "/m"}, tokenizer, [tokenizer.eos_token_id], {}, seeded=False)
     questions = [{"id": f"q{k}", "question": f"Problem {k}?"} for k in range(3)]
     tally = generate_records(lambda: engine, tmp_path / "out.jsonl", questions,
                              lambda q: [GenRequest(q["id"], q["question"], 0.0, 1.0, 0)],
@@ -382,7 +384,7 @@ def test_vllm_engine_memory_is_read_on_the_device_around_its_child_process(fake_
     monkeypatch.setattr(torch.cuda, "device_memory_used", no_nvml)
     assert device_memory_used_gib() is None
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    engine = VLLMEngine({"model": "/m"}, tokenizer, [tokenizer.eos_token_id], None, seeded=False)
+    engine = VLLMEngine({"model": "/m"}, tokenizer, [tokenizer.eos_token_id], {}, seeded=False)
     generate(engine, [GenRequest("a", "Problem?", 0.0, 1.0, 0)], 4, progress=False)
     assert engine.gpu_memory_gib is None
 
@@ -399,16 +401,58 @@ def test_vllm_serves_an_adapter_merged_in_a_temporary_checkpoint_or_as_a_lora_re
     base = load_model(ModelConfig(name_or_path=str(tiny_model_dir), dtype="float32"))
     get_peft_model(base, LoraConfig(r=8, lora_alpha=16, init_lora_weights=False, task_type="CAUSAL_LM",
                                     target_modules=["q_proj", "v_proj"])).save_pretrained(run.lora_sft)
-    with vllm_engine_for(config, run, "sft", config.rollouts, tokenizer, 16) as engine:
+    with vllm_engine_for(config, run, ["sft"], config.rollouts, tokenizer, 16) as engine:
         served = Path(seen["engine_args"]["model"])
         if mode == "merged":  # a plain checkpoint vLLM loads as a model: config, weights, tokenizer; no LoRA
             assert served.parent == run.root / "checkpoints" and served.name.startswith(".merged-sft-")
             assert {"config.json", "model.safetensors", "tokenizer_config.json"} <= {f.name for f in served.iterdir()}
-            assert engine.lora is None and "enable_lora" not in seen["engine_args"]
+            assert engine.serving("sft").lora is None and "enable_lora" not in seen["engine_args"]
         else:
-            assert served == tiny_model_dir and engine.lora.args[2] == str(run.lora_sft)
+            assert served == tiny_model_dir and engine.serving("sft").lora.args[2] == str(run.lora_sft)
             assert seen["engine_args"]["enable_lora"] and seen["engine_args"]["max_lora_rank"] == 8
     assert [p.name for p in (run.root / "checkpoints").iterdir()] == ["lora_sft"]  # the merged copy is gone
+
+
+@pytest.mark.parametrize("mode", ["lora", "merged"])
+def test_eval_starts_vllm_once_for_base_sft_and_rl_each_adapter_a_lora_request(fake_vllm, tiny_model_dir, tmp_path,
+                                                                             monkeypatch, mode):
+    """eval.vllm_adapter lora: one engine on the base weights serves all three models, every request carrying its
+    model's adapter (none for the base); merged: an engine per model, each closed before the next starts."""
+    from peft import LoraConfig, get_peft_model
+
+    from looper.baseline_sft import prepare_data
+    from looper.eval import eval_gsm8k
+
+    seen, _ = fake_vllm
+    config = load_config("configs/demo.yaml", [f"runs_dir={tmp_path}", f"model.name_or_path={tiny_model_dir}",
+                                               "model.dtype=bfloat16", "data.symbolic_train_size=10",
+                                               "data.symbolic_test_size=3", "eval.max_new_tokens=4",
+                                               "eval.datasets=[gsm_symbolic_dev,gsm_symbolic_test]", "eval.limit=2",
+                                               f"eval.vllm_adapter={mode}"])
+    run = prepare_data.main(config)
+    base = load_model(ModelConfig(name_or_path=str(tiny_model_dir), dtype="float32"))
+    lora = get_peft_model(base, LoraConfig(r=8, lora_alpha=16, task_type="CAUSAL_LM", target_modules=["q_proj"]))
+    for folder in (run.lora_sft, run.lora_rl):
+        lora.save_pretrained(folder)
+    closed = []
+    monkeypatch.setattr(VLLMEngine, "close", lambda self: closed.append(len(seen["starts"])))
+    monkeypatch.setattr(eval_gsm8k, "resolve_engine", lambda engine, field: "vllm")
+    eval_gsm8k.main(config)
+    served = [(a[1]["prompt_token_ids"], a[3].args[:2] if a[3] else None) for a in seen["added"]]
+    assert len(served) == 3 * 2 * 2  # models x datasets x questions
+    if mode == "lora":
+        assert len(seen["starts"]) == 1 and closed == [1]
+        args = seen["starts"][0]
+        assert Path(args["model"]) == tiny_model_dir and args["enable_lora"] and args["max_loras"] == 2
+        assert [lora for _, lora in served] == [None] * 4 + [("lora_sft", 1)] * 4 + [("lora_rl", 2)] * 4
+        assert len({a[0] for a in seen["added"]}) == 12  # request ids unique over the engine's life
+    else:
+        assert len(seen["starts"]) == 3 and closed == [1, 2, 3]  # each closed before the next began
+        assert Path(seen["starts"][0]["model"]) == tiny_model_dir
+        assert [Path(a["model"]).name[:11] for a in seen["starts"][1:]] == [".merged-sft", ".merged-rl-"]
+        assert all(lora is None for _, lora in served)
+    for which in ("base", "sft", "rl"):
+        assert len(read_jsonl(run.eval_dir / f"{which}__gsm_symbolic_test.jsonl")) == 2
 
 
 def test_a_merged_checkpoint_left_by_a_killed_process_is_removed_and_a_running_ones_kept(tmp_path):

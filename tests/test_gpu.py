@@ -85,7 +85,9 @@ def _vllm(path: Path, adapter: Path | None = None, seeded: bool = False) -> VLLM
     args = vllm_engine_args(str(path), str(path), adapter_rank=8 if adapter else None, dtype="bfloat16", quantization="none",
                             seed=0, max_num_seqs=16, max_model_len=1024, revision=None, trust_remote_code=False,
                             overrides={"gpu_memory_utilization": 0.3})
-    return VLLMEngine(args, tokenizer, end_token_ids(tokenizer, tokenizer.eos_token_id), adapter, seeded)
+    engine = VLLMEngine(args, tokenizer, end_token_ids(tokenizer, tokenizer.eos_token_id),
+                        {"model": adapter} if adapter else {}, seeded)
+    return engine.serving("model")
 
 
 def _hf(path: Path, adapter: Path | None = None) -> HFEngine:

@@ -22,8 +22,11 @@ generate, group the question's samples, append its record whole (resumable), wha
 from __future__ import annotations
 
 import contextlib
+import copy
+import functools
 import gc
 import importlib.util
+import itertools
 import json
 import logging
 import os
@@ -298,9 +301,10 @@ VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the ranks vLLM's LoR
 
 def vllm_engine_args(model: str, tokenizer: str, *, adapter_rank: int | None, dtype: str, quantization: str, seed: int,
                      max_num_seqs: int, max_model_len: int, revision: str | None, trust_remote_code: bool,
-                     overrides: dict[str, Any]) -> dict[str, Any]:
+                     overrides: dict[str, Any], adapters: int = 1) -> dict[str, Any]:
     """Keyword arguments of vLLM's ``EngineArgs`` for one stage's model; ``overrides`` (``rollouts.vllm`` /
-    ``eval.vllm``) win. A LoRA adapter's rank is rounded up to a rank vLLM accepts; ``quantization: 4bit``
+    ``eval.vllm``) win. ``adapters`` LoRA adapters of rank up to ``adapter_rank`` (None: no LoRA) are served at once,
+    the rank rounded up to one vLLM accepts; ``quantization: 4bit``
     becomes vLLM's in-flight bitsandbytes quantization (vLLM has no in-flight 8-bit: the 8-bit plan config
     generates from the bf16 base)."""
     # generation_config="vllm": vLLM's own sampling defaults, not the model's generation_config (STATED_SAMPLING)
@@ -315,7 +319,7 @@ def vllm_engine_args(model: str, tokenizer: str, *, adapter_rank: int | None, dt
         rank = next((r for r in VLLM_LORA_RANKS if r >= adapter_rank), None)
         if rank is None:
             raise InputError(f"LoRA rank {adapter_rank} is above vLLM's largest ({VLLM_LORA_RANKS[-1]}); use engine: hf")
-        args.update(enable_lora=True, max_lora_rank=rank, max_loras=1)
+        args.update(enable_lora=True, max_lora_rank=rank, max_loras=max(1, adapters))
     if quantization == "4bit":
         args["quantization"] = "bitsandbytes"
     if max_num_seqs > 512 and not {"enforce_eager", "compilation_config"} & set(overrides):
@@ -347,20 +351,31 @@ class VLLMEngine:
 
     name = "vllm"
 
-    def __init__(self, engine_args: dict[str, Any], tokenizer: Any, eos: list[int], adapter: Path | None, seeded: bool):
+    def __init__(self, engine_args: dict[str, Any], tokenizer: Any, eos: list[int], adapters: dict[str, Path],
+                 seeded: bool):
+        """``adapters``: model name (``sft``, ``rl``) -> LoRA adapter folder, each served as a ``LoRARequest``
+        (``engine_args`` must enable LoRA for them); requests carry none until ``serving`` picks a model."""
         from vllm import EngineArgs, LLMEngine
         from vllm.lora.request import LoRARequest
         from vllm.usage.usage_lib import UsageContext
 
         self.tokenizer, self.eos, self.seeded = tokenizer, eos, seeded
-        self.lora = LoRARequest(adapter.name, 1, str(adapter)) if adapter is not None else None
+        self.loras = {which: LoRARequest(path.name, i, str(path)) for i, (which, path) in enumerate(adapters.items(), 1)}
+        self.lora = None
         self._used_before, self.gpu_memory_gib = device_memory_used_gib(), None
         with _engine_process_env():
             # vLLM's offline-batch scheduler defaults, as ``vllm.LLM`` takes them (16,384 tokens a step on GPUs of
             # 70 GiB or more); LLMEngine's own default context allows 2,048, so a batch of 1,024 decoding
             # sequences leaves room to prefill only a few new prompts a step and the batch runs part-empty
             self.engine = LLMEngine.from_engine_args(EngineArgs(**engine_args), usage_context=UsageContext.LLM_CLASS)
-        self._next_id = 0
+        self._ids = itertools.count()  # request ids unique over the engine's life, shared by its views
+
+    def serving(self, which: str) -> "VLLMEngine":
+        """This engine (the same vLLM process: no second start) with model ``which``'s ``LoRARequest`` on every request
+        it runs, or none where ``which`` has no adapter here (the base). The caller closes the engine, not the view."""
+        view = copy.copy(self)
+        view.lora, view.gpu_memory_gib = self.loras.get(which), None
+        return view
 
     def run(self, requests: Sequence[GenRequest], encoded: list[list[int]], max_new_tokens: int) -> Iterator[tuple[int, GenResult]]:
         from vllm import SamplingParams, TokensPrompt
@@ -368,8 +383,7 @@ class VLLMEngine:
 
         index = {}
         for i, (request, prompt_ids) in enumerate(zip(requests, encoded)):
-            rid = str(self._next_id)  # unique over the engine's life: one engine serves several datasets in eval
-            self._next_id += 1
+            rid = str(next(self._ids))  # one engine serves several models and datasets in eval
             index[rid] = i
             # FINAL_ONLY: a request appears in step()'s outputs once, finished, not at every step
             params = SamplingParams(**vllm_sampling_kwargs(request, max_new_tokens, self.eos, self.seeded),
@@ -508,34 +522,43 @@ def merged_weights(config: Any, run: Any, which: str, tokenizer: Any) -> Iterato
 
 
 @contextlib.contextmanager
-def vllm_engine_for(config: Any, run: Any, which: str, settings: Any, tokenizer: Any, max_new_tokens: int) -> Iterator[VLLMEngine]:
-    """A vLLM engine for model ``which`` of the run: the base (or full SFT checkpoint) as vLLM's model; a LoRA adapter
-    merged into it (``settings.vllm_adapter: merged``, on an unquantized base) or served as vLLM's ``LoRARequest``
-    (``lora``, and always on a 4-bit base); the same end-of-sequence ids as the hf engine. ``settings`` is the
-    stage's config section (batch_size, seeded, vllm_adapter, vllm). InputError for an adapter trained on another
-    base."""
+def vllm_engine_for(config: Any, run: Any, models: Sequence[str], settings: Any, tokenizer: Any,
+                    max_new_tokens: int) -> Iterator[VLLMEngine]:
+    """One vLLM engine for ``models`` of the run (base, sft, rl), which must share their weights (the base model, or
+    the full SFT checkpoint): those weights as vLLM's model and each model's LoRA adapter as a ``LoRARequest``
+    (``VLLMEngine.serving`` picks one). A single model's adapter is merged into the weights instead
+    (``settings.vllm_adapter: merged``, on an unquantized base); a 4-bit base always serves adapters as LoRA. The
+    same end-of-sequence ids as the hf engine. ``settings`` is the stage's config section (batch_size, seeded,
+    vllm_adapter, vllm). Raises InputError for an adapter trained on another base, ValueError for models on
+    different weights."""
     from transformers import AutoConfig
 
-    checkpoint, adapter = stage_weights(config, run, which)
+    weights_of = {which: stage_weights(config, run, which) for which in models}
+    checkpoints = {checkpoint for checkpoint, _ in weights_of.values()}
+    if len(checkpoints) != 1:
+        raise ValueError(f"models {list(models)} do not share their weights; one engine cannot serve them")
+    checkpoint = checkpoints.pop()
+    adapters = {which: adapter for which, (_, adapter) in weights_of.items() if adapter is not None}
     revision = None if checkpoint else config.model.revision  # a revision names a Hub commit of the base model
     base = str(checkpoint or resolve_model_path(config.model.name_or_path))
     model_cfg = AutoConfig.from_pretrained(base, revision=revision, trust_remote_code=config.model.trust_remote_code)
-    if adapter is not None:
+    for adapter in adapters.values():
         check_adapter_base(adapter, model_cfg)
     end_ids = checkpoint_end_ids(base, tokenizer, revision)
     # room for the longest prompt: GSM8K-style prompts (instruction, question, chat template) stay far below 2,048
     max_model_len = min(getattr(model_cfg, "max_position_embeddings", None) or 10**9, max_new_tokens + 2048)
     dtype = str(resolve_dtype(config.model.dtype)).removeprefix("torch.")
     with contextlib.ExitStack() as stack:
-        weights, served_adapter = base, adapter
-        if adapter is not None and settings.vllm_adapter == "merged" and config.model.quantization == "none":
-            weights = str(stack.enter_context(merged_weights(config, run, which, tokenizer)))
-            served_adapter, revision = None, None
-        rank = json.loads((served_adapter / "adapter_config.json").read_text())["r"] if served_adapter else None
-        args = vllm_engine_args(weights, weights, adapter_rank=rank, dtype=dtype, quantization=config.model.quantization,
-                                seed=config.seed, max_num_seqs=settings.batch_size, max_model_len=max_model_len,
-                                revision=revision, trust_remote_code=config.model.trust_remote_code, overrides=settings.vllm)
-        engine = VLLMEngine(args, tokenizer, end_ids, served_adapter, settings.seeded)
+        weights = base
+        if len(models) == 1 and adapters and settings.vllm_adapter == "merged" and config.model.quantization == "none":
+            weights = str(stack.enter_context(merged_weights(config, run, models[0], tokenizer)))
+            adapters, revision = {}, None
+        ranks = [json.loads((a / "adapter_config.json").read_text())["r"] for a in adapters.values()]
+        args = vllm_engine_args(weights, weights, adapter_rank=max(ranks, default=None), adapters=len(adapters),
+                                dtype=dtype, quantization=config.model.quantization, seed=config.seed,
+                                max_num_seqs=settings.batch_size, max_model_len=max_model_len, revision=revision,
+                                trust_remote_code=config.model.trust_remote_code, overrides=settings.vllm)
+        engine = VLLMEngine(args, tokenizer, end_ids, adapters, settings.seeded)
         try:
             yield engine
         finally:
@@ -550,9 +573,9 @@ def open_engine(config: Any, run: Any, which: str, kind: str, section: str, max_
     tokenizer (the engines pad and decode themselves); its memory is freed on leaving the block."""
     settings = getattr(config, section)
     if kind == "vllm":
-        with vllm_engine_for(config, run, which, settings, tokenizer, max_new_tokens) as engine:
+        with vllm_engine_for(config, run, [which], settings, tokenizer, max_new_tokens) as engine:
             log.info("generation: vllm engine for %s (%s)", which, section)
-            yield engine
+            yield engine.serving(which)
         return
     hf = HFEngine(load_stage_model(config, run, which, merge=True), tokenizer, settings.batch_size)
     log.info("generation: hf engine for %s (%s)", which, section)
@@ -560,6 +583,58 @@ def open_engine(config: Any, run: Any, which: str, kind: str, section: str, max_
         yield hf
     finally:
         hf.close()
+
+
+class StageEngines:
+    """The engines of a stage that generates with several models in turn (eval: base, sft, rl), one open at a time.
+
+    ``for_model(which)`` gives a ``LazyEngine``-like callable for one model. With vLLM and adapters served as LoRA
+    (``vllm_adapter: lora``, or a 4-bit base), the models on the same weights share one engine, each request
+    carrying its model's ``LoRARequest``: vLLM starts once per stage (about a minute each start, measured on an
+    H100, docs/results.md), not once per model. Otherwise (hf, or adapters merged) each model has an engine of
+    its own, closed when the next model asks for one, so that two never hold the GPU together. Use as a context
+    manager: the last engine closes at its end.
+    """
+
+    def __init__(self, config: Any, run: Any, kind: str, section: str, max_new_tokens: int, tokenizer: Any,
+                 models: Sequence[str]):
+        self.config, self.run, self.kind, self.section = config, run, kind, section
+        self.max_new_tokens, self.tokenizer = max_new_tokens, tokenizer
+        settings = getattr(config, section)
+        self.shared = kind == "vllm" and (settings.vllm_adapter == "lora" or config.model.quantization != "none")
+        self.models = list(models)  # every model the stage will ask for: a shared engine loads all their adapters
+        self._key: Any = object()
+        self._lazy: LazyEngine | None = None
+
+    def for_model(self, which: str) -> Callable[[], Engine]:
+        group = [which]
+        if self.shared:
+            weights = stage_weights(self.config, self.run, which)[0]
+            group = [m for m in self.models if stage_weights(self.config, self.run, m)[0] == weights]
+        key = tuple(group)
+        if key != self._key:
+            self.close()
+            settings = getattr(self.config, self.section)
+            if self.shared:
+                opener = functools.partial(vllm_engine_for, self.config, self.run, group, settings, self.tokenizer,
+                                           self.max_new_tokens)
+            else:
+                opener = functools.partial(open_engine, self.config, self.run, which, self.kind, self.section,
+                                           self.max_new_tokens, self.tokenizer)
+            self._key, self._lazy = key, LazyEngine(opener)
+        lazy = self._lazy
+        return (lambda: lazy().serving(which)) if self.shared else lazy
+
+    def close(self) -> None:
+        if self._lazy is not None:
+            self._lazy.__exit__(None, None, None)
+        self._key, self._lazy = object(), None
+
+    def __enter__(self) -> "StageEngines":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
 
 # ----------------------------------------------------------------------------- entry points
@@ -643,10 +718,10 @@ def generate_records(engine: Callable[[], Engine], path: Path,
         # The bar counts samples, a whole batch at a time (hf ends a batch's rows together; vLLM's batch_size is
         # absent, so one by one), with the run's mean rate (smoothing=0): counting questions, or single samples of
         # a batch that ended at once, read "1/30 [05:57<2:52:37]" when 30 answers decoded together came back.
-        started, saved, arrived, shown = time.perf_counter(), len(done), 0, 0
         generator = engine()
-        # the bar's clock starts once the engine is up: a vLLM engine's start (about a minute) counted in the rate
-        # made the first estimate read hours ("1/4000 [00:55<61:36:56]")
+        # the clock starts once the engine is up: a vLLM engine's start (about a minute) counted in the rate made the
+        # first estimate read hours ("1/4000 [00:55<61:36:56]") and the stage's tokens/s a fifth of vLLM's
+        started, saved, arrived, shown = time.perf_counter(), len(done), 0, 0
         bar = tqdm(total=len(requests), desc=desc, unit="sample", dynamic_ncols=True, smoothing=0)
         tally["engine"] = generator.name
         batch = getattr(generator, "batch_size", 1)

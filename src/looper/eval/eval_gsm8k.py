@@ -5,7 +5,7 @@
 
 For each model in ``eval.models`` (``base``; ``sft`` = base + checkpoints/lora_sft; ``rl`` = base +
 checkpoints/lora_rl; a missing adapter is skipped with a notice) and each dataset in
-``eval.datasets``, answers are generated with one engine per model (``looper.generation``) under
+``eval.datasets``, answers are generated (``looper.generation``: one vLLM engine for the models, or one per model) under
 ``eval.protocol``: ``looper`` (the run's own prompt, greedy unless ``eval.samples > 1``) or ``deepseek``
 (DeepSeek-R1's: its \\boxed{} instruction, k samples at T=0.6, top_p=0.95, pass@1 as their mean), and
 checked by the one answer checker in strict and flexible mode; or ``lm-eval`` (lm-evaluation-harness's
@@ -18,6 +18,7 @@ questions, PNG plots) are written at the end, and the table is printed.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from looper.answers import extract_answer, is_correct
 from looper.config import RunConfig
 from looper.eval.lm_eval_gsm8k import check_lm_eval_protocol, evaluate_lm_eval
 from looper.eval.report import write_report
-from looper.generation import (STATED_SAMPLING, GenRequest, LazyEngine, generate_records, generation_speed, open_engine,
+from looper.generation import (STATED_SAMPLING, Engine, GenRequest, StageEngines, generate_records, generation_speed,
                                resolve_engine)
 from looper.modeling import load_tokenizer, peak_gpu_memory_gib, stage_model_path
 from looper.prompts import deepseek_prompt, render_prompt, template_opens_thought
@@ -149,7 +150,7 @@ def check_protocol(config: RunConfig) -> None:
                          "against greedy decoding for R1 models); set eval.samples >= 2 (e.g. 16)")
 
 
-def evaluate(engine: LazyEngine, tokenizer: Any, rows: list[dict[str, Any]], config: RunConfig, out_path: Path,
+def evaluate(engine: Callable[[], Engine], tokenizer: Any, rows: list[dict[str, Any]], config: RunConfig, out_path: Path,
              label: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Generate and score every row of one dataset not yet in ``out_path`` (resumable: ``generate_records``); the
     finished file is rewritten in row order. Returns its records in row order and the generation tally."""
@@ -210,21 +211,23 @@ def main(config: RunConfig, show_note: bool = True) -> RunDir:
     eval_settings = config.result_sections("eval", "model")
     eval_settings["eval"] = {k: v for k, v in eval_settings["eval"].items() if k not in ("models", "datasets")}
     tally: dict[str, Any] = {"tokens": 0, "seconds": 0.0, "engine": None}
-    for which in config.eval.models:
-        path = stage_model_path(config, run, which)
-        if path is not None and not Path(path).exists():
-            print(f"eval: skipping {which}: {path} does not exist yet")
-            continue
-        made = settings_record({"weights": weights[which], **eval_settings})
-        records[which] = {}
-        if lm_eval:  # lm-eval generates and scores itself; its request cache makes a rerun resume
-            for name, rows in datasets.items():
-                final = run.eval_dir / f"{which}__{name}.jsonl"
-                records[which][name] = evaluate_lm_eval(config, run, which, rows, tokenizer, f"{which}/{name}")
-                atomic_write_jsonl(final, records[which][name])
-                atomic_write_json(record_path(final), made)
-            continue
-        with LazyEngine(lambda: open_engine(config, run, which, engine, "eval", config.eval.max_new_tokens, tokenizer)) as lazy:
+    # vLLM starts once for the models that share weights (adapters served as LoRA: StageEngines)
+    with StageEngines(config, run, engine, "eval", config.eval.max_new_tokens, tokenizer, available) as engines:
+        for which in config.eval.models:
+            path = stage_model_path(config, run, which)
+            if path is not None and not Path(path).exists():
+                print(f"eval: skipping {which}: {path} does not exist yet")
+                continue
+            made = settings_record({"weights": weights[which], **eval_settings})
+            records[which] = {}
+            if lm_eval:  # lm-eval generates and scores itself; its request cache makes a rerun resume
+                for name, rows in datasets.items():
+                    final = run.eval_dir / f"{which}__{name}.jsonl"
+                    records[which][name] = evaluate_lm_eval(config, run, which, rows, tokenizer, f"{which}/{name}")
+                    atomic_write_jsonl(final, records[which][name])
+                    atomic_write_json(record_path(final), made)
+                continue
+            lazy = engines.for_model(which)
             for name, rows in datasets.items():
                 final = run.eval_dir / f"{which}__{name}.jsonl"
                 out_path = shards.path(final)
@@ -239,16 +242,16 @@ def main(config: RunConfig, show_note: bool = True) -> RunDir:
                 tally["tokens"] += used["tokens"]
                 tally["seconds"] += used["seconds"]
                 tally["engine"] = used["engine"] or tally["engine"]
-                if used.get("engine_gpu_memory_gib") is not None:  # one engine per model: the largest
+                if used.get("engine_gpu_memory_gib") is not None:  # the largest engine of the stage
                     tally["engine_gpu_memory_gib"] = max(tally.get("engine_gpu_memory_gib") or 0.0, used["engine_gpu_memory_gib"])
-        shards.wait()
-        if shards.world > 1 and shards.is_main:
-            for name, rows in datasets.items():
-                final = run.eval_dir / f"{which}__{name}.jsonl"
-                records[which][name] = shards.merge(final, [r["id"] for r in rows])
-                atomic_write_json(record_path(final), made)
-                for r in range(shards.world):
-                    record_path(shards.path(final, r)).unlink(missing_ok=True)
+            shards.wait()
+            if shards.world > 1 and shards.is_main:
+                for name, rows in datasets.items():
+                    final = run.eval_dir / f"{which}__{name}.jsonl"
+                    records[which][name] = shards.merge(final, [r["id"] for r in rows])
+                    atomic_write_json(record_path(final), made)
+                    for r in range(shards.world):
+                        record_path(shards.path(final, r)).unlink(missing_ok=True)
     per_process = shards.gather({**tally, "seconds": round(tally["seconds"], 2), "peak_gpu_memory_gib": peak_gpu_memory_gib()})
     if not shards.is_main:
         return run
