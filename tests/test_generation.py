@@ -641,7 +641,10 @@ def test_the_hf_engine_applies_no_sampling_field_of_the_models_generation_config
     plain = [r.token_ids for r in generate(hf(load_model(cfg), tokenizer, 2), requests, 24, progress=False)]
     model = load_model(cfg)
     model.generation_config.repetition_penalty, model.generation_config.no_repeat_ngram_size = 5.0, 1
-    assert [r.token_ids for r in generate(hf(model, tokenizer, 2), requests, 24, progress=False)] == plain
+    engine = hf(model, tokenizer, 2)
+    assert [r.token_ids for r in generate(engine, requests, 24, progress=False)] == plain
+    engine.close()  # the model's own generation config is given back: the engine changed it only while it ran
+    assert model.generation_config.repetition_penalty == 5.0 and model.generation_config.no_repeat_ngram_size == 1
     args = vllm_engine_args("m", "m", adapter_rank=None, dtype="bfloat16", quantization="none", seed=0, max_num_seqs=8,
                             max_model_len=512, revision=None, trust_remote_code=False, overrides={})
     assert args["generation_config"] == "vllm"

@@ -259,7 +259,7 @@ class HFEngine:
         # model's own value (Qwen2.5-Coder's repetition_penalty 1.1: "greedy" that is not greedy, lm-eval #3154); with
         # a config holding only the model's token ids as the model's, only looper's stated settings apply
         # (STATED_SAMPLING); the end ids stay the model's
-        own = model.generation_config
+        self._own_generation_config = own = model.generation_config  # given back at close: the model may outlive us
         model.generation_config = GenerationConfig(**{k: getattr(own, k, None) for k in ("bos_token_id", "eos_token_id", "pad_token_id")})
 
     @torch.inference_mode()
@@ -292,6 +292,7 @@ class HFEngine:
                                      requests[i].prompt)
 
     def close(self) -> None:
+        self.model.generation_config = self._own_generation_config
         del self.model
         _free_memory()
 
