@@ -1748,5 +1748,11 @@ def test_qwen_recipe_choice_figures():
     assert f"from {100 * acc['base']:.1f}% to {100 * acc['rl']:.1f}%, {gain}, p = {rl['p_value']:.2g}" in text
     assert f"of the {rl['wrong_to_right']} questions the base got wrong and B right, the base ran out of tokens on " \
            f"{rl['wrong_to_right_reference_truncated']}" in text
+    assert f"from {100 * acc['base']:.1f}% to {100 * acc['rl']:.1f}% ({gain}, p = {rl['p_value']:.2g})" in readme
+    first = (BENCH / "qwen2.5-coder-1.5b_h100_2026-12-07" / "pipeline_attempt2.log").read_text()
+    sft_s, rollouts_s = (float(re.search(rf"=== {stage} took ([\d.]+) s", first).group(1)) for stage in ("sft", "collect-rollouts"))
+    rl_s = int(re.search(r"rl_b rc 0 in (\d+)s", (folder / "progress.txt").read_text()).group(1))
+    assert f"took {sft_s + rollouts_s + rl_s:.0f} s on the H100, eval aside: self samples and SFT {sft_s} s and rollouts " \
+           f"{rollouts_s} s" in text and f"train-rl {rl_s} s with its model loads" in text
     boxed = {k: sum("\\boxed" in json.loads(line)["output"] for line in gzip.open(v, "rt")) for k, v in files.items()}
     assert f"({boxed['base']:,} of 1,495 base answers, {boxed['rl']:,} of B's)" in text
