@@ -282,7 +282,8 @@ def plan_rows(config: RunConfig) -> list[dict[str, Any]]:
     ev = config.eval
     unknown = [d for d in ev.datasets if d not in DATASETS]
     if unknown:
-        raise ConfigValueError(f"eval.datasets: unknown dataset {unknown[0]!r}; known: {', '.join(DATASETS)}")
+        raise ConfigValueError(f"eval.datasets: unknown dataset {unknown[0]!r}; known: {', '.join(DATASETS)}",
+                               fields=("eval.datasets",))
     names = {"gsm8k_dev": "dev", "gsm8k_test": "test", "gsm_symbolic_dev": "dev", "gsm_symbolic_test": "test",
              "gsm8k_platinum": "platinum_test"}
     questions = sum(min(sizes.get(names.get(d, ""), 0), ev.limit or 10**9) for d in ev.datasets)
