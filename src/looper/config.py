@@ -163,8 +163,8 @@ def _yaml_error(path: Path, text: str, err: yaml.YAMLError) -> str:
 class ConfigError(ValueError):
     """A config file or override that does not match the schema; the message names key and file.
 
-    ``fields``: the dotted config fields it is about (``("rl.dpo.beta",)``; none for a file or an override that does
-    not parse), for the CLI to name the command-line overrides that set them.
+    ``fields``: the dotted config fields whose values it refuses (``("rl.dpo.beta",)``; none for a file or an override
+    that does not parse), for the CLI to name the command-line overrides that set them.
     """
 
     def __init__(self, message: str, *, fields: tuple[str, ...] = ()) -> None:

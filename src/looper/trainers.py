@@ -158,8 +158,7 @@ def trl_config(kind: str, config: RunConfig, output_dir: Path, *, on_this_machin
     if kwargs.get("max_steps", -1) <= 0 and kwargs.get("num_train_epochs") == 0:
         # transformers runs zero steps and saves the untrained adapter as if it had trained
         raise ConfigError(f"{section}.num_train_epochs: 0 with max_steps {kwargs.get('max_steps', -1)} trains nothing; "
-                          "set num_train_epochs > 0 or max_steps > 0",
-                          fields=(f"{section}.num_train_epochs", f"{section}.max_steps"))
+                          "set num_train_epochs > 0 or max_steps > 0", fields=(f"{section}.num_train_epochs",))
     if kind == "dpo" and not (isinstance(kwargs.get("beta"), (int, float)) and kwargs["beta"] > 0):
         # TRL takes any number; DPO's beta scales the log-ratio margin (Rafailov et al. 2023, eq. 7): at 0 nothing is
         # learnt, below 0 the policy is trained towards the rejected answers
@@ -198,15 +197,13 @@ def _check_online_forced(config: RunConfig, user: dict[str, Any], section: str) 
     """Refuse a GRPO / RLOO value that train-rl would replace with its own (``prepare_online`` in
     ``rl_training/train_rl.py``) instead of dropping it silently; a value equal to looper's passes."""
     mask = config.rl.truncation == "mask"
-    for key, refused, why, also in (
+    for key, refused, why, causes in (
             ("reward_weights", "reward_weights" in user,
              ("looper sets it to the Regime W weights, one per reward part; set regime_w.correct_reward / "
-              "consensus_weight / missing_penalty / truncation_penalty instead"),
-             ("regime_w.correct_reward", "regime_w.consensus_weight", "regime_w.missing_penalty",
-              "regime_w.truncation_penalty")),
+              "consensus_weight / missing_penalty / truncation_penalty instead"), ()),
             ("shuffle_dataset", bool(user.get("shuffle_dataset")),
              ("looper sets it to false: the training rows keep each question's arms together (rl.mix_arms), and "
-              "looper shuffles the questions itself with the run's seed"), ("rl.mix_arms",)),
+              "looper shuffles the questions itself with the run's seed"), ()),
             ("mask_truncated_completions", user.get("mask_truncated_completions", mask) != mask,
              f"looper sets it from rl.truncation (now {config.rl.truncation}); set rl.truncation=mask or penalize instead",
              ("rl.truncation",)),
@@ -214,10 +211,11 @@ def _check_online_forced(config: RunConfig, user: dict[str, Any], section: str) 
              ("with rl.mix_arms looper sets generation_batch_size to num_generations x arms (every arm of a question "
               "generated and scored as one group), from which TRL derives steps_per_generation; set "
               f"{section}.generation_batch_size to a multiple of num_generations x arms instead, or rl.mix_arms=false"),
-             ("rl.mix_arms", f"{section}.generation_batch_size"))):
+             ("rl.mix_arms",))):
         if refused:
+            # fields: the settings that make the value refused, not those the message suggests instead
             raise ConfigError(f"{section}.{key}: {json.dumps(user[key], default=str)}: {why}",  # as YAML writes it
-                              fields=(f"{section}.{key}", *also))
+                              fields=(f"{section}.{key}", *causes))
 
 
 # The loss names TRL 1.16's DPOTrainer computes (DPOConfig.loss_type's help lists the same; tests/test_config.py

@@ -298,7 +298,7 @@ def prepare_online(config: RunConfig, run: RunDir) -> tuple[type, dict[str, Any]
         if asked is not None and asked % group:
             raise ConfigValueError(f"rl.{kind}.generation_batch_size={asked}: with rl.mix_arms it must be a multiple of "
                                    f"num_generations x arms = {group}, so that every question's group is generated together",
-                                   fields=(f"rl.{kind}.generation_batch_size", "rl.mix_arms"))
+                                   fields=(f"rl.{kind}.generation_batch_size", f"rl.{kind}.num_generations", "rl.mix_arms"))
         forced["generation_batch_size"] = asked or group
         forced["steps_per_generation"] = None  # TRL derives it from generation_batch_size (it refuses both set)
     args = make_trl_config(kind, config, run.work_dir(STAGE), **forced)
