@@ -6,7 +6,7 @@ vLLM), saved as the raw file of docs/guide.md's "What a run costs" table.
 Each file holds a header (the command, the date, looper's commit and Python) and then exactly what
 ``looper plan CONFIG [key=value ...]`` prints, run against an empty runs folder so that the data sizes are the
 sources' published ones (no prepared split of this checkout counts). ``looper plan`` loads nothing and runs on any
-CPU in seconds; its rates are ``looper/plan.py``'s ``RATES``, each measured on one H200 (docs/benchmarks.md).
+CPU in seconds; its rates are ``looper/plan_rates.yaml``'s, each measured on one H200 (docs/benchmarks.md).
 tests/test_figures.py checks docs/guide.md's table against these files and these files against what ``looper plan``
 prints now.
 """

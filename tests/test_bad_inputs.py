@@ -326,25 +326,58 @@ def test_bad_input_is_refused_cleanly(name, tmp_path, prepared_runs):
         assert elapsed < 30, f"{name}: took {elapsed:.0f} s to fail offline"
 
 
-def test_an_error_names_the_command_line_overrides_that_set_its_field():
-    """An error names the overrides it is about, each key's last value: those that set its field or a section above
-    it, those inside it whose key it names, and those it names in full; none, when the file is at fault."""
+def test_an_error_names_the_command_line_overrides_that_set_its_fields():
+    """An error names the overrides that set the fields it is about (its ``fields``), each key's last value: those
+    that set a field, a section above one or a key inside one; none, when the file is at fault."""
     from looper.entrypoint import _origin
 
     given = ["sft.trainer.max_steps=1", "sft.trainer.max_steps=abc", "sft.trainer.learning_rat=1e-4", "seed=3"]
-    assert _origin("c.yaml", given, "sft.trainer.max_steps: expected int, got 'abc'") == "c.yaml with sft.trainer.max_steps=abc"
-    assert _origin("c.yaml", given, "sft.trainer: unexpected keyword argument 'learning_rat'") == \
-        "c.yaml with sft.trainer.learning_rat=1e-4"
-    grpo = ["rl.grpo.num_generations=3", "rl.grpo.learning_rate=1e-5"]
-    assert _origin("c.yaml", grpo, "rl.grpo: generation_batch_size (16) must be divisible by num_generations (3)") == \
+    assert _origin("c.yaml", given, ("sft.trainer.max_steps",)) == "c.yaml with sft.trainer.max_steps=abc"
+    assert _origin("c.yaml", given, ("sft.trainer.learning_rat",)) == "c.yaml with sft.trainer.learning_rat=1e-4"
+    divisible = ("rl.grpo.generation_batch_size", "rl.grpo.num_generations")
+    assert _origin("c.yaml", ["rl.grpo.num_generations=3", "rl.grpo.learning_rate=1e-5"], divisible) == \
         "c.yaml with rl.grpo.num_generations=3"
-    assert _origin("c.yaml", ["data.source=local"], "data.path is required when data.source is local") == \
-        "c.yaml with data.source=local"
-    assert _origin("c.yaml", ["sft=3"], "sft.trainer: expected a mapping") == "c.yaml with sft=3"
+    assert _origin("c.yaml", ["data.source=local"], ("data.path", "data.source")) == "c.yaml with data.source=local"
+    assert _origin("c.yaml", ["sft=3"], ("sft.trainer",)) == "c.yaml with sft=3"
+    assert _origin("c.yaml", ["seed=3", "sft.trainer.max_steps=5"], ("sft.trainer",)) == "c.yaml with sft.trainer.max_steps=5"
     # the file's own mistakes: an override beside them, or a section override that does not set the field
-    assert _origin("c.yaml", ["rl.grpo.logging_steps=1"], "rl.grpo: ... divisible by num_generations (3)") == "c.yaml"
-    assert _origin("c.yaml", ["rl.dpo={max_steps: 3}"], "rl.dpo.beta: -1") == "c.yaml"
-    assert _origin("c.yaml", given, "rl.dpo.beta: -1") == _origin("c.yaml", None, "rl.dpo.beta: -1") == "c.yaml"
+    assert _origin("c.yaml", ["rl.grpo.logging_steps=1"], divisible) == "c.yaml"
+    assert _origin("c.yaml", ["rl.dpo={max_steps: 3}"], ("rl.dpo.beta",)) == "c.yaml"
+    assert _origin("c.yaml", given, ("rl.dpo.beta",)) == _origin("c.yaml", None, ("rl.dpo.beta",)) == "c.yaml"
+    assert _origin("c.yaml", given, ()) == "c.yaml"
+
+
+def test_a_refusal_carries_the_fields_it_is_about(tmp_path):
+    """The fields an error is about are set where it is raised, not read back from its text: each field a check
+    across fields names, and the settings that TRL's own error (text only) names."""
+    from looper.config import ConfigError, RegimeWConfig, load_config
+    from looper.regime_w.reward import check_reward_config
+    from looper.trainers import trl_config
+
+    config = load_config(REPO / "configs" / "demo.yaml", ["rl.algorithm=grpo", "rl.grpo.num_generations=3"])
+    with pytest.raises(ConfigError, match=r"generation_batch_size \(16\) must be divisible by num_generations") as err:
+        trl_config("grpo", config, tmp_path, on_this_machine=False)
+    assert err.value.fields == ("rl.grpo.generation_batch_size", "rl.grpo.num_generations")
+    with pytest.raises(ConfigError, match="correct_reward must exceed") as err:
+        check_reward_config(RegimeWConfig(consensus_weight=0.95))
+    assert err.value.fields == ("regime_w.correct_reward", "regime_w.consensus_weight", "regime_w.length_penalty",
+                                "regime_w.truncation_penalty")
+    with pytest.raises(ConfigError, match=r"command line: eval.datasets\[0\]: expected str, got 3") as err:
+        load_config(REPO / "configs" / "demo.yaml", ["eval.datasets=[3]"])
+    assert err.value.fields == ("eval.datasets",)  # a list's item has no key of its own
+
+
+def test_every_config_value_error_says_which_fields_it_is_about():
+    """A ConfigValueError is always about config fields: each one raised in looper passes them (``fields=``)."""
+    import ast
+
+    missing = []
+    for path in sorted((REPO / "src" / "looper").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "ConfigValueError" and \
+                    not any(k.arg == "fields" for k in node.keywords):
+                missing.append(f"{path.relative_to(REPO)}:{node.lineno}")
+    assert not missing, missing
 
 
 def test_a_load_error_is_put_on_the_file_unless_the_file_alone_is_valid(tmp_path):

@@ -198,3 +198,84 @@ def test_a_model_without_measured_rates_gets_its_work_and_says_why_nothing_is_pr
                      cwd=REPO).stdout
     assert row(out, "collect-rollouts")[3] == "-" and row(out, "collect-rollouts")[5] == "not measured" and "GPU-hours" not in out
     assert "No stage priced: no rate was measured on one H200 for this model's architecture" in out
+
+
+BENCH = REPO / "docs" / "bench"
+
+
+def _generation_figures(work: str, raw: dict) -> tuple[float, float | None]:
+    """bench/generation_throughput.py: the run of the work's engine (``generate:ENGINE[:QUANTIZATION]``), in a file
+    measured with the work's quantization."""
+    _, engine, *quant = work.split(":")
+    assert raw.get("quantization", "none") == (quant[0] if quant else "none"), work
+    run = next(r for r in raw["runs"] if r["way"] == engine)
+    return run["tokens_per_s"], run.get("peak_memory_gib")
+
+
+def _sft_figures(work: str, raw: dict) -> tuple[float, float | None]:
+    """bench/sft_throughput.py: the one recipe with the work's base (``sft:bf16``, ``sft:4bit``, ``sft:8bit``) and
+    Liger setting (``:liger``)."""
+    _, base, *liger = work.split(":")
+    quant = "none" if base == "bf16" else base
+    recipes = [r for r in raw["recipes"].values() if f"model.quantization={quant}" in r["overrides"]
+               and ("sft.trainer.use_liger_kernel=true" in r["overrides"]) == bool(liger)]
+    assert len(recipes) == 1, work
+    return recipes[0]["tokens_per_s"], recipes[0]["peak_memory_gib"]
+
+
+def _plan_8b_figures(work: str, raw: dict) -> tuple[float, float | None]:
+    """bench/plan_8b.py: the train-rl stage of the work's algorithm (``grpo:ENGINE``, ``rloo:ENGINE``) in the bf16 8B
+    config, which generated through vLLM exactly when its command turned TRL's use_vllm on."""
+    algorithm, engine = work.split(":")
+    step = raw["configs"]["8b"]["steps"][algorithm]
+    assert (f"rl.{algorithm}.use_vllm=true" in step["train-rl"]["command"]) == (engine == "vllm"), work
+    stage = next(s for s in step["stages"] if s["stage"] == "train-rl")
+    return stage["tokens_per_s"], stage["peak_gpu_memory_gib"]
+
+
+# Each raw file's layout, by the bench script that wrote it (its `command`): where a work's figures are
+READERS = {"bench/generation_throughput.py": _generation_figures, "bench/sft_throughput.py": _sft_figures,
+           "bench/plan_8b.py": _plan_8b_figures}
+
+# The rates whose figure the work alone does not pick out of the raw file, each with where it is and why
+PLACED = {
+    # bench/rl_throughput.py times two reference layouts; looper's DPO takes the frozen SFT adapter as its reference
+    # (rl.reference: adapter), not a second model
+    ("llama-8b", "dpo"): lambda raw: (raw["layouts"]["adapter"]["tokens_per_s"], raw["layouts"]["adapter"]["peak_memory_gib"]),
+    # GRPO through TRL's generate was not measured: it takes RLOO's figure, which generates through the same TRL path
+    ("llama-8b", "grpo:hf"): lambda raw: _plan_8b_figures("rloo:hf", raw),
+    # a pipeline run's stage markers each hold two rates, over the whole stage and past its first steps (steady);
+    # SFT's rate is the steady one, DPO's the whole stage's
+    ("smollm2-135m", "sft:bf16"): lambda raw: (raw["stages"]["sft"]["steady_tokens_per_s"],
+                                               raw["stages"]["sft"]["peak_gpu_memory_gib"][0]),
+    ("smollm2-135m", "dpo"): lambda raw: (raw["stages"]["train-rl"]["tokens_per_s"],
+                                          raw["stages"]["train-rl"]["peak_gpu_memory_gib"][0]),
+}
+
+
+def test_each_measured_rate_is_the_figure_of_its_raw_file():
+    """Every rate ``looper plan`` prices with (plan_rates.yaml) names a raw file under docs/bench/ that holds its
+    tokens/s (to the whole token, or as written) and its peak GiB (to the tenth, or as written; none where the file
+    records none), read by the file's layout or from the place ``PLACED`` gives."""
+    import json
+
+    from looper.plan import RATES
+
+    assert set(PLACED) <= set(RATES)
+    for key, rate in RATES.items():
+        path = BENCH / rate.source
+        assert path.is_file(), (key, rate.source)
+        raw = json.loads(path.read_text())
+        tokens_per_s, peak_gib = PLACED[key](raw) if key in PLACED else READERS[raw["command"].split()[0]](key[1], raw)
+        assert abs(rate.tokens_per_s - tokens_per_s) < 0.5, (key, rate.tokens_per_s, tokens_per_s)
+        assert (rate.peak_gib is None) == (peak_gib is None), (key, rate.peak_gib, peak_gib)
+        assert peak_gib is None or abs(rate.peak_gib - peak_gib) < 0.05, (key, rate.peak_gib, peak_gib)
+
+
+def test_the_measured_rates_ship_with_the_package():
+    """plan_rates.yaml is package data, so `looper plan` prices a run where looper is installed without docs/."""
+    import tomllib
+
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    assert "plan_rates.yaml" in pyproject["tool"]["setuptools"]["package-data"]["looper"]
+    assert (REPO / "src" / "looper" / "plan_rates.yaml").is_file()

@@ -161,7 +161,15 @@ def _yaml_error(path: Path, text: str, err: yaml.YAMLError) -> str:
 
 
 class ConfigError(ValueError):
-    """A config file or override that does not match the schema; the message names key and file."""
+    """A config file or override that does not match the schema; the message names key and file.
+
+    ``fields``: the dotted config fields whose values it refuses (``("rl.dpo.beta",)``; none for a file or an override
+    that does not parse), for the CLI to name the command-line overrides that set them.
+    """
+
+    def __init__(self, message: str, *, fields: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.fields = fields
 
 
 def _help(text: str, default: Any = dataclasses.MISSING, factory: Any = dataclasses.MISSING, **bounds: float) -> Any:
@@ -476,6 +484,7 @@ def check_value(value: Any, tp: Any, where: str) -> Any:
     and what was expected: for looper's own config fields and for the plain-typed fields of TRL's trainer configs."""
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
+    fields = (_field(where),)
     if tp is Any:
         return value
     if origin in (typing.Union, types.UnionType):
@@ -486,31 +495,37 @@ def check_value(value: Any, tp: Any, where: str) -> Any:
             try:
                 return check_value(value, arg, where)
             except ConfigError as err:
-                errors.append(str(err))
-        raise ConfigError(errors[0] if errors else f"{where}: bad value {value!r}")
+                errors.append(err)
+        raise errors[0] if errors else ConfigError(f"{where}: bad value {value!r}", fields=fields)
     if origin is Literal:
         if value not in args:
-            raise ConfigError(f"{where}: {value!r} is not one of {list(args)}")
+            raise ConfigError(f"{where}: {value!r} is not one of {list(args)}", fields=fields)
         return value
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}", fields=fields)
         return _build(tp, value, where)
     if origin is list:
         if not isinstance(value, list):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
+            raise ConfigError(f"{where}: expected a list, got {value!r}", fields=fields)
         return [check_value(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}", fields=fields)
         return dict(value)
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if tp is bool and not isinstance(value, bool):
-        raise ConfigError(f"{where}: expected true/false, got {value!r}")
+        raise ConfigError(f"{where}: expected true/false, got {value!r}", fields=fields)
     if tp in (int, float, str) and (not isinstance(value, tp) or isinstance(value, bool)):
-        raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}")
+        raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}", fields=fields)
     return value
+
+
+def _field(where: str) -> str:
+    """The config field a place in the config belongs to: ``eval.datasets[0]`` -> ``eval.datasets`` (a list's items
+    have no key of their own)."""
+    return where.split("[", 1)[0]
 
 
 def closest_name(name: str, names: typing.Iterable[str], cutoff: float = 0.6) -> str | None:
@@ -527,7 +542,8 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
         at = f"{where}: " if where else ""  # top-level keys have no section to name
         close = closest_name(unknown[0], names)
         hint = f"did you mean {close!r}? " if close else ""
-        raise ConfigError(f"{at}unknown key {unknown[0]!r} ({hint}known: {', '.join(sorted(names))})")
+        raise ConfigError(f"{at}unknown key {unknown[0]!r} ({hint}known: {', '.join(sorted(names))})",
+                          fields=(_field(f"{where}.{unknown[0]}" if where else unknown[0]),))
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
     for key, value in data.items():
@@ -537,7 +553,7 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
             for name, bound in fields[key].metadata.get("bounds", {}).items():
                 ok, sign = _BOUND_CHECKS[name]
                 if not ok(kwargs[key], bound):
-                    raise ConfigError(f"{at}: must be {sign} {bound}, got {kwargs[key]!r}")
+                    raise ConfigError(f"{at}: must be {sign} {bound}, got {kwargs[key]!r}", fields=(_field(at),))
     return cls(**kwargs)
 
 
@@ -616,7 +632,7 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     try:
         extra = parse_overrides(overrides or [])
     except ConfigError as err:
-        raise ConfigError(f"command line: {err}") from None
+        raise ConfigError(f"command line: {err}", fields=err.fields) from None
     if path is not None and "name" not in data and "name" not in extra and _folder_name_problem(path.stem) is None:
         data["name"] = path.stem  # configs/my-run.yaml -> runs/my-run/, not the default's folder
     for tree in (data, extra):  # a number is a folder name too
@@ -631,7 +647,8 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         return _checked(_build(RunConfig, _merge(data, extra), ""))
     except ConfigError as err:
         # name what to fix: the file, or the command line when the file alone is a valid config
-        raise ConfigError(f"{'command line' if extra and _valid(as_written) else where}: {err}") from None
+        raise ConfigError(f"{'command line' if extra and _valid(as_written) else where}: {err}",
+                          fields=err.fields) from None
 
 
 def _folder_name_problem(name: str) -> str | None:
@@ -646,16 +663,17 @@ def _checked(config: RunConfig) -> RunConfig:
     """``config``, once the checks that span fields pass (ConfigError otherwise)."""
     problem = _folder_name_problem(config.name)
     if problem:
-        raise ConfigError(problem)
+        raise ConfigError(problem, fields=("name",))
     embedded = config.model.name_or_path
     if embedded.startswith("embedded:") and embedded.removeprefix("embedded:") not in EMBEDDED_NAMES:
         raise ConfigError(f"model.name_or_path: unknown embedded model {embedded!r}; the embedded models are "
-                          f"{', '.join('embedded:' + n for n in EMBEDDED_NAMES)}")
+                          f"{', '.join('embedded:' + n for n in EMBEDDED_NAMES)}", fields=("model.name_or_path",))
     for section, given in (("data", config.data), ("data.platinum", config.data.platinum)):
         for key in ("path", "test_path"):
             if getattr(given, key, None) and given.source != "local":  # else silently unread
                 raise ConfigError(f"{section}.{key} is read only with {section}.source=local (it is "
-                                  f"{given.source}); add {section}.source=local")
+                                  f"{given.source}); add {section}.source=local",
+                                  fields=(f"{section}.{key}", f"{section}.source"))
     return config
 
 

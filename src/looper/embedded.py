@@ -78,7 +78,8 @@ def embedded_model(name_or_path: str) -> tuple[str, EmbeddedModel] | None:
     name = name_or_path[len(PREFIX):]
     if name not in EMBEDDED_MODELS:
         known = ", ".join(PREFIX + n for n in EMBEDDED_MODELS)
-        raise ConfigValueError(f"model.name_or_path: unknown embedded model {name_or_path!r}; the embedded models are {known}")
+        raise ConfigValueError(f"model.name_or_path: unknown embedded model {name_or_path!r}; the embedded models are {known}",
+                               fields=("model.name_or_path",))
     return name, EMBEDDED_MODELS[name]
 
 

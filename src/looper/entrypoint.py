@@ -15,7 +15,6 @@ import fcntl
 import json
 import logging
 import os
-import re
 import sys
 import time
 from collections.abc import Callable
@@ -57,32 +56,28 @@ def run_or_fail(fn: Callable[..., Any], *args: Any, config_file: str | None = No
     ``config_file``, ``overrides``: where the config ``fn`` was given came from. A ConfigError raised after loading
     (a trainer section TRL rejects, a Regime W weight out of range) or a ConfigValueError (a field's value a stage
     refuses) then starts with the file, as ``load_config``'s own errors do (``configs/demo.yaml: rl.dpo.beta: ...``),
-    and with the command-line overrides of the field it names (``configs/demo.yaml with rl.dpo.beta=-1: ...``):
-    stages see the loaded config, not where its fields came from.
+    and with the command-line overrides of the fields it is about (its ``fields``: ``configs/demo.yaml with
+    rl.dpo.beta=-1: ...``): stages see the loaded config, not where its fields came from.
     """
     try:
         return fn(*args, **kwargs)
     except ConfigError as err:
-        fail(f"{_origin(config_file, overrides, str(err))}: {err}" if config_file else str(err))
+        fail(f"{_origin(config_file, overrides, err.fields)}: {err}" if config_file else str(err))
     except InputError as err:
-        fail(f"{_origin(config_file, overrides, str(err))}: {err}" if config_file and isinstance(err, ConfigValueError)
+        fail(f"{_origin(config_file, overrides, err.fields)}: {err}" if config_file and isinstance(err, ConfigValueError)
              else str(err))
 
 
-def _origin(config_file: str, overrides: list[str] | None, message: str) -> str:
-    """``config_file``, with the overrides the message is about (each key's last value): those that set the field it
-    starts with or a section above it, those inside that field whose key it names, and those it names in full
-    (``data.source`` in "data.path is required when data.source is local")."""
-    start = re.match(r"[A-Za-z_][\w.]*", message)
-    field = start.group(0).rstrip(".") if start else ""
+def _origin(config_file: str, overrides: list[str] | None, fields: tuple[str, ...]) -> str:
+    """``config_file``, with the overrides that set ``fields`` (each key's last value): those that set a field, a
+    section above one, or a key inside one (``sft=3`` and ``sft.trainer.max_steps=5`` for ``sft.trainer``)."""
     last = {o.split("=", 1)[0]: o for o in overrides or []}
     shown = []
     for override in last.values():
         # the leaves an override sets: `rl.dpo={max_steps: 3}` sets rl.dpo.max_steps, not rl.dpo.beta
         leaves = dotted_keys(parse_overrides([override]))
-        if any(leaf == field or field.startswith(f"{leaf}.") or re.search(rf"(?<![\w.]){re.escape(leaf)}(?![\w.])", message)
-               or (leaf.startswith(f"{field}.") and re.search(rf"\b{re.escape(leaf.rsplit('.', 1)[-1])}\b", message))
-               for leaf in leaves):
+        if any(leaf == field or field.startswith(f"{leaf}.") or leaf.startswith(f"{field}.")
+               for leaf in leaves for field in fields):
             shown.append(override)
     return f"{config_file} with {' '.join(shown)}" if shown else config_file
 

@@ -316,7 +316,7 @@ def vllm_engine_args(model: str, tokenizer: str, *, adapter_rank: int | None, dt
     if adapter_rank is not None:
         if dtype == "float32":  # vLLM's LoRA kernels (lora_expand / lora_shrink) assert a 16-bit dtype
             raise ConfigValueError("model.dtype=float32: vLLM runs LoRA adapters in bfloat16 or float16 only; set "
-                             "model.dtype=bfloat16 (or the stage's engine to hf)")
+                                   "model.dtype=bfloat16 (or the stage's engine to hf)", fields=("model.dtype",))
         rank = next((r for r in VLLM_LORA_RANKS if r >= adapter_rank), None)
         if rank is None:
             raise InputError(f"LoRA rank {adapter_rank} is above vLLM's largest ({VLLM_LORA_RANKS[-1]}); use engine: hf")
@@ -462,14 +462,15 @@ def vllm_installed() -> bool:
 def resolve_engine(engine: str, field_name: str) -> str:
     """``hf`` or ``vllm`` for a stage's ``engine`` setting; InputError where ``vllm`` cannot run here."""
     if engine not in ENGINES:
-        raise ConfigValueError(f"{field_name}: unknown generation engine {engine!r}; expected one of {', '.join(ENGINES)}")
+        raise ConfigValueError(f"{field_name}: unknown generation engine {engine!r}; expected one of {', '.join(ENGINES)}",
+                               fields=(field_name,))
     if engine == "auto":
         return "vllm" if torch.cuda.is_available() and vllm_installed() else "hf"
     if engine == "vllm" and not vllm_installed():
         raise InputError(f"{field_name}=vllm needs vLLM: install looper's vllm extra (pip install -e '.[vllm]' in a "
                          f"clone), or set {field_name}=hf")
     if engine == "vllm" and not torch.cuda.is_available():
-        raise ConfigValueError(f"{field_name}=vllm needs a CUDA GPU; set {field_name}=hf on a CPU")
+        raise ConfigValueError(f"{field_name}=vllm needs a CUDA GPU; set {field_name}=hf on a CPU", fields=(field_name,))
     return engine
 
 

@@ -158,7 +158,7 @@ def resolve_model_path(name_or_path: str) -> str:
     if name_or_path.endswith(".gguf"):
         gguf = Path(name_or_path)
         if not gguf.is_file():
-            raise ConfigValueError(f"model.name_or_path: {gguf} not found")
+            raise ConfigValueError(f"model.name_or_path: {gguf} not found", fields=("model.name_or_path",))
         target = cache_dir() / f"gguf-{gguf.stem}"
         if not (target / "config.json").is_file():
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -167,7 +167,8 @@ def resolve_model_path(name_or_path: str) -> str:
     if Path(name_or_path).exists():
         return name_or_path
     if name_or_path.startswith(("/", "./", "../", "~")) or name_or_path.count("/") > 1:
-        raise ConfigValueError(f"model.name_or_path: {name_or_path} does not exist (and is not a Hub id like org/name)")
+        raise ConfigValueError(f"model.name_or_path: {name_or_path} does not exist (and is not a Hub id like org/name)",
+                               fields=("model.name_or_path",))
     require_hub(f"model {name_or_path!r}", "Offline, set model.name_or_path to a local folder, a .gguf file or "
                                           f"{EMBEDDED_MODEL}.")
     return name_or_path
@@ -225,9 +226,11 @@ def check_quantization(quantization: str) -> None:
     if quantization == "none":
         return
     if not torch.cuda.is_available():
-        raise ConfigValueError(f"model.quantization={quantization} needs a CUDA GPU (bitsandbytes); use model.quantization=none on CPU")
+        raise ConfigValueError(f"model.quantization={quantization} needs a CUDA GPU (bitsandbytes); use model.quantization=none on CPU",
+                               fields=("model.quantization",))
     if importlib.util.find_spec("bitsandbytes") is None:
-        raise ConfigValueError(f"model.quantization={quantization} needs bitsandbytes: pip install 'looper[gpu]'")
+        raise ConfigValueError(f"model.quantization={quantization} needs bitsandbytes: pip install 'looper[gpu]'",
+                               fields=("model.quantization",))
 
 
 def quantization_config(quantization: str, compute_dtype: torch.dtype) -> Any:
@@ -463,7 +466,7 @@ def lora_config(preset: str, overrides: Any, model: Any) -> Any:
     missing = [t for t in settings["target_modules"] if t not in available]
     if missing:
         raise ConfigValueError(f"sft.lora.target_modules: {missing} not found in this model; its linear modules are {available}. "
-                         "Set sft.lora.target_modules to some of those.")
+                               "Set sft.lora.target_modules to some of those.", fields=("sft.lora.target_modules",))
     return LoraConfig(r=settings["r"], lora_alpha=settings["alpha"], lora_dropout=settings["dropout"],
                       target_modules=list(settings["target_modules"]), bias="none", task_type="CAUSAL_LM")
 

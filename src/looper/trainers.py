@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -87,7 +88,7 @@ def _check_types(cls: type, user: dict[str, Any], section: str) -> None:
         if key not in known:  # TRL's own error would be a TypeError from __init__, with no hint
             close = closest_name(key, known, cutoff=0.75)
             raise ConfigError(f"{section}.{key}: not a setting of TRL's {cls.__name__}"
-                              + (f" (did you mean {close!r}?)" if close else ""))
+                              + (f" (did you mean {close!r}?)" if close else ""), fields=(f"{section}.{key}",))
     try:
         hints = typing.get_type_hints(cls)
     except Exception:  # noqa: BLE001 - a hint that cannot be resolved: leave the values to TRL
@@ -125,7 +126,8 @@ def trl_config(kind: str, config: RunConfig, output_dir: Path, *, on_this_machin
         # refuses both at once, and TRL's SFTConfig turns the trainer's on by default
         if user.get("gradient_checkpointing") or user.get("activation_checkpointing"):
             raise ConfigError(f"{section}.activation_checkpointing: the accelerate config turns on FSDP's activation "
-                              "checkpointing (fsdp_activation_checkpointing), which replaces it; remove one of the two")
+                              "checkpointing (fsdp_activation_checkpointing), which replaces it; remove one of the two",
+                              fields=(f"{section}.activation_checkpointing", f"{section}.gradient_checkpointing"))
         kwargs["activation_checkpointing"] = False  # transformers >= 5.24's name (gradient_checkpointing is deprecated)
     # transformers (>= 5.24) renamed gradient_checkpointing* to activation_checkpointing* and warns on the old names,
     # which TRL's configs still default (to True): pass the new names, with TRL's default where none is given
@@ -152,15 +154,16 @@ def trl_config(kind: str, config: RunConfig, output_dir: Path, *, on_this_machin
                             ("max_completion_length", lambda v: v >= 1, ">= 1 tokens")):
         value = kwargs.get(field)  # a wrong type was refused above (_check_types)
         if isinstance(value, (int, float)) and not isinstance(value, bool) and not ok(value):
-            raise ConfigError(f"{section}.{field}: {value!r}; must be {what}")
+            raise ConfigError(f"{section}.{field}: {value!r}; must be {what}", fields=(f"{section}.{field}",))
     if kwargs.get("max_steps", -1) <= 0 and kwargs.get("num_train_epochs") == 0:
         # transformers runs zero steps and saves the untrained adapter as if it had trained
         raise ConfigError(f"{section}.num_train_epochs: 0 with max_steps {kwargs.get('max_steps', -1)} trains nothing; "
-                          "set num_train_epochs > 0 or max_steps > 0")
+                          "set num_train_epochs > 0 or max_steps > 0", fields=(f"{section}.num_train_epochs",))
     if kind == "dpo" and not (isinstance(kwargs.get("beta"), (int, float)) and kwargs["beta"] > 0):
         # TRL takes any number; DPO's beta scales the log-ratio margin (Rafailov et al. 2023, eq. 7): at 0 nothing is
         # learnt, below 0 the policy is trained towards the rejected answers
-        raise ConfigError(f"{section}.beta: {kwargs.get('beta')!r}; DPO's beta must be a number > 0 (e.g. 0.1)")
+        raise ConfigError(f"{section}.beta: {kwargs.get('beta')!r}; DPO's beta must be a number > 0 (e.g. 0.1)",
+                          fields=(f"{section}.beta",))
     if kind == "dpo":
         # DPOConfig takes any name; DPOTrainer refuses an unknown one only at its first step, after the model loaded
         loss_types = kwargs.get("loss_type", ["sigmoid"])
@@ -168,36 +171,51 @@ def trl_config(kind: str, config: RunConfig, output_dir: Path, *, on_this_machin
             if name not in DPO_LOSS_TYPES:
                 close = closest_name(str(name), DPO_LOSS_TYPES)
                 raise ConfigError(f"{section}.loss_type: {name!r} is not a DPO loss of TRL's"
-                                  f"{f' (did you mean {close!r}?)' if close else ''}; known: {', '.join(DPO_LOSS_TYPES)}")
+                                  f"{f' (did you mean {close!r}?)' if close else ''}; known: {', '.join(DPO_LOSS_TYPES)}",
+                                  fields=(f"{section}.loss_type",))
     if kind in ("grpo", "rloo"):
         _check_online_forced(config, user, section)
+    cls = _trl_class(kind)
+    # TRL's and transformers' errors are text only: the error is about the section's settings they name
+    names = {f.name for f in dataclasses.fields(cls)} | set(user)
     try:
-        return _trl_class(kind)(**kwargs)
+        return cls(**kwargs)
     except TypeError as err:  # unknown field
-        raise ConfigError(f"{section}: {err} (see TRL's {_trl_class(kind).__name__})") from None
+        raise ConfigError(f"{section}: {err} (see TRL's {cls.__name__})",
+                          fields=_settings_named(str(err), section, names)) from None
     except ValueError as err:  # a value TRL/transformers rejects
-        raise ConfigError(f"{section}: {err}") from None
+        raise ConfigError(f"{section}: {err}", fields=_settings_named(str(err), section, names)) from None
+
+
+def _settings_named(text: str, section: str, names: set[str]) -> tuple[str, ...]:
+    """``section.NAME`` for each of ``names`` that ``text`` names as a word (``rl.grpo.num_generations`` in
+    "generation_batch_size (16) must be divisible by num_generations (3)"), in sorted order."""
+    return tuple(f"{section}.{name}" for name in sorted(names) if re.search(rf"\b{re.escape(name)}\b", text))
 
 
 def _check_online_forced(config: RunConfig, user: dict[str, Any], section: str) -> None:
     """Refuse a GRPO / RLOO value that train-rl would replace with its own (``prepare_online`` in
     ``rl_training/train_rl.py``) instead of dropping it silently; a value equal to looper's passes."""
     mask = config.rl.truncation == "mask"
-    for key, refused, why in (
+    for key, refused, why, causes in (
             ("reward_weights", "reward_weights" in user,
              ("looper sets it to the Regime W weights, one per reward part; set regime_w.correct_reward / "
-              "consensus_weight / missing_penalty / truncation_penalty instead")),
+              "consensus_weight / missing_penalty / truncation_penalty instead"), ()),
             ("shuffle_dataset", bool(user.get("shuffle_dataset")),
              ("looper sets it to false: the training rows keep each question's arms together (rl.mix_arms), and "
-              "looper shuffles the questions itself with the run's seed")),
+              "looper shuffles the questions itself with the run's seed"), ()),
             ("mask_truncated_completions", user.get("mask_truncated_completions", mask) != mask,
-             f"looper sets it from rl.truncation (now {config.rl.truncation}); set rl.truncation=mask or penalize instead"),
+             f"looper sets it from rl.truncation (now {config.rl.truncation}); set rl.truncation=mask or penalize instead",
+             ("rl.truncation",)),
             ("steps_per_generation", config.rl.mix_arms and user.get("steps_per_generation") is not None,
              ("with rl.mix_arms looper sets generation_batch_size to num_generations x arms (every arm of a question "
               "generated and scored as one group), from which TRL derives steps_per_generation; set "
-              f"{section}.generation_batch_size to a multiple of num_generations x arms instead, or rl.mix_arms=false"))):
+              f"{section}.generation_batch_size to a multiple of num_generations x arms instead, or rl.mix_arms=false"),
+             ("rl.mix_arms",))):
         if refused:
-            raise ConfigError(f"{section}.{key}: {json.dumps(user[key], default=str)}: {why}")  # as YAML writes it
+            # fields: the settings that make the value refused, not those the message suggests instead
+            raise ConfigError(f"{section}.{key}: {json.dumps(user[key], default=str)}: {why}",  # as YAML writes it
+                              fields=(f"{section}.{key}", *causes))
 
 
 # The loss names TRL 1.16's DPOTrainer computes (DPOConfig.loss_type's help lists the same; tests/test_config.py
@@ -233,7 +251,7 @@ def make_trl_config(kind: str, config: RunConfig, output_dir: Path, **forced: An
         # transformers / TRL find a missing package only once the model is loaded (after sampling, for sft.data: self)
         if getattr(args, field, False) and importlib.util.find_spec(package) is None:
             raise ConfigError(f"{section}.{field}: true needs {package.replace('_', '-')} (looper's {extra} extra: "
-                              f"pip install -e '.[{extra}]'), or set it to false")
+                              f"pip install -e '.[{extra}]'), or set it to false", fields=(f"{section}.{field}",))
     return args
 
 

@@ -140,7 +140,7 @@ def symbolic_test_records(data: DataConfig, seed: int, exclude: set[str] = froze
 def split_train_dev(records: list[dict[str, Any]], dev_fraction: float, seed: int) -> tuple[list, list]:
     """Deterministic seeded 80/20 split; train and dev keep the source order."""
     if not 0 < dev_fraction < 1:
-        raise ConfigValueError(f"data.dev_fraction must be between 0 and 1, got {dev_fraction}")
+        raise ConfigValueError(f"data.dev_fraction must be between 0 and 1, got {dev_fraction}", fields=("data.dev_fraction",))
     order = list(range(len(records)))
     random.Random(seed).shuffle(order)
     n_dev = max(1, round(len(records) * dev_fraction))
@@ -163,11 +163,12 @@ def load_source(data: DataConfig, seed: int) -> tuple[list[dict[str, Any]], list
         raw_test = load_hub(data.hub_id, data.hub_config, "test")
     else:
         if not data.path:
-            raise ConfigValueError("data.path is required when data.source is local")
+            raise ConfigValueError("data.path is required when data.source is local", fields=("data.path", "data.source"))
         if Path(data.path).is_file() and not data.test_path:
             # the one file would be read as the test split too: every test question trained on
             raise ConfigValueError(f"data.path: {data.path} is a file, read as the train split; give the test split as "
-                                   "data.test_path=<file>, or data.path=<folder with train and test files>")
+                                   "data.test_path=<file>, or data.path=<folder with train and test files>",
+                                   fields=("data.path", "data.test_path"))
         raw_train = load_local(Path(data.path), "train")
         raw_test = load_local(Path(data.test_path), "test") if data.test_path else load_local(Path(data.path), "test")
     return _cap(to_records(raw_train, "gsm8k-train", data.source), to_records(raw_test, "gsm8k-test", data.source), data)
@@ -192,7 +193,8 @@ def load_platinum(platinum: PlatinumConfig) -> list[dict[str, Any]] | None:
         rows = load_hub(platinum.hub_id, platinum.hub_config, "test")
     else:
         if not platinum.path:
-            raise ConfigValueError("data.platinum.path is required when data.platinum.source is local")
+            raise ConfigValueError("data.platinum.path is required when data.platinum.source is local",
+                                   fields=("data.platinum.path", "data.platinum.source"))
         rows = load_local(Path(platinum.path), "test")
     rows = list(rows)
     # dropped before numbering, so that ids match the Hub copy's (which has no rejected rows)

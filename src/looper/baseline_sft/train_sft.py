@@ -238,7 +238,8 @@ def main(config: RunConfig) -> RunDir:
         print(f"sft: {target} is complete for this config; nothing to do (delete it to train again)")
         return run
     if config.sft.method == "full" and config.model.quantization != "none":
-        raise ConfigValueError("sft.method=full trains every weight and cannot use a quantized base; set model.quantization=none")
+        raise ConfigValueError("sft.method=full trains every weight and cannot use a quantized base; set model.quantization=none",
+                               fields=("sft.method", "model.quantization"))
     check_quantization(config.model.quantization)  # before the length check and any sampling, not at model load
     check_output_free(target, sections, STAGE)
     # Everything a bad input can break is read and checked before the run folder is written to, the trainer

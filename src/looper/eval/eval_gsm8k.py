@@ -60,7 +60,8 @@ def dataset_path(name: str, config: RunConfig, run: RunDir) -> Path:
     """Where an eval dataset's questions are; a generated gsm_symbolic test set is written on first use."""
     if name not in DATASETS:
         hint = f" (renamed {RENAMED[name]!r})" if name in RENAMED else ""
-        raise ConfigValueError(f"eval.datasets: unknown dataset {name!r}{hint}; known: {', '.join(DATASETS)}")
+        raise ConfigValueError(f"eval.datasets: unknown dataset {name!r}{hint}; known: {', '.join(DATASETS)}",
+                               fields=("eval.datasets",))
     if name == "gsm8k_platinum":
         return run.platinum
     source, split = name.rsplit("_", 1)
@@ -73,7 +74,7 @@ def dataset_path(name: str, config: RunConfig, run: RunDir) -> Path:
         atomic_write_jsonl(path, symbolic_test_records(config.data, config.seed))
         return path
     raise ConfigValueError(f"eval.datasets: {name} is not part of this run: data.source={config.data.source} makes "
-                     f"{config.data.name}_dev and {config.data.name}_test")
+                           f"{config.data.name}_dev and {config.data.name}_test", fields=("eval.datasets", "data.source"))
 
 
 def dataset_rows(name: str, config: RunConfig, run: RunDir) -> list[dict[str, Any]]:
@@ -136,18 +137,19 @@ def check_protocol(config: RunConfig) -> None:
     first stage). Raises ConfigValueError: no model or dataset, one named twice, or a protocol its settings contradict."""
     ev = config.eval
     if not ev.models:
-        raise ConfigValueError("eval.models: empty; name at least one of base, sft, rl")
+        raise ConfigValueError("eval.models: empty; name at least one of base, sft, rl", fields=("eval.models",))
     if not ev.datasets:
-        raise ConfigValueError(f"eval.datasets: empty; name at least one of {', '.join(DATASETS)}")
+        raise ConfigValueError(f"eval.datasets: empty; name at least one of {', '.join(DATASETS)}", fields=("eval.datasets",))
     for field, names in (("eval.models", ev.models), ("eval.datasets", ev.datasets)):
         twice = next((n for i, n in enumerate(names) if n in names[:i]), None)
         if twice is not None:
-            raise ConfigValueError(f"{field}: {twice!r} is named twice")
+            raise ConfigValueError(f"{field}: {twice!r} is named twice", fields=(field,))
     if ev.protocol == "lm-eval":
         check_lm_eval_protocol(config)
     if ev.protocol == "deepseek" and ev.samples < 2:
         raise ConfigValueError("eval.protocol=deepseek samples several answers per question and averages them (DeepSeek advises "
-                         "against greedy decoding for R1 models); set eval.samples >= 2 (e.g. 16)")
+                               "against greedy decoding for R1 models); set eval.samples >= 2 (e.g. 16)",
+                               fields=("eval.protocol", "eval.samples"))
 
 
 def evaluate(engine: Callable[[], Engine], tokenizer: Any, rows: list[dict[str, Any]], config: RunConfig, out_path: Path,
@@ -202,7 +204,8 @@ def main(config: RunConfig, show_note: bool = True) -> RunDir:
     shards = Shards()  # one process per GPU under accelerate launch / torchrun; else a single shard
     if lm_eval and shards.world > 1:
         raise ConfigValueError("eval.protocol=lm-eval runs in one process (lm-eval spreads over GPUs with its own "
-                         "`accelerate launch -m lm_eval`); run looper eval without accelerate launch")
+                               "`accelerate launch -m lm_eval`); run looper eval without accelerate launch",
+                               fields=("eval.protocol",))
     if shards.is_main:
         run = start_stage(config, STAGE)
     records: dict[str, dict[str, list[dict]]] = {}

@@ -44,12 +44,14 @@ def check_lm_eval_protocol(config: RunConfig) -> None:
         raise InputError("eval.protocol=lm-eval needs lm-evaluation-harness: install looper's lm-eval extra "
                          "(pip install -e '.[lm-eval]' in a clone)") from None
     if config.data.name != "gsm8k":
-        raise ConfigValueError(f"eval.protocol=lm-eval is lm-eval's GSM8K task; data.source={config.data.source} is not GSM8K")
+        raise ConfigValueError(f"eval.protocol=lm-eval is lm-eval's GSM8K task; data.source={config.data.source} is not GSM8K",
+                               fields=("eval.protocol", "data.source"))
     if ev.samples != 1:
-        raise ConfigValueError("eval.protocol=lm-eval is greedy, one answer per question (lm-eval's gsm8k); set eval.samples=1")
+        raise ConfigValueError("eval.protocol=lm-eval is greedy, one answer per question (lm-eval's gsm8k); set eval.samples=1",
+                               fields=("eval.protocol", "eval.samples"))
     if config.model.quantization != "none":
         raise ConfigValueError(f"eval.protocol=lm-eval loads the model in model.dtype; model.quantization={config.model.quantization} "
-                         "is not passed to lm-eval")
+                               "is not passed to lm-eval", fields=("eval.protocol", "model.quantization"))
 
 
 def few_shot_pool(run: RunDir) -> list[dict[str, str]]:

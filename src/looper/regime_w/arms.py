@@ -58,7 +58,7 @@ def _apply(arm: ArmSpec | None, override: ArmOverride) -> ArmSpec:
     if arm is None:
         missing = [k for k in ("family", "system_prompt", "temperature") if k not in changes]
         if missing:
-            raise ConfigError(f"regime_w.arms: new arm {override.name!r} needs {missing}")
+            raise ConfigError(f"regime_w.arms: new arm {override.name!r} needs {missing}", fields=("regime_w.arms",))
         return ArmSpec(name=override.name, **changes)
     return dataclasses.replace(arm, **changes)
 
@@ -73,12 +73,13 @@ def build_all_arms(config: RegimeWConfig | None = None) -> list[ArmSpec]:
     arms = {arm.name: arm for arm in DEFAULT_ARMS}
     for override in (config.arms if config else []):
         if not override.name:
-            raise ConfigError("regime_w.arms: every entry needs a name")
+            raise ConfigError("regime_w.arms: every entry needs a name", fields=("regime_w.arms",))
         arms[override.name] = _apply(arms.get(override.name), override)
     if config and config.only_arms is not None:
         unknown = [n for n in config.only_arms if n not in arms]
         if unknown:
-            raise ConfigError(f"regime_w.only_arms: unknown arm(s) {unknown}; known: {sorted(arms)}")
+            raise ConfigError(f"regime_w.only_arms: unknown arm(s) {unknown}; known: {sorted(arms)}",
+                              fields=("regime_w.only_arms",))
         return [arms[n] for n in config.only_arms]
     return list(arms.values())
 

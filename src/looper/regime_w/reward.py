@@ -76,12 +76,15 @@ def check_reward_config(cfg: RegimeWConfig) -> None:
         raise ConfigError(
             "regime_w: correct_reward must exceed consensus_weight + length_penalty + truncation_penalty, "
             f"else an incorrect trajectory can outrank a correct one ({cfg.correct_reward} <= "
-            f"{cfg.consensus_weight} + {cfg.length_penalty} + {cfg.truncation_penalty})")
+            f"{cfg.consensus_weight} + {cfg.length_penalty} + {cfg.truncation_penalty})",
+            fields=tuple(f"regime_w.{k}" for k in ("correct_reward", "consensus_weight", "length_penalty",
+                                                   "truncation_penalty")))
     if cfg.length_cap_tokens <= cfg.length_free_tokens:
-        raise ConfigError("regime_w: length_cap_tokens must be larger than length_free_tokens")
+        raise ConfigError("regime_w: length_cap_tokens must be larger than length_free_tokens",
+                          fields=("regime_w.length_cap_tokens", "regime_w.length_free_tokens"))
     if min(cfg.w_end, cfg.w_path, cfg.w_cf) < 0 or cfg.w_end + cfg.w_path + cfg.w_cf <= 0:
         raise ConfigError(f"regime_w: w_end, w_path and w_cf must be >= 0 with a positive sum, got {cfg.w_end}, "
-                          f"{cfg.w_path}, {cfg.w_cf}")
+                          f"{cfg.w_path}, {cfg.w_cf}", fields=("regime_w.w_end", "regime_w.w_path", "regime_w.w_cf"))
 
 
 def length_penalty(num_tokens: int, cfg: RegimeWConfig) -> float:

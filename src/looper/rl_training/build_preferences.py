@@ -78,10 +78,12 @@ def main(config: RunConfig, run: RunDir | None = None) -> None:
     run = run or RunDir.of(config)
     if config.preferences.label_free and config.preferences.require_correct_chosen:
         raise ConfigValueError("preferences.require_correct_chosen needs gold answers; with preferences.label_free a "
-                         "trajectory is 'correct' when it agrees with the consensus (set one of them to false)")
+                               "trajectory is 'correct' when it agrees with the consensus (set one of them to false)",
+                               fields=("preferences.require_correct_chosen", "preferences.label_free"))
     if config.preferences.label_free and config.preferences.correctness_only:
         raise ConfigValueError("preferences.correctness_only ranks by gold correctness and preferences.label_free ranks "
-                         "without gold: set one of them to false")
+                               "without gold: set one of them to false",
+                               fields=("preferences.correctness_only", "preferences.label_free"))
     if check_stage(run, STAGE, config):
         print(f"build-preferences: {run.preferences} is complete for this config; nothing to do")
         return

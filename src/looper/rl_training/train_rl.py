@@ -297,7 +297,8 @@ def prepare_online(config: RunConfig, run: RunDir) -> tuple[type, dict[str, Any]
         asked = getattr(config.rl, kind).get("generation_batch_size")
         if asked is not None and asked % group:
             raise ConfigValueError(f"rl.{kind}.generation_batch_size={asked}: with rl.mix_arms it must be a multiple of "
-                             f"num_generations x arms = {group}, so that every question's group is generated together")
+                                   f"num_generations x arms = {group}, so that every question's group is generated together",
+                                   fields=(f"rl.{kind}.generation_batch_size", f"rl.{kind}.num_generations", "rl.mix_arms"))
         forced["generation_batch_size"] = asked or group
         forced["steps_per_generation"] = None  # TRL derives it from generation_batch_size (it refuses both set)
     args = make_trl_config(kind, config, run.work_dir(STAGE), **forced)
@@ -350,7 +351,7 @@ def check_one_process(config: RunConfig) -> None:
     if config.rl.algorithm in ("grpo", "rloo") and world > 1:
         raise ConfigValueError(f"rl.algorithm={config.rl.algorithm} under {world} processes: TRL spreads a question's "
                                "completions over the processes, so the Regime W reward would score each group in pieces; "
-                               "run train-rl in one process (without accelerate launch / torchrun)")
+                               "run train-rl in one process (without accelerate launch / torchrun)", fields=("rl.algorithm",))
 
 
 def main(config: RunConfig) -> RunDir:
@@ -361,7 +362,8 @@ def main(config: RunConfig) -> RunDir:
     trl_config(config.rl.algorithm, config, run.work_dir(STAGE))
     rounds = config.rl.num_rounds
     if rounds > 1 and config.sft.method == "full":
-        raise ConfigValueError("rl.rounds > 1 continues each round's LoRA adapter; it needs sft.method=lora")
+        raise ConfigValueError("rl.rounds > 1 continues each round's LoRA adapter; it needs sft.method=lora",
+                               fields=("rl.rounds", "sft.method"))
     for k in range(1, rounds + 1):
         if k > 1:  # round k samples round k-1's adapter on new questions, then trains on top of it
             from looper.rl_training import build_preferences, collect_rollouts
