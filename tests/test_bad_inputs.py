@@ -20,6 +20,8 @@ import torch
 
 from conftest import run_looper
 
+pytestmark = pytest.mark.long  # part of CI's full run, not of the README's quick test command
+
 REPO = Path(__file__).resolve().parents[1]
 GOOD_ROWS = [{"question": f"Tom has {i} apples and buys 2 more. How many?", "answer": f"{i} + 2 = {i + 2}\n#### {i + 2}"}
              for i in range(10)]

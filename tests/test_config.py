@@ -284,6 +284,7 @@ def test_one_settings_record_and_one_message_for_every_reused_output(tmp_path):
     assert changed_settings(lora, {"sft": {"lora_preset": "baseline", "lora": {"r": 4}}}) == ["sft.lora.r: unset -> 4"]
 
 
+@pytest.mark.long
 def test_a_stage_resumed_with_other_settings_names_them(tmp_path, tiny_model_dir):
     """The trainer's work folder and the partial rollouts keep their settings: resuming either under other
     result-changing settings is refused with the keys named; eval starts a file over and says why."""

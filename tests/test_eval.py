@@ -67,6 +67,7 @@ def test_eval_base_and_sft_with_report(tmp_path, tiny_model_dir):
     assert "starting it over" not in out.stdout and (ev / "base__gsm_symbolic_test.jsonl").read_bytes() == before
 
 
+@pytest.mark.long
 def test_eval_sampling_metrics(tmp_path, tiny_model_dir):
     a = args(tmp_path, tiny_model_dir, "eval.models=[base,sft]", "eval.samples=3", "eval.limit=3")
     run_looper("prepare-data", *a, cwd=REPO)
@@ -125,6 +126,7 @@ def test_deepseek_protocol_prompts_and_samples_as_deepseek_evaluates(tmp_path, r
     assert looper.eval.protocol == "looper" and sampling_of(looper.eval) == (0.0, 1.0)  # greedy kept for small models
 
 
+@pytest.mark.long
 def test_eval_bad_inputs(tmp_path, tiny_model_dir):
     run_looper("prepare-data", *args(tmp_path, tiny_model_dir), cwd=REPO)
     proc = run_looper("eval", *args(tmp_path, tiny_model_dir, "eval.datasets=[mmlu]"), cwd=REPO, check=False)

@@ -177,6 +177,7 @@ def _mixed_requests(n=23):
     return [GenRequest(i, p, [0.0, 0.7, 1.0][i % 3], [1.0, 0.9, 0.95][i % 3], seed=100 + i) for i, p in enumerate(prompts)]
 
 
+@pytest.mark.long
 def test_a_request_replays_alone_whatever_its_batch(eos_biased):
     """Batches of 4 (rows ending at different steps, padded to different widths) give every request the tokens it
     gets alone and in one batch of all: a sample depends only on (prompt, temperature, top_p, seed)."""

@@ -15,6 +15,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 from lm_eval_agreement import lm_eval_run
 
+pytestmark = pytest.mark.long  # part of CI's full run, not of the README's quick test command
+
 LIMIT = 5
 
 

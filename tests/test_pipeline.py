@@ -4,11 +4,14 @@ import json
 import os
 from pathlib import Path
 
+import pytest
+
 from conftest import run_looper
 
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.long
 def test_pipeline_end_to_end_then_skips(tmp_path, tiny_model_dir):
     a = ["configs/demo.yaml", f"runs_dir={tmp_path}", f"model.name_or_path={tiny_model_dir}", "data.symbolic_train_size=20",
          "data.symbolic_test_size=4", "sft.trainer.max_steps=2", "sft.lora.r=4", "rollouts.num_questions=3",

@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+import pytest
+
 from conftest import run_looper
 
 REPO = Path(__file__).resolve().parents[1]
@@ -12,6 +14,7 @@ def row(out: str, stage: str) -> list[str]:
     return [c.strip() for c in line.strip("|").split("|")]
 
 
+@pytest.mark.long
 def test_the_8b_plan_counts_each_stages_work_and_prices_it_at_the_measured_rates(tmp_path):
     out = run_looper("plan", "configs/r1-distill-llama-8b.yaml", f"runs_dir={tmp_path}", cwd=REPO).stdout
     # 5,978 training questions (GSM8K's 7,473 less the 20% dev split), 2 samples each, <= 2,048 tokens, at 11,499 tokens/s
@@ -46,6 +49,7 @@ def test_the_8b_plan_counts_each_stages_work_and_prices_it_at_the_measured_rates
     assert not any(tmp_path.iterdir())  # nothing written, no run folder, no lock
 
 
+@pytest.mark.long
 def test_a_quantized_base_is_priced_at_its_own_generation_rate(tmp_path):
     """4-bit through vLLM: vLLM's bitsandbytes rate, a bound; 8-bit through transformers: LLM.int8's rate, measured at
     shorter answers than the stages', so '~' and 'About', not a bound; 8-bit through vLLM: the bf16 base's rate,
@@ -74,6 +78,7 @@ def test_the_smollm2_gpu_plan_prices_dpo_at_its_pipeline_rate_and_says_what_it_l
     assert "Not counted: loading each model, and each vLLM engine's start" in out
 
 
+@pytest.mark.long
 def test_gold_sft_tokens_are_counted_once_the_split_is_prepared(tmp_path, tiny_model_dir):
     a = ["configs/demo.yaml", f"runs_dir={tmp_path}", f"model.name_or_path={tiny_model_dir}", "data.symbolic_train_size=20",
          "sft.trainer.max_steps=-1", "sft.trainer.num_train_epochs=2"]
@@ -88,6 +93,7 @@ def test_gold_sft_tokens_are_counted_once_the_split_is_prepared(tmp_path, tiny_m
     assert run_looper("plan", *a, "data.source=hub", cwd=REPO).returncode == 0
 
 
+@pytest.mark.long
 def test_self_data_sft_is_bounded_once_the_split_is_prepared(tmp_path, tiny_model_dir):
     """sft.data=self: at most min(per_question, samples) kept answers per sampled question, each its prompt plus
     max_new_tokens plus the end token; packing that keeps the overflow (wrapped, bfd_split) cuts nothing."""
@@ -108,6 +114,7 @@ def test_self_data_sft_is_bounded_once_the_split_is_prepared(tmp_path, tiny_mode
     assert wrapped[1].endswith("sequences not cut") and wrapped[2] == sft[2]
 
 
+@pytest.mark.long
 def test_plan_bad_input_is_one_line(tmp_path):
     # a trainer section's error names the file and the override that set the field; a load error made by the command
     # line alone says so

@@ -84,6 +84,7 @@ def test_platinum_local_keeps_cleaning_status_and_drops_rejected_rows(tmp_path):
     ('{"question": "q", "answer": "no marker"}', "train.jsonl:3: field 'answer' has no parseable"),
     ('{"question": "", "answer": "#### 1"}', "train.jsonl:3: field 'question' must be a non-empty string"),
 ])
+@pytest.mark.long
 def test_bad_input_fails_naming_file_line_field(tmp_path, bad_line, message):
     src = tmp_path / "src"
     write_jsonl(src / "train.jsonl", GSM8K_ROWS[:2])

@@ -266,6 +266,7 @@ def test_sft_examples_end_with_im_end_as_trl_tokenizes_them(qwen_tiny_model_dir,
         assert ids[-1] == IM_END and ids.count(IM_END) == gen.count(IM_END) + 1 and ENDOFTEXT not in ids
 
 
+@pytest.mark.long
 def test_pipeline_on_a_tiny_qwen_end_to_end(qwen_tiny_model_dir, tmp_path):
     """Every stage on a tiny random Qwen2 with Qwen2.5-Coder's real tokenizer and template, through the CLI."""
     from conftest import read_jsonl, run_looper, write_gsm8k

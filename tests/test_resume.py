@@ -19,6 +19,8 @@ from safetensors.torch import load_file
 
 from conftest import read_jsonl, run_looper
 
+pytestmark = pytest.mark.long  # part of CI's full run, not of the README's quick test command
+
 REPO = Path(__file__).resolve().parents[1]
 
 # stage -> (the state it starts from, its overrides, what counts as progress, how many units there are)

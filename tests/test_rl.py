@@ -152,6 +152,7 @@ def test_online_regime_w_is_refused_on_several_processes(tmp_path, tiny_model_di
     assert not (tmp_path / "demo").exists()
 
 
+@pytest.mark.long
 def test_train_rl_bad_inputs(tmp_path, tiny_model_dir):
     run_looper("prepare-data", *args(tmp_path, tiny_model_dir), cwd=REPO)
     proc = run_looper("train-rl", *args(tmp_path, tiny_model_dir), cwd=REPO, check=False)

@@ -11,6 +11,8 @@ import torch
 from conftest import read_jsonl, run_looper
 from test_rl import _lora, args
 
+pytestmark = pytest.mark.long  # part of CI's full run, not of the README's quick test command
+
 REPO = Path(__file__).resolve().parents[1]
 
 

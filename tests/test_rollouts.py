@@ -102,6 +102,7 @@ def test_rollouts_and_preferences(sft_done, tiny_model_dir):
     assert "nothing to do" in again.stdout
 
 
+@pytest.mark.long
 def test_killed_rollouts_resume_with_every_question_once(sft_done, tiny_model_dir):
     a = args(sft_done, tiny_model_dir, "rollouts.num_questions=24")
     out_file = sft_done / "demo" / "data" / "rl_rollouts.jsonl"
@@ -134,6 +135,7 @@ def test_jsonl_appender_drops_a_torn_last_line(tmp_path):
     assert [r["id"] for r in read_jsonl(path)] == [1, 2]
 
 
+@pytest.mark.long
 def test_bad_inputs(tmp_path, tiny_model_dir):
     run_looper("prepare-data", *args(tmp_path, tiny_model_dir), cwd=REPO)
     proc = run_looper("collect-rollouts", *args(tmp_path, tiny_model_dir), cwd=REPO, check=False)

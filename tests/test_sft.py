@@ -48,6 +48,7 @@ def test_sft_trains_lora_and_logs_loss(prepared, tiny_model_dir):
     assert other.returncode != 0 and "made with other settings" in other.stderr and "sft.lora.r: 4 -> 8" in other.stderr
 
 
+@pytest.mark.long
 def test_sft_resumes_after_interrupt(prepared, tiny_model_dir, monkeypatch, capsys):
     """Interrupt after step 3 (checkpoint at step 2), rerun: it resumes and ends at the same step count."""
     from transformers import TrainerCallback
@@ -79,6 +80,7 @@ def test_sft_resumes_after_interrupt(prepared, tiny_model_dir, monkeypatch, caps
     assert min(steps) > 2  # logging restarted after the checkpoint, not from zero
 
 
+@pytest.mark.long
 def test_sft_bad_inputs(tmp_path, tiny_model_dir):
     proc = run_looper("sft", *tiny_run_config(tmp_path, tiny_model_dir), cwd=REPO, check=False)
     assert proc.returncode != 0 and "gsm_symbolic_train.jsonl: not found" in proc.stderr
@@ -95,6 +97,7 @@ def test_sft_bad_inputs(tmp_path, tiny_model_dir):
     assert proc.returncode != 0 and ("needs a CUDA GPU" in proc.stderr or "empty" in proc.stderr)
 
 
+@pytest.mark.long
 def test_full_sft_then_rloo_pipeline(tmp_path, tiny_model_dir):
     """sft.method=full trains every weight, saves checkpoints/sft; RLOO and eval then take that checkpoint."""
     from safetensors.torch import load_file as load
@@ -114,6 +117,7 @@ def test_full_sft_then_rloo_pipeline(tmp_path, tiny_model_dir):
     assert "| rl " in out.stdout
 
 
+@pytest.mark.long
 def test_sft_on_the_models_own_correct_answers(prepared, tiny_model_dir):
     """sft.data=self: the base model samples every training question (saved, resumable); only its correct,
     untruncated, distinct answers become examples, rendered as the generation prompt + the text verbatim."""

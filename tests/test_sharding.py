@@ -7,7 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import read_jsonl, run_looper
+
+pytestmark = pytest.mark.long  # part of CI's full run, not of the README's quick test command
 
 REPO = Path(__file__).resolve().parents[1]
 
