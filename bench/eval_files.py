@@ -23,13 +23,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from looper.eval.report import compare, dataset_metrics  # noqa: E402
 
 
+FIELDS = ("id", "correct_strict", "correct_flexible", "truncated", "tokens")  # what the table reads of a record
+
+
 def read_records(path: Path) -> list[dict[str, Any]]:
+    """The records of one eval file; SystemExit naming the file (and line) where it cannot be read or is not one."""
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rt") as f:
-            return [json.loads(line) for line in f if line.strip()]
-    except (OSError, json.JSONDecodeError) as err:
+            records = [(n, json.loads(line)) for n, line in enumerate(f, 1) if line.strip()]
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
         raise SystemExit(f"{path}: cannot read it as an eval file ({err})") from None
+    for n, record in records:
+        missing = [k for k in FIELDS if not isinstance(record, dict) or k not in record]
+        if missing:
+            raise SystemExit(f"{path}:{n}: not a looper eval record (no {', '.join(missing)})")
+    if not records:
+        raise SystemExit(f"{path}: no records")
+    return [record for _, record in records]
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -307,3 +307,24 @@ def test_regime_w_comparison_refuses_a_bad_earlier_analysis(tmp_path, content, e
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith(f"regime_w_comparison.py: error: --from-analysis {bad}: {expect}")
     assert not (tmp_path / "out.json").exists()
+
+
+def test_eval_files_scores_files_side_by_side_and_refuses_what_is_not_an_eval_file(tmp_path):
+    """bench/eval_files.py: eval's own metrics on per-question files, paired by question id; bad input is one line."""
+    rows = [{"id": f"q{i}", "correct_strict": False, "correct_flexible": i < k, "truncated": i == 3, "tokens": 10}
+            for k in (2,) for i in range(4)]
+    better = [dict(r, correct_flexible=r["id"] != "q3", truncated=False) for r in rows]
+    for name, records in (("a", rows), ("b", better[::-1])):  # order differs: pairing is by id
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    out = subprocess.run([sys.executable, str(REPO / "bench" / "eval_files.py"), f"base={tmp_path / 'a.jsonl'}",
+                          f"rl={tmp_path / 'b.jsonl'}", "--json", str(tmp_path / "out.json")],
+                         capture_output=True, text=True, check=True).stdout
+    assert "| rl | 0.00 [0.0, 49.0] | 75.00 [30.1, 95.4] | 0.0 | 10 | +25.00 | 1 / 0 | 0 |" in out
+    saved = json.loads((tmp_path / "out.json").read_text())
+    assert saved["n"] == 4 and saved["models"]["rl"]["flexible_vs_against"]["wrong_to_right"] == 1
+    (tmp_path / "bad.jsonl").write_text('{"id": "q0"}\n')
+    for bad, message in ((f"x={tmp_path / 'bad.jsonl'}", "bad.jsonl:1: not a looper eval record (no correct_strict"),
+                         (f"x={tmp_path / 'none.jsonl'}", "none.jsonl: cannot read it as an eval file"),
+                         ("x", "x: expected LABEL=PATH")):
+        proc = subprocess.run([sys.executable, str(REPO / "bench" / "eval_files.py"), bad], capture_output=True, text=True)
+        assert proc.returncode == 1 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
