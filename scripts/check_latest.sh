@@ -3,7 +3,7 @@
 # pyproject.toml allows (torch aside: it stays the build setup.sh installs, LOOPER_TORCH_SPEC), the default test suite, and a generation smoke with the real embedded model (prepare-data,
 # then eval of the base model on 8 generated questions). Run it whenever dependencies change or upstream releases;
 # record the dated result in docs/dependencies.md. Prints what differs from constraints.txt.
-#   bash scripts/check_latest.sh            (about 20 min on 2 cores; extra arguments go to pytest)
+#   bash scripts/check_latest.sh            (the quick suite; extra arguments go to pytest, e.g. -m "long and not slow and not gpu" for the rest)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 work=$(mktemp -d)
