@@ -604,15 +604,14 @@ class StageEngines:
         self.max_new_tokens, self.tokenizer = max_new_tokens, tokenizer
         settings = getattr(config, section)
         self.shared = kind == "vllm" and (settings.vllm_adapter == "lora" or config.model.quantization != "none")
-        self.models = list(models)  # every model the stage will ask for: a shared engine loads all their adapters
+        # every model the stage will ask for, with the weights its adapter sits on: a shared engine loads the adapters
+        # of all the models on the same weights
+        self.weights = {m: stage_weights(config, run, m)[0] for m in models} if self.shared else {}
         self._key: Any = object()
         self._lazy: LazyEngine | None = None
 
     def for_model(self, which: str) -> Callable[[], Engine]:
-        group = [which]
-        if self.shared:
-            weights = stage_weights(self.config, self.run, which)[0]
-            group = [m for m in self.models if stage_weights(self.config, self.run, m)[0] == weights]
+        group = [m for m, w in self.weights.items() if w == self.weights[which]] if self.shared else [which]
         key = tuple(group)
         if key != self._key:
             self.close()
