@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # The real model on one GPU (issue 43), continuing configs/qwen2.5-coder-1.5b-gpu.yaml's run from carried-back run
 # folders (start.sh unpacks them into /tmp/cr; the run stopped after build-preferences):
-#   1. train-rl: the config's recipe (DPO + NLL at lr 1e-4, chosen on dev in the session before)
+#   1. train-rl: the config's recipe (DPO + NLL at lr 1e-4, chosen on dev in the session before); its RL policy is
+#      scored on GSM8K dev and test at once (that choice's registered test score, first, so a cut-off session still
+#      has it)
 #   2. the same run extended to two rounds (round 2 samples round 1's policy on the next 1,000 training questions),
-#      in a copy of the run folder (qwen-rounds2)
-#   3. each RL policy scored on GSM8K dev; the recipe is chosen by a rule fixed here before any RL policy is scored
-#      on test: the higher greedy flexible accuracy on gsm8k_dev (one round on a tie); then the chosen run's eval
-#      scores its RL policy on test, then base, SFT and RL on dev and test (one vLLM engine: eval.vllm_adapter lora)
+#      in a copy of the run folder (qwen-rounds2) made before any eval
+#   3. one round or two: the rule, fixed here before either is scored, is the higher greedy flexible accuracy on
+#      gsm8k_dev (one round on a tie); a chosen second round is then scored on test too (a second look at test,
+#      reported as such), and the chosen run's eval scores base, SFT and RL on dev and test (one vLLM engine:
+#      eval.vllm_adapter lora; if serving adapters as LoRA fails, merged from there on, said in progress.txt)
 #   beside them from the start: the SFT recipe that diverged on this model (configs/smollm2-135m-gpu.yaml's packed,
 #   padding-free 8,192-token micro-batches at lr 2e-4), as looper trains it now (cuDNN attention off); on a
 #   divergence, the step replayed with and without cuDNN attention (scripts/replay_diverged_step.py) once the
@@ -59,13 +62,23 @@ looper() { $PY -m looper.cli "$@"; }
   fi
   echo "diverge job ended" >> /tmp/res/progress.txt
 ) > /tmp/res/diverge.log 2>&1 &
+diverge_pid=$!
+
+adapter=""  # eval.vllm_adapter=merged once serving the adapters as LoRA has failed
+evaluate() {  # evaluate LABEL OVERRIDES...: looper eval, falling back to merged adapters once
+  local label=$1; shift
+  step "$label" looper eval $cfg $common $adapter "$@" && return 0
+  [ -n "$adapter" ] && return 1
+  adapter="eval.vllm_adapter=merged"; echo "$label: eval with LoRA adapters failed; merged from here" >> /tmp/res/progress.txt
+  step "${label}_merged" looper eval $cfg $common $adapter "$@"
+}
 
 step rl_round1 looper train-rl $cfg $common
 until [ -f /tmp/res/diverge_sft.done ]; do sleep 5; done  # its ~45 GB and vLLM's 0.35 of the GPU would not fit together
 [ -d /tmp/cr/$R2 ] || cp -r /tmp/cr/$A /tmp/cr/$R2
+evaluate eval_rl_round1 "eval.models=[rl]" "eval.datasets=[gsm8k_dev,gsm8k_test]"
 step rl_round2 looper train-rl $cfg $common name=$R2 rl.rounds=2
-step eval_dev_round1 looper eval $cfg $common eval.models=[rl] eval.datasets=[gsm8k_dev]
-step eval_dev_round2 looper eval $cfg $common name=$R2 rl.rounds=2 eval.models=[rl] eval.datasets=[gsm8k_dev]
+evaluate eval_dev_round2 name=$R2 rl.rounds=2 "eval.models=[rl]" "eval.datasets=[gsm8k_dev]"
 $PY - "$A" "$R2" > /tmp/res/choice.txt 2>&1 <<'PYEOF'
 import json, sys
 def dev(run):
@@ -77,10 +90,10 @@ print("chosen", sys.argv[2] if two > one else sys.argv[1])
 PYEOF
 chosen=$(awk '/^chosen/ {print $2}' /tmp/res/choice.txt)
 extra=""; [ "$chosen" = "$R2" ] && extra="name=$R2 rl.rounds=2"
-step eval_test_rl looper eval $cfg $common $extra eval.models=[rl] eval.datasets=[gsm8k_test]
-step eval_all looper eval $cfg $common $extra
+[ -n "$extra" ] && evaluate eval_test_round2 $extra "eval.models=[rl]" "eval.datasets=[gsm8k_test]"
+evaluate eval_all $extra
 touch /tmp/res/pipeline.done
-wait  # the divergence check
+wait $diverge_pid  # the divergence check (not the mirror loop, which ends with the job)
 mirror
 date -u +"end %FT%TZ" >> /tmp/res/progress.txt
 echo "end" > /tmp/res/done
