@@ -152,3 +152,23 @@ def test_rl_rounds_killed_in_round_two_then_rerun_equal_an_uninterrupted_run(sta
     for sub, stage in (("", "train-rl"), ("rounds/2", "collect-rollouts"), ("rounds/2", "train-rl")):
         assert_same(outcome(whole / "demo" / sub, stage), outcome(killed / "demo" / sub, stage),
                     f"{what}, {sub or 'round 1'} {stage}, killed after {done} units")
+
+
+def test_eval_killed_after_starting_a_file_over_is_not_complete_for_its_old_settings(states, tiny_model_dir, tmp_path):
+    """An eval with changed settings starts its files over; killed there, a rerun with the settings it had before must
+    redo them, not find its old marker and call the emptied files complete."""
+    run = tmp_path / "run"
+    shutil.copytree(states["sft"], run)
+    before = [*common(run, tiny_model_dir), "eval.models=[base,sft]", "eval.limit=12", "eval.batch_size=1"]
+    run_looper("eval", *before, cwd=REPO)
+    whole = outcome(run / "demo", "eval")
+    seed = int(os.environ.get("LOOPER_KILL_SEED", time.time_ns() % 2**31))
+
+    def started_over() -> int:  # files whose settings record is already the new one (written as a file starts over)
+        return sum('"max_new_tokens": 10' in p.read_text() for p in (run / "demo" / "eval").glob("*.meta.json"))
+
+    kill_9("eval", [*before, "eval.max_new_tokens=10"], started_over, 1, random.Random(seed),
+           f"eval with changed settings (LOOPER_KILL_SEED={seed})")
+    rerun = run_looper("eval", *before, cwd=REPO)
+    assert "nothing to do" not in rerun.stdout and "starting it over" in rerun.stdout, rerun.stdout
+    assert_same(whole, outcome(run / "demo", "eval"), "eval rerun with its earlier settings")

@@ -208,6 +208,9 @@ def main(config: RunConfig, show_note: bool = True) -> RunDir:
                                fields=("eval.protocol",))
     if shards.is_main:
         run = start_stage(config, STAGE)
+        # the files are about to change: until finish_stage, no marker may say they are complete (an eval killed
+        # after starting a file over would otherwise be "complete" for the settings it had before)
+        run.marker(STAGE).unlink(missing_ok=True)
     records: dict[str, dict[str, list[dict]]] = {}
     # with each model's weights, what one model's file for one dataset depends on: not which other models or datasets
     # are evaluated beside it, so narrowing eval.models / eval.datasets reuses the files already made
