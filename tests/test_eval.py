@@ -65,6 +65,9 @@ def test_eval_base_and_sft_with_report(tmp_path, tiny_model_dir):
     narrow = args(tmp_path, tiny_model_dir, "eval.datasets=[gsm_symbolic_test]", "eval.limit=4", "eval.models=[base]")
     out = run_looper("eval", *narrow, cwd=REPO)
     assert "starting it over" not in out.stdout and (ev / "base__gsm_symbolic_test.jsonl").read_bytes() == before
+    # how vLLM would serve adapters is no setting of the hf engine's answers
+    out = run_looper("eval", *narrow, "eval.vllm_adapter=merged", cwd=REPO)
+    assert "starting it over" not in out.stdout and (ev / "base__gsm_symbolic_test.jsonl").read_bytes() == before
 
 
 @pytest.mark.long

@@ -215,7 +215,9 @@ def main(config: RunConfig, show_note: bool = True) -> RunDir:
     # with each model's weights, what one model's file for one dataset depends on: not which other models or datasets
     # are evaluated beside it, so narrowing eval.models / eval.datasets reuses the files already made
     eval_settings = config.result_sections("eval", "model")
-    eval_settings["eval"] = {k: v for k, v in eval_settings["eval"].items() if k not in ("models", "datasets")}
+    # how vLLM serves an adapter (merged or LoRA) can change its answers; the hf engine has no such choice
+    unused = ("models", "datasets") + (("vllm_adapter",) if engine != "vllm" else ())
+    eval_settings["eval"] = {k: v for k, v in eval_settings["eval"].items() if k not in unused}
     tally: dict[str, Any] = {"tokens": 0, "seconds": 0.0, "engine": None}
     # vLLM starts once for the models that share weights (adapters served as LoRA: StageEngines)
     with StageEngines(config, run, engine, "eval", config.eval.max_new_tokens, tokenizer, available) as engines:
