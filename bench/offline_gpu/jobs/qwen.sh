@@ -3,17 +3,17 @@
 # folders (start.sh unpacks them into /tmp/cr; the run stopped after build-preferences):
 #   1. train-rl: the config's recipe (DPO + NLL at lr 1e-4, chosen on dev in the session before); its RL policy is
 #      scored on GSM8K dev and test at once (that choice's registered test score, first, so a cut-off session still
-#      has it)
+#      has it), then base and SFT on both (one vLLM engine serves all three: eval.vllm_adapter lora; if serving
+#      adapters as LoRA fails, merged from there on, said in progress.txt)
 #   2. the same run extended to two rounds (round 2 samples round 1's policy on the next 1,000 training questions),
 #      in a copy of the run folder (qwen-rounds2) made before any eval
 #   3. one round or two: the rule, fixed here before either is scored, is the higher greedy flexible accuracy on
 #      gsm8k_dev (one round on a tie); a chosen second round is then scored on test too (a second look at test,
-#      reported as such), and the chosen run's eval scores base, SFT and RL on dev and test (one vLLM engine:
-#      eval.vllm_adapter lora; if serving adapters as LoRA fails, merged from there on, said in progress.txt)
+#      reported as such). Steps 2-3 come last: a session short of device time stops after step 1.
 #   beside them from the start: the SFT recipe that diverged on this model (configs/smollm2-135m-gpu.yaml's packed,
 #   padding-free 8,192-token micro-batches at lr 2e-4), as looper trains it now (cuDNN attention off); on a
-#   divergence, the step replayed with and without cuDNN attention (scripts/replay_diverged_step.py) once the
-#   pipeline is done. Its training shares the GPU with step 1 (DPO, 23 GB), which therefore is not timed alone; the
+#   divergence, the step replayed with and without cuDNN attention (scripts/replay_diverged_step.py) after step 1,
+#   before step 2. Its training shares the GPU with step 1 (DPO, 23 GB), which therefore is not timed alone; the
 #   pipeline waits for it before vLLM starts.
 #   jobs/qwen.sh
 # Needs convert.sh to have converted embedded:qwen2.5-coder-1.5b-instruct (start.sh waits for it).
@@ -56,7 +56,7 @@ looper() { $PY -m looper.cli "$@"; }
   touch /tmp/res/diverge_sft.done
   dump=$(ls /tmp/cr/qwen-diverge/work/sft/diverged_step*.pt 2>/dev/null | head -1)
   if [ -n "$dump" ]; then  # a replay under anomaly detection takes most of the GPU: after the pipeline
-    until [ -f /tmp/res/pipeline.done ]; do sleep 10; done
+    until [ -f /tmp/res/step1.done ]; do sleep 10; done
     $PY scripts/replay_diverged_step.py configs/smollm2-135m-gpu.yaml $diverge --stage sft --dump "$dump"
     $PY scripts/replay_diverged_step.py configs/smollm2-135m-gpu.yaml $diverge --cudnn-attention --stage sft --dump "$dump"
   fi
@@ -77,6 +77,9 @@ step rl_round1 looper train-rl $cfg $common
 until [ -f /tmp/res/diverge_sft.done ]; do sleep 5; done  # its ~45 GB and vLLM's 0.35 of the GPU would not fit together
 [ -d /tmp/cr/$R2 ] || cp -r /tmp/cr/$A /tmp/cr/$R2
 evaluate eval_rl_round1 "eval.models=[rl]" "eval.datasets=[gsm8k_dev,gsm8k_test]"
+evaluate eval_all  # base, SFT (and the RL files above, reused) on dev and test from one engine
+touch /tmp/res/step1.done
+wait $diverge_pid  # a replay of a diverged step goes before round 2
 step rl_round2 looper train-rl $cfg $common name=$R2 rl.rounds=2
 evaluate eval_dev_round2 name=$R2 rl.rounds=2 "eval.models=[rl]" "eval.datasets=[gsm8k_dev]"
 $PY - "$A" "$R2" > /tmp/res/choice.txt 2>&1 <<'PYEOF'
@@ -88,12 +91,9 @@ def dev(run):
 print(f"gsm8k_dev, greedy flexible, n={n}: one round {100 * one:.2f}%  two rounds {100 * two:.2f}%")
 print("chosen", sys.argv[2] if two > one else sys.argv[1])
 PYEOF
-chosen=$(awk '/^chosen/ {print $2}' /tmp/res/choice.txt)
-extra=""; [ "$chosen" = "$R2" ] && extra="name=$R2 rl.rounds=2"
-[ -n "$extra" ] && evaluate eval_test_round2 $extra "eval.models=[rl]" "eval.datasets=[gsm8k_test]"
-evaluate eval_all $extra
-touch /tmp/res/pipeline.done
-wait $diverge_pid  # the divergence check (not the mirror loop, which ends with the job)
+if grep -q "^chosen $R2" /tmp/res/choice.txt; then
+  evaluate eval_round2 name=$R2 rl.rounds=2  # its RL policy on test, and base / SFT beside it
+fi
 mirror
 date -u +"end %FT%TZ" >> /tmp/res/progress.txt
 echo "end" > /tmp/res/done
