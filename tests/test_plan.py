@@ -26,7 +26,7 @@ def test_the_8b_plan_counts_each_stages_work_and_prices_it_at_the_measured_rates
     # vLLM's engine reserves its share of the GPU (vLLM's default 0.9 of the H200's 139.8 GiB) whatever the work
     assert row(out, "eval")[4] == "125.8 (vLLM: 0.9 of the GPU)"
     # epochs over examples: at most one optimizer step per batch x accumulation examples (packing makes fewer)
-    assert "5,978 kept self-data answers x 1 epochs = <= 2,989 optimizer steps of 2" in row(out, "sft")[1]
+    assert "5,978 kept self-data answers x 1 epoch(s) = <= 2,989 optimizer steps of 2" in row(out, "sft")[1]
     assert row(out, "train-rl (DPO)")[1].startswith("<= 2,000 pairs x 1 epoch(s) = <= 125 optimizer steps of 16 pairs")
     # no split prepared, no tokenizer here: nothing counted, so the bound is every kept answer at max_length, priced
     # at the Liger rate (5,978 x 8,192 tokens at 7,536 tokens/s), and the summary says why it is so loose
@@ -87,7 +87,7 @@ def test_gold_sft_tokens_are_counted_once_the_split_is_prepared(tmp_path, tiny_m
     run_looper("prepare-data", *a, cwd=REPO)
     sft = row(run_looper("plan", *a, cwd=REPO).stdout, "sft")
     tokens, kind = sft[2].split(" ", 1)
-    assert sft[1].startswith("16 examples x 2 epochs") and kind == "trained" and 16 * 2 * 20 < int(tokens.replace(",", "")) < 8192
+    assert sft[1].startswith("16 examples x 2 epoch(s)") and kind == "trained" and 16 * 2 * 20 < int(tokens.replace(",", "")) < 8192
     # splits prepared with other data settings do not count: the plan is for the config given
     assert row(run_looper("plan", *a, "data.symbolic_train_size=40", cwd=REPO).stdout, "sft")[1].startswith("32 examples")
     assert run_looper("plan", *a, "data.source=hub", cwd=REPO).returncode == 0
@@ -104,7 +104,7 @@ def test_self_data_sft_is_bounded_once_the_split_is_prepared(tmp_path, tiny_mode
     assert row(run_looper("plan", *a, cwd=REPO).stdout, "sft")[2] == "262,144 trained, at most (every example at max_length)"
     run_looper("prepare-data", *a, cwd=REPO)
     sft = row(run_looper("plan", *a, cwd=REPO).stdout, "sft")
-    assert sft[1] == "<= 32 kept self-data answers x 2 epochs = <= 16 optimizer steps of 4, sequences <= 4,096 tokens"  # 16 questions x 2 kept
+    assert sft[1] == "<= 32 kept self-data answers x 2 epoch(s) = <= 16 optimizer steps of 4, sequences <= 4,096 tokens"  # 16 questions x 2 kept
     tokens, kind = sft[2].split(" ", 1)
     assert kind == "trained, at most" and 2 * 32 * 65 < int(tokens.replace(",", "")) < 2 * 32 * (65 + 200)
     cut = row(run_looper("plan", *a, "sft.trainer.max_length=80", cwd=REPO).stdout, "sft")
@@ -145,7 +145,7 @@ def test_plan_counts_the_epochs_and_length_sft_trains_with(tmp_path):
     (tmp_path / "run.yaml").write_text("data:\n  source: gsm_symbolic\n  symbolic_train_size: 100\n")
     out = run_looper("plan", str(tmp_path / "run.yaml"), f"runs_dir={tmp_path / 'runs'}", cwd=REPO).stdout
     # 100 less the 20% dev split, in batches of 4 x 4 accumulation (looper's defaults)
-    assert row(out, "sft")[1] == "80 examples x 1 epochs = <= 5 optimizer steps of 16, sequences <= 512 tokens"
+    assert row(out, "sft")[1] == "80 examples x 1 epoch(s) = <= 5 optimizer steps of 16, sequences <= 512 tokens"
     assert not (tmp_path / "runs").exists()
 
 
@@ -204,7 +204,7 @@ def test_a_model_without_measured_rates_gets_its_work_and_says_why_nothing_is_pr
     out = run_looper("plan", "configs/demo.yaml", f"runs_dir={tmp_path / 'runs'}", f"model.name_or_path={tmp_path / 'model'}",
                      cwd=REPO).stdout
     assert row(out, "collect-rollouts")[3] == "-" and row(out, "collect-rollouts")[5] == "not measured" and "GPU-hours" not in out
-    assert "No stage priced: no rate was measured on one H200 for this model's architecture" in out
+    assert "No stage priced: no rate was measured on one GPU for this model's architecture" in out
 
 
 BENCH = REPO / "docs" / "bench"
@@ -257,6 +257,9 @@ PLACED = {
                                                raw["stages"]["sft"]["peak_gpu_memory_gib"][0]),
     ("smollm2-135m", "dpo"): lambda raw: (raw["stages"]["train-rl"]["tokens_per_s"],
                                           raw["stages"]["train-rl"]["peak_gpu_memory_gib"][0]),
+    # the real model's: the run's own stage markers (stages/sft.json, stages/train-rl.json), the same two rates
+    ("qwen2.5-1.5b", "sft:bf16"): lambda raw: (raw["steady_tokens_per_s"], raw["peak_gpu_memory_gib"][0]),
+    ("qwen2.5-1.5b", "dpo"): lambda raw: (raw["tokens_per_s"], raw["peak_gpu_memory_gib"][0]),
 }
 
 
@@ -286,3 +289,14 @@ def test_the_measured_rates_ship_with_the_package():
     pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
     assert "plan_rates.yaml" in pyproject["tool"]["setuptools"]["package-data"]["looper"]
     assert (REPO / "src" / "looper" / "plan_rates.yaml").is_file()
+
+
+def test_the_real_model_is_priced_at_its_h100_rates(tmp_path):
+    """The Qwen config's rates were measured on one H100: its minutes, total and vLLM share (0.9 of 79.2 GiB) are an
+    H100's; an architecture whose rates came from two GPUs would be refused when the rates load."""
+    out = run_looper("plan", "configs/qwen2.5-coder-1.5b-gpu.yaml", f"runs_dir={tmp_path}", cwd=REPO).stdout
+    assert "| minutes on one H100 |" in out and "GPU-hours on one H100 for 5 of 5 stages" in out
+    assert row(out, "eval")[4] == "71.3 (vLLM: 0.9 of the GPU)"
+    # 1,000 questions x 8 arms x 512 tokens at 24,229.5 tokens/s; <= 2,000 pairs x 2 x 1,024 tokens at 6,444.4 tokens/s
+    assert row(out, "collect-rollouts")[2:4] == ["4,096,000 generated, at most", "<= 3"]
+    assert row(out, "train-rl (DPO)")[3:5] == ["<= 11", "23.4"]

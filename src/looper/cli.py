@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("rollouts", help="a data/rl_rollouts.jsonl file")
     report.add_argument("--config", help="run YAML whose regime_w section to use (default: the defaults)")
     report.add_argument("--out", help="write the report as markdown here too")
-    plan = _command(sub, "plan", "the work of every stage and its cost on one H200 (measured rates), before anything runs")
+    plan = _command(sub, "plan", "the work of every stage and its cost on one GPU (measured rates), before anything runs")
     add_config_args(plan)
     ppo = _command(sub, "train-ppo", "the plan's PPO entry: runs TRL's RLOO trainer (PPO-clipped, on-policy), not PPO, with "
                    "the Regime W reward (TRL 1.x has no PPO trainer; docs/plan.md §6)")

@@ -1,4 +1,4 @@
-"""``looper plan CONFIG``: what a run will do, stage by stage, and what it costs on one H200, before anything runs.
+"""``looper plan CONFIG``: what a run will do, stage by stage, and what it costs on one GPU, before anything runs.
 
     looper plan configs/r1-distill-llama-8b.yaml
     looper plan configs/r1-distill-llama-8b.yaml rl.algorithm=grpo
@@ -6,8 +6,9 @@
 Work comes from the config and the data sizes (the run's prepared splits when prepare-data has run, else the
 source's published sizes: GSM8K 7,473 train / 1,319 test, GSM8K-Platinum 1,209): questions, sequences and the
 tokens each generating stage may produce at most (its ``max_new_tokens``), examples and optimizer steps of the
-training stages. Time is that work over a rate measured on one H200 for the model's architecture and the stage's
-setting (``plan_rates.yaml`` beside this module, each rate with the raw file under docs/bench/ it comes from), so it
+training stages. Time is that work over a rate measured on one GPU (an H200, or for the real Qwen model an H100: each
+architecture's rates name theirs) for the model's architecture and the stage's setting (``plan_rates.yaml`` beside
+this module, each rate with the raw file under docs/bench/ it comes from), so it
 is an upper bound for generation (answers usually stop before the limit), marked '~' where the rate was measured at
 shorter answers than the stage generates (not a bound then), and left out where nothing comparable was measured.
 SFT's tokens are counted with the model's tokenizer when the train split is prepared and the tokenizer is on this
@@ -36,7 +37,8 @@ from looper.runs import (
 )
 
 GSM8K_SIZES = {"train": 7473, "test": 1319, "platinum": 1209}  # openai/gsm8k main; madrylab/gsm8k-platinum (kept rows)
-H200_GIB = 139.8  # what torch reports for one H200 (docs/benchmarks.md), the GPU the rates were measured on
+# what torch reports for each GPU the rates were measured on (docs/benchmarks.md): vLLM's share is of this
+GPU_GIB = {"H200": 139.8, "H100": 79.2}
 VLLM_GPU_MEMORY_UTILIZATION = 0.9  # vLLM's EngineArgs default: the share of the GPU its engine reserves
 FILLED = "every example at max_length"  # SFT's bound where its examples were not counted
 
@@ -50,6 +52,7 @@ class Rate:
     # False where measured at shorter answers than the stages generate: each token attends to a longer cache
     # further on, so a stage's time can exceed what this rate gives
     upper_bound: bool = True
+    gpu: str = "H200"  # the GPU it was measured on (a key of GPU_GIB)
 
 
 def load_rates() -> dict[tuple[str, str], Rate]:
@@ -58,9 +61,17 @@ def load_rates() -> dict[tuple[str, str], Rate]:
 
     Raises:
         TypeError: an entry with a field ``Rate`` does not have, or without one it needs.
+        ValueError: an architecture whose rates were measured on different GPUs (a plan's minutes are on one GPU),
+            or a GPU whose memory ``GPU_GIB`` does not know.
     """
     rates = yaml.safe_load(importlib.resources.files("looper").joinpath("plan_rates.yaml").read_text())
-    return {(arch, work): Rate(**fields) for arch, works in rates.items() for work, fields in works.items()}
+    loaded = {(arch, work): Rate(**fields) for arch, works in rates.items() for work, fields in works.items()}
+    for arch in rates:
+        gpus = {rate.gpu for (a, _), rate in loaded.items() if a == arch}
+        if len(gpus) != 1 or not gpus <= set(GPU_GIB):
+            raise ValueError(f"plan_rates.yaml: {arch}'s rates must all come from one GPU of {sorted(GPU_GIB)}; "
+                             f"they name {sorted(gpus)}")
+    return loaded
 
 
 RATES = load_rates()
@@ -73,7 +84,14 @@ def architecture(name_or_path: str) -> str | None:
         return "smollm2-135m"
     if "llama" in lower and "8b" in lower:
         return "llama-8b"
+    if "qwen2.5" in lower and "1.5b" in lower:  # Qwen2.5-1.5B's shape: the Coder-Instruct model was measured
+        return "qwen2.5-1.5b"
     return None
+
+
+def measured_on(arch: str | None) -> str:
+    """The GPU an architecture's rates were measured on (H200 where none were: the GPU the 8B configs are for)."""
+    return next((rate.gpu for (a, _), rate in RATES.items() if a == arch), "H200")
 
 
 def split_sizes(config: RunConfig, run: RunDir) -> dict[str, int]:
@@ -159,6 +177,7 @@ def plan_rows(config: RunConfig) -> list[dict[str, Any]]:
     from looper.trainers import trl_config
 
     arch = architecture(config.model.name_or_path)
+    gpu_gib = GPU_GIB[measured_on(arch)]
     run = RunDir.of(config)
     # the trainers' settings as the stages will use them: looper's defaults under the YAML's, checked as they check them
     # (but for this machine's hardware: `looper plan` is for the GPU the run is meant for)
@@ -186,7 +205,7 @@ def plan_rows(config: RunConfig) -> list[dict[str, Any]]:
         if engine == "hf":
             return None
         share = float(overrides.get("gpu_memory_utilization", VLLM_GPU_MEMORY_UTILIZATION))
-        return f"{share * H200_GIB:.1f} (vLLM: {share:g} of the GPU)"
+        return f"{share * gpu_gib:.1f} (vLLM: {share:g} of the GPU)"
 
     def lora_sft(args: Any) -> Rate | None:
         # TRL's SFTTrainer on a LoRA adapter (sft, and rft on the SFT adapter), over the base as quantized
@@ -212,10 +231,10 @@ def plan_rows(config: RunConfig) -> list[dict[str, Any]]:
     else:
         if sft.data == "gold":
             examples = sizes["train"]
-            work, kind = f"{examples:,} examples x {epochs} epochs", "trained"
+            work, kind = f"{examples:,} examples x {epochs} epoch(s)", "trained"
         else:  # `questions`: the self-data row's, above
             examples = questions * min(sft.self_data.per_question, sft.self_data.samples)
-            work, kind = f"<= {examples:,} kept self-data answers x {epochs} epochs", "trained, at most"
+            work, kind = f"<= {examples:,} kept self-data answers x {epochs} epoch(s)", "trained, at most"
         # one GPU; packing puts several examples in one sequence, so fewer steps then
         batch = sft_args.per_device_train_batch_size * sft_args.gradient_accumulation_steps
         work += f" = <= {math.ceil(math.ceil(examples / batch) * epochs):,} optimizer steps of {batch}"
@@ -296,8 +315,9 @@ def plan_rows(config: RunConfig) -> list[dict[str, Any]]:
 def render(config: RunConfig) -> str:
     rows = plan_rows(config)
     arch = architecture(config.model.name_or_path)
+    gpu = measured_on(arch)
     lines = [f"plan for {config.name}: {config.model.name_or_path} (measured architecture: {arch or 'none'})", "",
-             "| stage | work | tokens | minutes on one H200 | peak GiB | rate used (tokens/s, measured at; docs/bench/) |",
+             f"| stage | work | tokens | minutes on one {gpu} | peak GiB | rate used (tokens/s, measured at; docs/bench/) |",
              "|---|---|---:|---:|---:|---|"]
     total = 0.0
     for r in rows:
@@ -313,7 +333,7 @@ def render(config: RunConfig) -> str:
     unpriced = [r["stage"] for r in rows if r["stage"] not in priced]
     shorter = [r["stage"] for r in rows if r["stage"] in priced and not r["rate"].upper_bound]
     hours = "Under 0.1" if total / 60 < 0.05 else f"{'About' if shorter else 'At most'} {total / 60:,.1f}"
-    lines += ["", f"{hours} GPU-hours on one H200 for {len(priced)} of {len(rows)} stages "
+    lines += ["", f"{hours} GPU-hours on one {gpu} for {len(priced)} of {len(rows)} stages "
               f"({', '.join(priced) or 'none'}: generation to every limit"
               + "".join(f", {kind} as if every sequence filled its max_length" for kind in ("DPO", "RFT")
                         if any(r["stage"] == f"train-rl ({kind})" for r in rows))
@@ -329,7 +349,7 @@ def render(config: RunConfig) -> str:
               "profiling: about a minute or more per model and stage). Rates: docs/benchmarks.md."]
     if not priced:  # a "0 of N stages" total says nothing: say why instead
         measured = ", ".join(sorted({a for a, _ in RATES}))
-        lines[-1] = (f"No stage priced: no rate was measured on one H200 for this model's architecture "
+        lines[-1] = (f"No stage priced: no rate was measured on one GPU for this model's architecture "
                      f"({arch or 'not one looper plan knows'}; measured: {measured}), so only the work is shown. "
                      "Rates: docs/benchmarks.md.")
     return "\n".join(lines)
