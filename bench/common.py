@@ -71,7 +71,7 @@ def device_info() -> dict[str, Any]:
     for name in ("trl", "peft", "bitsandbytes", "datasets", "accelerate", "liger_kernel"):
         try:
             info[name] = __import__(name).__version__
-        except Exception:  # noqa: BLE001 - optional packages
+        except Exception:  # optional packages
             pass
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)

@@ -20,8 +20,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from looper.eval.report import compare, dataset_metrics  # noqa: E402
-
+from looper.eval.report import compare, dataset_metrics
 
 FIELDS = ("id", "correct_strict", "correct_flexible", "truncated", "tokens")  # what the table reads of a record
 

@@ -39,10 +39,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import TINY, build_random_checkpoint, device_info, write_results  # noqa: E402
+from common import TINY, build_random_checkpoint, device_info, write_results
 
-from looper.config import EMBEDDED_MODEL, ModelConfig  # noqa: E402
-from looper.generation import (  # noqa: E402
+from looper.config import EMBEDDED_MODEL, ModelConfig
+from looper.generation import (
     GenRequest,
     HFEngine,
     VLLMEngine,
@@ -51,10 +51,10 @@ from looper.generation import (  # noqa: E402
     vllm_engine_args,
     vllm_sampling_kwargs,
 )
-from looper.modeling import end_token_ids, load_model, load_tokenizer, resolve_model_path  # noqa: E402
-from looper.prompts import render_prompt  # noqa: E402
-from looper.regime_w.arms import build_all_arms  # noqa: E402
-from looper.runs import derive_seed  # noqa: E402
+from looper.modeling import end_token_ids, load_model, load_tokenizer, resolve_model_path
+from looper.prompts import render_prompt
+from looper.regime_w.arms import build_all_arms
+from looper.runs import derive_seed
 
 TRANSFORMERS_WAYS = ("plain", "hf")
 VLLM_WAYS = ("vllm", "vllm-seeded", "vllm-direct")

@@ -21,11 +21,11 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import device_info, write_results  # noqa: E402
+from common import device_info, write_results
 
-from looper.config import load_config  # noqa: E402
-from looper.modeling import resolve_model_path  # noqa: E402
-from looper.runs import read_jsonl  # noqa: E402
+from looper.config import load_config
+from looper.modeling import resolve_model_path
+from looper.runs import read_jsonl
 
 FILTERS = {"strict": "strict-match", "flexible": "flexible-extract"}
 

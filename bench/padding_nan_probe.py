@@ -6,9 +6,12 @@
 A one-off probe for GRPO's divergence (docs/results.md, "Second comparison"): forward + backward through sdpa and
 eager attention, printing the loss, the gradient norm and whether hidden states at padded positions are NaN.
 """
-import sys, time, torch
-from transformers import LlamaConfig, LlamaForCausalLM
+import sys
+
+import torch
 from peft import LoraConfig, get_peft_model
+from transformers import LlamaConfig, LlamaForCausalLM
+
 dev = "cuda" if torch.cuda.is_available() else "cpu"
 small = len(sys.argv) > 1 and sys.argv[1] == "small"
 cfg = dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30 if not small else 2,
@@ -25,12 +28,14 @@ for impl in ("sdpa", "eager"):
     for t in range(trials):
         g = torch.Generator().manual_seed(t)
         B = 64 if dev == "cuda" else 4
-        plen = torch.randint(60, 200, (B,), generator=g); clen = torch.randint(10, 257, (B,), generator=g)
+        plen = torch.randint(60, 200, (B,), generator=g)
+        clen = torch.randint(10, 257, (B,), generator=g)
         P, C = int(plen.max()), int(clen.max())
         ids = torch.randint(0, 49152, (B, P + C), generator=g)
         mask = torch.zeros(B, P + C, dtype=torch.long)
         for i in range(B):
-            mask[i, P - plen[i]:P] = 1; mask[i, P:P + clen[i]] = 1
+            mask[i, P - plen[i]:P] = 1
+            mask[i, P:P + clen[i]] = 1
         ids, mask = ids.to(dev), mask.to(dev)
         out = model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
         hs = out.hidden_states[-1].float()
@@ -39,9 +44,12 @@ for impl in ("sdpa", "eager"):
         logps = torch.gather(logits.log_softmax(-1), 2, ids[:, P:].unsqueeze(-1)).squeeze(-1)
         cm = mask[:, P:].float()
         loss = -(logps * cm).sum() / cm.sum()
-        model.zero_grad(); loss.backward()
+        model.zero_grad()
+        loss.backward()
         gn = torch.sqrt(sum((p.grad.float() ** 2).sum() for p in model.parameters() if p.grad is not None)).item()
         bad += not (gn == gn)
         print(f"{impl} trial {t}: loss {loss.item():.3f} finite {torch.isfinite(loss).item()} grad_norm {gn:.4f} NaN at pad positions {pad_nan}", flush=True)
     print(f"== {impl}: {bad}/{trials} NaN grad norms", flush=True)
-    del model; torch.cuda.empty_cache() if dev == "cuda" else None
+    del model
+    if dev == "cuda":
+        torch.cuda.empty_cache()

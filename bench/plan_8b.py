@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import add_model_args, device_info, link_outputs, random_checkpoint_for, stage_marker, write_results  # noqa: E402
+from common import add_model_args, device_info, link_outputs, random_checkpoint_for, stage_marker, write_results
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = {"8b": "configs/r1-distill-llama-8b.yaml", "qlora": "configs/r1-distill-llama-8b-qlora.yaml",

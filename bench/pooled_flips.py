@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from looper.stats import binomial_half_cdf, mcnemar_exact  # noqa: E402
+from looper.stats import binomial_half_cdf, mcnemar_exact
 
 
 def load_summary(source: str) -> dict[str, Any]:

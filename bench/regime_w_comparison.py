@@ -38,11 +38,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pooled_flips import flips  # noqa: E402
-from looper.eval.report import dataset_metrics, question_scores  # noqa: E402
-from looper.runs import read_jsonl  # noqa: E402
-from looper.regime_w.report import auroc_difference_cell  # noqa: E402
-from looper.stats import holm, mcnemar_exact, paired_difference  # noqa: E402
+from pooled_flips import flips
+
+from looper.eval.report import dataset_metrics, question_scores
+from looper.regime_w.report import auroc_difference_cell
+from looper.runs import read_jsonl
+from looper.stats import holm, mcnemar_exact, paired_difference
 
 ARMS = {"sft": "SFT", "w_regime_w": "Regime W", "w_correct": "correctness only", "w_label_free": "label-free"}
 # The pre-registered comparisons, (a, b): b minus a. The first is the primary one.

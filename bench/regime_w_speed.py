@@ -18,11 +18,11 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import device_info, write_results  # noqa: E402
+from common import device_info, write_results
 
-from looper.config import RegimeWConfig  # noqa: E402
-from looper.regime_w.arms import build_all_arms  # noqa: E402
-from looper.regime_w.reward import ArmOutput, trajectory_rewards  # noqa: E402
+from looper.config import RegimeWConfig
+from looper.regime_w.arms import build_all_arms
+from looper.regime_w.reward import ArmOutput, trajectory_rewards
 
 
 def main() -> None:

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import link_outputs  # noqa: E402
+from common import link_outputs
 
 # Every recipe starts from these settings (the GPU config's recipe before this comparison), whatever the config's
 # own defaults are now, then applies its overrides.
@@ -160,7 +160,10 @@ def start_recipe(config: str, runs_dir: Path, base_name: str, recipe: str, first
     source, level = source_of(recipe, first)
     if source is not None:
         copy_shared(runs_dir / f"{base_name}-{source}", runs_dir / name, level)
-    fill = lambda o: o.replace("{choose}", datasets[0]).replace("{report}", datasets[-1])
+
+    def fill(o: str) -> str:
+        return o.replace("{choose}", datasets[0]).replace("{report}", datasets[-1])
+
     # the run folder's name after --set's (which may name the whole comparison, e.g. one seed's)
     args = [*sets, f"runs_dir={runs_dir}", f"name={name}", *RESET, *map(fill, overrides)]
     cmds = [[sys.executable, "-m", "looper.cli", command[0], config, *args, *command[1:]] for command in commands]

@@ -22,11 +22,11 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import add_model_args, device_info, random_checkpoint_for, write_results  # noqa: E402
-from sft_throughput import throughput  # noqa: E402
+from common import add_model_args, device_info, random_checkpoint_for, write_results
+from sft_throughput import throughput
 
-from looper.config import load_config  # noqa: E402
-from looper.prompts import preference_completion, preference_prompt  # noqa: E402
+from looper.config import load_config
+from looper.prompts import preference_completion, preference_prompt
 
 
 def make_run(config, gsm8k: Path, pairs: int) -> None:
@@ -86,7 +86,7 @@ def main() -> None:
             torch.cuda.reset_peak_memory_stats()
         try:
             train_rl.main(config)
-        except Exception as err:  # noqa: BLE001 - record (e.g. out of memory) and go on
+        except Exception as err:  # record (e.g. out of memory) and go on
             results["layouts"][layout] = {"error": f"{type(err).__name__}: {str(err)[:300]}"}
             continue
         finally:

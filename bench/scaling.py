@@ -34,8 +34,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import add_model_args, device_info, random_checkpoint_for, stage_marker, write_results  # noqa: E402
-from sft_throughput import throughput  # noqa: E402
+from common import add_model_args, device_info, random_checkpoint_for, stage_marker, write_results
+from sft_throughput import throughput
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = "configs/r1-distill-llama-8b.yaml"

@@ -27,9 +27,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import PARAMS_8B, add_model_args, device_info, peak_flops, random_checkpoint_for, write_results  # noqa: E402
+from common import PARAMS_8B, add_model_args, device_info, peak_flops, random_checkpoint_for, write_results
 
-from looper.config import load_config  # noqa: E402
+from looper.config import load_config
 
 
 def recipes(pack: int) -> dict[str, list[str]]:
@@ -99,7 +99,7 @@ def main() -> None:
         started = time.perf_counter()
         try:
             train_sft.main(config)
-        except Exception as err:  # noqa: BLE001 - record a recipe that fails (e.g. out of memory) and go on
+        except Exception as err:  # record a recipe that fails (e.g. out of memory) and go on
             results["recipes"][name] = {"error": f"{type(err).__name__}: {str(err)[:300]}"}
             print(f"recipe {name} failed: {err}")
             continue

@@ -47,8 +47,8 @@ def first_non_finite_module(model: torch.nn.Module) -> tuple[list[str], Any]:
     """Forward hooks that note, in execution order, the modules whose output holds a non-finite value."""
     seen: list[str] = []
 
-    def hook(name: str):  # noqa: ANN202
-        def check(module, args, output):  # noqa: ANN001, ANN202
+    def hook(name: str):
+        def check(module, args, output):
             out = output[0] if isinstance(output, (tuple, list)) else getattr(output, "logits", output)
             if isinstance(out, torch.Tensor) and out.is_floating_point() and not torch.isfinite(out).all():
                 seen.append(f"{name} ({type(module).__name__}, {int((~torch.isfinite(out)).sum())} non-finite values)")

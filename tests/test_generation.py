@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import read_jsonl
 
+from conftest import read_jsonl
 from looper import generation
 from looper.config import ModelConfig, load_config
 from looper.generation import (
@@ -227,11 +227,11 @@ def test_an_8bit_base_does_not_print_bitsandbytes_cast_warning_on_every_matmul(m
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
         assert modeling.quantization_config("4bit", torch.bfloat16).load_in_4bit
-        warnings.warn(cast, UserWarning)  # a 4-bit base leaves it alone
+        warnings.warn(cast, UserWarning, stacklevel=1)  # a 4-bit base leaves it alone
         assert modeling.quantization_config("8bit", torch.bfloat16).load_in_8bit
         for _ in range(3):
-            warnings.warn(cast, UserWarning)
-        warnings.warn("MatMul8bitLt: something else", UserWarning)
+            warnings.warn(cast, UserWarning, stacklevel=1)
+        warnings.warn("MatMul8bitLt: something else", UserWarning, stacklevel=1)
     assert [str(w.message) for w in seen] == [cast, "MatMul8bitLt: something else"]
 
 

@@ -14,9 +14,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import read_jsonl, run_looper, write_gsm8k
 
-from looper.modeling import end_token_ids
+from conftest import read_jsonl, run_looper, write_gsm8k
 from looper.generation import (
     GenRequest,
     HFEngine,
@@ -25,6 +24,7 @@ from looper.generation import (
     vllm_engine_args,
     vllm_installed,
 )
+from looper.modeling import end_token_ids
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 needs_vllm = pytest.mark.skipif(not vllm_installed(), reason="needs vLLM (pip install 'looper[vllm]')")

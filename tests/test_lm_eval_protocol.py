@@ -7,13 +7,14 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from conftest import read_jsonl, run_looper
 
 pytest.importorskip("lm_eval")
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
-from lm_eval_agreement import lm_eval_run
+from lm_eval_agreement import lm_eval_run  # noqa: E402 - bench/ is not a package: importable once on sys.path
 
 pytestmark = pytest.mark.long  # part of CI's full run, not of the README's quick test command
 

@@ -79,7 +79,7 @@ def main() -> None:
         finished = (RES / "done").exists()
         try:
             mirror(done)
-        except Exception as err:  # noqa: BLE001 - a file caught half-written is taken on the next pass
+        except Exception as err:  # a file caught half-written is taken on the next pass
             print(f"watch: {err!r}", flush=True)
         if finished:
             return

@@ -132,7 +132,7 @@ def _yaml_load(text: str) -> Any:
     duplicate = _duplicate_key(yaml.compose(text, Loader=_Loader))
     if duplicate is not None:
         raise duplicate
-    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+    return yaml.load(text, Loader=_Loader)  # a SafeLoader subclass
 
 
 def _yaml_problem(err: yaml.YAMLError) -> str:

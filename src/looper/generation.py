@@ -371,7 +371,7 @@ class VLLMEngine:
             self.engine = LLMEngine.from_engine_args(EngineArgs(**engine_args), usage_context=UsageContext.LLM_CLASS)
         self._ids = itertools.count()  # request ids unique over the engine's life, shared by its views
 
-    def serving(self, which: str) -> "VLLMEngine":
+    def serving(self, which: str) -> VLLMEngine:
         """This engine (the same vLLM process: no second start) with model ``which``'s ``LoRARequest`` on every request
         it runs, or none where ``which`` has no adapter here (the base). The caller closes the engine, not the view."""
         view = copy.copy(self)
@@ -631,7 +631,7 @@ class StageEngines:
             self._lazy.__exit__(None, None, None)
         self._key, self._lazy = object(), None
 
-    def __enter__(self) -> "StageEngines":
+    def __enter__(self) -> StageEngines:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -680,7 +680,7 @@ class LazyEngine:
             self.engine = self.stack.enter_context(self.opener())
         return self.engine
 
-    def __enter__(self) -> "LazyEngine":
+    def __enter__(self) -> LazyEngine:
         return self
 
     def __exit__(self, *exc: Any) -> None:

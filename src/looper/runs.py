@@ -28,7 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -200,7 +200,7 @@ class JsonlAppender:
     def close(self) -> None:
         self._f.close()
 
-    def __enter__(self) -> "JsonlAppender":
+    def __enter__(self) -> JsonlAppender:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -248,10 +248,10 @@ class RunDir:
         self.start = start  # a round's starting adapter; None: the run's own SFT output
 
     @classmethod
-    def of(cls, config: Any) -> "RunDir":
+    def of(cls, config: Any) -> RunDir:
         return cls(config.run_dir, config.data.name)
 
-    def round(self, k: int) -> "RunDir":
+    def round(self, k: int) -> RunDir:
         """Round k of iterative RL (round 1 is the run folder itself)."""
         if k <= 1:
             return self

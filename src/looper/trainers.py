@@ -91,7 +91,7 @@ def _check_types(cls: type, user: dict[str, Any], section: str) -> None:
                               + (f" (did you mean {close!r}?)" if close else ""), fields=(f"{section}.{key}",))
     try:
         hints = typing.get_type_hints(cls)
-    except Exception:  # noqa: BLE001 - a hint that cannot be resolved: leave the values to TRL
+    except Exception:  # a hint that cannot be resolved: leave the values to TRL
         return
     for key, value in user.items():
         hint = hints.get(key)
@@ -313,7 +313,7 @@ def metrics_callback(path: Path, section: str = "the trainer section") -> Any:
     last_finite = {"step": 0}
 
     class JsonlMetrics(TrainerCallback):
-        def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
+        def on_log(self, args, state, control, logs=None, **kwargs):
             if not logs:
                 return
             if state.is_world_process_zero:
@@ -353,14 +353,14 @@ def watch_gradients(trainer: Any, work_dir: Path, section: str) -> None:
     window: list[dict[str, Any]] = []  # the micro-batches since the last optimizer step
     compute_loss = trainer.compute_loss
 
-    def recording_loss(model, inputs, *args, **kwargs):  # noqa: ANN001, ANN202
+    def recording_loss(model, inputs, *args, **kwargs):
         window.append({"inputs": inputs, "args": args, "kwargs": kwargs})
         return compute_loss(model, inputs, *args, **kwargs)
 
     trainer.compute_loss = recording_loss
 
     class GradientWatch(TrainerCallback):
-        def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):  # noqa: ANN001
+        def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
             grads = [p.grad for p in model.parameters() if p.grad is not None]
             grads = [g.to_local() if hasattr(g, "to_local") else g for g in grads]  # FSDP: this rank's shard
             bad = bool(grads) and not torch.isfinite(torch.stack([g.float().abs().max() for g in grads])).all().item()

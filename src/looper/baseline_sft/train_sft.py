@@ -51,8 +51,17 @@ from looper.runs import (
     stage_sections,
     start_stage,
 )
-from looper.trainers import (check_lengths, check_output_free, check_work_dir, make_trl_config, prepare_work_dir,
-                             save_trained, training_speed, trl_config, watch_training)
+from looper.trainers import (
+    check_lengths,
+    check_output_free,
+    check_work_dir,
+    make_trl_config,
+    prepare_work_dir,
+    save_trained,
+    training_speed,
+    trl_config,
+    watch_training,
+)
 
 STAGE = "sft"
 

@@ -26,8 +26,15 @@ from looper.answers import extract_answer, is_correct
 from looper.config import RunConfig
 from looper.eval.lm_eval_gsm8k import check_lm_eval_protocol, evaluate_lm_eval
 from looper.eval.report import write_report
-from looper.generation import (STATED_SAMPLING, Engine, GenRequest, StageEngines, generate_records, generation_speed,
-                               resolve_engine)
+from looper.generation import (
+    STATED_SAMPLING,
+    Engine,
+    GenRequest,
+    StageEngines,
+    generate_records,
+    generation_speed,
+    resolve_engine,
+)
 from looper.modeling import load_tokenizer, peak_gpu_memory_gib, stage_model_path
 from looper.prompts import deepseek_prompt, render_prompt, template_opens_thought
 from looper.runs import (

@@ -31,10 +31,10 @@ from looper.regime_w.scoring import (  # ArmOutput and as_arm_outputs are re-exp
     consensus_answer,
     intermediate_quantities,
     s_cf_for_question,
-    shows_work,
     s_end_for_question,
     s_path_for_question,
     s_wm_for_question,
+    shows_work,
     votes,
 )
 

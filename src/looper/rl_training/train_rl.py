@@ -68,8 +68,17 @@ from looper.runs import (
     stage_sections,
     start_stage,
 )
-from looper.trainers import (check_lengths, check_output_free, check_work_dir, make_trl_config, prepare_work_dir,
-                             save_trained, training_speed, trl_config, watch_training)
+from looper.trainers import (
+    check_lengths,
+    check_output_free,
+    check_work_dir,
+    make_trl_config,
+    prepare_work_dir,
+    save_trained,
+    training_speed,
+    trl_config,
+    watch_training,
+)
 
 STAGE = "train-rl"
 
@@ -264,7 +273,7 @@ class RegimeWRewards:
 
     def functions(self) -> list[Any]:
         def make(part: str) -> Any:
-            def reward(prompts, completions, completion_ids=None, id=None, gold=None, arm=None, family=None, **kwargs):  # noqa: A002
+            def reward(prompts, completions, completion_ids=None, id=None, gold=None, arm=None, family=None, **kwargs):
                 self._compute(prompts, completions, completion_ids, id, gold, arm, family)
                 return self._parts[part]
 
