@@ -26,7 +26,7 @@ from common import add_model_args, device_info, random_checkpoint_for, write_res
 from sft_throughput import throughput
 
 from looper.config import load_config
-from looper.prompts import preference_completion, preference_prompt
+from looper.prompts import preference_completion, question_prompt
 
 
 def make_run(config, gsm8k: Path, pairs: int) -> None:
@@ -52,7 +52,7 @@ def make_run(config, gsm8k: Path, pairs: int) -> None:
     random.Random(0).shuffle(others)
     fmt = config.model.prompt_format
     atomic_write_jsonl(run.preferences, [
-        {"prompt": preference_prompt(r["question"], config.model.system_prompt, fmt),
+        {"prompt": question_prompt(r["question"], config.model.system_prompt, fmt),
          "chosen": preference_completion(r["answer"], fmt), "rejected": preference_completion(o["answer"], fmt)}
         for r, o in zip(rows, others)])
 
