@@ -53,7 +53,8 @@ def make_run(config, gsm8k: Path, pairs: int) -> None:
     fmt = config.model.prompt_format
     atomic_write_jsonl(run.preferences, [
         {"prompt": question_prompt(r["question"], config.model.system_prompt, fmt),
-         "chosen": preference_completion(r["answer"], fmt), "rejected": preference_completion(o["answer"], fmt)}
+         "chosen": preference_completion(r["answer"], fmt), "rejected": preference_completion(o["answer"], fmt),
+         "better": r["answer"], "worse": o["answer"]}  # train-rl's DPO reads the two answers' text
         for r, o in zip(rows, others)])
 
 
