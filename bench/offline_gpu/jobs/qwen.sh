@@ -1,20 +1,18 @@
 #!/usr/bin/env bash
 # The real model on one GPU (issue 43), continuing configs/qwen2.5-coder-1.5b-gpu.yaml's run from carried-back run
 # folders (start.sh unpacks them into /tmp/cr; the run stopped after build-preferences):
-#   1. train-rl: the config's recipe (DPO + NLL at lr 1e-4, chosen on dev in the session before); its RL policy is
-#      scored on GSM8K dev and test at once (that choice's registered test score, first, so a cut-off session still
-#      has it), then base and SFT on both (one vLLM engine serves all three: eval.vllm_adapter lora; if serving
-#      adapters as LoRA fails, merged from there on, said in progress.txt)
-#   2. the same run extended to two rounds (round 2 samples round 1's policy on the next 1,000 training questions),
-#      in a copy of the run folder (qwen-rounds2) made before any eval
-#   3. one round or two: the rule, fixed here before either is scored, is the higher greedy flexible accuracy on
-#      gsm8k_dev (one round on a tie); a chosen second round is then scored on test too (a second look at test,
-#      reported as such). Steps 2-3 come last: a session short of device time stops after step 1.
-#   beside them from the start: the SFT recipe that diverged on this model (configs/smollm2-135m-gpu.yaml's packed,
-#   padding-free 8,192-token micro-batches at lr 2e-4), as looper trains it now (cuDNN attention off); on a
-#   divergence, the step replayed with and without cuDNN attention (scripts/replay_diverged_step.py) after step 1,
-#   before step 2. Its training shares the GPU with step 1 (DPO, 23 GB), which therefore is not timed alone; the
-#   pipeline waits for it before vLLM starts.
+#   1. train-rl: the config's recipe (DPO + NLL at lr 1e-4, chosen on dev in the session before); its RL policy
+#      scored on GSM8K test at once (that choice's registered test score, first, so a short session still has it)
+#   2. the SFT recipe that diverged on this model (configs/smollm2-135m-gpu.yaml's packed, padding-free 8,192-token
+#      micro-batches at lr 2e-4), as looper trains it now (cuDNN attention off); on a divergence, the step replayed
+#      with and without cuDNN attention (scripts/replay_diverged_step.py)
+#   3. base, SFT and RL on dev and test from one vLLM engine (eval.vllm_adapter lora; if serving adapters as LoRA
+#      fails, merged from there on, said in progress.txt)
+#   4. the same run extended to two rounds (round 2 samples round 1's policy on the next 1,000 training questions),
+#      in a copy of the run folder (qwen-rounds2) made before any eval; one round or two: the rule, fixed here
+#      before either is scored, is the higher greedy flexible accuracy on gsm8k_dev (one round on a tie); a chosen
+#      second round is then scored on test too (a second look at test, reported as such)
+#   Steps run in this order, one at a time: a session short of device time stops after the ones it has.
 #   jobs/qwen.sh
 # Needs convert.sh to have converted embedded:qwen2.5-coder-1.5b-instruct (start.sh waits for it).
 set -u
@@ -48,21 +46,16 @@ step() {  # step LABEL COMMAND...: its output in /tmp/res/LABEL.log, its status 
 }
 looper() { $PY -m looper.cli "$@"; }
 
-(
-  set -x
-  diverge="name=qwen-diverge runs_dir=/tmp/cr $data model.name_or_path=embedded:qwen2.5-coder-1.5b-instruct sft.trainer.num_train_epochs=1"
-  looper prepare-data configs/smollm2-135m-gpu.yaml $diverge
-  looper sft configs/smollm2-135m-gpu.yaml $diverge
-  touch /tmp/res/diverge_sft.done
-  dump=$(ls /tmp/cr/qwen-diverge/work/sft/diverged_step*.pt 2>/dev/null | head -1)
-  if [ -n "$dump" ]; then  # a replay under anomaly detection takes most of the GPU: after the pipeline
-    until [ -f /tmp/res/step1.done ]; do sleep 10; done
-    $PY scripts/replay_diverged_step.py configs/smollm2-135m-gpu.yaml $diverge --stage sft --dump "$dump"
-    $PY scripts/replay_diverged_step.py configs/smollm2-135m-gpu.yaml $diverge --cudnn-attention --stage sft --dump "$dump"
+diverge_sft() {  # the recipe that diverged on this model, as looper trains it now; a diverged step replayed
+  local diverge="name=qwen-diverge runs_dir=/tmp/cr $data model.name_or_path=embedded:qwen2.5-coder-1.5b-instruct sft.trainer.num_train_epochs=1"
+  step diverge_prepare looper prepare-data configs/smollm2-135m-gpu.yaml $diverge
+  step diverge_sft looper sft configs/smollm2-135m-gpu.yaml $diverge
+  local dump; dump=$(ls /tmp/cr/qwen-diverge/work/sft/diverged_step*.pt 2>/dev/null | head -1)
+  if [ -n "$dump" ]; then
+    step replay $PY scripts/replay_diverged_step.py configs/smollm2-135m-gpu.yaml $diverge --stage sft --dump "$dump"
+    step replay_cudnn $PY scripts/replay_diverged_step.py configs/smollm2-135m-gpu.yaml $diverge --cudnn-attention --stage sft --dump "$dump"
   fi
-  echo "diverge job ended" >> /tmp/res/progress.txt
-) > /tmp/res/diverge.log 2>&1 &
-diverge_pid=$!
+}
 
 adapter=""  # eval.vllm_adapter=merged once serving the adapters as LoRA has failed
 evaluate() {  # evaluate LABEL OVERRIDES...: looper eval, falling back to merged adapters once
@@ -74,12 +67,10 @@ evaluate() {  # evaluate LABEL OVERRIDES...: looper eval, falling back to merged
 }
 
 step rl_round1 looper train-rl $cfg $common
-until [ -f /tmp/res/diverge_sft.done ]; do sleep 5; done  # its ~45 GB and vLLM's 0.35 of the GPU would not fit together
 [ -d /tmp/cr/$R2 ] || cp -r /tmp/cr/$A /tmp/cr/$R2
-evaluate eval_rl_round1 "eval.models=[rl]" "eval.datasets=[gsm8k_dev,gsm8k_test]"
-evaluate eval_all  # base, SFT (and the RL files above, reused) on dev and test from one engine
-touch /tmp/res/step1.done
-wait $diverge_pid  # a replay of a diverged step goes before round 2
+evaluate eval_rl_test "eval.models=[rl]" "eval.datasets=[gsm8k_test]"
+diverge_sft
+evaluate eval_all  # base, SFT and RL on dev and test from one engine (RL's test file above reused)
 step rl_round2 looper train-rl $cfg $common name=$R2 rl.rounds=2
 evaluate eval_dev_round2 name=$R2 rl.rounds=2 "eval.models=[rl]" "eval.datasets=[gsm8k_dev]"
 $PY - "$A" "$R2" > /tmp/res/choice.txt 2>&1 <<'PYEOF'
