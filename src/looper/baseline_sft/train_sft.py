@@ -36,9 +36,7 @@ from looper.runs import (
     RunDir,
     Shards,
     atomic_write_json,
-    check_stage,
     derive_seed,
-    finish_stage,
     is_main_process,
     made_with,
     read_jsonl,
@@ -48,20 +46,8 @@ from looper.runs import (
     self_sampling_sections,
     set_seed,
     settings_record,
-    stage_sections,
-    start_stage,
 )
-from looper.trainers import (
-    check_lengths,
-    check_output_free,
-    check_work_dir,
-    make_trl_config,
-    prepare_work_dir,
-    save_trained,
-    training_speed,
-    trl_config,
-    watch_training,
-)
+from looper.trainers import TrainingStage, check_lengths, make_trl_config, trl_config
 
 STAGE = "sft"
 
@@ -241,22 +227,19 @@ def main(config: RunConfig) -> RunDir:
     # it as other settings
     trl_config("sft", config, run.work_dir(STAGE))
     require_input(run.train, "prepare-data")
-    target = sft_output_dir(run, config)
-    sections = stage_sections(config, STAGE)
-    if check_stage(run, STAGE, config) and (target / "looper_adapter.json").exists():
-        print(f"sft: {target} is complete for this config; nothing to do (delete it to train again)")
+    stage = TrainingStage(config, STAGE, run, sft_output_dir(run, config), "sft.trainer")
+    if stage.done():
         return run
     if config.sft.method == "full" and config.model.quantization != "none":
         raise ConfigValueError("sft.method=full trains every weight and cannot use a quantized base; set model.quantization=none",
                                fields=("sft.method", "model.quantization"))
     check_quantization(config.model.quantization)  # before the length check and any sampling, not at model load
-    check_output_free(target, sections, STAGE)
     # Everything a bad input can break is read and checked before the run folder is written to, the trainer
     # settings first: sft.data=self samples before it trains
     args = make_trl_config("sft", config, run.work_dir(STAGE))
     if config.sft.data == "self":
         check_self_samples(config, run)  # first in the data flow, so named first
-    check_work_dir(run.work_dir(STAGE), sections, STAGE)  # before sampling and loading, not only before training
+    stage.check()  # before sampling and loading, not only before training
     dataset = build_dataset(config, run)
     tokenizer = load_tokenizer(config.model)
     lengths = check_lengths(dataset, tokenizer, args.max_length, "sft.trainer") if is_main_process() else {}
@@ -266,28 +249,19 @@ def main(config: RunConfig) -> RunDir:
     peft_config = lora_config(config.sft.lora_preset, config.sft.lora, model) if config.sft.method == "lora" else None
     if config.sft.method == "full":
         check_full_sft_fits(model, args)
-    resume_from = prepare_work_dir(run.work_dir(STAGE), sections, STAGE, run.log_path(STAGE))
-    run = start_stage(config, STAGE)
 
     from trl import SFTTrainer
 
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                          peft_config=peft_config)
-    watch_training(trainer, run.log_path(STAGE), run.work_dir(STAGE), "sft.trainer")
     if peft_config is not None:
         trainer.model.print_trainable_parameters()
-    result = trainer.train(resume_from_checkpoint=resume_from)
+    result = stage.train(trainer)
     if master is not None:
         trainer.model.to(resolve_dtype(config.model.dtype))  # saved (and loaded by later stages) in model.dtype
-    saved = save_trained(trainer, tokenizer, target, {
-        **settings_record(sections), "base_model": config.model.name_or_path, "method": config.sft.method,
-        "train_loss": result.training_loss, "global_step": result.global_step,
-    })
-    finish_stage(run, STAGE, config, output=str(target), train_loss=result.training_loss, steps=result.global_step, **saved,
-                 **lengths, **training_speed(run.log_path(STAGE)))
-    if is_main_process():  # the loss is this process's own; the others' would repeat the line
-        print(f"sft: {result.global_step} steps, train loss {result.training_loss:.4f} -> {target}")
-    return run
+    stage.finish(trainer, tokenizer, result, record={"base_model": config.model.name_or_path, "method": config.sft.method},
+                 marker={"output": str(stage.output), **lengths})
+    return stage.run
 
 
 if __name__ == "__main__":

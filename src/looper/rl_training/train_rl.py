@@ -58,27 +58,12 @@ from looper.runs import (
     ConfigValueError,
     InputError,
     RunDir,
-    check_stage,
-    finish_stage,
     is_main_process,
     read_jsonl,
     require_input,
     set_seed,
-    settings_record,
-    stage_sections,
-    start_stage,
 )
-from looper.trainers import (
-    check_lengths,
-    check_output_free,
-    check_work_dir,
-    make_trl_config,
-    prepare_work_dir,
-    save_trained,
-    training_speed,
-    trl_config,
-    watch_training,
-)
+from looper.trainers import TrainingStage, check_lengths, make_trl_config, trl_config
 
 STAGE = "train-rl"
 
@@ -324,31 +309,20 @@ PREPARE = {"dpo": prepare_dpo, "rft": prepare_rft, "grpo": prepare_online, "rloo
 
 def train_round(config: RunConfig, run: RunDir, round_: int) -> None:
     """Train one round's adapter (round 1: on the run's own rollouts / pairs / questions)."""
-    sections = stage_sections(config, STAGE)
     label = f"train-rl ({config.rl.algorithm}{f', round {round_}' if round_ > 1 else ''})"
-    if check_stage(run, STAGE, config) and (run.lora_rl / "looper_adapter.json").exists():
-        print(f"{label}: {run.lora_rl} is complete for this config; nothing to do (delete it to train again)")
+    stage = TrainingStage(config, STAGE, run, run.lora_rl, f"rl.{config.rl.algorithm}", label)
+    if stage.done():
         return
-    check_output_free(run.lora_rl, sections, STAGE)
-    check_work_dir(run.work_dir(STAGE), sections, STAGE)  # before the models load, not only before training
+    stage.check()  # before the models load, not only before training
     set_seed(config.seed)
     # Inputs, trainer config and models are read and checked before the run folder is written to.
     trainer_cls, trainer_kwargs = PREPARE[config.rl.algorithm](config, run)
-    resume_from = prepare_work_dir(run.work_dir(STAGE), sections, STAGE, run.log_path(STAGE))
-    run = start_stage(config, STAGE, run)
     trainer = trainer_cls(**trainer_kwargs)
-    watch_training(trainer, run.log_path(STAGE), run.work_dir(STAGE), f"rl.{config.rl.algorithm}")
-    result = trainer.train(resume_from_checkpoint=resume_from)
-    saved = save_trained(trainer, trainer_kwargs["processing_class"], run.lora_rl, {
-        **settings_record(sections), "base_model": config.model.name_or_path, "algorithm": config.rl.algorithm, "round": round_,
+    result = stage.train(trainer)
+    stage.finish(trainer, trainer_kwargs["processing_class"], result, adapter_names=["default"], record={
+        "base_model": config.model.name_or_path, "algorithm": config.rl.algorithm, "round": round_,
         "on_top_of": "full SFT checkpoint" if config.sft.method == "full" else "base (adapter includes SFT)",
-        "train_loss": result.training_loss, "global_step": result.global_step,
-    }, adapter_names=["default"])
-    finish_stage(run, STAGE, config, algorithm=config.rl.algorithm, round=round_, train_loss=result.training_loss,
-                 steps=result.global_step, **saved, **training_speed(run.log_path(STAGE)))
-    if is_main_process():  # the loss is this process's own; the others' would repeat the line
-        print(f"{label}: {result.global_step} steps, loss {result.training_loss:.4f} -> {run.lora_rl}")
-
+    }, marker={"algorithm": config.rl.algorithm, "round": round_})
 
 def check_one_process(config: RunConfig) -> None:
     """Refuse GRPO / RLOO under a launch of several processes (ConfigValueError). TRL's sampler hands a prompt's
