@@ -20,7 +20,8 @@ source /tmp/repo/bench/offline_gpu/env.sh
 cd /tmp/repo
 mkdir -p /tmp/cr /tmp/res
 date -u +"start %FT%TZ" > /tmp/res/progress.txt
-$PY -c "import vllm, transformers, trl, datasets, peft, torch; print('versions', vllm.__version__, transformers.__version__, trl.__version__, datasets.__version__, peft.__version__, torch.__version__, torch.cuda.get_device_name())" > /tmp/res/versions.txt 2>&1
+( until [ -f /tmp/install.done ]; do sleep 2; done  # vLLM's version once its kit is installed
+  $PY -c "import vllm, transformers, trl, datasets, peft, torch; print('versions', vllm.__version__, transformers.__version__, trl.__version__, datasets.__version__, peft.__version__, torch.__version__, torch.cuda.get_device_name())" > /tmp/res/versions.txt 2>&1 ) &
 data="data.source=local data.path=/tmp/gsm8k"  # copied there by the first transfer call
 cfg=configs/qwen2.5-coder-1.5b-gpu.yaml
 A=qwen2.5-coder-1.5b-gpu R2=qwen-rounds2
@@ -60,6 +61,7 @@ diverge_sft() {  # the recipe that diverged on this model, as looper trains it n
 adapter=""  # eval.vllm_adapter=merged once serving the adapters as LoRA has failed
 evaluate() {  # evaluate LABEL OVERRIDES...: looper eval, falling back to merged adapters once
   local label=$1; shift
+  until [ -f /tmp/install.done ]; do sleep 2; done  # started with WAIT_KIT=0, the kit may still be on its way
   step "$label" looper eval $cfg $common $adapter "$@" && return 0
   [ -n "$adapter" ] && return 1
   adapter="eval.vllm_adapter=merged"; echo "$label: eval with LoRA adapters failed; merged from here" >> /tmp/res/progress.txt
