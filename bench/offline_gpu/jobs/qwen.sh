@@ -13,6 +13,7 @@
 #      before either is scored, is the higher greedy flexible accuracy on gsm8k_dev (one round on a tie); a chosen
 #      second round is then scored on test too (a second look at test, reported as such)
 #   Steps run in this order, one at a time: a session short of device time stops after the ones it has.
+#   `start.sh qwen diverge` runs step 2 alone (with WAIT_KIT=0 it needs only the wheels and the GGUF).
 #   jobs/qwen.sh
 # Needs convert.sh to have converted embedded:qwen2.5-coder-1.5b-instruct (start.sh waits for it).
 set -u
@@ -68,6 +69,11 @@ evaluate() {  # evaluate LABEL OVERRIDES...: looper eval, falling back to merged
   step "${label}_merged" looper eval $cfg $common $adapter "$@"
 }
 
+finish() { mirror; date -u +"end %FT%TZ" >> /tmp/res/progress.txt; echo "end" > /tmp/res/done; }
+if [ "${1:-}" = diverge ]; then  # jobs/qwen.sh diverge: step 2 alone (needs neither the run folders nor vLLM)
+  diverge_sft; finish; exit 0
+fi
+
 step rl_round1 looper train-rl $cfg $common
 [ -d /tmp/cr/$R2 ] || cp -r /tmp/cr/$A /tmp/cr/$R2
 evaluate eval_rl_test "eval.models=[rl]" "eval.datasets=[gsm8k_test]"
@@ -87,6 +93,4 @@ PYEOF
 if grep -q "^chosen $R2" /tmp/res/choice.txt; then
   evaluate eval_round2 name=$R2 rl.rounds=2  # its RL policy on test, and base / SFT beside it
 fi
-mirror
-date -u +"end %FT%TZ" >> /tmp/res/progress.txt
-echo "end" > /tmp/res/done
+finish
