@@ -482,6 +482,37 @@ def check_stage(run: RunDir, stage: str, config: Any) -> bool:
                      f"{f' ({outputs}, in {run.root})' if outputs else ''} to redo it")
 
 
+class Stage:
+    """One stage's record keeping on a run folder, entered once by the stage: whether it is complete for this config
+    (``done``: its marker, ``stages/<name>.json``, holds these settings; another config's is refused), the record of
+    its start (``start``: the resolved config and the manifest's entry, the first time the stage writes) and of its
+    finish (``finish``: the marker, with what the stage reports). ``output``: what the stage makes, named when it is
+    complete. ``trainers.TrainingStage`` adds what a training stage needs."""
+
+    def __init__(self, config: Any, name: str, run: RunDir | None = None, output: Path | None = None,
+                 label: str | None = None):
+        self.config, self.name, self.run = config, name, run or RunDir.of(config)
+        self.output, self.label = output, label or name
+        self.settings = stage_sections(config, name)
+
+    def done(self) -> bool:
+        """Whether the stage finished for this config; says so when it did. Raises InputError: its marker was made
+        with other settings (``check_stage``)."""
+        if check_stage(self.run, self.name, self.config):
+            print(f"{self.label}: {self.output or self.run.root} is complete for this config; nothing to do")
+            return True
+        return False
+
+    def start(self) -> RunDir:
+        """Record the stage's start in the run folder (the first process only); the stage's first write."""
+        self.run = start_stage(self.config, self.name, self.run)
+        return self.run
+
+    def finish(self, **info: Any) -> None:
+        """Mark the stage complete for this config, with ``info`` (counts, speeds) in its marker."""
+        finish_stage(self.run, self.name, self.config, **info)
+
+
 def stage_marker(run: RunDir, stage: str) -> dict[str, Any] | None:
     """The stage's marker (``stages/<stage>.json``), None before the stage has finished; see ``read_record``."""
     return read_record(run.marker(stage))

@@ -28,17 +28,15 @@ from looper.runs import (
     MetricsLog,
     RunDir,
     Shards,
+    Stage,
     atomic_write_json,
     atomic_write_jsonl,
     check_stage,
-    finish_stage,
     is_main_process,
     made_with,
     read_jsonl,
     read_record,
     settings_record,
-    stage_sections,
-    start_stage,
 )
 
 log = logging.getLogger("looper")
@@ -575,10 +573,10 @@ def save_atomically(model: Any, tokenizer: Any, target: Path, info: dict[str, An
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-class TrainingStage:
+class TrainingStage(Stage):
     """The bookkeeping of a stage that trains (``sft``, a round of ``train-rl``), in the one place the stage enters:
-    whether its output is complete for this config, the refusals of an output or a work folder other settings made,
-    the resume from the work folder's last complete checkpoint, the stage's start and finish records, the watch over
+    ``Stage``'s complete-for-this-config check and start / finish records, plus the refusals of an output or a work
+    folder other settings made, the resume from the work folder's last complete checkpoint, the watch over
     training (``watch_training``) and the save (``save_trained``). The stage itself loads its inputs and builds the
     TRL trainer, as ``trl/scripts/sft.py`` does::
 
@@ -588,21 +586,20 @@ class TrainingStage:
         stage.check()                      # before anything loads
         trainer = SFTTrainer(...)
         result = stage.train(trainer)      # resumes from the last complete checkpoint
-        stage.finish(trainer, tokenizer, result, record={...}, marker={...})
+        stage.finish_training(trainer, tokenizer, result, record={...}, marker={...})
 
     ``output``: the adapter or checkpoint folder; ``section``: the config section the trainer's settings come from
     (named in errors). Until ``train`` nothing is written to the run folder.
     """
 
     def __init__(self, config: RunConfig, stage: str, run: RunDir, output: Path, section: str, label: str | None = None):
-        self.config, self.stage, self.run, self.output, self.section = config, stage, run, Path(output), section
-        self.label = label or stage
-        self.settings = stage_sections(config, stage)
+        super().__init__(config, stage, run, Path(output), label)
+        self.section = section
         self.work_dir, self.log_path = run.work_dir(stage), run.log_path(stage)
 
     def done(self) -> bool:
         """Whether the stage finished for this config (its marker, and its output's record); says so if it did."""
-        if check_stage(self.run, self.stage, self.config) and (self.output / "looper_adapter.json").exists():
+        if check_stage(self.run, self.name, self.config) and (self.output / "looper_adapter.json").exists():
             print(f"{self.label}: {self.output} is complete for this config; nothing to do (delete it to train again)")
             return True
         return False
@@ -610,8 +607,8 @@ class TrainingStage:
     def check(self) -> None:
         """Refuse an output or work folder that other settings made (InputError naming the changed keys); reads only,
         so a stage calls it before loading anything."""
-        check_output_free(self.output, self.settings, self.stage)
-        check_work_dir(self.work_dir, self.settings, self.stage)
+        check_output_free(self.output, self.settings, self.name)
+        check_work_dir(self.work_dir, self.settings, self.name)
 
     def train(self, trainer: Any) -> Any:
         """Record the stage's start, put the watch on ``trainer`` and train it, resuming from the work folder's last
@@ -620,19 +617,19 @@ class TrainingStage:
         Raises:
             InputError: as ``watch_training``; TrainingDiverged on a non-finite loss or gradient.
         """
-        resume_from = prepare_work_dir(self.work_dir, self.settings, self.stage, self.log_path)
-        self.run = start_stage(self.config, self.stage, self.run)
+        resume_from = prepare_work_dir(self.work_dir, self.settings, self.name, self.log_path)
+        self.start()
         watch_training(trainer, self.log_path, self.work_dir, self.section)
         return trainer.train(resume_from_checkpoint=resume_from)
 
-    def finish(self, trainer: Any, tokenizer: Any, result: Any, record: dict[str, Any], marker: dict[str, Any],
-               adapter_names: list[str] | None = None) -> None:
+    def finish_training(self, trainer: Any, tokenizer: Any, result: Any, record: dict[str, Any], marker: dict[str, Any],
+                        adapter_names: list[str] | None = None) -> None:
         """Save what was trained to ``output`` with its record (the settings, ``record``, the loss and steps), and
         mark the stage complete with ``marker``, the save's figures and the training speed; print the loss."""
         trained = {"train_loss": result.training_loss, "global_step": result.global_step}
         saved = save_trained(trainer, tokenizer, self.output, {**settings_record(self.settings), **record, **trained},
                              adapter_names=adapter_names)
-        finish_stage(self.run, self.stage, self.config, **marker, train_loss=result.training_loss,
-                     steps=result.global_step, **saved, **training_speed(self.log_path))
+        self.finish(**marker, train_loss=result.training_loss, steps=result.global_step, **saved,
+                    **training_speed(self.log_path))
         if is_main_process():  # the loss is this process's own; the others' would repeat the line
             print(f"{self.label}: {result.global_step} steps, train loss {result.training_loss:.4f} -> {self.output}")

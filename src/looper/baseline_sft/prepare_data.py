@@ -27,12 +27,10 @@ from looper.runs import (
     ConfigValueError,
     InputError,
     RunDir,
+    Stage,
     atomic_write_json,
     atomic_write_jsonl,
-    check_stage,
-    finish_stage,
     read_jsonl_lines,
-    start_stage,
 )
 
 log = logging.getLogger("looper")
@@ -209,14 +207,14 @@ def load_platinum(platinum: PlatinumConfig) -> list[dict[str, Any]] | None:
 
 
 def main(config: RunConfig) -> RunDir:
-    if check_stage(RunDir.of(config), STAGE, config):
-        print(f"prepare-data: {config.run_dir / 'data'} is complete for this config; nothing to do")
-        return RunDir.of(config)
+    stage = Stage(config, STAGE, output=config.run_dir / "data")
+    if stage.done():
+        return stage.run
     train_all, test = load_source(config.data, config.seed)
     train, dev = split_train_dev(train_all, config.data.dev_fraction, config.seed)
     platinum = load_platinum(config.data.platinum)
     # Everything is validated; only now does the run folder get outputs.
-    run = start_stage(config, STAGE)
+    run = stage.start()
     name = config.data.name
     counts = {f"{name}_train": atomic_write_jsonl(run.train, train), f"{name}_dev": atomic_write_jsonl(run.dev, dev),
               f"{name}_test": atomic_write_jsonl(run.test, test)}
@@ -226,7 +224,7 @@ def main(config: RunConfig) -> RunDir:
         "source": config.data.source, "seed": config.seed, "dev_fraction": config.data.dev_fraction,
         "counts": counts, "dev_ids": [r["id"] for r in dev],
     })
-    finish_stage(run, STAGE, config, counts=counts)
+    stage.finish(counts=counts)
     print(f"prepare-data: {', '.join(f'{k} {v}' for k, v in counts.items())} -> {run.root / 'data'}")
     return run
 

@@ -259,7 +259,7 @@ def main(config: RunConfig) -> RunDir:
     result = stage.train(trainer)
     if master is not None:
         trainer.model.to(resolve_dtype(config.model.dtype))  # saved (and loaded by later stages) in model.dtype
-    stage.finish(trainer, tokenizer, result, record={"base_model": config.model.name_or_path, "method": config.sft.method},
+    stage.finish_training(trainer, tokenizer, result, record={"base_model": config.model.name_or_path, "method": config.sft.method},
                  marker={"output": str(stage.output), **lengths})
     return stage.run
 

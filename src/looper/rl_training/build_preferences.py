@@ -40,12 +40,10 @@ from looper.runs import (
     ConfigValueError,
     InputError,
     RunDir,
+    Stage,
     atomic_write_jsonl,
-    check_stage,
-    finish_stage,
     require_input,
     stage_marker,
-    start_stage,
 )
 
 STAGE = "build-preferences"
@@ -84,8 +82,8 @@ def main(config: RunConfig, run: RunDir | None = None) -> None:
         raise ConfigValueError("preferences.correctness_only ranks by gold correctness and preferences.label_free ranks "
                                "without gold: set one of them to false",
                                fields=("preferences.correctness_only", "preferences.label_free"))
-    if check_stage(run, STAGE, config):
-        print(f"build-preferences: {run.preferences} is complete for this config; nothing to do")
+    stage = Stage(config, STAGE, run, output=run.preferences)
+    if stage.done():
         return
     require_input(run.rollouts, "collect-rollouts")
     marker = stage_marker(run, "collect-rollouts")
@@ -123,10 +121,10 @@ def main(config: RunConfig, run: RunDir | None = None) -> None:
                 if set(reasons) <= {"every trajectory truncated", "no untruncated trajectory ranks above another"}
                 else "lower preferences.min_margin or collect more rollouts")
         raise InputError(f"no preference pairs from {len(records)} questions ({dict(reasons)}); {hint}")
-    run = start_stage(config, STAGE, run)
+    run = stage.start()
     atomic_write_jsonl(run.preferences, pairs)
     n_q = len({p["id"] for p in pairs})
-    finish_stage(run, STAGE, config, pairs=len(pairs), questions=n_q)
+    stage.finish(pairs=len(pairs), questions=n_q)
     clean = sum(p["chosen_correct"] == 1.0 and p["rejected_correct"] != 1.0 for p in pairs)
     print(f"build-preferences: {len(pairs)} pairs from {n_q} of {len(records)} questions -> {run.preferences}; "
           f"by gold, chosen correct and rejected wrong in {clean} ({clean / len(pairs):.0%})")

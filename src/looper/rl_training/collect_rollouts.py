@@ -44,18 +44,15 @@ from looper.runs import (
     InputError,
     RunDir,
     Shards,
+    Stage,
     atomic_write_json,
-    check_stage,
     derive_seed,
-    finish_stage,
     made_with,
     read_jsonl,
     read_record,
     record_path,
     require_input,
     settings_record,
-    stage_sections,
-    start_stage,
 )
 
 STAGE = "collect-rollouts"
@@ -93,10 +90,9 @@ def build_record(question: dict[str, Any], results: list[GenResult], config: Run
 
 def main(config: RunConfig, run: RunDir | None = None, round_: int = 1) -> RunDir:
     run = run or RunDir.of(config)
-    sections = stage_sections(config, STAGE)
     check_reward_config(config.regime_w)  # a config error before a missing input: it is what the user must fix first
-    if check_stage(run, STAGE, config):
-        print(f"collect-rollouts: {run.rollouts} is complete for this config; nothing to do")
+    stage = Stage(config, STAGE, run, output=run.rollouts)
+    if stage.done():
         return run
     questions = read_jsonl(require_input(run.train, "prepare-data"), required=("id", "question", "gold"))
     questions = round_questions(questions, config.rollouts.num_questions, round_)
@@ -106,19 +102,19 @@ def main(config: RunConfig, run: RunDir | None = None, round_: int = 1) -> RunDi
     meta_path = record_path(run.rollouts)
     existing = [run.rollouts, *run.rollouts.parent.glob(f"{run.rollouts.stem}.shard*")]
     if any(p.exists() for p in existing):  # a partial collection resumes only under the settings that began it
-        made_with(run.rollouts, read_record(meta_path), sections,
+        made_with(run.rollouts, read_record(meta_path), stage.settings,
                   f"delete it, its shards and {meta_path.name} to start over")
     engine = resolve_engine(config.rollouts.engine, "rollouts.engine")
     _, adapter = stage_weights(config, run, "sft")  # a round's starting adapter in rounds > 1; checked before any write
     shards = Shards()  # one process per GPU under accelerate launch / torchrun; else a single shard
     if shards.is_main:
-        run = start_stage(config, STAGE, run)
-        atomic_write_json(meta_path, settings_record(sections))
+        run = stage.start()
+        atomic_write_json(meta_path, settings_record(stage.settings))
     if shards.world > 1 and run.rollouts.exists():  # merged earlier, stopped before the completion marker
         merged = {r["id"] for r in read_jsonl(run.rollouts)}
         if all(q["id"] in merged for q in questions):
             if shards.is_main:
-                finish_stage(run, STAGE, config, questions=len(questions))
+                stage.finish(questions=len(questions))
             return run
     tokenizer = load_tokenizer(config.model)
     adapter_name = str(adapter.relative_to(run.data_root)) if adapter else None
@@ -146,7 +142,7 @@ def main(config: RunConfig, run: RunDir | None = None, round_: int = 1) -> RunDi
         return run
     records = shards.merge(run.rollouts, [q["id"] for q in questions])  # in question order; refuses a duplicate id
     speed = generation_speed(per_process)
-    finish_stage(run, STAGE, config, questions=len(records), **speed)
+    stage.finish(questions=len(records), **speed)
     acc = sum(t["parts"]["correct"] == 1.0 for r in records for t in r["trajectories"])
     cut = sum(t["truncated"] for r in records for t in r["trajectories"])
     total = sum(len(r["trajectories"]) for r in records)

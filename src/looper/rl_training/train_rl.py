@@ -319,7 +319,7 @@ def train_round(config: RunConfig, run: RunDir, round_: int) -> None:
     trainer_cls, trainer_kwargs = PREPARE[config.rl.algorithm](config, run)
     trainer = trainer_cls(**trainer_kwargs)
     result = stage.train(trainer)
-    stage.finish(trainer, trainer_kwargs["processing_class"], result, adapter_names=["default"], record={
+    stage.finish_training(trainer, trainer_kwargs["processing_class"], result, adapter_names=["default"], record={
         "base_model": config.model.name_or_path, "algorithm": config.rl.algorithm, "round": round_,
         "on_top_of": "full SFT checkpoint" if config.sft.method == "full" else "base (adapter includes SFT)",
     }, marker={"algorithm": config.rl.algorithm, "round": round_})
