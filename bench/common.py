@@ -17,15 +17,36 @@ import torch
 
 # deepseek-ai/DeepSeek-R1-Distill-Llama-8B config.json (architecture fields)
 R1_DISTILL_LLAMA_8B = dict(
-    vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
-    num_key_value_heads=8, max_position_embeddings=131072, rms_norm_eps=1e-5, rope_theta=500000.0,
-    rope_scaling={"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-                  "original_max_position_embeddings": 8192, "rope_type": "llama3"},
-    tie_word_embeddings=False, bos_token_id=128000, eos_token_id=128001,
+    vocab_size=128256,
+    hidden_size=4096,
+    intermediate_size=14336,
+    num_hidden_layers=32,
+    num_attention_heads=32,
+    num_key_value_heads=8,
+    max_position_embeddings=131072,
+    rms_norm_eps=1e-5,
+    rope_theta=500000.0,
+    rope_scaling={
+        "factor": 8.0,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 8192,
+        "rope_type": "llama3",
+    },
+    tie_word_embeddings=False,
+    bos_token_id=128000,
+    eos_token_id=128001,
 )
 # A CPU smoke-test shape (--shape tiny) for the benchmark scripts themselves
-TINY = dict(vocab_size=49152, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-            num_key_value_heads=2, max_position_embeddings=4096)
+TINY = dict(
+    vocab_size=49152,
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=4096,
+)
 PARAMS_8B = 8.03e9
 BF16_PEAK = {"H100": 989e12, "H200": 989e12}  # dense bf16 tensor-core peak (SXM)
 
@@ -54,7 +75,9 @@ def add_model_args(parser: Any) -> None:
     """Arguments every benchmark takes: data, tokenizer, where the random checkpoint goes, its shape."""
     parser.add_argument("--gsm8k", required=True, type=Path, help="folder with GSM8K train.jsonl / test.jsonl")
     parser.add_argument("--tokenizer", required=True, help="tokenizer folder (the embedded model's)")
-    parser.add_argument("--model-dir", default="/tmp/looper-bench/llama-8b-random", help="where the random checkpoint goes")
+    parser.add_argument(
+        "--model-dir", default="/tmp/looper-bench/llama-8b-random", help="where the random checkpoint goes"
+    )
     parser.add_argument("--shape", default="8b", choices=["8b", "tiny"], help="tiny: a CPU smoke test of the script")
     parser.add_argument("--out", type=Path, help="write the results JSON here")
 
@@ -66,8 +89,12 @@ def random_checkpoint_for(args: Any) -> Path:
 def device_info() -> dict[str, Any]:
     import transformers
 
-    info = {"torch": torch.__version__, "transformers": transformers.__version__, "python": platform.python_version(),
-            "date": time.strftime("%Y-%m-%d")}
+    info = {
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+        "date": time.strftime("%Y-%m-%d"),
+    }
     for name in ("trl", "peft", "bitsandbytes", "datasets", "accelerate", "liger_kernel"):
         try:
             info[name] = __import__(name).__version__

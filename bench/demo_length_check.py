@@ -48,14 +48,22 @@ def main() -> None:
         printed = io.StringIO()
         with contextlib.redirect_stdout(printed):
             counts = check_lengths(dataset, load_tokenizer(config.model), max_length, "sft.trainer")
-    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False).stdout.strip()
-    result = {"what": f"{CONFIG}'s SFT examples against sft.trainer.max_length, counted by looper.trainers.check_lengths "
-                      "(bench/demo_length_check.py; nothing trained)",
-              "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-              "looper_commit": commit, "python": platform.python_version(),
-              "transformers": importlib.metadata.version("transformers"),
-              "model": config.model.name_or_path, "max_length": max_length, "examples": len(dataset), **counts,
-              "printed": printed.getvalue().strip()}
+    commit = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    result = {
+        "what": f"{CONFIG}'s SFT examples against sft.trainer.max_length, counted by looper.trainers.check_lengths "
+        "(bench/demo_length_check.py; nothing trained)",
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "looper_commit": commit,
+        "python": platform.python_version(),
+        "transformers": importlib.metadata.version("transformers"),
+        "model": config.model.name_or_path,
+        "max_length": max_length,
+        "examples": len(dataset),
+        **counts,
+        "printed": printed.getvalue().strip(),
+    }
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result, indent=1))
 

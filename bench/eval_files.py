@@ -65,13 +65,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     aligned = {label: [by_id[label][i] for i in order] for label in runs}
     out: dict[str, Any] = {"n": len(order), "against": against, "models": {}}
     print(f"n = {len(order)} questions; paired differences against {against}\n")
-    print("| model | strict % [95% CI] | flexible % [95% CI] | truncated % | mean tokens | flexible Δ vs "
-          f"{against} (points) | wrong→right / right→wrong | of wrong→right, {against} cut off | McNemar p |")
+    print(
+        "| model | strict % [95% CI] | flexible % [95% CI] | truncated % | mean tokens | flexible Δ vs "
+        f"{against} (points) | wrong→right / right→wrong | of wrong→right, {against} cut off | McNemar p |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for label, records in aligned.items():
         m = dataset_metrics(records)
-        cells = [f"{100 * m[mode]['accuracy']:.2f} [{100 * m[mode]['ci95'][0]:.1f}, {100 * m[mode]['ci95'][1]:.1f}]"
-                 for mode in ("strict", "flexible")]
+        cells = [
+            f"{100 * m[mode]['accuracy']:.2f} [{100 * m[mode]['ci95'][0]:.1f}, {100 * m[mode]['ci95'][1]:.1f}]"
+            for mode in ("strict", "flexible")
+        ]
         row = {"metrics": m}
         if label == against:
             paired = ["", "", "", ""]
@@ -79,14 +83,25 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             c = compare(aligned[against], records, "flexible")
             # a gain that only finishes answers the reference ran out of tokens on is length, not reasoning
             cut = sum(by_id[against][i]["truncated"] for i in c["wrong_to_right"])
-            row["flexible_vs_against"] = {k: v for k, v in c.items() if k not in ("wrong_to_right", "right_to_wrong")} | {
-                "wrong_to_right": len(c["wrong_to_right"]), "right_to_wrong": len(c["right_to_wrong"]),
-                "wrong_to_right_reference_truncated": cut}
-            paired = [f"{100 * c['difference']:+.2f}", f"{len(c['wrong_to_right'])} / {len(c['right_to_wrong'])}",
-                      str(cut), f"{c['p_value']:.2g}"]
+            row["flexible_vs_against"] = {
+                k: v for k, v in c.items() if k not in ("wrong_to_right", "right_to_wrong")
+            } | {
+                "wrong_to_right": len(c["wrong_to_right"]),
+                "right_to_wrong": len(c["right_to_wrong"]),
+                "wrong_to_right_reference_truncated": cut,
+            }
+            paired = [
+                f"{100 * c['difference']:+.2f}",
+                f"{len(c['wrong_to_right'])} / {len(c['right_to_wrong'])}",
+                str(cut),
+                f"{c['p_value']:.2g}",
+            ]
         out["models"][label] = row
-        print(f"| {label} | {' | '.join(cells)} | {100 * m['truncation_rate']:.1f} | {m['mean_tokens']:.0f} | "
-              + " | ".join(paired) + " |")
+        print(
+            f"| {label} | {' | '.join(cells)} | {100 * m['truncation_rate']:.1f} | {m['mean_tokens']:.0f} | "
+            + " | ".join(paired)
+            + " |"
+        )
     if args.json:
         args.json.write_text(json.dumps(out, indent=1) + "\n")
     return out

@@ -66,8 +66,15 @@ def make_requests(gsm8k: Path, tokenizer, n: int) -> list[GenRequest]:
     requests = []
     for i in range(n):
         q, arm = lines[(i // len(arms)) % len(lines)]["question"], arms[i % len(arms)]
-        requests.append(GenRequest(i, render_prompt(tokenizer, q, arm.system_prompt, "chat"), arm.temperature, arm.top_p,
-                                   derive_seed(0, i, arm.name)))
+        requests.append(
+            GenRequest(
+                i,
+                render_prompt(tokenizer, q, arm.system_prompt, "chat"),
+                arm.temperature,
+                arm.top_p,
+                derive_seed(0, i, arm.name),
+            )
+        )
     return requests
 
 
@@ -97,21 +104,36 @@ def plain_generate(model, tokenizer, requests: list[GenRequest], batch: int, new
         idx = order[b : b + batch]
         ids, mask = left_pad([encoded[i] for i in idx], tokenizer.pad_token_id)
         width = ids.shape[1]
-        out = model.generate(input_ids=ids.to(device), attention_mask=mask.long().to(device), do_sample=True, temperature=0.7,
-                             top_p=0.95, top_k=None, max_new_tokens=new_tokens, pad_token_id=tokenizer.pad_token_id)
+        out = model.generate(
+            input_ids=ids.to(device),
+            attention_mask=mask.long().to(device),
+            do_sample=True,
+            temperature=0.7,
+            top_p=0.95,
+            top_k=None,
+            max_new_tokens=new_tokens,
+            pad_token_id=tokenizer.pad_token_id,
+        )
         for row in out[:, width:].tolist():
             end = next((k for k, t in enumerate(row) if t in eos), None)
             tokens += len(row) if end is None else end + 1
     return tokens
 
 
-def vllm_direct(path: str, tokenizer, requests: list[GenRequest], batch: int, new_tokens: int, eos: list[int],
-                memory: float) -> tuple[float, int, list[str]]:
+def vllm_direct(
+    path: str, tokenizer, requests: list[GenRequest], batch: int, new_tokens: int, eos: list[int], memory: float
+) -> tuple[float, int, list[str]]:
     """``vllm.LLM.generate`` with one SamplingParams per request: (seconds, generated tokens, texts)."""
     from vllm import LLM, SamplingParams, TokensPrompt
 
-    llm = LLM(model=path, dtype="bfloat16", max_num_seqs=batch, max_model_len=new_tokens + 2048, seed=0,
-              gpu_memory_utilization=memory)
+    llm = LLM(
+        model=path,
+        dtype="bfloat16",
+        max_num_seqs=batch,
+        max_model_len=new_tokens + 2048,
+        seed=0,
+        gpu_memory_utilization=memory,
+    )
     encoded = tokenizer([r.prompt for r in requests])["input_ids"]
     prompts = [TokensPrompt(prompt_token_ids=ids) for ids in encoded]
     params = [SamplingParams(**vllm_sampling_kwargs(r, new_tokens, eos, seeded=False)) for r in requests]
@@ -128,15 +150,25 @@ def vllm_direct(path: str, tokenizer, requests: list[GenRequest], batch: int, ne
 
 
 def row_for(way: str, requests, batch: int, tokens: int, seconds: float) -> dict:
-    row = {"way": way, "requests": len(requests), "batch": batch, "generated_tokens": tokens, "seconds": round(seconds, 2),
-           "tokens_per_s": round(tokens / seconds, 1)}
-    print(f"== {way:12s} batch {batch}: {row['tokens_per_s']:>9.0f} tokens/s  ({tokens} tokens in {seconds:.1f} s)", flush=True)
+    row = {
+        "way": way,
+        "requests": len(requests),
+        "batch": batch,
+        "generated_tokens": tokens,
+        "seconds": round(seconds, 2),
+        "tokens_per_s": round(tokens / seconds, 1),
+    }
+    print(
+        f"== {way:12s} batch {batch}: {row['tokens_per_s']:>9.0f} tokens/s  ({tokens} tokens in {seconds:.1f} s)",
+        flush=True,
+    )
     return row
 
 
 def run_transformers_ways(ways, path, requests, batch, new_tokens, quantization) -> tuple[list[dict], dict]:
-    cfg = ModelConfig(name_or_path=path, dtype="bfloat16" if torch.cuda.is_available() else "float32",
-                      quantization=quantization)
+    cfg = ModelConfig(
+        name_or_path=path, dtype="bfloat16" if torch.cuda.is_available() else "float32", quantization=quantization
+    )
     model, tokenizer = load_model(cfg), load_tokenizer(cfg, padding_side="left")
     engine = HFEngine(model, tokenizer, batch)
     generate(engine, requests[:8], 4, progress=False)  # warm-up: kernels and allocator outside the timings
@@ -170,16 +202,28 @@ def run_vllm_ways(ways, path, requests, batch, new_tokens, quantization, memory)
     rows, texts = [], {}
     looper_ways = [w for w in ways if w in ("vllm", "vllm-seeded")]
     if looper_ways:
-        args = vllm_engine_args(path, path, adapter_rank=None, dtype="bfloat16", quantization=quantization, seed=0,
-                                max_num_seqs=batch, max_model_len=new_tokens + 2048, revision=None, trust_remote_code=False,
-                                overrides={"gpu_memory_utilization": memory})
+        args = vllm_engine_args(
+            path,
+            path,
+            adapter_rank=None,
+            dtype="bfloat16",
+            quantization=quantization,
+            seed=0,
+            max_num_seqs=batch,
+            max_model_len=new_tokens + 2048,
+            revision=None,
+            trust_remote_code=False,
+            overrides={"gpu_memory_utilization": memory},
+        )
         engine = VLLMEngine(args, tokenizer, eos, adapters={}, seeded=False)
         generate(engine, requests[:8], 4, progress=False)  # warm-up
         for way in looper_ways:
             engine.seeded = way == "vllm-seeded"
             started = time.perf_counter()
             results = generate(engine, requests, new_tokens, progress=False)
-            rows.append(row_for(way, requests, batch, sum(r.num_tokens for r in results), time.perf_counter() - started))
+            rows.append(
+                row_for(way, requests, batch, sum(r.num_tokens for r in results), time.perf_counter() - started)
+            )
             texts[way] = [r.text for r in results]
         engine.close()
         del engine
@@ -193,16 +237,24 @@ def run_vllm_ways(ways, path, requests, batch, new_tokens, quantization, memory)
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gsm8k", required=True, type=Path, help="folder with GSM8K test.jsonl")
-    parser.add_argument("--tokenizer", help="tokenizer folder for the random 8b / tiny model (default: the embedded model's)")
+    parser.add_argument(
+        "--tokenizer", help="tokenizer folder for the random 8b / tiny model (default: the embedded model's)"
+    )
     parser.add_argument("--model", default="8b", choices=["8b", "smollm2", "qwen1.5b", "tiny"])
-    parser.add_argument("--model-dir", default="/tmp/looper-bench/llama-8b-random", help="where the random checkpoint goes")
+    parser.add_argument(
+        "--model-dir", default="/tmp/looper-bench/llama-8b-random", help="where the random checkpoint goes"
+    )
     parser.add_argument("--requests", type=int, default=256)
     parser.add_argument("--batch", type=int, default=256, help="generate() batch / vLLM max_num_seqs")
     parser.add_argument("--new-tokens", type=int, default=2048)
     parser.add_argument("--ways", default="hf", help=f"comma-separated, of {', '.join(TRANSFORMERS_WAYS + VLLM_WAYS)}")
     parser.add_argument("--gpu-memory-utilization", type=float, default=0.85, help="vLLM's share of the GPU")
-    parser.add_argument("--quantization", default="none", choices=["none", "4bit", "8bit"],
-                        help="the base model's, as model.quantization (vllm-direct runs unquantized: not with it)")
+    parser.add_argument(
+        "--quantization",
+        default="none",
+        choices=["none", "4bit", "8bit"],
+        help="the base model's, as model.quantization (vllm-direct runs unquantized: not with it)",
+    )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     ways = args.ways.split(",")
@@ -221,8 +273,14 @@ def main() -> None:
         info["vllm"] = vllm.__version__
     except ImportError:
         pass
-    results = {"device": info, "command": " ".join(sys.argv), "model": args.model, "quantization": args.quantization,
-               "new_tokens": args.new_tokens, "runs": []}
+    results = {
+        "device": info,
+        "command": " ".join(sys.argv),
+        "model": args.model,
+        "quantization": args.quantization,
+        "new_tokens": args.new_tokens,
+        "runs": [],
+    }
     texts = {}
     for group, runner in ((TRANSFORMERS_WAYS, run_transformers_ways), (VLLM_WAYS, run_vllm_ways)):
         chosen = [w for w in ways if w in group]
@@ -236,8 +294,12 @@ def main() -> None:
         for ref in ("hf", "vllm-direct"):
             if ref in by_way and row["way"] != ref:
                 row[f"x_{ref.replace('-', '_')}"] = round(row["tokens_per_s"] / by_way[ref], 3)
-        if "hf" in texts and row["way"] in texts and row["way"] != "hf":  # greedy rows agree across engines? (bf16 moves bits)
-            row["same_text_as_hf"] = round(sum(a == b for a, b in zip(texts["hf"], texts[row["way"]])) / len(requests), 3)
+        if (
+            "hf" in texts and row["way"] in texts and row["way"] != "hf"
+        ):  # greedy rows agree across engines? (bf16 moves bits)
+            row["same_text_as_hf"] = round(
+                sum(a == b for a, b in zip(texts["hf"], texts[row["way"]])) / len(requests), 3
+            )
     write_results(args.out, results)
 
 

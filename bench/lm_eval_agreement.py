@@ -30,8 +30,9 @@ from looper.runs import read_jsonl
 FILTERS = {"strict": "strict-match", "flexible": "flexible-extract"}
 
 
-def lm_eval_run(gsm8k: Path, pretrained: str, adapter: Path | None, dtype: str, batch: int, limit: int,
-                out: Path) -> tuple[list[str], dict[int, dict[str, dict]]]:
+def lm_eval_run(
+    gsm8k: Path, pretrained: str, adapter: Path | None, dtype: str, batch: int, limit: int, out: Path
+) -> tuple[list[str], dict[int, dict[str, dict]]]:
     """lm-eval's own run of its gsm8k task on the local copy: (command, {doc_id: {filter: logged sample}})."""
     from lm_eval.tasks import TaskManager
 
@@ -40,11 +41,30 @@ def lm_eval_run(gsm8k: Path, pretrained: str, adapter: Path | None, dtype: str, 
     tasks.mkdir(parents=True, exist_ok=True)
     (tasks / "gsm8k_local.yaml").write_text(
         f"include: {stock}\ntask: gsm8k_local\ntag: []\ndataset_path: json\ndataset_name: null\n"
-        f"dataset_kwargs:\n  data_files:\n    train: {gsm8k / 'train.jsonl'}\n    test: {gsm8k / 'test.jsonl'}\n")
+        f"dataset_kwargs:\n  data_files:\n    train: {gsm8k / 'train.jsonl'}\n    test: {gsm8k / 'test.jsonl'}\n"
+    )
     model_args = f"pretrained={pretrained},dtype={dtype}" + (f",peft={adapter}" if adapter else "")
-    command = [sys.executable, "-m", "lm_eval", "run", "--model", "hf", "--model_args", model_args, "--tasks", "gsm8k_local",
-               "--include_path", str(tasks), "--limit", str(limit), "--batch_size", str(batch), "--log_samples",
-               "--output_path", str(out / "results")]
+    command = [
+        sys.executable,
+        "-m",
+        "lm_eval",
+        "run",
+        "--model",
+        "hf",
+        "--model_args",
+        model_args,
+        "--tasks",
+        "gsm8k_local",
+        "--include_path",
+        str(tasks),
+        "--limit",
+        str(limit),
+        "--batch_size",
+        str(batch),
+        "--log_samples",
+        "--output_path",
+        str(out / "results"),
+    ]
     samples = finished_run(out / "results", limit, batch, dtype, adapter)
     if samples is None:
         subprocess.run(command, check=True)
@@ -64,8 +84,12 @@ def finished_run(results: Path, limit: int, batch: int, dtype: str, adapter: Pat
     for found in sorted(results.rglob("results_*.json"), reverse=True):
         config = json.loads(found.read_text())["config"]
         args = config["model_args"]
-        same = (config.get("limit") == limit and str(config.get("batch_size")) == str(batch) and args.get("dtype") == dtype
-                and (Path(args["peft"]).name if args.get("peft") else None) == (adapter.name if adapter else None))
+        same = (
+            config.get("limit") == limit
+            and str(config.get("batch_size")) == str(batch)
+            and args.get("dtype") == dtype
+            and (Path(args["peft"]).name if args.get("peft") else None) == (adapter.name if adapter else None)
+        )
         samples = list(found.parent.glob(f"samples_gsm8k_local_{found.stem.removeprefix('results_')}.jsonl"))
         if same and samples:
             return samples[0]
@@ -76,10 +100,15 @@ def compare(mine: list[dict], theirs: dict[int, dict[str, dict]]) -> dict:
     row = {"questions": len(mine), "lm_eval_questions": len(theirs)}
     for mode, name in FILTERS.items():
         row[f"looper_{name}_%"] = round(100 * sum(r[f"correct_{mode}"] for r in mine) / len(mine), 2)
-        row[f"lm_eval_{name}_%"] = round(100 * sum(theirs[i][name]["exact_match"] for i in range(len(mine))) / len(mine), 2)
+        row[f"lm_eval_{name}_%"] = round(
+            100 * sum(theirs[i][name]["exact_match"] for i in range(len(mine))) / len(mine), 2
+        )
         row[f"same_{name}_answer"] = sum(
-            r[f"answer_{mode}"] == (None if theirs[i][name]["filtered_resps"][0] == "[invalid]" else theirs[i][name]["filtered_resps"][0])
-            and r[f"correct_{mode}"] == bool(theirs[i][name]["exact_match"]) for i, r in enumerate(mine))
+            r[f"answer_{mode}"]
+            == (None if theirs[i][name]["filtered_resps"][0] == "[invalid]" else theirs[i][name]["filtered_resps"][0])
+            and r[f"correct_{mode}"] == bool(theirs[i][name]["exact_match"])
+            for i, r in enumerate(mine)
+        )
     row["same_prompt"] = sum(r["prompt_hash"] == theirs[i]["strict-match"]["prompt_hash"] for i, r in enumerate(mine))
     row["same_response"] = sum(r["output"] == theirs[i]["strict-match"]["resps"][0][0] for i, r in enumerate(mine))
     return row
@@ -88,10 +117,14 @@ def compare(mine: list[dict], theirs: dict[int, dict[str, dict]]) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gsm8k", required=True, type=Path, help="folder with GSM8K train.jsonl and test.jsonl")
-    parser.add_argument("--run", required=True, type=Path, help="the looper run folder evaluated with eval.protocol=lm-eval")
+    parser.add_argument(
+        "--run", required=True, type=Path, help="the looper run folder evaluated with eval.protocol=lm-eval"
+    )
     parser.add_argument("--config", default="configs/demo.yaml")
     parser.add_argument("--limit", type=int, default=100)
-    parser.add_argument("--batch", type=int, required=True, help="the looper run's eval.batch_size (lm-eval's batch size)")
+    parser.add_argument(
+        "--batch", type=int, required=True, help="the looper run's eval.batch_size (lm-eval's batch size)"
+    )
     parser.add_argument("--models", default="base,sft", help="comma-separated: base, sft (the run's adapter)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
@@ -107,8 +140,15 @@ def main() -> None:
     for which in args.models.split(","):
         adapter = adapters[which]
         mine = read_jsonl(args.run / "eval" / f"{which}__gsm8k_test.jsonl")[: args.limit]
-        command, theirs = lm_eval_run(args.gsm8k.resolve(), pretrained, adapter, config.model.dtype, args.batch,
-                                      args.limit, args.run / "lm_eval_reference" / which)
+        command, theirs = lm_eval_run(
+            args.gsm8k.resolve(),
+            pretrained,
+            adapter,
+            config.model.dtype,
+            args.batch,
+            args.limit,
+            args.run / "lm_eval_reference" / which,
+        )
         results["models"][which] = {"lm_eval_command": " ".join(command), **compare(mine, theirs)}
         print(which, json.dumps(results["models"][which], indent=1))
     write_results(args.out, results)

@@ -30,11 +30,16 @@ from looper.plan import render  # noqa: E402
 PLANS = {
     "r1-distill-llama-8b.txt": ("configs/r1-distill-llama-8b.yaml", []),
     "r1-distill-llama-8b_grpo.txt": ("configs/r1-distill-llama-8b.yaml", ["rl.algorithm=grpo"]),
-    "r1-distill-llama-8b_grpo_vllm.txt": ("configs/r1-distill-llama-8b.yaml",
-                                          ["rl.algorithm=grpo", "rl.grpo.use_vllm=true", "rl.grpo.vllm_mode=colocate"]),
+    "r1-distill-llama-8b_grpo_vllm.txt": (
+        "configs/r1-distill-llama-8b.yaml",
+        ["rl.algorithm=grpo", "rl.grpo.use_vllm=true", "rl.grpo.vllm_mode=colocate"],
+    ),
     "r1-distill-llama-8b-qlora.txt": ("configs/r1-distill-llama-8b-qlora.yaml", []),
     "r1-distill-llama-8b-plan.txt": ("configs/r1-distill-llama-8b-plan.yaml", []),
-    "r1-distill-llama-8b-plan_vllm.txt": ("configs/r1-distill-llama-8b-plan.yaml", ["rollouts.engine=vllm", "eval.engine=vllm"]),
+    "r1-distill-llama-8b-plan_vllm.txt": (
+        "configs/r1-distill-llama-8b-plan.yaml",
+        ["rollouts.engine=vllm", "eval.engine=vllm"],
+    ),
 }
 
 
@@ -48,15 +53,22 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "bench" / "looper_plan_8b")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False).stdout.strip()
-    dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "src", "configs"], capture_output=True,
-                           text=True, check=False).stdout.strip()
+    commit = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "-C", str(REPO), "status", "--porcelain", "src", "configs"], capture_output=True, text=True, check=False
+    ).stdout.strip()
     when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     with tempfile.TemporaryDirectory() as empty:
         for name, (config, overrides) in PLANS.items():
-            header = [f"# looper plan {' '.join([config, *overrides])} (runs_dir: an empty folder)",
-                      (f"# {when}; looper commit {commit}{' (src/ or configs/ modified)' if dirty else ''}; "
-                       f"Python {platform.python_version()}; {platform.machine()} CPU, nothing loaded; bench/looper_plan_8b.py")]
+            header = [
+                f"# looper plan {' '.join([config, *overrides])} (runs_dir: an empty folder)",
+                (
+                    f"# {when}; looper commit {commit}{' (src/ or configs/ modified)' if dirty else ''}; "
+                    f"Python {platform.python_version()}; {platform.machine()} CPU, nothing loaded; bench/looper_plan_8b.py"
+                ),
+            ]
             (args.out / name).write_text("\n".join(header) + "\n" + plan_text(config, overrides, empty) + "\n")
             print(f"wrote {args.out / name}")
 

@@ -26,12 +26,29 @@ from looper.answers import extract_answer, parse_gold
 
 # (input, the number a grader should read; None: no answer). GSM8K's golds drop units and percent signs.
 CASES = [
-    (r"\boxed{-\frac{1}{2}}", "-0.5"), (r"\boxed{-\dfrac{3}{4}}", "-0.75"), ("#### - 1/2", "-0.5"), ("#### -3", "-3"),
-    ("#### 3 1/2", "3.5"), (r"\boxed{3\frac{1}{2}}", "3.5"), (r"\boxed{-3\frac{1}{2}}", "-3.5"),
-    (r"\boxed{1,\!600}", "1600"), (r"\boxed{1\,600}", "1600"), (r"\boxed{1{,}600}", "1600"), ("#### 1,600", "1600"),
-    ("#### $1,600.00", "1600"), ("#### 12%", "12"), ("#### 45 dollars", "45"), (r"\boxed{45\text{ cm}}", "45"),
-    ("#### 5 + 3 = 8", "8"), (r"\boxed{5+3=8}", "8"), ("#### 1 2 3 4 5", None), (r"\boxed{1 2 3 4 5}", None),
-    ("#### 1,60", None), (r"\boxed{\sqrt{4}}", "2"), ("#### 3/4", "0.75"), (r"#### \frac{3}{4}", "0.75"),
+    (r"\boxed{-\frac{1}{2}}", "-0.5"),
+    (r"\boxed{-\dfrac{3}{4}}", "-0.75"),
+    ("#### - 1/2", "-0.5"),
+    ("#### -3", "-3"),
+    ("#### 3 1/2", "3.5"),
+    (r"\boxed{3\frac{1}{2}}", "3.5"),
+    (r"\boxed{-3\frac{1}{2}}", "-3.5"),
+    (r"\boxed{1,\!600}", "1600"),
+    (r"\boxed{1\,600}", "1600"),
+    (r"\boxed{1{,}600}", "1600"),
+    ("#### 1,600", "1600"),
+    ("#### $1,600.00", "1600"),
+    ("#### 12%", "12"),
+    ("#### 45 dollars", "45"),
+    (r"\boxed{45\text{ cm}}", "45"),
+    ("#### 5 + 3 = 8", "8"),
+    (r"\boxed{5+3=8}", "8"),
+    ("#### 1 2 3 4 5", None),
+    (r"\boxed{1 2 3 4 5}", None),
+    ("#### 1,60", None),
+    (r"\boxed{\sqrt{4}}", "2"),
+    ("#### 3/4", "0.75"),
+    (r"#### \frac{3}{4}", "0.75"),
 ]
 
 
@@ -83,13 +100,22 @@ def main() -> None:
             n += 1
             if mv != parse_gold(solution):
                 disagree.append({"split": split, "gold_line": span, "looper": parse_gold(solution), "math_verify": mv})
-    result = {"math_verify": version("math-verify"), "date": time.strftime("%Y-%m-%d"), "cases": cases,
-              "right": {who: sum(c[who] == c["right"] for c in cases) for who in ("looper", "math_verify")},
-              "gsm8k_golds": n, "gsm8k_disagreements": disagree,
-              "math_verify_parse_ms": {"median": round(1000 * statistics.median(seconds), 3),
-                                       "p99": round(1000 * sorted(seconds)[int(0.99 * len(seconds))], 3)}}
-    print(f"right on {len(cases)} inputs: {result['right']}; GSM8K golds {n}, disagreements {len(disagree)}; "
-          f"Math-Verify parse {result['math_verify_parse_ms']} ms")
+    result = {
+        "math_verify": version("math-verify"),
+        "date": time.strftime("%Y-%m-%d"),
+        "cases": cases,
+        "right": {who: sum(c[who] == c["right"] for c in cases) for who in ("looper", "math_verify")},
+        "gsm8k_golds": n,
+        "gsm8k_disagreements": disagree,
+        "math_verify_parse_ms": {
+            "median": round(1000 * statistics.median(seconds), 3),
+            "p99": round(1000 * sorted(seconds)[int(0.99 * len(seconds))], 3),
+        },
+    }
+    print(
+        f"right on {len(cases)} inputs: {result['right']}; GSM8K golds {n}, disagreements {len(disagree)}; "
+        f"Math-Verify parse {result['math_verify_parse_ms']} ms"
+    )
     if args.out:
         args.out.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
 

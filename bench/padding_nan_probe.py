@@ -6,6 +6,7 @@
 A one-off probe for GRPO's divergence (docs/results.md, "Second comparison"): forward + backward through sdpa and
 eager attention, printing the loss, the gradient norm and whether hidden states at padded positions are NaN.
 """
+
 import sys
 
 import torch
@@ -14,14 +15,31 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 dev = "cuda" if torch.cuda.is_available() else "cpu"
 small = len(sys.argv) > 1 and sys.argv[1] == "small"
-cfg = dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30 if not small else 2,
-           num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=2048, rms_norm_eps=1e-5,
-           tie_word_embeddings=True, rope_theta=100000)
+cfg = dict(
+    vocab_size=49152,
+    hidden_size=576,
+    intermediate_size=1536,
+    num_hidden_layers=30 if not small else 2,
+    num_attention_heads=9,
+    num_key_value_heads=3,
+    max_position_embeddings=2048,
+    rms_norm_eps=1e-5,
+    tie_word_embeddings=True,
+    rope_theta=100000,
+)
 print(torch.__version__, dev, flush=True)
 for impl in ("sdpa", "eager"):
     torch.manual_seed(0)
     model = LlamaForCausalLM(LlamaConfig(**cfg, attn_implementation=impl)).to(dev, torch.bfloat16)
-    model = get_peft_model(model, LoraConfig(r=64, lora_alpha=16, lora_dropout=0.05, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]))
+    model = get_peft_model(
+        model,
+        LoraConfig(
+            r=64,
+            lora_alpha=16,
+            lora_dropout=0.05,
+            target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        ),
+    )
     model.train()
     bad = 0
     trials = 20 if dev == "cuda" else 2
@@ -34,13 +52,13 @@ for impl in ("sdpa", "eager"):
         ids = torch.randint(0, 49152, (B, P + C), generator=g)
         mask = torch.zeros(B, P + C, dtype=torch.long)
         for i in range(B):
-            mask[i, P - plen[i]:P] = 1
-            mask[i, P:P + clen[i]] = 1
+            mask[i, P - plen[i] : P] = 1
+            mask[i, P : P + clen[i]] = 1
         ids, mask = ids.to(dev), mask.to(dev)
         out = model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
         hs = out.hidden_states[-1].float()
         pad_nan = torch.isnan(hs[mask == 0]).any().item()
-        logits = out.logits[:, P - 1:-1].float()
+        logits = out.logits[:, P - 1 : -1].float()
         logps = torch.gather(logits.log_softmax(-1), 2, ids[:, P:].unsqueeze(-1)).squeeze(-1)
         cm = mask[:, P:].float()
         loss = -(logps * cm).sum() / cm.sum()
@@ -48,7 +66,10 @@ for impl in ("sdpa", "eager"):
         loss.backward()
         gn = torch.sqrt(sum((p.grad.float() ** 2).sum() for p in model.parameters() if p.grad is not None)).item()
         bad += not (gn == gn)
-        print(f"{impl} trial {t}: loss {loss.item():.3f} finite {torch.isfinite(loss).item()} grad_norm {gn:.4f} NaN at pad positions {pad_nan}", flush=True)
+        print(
+            f"{impl} trial {t}: loss {loss.item():.3f} finite {torch.isfinite(loss).item()} grad_norm {gn:.4f} NaN at pad positions {pad_nan}",
+            flush=True,
+        )
     print(f"== {impl}: {bad}/{trials} NaN grad norms", flush=True)
     del model
     if dev == "cuda":

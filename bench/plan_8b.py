@@ -41,14 +41,31 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import add_model_args, device_info, link_outputs, random_checkpoint_for, stage_marker, write_results
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIGS = {"8b": "configs/r1-distill-llama-8b.yaml", "qlora": "configs/r1-distill-llama-8b-qlora.yaml",
-           "plan": "configs/r1-distill-llama-8b-plan.yaml"}
+CONFIGS = {
+    "8b": "configs/r1-distill-llama-8b.yaml",
+    "qlora": "configs/r1-distill-llama-8b-qlora.yaml",
+    "plan": "configs/r1-distill-llama-8b-plan.yaml",
+}
 PIPELINE_STAGES = ("prepare-data", "sft", "collect-rollouts", "build-preferences", "train-rl", "eval")
 # What the online runs start from: the pipeline run's data and SFT stage (paths inside a run folder)
-SHARED = ["data/*_train.jsonl", "data/*_dev.jsonl", "data/*_test.jsonl", "data/prepare_data.json", "checkpoints/lora_sft",
-          "stages/prepare-data.json", "stages/sft.json"]
-TINY = ["model.dtype=float32", "model.attn_implementation=eager", "model.quantization=none", "sft.trainer.use_liger_kernel=false",
-        "sft.trainer.max_length=512", "rl.dpo.max_length=256", "rl.dpo.gradient_accumulation_steps=1"]
+SHARED = [
+    "data/*_train.jsonl",
+    "data/*_dev.jsonl",
+    "data/*_test.jsonl",
+    "data/prepare_data.json",
+    "checkpoints/lora_sft",
+    "stages/prepare-data.json",
+    "stages/sft.json",
+]
+TINY = [
+    "model.dtype=float32",
+    "model.attn_implementation=eager",
+    "model.quantization=none",
+    "sft.trainer.use_liger_kernel=false",
+    "sft.trainer.max_length=512",
+    "rl.dpo.max_length=256",
+    "rl.dpo.gradient_accumulation_steps=1",
+]
 
 
 def looper(args: list[str], log: Path) -> dict[str, Any]:
@@ -58,12 +75,18 @@ def looper(args: list[str], log: Path) -> dict[str, Any]:
     with open(log, "a") as out:
         out.write(f"\n$ looper {' '.join(args)}\n")
         out.flush()
-        rc = subprocess.run(cmd, cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=out, stderr=subprocess.STDOUT).returncode
+        rc = subprocess.run(
+            cmd, cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=out, stderr=subprocess.STDOUT
+        ).returncode
     with open(log, "rb") as f:  # this command's output only: the log holds every earlier one too
         f.seek(offset)
         lines = [x for x in f.read().decode(errors="replace").splitlines() if x.strip()]
-    row = {"command": "looper " + " ".join(args), "rc": rc, "wall_s": round(time.perf_counter() - started, 1),
-           "last_line": lines[-1][-300:] if lines else ""}
+    row = {
+        "command": "looper " + " ".join(args),
+        "rc": rc,
+        "wall_s": round(time.perf_counter() - started, 1),
+        "last_line": lines[-1][-300:] if lines else "",
+    }
     print(f"== looper {args[0]} ({args[1]}): rc {rc}, {row['wall_s']} s", flush=True)
     return row
 
@@ -75,12 +98,19 @@ def marker(run_dir: Path, stage: str) -> dict[str, Any]:
 def stage_row(stage: str, wall_s: float | None, found: dict[str, Any]) -> dict[str, Any]:
     peaks = [p for p in found.get("peak_gpu_memory_gib") or [] if p is not None]
     steady = found.get("steady_tokens_per_s")  # training: between logged steps; else over the whole loop / generation
-    return {"stage": stage, "wall_s": wall_s, "tokens_per_s": steady or found.get("tokens_per_s"),
-            "tokens_per_s_of": ("steps " + found["steady_steps"]) if steady else
-            ("training loop" if "train_runtime_s" in found else "generation" if "generation_s" in found else None),
-            "peak_gpu_memory_gib": max(peaks) if peaks else None,
-            "tokens": found.get("generated_tokens", found.get("train_tokens")), "steps": found.get("steps"),
-            "pairs": found.get("pairs"), "marker": found}
+    return {
+        "stage": stage,
+        "wall_s": wall_s,
+        "tokens_per_s": steady or found.get("tokens_per_s"),
+        "tokens_per_s_of": ("steps " + found["steady_steps"])
+        if steady
+        else ("training loop" if "train_runtime_s" in found else "generation" if "generation_s" in found else None),
+        "peak_gpu_memory_gib": max(peaks) if peaks else None,
+        "tokens": found.get("generated_tokens", found.get("train_tokens")),
+        "steps": found.get("steps"),
+        "pairs": found.get("pairs"),
+        "marker": found,
+    }
 
 
 def self_data_stats(run_dir: Path) -> dict[str, Any]:
@@ -89,13 +119,16 @@ def self_data_stats(run_dir: Path) -> dict[str, Any]:
         return {}
     records = [json.loads(line) for line in path.read_text().splitlines()]
     samples = [s for r in records for s in r["samples"]]
-    return {"questions": len(records), "samples": len(samples),
-            "generated_tokens": sum(s["num_tokens"] for s in samples), "correct": sum(s["correct"] for s in samples),
-            "truncated": sum(s["truncated"] for s in samples)}
+    return {
+        "questions": len(records),
+        "samples": len(samples),
+        "generated_tokens": sum(s["num_tokens"] for s in samples),
+        "correct": sum(s["correct"] for s in samples),
+        "truncated": sum(s["truncated"] for s in samples),
+    }
 
 
-def run_config(key: str, args: argparse.Namespace, model_dir: Path, runs: Path, log: Path,
-               record: Any) -> None:
+def run_config(key: str, args: argparse.Namespace, model_dir: Path, runs: Path, log: Path, record: Any) -> None:
     sys.path.insert(0, str(REPO / "src"))
     from looper.config import load_config
 
@@ -105,27 +138,61 @@ def run_config(key: str, args: argparse.Namespace, model_dir: Path, runs: Path, 
     questions = args.questions or max(1, probe.rollouts.batch_size // 8)  # one batch_size of requests (8 arms each)
     limit = args.eval_limit or probe.eval.batch_size
     name = f"plan8b-{key}"
-    common = [f"runs_dir={runs}", "data.source=local", f"data.path={args.gsm8k}", "data.platinum.source=none",
-              f"model.name_or_path={model_dir}", *tiny, *args.set]
-    overrides = [*common, "sft.data=gold", f"sft.trainer.max_steps={args.sft_steps}", "sft.trainer.logging_steps=1",
-                 f"rollouts.num_questions={questions}", "preferences.min_margin=0.0", f"rl.dpo.max_steps={args.dpo_steps}",
-                 "rl.dpo.logging_steps=1", "eval.datasets=[gsm8k_test]", f"eval.limit={limit}",
-                 f"eval.max_new_tokens={args.eval_tokens}"]
+    common = [
+        f"runs_dir={runs}",
+        "data.source=local",
+        f"data.path={args.gsm8k}",
+        "data.platinum.source=none",
+        f"model.name_or_path={model_dir}",
+        *tiny,
+        *args.set,
+    ]
+    overrides = [
+        *common,
+        "sft.data=gold",
+        f"sft.trainer.max_steps={args.sft_steps}",
+        "sft.trainer.logging_steps=1",
+        f"rollouts.num_questions={questions}",
+        "preferences.min_margin=0.0",
+        f"rl.dpo.max_steps={args.dpo_steps}",
+        "rl.dpo.logging_steps=1",
+        "eval.datasets=[gsm8k_test]",
+        f"eval.limit={limit}",
+        f"eval.max_new_tokens={args.eval_tokens}",
+    ]
     if args.new_tokens:
         overrides.append(f"rollouts.max_new_tokens={args.new_tokens}")
-    result: dict[str, Any] = {"config": path, "questions": questions, "eval_limit": limit, "overrides": overrides, "steps": {}}
+    result: dict[str, Any] = {
+        "config": path,
+        "questions": questions,
+        "eval_limit": limit,
+        "overrides": overrides,
+        "steps": {},
+    }
     if args.fresh:
         for old in runs.glob(f"{name}*"):
             shutil.rmtree(old, ignore_errors=True)
 
     parts = args.parts.split(",")
-    if "self-data" in parts and probe.sft.data == "self" and args.self_questions and key in args.self_data_for.split(","):
-        sd = [*common, f"name={name}-selfdata", f"sft.self_data.max_questions={args.self_questions}", "sft.trainer.max_steps=1"]
+    if (
+        "self-data" in parts
+        and probe.sft.data == "self"
+        and args.self_questions
+        and key in args.self_data_for.split(",")
+    ):
+        sd = [
+            *common,
+            f"name={name}-selfdata",
+            f"sft.self_data.max_questions={args.self_questions}",
+            "sft.trainer.max_steps=1",
+        ]
         if args.new_tokens:
             sd.append(f"sft.self_data.max_new_tokens={args.new_tokens}")
         row = looper(["pipeline", path, *sd, "--to", "sft"], log)
-        row |= {"expected": "exit 2: the random model answers no training question correctly",
-                "samples": self_data_stats(runs / f"{name}-selfdata")}
+        row |= {
+            "expected": "exit 2: the random model answers no training question correctly",
+            "samples": self_data_stats(runs / f"{name}-selfdata"),
+        }
         result["steps"]["self-data"] = row
         record(key, result)
 
@@ -143,8 +210,14 @@ def run_config(key: str, args: argparse.Namespace, model_dir: Path, runs: Path, 
     for algorithm in [a for a in ("grpo", "rloo") if a in parts]:
         online = f"{name}-{algorithm}"
         link_outputs(runs / name, runs / online, SHARED)
-        extra = [f"name={online}", *overrides, f"rl.algorithm={algorithm}", "rl.num_questions=1",
-                 f"rl.{algorithm}.max_steps={args.online_steps}", f"rl.{algorithm}.logging_steps=1"]
+        extra = [
+            f"name={online}",
+            *overrides,
+            f"rl.algorithm={algorithm}",
+            "rl.num_questions=1",
+            f"rl.{algorithm}.max_steps={args.online_steps}",
+            f"rl.{algorithm}.logging_steps=1",
+        ]
         if args.rl_tokens:
             extra.append(f"rl.{algorithm}.max_completion_length={args.rl_tokens}")
         train = looper(["train-rl", path, *extra], log)
@@ -172,9 +245,18 @@ def table(results: dict[str, Any]) -> str:
         for step, found in res["steps"].items():
             if step == "self-data":
                 s = found["samples"]
-                rows.append([key, "sft (self data, refused as expected)" if found["rc"] == 2 else f"sft (self data): exit {found['rc']}",
-                             fmt(found["wall_s"], ".1f"), "-", "-",
-                             f"{s.get('samples', 0)} samples, {s.get('generated_tokens', 0):,} tokens, {s.get('correct', 0)} correct"])
+                rows.append(
+                    [
+                        key,
+                        "sft (self data, refused as expected)"
+                        if found["rc"] == 2
+                        else f"sft (self data): exit {found['rc']}",
+                        fmt(found["wall_s"], ".1f"),
+                        "-",
+                        "-",
+                        f"{s.get('samples', 0)} samples, {s.get('generated_tokens', 0):,} tokens, {s.get('correct', 0)} correct",
+                    ]
+                )
                 continue
             stages = found.get("stages", [])
             if not any(r["marker"] for r in stages) and found.get("rc", 0) != 0:  # failed before any stage finished
@@ -184,11 +266,29 @@ def table(results: dict[str, Any]) -> str:
                 label = r["stage"] if step.startswith("pipeline") else f"{r['stage']} ({step})"
                 if not r["marker"]:
                     label += " (not finished)"
-                work = ", ".join(f"{k} {v:,}" if isinstance(v, int) else f"{k} {v}"
-                                 for k, v in (("steps", r["steps"]), ("tokens", r["tokens"]), ("pairs", r["pairs"]),
-                                              ("tokens/s over", r["tokens_per_s_of"])) if v is not None)
-                rows.append([key, label, fmt(r["wall_s"], ".1f"), fmt(r["tokens_per_s"]), fmt(r["peak_gpu_memory_gib"], ".1f"), work])
-    return "\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(r) + " |" for r in rows])
+                work = ", ".join(
+                    f"{k} {v:,}" if isinstance(v, int) else f"{k} {v}"
+                    for k, v in (
+                        ("steps", r["steps"]),
+                        ("tokens", r["tokens"]),
+                        ("pairs", r["pairs"]),
+                        ("tokens/s over", r["tokens_per_s_of"]),
+                    )
+                    if v is not None
+                )
+                rows.append(
+                    [
+                        key,
+                        label,
+                        fmt(r["wall_s"], ".1f"),
+                        fmt(r["tokens_per_s"]),
+                        fmt(r["peak_gpu_memory_gib"], ".1f"),
+                        work,
+                    ]
+                )
+    return "\n".join(
+        ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(r) + " |" for r in rows]
+    )
 
 
 def main() -> None:
@@ -199,17 +299,32 @@ def main() -> None:
     parser.add_argument("--sft-steps", type=int, default=4)
     parser.add_argument("--dpo-steps", type=int, default=2)
     parser.add_argument("--online-steps", type=int, default=2, help="GRPO / RLOO optimizer steps")
-    parser.add_argument("--questions", type=int, help="collect-rollouts questions (x 8 arms); default: one batch_size of requests")
-    parser.add_argument("--self-questions", type=int, default=8, help="training questions the sft self-data step samples")
-    parser.add_argument("--self-data-for", default="8b", help="configs (of those with sft.data: self) that run the self-data step")
-    parser.add_argument("--new-tokens", type=int, help="collect-rollouts / self-data max_new_tokens (default: the config's)")
+    parser.add_argument(
+        "--questions", type=int, help="collect-rollouts questions (x 8 arms); default: one batch_size of requests"
+    )
+    parser.add_argument(
+        "--self-questions", type=int, default=8, help="training questions the sft self-data step samples"
+    )
+    parser.add_argument(
+        "--self-data-for", default="8b", help="configs (of those with sft.data: self) that run the self-data step"
+    )
+    parser.add_argument(
+        "--new-tokens", type=int, help="collect-rollouts / self-data max_new_tokens (default: the config's)"
+    )
     parser.add_argument("--rl-tokens", type=int, help="GRPO / RLOO max_completion_length (default: the config's)")
     parser.add_argument("--eval-tokens", type=int, default=256)
-    parser.add_argument("--eval-limit", type=int, help="test questions per model (default: the config's eval.batch_size)")
+    parser.add_argument(
+        "--eval-limit", type=int, help="test questions per model (default: the config's eval.batch_size)"
+    )
     parser.add_argument("--parts", default="self-data,pipeline,grpo,rloo", help="which steps to run (see above)")
     parser.add_argument("--fresh", action="store_true", help="delete this script's earlier run folders first")
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="more overrides for every looper command (e.g. rl.grpo.use_vllm=true rl.grpo.vllm_mode=colocate)")
+    parser.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="more overrides for every looper command (e.g. rl.grpo.use_vllm=true rl.grpo.vllm_mode=colocate)",
+    )
     args = parser.parse_args()
     unknown = [k for k in args.configs.split(",") if k not in CONFIGS]
     if unknown:

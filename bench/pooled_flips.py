@@ -45,8 +45,10 @@ def load_summary(source: str) -> dict[str, Any]:
     if "wrong_to_right" in data or "right_to_wrong" in data:  # a run kept as counts only
         counts = [data.get(k) for k in ("wrong_to_right", "right_to_wrong")]
         if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts):
-            raise SystemExit(f"{path}: wrong_to_right and right_to_wrong must both be counts (integers >= 0), "
-                             f"not {counts[0]!r} and {counts[1]!r}")
+            raise SystemExit(
+                f"{path}: wrong_to_right and right_to_wrong must both be counts (integers >= 0), "
+                f"not {counts[0]!r} and {counts[1]!r}"
+            )
         return data
     for key in ("eval_summary", "summary"):
         if key in data:
@@ -56,7 +58,9 @@ def load_summary(source: str) -> dict[str, Any]:
     return data
 
 
-def flips(summary: dict[str, Any], a: str, b: str, dataset: str, metric: str) -> tuple[list[str], list[str]] | tuple[int, int]:
+def flips(
+    summary: dict[str, Any], a: str, b: str, dataset: str, metric: str
+) -> tuple[list[str], list[str]] | tuple[int, int]:
     """The question ids that flipped each way, or their counts for a run kept as counts only."""
     if "comparisons" not in summary:
         return summary["wrong_to_right"], summary["right_to_wrong"]
@@ -70,7 +74,7 @@ def flips(summary: dict[str, Any], a: str, b: str, dataset: str, metric: str) ->
 def fisher_combined(ps: list[float]) -> float:
     """Fisher's method: P(chi2 with 2 len(ps) df >= -2 sum ln p), in closed form for even degrees of freedom."""
     half = -sum(math.log(p) for p in ps)  # x / 2
-    return math.exp(-half) * sum(half ** i / math.factorial(i) for i in range(len(ps)))
+    return math.exp(-half) * sum(half**i / math.factorial(i) for i in range(len(ps)))
 
 
 def main() -> None:
@@ -94,23 +98,44 @@ def main() -> None:
             net.update({q: 1 for q in up})
             net.subtract({q: 1 for q in down})
             n_up, n_down = len(up), len(down)
-        runs.append({"source": source, "wrong_to_right": n_up, "right_to_wrong": n_down,
-                     "p_two_sided": mcnemar_exact(n_up, n_down), "question_ids": not isinstance(up, int)})
+        runs.append(
+            {
+                "source": source,
+                "wrong_to_right": n_up,
+                "right_to_wrong": n_down,
+                "p_two_sided": mcnemar_exact(n_up, n_down),
+                "question_ids": not isinstance(up, int),
+            }
+        )
         one_sided.append(binomial_half_cdf(n_down, n_up + n_down))  # P(X >= up): the one-sided exact p
-        print(f"{source}: {n_up} / {n_down} flips, McNemar p = {runs[-1]['p_two_sided']:.3g}"
-              + (" (counts only)" if isinstance(up, int) else ""))
+        print(
+            f"{source}: {n_up} / {n_down} flips, McNemar p = {runs[-1]['p_two_sided']:.3g}"
+            + (" (counts only)" if isinstance(up, int) else "")
+        )
     better = sum(1 for v in net.values() if v > 0)
     worse = sum(1 for v in net.values() if v < 0)
     up_all, down_all = sum(r["wrong_to_right"] for r in runs), sum(r["right_to_wrong"] for r in runs)
     result = {
-        "comparison": f"{args.a} -> {args.b} on {args.dataset} ({args.metric})", "runs": runs,
-        "per_question": {"better": better, "worse": worse, "p_two_sided": mcnemar_exact(better, worse),
-                         "runs_left_out": counts_only},
-        "pooled_flips": {"wrong_to_right": up_all, "right_to_wrong": down_all, "p_two_sided": mcnemar_exact(up_all, down_all)},
+        "comparison": f"{args.a} -> {args.b} on {args.dataset} ({args.metric})",
+        "runs": runs,
+        "per_question": {
+            "better": better,
+            "worse": worse,
+            "p_two_sided": mcnemar_exact(better, worse),
+            "runs_left_out": counts_only,
+        },
+        "pooled_flips": {
+            "wrong_to_right": up_all,
+            "right_to_wrong": down_all,
+            "p_two_sided": mcnemar_exact(up_all, down_all),
+        },
         "fisher_one_sided": fisher_combined(one_sided),
     }
-    print(f"per question, net over {len(runs) - len(counts_only)} runs: {better} better / {worse} worse, sign test p = "
-          f"{result['per_question']['p_two_sided']:.3g}" + (f" ({len(counts_only)} counts-only run(s) left out)" if counts_only else ""))
+    print(
+        f"per question, net over {len(runs) - len(counts_only)} runs: {better} better / {worse} worse, sign test p = "
+        f"{result['per_question']['p_two_sided']:.3g}"
+        + (f" ({len(counts_only)} counts-only run(s) left out)" if counts_only else "")
+    )
     print(f"all flips pooled: {up_all} / {down_all}, p = {result['pooled_flips']['p_two_sided']:.3g}")
     print(f"Fisher's combination of one-sided p: {result['fisher_one_sided']:.3g}")
     if args.out:

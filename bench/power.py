@@ -64,22 +64,43 @@ def compute(samples: dict[str, Any], flips: dict[str, Any]) -> dict[str, Any]:
     arms = []
     for rho in CORRELATIONS:
         sd = math.sqrt(2 * var_p * (1 - rho) + 2 * sampling)
-        arms.append({"correlation": rho, "sd_difference": sd,
-                     "detectable_80_per_seed_points": 100 * z * sd / math.sqrt(TEST_QUESTIONS),
-                     "detectable_80_pooled_points": 100 * z * sd / math.sqrt(SEEDS * TEST_QUESTIONS)})
+        arms.append(
+            {
+                "correlation": rho,
+                "sd_difference": sd,
+                "detectable_80_per_seed_points": 100 * z * sd / math.sqrt(TEST_QUESTIONS),
+                "detectable_80_pooled_points": 100 * z * sd / math.sqrt(SEEDS * TEST_QUESTIONS),
+            }
+        )
     greedy = []
     for run in flips["runs"]:
         up, down = run["wrong_to_right"], run["right_to_wrong"]
         before = [0] * up + [1] * down + [0] * (TEST_QUESTIONS - up - down)
         after = [1] * up + [0] * down + [0] * (TEST_QUESTIONS - up - down)
         d = paired_difference(before, after)
-        greedy.append({"source": run["source"], "wrong_to_right": up, "right_to_wrong": down,
-                       "sd_change": d["detectable_80"] / z * math.sqrt(TEST_QUESTIONS),
-                       "detectable_80_points": 100 * d["detectable_80"]})
-    return {"inputs": {"samples": SAMPLES, "avg@16": mean, "pass@16": pass_k, "flips": FLIPS,
-                       "test_questions": TEST_QUESTIONS, "seeds": SEEDS, "z_0.975 + z_0.8": z},
-            "beta": {"a": a, "b": b, "sd_between_questions": math.sqrt(var_p), "sampling_variance": sampling},
-            "avg16_difference": arms, "greedy": greedy}
+        greedy.append(
+            {
+                "source": run["source"],
+                "wrong_to_right": up,
+                "right_to_wrong": down,
+                "sd_change": d["detectable_80"] / z * math.sqrt(TEST_QUESTIONS),
+                "detectable_80_points": 100 * d["detectable_80"],
+            }
+        )
+    return {
+        "inputs": {
+            "samples": SAMPLES,
+            "avg@16": mean,
+            "pass@16": pass_k,
+            "flips": FLIPS,
+            "test_questions": TEST_QUESTIONS,
+            "seeds": SEEDS,
+            "z_0.975 + z_0.8": z,
+        },
+        "beta": {"a": a, "b": b, "sd_between_questions": math.sqrt(var_p), "sampling_variance": sampling},
+        "avg16_difference": arms,
+        "greedy": greedy,
+    }
 
 
 def main() -> None:

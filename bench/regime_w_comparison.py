@@ -47,8 +47,13 @@ from looper.stats import holm, mcnemar_exact, paired_difference
 
 ARMS = {"sft": "SFT", "w_regime_w": "Regime W", "w_correct": "correctness only", "w_label_free": "label-free"}
 # The pre-registered comparisons, (a, b): b minus a. The first is the primary one.
-COMPARISONS = [("w_correct", "w_regime_w"), ("sft", "w_regime_w"), ("sft", "w_correct"), ("sft", "w_label_free"),
-               ("w_correct", "w_label_free")]
+COMPARISONS = [
+    ("w_correct", "w_regime_w"),
+    ("sft", "w_regime_w"),
+    ("sft", "w_correct"),
+    ("sft", "w_label_free"),
+    ("w_correct", "w_label_free"),
+]
 MODEL = {"sft": "sft"}  # the model each arm's eval scores (the RL arms: rl)
 # The base model is no arm: its greedy eval would only hold up the shared SFT recipe, which every seed's rollouts wait
 # for. Before the run's own --set, so a user's eval.models still wins.
@@ -57,8 +62,15 @@ BASE_SETS = ["eval.models=[sft,rl]"]
 
 def recipes(k: int) -> list[str]:
     """Every recipe one seed runs, each after the one it builds on."""
-    return ["sft", "rollouts_b", f"sft@k{k}", "w_regime_w", "w_correct", "w_label_free",
-            *(f"w_{a}@k{k}" for a in ("regime_w", "correct", "label_free"))]
+    return [
+        "sft",
+        "rollouts_b",
+        f"sft@k{k}",
+        "w_regime_w",
+        "w_correct",
+        "w_label_free",
+        *(f"w_{a}@k{k}" for a in ("regime_w", "correct", "label_free")),
+    ]
 
 
 def run_seeds(args: argparse.Namespace, base_name: str) -> dict[int, float]:
@@ -70,9 +82,26 @@ def run_seeds(args: argparse.Namespace, base_name: str) -> dict[int, float]:
     procs = {}
     for i, seed in enumerate(args.seeds):
         name = f"{base_name}-s{seed}"
-        cmd = [sys.executable, str(Path(__file__).with_name("rl_recipes.py")), args.config, "--runs-dir", str(runs_dir),
-               "--out", str(runs_dir / f"{name}.recipes.json"), "--jobs", str(args.jobs), "--datasets", args.dataset,
-               "--recipes", ",".join(recipes(args.k)), "--set", *BASE_SETS, *args.set, f"seed={seed}", f"name={name}"]
+        cmd = [
+            sys.executable,
+            str(Path(__file__).with_name("rl_recipes.py")),
+            args.config,
+            "--runs-dir",
+            str(runs_dir),
+            "--out",
+            str(runs_dir / f"{name}.recipes.json"),
+            "--jobs",
+            str(args.jobs),
+            "--datasets",
+            args.dataset,
+            "--recipes",
+            ",".join(recipes(args.k)),
+            "--set",
+            *BASE_SETS,
+            *args.set,
+            f"seed={seed}",
+            f"name={name}",
+        ]
         env = {**os.environ, **({"CUDA_VISIBLE_DEVICES": gpus[i % len(gpus)]} if gpus else {})}
         # the seeds start their base-model evals at the same moment, and vLLM writes its compile cache (one folder
         # per model and settings) without a lock: each seed gets its own
@@ -132,16 +161,28 @@ def arm_figures(evals: dict[str, dict[str, Any] | None], k: int) -> dict[str, An
     figures: dict[str, Any] = {"k": k}
     if evals["greedy"] is not None:
         g = evals["greedy"]["metrics"]
-        figures.update(n=g["n"], greedy_strict=g["strict"]["accuracy"], greedy_strict_ci95=g["strict"]["ci95"],
-                       greedy_truncated=g["truncation_rate"])
+        figures.update(
+            n=g["n"],
+            greedy_strict=g["strict"]["accuracy"],
+            greedy_strict_ci95=g["strict"]["ci95"],
+            greedy_truncated=g["truncation_rate"],
+        )
     if evals["sampled"] is not None:
         m, records = evals["sampled"]["metrics"], evals["sampled"]["records"]
         truncated = m["truncation_rate"]
         if records is not None:
             per_question = 1 + len(records[0].get("samples") or [])
-            truncated = sum(s["truncated"] for r in records for s in [r, *(r.get("samples") or [])]) / (len(records) * per_question)
-        figures.update(n=m["n"], avg_k_strict=m["strict"][f"avg@{k}"]["accuracy"], avg_k_strict_ci95=m["strict"][f"avg@{k}"]["ci95"],
-                       maj_k_strict=m["strict"][f"maj@{k}"], pass_k_strict=m["strict"][f"pass@{k}"], sampled_truncated=truncated)
+            truncated = sum(s["truncated"] for r in records for s in [r, *(r.get("samples") or [])]) / (
+                len(records) * per_question
+            )
+        figures.update(
+            n=m["n"],
+            avg_k_strict=m["strict"][f"avg@{k}"]["accuracy"],
+            avg_k_strict_ci95=m["strict"][f"avg@{k}"]["ci95"],
+            maj_k_strict=m["strict"][f"maj@{k}"],
+            pass_k_strict=m["strict"][f"pass@{k}"],
+            sampled_truncated=truncated,
+        )
     return figures
 
 
@@ -177,8 +218,11 @@ def greedy_delta(evals: dict[str, Any], sft: dict[str, Any], arm: str, dataset: 
     if mine["records"] is not None and theirs is not None and theirs["records"] is not None:
         if [r["id"] for r in mine["records"]] != [r["id"] for r in theirs["records"]]:
             raise SystemExit(f"{arm} scored other questions than SFT")
-        return {r["id"]: int(r["correct_strict"]) - int(s["correct_strict"])
-                for r, s in zip(mine["records"], theirs["records"]) if r["correct_strict"] != s["correct_strict"]}
+        return {
+            r["id"]: int(r["correct_strict"]) - int(s["correct_strict"])
+            for r, s in zip(mine["records"], theirs["records"])
+            if r["correct_strict"] != s["correct_strict"]
+        }
     if "summary" not in mine:
         return None
     up, down = flips(mine["summary"], "sft", "rl", dataset, "strict")
@@ -205,7 +249,9 @@ def read_seed(runs_dir: Path, name: str, k: int, dataset: str) -> tuple[dict[str
             row["avg_k"] = [round(v, 4) for v in question_scores(e["sampled"]["records"], "strict")]
         if row:
             scores[arm] = {"ids": ids, **row}
-    figures = {arm: arm_figures(e, k) for arm, e in evals.items() if e["greedy"] is not None or e["sampled"] is not None}
+    figures = {
+        arm: arm_figures(e, k) for arm, e in evals.items() if e["greedy"] is not None or e["sampled"] is not None
+    }
     return figures, scores, deltas
 
 
@@ -227,7 +273,9 @@ def compare(arms: dict[str, Any], scores: dict[str, Any], deltas: dict[str, Any]
     return {"avg_k": avg_k, "greedy": greedy}
 
 
-def earlier_seeds(paths: list[str], seeds: list[int]) -> dict[int, tuple[dict[str, Any], dict[str, Any], dict[str, Any]]]:
+def earlier_seeds(
+    paths: list[str], seeds: list[int]
+) -> dict[int, tuple[dict[str, Any], dict[str, Any], dict[str, Any]]]:
     """Seeds taken from earlier analyses (this script's --out files) instead of the runs folder: each seed of
     ``seeds`` that such a file analysed with every arm's per-question scores, as (its figures, its per-question
     scores, each arm's greedy change per question against SFT). The registered design is per seed, so a seed run in
@@ -242,8 +290,11 @@ def earlier_seeds(paths: list[str], seeds: list[int]) -> dict[int, tuple[dict[st
             analysis = json.loads(Path(path).read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise ValueError(f"--from-analysis {path}: not valid JSON ({err})") from None
-        if not isinstance(analysis, dict) or not isinstance(analysis.get("per_seed"), dict) \
-                or not isinstance(analysis.get("question_scores"), dict):
+        if (
+            not isinstance(analysis, dict)
+            or not isinstance(analysis.get("per_seed"), dict)
+            or not isinstance(analysis.get("question_scores"), dict)
+        ):
             raise ValueError(f"--from-analysis {path}: not an analysis of this script (no per_seed / question_scores)")
         for key, res in analysis["per_seed"].items():
             seed, qs = int(key), analysis["question_scores"].get(key)
@@ -275,18 +326,24 @@ def analyze(args: argparse.Namespace, base_name: str) -> dict[str, Any]:
             print(f"seed {seed} left out: {err}", flush=True)
             missing[seed] = str(err)
             continue
-        absent = [f"{ARMS[arm]} ({kind})" for arm in ARMS for kind, key in (("greedy", "greedy_strict"), (f"@k{args.k}", "avg_k_strict"))
-                  if key not in arms.get(arm, {})]
+        absent = [
+            f"{ARMS[arm]} ({kind})"
+            for arm in ARMS
+            for kind, key in (("greedy", "greedy_strict"), (f"@k{args.k}", "avg_k_strict"))
+            if key not in arms.get(arm, {})
+        ]
         if absent:
             print(f"{name}: no eval of {', '.join(absent)}; the comparisons that need them are left out", flush=True)
         stages = {arm: runs_dir / f"{name}-{arm}" / "stages" for arm in ARMS if arm != "sft"}
         per_seed[seed] = {
-            "arms": arms, "paired": all("avg_k" in scores[seed].get(arm, {}) for arm in ARMS),
+            "arms": arms,
+            "paired": all("avg_k" in scores[seed].get(arm, {}) for arm in ARMS),
             "pairs": {arm: marker_field(m, "build-preferences", "pairs") for arm, m in stages.items()},
             "dpo_steps": {arm: marker_field(m, "train-rl", "steps") for arm, m in stages.items()},
             "comparisons": {f"{b} - {a}": compare(arms, scores[seed], deltas[seed], a, b) for a, b in COMPARISONS},
-            "regime_w_auroc": regime_w_evidence(runs_dir / f"{name}-rollouts_b" / "data" / "rl_rollouts.jsonl",
-                                                args.config, [*args.set, f"seed={seed}"]),
+            "regime_w_auroc": regime_w_evidence(
+                runs_dir / f"{name}-rollouts_b" / "data" / "rl_rollouts.jsonl", args.config, [*args.set, f"seed={seed}"]
+            ),
         }
     seeds = list(per_seed)
     if not seeds:
@@ -310,18 +367,31 @@ def analyze(args: argparse.Namespace, base_name: str) -> dict[str, Any]:
             # the registered test: paired over questions, every seed's per-question files of both arms needed
             "avg_k": paired_difference(seed_mean(scores, seeds, a), seed_mean(scores, seeds, b)) if paired else None,
             "avg_k_mean_of_seeds": sum(differences) / len(differences) if len(differences) == len(seeds) else None,
-            "greedy_per_question": greedy}
+            "greedy_per_question": greedy,
+        }
     secondaries = [pooled[f"{b} - {a}"]["avg_k"] for a, b in COMPARISONS[1:]]
     if all(secondaries):  # the registered family: Holm over all four pooled secondaries, or none
         for test, p in zip(secondaries, holm([t["p_value"] for t in secondaries])):
             test["p_holm"] = p
-    pooled_arms = {arm: {key: sum(per_seed[s]["arms"][arm][key] for s in seeds) / len(seeds)
-                         for key in ("avg_k_strict", "greedy_strict")
-                         if all(key in per_seed[s]["arms"].get(arm, {}) for s in seeds)} for arm in ARMS}
-    return {"per_seed": per_seed, "missing_seeds": missing,
-            "pooled": {"seeds": seeds, "paired_seeds": [s for s in seeds if per_seed[s]["paired"]], "arms": pooled_arms,
-                       "comparisons": pooled},
-            "question_scores": {s: scores[s] for s in seeds}}
+    pooled_arms = {
+        arm: {
+            key: sum(per_seed[s]["arms"][arm][key] for s in seeds) / len(seeds)
+            for key in ("avg_k_strict", "greedy_strict")
+            if all(key in per_seed[s]["arms"].get(arm, {}) for s in seeds)
+        }
+        for arm in ARMS
+    }
+    return {
+        "per_seed": per_seed,
+        "missing_seeds": missing,
+        "pooled": {
+            "seeds": seeds,
+            "paired_seeds": [s for s in seeds if per_seed[s]["paired"]],
+            "arms": pooled_arms,
+            "comparisons": pooled,
+        },
+        "question_scores": {s: scores[s] for s in seeds},
+    }
 
 
 def seed_mean(scores: dict[int, Any], seeds: list[int], arm: str) -> list[float]:
@@ -347,8 +417,10 @@ def diff_cells(d: dict[str, Any] | None, mean_of_seeds: float | None = None) -> 
     if "ci95" not in d:
         return f"{pct(d['difference'])} (unpaired: per-question files lost) | - | -"
     holm_p = f" (Holm {d['p_holm']:.3g})" if "p_holm" in d else ""
-    return (f"{pct(d['difference'])} [{pct(d['ci95'][0])}, {pct(d['ci95'][1])}] | {d['p_value']:.3g}{holm_p} | "
-            f"{pct(d['detectable_80'])}")
+    return (
+        f"{pct(d['difference'])} [{pct(d['ci95'][0])}, {pct(d['ci95'][1])}] | {d['p_value']:.3g}{holm_p} | "
+        f"{pct(d['detectable_80'])}"
+    )
 
 
 def cell(m: dict[str, Any], key: str) -> str:
@@ -360,15 +432,25 @@ def cell(m: dict[str, Any], key: str) -> str:
 
 
 def tables(result: dict[str, Any]) -> str:
-    out = ["| seed | arm | avg@k strict % [95% CI] | maj@k % | pass@k % | greedy strict % [95% CI] | pairs | DPO steps |",
-           "|---|---|---|---|---|---|---|---|"]
+    out = [
+        "| seed | arm | avg@k strict % [95% CI] | maj@k % | pass@k % | greedy strict % [95% CI] | pairs | DPO steps |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for seed, res in result["per_seed"].items():
         for arm, m in res["arms"].items():
-            out.append(f"| {seed} | {ARMS[arm]} | {cell(m, 'avg_k_strict')} | {cell(m, 'maj_k_strict')} | "
-                       f"{cell(m, 'pass_k_strict')} | {cell(m, 'greedy_strict')} | "
-                       f"{res['pairs'].get(arm) or '-'} | {res['dpo_steps'].get(arm) or '-'} |")
-    out += ["", ("| comparison (b - a) | seed | avg@k difference, points [95% CI] | p | detectable (80% power) | "
-                 "greedy flips w->r / r->w | McNemar p |"), "|---|---|---|---|---|---|---|"]
+            out.append(
+                f"| {seed} | {ARMS[arm]} | {cell(m, 'avg_k_strict')} | {cell(m, 'maj_k_strict')} | "
+                f"{cell(m, 'pass_k_strict')} | {cell(m, 'greedy_strict')} | "
+                f"{res['pairs'].get(arm) or '-'} | {res['dpo_steps'].get(arm) or '-'} |"
+            )
+    out += [
+        "",
+        (
+            "| comparison (b - a) | seed | avg@k difference, points [95% CI] | p | detectable (80% power) | "
+            "greedy flips w->r / r->w | McNemar p |"
+        ),
+        "|---|---|---|---|---|---|---|",
+    ]
     for a, b in COMPARISONS:
         key = f"{b} - {a}"
         for seed, res in result["per_seed"].items():
@@ -378,16 +460,23 @@ def tables(result: dict[str, Any]) -> str:
         c = result["pooled"]["comparisons"][key]
         g = c["greedy_per_question"]
         flips_cells = f"{g['better']} / {g['worse']} questions | {g['p_sign_test']:.3g}" if g else "- | -"
-        out.append(f"| **{ARMS[b]} - {ARMS[a]}** | **pooled** | {diff_cells(c['avg_k'], c['avg_k_mean_of_seeds'])} | "
-                   f"{flips_cells} |")
-    out += ["", "| seed | arms | consensus correct | AUROC majority (s_end) | AUROC s_wm | s_wm - majority [95% CI], p (DeLong) |",
-            "|---|---|---|---|---|---|"]
+        out.append(
+            f"| **{ARMS[b]} - {ARMS[a]}** | **pooled** | {diff_cells(c['avg_k'], c['avg_k_mean_of_seeds'])} | "
+            f"{flips_cells} |"
+        )
+    out += [
+        "",
+        "| seed | arms | consensus correct | AUROC majority (s_end) | AUROC s_wm | s_wm - majority [95% CI], p (DeLong) |",
+        "|---|---|---|---|---|---|",
+    ]
     for seed, res in result["per_seed"].items():
         for fam, v in (res["regime_w_auroc"] or {}).items():
             # absent in analyses made before it was added
             test = auroc_difference_cell(v.get("s_wm_minus_majority"), missing="-")
-            out.append(f"| {seed} | {fam} | {v['consensus_correct']} / {v['questions']} | {auc(v['auroc_majority'])} | "
-                       f"{auc(v['auroc_s_wm'])} | {test} |")
+            out.append(
+                f"| {seed} | {fam} | {v['consensus_correct']} / {v['questions']} | {auc(v['auroc_majority'])} | "
+                f"{auc(v['auroc_s_wm'])} | {test} |"
+            )
     return "\n".join(out)
 
 
@@ -399,13 +488,21 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=16, help="sampled answers per question (avg@k, the primary metric)")
     parser.add_argument("--dataset", default="gsm8k_test", help="the reporting split (scored once per arm)")
     parser.add_argument("--jobs", type=int, default=4, help="recipes of one seed run at once")
-    parser.add_argument("--gpus", default=os.environ.get("CUDA_VISIBLE_DEVICES", "0"),
-                        help="comma-separated GPU indices; seed i runs on gpus[i %% n] ('' on a machine without one)")
+    parser.add_argument(
+        "--gpus",
+        default=os.environ.get("CUDA_VISIBLE_DEVICES", "0"),
+        help="comma-separated GPU indices; seed i runs on gpus[i %% n] ('' on a machine without one)",
+    )
     parser.add_argument("--set", nargs="*", default=[], help="key=value overrides for every run (data paths, limits)")
     parser.add_argument("--analyze-only", action="store_true", help="read finished run folders; run nothing")
-    parser.add_argument("--from-analysis", nargs="*", default=[], metavar="FILE",
-                        help="earlier --out files: a seed they analysed with every arm's per-question scores is taken "
-                             "from them, not from --runs-dir (seeds run in different sessions, pooled as registered)")
+    parser.add_argument(
+        "--from-analysis",
+        nargs="*",
+        default=[],
+        metavar="FILE",
+        help="earlier --out files: a seed they analysed with every arm's per-question scores is taken "
+        "from them, not from --runs-dir (seeds run in different sessions, pooled as registered)",
+    )
     parser.add_argument("--out", default="regime_w_comparison.json")
     args = parser.parse_args()
     if args.k < 2:
@@ -433,9 +530,21 @@ def main() -> None:
         to_run = [s for s in args.seeds if s not in earlier_seeds(args.from_analysis, args.seeds)]
     except ValueError as err:
         parser.error(str(err))
-    walls = {} if args.analyze_only or not to_run else run_seeds(argparse.Namespace(**{**vars(args), "seeds": to_run}), base_name)
-    result = {"config": args.config, "set": args.set, "seeds": args.seeds, "k": args.k, "dataset": args.dataset,
-              "started": started, "seed_wall_s": walls, **analyze(args, base_name)}
+    walls = (
+        {}
+        if args.analyze_only or not to_run
+        else run_seeds(argparse.Namespace(**{**vars(args), "seeds": to_run}), base_name)
+    )
+    result = {
+        "config": args.config,
+        "set": args.set,
+        "seeds": args.seeds,
+        "k": args.k,
+        "dataset": args.dataset,
+        "started": started,
+        "seed_wall_s": walls,
+        **analyze(args, base_name),
+    }
     Path(args.out).write_text(json.dumps(result, indent=1))
     print(tables(result))
     print(f"\n{args.out}")

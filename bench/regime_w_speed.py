@@ -41,7 +41,9 @@ def main() -> None:
         body, gold = row["answer"].rsplit("####", 1)
         outs = []
         for arm in arms:
-            tail = {0: f"#### {gold.strip()}", 1: "#### 12345", 2: "I am not sure."}.get(rng.randrange(8), f"#### {gold.strip()}")
+            tail = {0: f"#### {gold.strip()}", 1: "#### 12345", 2: "I am not sure."}.get(
+                rng.randrange(8), f"#### {gold.strip()}"
+            )
             outs.append(ArmOutput(arm.name, arm.family, body + tail, num_tokens=rng.randint(80, 400)))
         questions.append((outs, gold.strip()))
     # The inputs are built up front; keep the collector from rescanning them (the stage itself scores one
@@ -52,8 +54,14 @@ def main() -> None:
     for outs, gold in questions:
         trajectory_rewards(outs, gold, cfg)
     seconds = time.perf_counter() - started
-    result = {"device": device_info(), "command": " ".join(sys.argv), "questions": args.questions, "arms": len(arms),
-              "seconds": seconds, "questions_per_s": args.questions / seconds}
+    result = {
+        "device": device_info(),
+        "command": " ".join(sys.argv),
+        "questions": args.questions,
+        "arms": len(arms),
+        "seconds": seconds,
+        "questions_per_s": args.questions / seconds,
+    }
     write_results(args.out, result)
 
 

@@ -43,7 +43,9 @@ def make_run(config, gsm8k: Path, pairs: int) -> None:
     run = RunDir.of(config)
     model = load_model(config.model)
     peft_model = get_peft_model(model, lora_config("baseline", config.sft.lora, model))
-    save_atomically(peft_model, load_tokenizer(config.model), run.lora_sft, {"config_hash": "bench", "base_model": "random 8B"})
+    save_atomically(
+        peft_model, load_tokenizer(config.model), run.lora_sft, {"config_hash": "bench", "base_model": "random 8B"}
+    )
     del model, peft_model
     gc.collect()
     torch.cuda.empty_cache() if torch.cuda.is_available() else None
@@ -51,11 +53,19 @@ def make_run(config, gsm8k: Path, pairs: int) -> None:
     others = rows[1:] + rows[:1]
     random.Random(0).shuffle(others)
     fmt = config.model.prompt_format
-    atomic_write_jsonl(run.preferences, [
-        {"prompt": question_prompt(r["question"], config.model.system_prompt, fmt),
-         "chosen": preference_completion(r["answer"], fmt), "rejected": preference_completion(o["answer"], fmt),
-         "better": r["answer"], "worse": o["answer"]}  # train-rl's DPO reads the two answers' text
-        for r, o in zip(rows, others)])
+    atomic_write_jsonl(
+        run.preferences,
+        [
+            {
+                "prompt": question_prompt(r["question"], config.model.system_prompt, fmt),
+                "chosen": preference_completion(r["answer"], fmt),
+                "rejected": preference_completion(o["answer"], fmt),
+                "better": r["answer"],
+                "worse": o["answer"],
+            }  # train-rl's DPO reads the two answers' text
+            for r, o in zip(rows, others)
+        ],
+    )
 
 
 def main() -> None:
@@ -71,15 +81,32 @@ def main() -> None:
     from looper.rl_training import train_rl
 
     dtype = "bfloat16" if torch.cuda.is_available() else "float32"
-    base = [f"runs_dir={args.runs_dir}", "name=rl-bench", "data.source=local", f"data.path={args.gsm8k}",
-            f"model.name_or_path={model_dir}", f"model.dtype={dtype}", "model.prompt_format=plain"]
+    base = [
+        f"runs_dir={args.runs_dir}",
+        "name=rl-bench",
+        "data.source=local",
+        f"data.path={args.gsm8k}",
+        f"model.name_or_path={model_dir}",
+        f"model.dtype={dtype}",
+        "model.prompt_format=plain",
+    ]
     make_run(load_config(None, base), args.gsm8k, pairs=args.batch * (args.steps + 1))
     results = {"device": device_info(), "command": " ".join(sys.argv), "layouts": {}}
     for layout in ("two_models", "adapter"):
-        config = load_config(None, base + [
-            f"rl.reference={layout}", f"rl.dpo.max_steps={args.steps}", f"rl.dpo.per_device_train_batch_size={args.batch}",
-            "rl.dpo.gradient_accumulation_steps=1", "rl.dpo.logging_steps=1", "rl.dpo.save_strategy='no'",
-            "rl.dpo.max_length=768", "rl.dpo.activation_checkpointing=true"])
+        config = load_config(
+            None,
+            base
+            + [
+                f"rl.reference={layout}",
+                f"rl.dpo.max_steps={args.steps}",
+                f"rl.dpo.per_device_train_batch_size={args.batch}",
+                "rl.dpo.gradient_accumulation_steps=1",
+                "rl.dpo.logging_steps=1",
+                "rl.dpo.save_strategy='no'",
+                "rl.dpo.max_length=768",
+                "rl.dpo.activation_checkpointing=true",
+            ],
+        )
         for leftover in ("checkpoints/lora_rl", "work/train-rl", "stages/train-rl.json", "logs/train-rl.jsonl"):
             path = config.run_dir / leftover
             shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)

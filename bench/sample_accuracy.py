@@ -26,11 +26,16 @@ def read(path: Path) -> list[dict]:
 
 def self_samples(rows: list[dict]) -> dict:
     samples = [s for r in rows for s in r["samples"]]
-    return {"questions": len(rows), "samples": len(samples),
-            "correct": round(sum(s["correct"] for s in samples) / len(samples), 4),
-            "truncated": round(sum(s["truncated"] for s in samples) / len(samples), 4),
-            "questions_with_a_correct_sample": round(sum(any(s["correct"] for s in r["samples"]) for r in rows) / len(rows), 4),
-            "samples_per_question": len(samples) // len(rows)}
+    return {
+        "questions": len(rows),
+        "samples": len(samples),
+        "correct": round(sum(s["correct"] for s in samples) / len(samples), 4),
+        "truncated": round(sum(s["truncated"] for s in samples) / len(samples), 4),
+        "questions_with_a_correct_sample": round(
+            sum(any(s["correct"] for s in r["samples"]) for r in rows) / len(rows), 4
+        ),
+        "samples_per_question": len(samples) // len(rows),
+    }
 
 
 def rollouts(rows: list[dict]) -> dict:
@@ -42,21 +47,34 @@ def rollouts(rows: list[dict]) -> dict:
         votes = Counter(t["answer"] for t in r["trajectories"] if t["answer"] is not None)
         if votes:
             top = max(votes.values())
-            answer = next(t["answer"] for t in r["trajectories"] if t["answer"] is not None and votes[t["answer"]] == top)
+            answer = next(
+                t["answer"] for t in r["trajectories"] if t["answer"] is not None and votes[t["answer"]] == top
+            )
             majority_right += any(t["answer"] == answer and t["correct"] == 1.0 for t in r["trajectories"])
-    arms = {arm: {"correct": round(sum(t["correct"] == 1.0 for t in ts) / len(ts), 4),
-                  "truncated": round(sum(t["truncated"] for t in ts) / len(ts), 4),
-                  "mean_tokens": round(sum(t["num_tokens"] for t in ts) / len(ts), 1)} for arm, ts in per_arm.items()}
+    arms = {
+        arm: {
+            "correct": round(sum(t["correct"] == 1.0 for t in ts) / len(ts), 4),
+            "truncated": round(sum(t["truncated"] for t in ts) / len(ts), 4),
+            "mean_tokens": round(sum(t["num_tokens"] for t in ts) / len(ts), 1),
+        }
+        for arm, ts in per_arm.items()
+    }
     every = [t for ts in per_arm.values() for t in ts]
-    return {"questions": len(rows), "trajectories": len(every), "arms": arms,
-            "correct": round(sum(t["correct"] == 1.0 for t in every) / len(every), 4),
-            "pass_at_arms": round(sum(any(t["correct"] == 1.0 for t in r["trajectories"]) for r in rows) / len(rows), 4),
-            "majority_of_arms_correct": round(majority_right / len(rows), 4)}
+    return {
+        "questions": len(rows),
+        "trajectories": len(every),
+        "arms": arms,
+        "correct": round(sum(t["correct"] == 1.0 for t in every) / len(every), 4),
+        "pass_at_arms": round(sum(any(t["correct"] == 1.0 for t in r["trajectories"]) for r in rows) / len(rows), 4),
+        "majority_of_arms_correct": round(majority_right / len(rows), 4),
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("folder", type=Path, help="holds sft_self_samples_slim.jsonl.gz and / or rl_rollouts_slim.jsonl.gz")
+    parser.add_argument(
+        "folder", type=Path, help="holds sft_self_samples_slim.jsonl.gz and / or rl_rollouts_slim.jsonl.gz"
+    )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     summary = {}

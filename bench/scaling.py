@@ -39,33 +39,68 @@ from sft_throughput import throughput
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = "configs/r1-distill-llama-8b.yaml"
-SFT_FAST = ["sft.data=gold", "sft.trainer.per_device_train_batch_size=1", "sft.trainer.gradient_accumulation_steps=1",
-            "sft.trainer.max_length=8192", "sft.trainer.use_liger_kernel=false", "sft.trainer.logging_steps=1",
-            "sft.trainer.save_strategy='no'", "sft.trainer.learning_rate=1e-5"]
+SFT_FAST = [
+    "sft.data=gold",
+    "sft.trainer.per_device_train_batch_size=1",
+    "sft.trainer.gradient_accumulation_steps=1",
+    "sft.trainer.max_length=8192",
+    "sft.trainer.use_liger_kernel=false",
+    "sft.trainer.logging_steps=1",
+    "sft.trainer.save_strategy='no'",
+    "sft.trainer.learning_rate=1e-5",
+]
 FULL = ["sft.method=full", "sft.trainer.max_length=4096"]  # + sft.trainer.max_steps=--full-steps
 
 
-def looper(stage: str, overrides: list[str], gpus: int, accelerate_config: str = "ddp", log: Path | None = None) -> dict[str, Any]:
+def looper(
+    stage: str, overrides: list[str], gpus: int, accelerate_config: str = "ddp", log: Path | None = None
+) -> dict[str, Any]:
     """Run one looper stage on ``gpus`` GPUs as a user would; wall time and exit status."""
     if gpus == 1:
         cmd = [sys.executable, "-m", "looper.cli", stage, CONFIG, *overrides]
         env = {**os.environ, "CUDA_VISIBLE_DEVICES": "0"}
     else:
-        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", f"configs/accelerate/{accelerate_config}.yaml",
-               "--num_processes", str(gpus), "-m", "looper.cli", stage, CONFIG, *overrides]
+        cmd = [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--config_file",
+            f"configs/accelerate/{accelerate_config}.yaml",
+            "--num_processes",
+            str(gpus),
+            "-m",
+            "looper.cli",
+            stage,
+            CONFIG,
+            *overrides,
+        ]
         env = dict(os.environ)
     started = time.perf_counter()
     with open(log or os.devnull, "a") as out:
         out.write(f"\n$ {' '.join(cmd)}\n")
         out.flush()
-        rc = subprocess.run(cmd, cwd=REPO, env={**env, "PYTHONUNBUFFERED": "1"}, stdout=out, stderr=subprocess.STDOUT).returncode
-    row = {"command": " ".join(cmd[1:] if gpus == 1 else ["accelerate", "launch", *cmd[3:]]), "gpus": gpus,
-           "wall_s": round(time.perf_counter() - started, 1), "rc": rc}
+        rc = subprocess.run(
+            cmd, cwd=REPO, env={**env, "PYTHONUNBUFFERED": "1"}, stdout=out, stderr=subprocess.STDOUT
+        ).returncode
+    row = {
+        "command": " ".join(cmd[1:] if gpus == 1 else ["accelerate", "launch", *cmd[3:]]),
+        "gpus": gpus,
+        "wall_s": round(time.perf_counter() - started, 1),
+        "rc": rc,
+    }
     print(f"== {stage} on {gpus} GPU(s): rc {rc}, {row['wall_s']} s", flush=True)
     return row
 
 
-MARKER_KEYS = ("processes", "distributed", "peak_gpu_memory_gib", "generated_tokens", "generation_s", "tokens_per_s", "steps")
+MARKER_KEYS = (
+    "processes",
+    "distributed",
+    "peak_gpu_memory_gib",
+    "generated_tokens",
+    "generation_s",
+    "tokens_per_s",
+    "steps",
+)
 
 
 def marker(run_dir: Path, stage: str) -> dict[str, Any]:
@@ -80,11 +115,19 @@ def same_rollouts(a: Path, b: Path) -> dict[str, Any]:
     pairs = [(s, t) for r, q in zip(one, two) for s, t in zip(r["trajectories"], q["trajectories"])]
     same_keys = all((s["arm"], s["sample"], s["seed"]) == (t["arm"], t["sample"], t["seed"]) for s, t in pairs)
     same_text = sum(s["text"] == t["text"] for s, t in pairs)
-    first_diff = [next((i for i, (x, y) in enumerate(zip(s["text"], t["text"])) if x != y), min(len(s["text"]), len(t["text"])))
-                  for s, t in pairs if s["text"] != t["text"]]
-    return {"records": [len(one), len(two)], "same_order": same_order, "same_arms_and_seeds": same_keys,
-            "trajectories": len(pairs), "identical_texts": same_text,
-            "median_first_difference_char": sorted(first_diff)[len(first_diff) // 2] if first_diff else None}
+    first_diff = [
+        next((i for i, (x, y) in enumerate(zip(s["text"], t["text"])) if x != y), min(len(s["text"]), len(t["text"])))
+        for s, t in pairs
+        if s["text"] != t["text"]
+    ]
+    return {
+        "records": [len(one), len(two)],
+        "same_order": same_order,
+        "same_arms_and_seeds": same_keys,
+        "trajectories": len(pairs),
+        "identical_texts": same_text,
+        "median_first_difference_char": sorted(first_diff)[len(first_diff) // 2] if first_diff else None,
+    }
 
 
 def main() -> None:
@@ -103,11 +146,27 @@ def main() -> None:
     runs = Path(args.runs_dir)
     log = runs / "scaling.log"
     runs.mkdir(parents=True, exist_ok=True)
-    base = [f"runs_dir={runs}", "data.source=local", f"data.path={args.gsm8k}", "data.platinum.source=none", f"model.name_or_path={model_dir}",
-            f"sft.trainer.max_steps={args.sft_steps}", *SFT_FAST, f"rollouts.num_questions={args.questions}",
-            f"rollouts.max_new_tokens={args.new_tokens}", "rollouts.batch_size=512", "preferences.min_margin=0.0",
-            "rl.dpo.max_steps=6", "rl.dpo.logging_steps=1", "rl.dpo.save_strategy='no'", "eval.models=[sft,rl]",
-            "eval.datasets=[gsm8k_test]", "eval.limit=256", "eval.max_new_tokens=128", "eval.batch_size=256"]
+    base = [
+        f"runs_dir={runs}",
+        "data.source=local",
+        f"data.path={args.gsm8k}",
+        "data.platinum.source=none",
+        f"model.name_or_path={model_dir}",
+        f"sft.trainer.max_steps={args.sft_steps}",
+        *SFT_FAST,
+        f"rollouts.num_questions={args.questions}",
+        f"rollouts.max_new_tokens={args.new_tokens}",
+        "rollouts.batch_size=512",
+        "preferences.min_margin=0.0",
+        "rl.dpo.max_steps=6",
+        "rl.dpo.logging_steps=1",
+        "rl.dpo.save_strategy='no'",
+        "eval.models=[sft,rl]",
+        "eval.datasets=[gsm8k_test]",
+        "eval.limit=256",
+        "eval.max_new_tokens=128",
+        "eval.batch_size=256",
+    ]
     if args.shape == "tiny":
         base += ["model.dtype=float32", "model.attn_implementation=eager"]
     results: dict[str, Any] = {"device": device_info(), "command": " ".join(sys.argv), "parts": {}}
@@ -137,12 +196,16 @@ def main() -> None:
     if "rollouts" in parts:
         src = runs / "sft-1gpu"
         if not (src / "checkpoints" / "lora_sft").is_dir():
-            raise SystemExit(f"the rollouts part uses the sft part's adapter: {src} has none (run --parts sft,rollouts)")
+            raise SystemExit(
+                f"the rollouts part uses the sft part's adapter: {src} has none (run --parts sft,rollouts)"
+            )
         rows = {}
         for name, gpus in (("rollouts-1gpu", 1), ("rollouts-2proc", 2)):
             shutil.rmtree(runs / name, ignore_errors=True)
             shutil.copytree(src, runs / name)  # same data, same SFT adapter
-            rows[name] = looper("collect-rollouts", [f"name={name}", *base], gpus, log=log) | marker(runs / name, "collect-rollouts")
+            rows[name] = looper("collect-rollouts", [f"name={name}", *base], gpus, log=log) | marker(
+                runs / name, "collect-rollouts"
+            )
         row = {"1gpu": rows["rollouts-1gpu"], "2proc": rows["rollouts-2proc"]}
         if all(r["rc"] == 0 for r in rows.values()):
             row["speedup"] = round(row["2proc"]["tokens_per_s"] / row["1gpu"]["tokens_per_s"], 3)
@@ -161,7 +224,10 @@ def main() -> None:
         row["adapter"] = sorted(p.name for p in (runs / name / "checkpoints" / "lora_rl").glob("*"))
         record("dpo_ddp", row)
     if "zero3" in parts:
-        record("full_sft_zero3", sft_part("full-zero3", 2, [*full, "sft.trainer.activation_checkpointing=true"], "deepspeed_zero3"))
+        record(
+            "full_sft_zero3",
+            sft_part("full-zero3", 2, [*full, "sft.trainer.activation_checkpointing=true"], "deepspeed_zero3"),
+        )
     if "full1" in parts:
         record("full_sft_1gpu", sft_part("full-1gpu", 1, [*full, "sft.trainer.activation_checkpointing=true"]))
     write_results(args.out, results)

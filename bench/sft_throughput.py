@@ -33,24 +33,65 @@ from looper.config import load_config
 
 
 def recipes(pack: int) -> dict[str, list[str]]:
-    common = ["sft.lora_preset=baseline", "model.dtype=bfloat16", "sft.trainer.logging_steps=1",
-              "sft.trainer.save_strategy='no'", "sft.trainer.learning_rate=1e-5", "sft.trainer.gradient_accumulation_steps=1",
-              "sft.trainer.report_to=none"]
+    common = [
+        "sft.lora_preset=baseline",
+        "model.dtype=bfloat16",
+        "sft.trainer.logging_steps=1",
+        "sft.trainer.save_strategy='no'",
+        "sft.trainer.learning_rate=1e-5",
+        "sft.trainer.gradient_accumulation_steps=1",
+        "sft.trainer.report_to=none",
+    ]
     return {
-        "plan": common + ["model.quantization=8bit", "sft.trainer.per_device_train_batch_size=1", "sft.trainer.max_length=256",
-                          "sft.trainer.packing=false", "sft.trainer.activation_checkpointing=true"],
-        "fast": common + ["model.quantization=none", "sft.trainer.per_device_train_batch_size=1", f"sft.trainer.max_length={pack}",
-                          "sft.trainer.packing=true", "sft.trainer.packing_strategy=bfd", "sft.trainer.padding_free=true",
-                          "sft.trainer.activation_checkpointing=false"],
-        "fast-liger": common + ["model.quantization=none", "sft.trainer.per_device_train_batch_size=1", f"sft.trainer.max_length={pack}",
-                                "sft.trainer.packing=true", "sft.trainer.packing_strategy=bfd", "sft.trainer.padding_free=true",
-                                "sft.trainer.activation_checkpointing=false", "sft.trainer.use_liger_kernel=true"],
-        "fast-gc": common + ["model.quantization=none", "sft.trainer.per_device_train_batch_size=1", f"sft.trainer.max_length={2 * pack}",
-                             "sft.trainer.packing=true", "sft.trainer.packing_strategy=bfd", "sft.trainer.padding_free=true",
-                             "sft.trainer.activation_checkpointing=true"],
-        "fast-4bit": common + ["model.quantization=4bit", "sft.trainer.per_device_train_batch_size=1", "sft.trainer.max_length=2048",
-                               "sft.trainer.packing=true", "sft.trainer.packing_strategy=bfd", "sft.trainer.padding_free=true",
-                               "sft.trainer.activation_checkpointing=true"],
+        "plan": common
+        + [
+            "model.quantization=8bit",
+            "sft.trainer.per_device_train_batch_size=1",
+            "sft.trainer.max_length=256",
+            "sft.trainer.packing=false",
+            "sft.trainer.activation_checkpointing=true",
+        ],
+        "fast": common
+        + [
+            "model.quantization=none",
+            "sft.trainer.per_device_train_batch_size=1",
+            f"sft.trainer.max_length={pack}",
+            "sft.trainer.packing=true",
+            "sft.trainer.packing_strategy=bfd",
+            "sft.trainer.padding_free=true",
+            "sft.trainer.activation_checkpointing=false",
+        ],
+        "fast-liger": common
+        + [
+            "model.quantization=none",
+            "sft.trainer.per_device_train_batch_size=1",
+            f"sft.trainer.max_length={pack}",
+            "sft.trainer.packing=true",
+            "sft.trainer.packing_strategy=bfd",
+            "sft.trainer.padding_free=true",
+            "sft.trainer.activation_checkpointing=false",
+            "sft.trainer.use_liger_kernel=true",
+        ],
+        "fast-gc": common
+        + [
+            "model.quantization=none",
+            "sft.trainer.per_device_train_batch_size=1",
+            f"sft.trainer.max_length={2 * pack}",
+            "sft.trainer.packing=true",
+            "sft.trainer.packing_strategy=bfd",
+            "sft.trainer.padding_free=true",
+            "sft.trainer.activation_checkpointing=true",
+        ],
+        "fast-4bit": common
+        + [
+            "model.quantization=4bit",
+            "sft.trainer.per_device_train_batch_size=1",
+            "sft.trainer.max_length=2048",
+            "sft.trainer.packing=true",
+            "sft.trainer.packing_strategy=bfd",
+            "sft.trainer.padding_free=true",
+            "sft.trainer.activation_checkpointing=true",
+        ],
     }
 
 
@@ -63,9 +104,13 @@ def throughput(log_path: Path, warmup: int) -> dict[str, float]:
     tokens = timed[-1]["num_tokens"] - timed[0]["num_tokens"]
     seconds = timed[-1]["time"] - timed[0]["time"]
     per_step = sorted((b["num_tokens"] - a["num_tokens"]) / (b["time"] - a["time"]) for a, b in zip(timed, timed[1:]))
-    return {"tokens_per_s": tokens / seconds, "median_step_tokens_per_s": per_step[len(per_step) // 2],
-            "timed_steps": len(timed) - 1, "tokens_per_step": tokens / (len(timed) - 1),
-            "mean_loss": sum(r["loss"] for r in timed) / len(timed)}
+    return {
+        "tokens_per_s": tokens / seconds,
+        "median_step_tokens_per_s": per_step[len(per_step) // 2],
+        "timed_steps": len(timed) - 1,
+        "tokens_per_step": tokens / (len(timed) - 1),
+        "mean_loss": sum(r["loss"] for r in timed) / len(timed),
+    }
 
 
 def main() -> None:
@@ -84,9 +129,16 @@ def main() -> None:
     results = {"device": device_info(), "command": " ".join(sys.argv), "recipes": {}}
     flops_per_token = 4 * (PARAMS_8B if args.shape == "8b" else 1)
     for name in args.recipes.split(","):
-        overrides = [f"name=sft-{name}", f"runs_dir={args.runs_dir}", "data.source=local", f"data.path={args.gsm8k}",
-                     f"model.name_or_path={model_dir}", "model.prompt_format=plain", f"sft.trainer.max_steps={args.steps}",
-                     *recipes(args.pack)[name]]
+        overrides = [
+            f"name=sft-{name}",
+            f"runs_dir={args.runs_dir}",
+            "data.source=local",
+            f"data.path={args.gsm8k}",
+            f"model.name_or_path={model_dir}",
+            "model.prompt_format=plain",
+            f"sft.trainer.max_steps={args.steps}",
+            *recipes(args.pack)[name],
+        ]
         if args.shape == "tiny":
             overrides = [o for o in overrides if "quantization" not in o and "liger" not in o] + ["model.dtype=float32"]
         config = load_config(None, overrides)

@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None, root: Path = REPO) -> int:
             body = render(m["command"], where)
             if body != m["body"]:
                 stale.append(where)
-            out += [text[last:m.start("body")], body]
+            out += [text[last : m.start("body")], body]
             last = m.end("body")
         new = "".join(out) + text[last:]
         if new != text and not args.check:

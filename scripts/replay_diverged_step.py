@@ -39,8 +39,13 @@ def build_trainer(config: Any, stage: str, round_: int) -> Any:
 
     model = load_model(config.model)
     peft = lora_config(config.sft.lora_preset, config.sft.lora, model) if config.sft.method == "lora" else None
-    return SFTTrainer(model=model, args=make_trl_config("sft", config, run.work_dir("sft")), peft_config=peft,
-                      train_dataset=build_dataset(config, run), processing_class=load_tokenizer(config.model))
+    return SFTTrainer(
+        model=model,
+        args=make_trl_config("sft", config, run.work_dir("sft")),
+        peft_config=peft,
+        train_dataset=build_dataset(config, run),
+        processing_class=load_tokenizer(config.model),
+    )
 
 
 def first_non_finite_module(model: torch.nn.Module) -> tuple[list[str], Any]:
@@ -52,6 +57,7 @@ def first_non_finite_module(model: torch.nn.Module) -> tuple[list[str], Any]:
             out = output[0] if isinstance(output, (tuple, list)) else getattr(output, "logits", output)
             if isinstance(out, torch.Tensor) and out.is_floating_point() and not torch.isfinite(out).all():
                 seen.append(f"{name} ({type(module).__name__}, {int((~torch.isfinite(out)).sum())} non-finite values)")
+
         return check
 
     handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules() if n]
@@ -65,9 +71,12 @@ def main() -> None:
     parser.add_argument("--dump", required=True, help="the diverged_step<N>.pt file")
     parser.add_argument("--stage", choices=["train-rl", "sft"], default="train-rl")
     parser.add_argument("--round", type=int, default=1, help="train-rl round the dump comes from")
-    parser.add_argument("--cudnn-attention", action="store_true",
-                        help="let sdpa use PyTorch's cuDNN backend, as looper did before avoid_cudnn_attention (to see "
-                             "the NaN it made); by default the replay trains as looper's stages do, without it")
+    parser.add_argument(
+        "--cudnn-attention",
+        action="store_true",
+        help="let sdpa use PyTorch's cuDNN backend, as looper did before avoid_cudnn_attention (to see "
+        "the NaN it made); by default the replay trains as looper's stages do, without it",
+    )
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
     from looper.config import load_config
@@ -79,19 +88,25 @@ def main() -> None:
     avoid_cudnn_attention()
     if args.cudnn_attention:
         torch.backends.cuda.enable_cudnn_sdp(True)
-    print(f"sdpa backends: cudnn {torch.backends.cuda.cudnn_sdp_enabled()}, flash {torch.backends.cuda.flash_sdp_enabled()}, "
-          f"memory-efficient {torch.backends.cuda.mem_efficient_sdp_enabled()}")
+    print(
+        f"sdpa backends: cudnn {torch.backends.cuda.cudnn_sdp_enabled()}, flash {torch.backends.cuda.flash_sdp_enabled()}, "
+        f"memory-efficient {torch.backends.cuda.mem_efficient_sdp_enabled()}"
+    )
     model = trainer.model
     result = model.load_state_dict(dump["trainable"], strict=False)
     if result.unexpected_keys:
-        raise SystemExit(f"{args.dump}: weights {result.unexpected_keys[:3]} are not in this trainer's model: "
-                         "replay with the config and overrides the run was made with")
+        raise SystemExit(
+            f"{args.dump}: weights {result.unexpected_keys[:3]} are not in this trainer's model: "
+            "replay with the config and overrides the run was made with"
+        )
     model.train()
     if not hasattr(trainer, "current_gradient_accumulation_steps"):  # set by the training loop, read by some losses
         trainer.current_gradient_accumulation_steps = trainer.args.gradient_accumulation_steps
     device = next(model.parameters()).device
-    print(f"step {dump['step']}: {len(dump['micro_batches'])} micro-batch(es), {len(dump['trainable'])} trainable tensors "
-          f"loaded, on {device}")
+    print(
+        f"step {dump['step']}: {len(dump['micro_batches'])} micro-batch(es), {len(dump['trainable'])} trainable tensors "
+        f"loaded, on {device}"
+    )
     reproduced = False
     for i, micro in enumerate(dump["micro_batches"], 1):
         inputs, kwargs = (map_tensors(micro[k], lambda t: t.to(device)) for k in ("inputs", "kwargs"))
@@ -99,7 +114,9 @@ def main() -> None:
         print(f"\nmicro-batch {i}: {shapes}")
         if "advantages" in inputs:
             adv = inputs["advantages"].float()
-            print(f"  advantages: min {adv.min():.4g} max {adv.max():.4g}, {int((adv == 0).sum())} of {adv.numel()} zero")
+            print(
+                f"  advantages: min {adv.min():.4g} max {adv.max():.4g}, {int((adv == 0).sum())} of {adv.numel()} zero"
+            )
         if "completion_mask" in inputs:
             lengths = inputs["completion_mask"].sum(-1)
             print(f"  completion tokens per row: min {int(lengths.min())} max {int(lengths.max())}")
@@ -111,7 +128,10 @@ def main() -> None:
                 loss = loss[0] if isinstance(loss, tuple) else loss
                 print(f"  loss {loss.item():.6g}" + ("" if torch.isfinite(loss) else "  <- not finite"))
                 if seen:
-                    print(f"  first non-finite module output: {seen[0]}" + (f" (then {len(seen) - 1} more)" if len(seen) > 1 else ""))
+                    print(
+                        f"  first non-finite module output: {seen[0]}"
+                        + (f" (then {len(seen) - 1} more)" if len(seen) > 1 else "")
+                    )
                 loss.backward()
         except torch.OutOfMemoryError as err:  # anomaly detection's copies (or eager attention) did not fit: no verdict
             print(f"  out of memory, no verdict: {str(err).splitlines()[0][:120]}")
@@ -129,7 +149,9 @@ def main() -> None:
         if bad:  # NaN (an undefined operation) and inf (an overflow) point at different causes
             nan = sum(int(torch.isnan(grads[n]).sum()) for n in bad)
             inf = sum(int(torch.isinf(grads[n]).sum()) for n in bad)
-            print(f"  non-finite values: {nan} NaN, {inf} inf; layers: {sorted({n.split('.layers.')[1].split('.')[0] for n in bad if '.layers.' in n}, key=int)}")
+            print(
+                f"  non-finite values: {nan} NaN, {inf} inf; layers: {sorted({n.split('.layers.')[1].split('.')[0] for n in bad if '.layers.' in n}, key=int)}"
+            )
         finite = [g[torch.isfinite(g)].abs().max() for g in grads.values() if torch.isfinite(g).any()]
         if finite:
             print(f"  largest finite |gradient|: {float(torch.stack(finite).max()):.4g}")

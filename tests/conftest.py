@@ -35,10 +35,19 @@ def tiny_llama(tokenizer_dir: Path, out: Path, seed: int = 0) -> Path:
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
+    )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)
     stops_sometimes(model, tokenizer)
@@ -72,14 +81,20 @@ def r1_tokenizer_dir(tmp_path_factory, real_tokenizer_dir) -> Path:
 
     settings = json.loads(R1_FIXTURE.read_text())
     tokenizer = AutoTokenizer.from_pretrained(real_tokenizer_dir)
-    tokenizer.add_special_tokens({"bos_token": settings["bos_token"], "eos_token": settings["eos_token"],
-                                  "pad_token": settings["pad_token"],
-                                  "additional_special_tokens": ["<｜User｜>", "<｜Assistant｜>"]})
+    tokenizer.add_special_tokens(
+        {
+            "bos_token": settings["bos_token"],
+            "eos_token": settings["eos_token"],
+            "pad_token": settings["pad_token"],
+            "additional_special_tokens": ["<｜User｜>", "<｜Assistant｜>"],
+        }
+    )
     tokenizer.add_tokens(["<think>", "</think>"])  # added, not special, as in the R1 distills' vocabulary
     tokenizer.chat_template = settings["chat_template"]
     bos = tokenizer.bos_token
     tokenizer.backend_tokenizer.post_processor = processors.TemplateProcessing(
-        single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, tokenizer.bos_token_id)])
+        single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, tokenizer.bos_token_id)]
+    )
     out = tmp_path_factory.mktemp("r1-tokenizer")
     tokenizer.save_pretrained(out)
     return out
@@ -118,14 +133,25 @@ def qwen_tiny_model_dir(tmp_path_factory, qwen_tokenizer_dir) -> Path:
     from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
 
     tokenizer = AutoTokenizer.from_pretrained(qwen_tokenizer_dir)
-    config = Qwen2Config(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True)
+    config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
+    )
     torch.manual_seed(0)
     model = Qwen2ForCausalLM(config)
     stops_sometimes(model, tokenizer)
-    model.generation_config.eos_token_id = [t for t in model.generation_config.eos_token_id if t != 151645]  # no <|im_end|>
+    model.generation_config.eos_token_id = [
+        t for t in model.generation_config.eos_token_id if t != 151645
+    ]  # no <|im_end|>
     out = tmp_path_factory.mktemp("qwen-tiny")
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
@@ -135,8 +161,10 @@ def qwen_tiny_model_dir(tmp_path_factory, qwen_tokenizer_dir) -> Path:
 def write_gsm8k(folder: Path, n: int) -> Path:
     """A local GSM8K copy (train.jsonl and test.jsonl, the same ``n`` one-step problems) for data.source=local."""
     folder.mkdir(parents=True, exist_ok=True)
-    rows = [{"question": f"Tom has {i} apples and buys 2 more. How many?", "answer": f"{i} + 2 = {i + 2}\n#### {i + 2}"}
-            for i in range(n)]
+    rows = [
+        {"question": f"Tom has {i} apples and buys 2 more. How many?", "answer": f"{i} + 2 = {i + 2}\n#### {i + 2}"}
+        for i in range(n)
+    ]
     for split in ("train", "test"):
         (folder / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return folder
@@ -150,9 +178,13 @@ def write_config(path: Path, text: str) -> Path:
 def run_looper(*args: str, cwd: Path, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run the real CLI in a subprocess, as a user would."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    proc = subprocess.run([sys.executable, "-m", "looper.cli", *args], cwd=cwd, capture_output=True, text=True, env=full_env)
+    proc = subprocess.run(
+        [sys.executable, "-m", "looper.cli", *args], cwd=cwd, capture_output=True, text=True, env=full_env
+    )
     if check and proc.returncode != 0:
-        raise AssertionError(f"looper {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+        raise AssertionError(
+            f"looper {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+        )
     return proc
 
 

@@ -108,8 +108,12 @@ CORRECT_TABLE = [
 
 # R1's generation prompt ends inside a thought ("<｜Assistant｜><think>\n"): (completion, gold, correct, why)
 THOUGHT_OPEN_TABLE = [
-    ("Okay, 48 in April, 24 in May, so the answer is 72. Wait, let me re-check the", "72", False,
-     "cut off mid-thought: no answer, whatever numbers the thought holds"),
+    (
+        "Okay, 48 in April, 24 in May, so the answer is 72. Wait, let me re-check the",
+        "72",
+        False,
+        "cut off mid-thought: no answer, whatever numbers the thought holds",
+    ),
     ("48 + 24 = 72 #### 72", "72", False, "an answer-shaped line inside an unfinished thought is still thought"),
     ("48 + 24 = 72\n</think>\n\n#### 72", "72", True, "a finished thought, then the answer"),
     ("so maybe \\boxed{70}\n</think>\n\nThe answer is \\boxed{72}", "72", True, "only what follows </think> counts"),

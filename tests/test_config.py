@@ -46,8 +46,12 @@ def test_reasoning_model_configs_leave_room_to_think(name):
     prompt plus such an answer, answers are read in flexible mode (\\boxed), and looper's own configs train SFT on the
     model's own reasoning (the plan's keeps its gold data, by name)."""
     config = load_config(Path(__file__).resolve().parents[1] / "configs" / f"{name}.yaml")
-    limits = [config.rollouts.max_new_tokens, config.eval.max_new_tokens, config.rl.grpo["max_completion_length"],
-              config.rl.rloo["max_completion_length"]]
+    limits = [
+        config.rollouts.max_new_tokens,
+        config.eval.max_new_tokens,
+        config.rl.grpo["max_completion_length"],
+        config.rl.rloo["max_completion_length"],
+    ]
     assert min(limits) >= 2048 and config.rl.dpo["max_length"] >= config.rollouts.max_new_tokens + 256
     assert config.regime_w.answer_mode == "flexible"
     assert config.model.prompt_format == ("chat" if name.endswith("plan") else "chat_user")
@@ -66,12 +70,15 @@ def test_overrides_apply_with_yaml_types():
     assert load_config(CONFIGS[0], ["sft.trainer.learning_rate=1e-4"]).sft.trainer["learning_rate"] == 1e-4
 
 
-@pytest.mark.parametrize("overrides,message", [
-    (["sft.lora_presett=baseline"], "unknown key 'lora_presett'"),
-    (["model.quantization=3bit"], "'3bit' is not one of"),
-    (["rollouts.batch_size=big"], "rollouts.batch_size: expected int"),
-    (["nokey"], "must look like section.key=value"),
-])
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (["sft.lora_presett=baseline"], "unknown key 'lora_presett'"),
+        (["model.quantization=3bit"], "'3bit' is not one of"),
+        (["rollouts.batch_size=big"], "rollouts.batch_size: expected int"),
+        (["nokey"], "must look like section.key=value"),
+    ],
+)
 def test_bad_overrides_are_errors(overrides, message):
     with pytest.raises(ConfigError, match=message):
         load_config(CONFIGS[0], overrides)
@@ -89,10 +96,18 @@ def test_a_config_note_says_which_result_fields_the_command_line_changed():
     """A config's note describes the config as written: a run that changes what it makes says so under the note;
     names, folders and speed or logging settings do not."""
     note = load_config("configs/demo.yaml").note
-    assert load_config("configs/demo.yaml", ["name=x", "runs_dir=/tmp", "eval.batch_size=2",
-                                             "sft.trainer.logging_steps=3"]).note == note
-    changed = load_config("configs/demo.yaml", ["sft.trainer.max_steps=60", "data.source=local", "eval.batch_size=2"]).note
-    assert changed == f"{note} [Written for the config as it stands; this run changes sft.trainer.max_steps, data.source.]"
+    assert (
+        load_config(
+            "configs/demo.yaml", ["name=x", "runs_dir=/tmp", "eval.batch_size=2", "sft.trainer.logging_steps=3"]
+        ).note
+        == note
+    )
+    changed = load_config(
+        "configs/demo.yaml", ["sft.trainer.max_steps=60", "data.source=local", "eval.batch_size=2"]
+    ).note
+    assert (
+        changed == f"{note} [Written for the config as it stands; this run changes sft.trainer.max_steps, data.source.]"
+    )
     assert load_config("configs/demo.yaml", ["seed=1", "note=mine"]).note == "mine"
     assert load_config(None, ["seed=1"]).note is None
 
@@ -107,26 +122,79 @@ def test_every_field_is_classed_as_result_changing_or_not():
     from looper.config import RunConfig, is_result_field
 
     fields = _leaf_fields_resolved(RunConfig)
-    assert sorted(f for f in fields if not is_result_field(f)) == ["eval.batch_size", "eval.vllm", "rollouts.batch_size",
-                                                                   "rollouts.vllm"]
-    assert {"rollouts.max_new_tokens", "rollouts.engine", "eval.engine", "eval.protocol", "eval.samples", "seed",
-            "model.name_or_path", "sft.trainer", "rl.dpo"} <= {f for f in fields if is_result_field(f)}
+    assert sorted(f for f in fields if not is_result_field(f)) == [
+        "eval.batch_size",
+        "eval.vllm",
+        "rollouts.batch_size",
+        "rollouts.vllm",
+    ]
+    assert {
+        "rollouts.max_new_tokens",
+        "rollouts.engine",
+        "eval.engine",
+        "eval.protocol",
+        "eval.samples",
+        "seed",
+        "model.name_or_path",
+        "sft.trainer",
+        "rl.dpo",
+    } <= {f for f in fields if is_result_field(f)}
     # inside the TRL sections, keys that only log, save or size memory are not result-changing; the rest are
     from looper.config import TRAINER_NOT_RESULT_KEYS
 
-    assert sorted(TRAINER_NOT_RESULT_KEYS) == sorted([
-        "logging_steps", "logging_first_step", "logging_strategy", "logging_dir", "logging_nan_inf_filter", "report_to",
-        "run_name", "project", "trackio_space_id", "disable_tqdm", "log_level", "log_completions",
-        "num_completions_to_print", "save_steps", "save_strategy", "save_total_limit", "save_only_model",
-        "dataloader_num_workers", "dataloader_pin_memory", "dataloader_persistent_workers", "dataloader_prefetch_factor",
-        # memory only: what a user lowers after running out of memory, and resumes
-        "activation_checkpointing", "gradient_checkpointing", "vllm_gpu_memory_utilization", "per_device_eval_batch_size"])
+    assert sorted(TRAINER_NOT_RESULT_KEYS) == sorted(
+        [
+            "logging_steps",
+            "logging_first_step",
+            "logging_strategy",
+            "logging_dir",
+            "logging_nan_inf_filter",
+            "report_to",
+            "run_name",
+            "project",
+            "trackio_space_id",
+            "disable_tqdm",
+            "log_level",
+            "log_completions",
+            "num_completions_to_print",
+            "save_steps",
+            "save_strategy",
+            "save_total_limit",
+            "save_only_model",
+            "dataloader_num_workers",
+            "dataloader_pin_memory",
+            "dataloader_persistent_workers",
+            "dataloader_prefetch_factor",
+            # memory only: what a user lowers after running out of memory, and resumes
+            "activation_checkpointing",
+            "gradient_checkpointing",
+            "vllm_gpu_memory_utilization",
+            "per_device_eval_batch_size",
+        ]
+    )
     for section in ("sft.trainer", "rl.dpo", "rl.rft", "rl.grpo", "rl.rloo"):
-        for key in ("logging_steps", "report_to", "save_steps", "save_total_limit", "dataloader_num_workers",
-                    "activation_checkpointing", "gradient_checkpointing", "per_device_eval_batch_size"):
+        for key in (
+            "logging_steps",
+            "report_to",
+            "save_steps",
+            "save_total_limit",
+            "dataloader_num_workers",
+            "activation_checkpointing",
+            "gradient_checkpointing",
+            "per_device_eval_batch_size",
+        ):
             assert not is_result_field(f"{section}.{key}")
-        for key in ("learning_rate", "max_steps", "per_device_train_batch_size", "gradient_accumulation_steps",
-                    "max_length", "beta", "seed", "activation_checkpointing_kwargs", "gradient_checkpointing_kwargs"):
+        for key in (
+            "learning_rate",
+            "max_steps",
+            "per_device_train_batch_size",
+            "gradient_accumulation_steps",
+            "max_length",
+            "beta",
+            "seed",
+            "activation_checkpointing_kwargs",
+            "gradient_checkpointing_kwargs",
+        ):
             assert is_result_field(f"{section}.{key}")
     for section in ("rl.grpo", "rl.rloo"):
         assert not is_result_field(f"{section}.vllm_gpu_memory_utilization")
@@ -154,17 +222,27 @@ def test_a_changed_logging_or_batch_field_keeps_a_finished_stage_and_a_result_fi
     config = load_config(CONFIGS[0], [f"runs_dir={tmp_path}", "sft.trainer.logging_steps=5", "rollouts.batch_size=64"])
     run = RunDir.of(config)
     finish_stage(run, "collect-rollouts", config)
-    for same in (["sft.trainer.logging_steps=1", "sft.trainer.report_to=tensorboard"], ["rollouts.batch_size=8"],
-                 ["rollouts.vllm={gpu_memory_utilization: 0.5}"], ["eval.batch_size=3"]):
+    for same in (
+        ["sft.trainer.logging_steps=1", "sft.trainer.report_to=tensorboard"],
+        ["rollouts.batch_size=8"],
+        ["rollouts.vllm={gpu_memory_utilization: 0.5}"],
+        ["eval.batch_size=3"],
+    ):
         assert check_stage(run, "collect-rollouts", load_config(CONFIGS[0], [f"runs_dir={tmp_path}", *same]))
     with pytest.raises(InputError, match=r"rollouts.max_new_tokens: \d+ -> 7.*stage's outputs to redo it"):
-        check_stage(run, "collect-rollouts", load_config(CONFIGS[0], [f"runs_dir={tmp_path}", "rollouts.max_new_tokens=7"]))
+        check_stage(
+            run, "collect-rollouts", load_config(CONFIGS[0], [f"runs_dir={tmp_path}", "rollouts.max_new_tokens=7"])
+        )
     run.rollouts.parent.mkdir(parents=True)
     run.rollouts.write_text("")  # the message names what to delete, where it is
     with pytest.raises(InputError, match=rf"stage's outputs \(data/rl_rollouts.jsonl, in {run.root}\) to redo it"):
-        check_stage(run, "collect-rollouts", load_config(CONFIGS[0], [f"runs_dir={tmp_path}", "rollouts.max_new_tokens=7"]))
+        check_stage(
+            run, "collect-rollouts", load_config(CONFIGS[0], [f"runs_dir={tmp_path}", "rollouts.max_new_tokens=7"])
+        )
     with pytest.raises(InputError, match=r"sft.trainer.learning_rate"):
-        check_stage(run, "collect-rollouts", load_config(CONFIGS[0], [f"runs_dir={tmp_path}", "sft.trainer.learning_rate=0.5"]))
+        check_stage(
+            run, "collect-rollouts", load_config(CONFIGS[0], [f"runs_dir={tmp_path}", "sft.trainer.learning_rate=0.5"])
+        )
 
     # a marker written before the classes existed records every field: its batch size is not held against a rerun
     import json
@@ -172,7 +250,9 @@ def test_a_changed_logging_or_batch_field_keeps_a_finished_stage_and_a_result_fi
     marker = json.loads(run.marker("collect-rollouts").read_text())
     marker["config"]["rollouts"]["batch_size"], marker["config_hash"] = 64, "older"
     run.marker("collect-rollouts").write_text(json.dumps(marker))
-    assert check_stage(run, "collect-rollouts", load_config(CONFIGS[0], [f"runs_dir={tmp_path}", "rollouts.batch_size=8"]))
+    assert check_stage(
+        run, "collect-rollouts", load_config(CONFIGS[0], [f"runs_dir={tmp_path}", "rollouts.batch_size=8"])
+    )
 
 
 def test_trainer_configs_use_no_deprecated_names(tmp_path, recwarn):
@@ -211,9 +291,13 @@ def test_trainer_section_help_states_looper_defaults_and_trls_own():
     assert set(TRAINER_DEFAULTS) <= set(helps)
     for kind, own in TRAINER_DEFAULTS.items():
         defaults = {**COMMON_DEFAULTS, **own}
-        trl = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
-               for f in dataclasses.fields(_trl_class(kind))}
-        stated = re.findall(r"(\w+)=([^\s,;()]*[^\s,;().])(?: \(TRL: ([^\s,;)]+))?", helps[kind].split("Set by looper")[0])
+        trl = {
+            f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            for f in dataclasses.fields(_trl_class(kind))
+        }
+        stated = re.findall(
+            r"(\w+)=([^\s,;()]*[^\s,;().])(?: \(TRL: ([^\s,;)]+))?", helps[kind].split("Set by looper")[0]
+        )
         assert sorted(key for key, _, _ in stated) == sorted(defaults), kind
         for key, value, theirs in stated:
             assert _yaml_load(value) == defaults[key], (kind, key)
@@ -222,8 +306,13 @@ def test_trainer_section_help_states_looper_defaults_and_trls_own():
             else:
                 assert theirs and _yaml_load(theirs) == trl[key], (kind, key, theirs, trl[key])
     for kind in ("grpo", "rloo"):  # what train-rl sets over the section
-        for key in ("reward_weights", "shuffle_dataset", "mask_truncated_completions", "generation_batch_size",
-                    "steps_per_generation"):
+        for key in (
+            "reward_weights",
+            "shuffle_dataset",
+            "mask_truncated_completions",
+            "generation_batch_size",
+            "steps_per_generation",
+        ):
             assert key in helps[kind].split("Set by looper")[1], (kind, key)
 
 
@@ -240,14 +329,24 @@ def test_an_online_value_train_rl_would_replace_is_refused(tmp_path, kind):
         return trl_config(kind, config, tmp_path, on_this_machine=False)
 
     for overrides, message in (
-            ([f"rl.{kind}.steps_per_generation=2"], (rf"rl.{kind}.steps_per_generation: 2: with rl.mix_arms looper sets "
-                                                     rf"generation_batch_size .* set rl.{kind}.generation_batch_size")),
-            ([f"rl.{kind}.reward_weights=[1,1,1,1,1]"], rf"rl.{kind}.reward_weights: .*Regime W weights"),
-            ([f"rl.{kind}.shuffle_dataset=true"], rf"rl.{kind}.shuffle_dataset: true: looper sets it to false"),
-            ([f"rl.{kind}.mask_truncated_completions=true"], r"from rl.truncation \(now penalize\)")):
+        (
+            [f"rl.{kind}.steps_per_generation=2"],
+            (
+                rf"rl.{kind}.steps_per_generation: 2: with rl.mix_arms looper sets "
+                rf"generation_batch_size .* set rl.{kind}.generation_batch_size"
+            ),
+        ),
+        ([f"rl.{kind}.reward_weights=[1,1,1,1,1]"], rf"rl.{kind}.reward_weights: .*Regime W weights"),
+        ([f"rl.{kind}.shuffle_dataset=true"], rf"rl.{kind}.shuffle_dataset: true: looper sets it to false"),
+        ([f"rl.{kind}.mask_truncated_completions=true"], r"from rl.truncation \(now penalize\)"),
+    ):
         with pytest.raises(ConfigError, match=message):
             check(*overrides)
-    check(f"rl.{kind}.shuffle_dataset=false", f"rl.{kind}.mask_truncated_completions=false", f"rl.{kind}.generation_batch_size=64")
+    check(
+        f"rl.{kind}.shuffle_dataset=false",
+        f"rl.{kind}.mask_truncated_completions=false",
+        f"rl.{kind}.generation_batch_size=64",
+    )
     check("rl.truncation=mask", f"rl.{kind}.mask_truncated_completions=true")
     assert check("rl.mix_arms=false", f"rl.{kind}.steps_per_generation=2").steps_per_generation == 2
 
@@ -264,8 +363,11 @@ def test_one_settings_record_and_one_message_for_every_reused_output(tmp_path):
     assert made_with(tmp_path / "out.jsonl", None, sections, "delete it") is False
     assert made_with(tmp_path / "out.jsonl", record, sections, "delete it") is True
     later = {"rollouts": {"max_new_tokens": 32, "samples_per_arm": 1}, "seed": 2}
-    with pytest.raises(InputError, match=r"out.jsonl: made with other settings \(rollouts.max_new_tokens: 16 -> 32; "
-                                         r"seed: 1 -> 2\); delete it"):
+    with pytest.raises(
+        InputError,
+        match=r"out.jsonl: made with other settings \(rollouts.max_new_tokens: 16 -> 32; "
+        r"seed: 1 -> 2\); delete it",
+    ):
         made_with(tmp_path / "out.jsonl", record, later, "delete it")
     assert changed_settings({"config_hash": "0123"}, later) == ["unknown keys"]
     # a key no longer classed as result-changing (here rollouts.batch_size) is not held against the output
@@ -276,8 +378,11 @@ def test_one_settings_record_and_one_message_for_every_reused_output(tmp_path):
     from looper.trainers import check_output_free
 
     (tmp_path / "lora_sft").mkdir()
-    with pytest.raises(InputError, match=r"lora_sft: exists without looper_adapter.json, the record of what made it; "
-                                         r"it is another sft run's output"):
+    with pytest.raises(
+        InputError,
+        match=r"lora_sft: exists without looper_adapter.json, the record of what made it; "
+        r"it is another sft run's output",
+    ):
         check_output_free(tmp_path / "lora_sft", sections, "sft")
     check_output_free(tmp_path / "missing", sections, "sft")  # nothing there: free
     lora = settings_record({"sft": {"lora_preset": "baseline", "lora": {"r": None}}})
@@ -292,9 +397,20 @@ def test_a_stage_resumed_with_other_settings_names_them(tmp_path, tiny_model_dir
 
     from conftest import run_looper
 
-    base = ["configs/demo.yaml", f"runs_dir={tmp_path}", f"model.name_or_path={tiny_model_dir}", "data.symbolic_train_size=20",
-            "data.symbolic_test_size=4", "sft.trainer.max_steps=2", "sft.lora.r=4", "rollouts.num_questions=2",
-            "rollouts.max_new_tokens=8", "eval.models=[base]", "eval.limit=2", "eval.max_new_tokens=4"]
+    base = [
+        "configs/demo.yaml",
+        f"runs_dir={tmp_path}",
+        f"model.name_or_path={tiny_model_dir}",
+        "data.symbolic_train_size=20",
+        "data.symbolic_test_size=4",
+        "sft.trainer.max_steps=2",
+        "sft.lora.r=4",
+        "rollouts.num_questions=2",
+        "rollouts.max_new_tokens=8",
+        "eval.models=[base]",
+        "eval.limit=2",
+        "eval.max_new_tokens=4",
+    ]
     for stage in ("prepare-data", "sft"):
         run_looper(stage, *base, cwd=REPO)
     demo = tmp_path / "demo"
@@ -312,12 +428,19 @@ def test_a_stage_resumed_with_other_settings_names_them(tmp_path, tiny_model_dir
     run_looper("collect-rollouts", *base, cwd=REPO)
     (demo / "stages" / "collect-rollouts.json").unlink()  # a partial collection, resumed with another limit
     proc = run_looper("collect-rollouts", *base, "rollouts.max_new_tokens=9", cwd=REPO, check=False)
-    assert proc.returncode == 2 and "rl_rollouts.jsonl: made with other settings (rollouts.max_new_tokens: 8 -> 9); " \
-        "delete it, its shards and rl_rollouts.meta.json to start over" in proc.stderr
+    assert (
+        proc.returncode == 2
+        and "rl_rollouts.jsonl: made with other settings (rollouts.max_new_tokens: 8 -> 9); "
+        "delete it, its shards and rl_rollouts.meta.json to start over"
+        in proc.stderr
+    )
 
     run_looper("eval", *base, cwd=REPO)
     proc = run_looper("eval", *base, "eval.max_new_tokens=5", cwd=REPO)
-    assert "base__gsm_symbolic_test.jsonl: made with other settings (eval.max_new_tokens: 4 -> 5); starting it over" in proc.stdout
+    assert (
+        "base__gsm_symbolic_test.jsonl: made with other settings (eval.max_new_tokens: 4 -> 5); starting it over"
+        in proc.stdout
+    )
 
 
 def test_a_trainer_work_folder_without_a_checkpoint_is_taken_over_by_other_settings(tmp_path):
@@ -331,15 +454,21 @@ def test_a_trainer_work_folder_without_a_checkpoint_is_taken_over_by_other_setti
 
     work, metrics = tmp_path / "work" / "sft", tmp_path / "sft.jsonl"
     work.mkdir(parents=True)
-    (work / "looper_settings.json").write_text(json.dumps(settings_record({"sft": {"trainer": {"learning_rate": 1.0}}})))
+    (work / "looper_settings.json").write_text(
+        json.dumps(settings_record({"sft": {"trainer": {"learning_rate": 1.0}}}))
+    )
     new = {"sft": {"trainer": {"learning_rate": 1e-4}}}
     assert prepare_work_dir(work, new, "sft", metrics) is None
     assert json.loads((work / "looper_settings.json").read_text()) == settings_record(new)
     (work / "checkpoint-2").mkdir()
     (work / "checkpoint-2" / "trainer_state.json").write_text(json.dumps({"global_step": 2}))
-    with pytest.raises(InputError, match=r"work/sft: made with other settings \(sft.trainer.learning_rate: 0.0001 -> 0.001\)"):
+    with pytest.raises(
+        InputError, match=r"work/sft: made with other settings \(sft.trainer.learning_rate: 0.0001 -> 0.001\)"
+    ):
         prepare_work_dir(work, {"sft": {"trainer": {"learning_rate": 1e-3}}}, "sft", metrics)
-    with pytest.raises(InputError, match="would resume other settings"):  # the stages' early check, before any model loads
+    with pytest.raises(
+        InputError, match="would resume other settings"
+    ):  # the stages' early check, before any model loads
         check_work_dir(work, {"sft": {"trainer": {"learning_rate": 1e-3}}}, "sft")
     check_work_dir(work, new, "sft")
     assert prepare_work_dir(work, new, "sft", metrics) == str(work / "checkpoint-2")
@@ -360,7 +489,9 @@ def test_a_key_written_twice_is_found_in_any_mapping_and_an_alias_is_walked_once
     (``&x {a: *x}``, valid YAML) is walked once, not until Python's recursion limit."""
     twice = tmp_path / "twice.yaml"
     twice.write_text("regime_w:\n  arms:\n    - name: a\n      name: b\n")
-    with pytest.raises(ConfigError, match=r"twice.yaml:4:7: not valid YAML \(duplicate key 'name' in regime_w.arms\[0\]\)"):
+    with pytest.raises(
+        ConfigError, match=r"twice.yaml:4:7: not valid YAML \(duplicate key 'name' in regime_w.arms\[0\]\)"
+    ):
         load_config(twice)
     looped = tmp_path / "looped.yaml"
     looped.write_text("eval:\n  vllm: &x {a: *x}\n")

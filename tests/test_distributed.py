@@ -24,7 +24,10 @@ def test_accelerate_configs_load_and_say_how_to_launch(name, kind):
     if name == "fsdp":
         fsdp = cfg.fsdp_config
         assert fsdp["fsdp_version"] == 2 and fsdp["fsdp_reshard_after_forward"] is True  # full shard
-        assert fsdp["fsdp_auto_wrap_policy"] == "TRANSFORMER_BASED_WRAP" and fsdp["fsdp_transformer_layer_cls_to_wrap"] == "LlamaDecoderLayer"
+        assert (
+            fsdp["fsdp_auto_wrap_policy"] == "TRANSFORMER_BASED_WRAP"
+            and fsdp["fsdp_transformer_layer_cls_to_wrap"] == "LlamaDecoderLayer"
+        )
         assert fsdp["fsdp_cpu_ram_efficient_loading"] is True
     if name == "deepspeed_zero3":
         ds = cfg.deepspeed_config
@@ -90,7 +93,18 @@ def test_training_loads_leave_placement_to_a_sharding_launch(monkeypatch, tiny_m
 def test_generation_speed_counts_every_process():
     from looper.generation import generation_speed
 
-    speed = generation_speed([{"engine": "vllm", "tokens": 600, "seconds": 2.0, "peak_gpu_memory_gib": 10.0},
-                              {"engine": "vllm", "tokens": 400, "seconds": 2.5, "peak_gpu_memory_gib": 9.0}])
-    assert speed == {"engine": "vllm", "processes": 2, "generated_tokens": 1000, "generation_s": 2.5, "tokens_per_s": 400.0,
-                     "peak_gpu_memory_gib": [10.0, 9.0], "engine_gpu_memory_gib": [None, None]}
+    speed = generation_speed(
+        [
+            {"engine": "vllm", "tokens": 600, "seconds": 2.0, "peak_gpu_memory_gib": 10.0},
+            {"engine": "vllm", "tokens": 400, "seconds": 2.5, "peak_gpu_memory_gib": 9.0},
+        ]
+    )
+    assert speed == {
+        "engine": "vllm",
+        "processes": 2,
+        "generated_tokens": 1000,
+        "generation_s": 2.5,
+        "tokens_per_s": 400.0,
+        "peak_gpu_memory_gib": [10.0, 9.0],
+        "engine_gpu_memory_gib": [None, None],
+    }

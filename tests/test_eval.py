@@ -13,9 +13,18 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def args(tmp_path, tiny_model_dir, *extra):
-    return ["configs/demo.yaml", f"runs_dir={tmp_path}", f"model.name_or_path={tiny_model_dir}", "data.symbolic_train_size=20",
-            "data.symbolic_test_size=6", "sft.trainer.max_steps=1", "sft.lora.r=4", "eval.max_new_tokens=8", "eval.batch_size=4",
-            *extra]
+    return [
+        "configs/demo.yaml",
+        f"runs_dir={tmp_path}",
+        f"model.name_or_path={tiny_model_dir}",
+        "data.symbolic_train_size=20",
+        "data.symbolic_test_size=6",
+        "sft.trainer.max_steps=1",
+        "sft.lora.r=4",
+        "eval.max_new_tokens=8",
+        "eval.batch_size=4",
+        *extra,
+    ]
 
 
 def test_eval_base_and_sft_with_report(tmp_path, tiny_model_dir):
@@ -29,14 +38,23 @@ def test_eval_base_and_sft_with_report(tmp_path, tiny_model_dir):
     out = run_looper("eval", *a, cwd=REPO)
     assert "skipping rl" in out.stdout and "strict % [95% CI]" in out.stdout and "McNemar" in out.stdout
     ev = tmp_path / "demo" / "eval"
-    for f in ("report.md", "summary.json", "accuracy.png", "flips.png", "base__gsm_symbolic_test.jsonl", "sft__gsm_symbolic_dev.jsonl"):
+    for f in (
+        "report.md",
+        "summary.json",
+        "accuracy.png",
+        "flips.png",
+        "base__gsm_symbolic_test.jsonl",
+        "sft__gsm_symbolic_dev.jsonl",
+    ):
         assert (ev / f).exists(), f
     # every record holds its question (the dataset's first eval.limit rows, in order) and what its output says:
     # at most eval.max_new_tokens tokens, truncated only at that limit, the answers read from it and checked on gold
     rows = read_jsonl(tmp_path / "demo" / "data" / "gsm_symbolic_test.jsonl")[:4]
     for which in ("base", "sft"):
         records = read_jsonl(ev / f"{which}__gsm_symbolic_test.jsonl")
-        assert [(r["id"], r["question"], r["gold"]) for r in records] == [(r["id"], r["question"], r["gold"]) for r in rows]
+        assert [(r["id"], r["question"], r["gold"]) for r in records] == [
+            (r["id"], r["question"], r["gold"]) for r in rows
+        ]
         for r in records:
             assert isinstance(r["output"], str) and isinstance(r["truncated"], bool) and 0 < r["tokens"] <= 8
             assert r["tokens"] == 8 or not r["truncated"]
@@ -44,11 +62,23 @@ def test_eval_base_and_sft_with_report(tmp_path, tiny_model_dir):
                 assert r[f"answer_{mode}"] == extract_answer(r["output"], mode)
                 assert r[f"correct_{mode}"] is answers_equal(r[f"answer_{mode}"], r["gold"])
     # a tiny random model answers nothing: the same scoring on outputs whose answers are known
-    outputs = [GenResult(0, "so \\boxed{57}", 5, False), GenResult(1, "#### 57", 3, True), GenResult(2, "#### 56", 8, True)]
+    outputs = [
+        GenResult(0, "so \\boxed{57}", 5, False),
+        GenResult(1, "#### 57", 3, True),
+        GenResult(2, "#### 56", 8, True),
+    ]
     known = score_record({"id": "q", "question": "?", "gold": "57"}, outputs)
-    assert [(s["answer_strict"], s["correct_strict"], s["answer_flexible"], s["correct_flexible"], s["tokens"], s["truncated"])
-            for s in [known, *known["samples"]]] == [(None, False, "57", True, 5, False), ("57", True, "57", True, 3, True),
-                                                     ("56", False, "56", False, 8, True)]
+    assert [
+        (
+            s["answer_strict"],
+            s["correct_strict"],
+            s["answer_flexible"],
+            s["correct_flexible"],
+            s["tokens"],
+            s["truncated"],
+        )
+        for s in [known, *known["samples"]]
+    ] == [(None, False, "57", True, 5, False), ("57", True, "57", True, 3, True), ("56", False, "56", False, 8, True)]
     summary = json.loads((ev / "summary.json").read_text())
     assert set(summary["metrics"]) == {"base", "sft"}
     comp = summary["comparisons"]["gsm_symbolic_test"][0]
@@ -97,14 +127,21 @@ def test_eval_sampling_metrics(tmp_path, tiny_model_dir):
     (tmp_path / "demo" / "stages" / "eval.json").unlink()
     run_looper("eval", *a, cwd=REPO)
     summary = json.loads((tmp_path / "demo" / "eval" / "summary.json").read_text())
-    scores = {m: [sum(s["correct_strict"] for s in [r, *r["samples"]]) / 3
-                  for r in read_jsonl(tmp_path / "demo" / "eval" / f"{m}__gsm_symbolic_test.jsonl")] for m in ("base", "sft")}
+    scores = {
+        m: [
+            sum(s["correct_strict"] for s in [r, *r["samples"]]) / 3
+            for r in read_jsonl(tmp_path / "demo" / "eval" / f"{m}__gsm_symbolic_test.jsonl")
+        ]
+        for m in ("base", "sft")
+    }
     d = [y - x for x, y in zip(scores["base"], scores["sft"])]
     mean, se = sum(d) / 3, statistics.stdev(d) / math.sqrt(3)
     assert scores["sft"] == [1 / 3, 1.0, 0.0] and se > 0
     paired = summary["comparisons"]["gsm_symbolic_test"][0]["strict"]["paired"]
     avg = {m: summary["metrics"][m]["gsm_symbolic_test"]["strict"]["avg@3"]["accuracy"] for m in ("base", "sft")}
-    assert paired["difference"] == pytest.approx(mean) and paired["difference"] == pytest.approx(avg["sft"] - avg["base"])
+    assert paired["difference"] == pytest.approx(mean) and paired["difference"] == pytest.approx(
+        avg["sft"] - avg["base"]
+    )
     assert paired["ci95"] == pytest.approx([mean - 1.959964 * se, mean + 1.959964 * se])
     assert paired["detectable_80"] == pytest.approx((1.959964 + 0.841621) * se)
     assert paired["p_value"] == pytest.approx(math.erfc(abs(mean) / se / math.sqrt(2)))
@@ -122,8 +159,10 @@ def test_deepseek_protocol_prompts_and_samples_as_deepseek_evaluates(tmp_path, r
     config = load_config(REPO / "configs" / "r1-distill-llama-8b.yaml", [f"model.name_or_path={r1_tokenizer_dir}"])
     assert config.eval.protocol == "deepseek" and config.eval.samples >= 2
     prompt = eval_prompt(tok, " What is 6 x 7? ", config)
-    assert prompt == ("<｜User｜>What is 6 x 7?\nPlease reason step by step, and put your final answer within \\boxed{}."
-                      "<｜Assistant｜><think>\n")  # the template's BOS is the tokenizer's to add
+    assert prompt == (
+        "<｜User｜>What is 6 x 7?\nPlease reason step by step, and put your final answer within \\boxed{}."
+        "<｜Assistant｜><think>\n"
+    )  # the template's BOS is the tokenizer's to add
     assert tok(prompt)["input_ids"][0] == tok.bos_token_id and tok(prompt)["input_ids"].count(tok.bos_token_id) == 1
     assert sampling_of(config.eval) == (0.6, 0.95)
     looper = load_config(REPO / "configs" / "smollm2-135m-gpu.yaml", [])
@@ -151,10 +190,14 @@ def test_a_gsm8k_run_can_add_the_generated_gsm_symbolic_test_set(tmp_path):
     from looper.eval.eval_gsm8k import dataset_rows
     from looper.runs import RunDir
 
-    gsm8k_run = load_config(REPO / "configs" / "demo.yaml", ["data.source=local", "data.symbolic_test_size=6", "eval.limit=4"])
+    gsm8k_run = load_config(
+        REPO / "configs" / "demo.yaml", ["data.source=local", "data.symbolic_test_size=6", "eval.limit=4"]
+    )
     rows = dataset_rows("gsm_symbolic_test", gsm8k_run, RunDir(tmp_path / "demo", gsm8k_run.data.name))
     assert len(rows) == 4 and (tmp_path / "demo" / "data" / "gsm_symbolic_test.jsonl").exists()
-    symbolic_run = load_config(REPO / "configs" / "demo.yaml", ["data.symbolic_train_size=10", "data.symbolic_test_size=6"])
+    symbolic_run = load_config(
+        REPO / "configs" / "demo.yaml", ["data.symbolic_train_size=10", "data.symbolic_test_size=6"]
+    )
     _, test = load_source(symbolic_run.data, symbolic_run.seed)
     assert [r["question"] for r in rows] == [r["question"] for r in test][:4]
 
@@ -165,15 +208,26 @@ def test_k_sample_metrics_on_hand_made_records():
     from looper.eval.report import dataset_metrics
 
     def rec(gold, answers):
-        samples = [{"answer_strict": a, "answer_flexible": a, "correct_strict": a is not None and float(a) == gold,
-                    "correct_flexible": a is not None and float(a) == gold, "truncated": False, "tokens": 10} for a in answers]
+        samples = [
+            {
+                "answer_strict": a,
+                "answer_flexible": a,
+                "correct_strict": a is not None and float(a) == gold,
+                "correct_flexible": a is not None and float(a) == gold,
+                "truncated": False,
+                "tokens": 10,
+            }
+            for a in answers
+        ]
         return {**samples[0], "gold": str(gold), "samples": samples[1:]}
 
-    records = [rec(5, ["7", "5", "5.00"]),  # 5 and 5.00 are one answer with two votes against 7: majority right
-               rec(3, ["3", "4", "4"]),  # majority wrong, one sample right
-               rec(3, ["1", "2", "3"]),  # a three-way tie goes to the first value seen (1): wrong
-               rec(9, [None, None, "9"]),  # the two samples with no answer do not vote: right
-               rec(2, ["8", None, "6"])]  # nothing right
+    records = [
+        rec(5, ["7", "5", "5.00"]),  # 5 and 5.00 are one answer with two votes against 7: majority right
+        rec(3, ["3", "4", "4"]),  # majority wrong, one sample right
+        rec(3, ["1", "2", "3"]),  # a three-way tie goes to the first value seen (1): wrong
+        rec(9, [None, None, "9"]),  # the two samples with no answer do not vote: right
+        rec(2, ["8", None, "6"]),
+    ]  # nothing right
     m = dataset_metrics(records)["strict"]
     assert m["maj@3"] == 2 / 5
     assert m["pass@3"] == 4 / 5
@@ -183,9 +237,19 @@ def test_k_sample_metrics_on_hand_made_records():
 
 def demo_like_records(right: set[int], n: int = 30) -> list[dict]:
     """n one-answer records of which the questions in ``right`` are answered right (strict and flexible alike)."""
-    return [{"id": f"q{i}", "gold": "1", "correct_strict": i in right, "correct_flexible": i in right,
-             "answer_strict": "1" if i in right else None, "answer_flexible": "1" if i in right else None,
-             "truncated": False, "tokens": 100} for i in range(n)]
+    return [
+        {
+            "id": f"q{i}",
+            "gold": "1",
+            "correct_strict": i in right,
+            "correct_flexible": i in right,
+            "answer_strict": "1" if i in right else None,
+            "answer_flexible": "1" if i in right else None,
+            "truncated": False,
+            "tokens": 100,
+        }
+        for i in range(n)
+    ]
 
 
 def test_report_plots_show_zero_bars_and_count_whole_questions(tmp_path, monkeypatch):
@@ -203,14 +267,23 @@ def test_report_plots_show_zero_bars_and_count_whole_questions(tmp_path, monkeyp
 
     figures = {}
     save = Figure.savefig
-    monkeypatch.setattr(Figure, "savefig", lambda fig, path, **kw: (figures.__setitem__(Path(path).name, fig), save(fig, path, **kw)))
+    monkeypatch.setattr(
+        Figure, "savefig", lambda fig, path, **kw: (figures.__setitem__(Path(path).name, fig), save(fig, path, **kw))
+    )
     config = load_config(REPO / "configs" / "demo.yaml")
     models = {"base": {3}, "sft": set(), "rl": set()}
-    summary = write_report({m: {"gsm_symbolic_test": demo_like_records(r)} for m, r in models.items()}, config, tmp_path)
+    summary = write_report(
+        {m: {"gsm_symbolic_test": demo_like_records(r)} for m, r in models.items()}, config, tmp_path
+    )
     for ax in figures["accuracy.png"].axes:
         assert sorted(t.get_text() for t in ax.texts) == ["0.0", "0.0", "3.3"]
-        zero_lines = [seg for c in ax.collections if isinstance(c, LineCollection) for seg in c.get_segments()
-                      if len(seg) == 2 and seg[0][1] == seg[1][1] == 0]
+        zero_lines = [
+            seg
+            for c in ax.collections
+            if isinstance(c, LineCollection)
+            for seg in c.get_segments()
+            if len(seg) == 2 and seg[0][1] == seg[1][1] == 0
+        ]
         assert len(zero_lines) == 2  # sft's and rl's bars of height 0
     (flips,) = figures["flips.png"].axes
     ticks = flips.get_yticks()
@@ -221,6 +294,14 @@ def test_report_plots_show_zero_bars_and_count_whole_questions(tmp_path, monkeyp
     assert summary["reading"].startswith("No two models differ beyond chance") and "n=30" in summary["reading"]
     assert summary["reading"] in (tmp_path / "report.md").read_text()
     # a difference that is there is named
-    trained = write_report({"base": {"gsm_symbolic_test": demo_like_records(set())},
-                            "rl": {"gsm_symbolic_test": demo_like_records(set(range(20)))}}, config, tmp_path / "b")
-    assert trained["reading"].startswith("Beyond chance (strict, Holm-adjusted p < 0.05): base → rl on gsm_symbolic_test (+66.7 pts")
+    trained = write_report(
+        {
+            "base": {"gsm_symbolic_test": demo_like_records(set())},
+            "rl": {"gsm_symbolic_test": demo_like_records(set(range(20)))},
+        },
+        config,
+        tmp_path / "b",
+    )
+    assert trained["reading"].startswith(
+        "Beyond chance (strict, Holm-adjusted p < 0.05): base → rl on gsm_symbolic_test (+66.7 pts"
+    )

@@ -43,7 +43,7 @@ def numbers(text: str) -> list[float]:
 def shown(text: str, value: float) -> bool:
     """Whether ``text`` (one number as printed) is ``value`` rounded to the decimals it shows."""
     decimals = len(text.split(".")[1]) if "." in text else 0
-    return abs(float(text.replace(",", "")) - value) <= 0.5 * 10 ** -decimals + 1e-12
+    return abs(float(text.replace(",", "")) - value) <= 0.5 * 10**-decimals + 1e-12
 
 
 def section(doc: Path, heading: str) -> str:
@@ -51,7 +51,7 @@ def section(doc: Path, heading: str) -> str:
     text = doc.read_text()
     start = text.index(heading)
     level = len(heading) - len(heading.lstrip("#"))
-    after = text[start + len(heading):]
+    after = text[start + len(heading) :]
     end = re.search(rf"^#{{1,{level}}} ", after, flags=re.MULTILINE)
     return after[: end.start()] if end else after
 
@@ -78,7 +78,9 @@ def history(page: str) -> str:
 
 def table_rows(text: str, first_cell: str) -> list[list[str]]:
     """Cells of the markdown table rows whose first cell matches ``first_cell`` (a regular expression)."""
-    rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in text.splitlines() if line.startswith("|")]
+    rows = [
+        [c.strip() for c in line.strip().strip("|").split("|")] for line in text.splitlines() if line.startswith("|")
+    ]
     return [r for r in rows if re.fullmatch(first_cell, r[0])]
 
 
@@ -105,7 +107,11 @@ def test_regime_w_comparison_arm_table(comparison, results_section):
         m = res["arms"][ARM_NAMES[name]]
         assert numbers(avg) == [pct(m["avg_k_strict"]), pct(m["avg_k_strict_ci95"][0]), pct(m["avg_k_strict_ci95"][1])]
         assert numbers(maj) == [pct(m["maj_k_strict"])] and numbers(pas) == [pct(m["pass_k_strict"])]
-        assert numbers(greedy) == [pct(m["greedy_strict"]), pct(m["greedy_strict_ci95"][0]), pct(m["greedy_strict_ci95"][1])]
+        assert numbers(greedy) == [
+            pct(m["greedy_strict"]),
+            pct(m["greedy_strict_ci95"][0]),
+            pct(m["greedy_strict_ci95"][1]),
+        ]
         assert numbers(trunc) == [pct(m["sampled_truncated"], 1), pct(m["greedy_truncated"], 1)]
         arm = ARM_NAMES[name]
         assert numbers(pairs) == ([res["pairs"][arm]] if arm != "sft" else [])
@@ -114,9 +120,13 @@ def test_regime_w_comparison_arm_table(comparison, results_section):
 
 def test_regime_w_comparison_differences_table(comparison, results_section):
     paired = json.loads((COMPARISON / "seed1235_paired.json").read_text())["per_seed"]["1235"]["comparisons"]
-    labels = {"Regime W - correctness only": "w_regime_w - w_correct", "Regime W - SFT": "w_regime_w - sft",
-              "correctness only - SFT": "w_correct - sft", "label-free - SFT": "w_label_free - sft",
-              "label-free - correctness only": "w_label_free - w_correct"}
+    labels = {
+        "Regime W - correctness only": "w_regime_w - w_correct",
+        "Regime W - SFT": "w_regime_w - sft",
+        "correctness only - SFT": "w_correct - sft",
+        "label-free - SFT": "w_label_free - sft",
+        "label-free - correctness only": "w_label_free - w_correct",
+    }
     rows = table_rows(results_section, r"(\*\*)?(Regime W|correctness only|label-free) - .*")
     assert len(rows) == 5
     for label, s1234, s1235, s1236, flips, pooled in rows:
@@ -126,12 +136,23 @@ def test_regime_w_comparison_differences_table(comparison, results_section):
         assert numbers(s1236) == [pct(seeds["1236"]["comparisons"][key]["avg_k"]["difference"])]
         d = paired[key]["avg_k"]
         diff, lo, hi, p, detectable = printed(s1235.replace("80%", ""))
-        expect = [(diff, 100 * d["difference"]), (lo, 100 * d["ci95"][0]), (hi, 100 * d["ci95"][1]), (p, d["p_value"]),
-                  (detectable, 100 * d["detectable_80"]), (diff, 100 * seeds["1235"]["comparisons"][key]["avg_k"]["difference"])]
+        expect = [
+            (diff, 100 * d["difference"]),
+            (lo, 100 * d["ci95"][0]),
+            (hi, 100 * d["ci95"][1]),
+            (p, d["p_value"]),
+            (detectable, 100 * d["detectable_80"]),
+            (diff, 100 * seeds["1235"]["comparisons"][key]["avg_k"]["difference"]),
+        ]
         assert all(shown(text, value) for text, value in expect), (label, expect)
-        assert numbers(flips.replace("/", " ")) == [v for s in ("1234", "1235", "1236") for v in
-                                                    (seeds[s]["comparisons"][key]["greedy"]["wrong_to_right"],
-                                                     seeds[s]["comparisons"][key]["greedy"]["right_to_wrong"])]
+        assert numbers(flips.replace("/", " ")) == [
+            v
+            for s in ("1234", "1235", "1236")
+            for v in (
+                seeds[s]["comparisons"][key]["greedy"]["wrong_to_right"],
+                seeds[s]["comparisons"][key]["greedy"]["right_to_wrong"],
+            )
+        ]
         g = comparison["pooled"]["comparisons"][key]["greedy_per_question"]
         better, worse, p = printed(pooled)
         assert (int(better), int(worse)) == (g["better"], g["worse"]) and shown(p, g["p_sign_test"])
@@ -185,7 +206,10 @@ def test_regime_w_comparison_second_run(comparison):
     assert [r["id"] for r in second] == first_run["ids"]
     d = paired_difference(first_run["avg_k"], question_scores(second, "strict"))
     flat = text.replace("\n", " ")
-    assert f"{100 * d['difference']:+.2f} points [{100 * d['ci95'][0]:+.2f}, {100 * d['ci95'][1]:+.2f}], p = {d['p_value']:.2f}" in flat
+    assert (
+        f"{100 * d['difference']:+.2f} points [{100 * d['ci95'][0]:+.2f}, {100 * d['ci95'][1]:+.2f}], p = {d['p_value']:.2f}"
+        in flat
+    )
     greedy = [int(r["correct_strict"]) for r in _run2_records("1235", "sft")]
     up = sum(a < b for a, b in zip(first_run["greedy"], greedy))
     down = sum(a > b for a, b in zip(first_run["greedy"], greedy))
@@ -194,7 +218,9 @@ def test_regime_w_comparison_second_run(comparison):
     for seed, *cells in auroc_rows:
         fams = json.loads((RUN2 / f"auroc_s{seed}.json").read_text()).values()
         assert [v for c in cells for v in numbers(c)] == [
-            *(round(f[k], 3) for f in fams for k in ("auroc_majority", "auroc_s_wm")), *(f["consensus_correct"] for f in fams)]
+            *(round(f[k], 3) for f in fams for k in ("auroc_majority", "auroc_s_wm")),
+            *(f["consensus_correct"] for f in fams),
+        ]
         for f, cell in zip(fams, cells):  # the better of the two is the bold one
             assert cell.index("**") == (0 if f["auroc_majority"] > f["auroc_s_wm"] else cell.index("/") + 2)
         gaps += [f["auroc_s_wm"] - f["auroc_majority"] for f in fams]
@@ -219,7 +245,11 @@ def test_lm_eval_agreement_at_scale():
     summary = json.loads((raw / "run" / "eval" / "summary.json").read_text())["metrics"]
     (row,), (sft,) = table_rows(text, "base"), table_rows(text, "sft")
     n = base["questions"]
-    assert numbers(row[1]) == [n] and numbers(row[4]) == [base["same_prompt"]] and numbers(row[5]) == [base["same_response"]]
+    assert (
+        numbers(row[1]) == [n]
+        and numbers(row[4]) == [base["same_prompt"]]
+        and numbers(row[5]) == [base["same_response"]]
+    )
     assert numbers(row[6]) == [min(base["same_strict-match_answer"], base["same_flexible-extract_answer"])]
     for cell, name in ((row[2], "strict-match"), (row[3], "flexible-extract")):
         assert numbers(cell) == [base[f"looper_{name}_%"], base[f"lm_eval_{name}_%"]]
@@ -236,7 +266,10 @@ def test_lm_eval_agreement_at_scale():
         assert numbers(cell) == [theirs[f"looper_{name}_%"], theirs[f"lm_eval_{name}_%"]]
     flat = " ".join(text.split())
     b = summary["base"]["gsm8k_test"]
-    assert f"{b['strict']['correct']} of them answered right by strict-match and {b['flexible']['correct']} by flexible" in flat
+    assert (
+        f"{b['strict']['correct']} of them answered right by strict-match and {b['flexible']['correct']} by flexible"
+        in flat
+    )
     f = looper_sft
     assert f"for the SFT adapter ({f['strict']['correct']} and {f['flexible']['correct']} of them right)" in flat
 
@@ -270,8 +303,10 @@ def test_default_recipe_runs_read_together():
     assert f"mean +{sum(gains) / 5:.1f} over the five" in results
     four = _json("pooled_default_recipe_4runs_test.json")
     q, f = four["per_question"], four["pooled_flips"]
-    assert f"the four runs read {q['better']} / {q['worse']}, p = {q['p_two_sided']:.2g}; {f['wrong_to_right']} / " \
+    assert (
+        f"the four runs read {q['better']} / {q['worse']}, p = {q['p_two_sided']:.2g}; {f['wrong_to_right']} / "
         f"{f['right_to_wrong']}, p = {f['p_two_sided']:.2g}; Fisher {four['fisher_one_sided']:.2g}" in results
+    )
 
 
 def _peak(path: Path, config: str) -> float:
@@ -281,15 +316,25 @@ def _peak(path: Path, config: str) -> float:
 
 def test_guide_8b_memory_engine_and_scaling_figures():
     reference = guide()
-    peaks = re.search(r"peak GPU memory ([\d.]+) GiB \(bf16, SFT\), ([\d.]+) GiB \(QLoRA;.*?\), ([\d.]+) GiB \(plan,", reference)
+    peaks = re.search(
+        r"peak GPU memory ([\d.]+) GiB \(bf16, SFT\), ([\d.]+) GiB \(QLoRA;.*?\), ([\d.]+) GiB \(plan,", reference
+    )
     assert peaks, "docs/guide.md's 8B peak-memory sentence moved"
-    for text, (name, config) in zip(peaks.groups(), [("plan_8b_8b_qlora_h200.json", "8b"),
-                                                     ("plan_8b_qlora_rloo_h200.json", "qlora"),
-                                                     ("plan_8b_plan_h200.json", "plan")]):
+    for text, (name, config) in zip(
+        peaks.groups(),
+        [
+            ("plan_8b_8b_qlora_h200.json", "8b"),
+            ("plan_8b_qlora_rloo_h200.json", "qlora"),
+            ("plan_8b_plan_h200.json", "plan"),
+        ],
+    ):
         assert shown(text, _peak(BENCH / name, config)), (text, name)
     runs = {r["way"]: r for r in json.loads((BENCH / "generation_hf_vllm_8b_256x2048_h200.json").read_text())["runs"]}
-    engines = re.search(r"`hf` ([\d,]+) tokens/s, looper's `vllm` ([\d,]+) \(([\d.]+)x\), vLLM's own `LLM.generate` "
-                        r"([\d,]+) \(looper's engine at (\d+)% of it\)", reference)
+    engines = re.search(
+        r"`hf` ([\d,]+) tokens/s, looper's `vllm` ([\d,]+) \(([\d.]+)x\), vLLM's own `LLM.generate` "
+        r"([\d,]+) \(looper's engine at (\d+)% of it\)",
+        reference,
+    )
     assert engines, "docs/guide.md's engine sentence moved"
     hf, vllm, ratio, direct, share = engines.groups()
     assert shown(hf, runs["hf"]["tokens_per_s"]) and shown(vllm, runs["vllm"]["tokens_per_s"])
@@ -320,8 +365,10 @@ def cell_shows(cell: str, values: list[float]) -> bool:
 def accuracy_cells(m: dict) -> list[list[float]]:
     """One model's eval metrics on one dataset as a results table prints them: strict % [CI], flexible % [CI],
     truncated %, mean tokens."""
-    return [[100 * m[k]["accuracy"], 100 * m[k]["ci95"][0], 100 * m[k]["ci95"][1]] for k in ("strict", "flexible")] + \
-        [[100 * m["truncation_rate"]], [m["mean_tokens"]]]
+    return [[100 * m[k]["accuracy"], 100 * m[k]["ci95"][0], 100 * m[k]["ci95"][1]] for k in ("strict", "flexible")] + [
+        [100 * m["truncation_rate"]],
+        [m["mean_tokens"]],
+    ]
 
 
 def sft_rl(summary: dict, dataset: str) -> dict:
@@ -349,7 +396,10 @@ def test_cpu_demo_tables_and_readme_figures():
     assert len(rows) == 3
     for model, dataset, *cells in rows:  # the log's table, the dataset named as the table names it
         assert [dataset.replace(" ", "_")] + cells == raw_rows[model][1:], model
-    assert [r[-1] for r in table_rows(check, "sft|rl")] == ["123", "123"] and "mean tokens 123 instead of 122" in " ".join(text.split())
+    assert [r[-1] for r in table_rows(check, "sft|rl")] == [
+        "123",
+        "123",
+    ] and "mean tokens 123 instead of 122" in " ".join(text.split())
 
     def stage_times(raw: str) -> list[float]:
         return numbers(re.search(r"time per stage \(s\): (.*)", raw).group(1))[::1]
@@ -377,8 +427,14 @@ def test_first_gpu_pipeline_run():
     text = section(REPO / "docs" / "results.md", "## One-GPU run on real GSM8K")
     timings = _json("pipeline_smollm2_gpu_h200_timings.json")
     summary = _json("pipeline_smollm2_gpu_h200_eval_summary.json")
-    stages = {"prepare-data": "prepare-data", "sft": "sft", "collect-rollouts": "collect-rollouts",
-              "build-preferences": "build-preferences", "train-rl": "train-rl", "eval": "eval"}
+    stages = {
+        "prepare-data": "prepare-data",
+        "sft": "sft",
+        "collect-rollouts": "collect-rollouts",
+        "build-preferences": "build-preferences",
+        "train-rl": "train-rl",
+        "eval": "eval",
+    }
     rows = [r for r in table_rows(text, r"(prepare-data|sft|collect|build|train-rl|eval|\*\*whole).*") if len(r) == 2]
     assert len(rows) == 7
     for name, time in rows:
@@ -393,8 +449,9 @@ def test_first_gpu_pipeline_run():
         assert int(n) == m["n"] and all(cell_shows(c, v) for c, v in zip(cells, accuracy_cells(m))), model
     pairs = {(c["a"], c["b"]): c["strict"] for c in summary["comparisons"]["gsm8k_test"]}
     one_line = " ".join(text.split())
-    found = re.search(r"base -> sft \+([\d.]+) points, McNemar p = ([\d.e-]+) \((\d+) wrong->right, (\d+) right->wrong\)",
-                      one_line)
+    found = re.search(
+        r"base -> sft \+([\d.]+) points, McNemar p = ([\d.e-]+) \((\d+) wrong->right, (\d+) right->wrong\)", one_line
+    )
     c = pairs[("base", "sft")]
     assert found and shown(found.group(1), 100 * c["difference"]) and shown_any(found.group(2), c["p_value"])
     assert [int(found.group(3)), int(found.group(4))] == flips(c)
@@ -402,14 +459,29 @@ def test_first_gpu_pipeline_run():
     c = pairs[("sft", "rl")]
     assert found and shown(found.group(1), 100 * c["difference"]) and shown(found.group(2), c["p_value"])
     assert [int(found.group(3)), int(found.group(4))] == flips(c)
-    assert cell_shows(re.search(r"truncation ([\d]+)% -> ([\d]+)%", one_line).group(0).replace("->", " "),
-                      [100 * summary["metrics"][m]["gsm8k_test"]["truncation_rate"] for m in ("sft", "rl")])
+    assert cell_shows(
+        re.search(r"truncation ([\d]+)% -> ([\d]+)%", one_line).group(0).replace("->", " "),
+        [100 * summary["metrics"][m]["gsm8k_test"]["truncation_rate"] for m in ("sft", "rl")],
+    )
 
 
-RECIPES = {"SFT": "sft", "(a)": "a_dpo", "(b)": "b_dpo_correct", "(c)": "c_dpo_rounds", "(d)": "d_grpo", "(e)": "e_rft",
-           "(f)": "f_label_free", "(g)": "g_rpo", "(g hi) RPO": "g_rpo_hi", "(g hi) x 2": "g_rpo_hi_rounds",
-           "(e strong)": "e_rft_strong", "(d correct)": "d_grpo_correct", "(h)": "h_grpo", "(h hi)": "h_grpo_hi",
-           "(h W)": "h_grpo_w"}
+RECIPES = {
+    "SFT": "sft",
+    "(a)": "a_dpo",
+    "(b)": "b_dpo_correct",
+    "(c)": "c_dpo_rounds",
+    "(d)": "d_grpo",
+    "(e)": "e_rft",
+    "(f)": "f_label_free",
+    "(g)": "g_rpo",
+    "(g hi) RPO": "g_rpo_hi",
+    "(g hi) x 2": "g_rpo_hi_rounds",
+    "(e strong)": "e_rft_strong",
+    "(d correct)": "d_grpo_correct",
+    "(h)": "h_grpo",
+    "(h hi)": "h_grpo_hi",
+    "(h W)": "h_grpo_w",
+}
 
 
 def _recipe_tables(raw_name: str, heading: str, sft_from: str, flexible_column: bool):
@@ -441,8 +513,12 @@ def _recipe_tables(raw_name: str, heading: str, sft_from: str, flexible_column: 
                 expect += [[c["p_value"]], flips(c)]
             expect += [truncated, tokens]
             for cell, values in zip(cells, expect):
-                assert cell in ("-",) and not values or cell_shows(cell.replace("/", " "), values), (label, cell, values)
-            rest = cells[len(expect):]
+                assert cell in ("-",) and not values or cell_shows(cell.replace("/", " "), values), (
+                    label,
+                    cell,
+                    values,
+                )
+            rest = cells[len(expect) :]
             if rest and key != "sft":
                 pairs, own = rest if len(rest) == 2 else ("-", rest[0])
                 r = results[key]
@@ -455,7 +531,9 @@ def _recipe_tables(raw_name: str, heading: str, sft_from: str, flexible_column: 
 
 
 def test_rl_recipes_first_comparison_tables():
-    assert _recipe_tables("rl_recipes_smollm2_h200.json", "## RL recipes compared on one SFT adapter", "a_dpo", True) == 14
+    assert (
+        _recipe_tables("rl_recipes_smollm2_h200.json", "## RL recipes compared on one SFT adapter", "a_dpo", True) == 14
+    )
 
 
 def test_rl_recipes_second_comparison_tables():
@@ -467,10 +545,15 @@ def test_rl_recipes_third_comparison_tables_and_sharpening_headroom():
     samples = _json("rl_recipes3_sft_samples16_dev_summary.json")["metrics"]["sft"]["gsm8k_dev"]["strict"]
     greedy = _json("rl_recipes3_smollm2_h200.json")["results"][0]["summary"]["metrics"]["sft"]["gsm8k_dev"]["strict"]
     text = " ".join(section(REPO / "docs" / "results.md", "### Third comparison").split())
-    found = re.search(r"greedy \*\*([\d.]+)%\*\*, one sample at T 0.7 ([\d.]+)%, \*\*maj@16 ([\d.]+)%\*\*, "
-                      r"\*\*pass@16 ([\d.]+)%\*\*", text)
-    assert found and cell_shows(" ".join(found.groups()), [100 * greedy["accuracy"], 100 * samples["pass@1"],
-                                                          100 * samples["maj@16"], 100 * samples["pass@16"]])
+    found = re.search(
+        r"greedy \*\*([\d.]+)%\*\*, one sample at T 0.7 ([\d.]+)%, \*\*maj@16 ([\d.]+)%\*\*, "
+        r"\*\*pass@16 ([\d.]+)%\*\*",
+        text,
+    )
+    assert found and cell_shows(
+        " ".join(found.groups()),
+        [100 * greedy["accuracy"], 100 * samples["pass@1"], 100 * samples["maj@16"], 100 * samples["pass@16"]],
+    )
     registration = " ".join(section(REPO / "docs" / "results.md", "### Registration").split())
     found = re.search(r"avg@16 ([\d.]+)%, pass@16 ([\d.]+)%", registration)
     assert found and cell_shows(" ".join(found.groups()), [100 * samples["pass@1"], 100 * samples["pass@16"]])
@@ -481,9 +564,13 @@ def test_regime_w_reports_on_the_first_comparisons_rollouts():
     rows = table_rows(text, r"\(a\), 8 per question|\(b\), 32 per question|")
     assert len(rows) == 6
     for i, (_rollouts, arms, correct, majority, s_wm) in enumerate(rows):
-        report = (BENCH / ("regime_w_report_a_dpo_h200.md" if i < 3 else "regime_w_report_b_dpo_correct_h200.md")).read_text()
+        report = (
+            BENCH / ("regime_w_report_a_dpo_h200.md" if i < 3 else "regime_w_report_b_dpo_correct_h200.md")
+        ).read_text()
         family = {"all": "all arms", "compute only": "compute arms", "reflective only": "reflective arms"}[arms]
-        questions, consensus, auroc_majority, auroc_s_wm = numbers(next(x for x in report.splitlines() if x.startswith(family)))
+        questions, consensus, auroc_majority, auroc_s_wm = numbers(
+            next(x for x in report.splitlines() if x.startswith(family))
+        )
         assert numbers(correct) == ([consensus, questions] if arms == "all" else [consensus])
         assert numbers(majority) == [auroc_majority] and numbers(s_wm) == [auroc_s_wm]
 
@@ -512,8 +599,11 @@ def test_default_recipe_five_runs_tables():
         assert cell_shows(flip, flips(c)) and cell_shows(p, [c["p_value"]])
         assert cell_shows(truncated.replace("->", " "), [100 * metrics[m]["truncation_rate"] for m in ("sft", "rl")])
     counts = _json("pipeline_default_run4_smollm2_gpu_h200_counts.json")
-    assert cell_shows(" ".join(rows[3][1:5]), [100 * counts[f"{m}_accuracy"] for m in ("base", "sft", "rl")] +
-                      [counts["wrong_to_right"], counts["right_to_wrong"]])
+    assert cell_shows(
+        " ".join(rows[3][1:5]),
+        [100 * counts[f"{m}_accuracy"] for m in ("base", "sft", "rl")]
+        + [counts["wrong_to_right"], counts["right_to_wrong"]],
+    )
     assert f"{counts['what'].split(', one H200, ')[1].split()[0]} s wall" in rows[3][0]  # run 4's wall time, as written
     wall = re.search(r"\*\*[\d,.]+ s \(([\d,]+) s\)\*\*$", table_rows(text, r"\*\*whole.*")[0][3])
     assert wall and int(wall.group(1).replace(",", "")) == runs[2]["wall_s"]
@@ -547,19 +637,29 @@ def test_8b_configs_table():
         raw = next(s for s in part["stages"] if s["stage"] == kind)
         assert cell_shows(wall, [raw["wall_s"]]), (config, stage, wall)
         for cell, value in ((rate, raw["tokens_per_s"]), (peak, raw["peak_gpu_memory_gib"])):
-            assert (cell == "-") == (value is None) and (value is None or cell_shows(cell, [value])), (config, stage, cell)
-        for pattern, value in ((r"([\d,]+) tokens", raw["tokens"]), (r"(\d+) steps", raw["steps"]),
-                               (r"(\d+) pairs", raw["pairs"])):
+            assert (cell == "-") == (value is None) and (value is None or cell_shows(cell, [value])), (
+                config,
+                stage,
+                cell,
+            )
+        for pattern, value in (
+            (r"([\d,]+) tokens", raw["tokens"]),
+            (r"(\d+) steps", raw["steps"]),
+            (r"(\d+) pairs", raw["pairs"]),
+        ):
             found = re.search(pattern, work)
             assert not found or found.group(1).replace(",", "") == str(value), (config, stage, work)
     one_line = " ".join(text.split())
     ends = re.search(r"Pipelines end to end: 8B ([\d.]+) s, QLoRA ([\d.]+) s, plan ([\d.]+) s", one_line)
-    assert ends and cell_shows(" ".join(ends.groups()), [_json(EIGHT_B[c])["configs"][c]["steps"]["pipeline"]["wall_s"]
-                                                        for c in ("8b", "qlora", "plan")])
+    assert ends and cell_shows(
+        " ".join(ends.groups()),
+        [_json(EIGHT_B[c])["configs"][c]["steps"]["pipeline"]["wall_s"] for c in ("8b", "qlora", "plan")],
+    )
     second = _json("plan_8b_qlora_rloo_h200.json")["configs"]["qlora"]["steps"]["pipeline --to sft"]["stages"][1]
     found = re.search(r"4-step SFT first \(48.5 -> ([\d.]+) s, ([\d,]+) tokens/s, ([\d.]+) GiB\)", one_line)
-    assert found and cell_shows(" ".join(found.groups()), [second["wall_s"], second["tokens_per_s"],
-                                                          second["peak_gpu_memory_gib"]])
+    assert found and cell_shows(
+        " ".join(found.groups()), [second["wall_s"], second["tokens_per_s"], second["peak_gpu_memory_gib"]]
+    )
 
 
 def test_math_verify_and_lm_eval_tables():
@@ -567,12 +667,17 @@ def test_math_verify_and_lm_eval_tables():
     text = section(REPO / "docs" / "results.md", "## The answer checker against Math-Verify")
     rows = {r[0]: r[1:] for r in table_rows(text, r"(of the|the|parse).*")}
     cases = len(mv["cases"])
-    assert f"on {cases} inputs" in text and [mv["right"]["looper"], mv["right"]["math_verify"]] == \
-        [int(c) for c in rows[f"of the {cases} inputs, read as a grader should"]]
+    assert f"on {cases} inputs" in text and [mv["right"]["looper"], mv["right"]["math_verify"]] == [
+        int(c) for c in rows[f"of the {cases} inputs, read as a grader should"]
+    ]
     golds = f"{mv['gsm8k_golds']:,}"
-    assert rows[f"the {golds} GSM8K golds (train + test), same number"] == [golds, golds] and not mv["gsm8k_disagreements"]
-    assert cell_shows(rows["parse time per gold, median / p99"][1].replace("/", " "),
-                      [mv["math_verify_parse_ms"]["median"], mv["math_verify_parse_ms"]["p99"]])
+    assert (
+        rows[f"the {golds} GSM8K golds (train + test), same number"] == [golds, golds] and not mv["gsm8k_disagreements"]
+    )
+    assert cell_shows(
+        rows["parse time per gold, median / p99"][1].replace("/", " "),
+        [mv["math_verify_parse_ms"]["median"], mv["math_verify_parse_ms"]["p99"]],
+    )
     lm = _json("lm_eval_agreement_smollm2_cpu.json")["models"]
     text = section(REPO / "docs" / "results.md", "## eval.protocol=lm-eval").split("### At scale")[0]  # CPU table only
     rows = table_rows(text, r"base|sft")
@@ -643,9 +748,13 @@ def test_vllm_stage_runs_and_grpo_colocate():
     passed, seconds = re.search(r"(\d+) passed, \d+ warnings in ([\d.]+)s", gpu).groups()
     assert f"**{passed} passed** in {float(seconds):.1f} s" in one_line
     reference = guide()
-    runs = re.findall(r"(\d+) passed, \d+ deselected(?:, \d+ warnings)? in ([\d.]+)s",
-                      (BENCH / "gpu_tests_h200_2026-12-01.txt").read_text())
-    assert len(runs) == 2 and sum(int(n) for n, _ in runs) == len(re.findall(r"PASSED", (BENCH / "gpu_tests_h200_2026-12-01.txt").read_text()))
+    runs = re.findall(
+        r"(\d+) passed, \d+ deselected(?:, \d+ warnings)? in ([\d.]+)s",
+        (BENCH / "gpu_tests_h200_2026-12-01.txt").read_text(),
+    )
+    assert len(runs) == 2 and sum(int(n) for n, _ in runs) == len(
+        re.findall(r"PASSED", (BENCH / "gpu_tests_h200_2026-12-01.txt").read_text())
+    )
     for n, seconds in runs:  # docs/guide.md's figures, today's run of tests/test_gpu.py
         minutes, rest = divmod(round(float(seconds)), 60)
         assert f"{n} passed in {minutes} min {rest} s" in reference
@@ -653,16 +762,24 @@ def test_vllm_stage_runs_and_grpo_colocate():
     sft = re.search(r"sft took ([\d.]+) s", partial).group(1)
     first = re.search(r"\| 1/2000 \[0?(\d+):(\d+)<", partial).groups()
     last = re.findall(r"\| (\d+)/2000 \[(\d+):(\d+)<", partial)[-1]
-    assert f"ran sft in {sft} s" in one_line and f"took {int(first[0])} min {int(first[1])} s to its first finished" in one_line
+    assert (
+        f"ran sft in {sft} s" in one_line
+        and f"took {int(first[0])} min {int(first[1])} s to its first finished" in one_line
+    )
     assert f"{last[0][0]},{last[0][1:]} of 2,000 questions after {int(last[1])} min {int(last[2])} s" in one_line
     text = " ".join(section(REPO / "docs" / "benchmarks.md", "### vLLM on the small model").split())
     stopped = (BENCH / "smollm2_gpu_pipeline_vllm_lora_stopped_h200.txt").read_text()
     sft = re.search(r"sft took ([\d.]+) s", stopped).group(1)
     first = re.search(r"\| 1/2000 \[0?(\d+):(\d+)<", stopped).groups()
     at = {int(q): 60 * int(m) + int(s) for q, m, s in re.findall(r"\| (\d+)/2000 \[(\d+):(\d+)<", stopped)}
-    where, after, gpu_use = re.search(r"at (\d+) of 2,000 questions \((\d+) min 0 s; nvidia-smi: (\d+)%", stopped).groups()
+    where, after, gpu_use = re.search(
+        r"at (\d+) of 2,000 questions \((\d+) min 0 s; nvidia-smi: (\d+)%", stopped
+    ).groups()
     assert f"sft {sft} s" in text and f"took {int(first[0])} min {int(first[1])} s to its first finished" in text
-    assert f"(100 -> 500 questions in {at[500] - at[100]} s" in text and f"about {400 / (at[500] - at[100]):.1f} questions/s" in text
+    assert (
+        f"(100 -> 500 questions in {at[500] - at[100]} s" in text
+        and f"about {400 / (at[500] - at[100]):.1f} questions/s" in text
+    )
     assert f"read {gpu_use}% GPU utilisation); stopped by hand at {where} of 2,000 after {after} min" in text
     assert f"stopped at {where} of 2,000 questions)" in history("benchmarks.md")
     grpo = _json("grpo_vllm_colocate_vs_generate_h200.json")["runs"]
@@ -670,12 +787,16 @@ def test_vllm_stage_runs_and_grpo_colocate():
     assert len(rows) == 2
     for (label, runtime, rate, peak, loss), way in zip(rows, ("vllm", "hf")):
         r = grpo[way]
-        assert cell_shows(f"{runtime} {rate} {peak} {loss}", [r["train_runtime_s"], r["tokens_per_s"],
-                                                                 r["peak_gpu_memory_gib"][0], r["train_loss"]]), label
+        assert cell_shows(
+            f"{runtime} {rate} {peak} {loss}",
+            [r["train_runtime_s"], r["tokens_per_s"], r["peak_gpu_memory_gib"][0], r["train_loss"]],
+        ), label
     speedup = grpo["hf"]["train_runtime_s"] / grpo["vllm"]["train_runtime_s"]
     assert f"colocate is {speedup:.1f}x faster" in text
-    assert f"took {grpo['vllm']['train_runtime_s']:.1f} s with colocate against {grpo['hf']['train_runtime_s']:.1f} s" \
+    assert (
+        f"took {grpo['vllm']['train_runtime_s']:.1f} s with colocate against {grpo['hf']['train_runtime_s']:.1f} s"
         in reference
+    )
 
 
 def test_sft_dpo_and_regime_w_speed_tables():
@@ -685,15 +806,23 @@ def test_sft_dpo_and_regime_w_speed_tables():
     assert len(rows) == 4
     for label, _base, _lora, _micro, rate, x_plan, mfu, peak in rows:
         r = recipes[label.replace("**", "").split()[0]]
-        assert cell_shows(f"{rate} {x_plan} {mfu} {peak}", [r["tokens_per_s"], r["speedup_vs_plan"], 100 * r["mfu"],
-                                                                r["peak_memory_gib"]]), label
+        assert cell_shows(
+            f"{rate} {x_plan} {mfu} {peak}",
+            [r["tokens_per_s"], r["speedup_vs_plan"], 100 * r["mfu"], r["peak_memory_gib"]],
+        ), label
     one_line = " ".join(text.split())
     losses = " / ".join(f"{recipes[k]['mean_loss']:.2f}" for k in ("plan", "fast", "fast-liger", "fast-4bit"))
     assert f"Mean loss over the timed steps is {losses}" in one_line
     liger, plan = recipes["fast-liger"], recipes["plan"]
-    assert f"met ({liger['speedup_vs_plan']:.1f}x)" in one_line and f"met ({recipes['fast-4bit']['peak_memory_gib']:.1f} GiB)" in one_line
+    assert (
+        f"met ({liger['speedup_vs_plan']:.1f}x)" in one_line
+        and f"met ({recipes['fast-4bit']['peak_memory_gib']:.1f} GiB)" in one_line
+    )
     assert f"not met ({liger['tokens_per_s']:,.0f}, {100 * liger['mfu']:.1f}% MFU)" in one_line
-    assert f"measured {plan['tokens_per_s']:.0f} tokens/s here" in one_line and f"({plan['tokens_per_step']:.0f} tokens per step" in one_line
+    assert (
+        f"measured {plan['tokens_per_s']:.0f} tokens/s here" in one_line
+        and f"({plan['tokens_per_step']:.0f} tokens per step" in one_line
+    )
     text = section(REPO / "docs" / "benchmarks.md", "## DPO throughput")
     layouts = _json("rl_throughput_h200.json")["layouts"]
     rows = table_rows(text, r"(\*\*)?(plan|looper default).*")
@@ -703,10 +832,14 @@ def test_sft_dpo_and_regime_w_speed_tables():
         assert cell_shows(f"{rate} {peak} {loss}", [r["tokens_per_s"], r["peak_memory_gib"], r["mean_loss"]]), label
     one_line = " ".join(text.split())
     two, one = layouts["two_models"], layouts["adapter"]
-    assert f"({two['timed_steps']} timed steps,\n{two['tokens_per_step']:,.0f}" in text or \
-        f"({two['timed_steps']} timed steps, {two['tokens_per_step']:,.0f} tokens per step)" in one_line
-    assert f"{two['peak_memory_gib'] - one['peak_memory_gib']:.1f} GiB less at peak: {two['peak_memory_gib']:.2f} against " \
-           f"{one['peak_memory_gib']:.2f}) and was {one['tokens_per_s'] / two['tokens_per_s']:.1f}x" in one_line
+    assert (
+        f"({two['timed_steps']} timed steps,\n{two['tokens_per_step']:,.0f}" in text
+        or f"({two['timed_steps']} timed steps, {two['tokens_per_step']:,.0f} tokens per step)" in one_line
+    )
+    assert (
+        f"{two['peak_memory_gib'] - one['peak_memory_gib']:.1f} GiB less at peak: {two['peak_memory_gib']:.2f} against "
+        f"{one['peak_memory_gib']:.2f}) and was {one['tokens_per_s'] / two['tokens_per_s']:.1f}x" in one_line
+    )
     text = section(REPO / "docs" / "benchmarks.md", "## Regime W scoring speed")
     speed = _json("regime_w_speed_cpu.json")
     row = table_rows(text, r"\*\*linear-time.*")[0]
@@ -722,22 +855,45 @@ def test_two_gpu_scaling_tables():
     sft, roll = parts["sft_lora_ddp"], parts["collect_rollouts"]
     text = section(REPO / "docs" / "scaling.md", "## Measured: 2 x H200")
     rows = {r[0].split(",")[0].split(" (")[0]: r[1:] for r in table_rows(text, r"(LoRA|same|collect|full|DPO).*")}
-    assert cell_shows(" ".join(rows["LoRA SFT"]).replace("/", " "), [
-        sft["1gpu"]["tokens_per_s"], sft["ddp2"]["tokens_per_s"], sft["speedup"], *sft["1gpu"]["peak_gpu_memory_gib"],
-        *sft["ddp2"]["peak_gpu_memory_gib"]])
-    assert cell_shows(" ".join(rows["same"]), [median["sft-1gpu"], median["sft-ddp"], median["sft-ddp"] / median["sft-1gpu"]])
-    assert cell_shows(" ".join(rows["collect-rollouts"]).replace("/", " "), [
-        roll["1gpu"]["tokens_per_s"], roll["2proc"]["tokens_per_s"], roll["speedup"], *roll["1gpu"]["peak_gpu_memory_gib"],
-        *roll["2proc"]["peak_gpu_memory_gib"]])
+    assert cell_shows(
+        " ".join(rows["LoRA SFT"]).replace("/", " "),
+        [
+            sft["1gpu"]["tokens_per_s"],
+            sft["ddp2"]["tokens_per_s"],
+            sft["speedup"],
+            *sft["1gpu"]["peak_gpu_memory_gib"],
+            *sft["ddp2"]["peak_gpu_memory_gib"],
+        ],
+    )
+    assert cell_shows(
+        " ".join(rows["same"]), [median["sft-1gpu"], median["sft-ddp"], median["sft-ddp"] / median["sft-1gpu"]]
+    )
+    assert cell_shows(
+        " ".join(rows["collect-rollouts"]).replace("/", " "),
+        [
+            roll["1gpu"]["tokens_per_s"],
+            roll["2proc"]["tokens_per_s"],
+            roll["speedup"],
+            *roll["1gpu"]["peak_gpu_memory_gib"],
+            *roll["2proc"]["peak_gpu_memory_gib"],
+        ],
+    )
     for _key, name in (("full-parameter SFT", "full_sft_fsdp"), ("full-parameter SFT", "full_sft_zero3")):
-        row = next(r[1:] for r in table_rows(text, r"full-parameter SFT, (FSDP2|DeepSpeed).*")
-                   if ("FSDP2" in r[0]) == (name == "full_sft_fsdp"))
-        assert cell_shows(row[1] + " " + row[3], [parts[name]["tokens_per_s"], *parts[name]["peak_gpu_memory_gib"]]), name
+        row = next(
+            r[1:]
+            for r in table_rows(text, r"full-parameter SFT, (FSDP2|DeepSpeed).*")
+            if ("FSDP2" in r[0]) == (name == "full_sft_fsdp")
+        )
+        assert cell_shows(row[1] + " " + row[3], [parts[name]["tokens_per_s"], *parts[name]["peak_gpu_memory_gib"]]), (
+            name
+        )
     row = table_rows(text, r"full-parameter SFT on one GPU.*")[0][1:]
     assert cell_shows(row[0] + " " + row[3], [full1["tokens_per_s"], *full1["peak_gpu_memory_gib"]])
     dpo = parts["dpo_ddp"]
-    assert cell_shows(" ".join(rows["DPO"]), [dpo["train-rl"]["wall_s"], dpo["eval"]["wall_s"],
-                                              *dpo["train-rl"]["peak_gpu_memory_gib"]])
+    assert cell_shows(
+        " ".join(rows["DPO"]),
+        [dpo["train-rl"]["wall_s"], dpo["eval"]["wall_s"], *dpo["train-rl"]["peak_gpu_memory_gib"]],
+    )
     one_line = " ".join(section(REPO / "docs" / "scaling.md", "## Measured: 2 x H200").split())
     old = parts["full_sft_1gpu"]
     assert f"{old['tokens_per_s']:,.0f} tokens/s, {old['peak_gpu_memory_gib'][0]:.1f} GiB" in one_line
@@ -748,28 +904,59 @@ def test_two_gpu_scaling_tables():
     assert f"gave {again[0]} of {again[1]} identical texts, and with 256 slots {fewer[0]} of {fewer[1]}" in one_line
     text = section(REPO / "docs" / "benchmarks.md", "## Two GPUs, and full-parameter SFT")
     rows = {r[0].split(",")[0]: r[1:] for r in table_rows(text, r"(LoRA|collect|full).*")}
-    assert cell_shows(" ".join(rows["LoRA SFT (fast recipe"]), [sft["1gpu"]["tokens_per_s"], sft["ddp2"]["tokens_per_s"],
-                                                             sft["speedup"], median["sft-ddp"] / median["sft-1gpu"]])
-    assert cell_shows(" ".join(rows["collect-rollouts"][:3]), [roll["1gpu"]["tokens_per_s"], roll["2proc"]["tokens_per_s"],
-                                                               roll["speedup"]]) and "256 x 8" in text
+    assert cell_shows(
+        " ".join(rows["LoRA SFT (fast recipe"]),
+        [
+            sft["1gpu"]["tokens_per_s"],
+            sft["ddp2"]["tokens_per_s"],
+            sft["speedup"],
+            median["sft-ddp"] / median["sft-1gpu"],
+        ],
+    )
+    assert (
+        cell_shows(
+            " ".join(rows["collect-rollouts"][:3]),
+            [roll["1gpu"]["tokens_per_s"], roll["2proc"]["tokens_per_s"], roll["speedup"]],
+        )
+        and "256 x 8" in text
+    )
     full_rows = table_rows(text, r"full-parameter SFT.*")
-    for row, values in zip(full_rows, ([parts["full_sft_fsdp"]["tokens_per_s"], parts["full_sft_fsdp"]["peak_gpu_memory_gib"][0]],
-                                       [parts["full_sft_zero3"]["tokens_per_s"], parts["full_sft_zero3"]["peak_gpu_memory_gib"][0]],
-                                       [full1["tokens_per_s"], full1["peak_gpu_memory_gib"][0]])):
+    for row, values in zip(
+        full_rows,
+        (
+            [parts["full_sft_fsdp"]["tokens_per_s"], parts["full_sft_fsdp"]["peak_gpu_memory_gib"][0]],
+            [parts["full_sft_zero3"]["tokens_per_s"], parts["full_sft_zero3"]["peak_gpu_memory_gib"][0]],
+            [full1["tokens_per_s"], full1["peak_gpu_memory_gib"][0]],
+        ),
+    ):
         assert cell_shows(" ".join(c for c in row[1:] if c), values), row[0]
-    found = re.search(r"\(([\d.]+)x by median step\).*?full-parameter SFT ([\d,]+) tokens/s under FSDP at (\d+) GiB", guide())
-    assert found and cell_shows(" ".join(found.groups()), [median["sft-ddp"] / median["sft-1gpu"],
-                                                          parts["full_sft_fsdp"]["tokens_per_s"],
-                                                          parts["full_sft_fsdp"]["peak_gpu_memory_gib"][0]])
+    found = re.search(
+        r"\(([\d.]+)x by median step\).*?full-parameter SFT ([\d,]+) tokens/s under FSDP at (\d+) GiB", guide()
+    )
+    assert found and cell_shows(
+        " ".join(found.groups()),
+        [
+            median["sft-ddp"] / median["sft-1gpu"],
+            parts["full_sft_fsdp"]["tokens_per_s"],
+            parts["full_sft_fsdp"]["peak_gpu_memory_gib"][0],
+        ],
+    )
 
 
 # docs/benchmarks.md's slot-engine tables: (model, transformers, way, slots) as a row names them -> raw file, way
-FIRST_PASS = {("8B (random)", "5.23", 512): "generation_engine_8b_b512_h200.json",
-              ("8B (random)", "5.23", 1024): "generation_engine_8b_b1024_h200.json",
-              ("8B (random)", "5.17", 512): "generation_engine_8b_b512_tf517_h200.json",
-              ("SmolLM2-135M (real)", "5.23", 512): "generation_engine_smollm2_b512_h200.json",
-              ("SmolLM2-135M (real)", "5.23", 1024): "generation_engine_smollm2_b1024_h200.json"}
-WAYS = {"plain generate": "plain", "hf (previous engine)": "hf", "slots": "slots", "slots, no CUDA graph": "slots-eager"}
+FIRST_PASS = {
+    ("8B (random)", "5.23", 512): "generation_engine_8b_b512_h200.json",
+    ("8B (random)", "5.23", 1024): "generation_engine_8b_b1024_h200.json",
+    ("8B (random)", "5.17", 512): "generation_engine_8b_b512_tf517_h200.json",
+    ("SmolLM2-135M (real)", "5.23", 512): "generation_engine_smollm2_b512_h200.json",
+    ("SmolLM2-135M (real)", "5.23", 1024): "generation_engine_smollm2_b1024_h200.json",
+}
+WAYS = {
+    "plain generate": "plain",
+    "hf (previous engine)": "hf",
+    "slots": "slots",
+    "slots, no CUDA graph": "slots-eager",
+}
 
 
 def test_slot_engine_tables():
@@ -785,13 +972,21 @@ def test_slot_engine_tables():
     rows = {r[0]: r[1:] for r in table_rows(text, r"(sampler|bytes|HBM|roofline|measured /).*")}
     for column, raw in enumerate((big, small)):
         sampler, roof = raw["sampler"], raw["roofline"]
-        assert cell_shows(rows["sampler alone, with the top_p sort / without"][column].replace("/", " "),
-                          [sampler["with_top_p_ms"], sampler["without_top_p_ms"]])
-        assert cell_shows(rows["HBM copy bandwidth measured in the same run"][column], [roof["hbm_copy_bandwidth_tb_s"]])
-        assert cell_shows(rows["roofline tokens/s (those bytes at that bandwidth)"][column], [roof["roofline_tokens_per_s_ring"]])
+        assert cell_shows(
+            rows["sampler alone, with the top_p sort / without"][column].replace("/", " "),
+            [sampler["with_top_p_ms"], sampler["without_top_p_ms"]],
+        )
+        assert cell_shows(
+            rows["HBM copy bandwidth measured in the same run"][column], [roof["hbm_copy_bandwidth_tb_s"]]
+        )
+        assert cell_shows(
+            rows["roofline tokens/s (those bytes at that bandwidth)"][column], [roof["roofline_tokens_per_s_ring"]]
+        )
         slots = _runs(FIRST_PASS[("8B (random)", "SmolLM2-135M (real)")[column], "5.23", 512])["slots"]["tokens_per_s"]
         assert cell_shows(rows["measured / roofline"][column], [100 * slots / roof["roofline_tokens_per_s_ring"]])
-    assert cell_shows(rows["bytes a step reads: weights + the whole ring KV cache"][0], [big["roofline"]["bytes_per_step_ring_gib"]])
+    assert cell_shows(
+        rows["bytes a step reads: weights + the whole ring KV cache"][0], [big["roofline"]["bytes_per_step_ring_gib"]]
+    )
     assert f"({100 * small['runs'][2]['same_text_as_hf']:.1f}% of SmolLM2 texts identical" in " ".join(text.split())
     text = section(REPO / "docs" / "benchmarks.md", "## Generation engine, second pass")
     rows = table_rows(text, r"(8B \(random\)|SmolLM2-135M \(real\)), call \d")
@@ -800,7 +995,9 @@ def test_slot_engine_tables():
         runs = _runs(raw.strip("`"))
         assert cell_shows(requests, [runs["slots"]["requests"]]) and cell_shows(slots, [runs["slots"]["batch"]])
         assert plain == "-" if "plain" not in runs else cell_shows(plain, [runs["plain"]["tokens_per_s"]]), model
-        assert cell_shows(engine, [runs["slots"]["tokens_per_s"]]) and cell_shows(peak, [runs["slots"]["peak_memory_gib"]])
+        assert cell_shows(engine, [runs["slots"]["tokens_per_s"]]) and cell_shows(
+            peak, [runs["slots"]["peak_memory_gib"]]
+        )
         assert x_plain == "-" if "plain" not in runs else cell_shows(x_plain, [runs["slots"]["x_plain"]]), model
     eager = _runs("generation_engine2_8b_b512_h200.json")["slots-eager"]["tokens_per_s"]
     assert f"without its CUDA graph gives {eager:,.0f}" in " ".join(text.split())
@@ -815,13 +1012,20 @@ def test_slot_engine_tables():
     one_line = " ".join(text.split())
     roof, sampler = third["roofline"], third["sampler"]
     assert f"{sampler['with_top_p_ms']:.2f} ms with top_p, {sampler['without_top_p_ms']:.2f} ms without" in one_line
-    assert f"at {roof['hbm_copy_bandwidth_tb_s']} TB/s measured copy bandwidth -> {roof['roofline_tokens_per_s_ring']:,} " \
-           f"tokens/s ({roof['roofline_tokens_per_s_needed']:,} if" in one_line
-    assert f"the engine is at {100 * runs['slots']['tokens_per_s'] / roof['roofline_tokens_per_s_ring']:.0f}% of it" in one_line
+    assert (
+        f"at {roof['hbm_copy_bandwidth_tb_s']} TB/s measured copy bandwidth -> {roof['roofline_tokens_per_s_ring']:,} "
+        f"tokens/s ({roof['roofline_tokens_per_s_needed']:,} if" in one_line
+    )
+    assert (
+        f"the engine is at {100 * runs['slots']['tokens_per_s'] / roof['roofline_tokens_per_s_ring']:.0f}% of it"
+        in one_line
+    )
     small = _runs("generation_engine3_smollm2_16k_h200.json")["slots"]
     sampler = _json("generation_engine3_smollm2_16k_h200.json")["sampler"]
     row = table_rows(text, r"SmolLM2-135M, 16,000 requests.*")[0]
-    assert cell_shows(row[1], [small["tokens_per_s"], small["generated_tokens"] / 1e6, small["seconds"], small["peak_memory_gib"]])
+    assert cell_shows(
+        row[1], [small["tokens_per_s"], small["generated_tokens"] / 1e6, small["seconds"], small["peak_memory_gib"]]
+    )
     assert cell_shows(row[2], [_runs("generation_engine2_smollm2_16k_h200.json")["slots"]["tokens_per_s"]])
     row = table_rows(text, r"sampler alone, \(1,024.*")[0]
     assert cell_shows(row[1].replace("/", " "), [sampler["with_top_p_ms"], sampler["without_top_p_ms"]])
@@ -839,10 +1043,14 @@ def test_one_gpu_pipeline_runs_in_benchmarks():
         return pair(f"{f(r):,.0f}" for r in runs)
 
     assert f"SFT {both(lambda r: r['timings_s']['sft'])} s" in text
-    assert f"1,024 slots) {both(lambda r: r['timings_s']['collect-rollouts'])} s at " \
-           f"{both(lambda r: r['stages']['collect-rollouts']['tokens_per_s'])} tokens/s" in text
-    assert f"64,000 trajectories at {both(lambda r: r['round2_stages']['collect-rollouts']['tokens_per_s'])} tokens/s) " \
-           f"{both(lambda r: r['timings_s']['train-rl'])} s" in text
+    assert (
+        f"1,024 slots) {both(lambda r: r['timings_s']['collect-rollouts'])} s at "
+        f"{both(lambda r: r['stages']['collect-rollouts']['tokens_per_s'])} tokens/s" in text
+    )
+    assert (
+        f"64,000 trajectories at {both(lambda r: r['round2_stages']['collect-rollouts']['tokens_per_s'])} tokens/s) "
+        f"{both(lambda r: r['timings_s']['train-rl'])} s" in text
+    )
     assert f"on 1,319 questions {both(lambda r: r['timings_s']['eval'])} s" in text
 
 
@@ -863,8 +1071,12 @@ def test_generation_throughput_issue5_table():
     assert len(rows) == 7
     for way, batch, cache, heads, rate, x_plan, peak in rows:
         names = ISSUE5[2:] if heads.startswith("GQA") else ISSUE5[:2]
-        runs = [r for name in names for r in _json(name)["runs"]
-                if (r["way"], r["batch"], r["cache"]) == (way, numbers(batch)[0], cache.split()[0])]
+        runs = [
+            r
+            for name in names
+            for r in _json(name)["runs"]
+            if (r["way"], r["batch"], r["cache"]) == (way, numbers(batch)[0], cache.split()[0])
+        ]
         assert runs, (way, batch, cache, heads)
         for cell, key in ((rate, "tokens_per_s"), (x_plan, "speedup_vs_plan"), (peak, "peak_memory_gib")):
             assert span_shows(cell, [r[key] for r in runs]), (way, batch, cache, heads, cell)
@@ -877,25 +1089,39 @@ def test_decode_profile_and_levers_tables():
     not adopted, from bench/decode_profile.py's files and the second pass's 8B engine runs."""
     text = section(REPO / "docs" / "benchmarks.md", "## Generation engine, second pass")
     big, small = _json("decode_profile_8b_b512_h200.json"), _json("decode_profile_smollm2_b1024_h200.json")
-    rows = {r[0]: r[1:] for r in table_rows(text, r"(step as|attention \(|matmuls|the model's|sampler sort|one prefill).*")}
+    rows = {
+        r[0]: r[1:] for r in table_rows(text, r"(step as|attention \(|matmuls|the model's|sampler sort|one prefill).*")
+    }
     assert len(rows) == 6
     for column, profile in enumerate((big, small)):
         kinds, step = profile["decode_step_kernels"]["ms_by_kind"], profile["steady_ms_per_step"]
-        for name, values in (("step as a CUDA graph / eager", [step["graph"], step["eager"]]),
-                             ("attention (cuDNN SDPA over the whole ring)", [kinds["attention"]]),
-                             ("matmuls", [kinds["matmul"]]), ("sampler sort (bf16, top_p)", [kinds["sort"]]),
-                             ("one prefill of 64 prompts (wall)", [profile["prefill_ms_wall"]])):
+        for name, values in (
+            ("step as a CUDA graph / eager", [step["graph"], step["eager"]]),
+            ("attention (cuDNN SDPA over the whole ring)", [kinds["attention"]]),
+            ("matmuls", [kinds["matmul"]]),
+            ("sampler sort (bf16, top_p)", [kinds["sort"]]),
+            ("one prefill of 64 prompts (wall)", [profile["prefill_ms_wall"]]),
+        ):
             assert cell_shows(rows[name][column].split("(")[0].replace("/", " "), values), (name, column)
         elementwise = next(v for k, v in rows.items() if k.startswith("the model's elementwise"))
         assert cell_shows(elementwise[column], [kinds["other"]])
     one_line = " ".join(text.split())
     roof = _json("generation_engine2_8b_b512_h200.json")["roofline"]
     rate = 1000 * big["batch"] / big["steady_ms_per_step"]["graph"]
-    assert f"measured {roof['hbm_copy_bandwidth_tb_s']:.1f} TB/s copy bandwidth): {roof['roofline_tokens_per_s_ring']:,} " \
-           f"tokens/s" in one_line and round(roof["roofline_tokens_per_s_ring"] / rate) == 3  # "at a third of it"
-    assert f"the steady step ({big['steady_ms_per_step']['graph']:.1f} ms, {rate:,.0f} tokens/s at full occupancy)" in one_line
+    assert (
+        f"measured {roof['hbm_copy_bandwidth_tb_s']:.1f} TB/s copy bandwidth): {roof['roofline_tokens_per_s_ring']:,} "
+        f"tokens/s"
+        in one_line
+        and round(roof["roofline_tokens_per_s_ring"] / rate) == 3
+    )  # "at a third of it"
+    assert (
+        f"the steady step ({big['steady_ms_per_step']['graph']:.1f} ms, {rate:,.0f} tokens/s at full occupancy)"
+        in one_line
+    )
     attention = big["attention_per_layer"]
-    kv_ring, kv_needed = (roof[k] - roof["weights_gib"] for k in ("bytes_per_step_ring_gib", "bytes_per_step_needed_gib"))
+    kv_ring, kv_needed = (
+        roof[k] - roof["weights_gib"] for k in ("bytes_per_step_ring_gib", "bytes_per_step_needed_gib")
+    )
     bandwidth = attention["kv_gib_per_layer"] * 2**30 / (attention["sdpa_cudnn"]["ms"] / 1000) / 1e12
     assert f"the whole ring, {kv_ring:.0f} GiB per step for the 8B, at {bandwidth:.1f} TB/s" in one_line
     assert f"about {100 * kv_needed / kv_ring:.0f}% of that" in one_line
@@ -905,19 +1131,34 @@ def test_decode_profile_and_levers_tables():
     label, cell = next((k, v) for k, v in levers.items() if k.startswith("decode attention"))
     assert f"({big['batch']} rows, {roof['ring_columns']} columns)" in label.replace("8B shape, ", "")
     by = big["steady_ms_per_step_by_attention"]
-    assert cell_shows(cell, [attention[k]["ms"] for k in ("sdpa_cudnn", "sdpa_efficient", "sdpa_math", "plain_matmul")] +
-                      [big["steady_ms_per_step"]["graph"], by["sdpa_efficient"], by["sdpa_math"], by["plain_matmul"]])
+    assert cell_shows(
+        cell,
+        [attention[k]["ms"] for k in ("sdpa_cudnn", "sdpa_efficient", "sdpa_math", "plain_matmul")]
+        + [big["steady_ms_per_step"]["graph"], by["sdpa_efficient"], by["sdpa_math"], by["plain_matmul"]],
+    )
     cell = next(v for k, v in levers.items() if k.startswith("prefill with"))
     found = re.fullmatch(r"([\d.]+) -> ([\d.]+) ms per 64 prompts \((\d+)%\)", cell)
     gqa = big["prefill_gqa_ms_wall"]
-    assert found and cell_shows(" ".join(found.groups()), [big["prefill_ms_wall"], gqa, 100 * (1 - gqa / big["prefill_ms_wall"])])
+    assert found and cell_shows(
+        " ".join(found.groups()), [big["prefill_ms_wall"], gqa, 100 * (1 - gqa / big["prefill_ms_wall"])]
+    )
     compiled = _json("decode_profile_8b_compile_h200.json")
     end_to_end = _runs("generation_engine2_8b_compile_h200.json")["slots-compile"]
     eager, fused = compiled["decode_step_kernels"]["ms_by_kind"], compiled["decode_step_kernels_compiled"]["ms_by_kind"]
     cell = next(v for k, v in levers.items() if k.startswith("`torch.compile`"))
-    assert cell_shows(cell.replace("->", " "), [eager["other"], fused["other"], fused["attention"], eager["attention"],
-                                                compiled["steady_ms_per_step_compiled"], end_to_end["tokens_per_s"],
-                                                compiled["compile_seconds"], end_to_end["first_run_seconds"]])
+    assert cell_shows(
+        cell.replace("->", " "),
+        [
+            eager["other"],
+            fused["other"],
+            fused["attention"],
+            eager["attention"],
+            compiled["steady_ms_per_step_compiled"],
+            end_to_end["tokens_per_s"],
+            compiled["compile_seconds"],
+            end_to_end["first_run_seconds"],
+        ],
+    )
 
     def sweep_shows(cell: str, name: str) -> bool:
         """``4x64 11,937; 8x64 11,585`` against a file's sweep: every setting it ran, each at its tokens/s."""
@@ -962,11 +1203,15 @@ def test_full_sft_losses_in_scaling():
     losses = _json("scaling_2xh200.json")["analysis_after_the_run"]["loss_per_step"]
     master = _json("full_sft_1gpu_fp32master_h200.json")["loss_per_step"]
     text = " ".join(section(REPO / "docs" / "scaling.md", "## What looper does under a multi-process launch").split())
-    assert f"the loss stalled at {losses['full-1gpu'][-1]:.1f} (ln 128,256 = {math.log(128_256):.2f}, the uniform " \
-           f"distribution) while the same steps with float32 master weights reached {master[-1]:.1f}" in text
+    assert (
+        f"the loss stalled at {losses['full-1gpu'][-1]:.1f} (ln 128,256 = {math.log(128_256):.2f}, the uniform "
+        f"distribution) while the same steps with float32 master weights reached {master[-1]:.1f}" in text
+    )
     text = " ".join(section(REPO / "docs" / "scaling.md", "## Measured: 2 x H200").split())
     fsdp, zero3 = f"{losses['full-fsdp'][-1]:.1f}", f"{losses['full-zero3'][-1]:.1f}"
-    assert fsdp == zero3 and f"stalled at {losses['full-1gpu'][-1]:.1f} while FSDP's and ZeRO-3's fell to {fsdp}" in text
+    assert (
+        fsdp == zero3 and f"stalled at {losses['full-1gpu'][-1]:.1f} while FSDP's and ZeRO-3's fell to {fsdp}" in text
+    )
 
 
 def test_regime_w_comparison_first_run_times():
@@ -974,7 +1219,9 @@ def test_regime_w_comparison_first_run_times():
     and per-stage times and throughputs (the runs' stage markers and pipeline timings)."""
     doc = (REPO / "docs" / "results.md").read_text()
     progress = (COMPARISON / "progress.txt").read_text()
-    clock = [int(x) for x in re.search(r"start .* (\d+):(\d+):(\d+)\ncomparison 1 (\d+):(\d+):(\d+)", progress).groups()]
+    clock = [
+        int(x) for x in re.search(r"start .* (\d+):(\d+):(\d+)\ncomparison 1 (\d+):(\d+):(\d+)", progress).groups()
+    ]
     assert f"### Results, first run (2026-11-30, {clock[0]}:{clock[1]:02d}-{clock[3]}:{clock[4]:02d} UTC)" in doc
     wall = (clock[3] - clock[0]) * 3600 + (clock[4] - clock[1]) * 60 + clock[5] - clock[2]
     text = " ".join(section(REPO / "docs" / "results.md", "### Results, first run (2026-11-30").split())
@@ -987,19 +1234,26 @@ def test_regime_w_comparison_first_run_times():
     seeds = [int(s) for s in re.findall(r"seed \d+: done in (\d+) s", (COMPARISON / "comparison.log").read_text())]
     assert len(seeds) == 3 and f"{wall // 60} min {wall % 60} s wall, {span(seeds)} s per seed" in text
     runs = COMPARISON / "run_summaries"
-    sft = [json.loads((runs / f"smollm2-135m-gpu-s{s}-sft" / "stages" / "sft.json").read_text()) for s in (1234, 1235, 1236)]
+    sft = [
+        json.loads((runs / f"smollm2-135m-gpu-s{s}-sft" / "stages" / "sft.json").read_text())
+        for s in (1234, 1235, 1236)
+    ]
     rollouts = [runs / f"smollm2-135m-gpu-s{s}-rollouts_b" for s in (1234, 1235, 1236)]
     marker = [json.loads((r / "stages" / "collect-rollouts.json").read_text()) for r in rollouts]
     timings = [json.loads((r / "pipeline_timings.json").read_text())["collect-rollouts"] for r in rollouts]
     (answers,) = {m["questions"] * m["config"]["rollouts"]["samples_per_arm"] * 8 for m in marker}  # eight arms, alike
     assert f"SFT {span([s['train_runtime_s'] for s in sft])} s of training (`train_runtime_s`)" in text
-    assert f"rollouts {span(timings)} s ({answers:,} answers, {span([m['generated_tokens'] for m in marker], 1e-6, 1)}M " \
-           f"tokens at {span([m['tokens_per_s'] for m in marker], digits=-2)} tokens/s each by their stage markers" in text
+    assert (
+        f"rollouts {span(timings)} s ({answers:,} answers, {span([m['generated_tokens'] for m in marker], 1e-6, 1)}M "
+        f"tokens at {span([m['tokens_per_s'] for m in marker], digits=-2)} tokens/s each by their stage markers" in text
+    )
     logs = "".join((COMPARISON / f"seed{s}.log").read_text() for s in (1234, 1235, 1236))
     arms = [int(t) for t in re.findall(r"##### w_\w+ done in (\d+) s", logs)]
     sampled = [int(t) for t in re.findall(r"##### \w+@k16 done in (\d+) s", logs)]
     assert len(arms) == 9 and len(sampled) == 12
-    assert f"each arm's DPO and greedy eval {span(arms)} s, each 16-sample eval of the test set {span(sampled)} s" in text
+    assert (
+        f"each arm's DPO and greedy eval {span(arms)} s, each 16-sample eval of the test set {span(sampled)} s" in text
+    )
 
 
 LOOPER_PLAN = BENCH / "looper_plan_8b"
@@ -1040,31 +1294,43 @@ def test_guide_looper_plan_table():
     rows = table_rows(text, r"`r1-distill-llama-8b.*\.yaml`|same, `.*`")
     plans = _looper_plan_files()
     assert len(rows) == len(plans) == 6
-    labels = {"self-data": "sft (self data)", "SFT": "sft", "collect-rollouts": "collect-rollouts", "DPO": "train-rl (DPO)",
-              "eval": "eval", "GRPO": "train-rl (GRPO)"}
+    labels = {
+        "self-data": "sft (self data)",
+        "SFT": "sft",
+        "collect-rollouts": "collect-rollouts",
+        "DPO": "train-rl (DPO)",
+        "eval": "eval",
+        "GRPO": "train-rl (GRPO)",
+    }
     for (label, priced_cell, hours_cell), (name, (config, overrides)) in zip(rows, plans.items()):
         assert (f"`{Path(config).name}`" if not overrides else f"same, `{' '.join(overrides)}`") == label
         output = _plan_output(name)
         stages = table_rows(output, r"sft.*|collect-rollouts|train-rl.*|eval")
         assert all(minutes.startswith(("<=", "~")) for _, _, _, minutes, *_ in stages), label  # every stage priced
-        assert [labels[x] for x in re.findall(r"self-data|\bSFT\b|collect-rollouts|DPO|GRPO|eval", priced_cell)] == \
-            [stage for stage, *_ in stages], label
+        assert [labels[x] for x in re.findall(r"self-data|\bSFT\b|collect-rollouts|DPO|GRPO|eval", priced_cell)] == [
+            stage for stage, *_ in stages
+        ], label
         shape = re.search(r"eval \((.*?)\)", priced_cell)  # where given: eval's models x questions x samples
         assert not shape or numbers(shape.group(1)) == numbers(next(w for s, w, *_ in stages if s == "eval"))[:3]
         # "~": a minute figure that is not a bound (a rate measured at shorter answers), in the table as in the plan
-        assert re.findall(r"~?\d(?:[\d,]*\d)?", re.sub(r"\(.*?\)", "", priced_cell)) == \
-            [minutes.removeprefix("<= ") for _, _, _, minutes, *_ in stages], label
+        assert re.findall(r"~?\d(?:[\d,]*\d)?", re.sub(r"\(.*?\)", "", priced_cell)) == [
+            minutes.removeprefix("<= ") for _, _, _, minutes, *_ in stages
+        ], label
         bound, hours = re.search(r"(At most|About) ([\d.,]+) GPU-hours", output).groups()
         assert hours_cell == ("~" if bound == "About" else "") + hours, label
     # the generation rates the guide compares, a quantized base's against bf16's, as looper plan prices with them
     from looper.plan import RATES
 
     flat = " ".join(text.split())
-    rates = [f"{RATES[('llama-8b', key)].tokens_per_s:,.0f}" for key in
-             ("generate:vllm:4bit", "generate:vllm", "generate:hf:8bit", "generate:hf:4bit")]
-    assert ("vLLM's in-flight bitsandbytes 4-bit decodes at {} tokens/s against {} for bf16 (both 256 sequences x 2,048 "
-            "tokens), and transformers' `generate` over an LLM.int8 base at {} tokens/s (NF4: {}; 64 rows x 512 "
-            "tokens").format(*rates) in flat
+    rates = [
+        f"{RATES[('llama-8b', key)].tokens_per_s:,.0f}"
+        for key in ("generate:vllm:4bit", "generate:vllm", "generate:hf:8bit", "generate:hf:4bit")
+    ]
+    assert (
+        "vLLM's in-flight bitsandbytes 4-bit decodes at {} tokens/s against {} for bf16 (both 256 sequences x 2,048 "
+        "tokens), and transformers' `generate` over an LLM.int8 base at {} tokens/s (NF4: {}; 64 rows x 512 "
+        "tokens"
+    ).format(*rates) in flat
     # the self-data SFT bound the guide works out for the 8B default, from its plan's sft row and the config
     from looper.config import load_config
 
@@ -1072,9 +1338,12 @@ def test_guide_looper_plan_table():
     answers, rate = numbers(sft[1])[0], numbers(sft[5])[0]
     config = load_config(REPO / "configs" / "r1-distill-llama-8b.yaml").sft
     per_answer = config.self_data.max_new_tokens + 1
-    assert f"the counted bound is {answers:,.0f} answers x {per_answer:,} tokens ({answers * per_answer / 1e6:.1f}M " \
-           f"tokens, {answers * per_answer / rate / 60:.0f} minutes at the measured {rate:,.0f} tokens/s) plus the " \
-           f"prompts' tokens, against {sft[3].removeprefix('<= ')} minutes at {config.trainer['max_length']:,} tokens each" in flat
+    assert (
+        f"the counted bound is {answers:,.0f} answers x {per_answer:,} tokens ({answers * per_answer / 1e6:.1f}M "
+        f"tokens, {answers * per_answer / rate / 60:.0f} minutes at the measured {rate:,.0f} tokens/s) plus the "
+        f"prompts' tokens, against {sft[3].removeprefix('<= ')} minutes at {config.trainer['max_length']:,} tokens each"
+        in flat
+    )
 
 
 def test_registration_power_figures():
@@ -1086,31 +1355,55 @@ def test_registration_power_figures():
     power = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(power)
     saved = _json("registration_power.json")
-    assert saved == json.loads(json.dumps(power.compute(_json(Path(power.SAMPLES).name), _json(Path(power.FLIPS).name))))
+    assert saved == json.loads(
+        json.dumps(power.compute(_json(Path(power.SAMPLES).name), _json(Path(power.FLIPS).name)))
+    )
     text = " ".join(section(REPO / "docs" / "results.md", "### Registration").split())
-    found = re.search(r"avg@16 ([\d.]+)%, pass@16 ([\d.]+)%\) fits a Beta\(([\d.]+), ([\d.]+)\) distribution of per-question "
-                      r"success probability \(matching both\), sd ([\d.]+) between questions and E\[p\(1-p\)\]/16 = ([\d.]+) "
-                      r"of sampling variance per question. For a difference between two arms the per-question sd is then "
-                      r"([\d.]+)-([\d.]+) \(the arms' per-question success correlated ([\d.]+) to not at all\)", text)
+    found = re.search(
+        r"avg@16 ([\d.]+)%, pass@16 ([\d.]+)%\) fits a Beta\(([\d.]+), ([\d.]+)\) distribution of per-question "
+        r"success probability \(matching both\), sd ([\d.]+) between questions and E\[p\(1-p\)\]/16 = ([\d.]+) "
+        r"of sampling variance per question. For a difference between two arms the per-question sd is then "
+        r"([\d.]+)-([\d.]+) \(the arms' per-question success correlated ([\d.]+) to not at all\)",
+        text,
+    )
     assert found, "the registration's power paragraph moved"
     beta, (close, apart) = saved["beta"], saved["avg16_difference"]
     *figures, sd_apart, correlation = found.groups()
-    assert apart["correlation"] == 0 and cell_shows(" ".join([*figures, correlation]), [
-        100 * saved["inputs"]["avg@16"], 100 * saved["inputs"]["pass@16"], beta["a"], beta["b"],
-        beta["sd_between_questions"], beta["sampling_variance"], close["sd_difference"], close["correlation"]])
+    assert apart["correlation"] == 0 and cell_shows(
+        " ".join([*figures, correlation]),
+        [
+            100 * saved["inputs"]["avg@16"],
+            100 * saved["inputs"]["pass@16"],
+            beta["a"],
+            beta["b"],
+            beta["sd_between_questions"],
+            beta["sampling_variance"],
+            close["sd_difference"],
+            close["correlation"],
+        ],
+    )
     # Known and left as written (a pre-registered text): the sd for uncorrelated arms is 0.0715, printed 0.071 at
     # three decimals, not 0.072; the detectable differences computed from it (0.55, 0.32) are right.
     assert (sd_apart, round(apart["sd_difference"], 4)) == ("0.072", 0.0715)
-    assert f"**{close['detectable_80_per_seed_points']:.2f}-{apart['detectable_80_per_seed_points']:.2f} points per seed**" in text
-    assert f"**{close['detectable_80_pooled_points']:.2f}-{apart['detectable_80_pooled_points']:.2f} points pooled over three " \
-           f"seeds**" in text
-    assert f"the true pooled bound lies between {close['detectable_80_pooled_points']:.2f} and " \
-           f"{apart['detectable_80_per_seed_points']:.2f})" in text
+    assert (
+        f"**{close['detectable_80_per_seed_points']:.2f}-{apart['detectable_80_per_seed_points']:.2f} points per seed**"
+        in text
+    )
+    assert (
+        f"**{close['detectable_80_pooled_points']:.2f}-{apart['detectable_80_pooled_points']:.2f} points pooled over three "
+        f"seeds**" in text
+    )
+    assert (
+        f"the true pooled bound lies between {close['detectable_80_pooled_points']:.2f} and "
+        f"{apart['detectable_80_per_seed_points']:.2f})" in text
+    )
     greedy = saved["greedy"]
     assert len(greedy) == 4 and "the four default-recipe runs' SFT -> RL flips" in text
     sd, detectable = [g["sd_change"] for g in greedy], [g["detectable_80_points"] for g in greedy]
-    assert f"(sd of a question's change {min(sd):.3f}-{max(sd):.3f}): {min(detectable):.1f}-{max(detectable):.1f} points " \
-           f"per run" in text
+    assert (
+        f"(sd of a question's change {min(sd):.3f}-{max(sd):.3f}): {min(detectable):.1f}-{max(detectable):.1f} points "
+        f"per run" in text
+    )
 
 
 def test_cpu_demo_length_check_and_setup_figures():
@@ -1121,10 +1414,14 @@ def test_cpu_demo_length_check_and_setup_figures():
     text = " ".join(section(REPO / "docs" / "results.md", "## CPU demo").split())
     assert check["examples"] == 240 and check["printed"].removeprefix("warning: ") in text
     assert f"`sft.trainer.max_length={check['max_length']}: {check['examples_cut']} of {check['examples']}" in text
-    rows = table_rows(section(REPO / "docs" / "results.md", "## CPU demo"), r"final of this session|2026-11-23, slot engine.*")
+    rows = table_rows(
+        section(REPO / "docs" / "results.md", "## CPU demo"), r"final of this session|2026-11-23, slot engine.*"
+    )
     dpo = {row[0].split(",")[0]: float(row[-2].split()[0]) for row in rows}  # train-rl (DPO) s
     slower = dpo["2026-11-23"] / dpo["final of this session"] - 1
-    assert f"also ran {100 * slower:.0f}% slower ({dpo['2026-11-23']} s against {dpo['final of this session']} s" in text
+    assert (
+        f"also ran {100 * slower:.0f}% slower ({dpo['2026-11-23']} s against {dpo['final of this session']} s" in text
+    )
     past = history("results.md")
     lines = (BENCH / "lock_lm_eval_packages.txt").read_text().splitlines()
     added = [x for x in lines if not x.startswith("#")]
@@ -1132,22 +1429,29 @@ def test_cpu_demo_length_check_and_setup_figures():
     # by name: lm-eval's table writers were relocked since to newer versions (constraints.txt's header says why)
     assert all(x.split("==")[0] in locked for x in added) and any(x.startswith("lm_eval==") for x in added)
     assert f"adds {len(added)} packages to the first install (lm_eval and {len(added) - 1} it needs" in guide()
-    suite_s = [float(re.search(r"skipped, .* in ([\d.]+)s", (BENCH / f).read_text()).group(1))
-               for f in ("fresh_clone_check_2026-11-30_e098414.txt", "fresh_clone_check_2026-12-01_8ae1b31.txt")]
+    suite_s = [
+        float(re.search(r"skipped, .* in ([\d.]+)s", (BENCH / f).read_text()).group(1))
+        for f in ("fresh_clone_check_2026-11-30_e098414.txt", "fresh_clone_check_2026-12-01_8ae1b31.txt")
+    ]
     assert f"{int(min(suite_s) // 60)}-{math.ceil(max(suite_s) / 60)} min alone on 2 cores" in past
     latest = (BENCH / "fresh_clone_check_2026-12-01_8ae1b31.txt").read_text()
     demo_s = int(re.search(r"demo.sh: exit 0, (\d+) s", latest).group(1))
     rss = int(re.search(r"peak RSS ([\d,]+) kB", latest).group(1).replace(",", "")) / 2**20  # GNU time's kB are KiB
     passed, skipped, seconds = re.search(r"(\d+) passed, (\d+) skipped, .* in ([\d.]+)s", latest).groups()
-    assert f"demo exit 0 in {demo_s // 60} min {demo_s % 60} s (peak RSS {rss:.1f} GiB), then the suite {passed} passed, " \
-        f"{skipped} skipped (no GSM8K copy beside the clone) in {int(float(seconds) // 60)} min {round(float(seconds) % 60)} s" in past
+    assert (
+        f"demo exit 0 in {demo_s // 60} min {demo_s % 60} s (peak RSS {rss:.1f} GiB), then the suite {passed} passed, "
+        f"{skipped} skipped (no GSM8K copy beside the clone) in {int(float(seconds) // 60)} min {round(float(seconds) % 60)} s"
+        in past
+    )
 
 
 def _progress_rate(raw: str, first: int, last: int) -> float:
     """Tokens/s between two questions of a progress bar whose tok_per_s is the tokens since the bar's start over its
     elapsed time (looper/generation.py): the tokens at each, from elapsed x tok_per_s, over the seconds between."""
-    at = {int(q): (60 * int(m) + int(s), float(rate)) for q, m, s, rate in
-          re.findall(r"\| (\d+)/2000 \[(\d+):(\d+)<.*?tok_per_s=(\d+)\]", raw)}
+    at = {
+        int(q): (60 * int(m) + int(s), float(rate))
+        for q, m, s, rate in re.findall(r"\| (\d+)/2000 \[(\d+):(\d+)<.*?tok_per_s=(\d+)\]", raw)
+    }
     (t0, r0), (t1, r1) = at[first], at[last]
     return (t1 * r1 - t0 * r0) / (t1 - t0)
 
@@ -1193,7 +1497,10 @@ def test_smollm2_base_on_gsm8k_cpu():
     hashes = sum("####" in r["output"] for r in records)
     strict = sum(r["answer_strict"] is not None for r in records)
     flexible = sum(r["answer_flexible"] is not None for r in records)
-    assert f"{hashes} outputs contain `####`, {strict} of them parseable (strict), {flexible} give a flexible answer" in one_line
+    assert (
+        f"{hashes} outputs contain `####`, {strict} of them parseable (strict), {flexible} give a flexible answer"
+        in one_line
+    )
     (hit,) = [r for r in records if r["correct_flexible"]]
     assert hit["output"].endswith("The answer is 100.") and 'the one flexible hit ends "The answer is 100."' in one_line
     assert any(r["truncated"] and r["output"].count("#### 720") > 3 and r["answer_strict"] is None for r in records)
@@ -1210,8 +1517,18 @@ def test_regime_w_comparison_third_run():
     sys.path.insert(0, str(REPO / "bench"))
     from regime_w_comparison import analyze
 
-    args = type("Args", (), {"runs_dir": str(RUN3 / "run_summaries"), "seeds": [1234, 1235, 1236], "k": 16,
-                             "dataset": "gsm8k_test", "config": "configs/smollm2-135m-gpu.yaml", "set": []})()
+    args = type(
+        "Args",
+        (),
+        {
+            "runs_dir": str(RUN3 / "run_summaries"),
+            "seeds": [1234, 1235, 1236],
+            "k": 16,
+            "dataset": "gsm8k_test",
+            "config": "configs/smollm2-135m-gpu.yaml",
+            "set": [],
+        },
+    )()
     result = analyze(args, "smollm2-135m-gpu")
     stored = json.loads((RUN3 / "comparison_partial.json").read_text())
     assert stored["pooled"]["comparisons"] == json.loads(json.dumps(_without_holm(result["pooled"]["comparisons"])))
@@ -1231,11 +1548,18 @@ def test_regime_w_comparison_third_run():
         assert numbers(greedy) == [pct(m["greedy_strict"]), *(pct(x) for x in m["greedy_strict_ci95"])]
         assert (pairs, steps) == (("-", "-") if key == "sft" else (str(res["pairs"][key]), str(res["dpo_steps"][key])))
     first = json.loads((COMPARISON / "seed1235_paired.json").read_text())["per_seed"]["1235"]["comparisons"]
-    labels = {"Regime W - correctness only": "w_regime_w - w_correct", "Regime W - SFT": "w_regime_w - sft",
-              "correctness only - SFT": "w_correct - sft", "label-free - SFT": "w_label_free - sft",
-              "label-free - correctness only": "w_label_free - w_correct"}
-    comp_rows = [r for r in table_rows(text, r"\**[A-Za-z -]+\**( \(H1's contrast\))?")
-                 if len(r) == 5 and r[0].replace("*", "").replace(" (H1's contrast)", "") in labels]
+    labels = {
+        "Regime W - correctness only": "w_regime_w - w_correct",
+        "Regime W - SFT": "w_regime_w - sft",
+        "correctness only - SFT": "w_correct - sft",
+        "label-free - SFT": "w_label_free - sft",
+        "label-free - correctness only": "w_label_free - w_correct",
+    }
+    comp_rows = [
+        r
+        for r in table_rows(text, r"\**[A-Za-z -]+\**( \(H1's contrast\))?")
+        if len(r) == 5 and r[0].replace("*", "").replace(" (H1's contrast)", "") in labels
+    ]
     assert len(comp_rows) == 5
     for label, s1235, first_run, flips, pooled in comp_rows:
         key = labels[label.replace("*", "").replace(" (H1's contrast)", "")]
@@ -1244,25 +1568,55 @@ def test_regime_w_comparison_third_run():
             assert s1235 == "-"
         else:
             diff, lo, hi, p, detectable = printed(s1235.replace("80%", ""))
-            assert all(shown(t, v) for t, v in ((diff, 100 * d["difference"]), (lo, 100 * d["ci95"][0]), (hi, 100 * d["ci95"][1]),
-                                                 (p, d["p_value"]), (detectable, 100 * d["detectable_80"])))
+            assert all(
+                shown(t, v)
+                for t, v in (
+                    (diff, 100 * d["difference"]),
+                    (lo, 100 * d["ci95"][0]),
+                    (hi, 100 * d["ci95"][1]),
+                    (p, d["p_value"]),
+                    (detectable, 100 * d["detectable_80"]),
+                )
+            )
         f = first[key]["avg_k"]
         diff, lo, hi, p = printed(first_run)
-        assert all(shown(t, v) for t, v in ((diff, 100 * f["difference"]), (lo, 100 * f["ci95"][0]), (hi, 100 * f["ci95"][1]),
-                                             (p, f["p_value"])))
-        assert numbers(flips.replace("/", " ")) == [v for s in (1234, 1235, 1236) for v in
-                                                    (result["per_seed"][s]["comparisons"][key]["greedy"]["wrong_to_right"],
-                                                     result["per_seed"][s]["comparisons"][key]["greedy"]["right_to_wrong"])]
+        assert all(
+            shown(t, v)
+            for t, v in (
+                (diff, 100 * f["difference"]),
+                (lo, 100 * f["ci95"][0]),
+                (hi, 100 * f["ci95"][1]),
+                (p, f["p_value"]),
+            )
+        )
+        assert numbers(flips.replace("/", " ")) == [
+            v
+            for s in (1234, 1235, 1236)
+            for v in (
+                result["per_seed"][s]["comparisons"][key]["greedy"]["wrong_to_right"],
+                result["per_seed"][s]["comparisons"][key]["greedy"]["right_to_wrong"],
+            )
+        ]
         g = result["pooled"]["comparisons"][key]["greedy_per_question"]
         better, worse, p = printed(pooled)
         assert (int(better), int(worse)) == (g["better"], g["worse"]) and shown(p, g["p_sign_test"])
-        assert result["pooled"]["comparisons"][key]["avg_k"] is None  # H1 and the pooled secondaries: not computed, as said
+        assert (
+            result["pooled"]["comparisons"][key]["avg_k"] is None
+        )  # H1 and the pooled secondaries: not computed, as said
     g = result["pooled"]["comparisons"]["w_regime_w - w_correct"]["greedy_per_question"]
     assert f"{g['better']} questions better and {g['worse']} worse over the three seeds" in flat
-    gains = [res["arms"][arm]["greedy_strict"] - res["arms"]["sft"]["greedy_strict"]
-             for res in result["per_seed"].values() for arm in ("w_regime_w", "w_correct", "w_label_free")]
+    gains = [
+        res["arms"][arm]["greedy_strict"] - res["arms"]["sft"]["greedy_strict"]
+        for res in result["per_seed"].values()
+        for arm in ("w_regime_w", "w_correct", "w_label_free")
+    ]
     assert min(gains) > 0 and f"(+{100 * min(gains):.2f} to +{100 * max(gains):.2f} points)" in flat
-    singles = [c["greedy"]["p_mcnemar"] for res in result["per_seed"].values() for k, c in res["comparisons"].items() if k.endswith("- sft")]
+    singles = [
+        c["greedy"]["p_mcnemar"]
+        for res in result["per_seed"].values()
+        for k, c in res["comparisons"].items()
+        if k.endswith("- sft")
+    ]
     assert min(singles) > 0.05
     # AUROCs with DeLong's intervals, and the count over the three runs
     gaps, ps = [], []
@@ -1272,7 +1626,9 @@ def test_regime_w_comparison_third_run():
         assert numbers(correct) == [v["consensus_correct"], v["questions"]]
         assert numbers(maj) == [round(v["auroc_majority"], 3)] and numbers(wm) == [round(v["auroc_s_wm"], 3)]
         diff, lo, hi, p = printed(test)
-        assert all(shown(x, y) for x, y in ((diff, t["difference"]), (lo, t["ci95"][0]), (hi, t["ci95"][1]), (p, t["p_value"])))
+        assert all(
+            shown(x, y) for x, y in ((diff, t["difference"]), (lo, t["ci95"][0]), (hi, t["ci95"][1]), (p, t["p_value"]))
+        )
         assert t["ci95"][0] < 0 < t["ci95"][1]  # "no row's 95% interval excludes zero"
         gaps.append(v["auroc_s_wm"] - v["auroc_majority"])
         ps.append(t["p_value"])
@@ -1283,10 +1639,16 @@ def test_regime_w_comparison_third_run():
         for name in ("all arms", "compute arms", "reflective arms"):
             end, wm = numbers(next(x for x in report if x.startswith(name)))[2:4]
             earlier.append(wm - end)
-        earlier += [f["auroc_s_wm"] - f["auroc_majority"] for f in json.loads((RUN2 / f"auroc_s{seed}.json").read_text()).values()]
+        earlier += [
+            f["auroc_s_wm"] - f["auroc_majority"]
+            for f in json.loads((RUN2 / f"auroc_s{seed}.json").read_text()).values()
+        ]
     assert f"in {sum(x > 0 for x in gaps)} of 9 rows, by {min(gaps):+.3f} to {max(gaps):+.3f}" in flat
     every = gaps + earlier
-    assert f"Over the three runs, {sum(x > 0 for x in every)} of 27 rows favour s_wm, each by at most {max(every):.3f}" in flat
+    assert (
+        f"Over the three runs, {sum(x > 0 for x in every)} of 27 rows favour s_wm, each by at most {max(every):.3f}"
+        in flat
+    )
 
 
 def test_smollm2_pipeline_on_vllm_rloo_colocate_and_engine_memory():
@@ -1299,42 +1661,79 @@ def test_smollm2_pipeline_on_vllm_rloo_colocate_and_engine_memory():
     rows = {r[0].split()[0].strip("*"): r[1:] for r in table_rows(text, r"(sft|collect|train-rl|eval|\*\*whole).*")}
     assert cell_shows(" ".join(rows["sft"]), [t["sft"], st["sft"]["peak_gpu_memory_gib"][0]])
     c = st["collect-rollouts"]
-    assert cell_shows(" ".join(rows["collect-rollouts"]), [t["collect-rollouts"], c["generated_tokens"], c["tokens_per_s"],
-                                                           c["engine_gpu_memory_gib"][0], c["peak_gpu_memory_gib"][0]])
+    assert cell_shows(
+        " ".join(rows["collect-rollouts"]),
+        [
+            t["collect-rollouts"],
+            c["generated_tokens"],
+            c["tokens_per_s"],
+            c["engine_gpu_memory_gib"][0],
+            c["peak_gpu_memory_gib"][0],
+        ],
+    )
     c = r2["collect-rollouts"]
-    assert cell_shows(" ".join(rows["train-rl"]), [t["train-rl"], c["generated_tokens"], 2, c["tokens_per_s"], 2,
-                                                   c["engine_gpu_memory_gib"][0], r2["train-rl"]["peak_gpu_memory_gib"][0]])
+    assert cell_shows(
+        " ".join(rows["train-rl"]),
+        [
+            t["train-rl"],
+            c["generated_tokens"],
+            2,
+            c["tokens_per_s"],
+            2,
+            c["engine_gpu_memory_gib"][0],
+            r2["train-rl"]["peak_gpu_memory_gib"][0],
+        ],
+    )
     e = st["eval"]
-    assert cell_shows(" ".join(rows["eval"]), [t["eval"], e["generated_tokens"], e["tokens_per_s"],
-                                               e["engine_gpu_memory_gib"][0], e["peak_gpu_memory_gib"][0]])
+    assert cell_shows(
+        " ".join(rows["eval"]),
+        [
+            t["eval"],
+            e["generated_tokens"],
+            e["tokens_per_s"],
+            e["engine_gpu_memory_gib"][0],
+            e["peak_gpu_memory_gib"][0],
+        ],
+    )
     assert cell_shows(rows["whole"][0], [sum(t.values()), run["wall_s"]])
     one_line = " ".join(text.split())
     slot = [sum(_json(f"pipeline_default_run{k}_smollm2_gpu_h200.json")["timings_s"].values()) for k in (1, 2)]
-    assert f"**{sum(t.values()) / max(slot):.1f}x longer**" in one_line and f"{sum(t.values()) / min(slot):.1f}" == "1.7"
+    assert (
+        f"**{sum(t.values()) / max(slot):.1f}x longer**" in one_line and f"{sum(t.values()) / min(slot):.1f}" == "1.7"
+    )
     assert f"inside its {e['generation_s']:.1f} s of generation" in one_line
     assert f"{c['engine_gpu_memory_gib'][0]} GiB of the H200's 140.4" in one_line
     logs = BENCH / "rloo_vllm_colocate_vs_generate_h200"
-    steps = {w: [float(x) for x in re.findall(r"'step_time': '([\d.]+)'", (logs / f).read_text())]
-             for w, f in (("vllm", "rloo_vllm.log"), ("hf", "rloo_hf_stopped.log"))}
-    median = {w: sorted(v)[len(v) // 2 - 1: len(v) // 2 + 1] for w, v in steps.items()}
+    steps = {
+        w: [float(x) for x in re.findall(r"'step_time': '([\d.]+)'", (logs / f).read_text())]
+        for w, f in (("vllm", "rloo_vllm.log"), ("hf", "rloo_hf_stopped.log"))
+    }
+    median = {w: sorted(v)[len(v) // 2 - 1 : len(v) // 2 + 1] for w, v in steps.items()}
     median = {w: sum(v) / 2 for w, v in median.items()}  # both runs logged an even number of steps
     assert len(steps["vllm"]) == 16 and len(steps["hf"]) == 12
     marker = _json("rloo_vllm_colocate_vs_generate_h200.json")["marker"]
     (colocate,) = table_rows(text, r"TRL \+ vLLM.*")
     (generate,) = table_rows(text, r"TRL \+ transformers.*")
-    assert cell_shows(" ".join(colocate[1:]), [16, marker["train_runtime_s"], median["vllm"], marker["peak_gpu_memory_gib"][0],
-                                               marker["train_loss"]])
+    assert cell_shows(
+        " ".join(colocate[1:]),
+        [16, marker["train_runtime_s"], median["vllm"], marker["peak_gpu_memory_gib"][0], marker["train_loss"]],
+    )
     assert cell_shows(" ".join(generate[1:]), [12, 16, median["hf"]])
     assert f"it is {median['hf'] / median['vllm']:.1f}x faster" in one_line
     past, reference = history("benchmarks.md"), guide()
     minutes, seconds = divmod(run["wall_s"], 60)
     assert f"took {minutes} min {seconds} s end to end on one H200" in past
-    assert f"collect-rollouts ran at {st['collect-rollouts']['tokens_per_s']:,.0f} tokens/s against " \
-        f"{_json('pipeline_default_run1_smollm2_gpu_h200.json')['stages']['collect-rollouts']['tokens_per_s']:,.0f}" in past
+    assert (
+        f"collect-rollouts ran at {st['collect-rollouts']['tokens_per_s']:,.0f} tokens/s against "
+        f"{_json('pipeline_default_run1_smollm2_gpu_h200.json')['stages']['collect-rollouts']['tokens_per_s']:,.0f}"
+        in past
+    )
     assert f"{round(st['collect-rollouts']['engine_gpu_memory_gib'][0])} GiB of the H200" in reference
     assert f"its measured eval stage took {round(t['eval'])} s" in reference
-    assert f"16 RLOO steps took {marker['train_runtime_s']:.1f} s with colocate, at a median {median['vllm']:.2f} s a step " \
+    assert (
+        f"16 RLOO steps took {marker['train_runtime_s']:.1f} s with colocate, at a median {median['vllm']:.2f} s a step "
         f"against {median['hf']:.2f} s" in reference
+    )
     header = " ".join((REPO / "configs" / "smollm2-135m-gpu.yaml").read_text().replace("\n# ", " ").split())
     assert f"the whole pipeline took {run['wall_s']:,} s on one H200 alone" in header
 
@@ -1376,7 +1775,9 @@ def test_fourth_comparison_run_figures():
         with gzip.open(folder / "eval" / "sft__gsm8k_test.jsonl.gz", "rt") as f:
             m = dataset_metrics([json.loads(line) for line in f])
         assert m["n"] == 1319
-        accs.append(f"{pct(m['strict']['accuracy']):.2f}% [{pct(m['strict']['ci95'][0]):.2f}, {pct(m['strict']['ci95'][1]):.2f}]")
+        accs.append(
+            f"{pct(m['strict']['accuracy']):.2f}% [{pct(m['strict']['ci95'][0]):.2f}, {pct(m['strict']['ci95'][1]):.2f}]"
+        )
         truncs.append(f"{pct(m['truncation_rate'], 1):.1f}%")
     assert f"Both seeds' SFT (training {runtimes[0]} / {runtimes[1]} s)" in text
     assert f"seed 1234 {accs[0]}, seed 1236 {accs[1]} strict (truncated {truncs[0]} / {truncs[1]})" in text
@@ -1390,11 +1791,16 @@ def _auroc_gaps_of_earlier_runs() -> list[float]:
     gaps = []
     for seed in ("1234", "1235", "1236"):
         for name in ("all arms", "compute arms", "reflective arms"):
-            line = next(x for x in (COMPARISON / f"regime_w_report_s{seed}.md").read_text().splitlines() if x.startswith(name))
+            line = next(
+                x for x in (COMPARISON / f"regime_w_report_s{seed}.md").read_text().splitlines() if x.startswith(name)
+            )
             end, wm = numbers(line)[2:4]
             gaps.append(wm - end)
         for run in (RUN2, RUN3):
-            gaps += [f["auroc_s_wm"] - f["auroc_majority"] for f in json.loads((run / f"auroc_s{seed}.json").read_text()).values()]
+            gaps += [
+                f["auroc_s_wm"] - f["auroc_majority"]
+                for f in json.loads((run / f"auroc_s{seed}.json").read_text()).values()
+            ]
     return gaps
 
 
@@ -1412,7 +1818,9 @@ def _check_arm_rows(arm_rows: list[list[str]], res: dict) -> None:
         assert numbers(steps) == ([res["dpo_steps"][key]] if key != "sft" else [])
 
 
-def _comparison_run(run: Path, seeds: list[int], earlier: list[Path], heading: str, seed: str) -> tuple[dict, str, list]:
+def _comparison_run(
+    run: Path, seeds: list[int], earlier: list[Path], heading: str, seed: str
+) -> tuple[dict, str, list]:
     """A comparison run re-analysed by the comparison's own analysis from its per-question files (the seeds in
     ``earlier`` from those analyses), checked against the run's stored analysis and its section's arm table for
     ``seed``. Returns the analysis, the section's text and its AUROC table rows."""
@@ -1421,8 +1829,19 @@ def _comparison_run(run: Path, seeds: list[int], earlier: list[Path], heading: s
     sys.path.insert(0, str(REPO / "bench"))
     from regime_w_comparison import analyze
 
-    args = type("Args", (), {"runs_dir": str(run / "run_summaries"), "seeds": seeds, "k": 16, "dataset": "gsm8k_test",
-                             "config": "configs/smollm2-135m-gpu.yaml", "set": [], "from_analysis": [str(p) for p in earlier]})()
+    args = type(
+        "Args",
+        (),
+        {
+            "runs_dir": str(run / "run_summaries"),
+            "seeds": seeds,
+            "k": 16,
+            "dataset": "gsm8k_test",
+            "config": "configs/smollm2-135m-gpu.yaml",
+            "set": [],
+            "from_analysis": [str(p) for p in earlier],
+        },
+    )()
     result = json.loads(json.dumps(analyze(args, "smollm2-135m-gpu")))
     stored = json.loads((run / "comparison.json").read_text())
     # the GPU machine's last digits may differ
@@ -1445,15 +1864,19 @@ def _check_auroc_rows(auroc_rows: list[list[str]], aurocs: dict) -> list[dict]:
         assert numbers(correct) == [v["consensus_correct"], v["questions"]]
         assert numbers(maj) == [round(v["auroc_majority"], 3)] and numbers(wm) == [round(v["auroc_s_wm"], 3)]
         diff, lo, hi, p = printed(test)
-        assert all(shown(x, y) for x, y in ((diff, t["difference"]), (lo, t["ci95"][0]), (hi, t["ci95"][1]), (p, t["p_value"])))
+        assert all(
+            shown(x, y) for x, y in ((diff, t["difference"]), (lo, t["ci95"][0]), (hi, t["ci95"][1]), (p, t["p_value"]))
+        )
         tests.append(t)
     return tests
 
 
 def _without_holm(comparisons: dict) -> dict:
     """The pooled comparisons without the Holm p-values, which analyses made before they were added lack."""
-    return {key: {**c, "avg_k": c["avg_k"] and {k: v for k, v in c["avg_k"].items() if k != "p_holm"}}
-            for key, c in comparisons.items()}
+    return {
+        key: {**c, "avg_k": c["avg_k"] and {k: v for k, v in c["avg_k"].items() if k != "p_holm"}}
+        for key, c in comparisons.items()
+    }
 
 
 def _close(a: object, b: object) -> bool:
@@ -1471,24 +1894,43 @@ def test_regime_w_comparison_fifth_run():
     """The fifth run's section, recomputed by the comparison's own analysis from seed 1234's per-question files
     (this run) and seed 1235's (the first run's file), as the amendments count them: the arm table, seed 1234's
     paired tests, the two-seed interim pooling, the stage times and the AUROCs."""
-    result, text, auroc_rows = _comparison_run(RUN5, [1234, 1235], [COMPARISON / "seed1235_paired.json"],
-                                               "### Fifth run (2026-12-01", "1234")
+    result, text, auroc_rows = _comparison_run(
+        RUN5, [1234, 1235], [COMPARISON / "seed1235_paired.json"], "### Fifth run (2026-12-01", "1234"
+    )
     assert result["per_seed"]["1235"]["from"].endswith("seed1235_paired.json")
     stored = json.loads((RUN5 / "comparison.json").read_text())
     flat = " ".join(text.split())
     res = result["per_seed"]["1234"]
-    labels = {"Regime W - correctness only": "w_regime_w - w_correct", "Regime W - SFT": "w_regime_w - sft",
-              "correctness only - SFT": "w_correct - sft", "label-free - SFT": "w_label_free - sft",
-              "label-free - correctness only": "w_label_free - w_correct"}
-    comp_rows = [r for r in table_rows(text, r"\**[A-Za-z -]+\**( \(H1's contrast\))?")
-                 if r[0].replace("*", "").replace(" (H1's contrast)", "") in labels]
+    labels = {
+        "Regime W - correctness only": "w_regime_w - w_correct",
+        "Regime W - SFT": "w_regime_w - sft",
+        "correctness only - SFT": "w_correct - sft",
+        "label-free - SFT": "w_label_free - sft",
+        "label-free - correctness only": "w_label_free - w_correct",
+    }
+    comp_rows = [
+        r
+        for r in table_rows(text, r"\**[A-Za-z -]+\**( \(H1's contrast\))?")
+        if r[0].replace("*", "").replace(" (H1's contrast)", "") in labels
+    ]
     assert len(comp_rows) == 5
     for label, one_seed, flips, pooled in comp_rows:
         key = labels[label.replace("*", "").replace(" (H1's contrast)", "")]
-        for cell, d in ((one_seed, res["comparisons"][key]["avg_k"]), (pooled, result["pooled"]["comparisons"][key]["avg_k"])):
+        for cell, d in (
+            (one_seed, res["comparisons"][key]["avg_k"]),
+            (pooled, result["pooled"]["comparisons"][key]["avg_k"]),
+        ):
             diff, lo, hi, p, detectable = printed(cell.replace("80%", ""))
-            assert all(shown(t, v) for t, v in ((diff, 100 * d["difference"]), (lo, 100 * d["ci95"][0]), (hi, 100 * d["ci95"][1]),
-                                                 (p, d["p_value"]), (detectable, 100 * d["detectable_80"]))), (label, cell)
+            assert all(
+                shown(t, v)
+                for t, v in (
+                    (diff, 100 * d["difference"]),
+                    (lo, 100 * d["ci95"][0]),
+                    (hi, 100 * d["ci95"][1]),
+                    (p, d["p_value"]),
+                    (detectable, 100 * d["detectable_80"]),
+                )
+            ), (label, cell)
         g = res["comparisons"][key]["greedy"]
         up, down, p = printed(flips)
         assert (int(up), int(down)) == (g["wrong_to_right"], g["right_to_wrong"]) and shown(p, g["p_mcnemar"])
@@ -1496,17 +1938,28 @@ def test_regime_w_comparison_fifth_run():
     arms = ("w_regime_w", "w_correct", "w_label_free")
     avg_gains = [res["comparisons"][f"{a} - sft"]["avg_k"]["difference"] for a in arms]
     greedy_gains = [res["arms"][a]["greedy_strict"] - res["arms"]["sft"]["greedy_strict"] for a in arms]
-    assert f"(+{100 * min(avg_gains):.2f} to +{100 * max(avg_gains):.2f} points) and greedily (+{100 * min(greedy_gains):.2f} to " \
-           f"+{100 * max(greedy_gains):.2f})" in flat
-    assert max(c["avg_k"]["p_value"] for k, c in res["comparisons"].items() if k.endswith("- sft")) > 0.05  # "none significantly"
+    assert (
+        f"(+{100 * min(avg_gains):.2f} to +{100 * max(avg_gains):.2f} points) and greedily (+{100 * min(greedy_gains):.2f} to "
+        f"+{100 * max(greedy_gains):.2f})" in flat
+    )
+    assert (
+        max(c["avg_k"]["p_value"] for k, c in res["comparisons"].items() if k.endswith("- sft")) > 0.05
+    )  # "none significantly"
     g = res["comparisons"]["w_regime_w - w_correct"]["greedy"]
     assert f"({g['wrong_to_right']} questions better, {g['right_to_wrong']} worse)" in flat
     summaries = RUN5 / "run_summaries"
     trunc = [pct(res["arms"][a]["sampled_truncated"], 1) for a in ("w_regime_w", "w_correct", "sft", "w_label_free")]
-    assert "Regime W's policy truncates {:.1f}% of its sampled answers, correctness alone's {:.1f}%, SFT's {:.1f}%; the " \
-           "label-free arm's {:.1f}%".format(*trunc) in flat
-    tokens = [json.loads((summaries / f"smollm2-135m-gpu-s1234-w_label_free{k}" / "eval" / "summary.json").read_text())
-              ["metrics"]["rl"]["gsm8k_test"]["mean_tokens"] for k in ("", "@k16")]
+    assert (
+        "Regime W's policy truncates {:.1f}% of its sampled answers, correctness alone's {:.1f}%, SFT's {:.1f}%; the "
+        "label-free arm's {:.1f}%".format(*trunc)
+        in flat
+    )
+    tokens = [
+        json.loads((summaries / f"smollm2-135m-gpu-s1234-w_label_free{k}" / "eval" / "summary.json").read_text())[
+            "metrics"
+        ]["rl"]["gsm8k_test"]["mean_tokens"]
+        for k in ("", "@k16")
+    ]
     assert f"the shortest answers ({min(tokens):.0f}-{max(tokens):.0f} tokens)" in flat
 
     def marker(run: str, stage: str) -> dict:
@@ -1518,8 +1971,11 @@ def test_regime_w_comparison_fifth_run():
     rollouts = marker("rollouts_b", "collect-rollouts")
     assert f"Seed 1234 took {stored['seed_wall_s']['1234']:,.0f} s of wall time" in flat
     assert f"SFT {timings('sft')['sft']:.0f} s (training {marker('sft', 'sft')['train_runtime_s']:.0f} s)" in flat
-    assert f"rollouts ({timings('rollouts_b')['collect-rollouts']:.0f} s; {rollouts['generated_tokens'] / 1e6:.2f}M tokens at " \
-           f"{rollouts['tokens_per_s']:,.0f} tokens/s) beside its 16-sample SFT eval ({marker('sft@k16', 'eval')['generation_s']:.0f} s)" in flat
+    assert (
+        f"rollouts ({timings('rollouts_b')['collect-rollouts']:.0f} s; {rollouts['generated_tokens'] / 1e6:.2f}M tokens at "
+        f"{rollouts['tokens_per_s']:,.0f} tokens/s) beside its 16-sample SFT eval ({marker('sft@k16', 'eval')['generation_s']:.0f} s)"
+        in flat
+    )
     dpo = [marker(a, "train-rl")["train_runtime_s"] for a in arms]
     assert "training {:.0f}, {:.0f} and {:.0f} s".format(*dpo) in flat
     evals = [timings(a)["eval"] for a in arms]
@@ -1531,7 +1987,9 @@ def test_regime_w_comparison_fifth_run():
     ps = [t["p_value"] for t in tests]
     gaps = [v["auroc_s_wm"] - v["auroc_majority"] for v in aurocs.values()]
     every = gaps + _auroc_gaps_of_earlier_runs()
-    assert len(every) == 30 and f"Over the four runs' rollouts, {sum(x > 0 for x in every)} of 30 rows favour s_wm" in flat
+    assert (
+        len(every) == 30 and f"Over the four runs' rollouts, {sum(x > 0 for x in every)} of 30 rows favour s_wm" in flat
+    )
     assert f"by {min(gaps):+.3f} to {max(gaps):+.3f}, each with DeLong's p = {min(ps):.2g}-{max(ps):.2g}" in flat
 
 
@@ -1548,27 +2006,41 @@ def test_regime_w_comparison_seventh_run_and_h1():
     per-question files (the seventh run) and seeds 1234's and 1235's (the fifth and first runs' files): the seventh
     run's section (seed 1236's arm table, H1 and the Holm-adjusted secondaries, times, AUROCs), the outcome above
     the registration, docs/results.md's reading at its top, README's headline and the GPU config's header."""
-    result, text, auroc_rows = _comparison_run(RUN7, [1234, 1235, 1236], [COMPARISON / "seed1235_paired.json",
-                                               RUN5 / "comparison.json"], "### Seventh run (2026-12-01", "1236")
+    result, text, auroc_rows = _comparison_run(
+        RUN7,
+        [1234, 1235, 1236],
+        [COMPARISON / "seed1235_paired.json", RUN5 / "comparison.json"],
+        "### Seventh run (2026-12-01",
+        "1236",
+    )
     assert result["pooled"]["paired_seeds"] == [1234, 1235, 1236]
     stored = json.loads((RUN7 / "comparison.json").read_text())
     pooled = result["pooled"]["comparisons"]
     flat = " ".join(text.split())
     arms = result["pooled"]["arms"]
     order = ("sft", "w_regime_w", "w_correct", "w_label_free")
-    assert "SFT {:.2f}%, Regime W {:.2f}%, correctness only {:.2f}%, label-free {:.2f}% (greedy strict {:.2f}%, {:.2f}%, " \
-           "{:.2f}%, {:.2f}%)".format(*(pct(arms[a][k]) for k in ("avg_k_strict", "greedy_strict") for a in order)) in flat
+    assert (
+        "SFT {:.2f}%, Regime W {:.2f}%, correctness only {:.2f}%, label-free {:.2f}% (greedy strict {:.2f}%, {:.2f}%, "
+        "{:.2f}%, {:.2f}%)".format(*(pct(arms[a][k]) for k in ("avg_k_strict", "greedy_strict") for a in order))
+        in flat
+    )
     # the tests: pooled difference, p, Holm p, detectable; each seed's difference; pooled greedy sign test
-    labels = {"H1: Regime W - correctness only": "w_regime_w - w_correct", "Regime W - SFT": "w_regime_w - sft",
-              "correctness only - SFT": "w_correct - sft", "label-free - SFT": "w_label_free - sft",
-              "label-free - correctness only": "w_label_free - w_correct"}
+    labels = {
+        "H1: Regime W - correctness only": "w_regime_w - w_correct",
+        "Regime W - SFT": "w_regime_w - sft",
+        "correctness only - SFT": "w_correct - sft",
+        "label-free - SFT": "w_label_free - sft",
+        "label-free - correctness only": "w_label_free - w_correct",
+    }
     test_rows = [r for r in table_rows(text, r"\**[A-Za-z1: -]+\**") if r[0].strip("*") in labels]
     assert len(test_rows) == 5
     for label, diff, p, holm_p, detectable, per_seed, greedy in test_rows:
         key = labels[label.strip("*")]
         d = pooled[key]["avg_k"]
         shown_diff = printed(diff)
-        assert all(shown(t, 100 * v) for t, v in zip(shown_diff, (d["difference"], *d["ci95"]))) and len(shown_diff) == 3
+        assert (
+            all(shown(t, 100 * v) for t, v in zip(shown_diff, (d["difference"], *d["ci95"]))) and len(shown_diff) == 3
+        )
         assert shown(p, d["p_value"]) and shown(detectable, 100 * d["detectable_80"])
         assert holm_p == "(primary)" if key == "w_regime_w - w_correct" else shown(holm_p, d["p_holm"])
         seeds = [result["per_seed"][s]["comparisons"][key]["avg_k"]["difference"] for s in ("1234", "1235", "1236")]
@@ -1578,33 +2050,57 @@ def test_regime_w_comparison_seventh_run_and_h1():
         assert (int(better), int(worse)) == (g["better"], g["worse"]) and shown(sign_p, g["p_sign_test"])
     # H1 in words, the same everywhere it is read
     h1 = pooled["w_regime_w - w_correct"]["avg_k"]
-    h1_words = f"{100 * h1['difference']:+.2f} points of avg@16 [{100 * h1['ci95'][0]:+.2f}, {100 * h1['ci95'][1]:+.2f}], " \
-               f"p = {h1['p_value']:.2f}"
-    assert h1["p_value"] > 0.05 and "**H1 is not significant: Regime W's ranking did not beat correctness alone.**" in flat
+    h1_words = (
+        f"{100 * h1['difference']:+.2f} points of avg@16 [{100 * h1['ci95'][0]:+.2f}, {100 * h1['ci95'][1]:+.2f}], "
+        f"p = {h1['p_value']:.2f}"
+    )
+    assert (
+        h1["p_value"] > 0.05 and "**H1 is not significant: Regime W's ranking did not beat correctness alone.**" in flat
+    )
     outcome = " ".join(section(REPO / "docs" / "results.md", "## Regime W against correctness alone").split())
     reading = results_reading()
     header = " ".join((REPO / "configs" / "smollm2-135m-gpu.yaml").read_text().replace("\n# ", " ").split())
     could = f"where the run could have detected {100 * h1['detectable_80']:.2f} points"
-    assert f"{h1_words}, {could}" in flat and f"{h1_words}, {could}" in outcome and f"{h1_words}: not significant, {could}" in reading
+    assert (
+        f"{h1_words}, {could}" in flat
+        and f"{h1_words}, {could}" in outcome
+        and f"{h1_words}: not significant, {could}" in reading
+    )
     assert h1_words.replace(" of avg@16", "") in header and "did not measurably beat" in header
     secondaries = [pooled[k]["avg_k"] for k in labels.values() if k != "w_regime_w - w_correct"]
     assert all(d["p_holm"] < 0.05 for d in secondaries) and "All four secondaries are significant after Holm" in outcome
-    seeds = [result["per_seed"][s]["comparisons"]["w_regime_w - w_correct"]["avg_k"]["difference"] for s in ("1234", "1235", "1236")]
+    seeds = [
+        result["per_seed"][s]["comparisons"]["w_regime_w - w_correct"]["avg_k"]["difference"]
+        for s in ("1234", "1235", "1236")
+    ]
     assert "(per seed {:+.2f}, {:+.2f}, {:+.2f})".format(*(100 * x for x in seeds)) in reading
     gains = [pooled[f"{a} - sft"]["avg_k"]["difference"] for a in order[1:]]
     assert max(d["p_holm"] for d in secondaries[:3]) < 0.01
-    assert "SFT's {:.2f}% avg@16 (Regime W by {:+.2f} points, correctness only by {:+.2f}, label-free by {:+.2f}; " \
-           "Holm-adjusted p < 0.01 each)".format(pct(arms["sft"]["avg_k_strict"]), *(100 * g for g in gains)) in reading
+    assert (
+        "SFT's {:.2f}% avg@16 (Regime W by {:+.2f} points, correctness only by {:+.2f}, label-free by {:+.2f}; "
+        "Holm-adjusted p < 0.01 each)".format(pct(arms["sft"]["avg_k_strict"]), *(100 * g for g in gains))
+        in reading
+    )
     # README's headline rows: H1 and the DPO arms against SFT, as the reading above gives them
     results = section(REPO / "README.md", "## Results")
     (h1_row,) = table_rows(results, r"Regime W's ranking against correctness alone.*")
-    assert h1_row[1] == f"{100 * h1['difference']:+.2f} [{100 * h1['ci95'][0]:+.2f}, {100 * h1['ci95'][1]:+.2f}] points, not significant"
+    assert (
+        h1_row[1]
+        == f"{100 * h1['difference']:+.2f} [{100 * h1['ci95'][0]:+.2f}, {100 * h1['ci95'][1]:+.2f}] points, not significant"
+    )
     (arms_row,) = table_rows(results, r"every DPO arm against SFT.*")
-    assert arms_row[1] == f"ahead by {100 * min(gains):+.2f} to {100 * max(gains):+.2f} points of avg@16, each significant"
+    assert (
+        arms_row[1] == f"ahead by {100 * min(gains):+.2f} to {100 * max(gains):+.2f} points of avg@16, each significant"
+    )
     lf = pooled["w_label_free - w_correct"]["avg_k"]
-    sign_ps = [pooled[k]["greedy_per_question"]["p_sign_test"] for k in labels.values() if k != "w_regime_w - w_correct"]
+    sign_ps = [
+        pooled[k]["greedy_per_question"]["p_sign_test"] for k in labels.values() if k != "w_regime_w - w_correct"
+    ]
     assert f"no pooled sign test below p = {min(sign_ps):.2f}" in flat
-    assert f"by {100 * lf['difference']:+.2f} [{100 * lf['ci95'][0]:+.2f}, {100 * lf['ci95'][1]:+.2f}] (Holm p = {lf['p_holm']:.2g})" in flat
+    assert (
+        f"by {100 * lf['difference']:+.2f} [{100 * lf['ci95'][0]:+.2f}, {100 * lf['ci95'][1]:+.2f}] (Holm p = {lf['p_holm']:.2g})"
+        in flat
+    )
     assert f"the label-free arm beat correctness only by {100 * lf['difference']:+.2f} points" in reading
     # "three times the pairs and DPO steps"; truncation of the counted seeds
     per = [result["per_seed"][s] for s in ("1234", "1235", "1236")]
@@ -1612,14 +2108,23 @@ def test_regime_w_comparison_seventh_run_and_h1():
         assert all(2.9 < r[field]["w_label_free"] / r[field]["w_correct"] < 3.2 for r in per)
     lf_pairs, c_pairs = ([r["pairs"][a] for r in per] for a in ("w_label_free", "w_correct"))
     lf_steps, c_steps = ([r["dpo_steps"][a] for r in per] for a in ("w_label_free", "w_correct"))
-    assert f"({min(lf_pairs):,}-{max(lf_pairs):,} pairs, {min(lf_steps)}-{max(lf_steps)} steps against " \
-           f"{min(c_pairs):,}-{max(c_pairs):,} and {min(c_steps)}-{max(c_steps)})" in flat
+    assert (
+        f"({min(lf_pairs):,}-{max(lf_pairs):,} pairs, {min(lf_steps)}-{max(lf_steps)} steps against "
+        f"{min(c_pairs):,}-{max(c_pairs):,} and {min(c_steps)}-{max(c_steps)})" in flat
+    )
     trunc = {a: [pct(r["arms"][a]["sampled_truncated"], 1) for r in per] for a in order}
-    assert "({:.1f}-{:.1f}% of sampled answers, against correctness only's {:.1f}-{:.1f}% and SFT's {:.1f}-{:.1f}%; Regime W's " \
-           "{:.1f}-{:.1f}%)".format(*(f(trunc[a]) for a in ("w_label_free", "w_correct", "sft", "w_regime_w") for f in (min, max))) in flat
+    assert (
+        "({:.1f}-{:.1f}% of sampled answers, against correctness only's {:.1f}-{:.1f}% and SFT's {:.1f}-{:.1f}%; Regime W's "
+        "{:.1f}-{:.1f}%)".format(
+            *(f(trunc[a]) for a in ("w_label_free", "w_correct", "sft", "w_regime_w") for f in (min, max))
+        )
+        in flat
+    )
     policies = trunc["w_regime_w"] + trunc["w_correct"] + trunc["w_label_free"]
-    assert f"the policies truncate {min(policies):.1f}-{max(policies):.1f}% of their sampled answers, SFT " \
-           f"{min(trunc['sft']):.1f}-{max(trunc['sft']):.1f}%" in reading
+    assert (
+        f"the policies truncate {min(policies):.1f}-{max(policies):.1f}% of their sampled answers, SFT "
+        f"{min(trunc['sft']):.1f}-{max(trunc['sft']):.1f}%" in reading
+    )
     # seed 1236's regime-W and correctness-only sampled answers: the same count right, different questions
     q = result["question_scores"]["1236"]
     right = [round(16 * sum(q[a]["avg_k"])) for a in ("w_regime_w", "w_correct")]
@@ -1628,7 +2133,10 @@ def test_regime_w_comparison_seventh_run_and_h1():
     assert right[0] == right[1] and f"each got {right[0]} of their {16 * 1319:,} sampled answers right" in flat
     assert f"they differ on {up + down} questions, {up} in Regime W's favour and {down} against" in flat
     # times, from the recipe file, the comparison and the evals' logs
-    recipes = {r["recipe"]: r["wall_s"] for r in json.loads((RUN7 / "smollm2-135m-gpu-s1236.recipes.json").read_text())["results"]}
+    recipes = {
+        r["recipe"]: r["wall_s"]
+        for r in json.loads((RUN7 / "smollm2-135m-gpu-s1236.recipes.json").read_text())["results"]
+    }
     skipped = [v for k, v in recipes.items() if "@k16" not in k or k == "sft@k16"]
     assert len(skipped) == 6 and f"({min(skipped):.0f}-{max(skipped):.0f} s each" in flat
     evals = [recipes[f"{a}@k16"] for a in order[1:]]
@@ -1636,10 +2144,16 @@ def test_regime_w_comparison_seventh_run_and_h1():
     assert f"The seed took {stored['seed_wall_s']['1236']:.0f} s" in flat
     done = {}
     for a in order[1:]:
-        found = re.search(r"resuming, (\d+) questions already done", (RUN7 / f"smollm2-135m-gpu-s1236-{a}@k16.log").read_text())
+        found = re.search(
+            r"resuming, (\d+) questions already done", (RUN7 / f"smollm2-135m-gpu-s1236-{a}@k16.log").read_text()
+        )
         done[a] = int(found.group(1)) if found else 0
-    assert f"(Regime W's at {done['w_regime_w']} of 1,319, correctness only's at {done['w_correct']}; label-free's had " \
-           f"written none)" in flat and done["w_label_free"] == 0
+    assert (
+        f"(Regime W's at {done['w_regime_w']} of 1,319, correctness only's at {done['w_correct']}; label-free's had "
+        f"written none)"
+        in flat
+        and done["w_label_free"] == 0
+    )
     # AUROCs: seed 1236's rows, and the counts over every run's rollouts
     aurocs = json.loads((RUN7 / "auroc_s1236.json").read_text())
     _check_auroc_rows(auroc_rows, aurocs)
@@ -1650,10 +2164,14 @@ def test_regime_w_comparison_seventh_run_and_h1():
     favour = sum(x > 0 for x in every)
     tested = [t for run in (RUN3, RUN5, RUN7) for path in sorted(run.glob("auroc_s*.json")) for t in _delong_rows(path)]
     excluding = sum(t["ci95"][0] > 0 or t["ci95"][1] < 0 for t in tested)
-    assert f"Over the five runs' rollouts {favour} of {len(every)} rows favour s_wm; of the {len(tested)} rows tested by " \
-           f"DeLong, {excluding} exclude zero" in flat
-    assert f"in {favour} of {len(every)} rows over five runs' rollouts, by at most {max(every):.3f}; DeLong's intervals " \
-           f"exclude zero in {excluding} of the {len(tested)} rows tested" in reading
+    assert (
+        f"Over the five runs' rollouts {favour} of {len(every)} rows favour s_wm; of the {len(tested)} rows tested by "
+        f"DeLong, {excluding} exclude zero" in flat
+    )
+    assert (
+        f"in {favour} of {len(every)} rows over five runs' rollouts, by at most {max(every):.3f}; DeLong's intervals "
+        f"exclude zero in {excluding} of the {len(tested)} rows tested" in reading
+    )
 
 
 def test_regime_w_comparison_sixth_run_times():
@@ -1663,7 +2181,9 @@ def test_regime_w_comparison_sixth_run_times():
     text = section(REPO / "docs" / "results.md", "### Sixth run (2026-12-01")
 
     def recipe_s(log: Path) -> dict[str, int]:
-        return {m[0]: int(m[1]) for m in re.findall(r"^##### (\S+) done in (\d+) s", log.read_text(), flags=re.MULTILINE)}
+        return {
+            m[0]: int(m[1]) for m in re.findall(r"^##### (\S+) done in (\d+) s", log.read_text(), flags=re.MULTILINE)
+        }
 
     def fifth(run: str, kind: str, name: str) -> float:
         folder = RUN5 / "run_summaries" / f"smollm2-135m-gpu-s1234-{run}"
@@ -1675,12 +2195,16 @@ def test_regime_w_comparison_sixth_run_times():
     training = float(re.search(r"'train_runtime': '([\d.]+)'", sft_log).group(1))
     rate = re.search(r"([\d,]+) tokens/s", (run6 / "smollm2-135m-gpu-s1236-rollouts_b.log").read_text()).group(1)
     (sft,) = table_rows(text, r"SFT recipe.*")
-    assert sft[1:] == [f"{s1234['sft']} ({fifth('sft', 'pipeline_timings.json', 'sft'):.0f}; "
-                       f"{fifth('sft', 'stages/sft.json', 'train_runtime_s'):.0f})",
-                       f"{s1236['sft']} ({sft_stage:.0f}; {training:.0f})"]
+    assert sft[1:] == [
+        f"{s1234['sft']} ({fifth('sft', 'pipeline_timings.json', 'sft'):.0f}; "
+        f"{fifth('sft', 'stages/sft.json', 'train_runtime_s'):.0f})",
+        f"{s1236['sft']} ({sft_stage:.0f}; {training:.0f})",
+    ]
     (rollouts,) = table_rows(text, r"rollouts \(tokens/s\)")
-    assert rollouts[1:] == [f"{s1234['rollouts_b']} ({fifth('rollouts_b', 'stages/collect-rollouts.json', 'tokens_per_s'):,.0f})",
-                            f"{s1236['rollouts_b']} ({rate})"]
+    assert rollouts[1:] == [
+        f"{s1234['rollouts_b']} ({fifth('rollouts_b', 'stages/collect-rollouts.json', 'tokens_per_s'):,.0f})",
+        f"{s1236['rollouts_b']} ({rate})",
+    ]
     (dpo,) = table_rows(text, r"DPO arms.*")
     arms = ("w_regime_w", "w_correct", "w_label_free")
     assert dpo[1:] == [" / ".join(str(s[a]) for a in arms) for s in (s1234, s1236)]
@@ -1692,28 +2216,47 @@ def test_qwen_first_run_figures():
     import sys
 
     folder = BENCH / "qwen2.5-coder-1.5b_h100_2026-12-07"
-    out = subprocess.run([sys.executable, str(REPO / "bench" / "sample_accuracy.py"), str(folder)], capture_output=True,
-                         text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "sample_accuracy.py"), str(folder)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     summary = json.loads(out)
     assert summary == json.loads((folder / "sample_accuracy.json").read_text())
     own, arms = summary["self_samples"], summary["rollouts"]
     text = " ".join((REPO / "docs" / "results.md").read_text().split())
     pct = lambda x: f"{100 * x:.1f}%"  # noqa: E731
-    assert f"4 at T 0.7, 512 tokens, the run's system prompt): {pct(own['correct'])} right, {pct(own['truncated'])} cut off, " \
-           f"{pct(own['questions_with_a_correct_sample'])} of questions with at least one right sample" in text
-    assert f"{pct(arms['correct'])} of trajectories right, the arms from {pct(arms['arms']['critique-then-answer']['correct'])} " \
-           f"(critique-then-answer) to {pct(arms['arms']['direct']['correct'])} (direct, T 0.2)" in text
-    assert f"right for **{pct(arms['majority_of_arms_correct'])}** of the questions and at least one arm for " \
-           f"{pct(arms['pass_at_arms'])}" in text
+    assert (
+        f"4 at T 0.7, 512 tokens, the run's system prompt): {pct(own['correct'])} right, {pct(own['truncated'])} cut off, "
+        f"{pct(own['questions_with_a_correct_sample'])} of questions with at least one right sample" in text
+    )
+    assert (
+        f"{pct(arms['correct'])} of trajectories right, the arms from {pct(arms['arms']['critique-then-answer']['correct'])} "
+        f"(critique-then-answer) to {pct(arms['arms']['direct']['correct'])} (direct, T 0.2)" in text
+    )
+    assert (
+        f"right for **{pct(arms['majority_of_arms_correct'])}** of the questions and at least one arm for "
+        f"{pct(arms['pass_at_arms'])}" in text
+    )
     sft = json.loads((folder / "stages" / "sft.json").read_text())
-    assert f"took {sft['train_runtime_s']:.0f} s: loss {sft['train_loss']:.3f}, peak {sft['peak_gpu_memory_gib'][0]} GiB" in text
+    assert (
+        f"took {sft['train_runtime_s']:.0f} s: loss {sft['train_loss']:.3f}, peak {sft['peak_gpu_memory_gib'][0]} GiB"
+        in text
+    )
     rollouts = json.loads((folder / "stages" / "collect-rollouts.json").read_text())
-    assert f"{rollouts['generated_tokens'] / 1e6:.2f}M tokens in {rollouts['generation_s']:.0f} s ({rollouts['tokens_per_s']:,.0f} tokens/s" in text
+    assert (
+        f"{rollouts['generated_tokens'] / 1e6:.2f}M tokens in {rollouts['generation_s']:.0f} s ({rollouts['tokens_per_s']:,.0f} tokens/s"
+        in text
+    )
     pairs = json.loads((folder / "stages" / "build-preferences.json").read_text())
     assert f"{pairs['pairs']:,} correct-vs-wrong pairs from {pairs['questions']} questions" in text
     gen = {r["way"]: r for r in json.loads((folder / "generation_throughput_qwen1.5b.json").read_text())["runs"]}
-    assert f"looper's vLLM engine {gen['vllm']['tokens_per_s']:,.0f} tokens/s, vLLM's `LLM.generate` on the same " \
-           f"requests {gen['vllm-direct']['tokens_per_s']:,.0f} (looper at {100 * gen['vllm']['x_vllm_direct']:.1f}%" in text
+    assert (
+        f"looper's vLLM engine {gen['vllm']['tokens_per_s']:,.0f} tokens/s, vLLM's `LLM.generate` on the same "
+        f"requests {gen['vllm-direct']['tokens_per_s']:,.0f} (looper at {100 * gen['vllm']['x_vllm_direct']:.1f}%"
+        in text
+    )
     log = (folder / "diverge.log").read_text()
     assert "ScaledDotProductCudnnAttentionBackward0' returned nan values" in log and "at step 53," in log
     assert "loss 0.447626" in log and "(0.4476)" in text
@@ -1733,8 +2276,14 @@ def test_qwen_recipe_choice_figures():
     for run, label in (("run_a", "A"), ("run_b", "B")):
         rl = json.loads((folder / run / "stages" / "train-rl.json").read_text())
         assert f"{label} {rl['train_runtime_s']:.0f} s (loss {rl['train_loss']:.3f}" in text
-    files = {k: folder / v for k, v in {"base": "run_a/base__gsm8k_dev.jsonl.gz", "sft": "run_a/sft__gsm8k_dev.jsonl.gz",
-                                       "rl": "run_b/rl__gsm8k_dev.jsonl.gz"}.items()}
+    files = {
+        k: folder / v
+        for k, v in {
+            "base": "run_a/base__gsm8k_dev.jsonl.gz",
+            "sft": "run_a/sft__gsm8k_dev.jsonl.gz",
+            "rl": "run_b/rl__gsm8k_dev.jsonl.gz",
+        }.items()
+    }
     spec = util.spec_from_file_location("eval_files", REPO / "bench" / "eval_files.py")
     eval_files = util.module_from_spec(spec)
     spec.loader.exec_module(eval_files)
@@ -1742,16 +2291,27 @@ def test_qwen_recipe_choice_figures():
     acc = {k: m["metrics"]["flexible"]["accuracy"] for k, m in out["models"].items()}
     rl = out["models"]["rl"]["flexible_vs_against"]
     gain = f"+{100 * (acc['rl'] - acc['base']):.1f} points"
-    assert f"**{gain} over the base on dev** (+{100 * (acc['rl'] - acc['sft']):.1f} over SFT), p = {rl['p_value']:.2g}" in text
+    assert (
+        f"**{gain} over the base on dev** (+{100 * (acc['rl'] - acc['sft']):.1f} over SFT), p = {rl['p_value']:.2g}"
+        in text
+    )
     assert f"**{gain} on dev.**" in readme
     assert f"from {100 * acc['base']:.1f}% to {100 * acc['rl']:.1f}%, {gain}, p = {rl['p_value']:.2g}" in text
-    assert f"of the {rl['wrong_to_right']} questions the base got wrong and B right, the base ran out of tokens on " \
-           f"{rl['wrong_to_right_reference_truncated']}" in text
+    assert (
+        f"of the {rl['wrong_to_right']} questions the base got wrong and B right, the base ran out of tokens on "
+        f"{rl['wrong_to_right_reference_truncated']}" in text
+    )
     assert f"from {100 * acc['base']:.1f}% to {100 * acc['rl']:.1f}% ({gain}, p = {rl['p_value']:.2g})" in readme
     first = (BENCH / "qwen2.5-coder-1.5b_h100_2026-12-07" / "pipeline_attempt2.log").read_text()
-    sft_s, rollouts_s = (float(re.search(rf"=== {stage} took ([\d.]+) s", first).group(1)) for stage in ("sft", "collect-rollouts"))
+    sft_s, rollouts_s = (
+        float(re.search(rf"=== {stage} took ([\d.]+) s", first).group(1)) for stage in ("sft", "collect-rollouts")
+    )
     rl_s = int(re.search(r"rl_b rc 0 in (\d+)s", (folder / "progress.txt").read_text()).group(1))
-    assert f"took {sft_s + rollouts_s + rl_s:.0f} s on the H100, eval aside: self samples and SFT {sft_s} s and rollouts " \
-           f"{rollouts_s} s" in text and f"train-rl {rl_s} s with its model loads" in text
+    assert (
+        f"took {sft_s + rollouts_s + rl_s:.0f} s on the H100, eval aside: self samples and SFT {sft_s} s and rollouts "
+        f"{rollouts_s} s"
+        in text
+        and f"train-rl {rl_s} s with its model loads" in text
+    )
     boxed = {k: sum("\\boxed" in json.loads(line)["output"] for line in gzip.open(v, "rt")) for k, v in files.items()}
     assert f"({boxed['base']:,} of 1,495 base answers, {boxed['rl']:,} of B's)" in text

@@ -91,12 +91,18 @@ def test_sample_cuts_to_the_nucleus_and_renormalises(method):
     p = logits.softmax(-1)[0]
     freq = _frequencies(logits, 1.0, 0.85, method=method)  # .644 + .237 = .881 >= .85: the nucleus is tokens 1 and 3
     assert torch.allclose(freq, torch.tensor([0, p[1], 0, p[3], 0]) / (p[1] + p[3]), atol=0.01)
-    assert torch.equal(_frequencies(logits, 1.0, 0.5, n=500, method=method), torch.tensor([0.0, 1, 0, 0, 0]))  # the top token alone
+    assert torch.equal(
+        _frequencies(logits, 1.0, 0.5, n=500, method=method), torch.tensor([0.0, 1, 0, 0, 0])
+    )  # the top token alone
     row = torch.tensor([[1.0, 0, 0, 0, 0, -3]])  # .35 of the mass on token 0: the nucleus needs one 0-logit token,
-    ties = _frequencies(row, 1.0, 0.5, method=method)  # and the tokens tied with it come along; token 5 (below them) does not
+    ties = _frequencies(
+        row, 1.0, 0.5, method=method
+    )  # and the tokens tied with it come along; token 5 (below them) does not
     kept = row.softmax(-1)[0, :5] / row.softmax(-1)[0, :5].sum()
     assert ties[5] == 0 and torch.allclose(ties[:5], kept, atol=0.015)
-    ties = _frequencies(torch.tensor([[0.0, 2, 2, 0, 2, 0]]), 1.0, 0.5, method=method)  # three tied tokens: all kept, drawn evenly
+    ties = _frequencies(
+        torch.tensor([[0.0, 2, 2, 0, 2, 0]]), 1.0, 0.5, method=method
+    )  # three tied tokens: all kept, drawn evenly
     assert torch.allclose(ties, torch.tensor([0, 1, 1, 0, 1, 0]) / 3, atol=0.015)
 
 
@@ -136,8 +142,10 @@ def test_sampler_matches_the_softmax_distribution():
 
 def test_top_p_keeps_the_nucleus_and_temperature_zero_is_greedy():
     logits = torch.tensor([[5.0, 4.9, -5.0, -6.0]])
-    picked = {SeededSampler([1.0], [0.5], [seed])(torch.zeros((1, 1), dtype=torch.long), logits).argmax().item()
-              for seed in range(200)}
+    picked = {
+        SeededSampler([1.0], [0.5], [seed])(torch.zeros((1, 1), dtype=torch.long), logits).argmax().item()
+        for seed in range(200)
+    }
     assert picked == {0}  # token 0 alone holds > 50% of the mass
     out = SeededSampler([0.0], [1.0], [3])(torch.zeros((1, 1), dtype=torch.long), logits)
     assert out.argmax().item() == 0 and torch.isinf(out).sum() == 3  # generate's argmax takes the drawn token
@@ -145,10 +153,21 @@ def test_top_p_keeps_the_nucleus_and_temperature_zero_is_greedy():
 
 def test_samples_replay_whatever_the_batch(tiny):
     model, tokenizer = tiny
-    prompts = ["Problem: 2 + 2?\nSolution:", "Problem: a much longer question about apples and pears and more?\nSolution:"]
+    prompts = [
+        "Problem: 2 + 2?\nSolution:",
+        "Problem: a much longer question about apples and pears and more?\nSolution:",
+    ]
     alone = generate(hf(model, tokenizer, 4), [GenRequest("x", prompts[0], 0.9, 0.95, seed=11)], 12, progress=False)[0]
-    mixed = generate(hf(model, tokenizer, 4), [GenRequest("y", prompts[1], 0.5, 1.0, seed=5), GenRequest("x", prompts[0], 0.9, 0.95, seed=11),
-                                               GenRequest("z", prompts[0], 0.0, 1.0, seed=0)], 12, progress=False)
+    mixed = generate(
+        hf(model, tokenizer, 4),
+        [
+            GenRequest("y", prompts[1], 0.5, 1.0, seed=5),
+            GenRequest("x", prompts[0], 0.9, 0.95, seed=11),
+            GenRequest("z", prompts[0], 0.0, 1.0, seed=0),
+        ],
+        12,
+        progress=False,
+    )
     assert [r.key for r in mixed] == ["y", "x", "z"]  # results come back in request order
     assert mixed[1].text == alone.text and mixed[1].num_tokens == alone.num_tokens
     other = generate(hf(model, tokenizer, 4), [GenRequest("x", prompts[0], 0.9, 0.95, seed=12)], 12, progress=False)[0]
@@ -174,7 +193,9 @@ def eos_biased(tiny_model_dir):
 
 def _mixed_requests(n=23):
     prompts = [f"Problem {i}: " + "apples and pears " * (i % 7) + "how many?" for i in range(n)]
-    return [GenRequest(i, p, [0.0, 0.7, 1.0][i % 3], [1.0, 0.9, 0.95][i % 3], seed=100 + i) for i, p in enumerate(prompts)]
+    return [
+        GenRequest(i, p, [0.0, 0.7, 1.0][i % 3], [1.0, 0.9, 0.95][i % 3], seed=100 + i) for i, p in enumerate(prompts)
+    ]
 
 
 @pytest.mark.long
@@ -185,16 +206,27 @@ def test_a_request_replays_alone_whatever_its_batch(eos_biased):
     requests = _mixed_requests()
     everything = generate(hf(model, tokenizer, 23), requests, 20, progress=False)
     crowd = generate(hf(model, tokenizer, 4), requests, 20, progress=False)
-    assert len({r.num_tokens for r in crowd}) >= 3 and any(r.truncated for r in crowd) and not all(r.truncated for r in crowd)
-    assert [(r.key, r.text, r.num_tokens, r.truncated) for r in crowd] == [(r.key, r.text, r.num_tokens, r.truncated) for r in everything]
+    assert (
+        len({r.num_tokens for r in crowd}) >= 3
+        and any(r.truncated for r in crowd)
+        and not all(r.truncated for r in crowd)
+    )
+    assert [(r.key, r.text, r.num_tokens, r.truncated) for r in crowd] == [
+        (r.key, r.text, r.num_tokens, r.truncated) for r in everything
+    ]
     for request, result in list(zip(requests, crowd))[:8]:
         alone = generate(hf(model, tokenizer, 1), [request], 20, progress=False)[0]
-        assert (alone.text, alone.num_tokens, alone.token_ids) == (result.text, result.num_tokens, result.token_ids), request.key
+        assert (alone.text, alone.num_tokens, alone.token_ids) == (result.text, result.num_tokens, result.token_ids), (
+            request.key
+        )
     ended = [r for r in crowd if not r.truncated]
-    assert all(r.token_ids[-1] == tokenizer.eos_token_id and tokenizer.eos_token_id not in r.token_ids[:-1] for r in ended)
+    assert all(
+        r.token_ids[-1] == tokenizer.eos_token_id and tokenizer.eos_token_id not in r.token_ids[:-1] for r in ended
+    )
     streamed = dict(generate_stream(hf(model, tokenizer, 4), requests, 20, progress=False))
     assert sorted(streamed) == list(range(len(requests))) and {i: r.text for i, r in streamed.items()} == {
-        i: r.text for i, r in enumerate(crowd)}
+        i: r.text for i, r in enumerate(crowd)
+    }
     one = generate(hf(model, tokenizer, 4), requests, 1, progress=False)
     assert all(r.num_tokens == 1 for r in one)
 
@@ -207,11 +239,22 @@ def test_generate_with_transformers_warns_of_nothing(tiny, caplog, recwarn):
 
     model, tokenizer = tiny
     model = copy.deepcopy(model)
-    model.generation_config.do_sample, model.generation_config.temperature, model.generation_config.top_p = True, 0.6, 0.95
+    model.generation_config.do_sample, model.generation_config.temperature, model.generation_config.top_p = (
+        True,
+        0.6,
+        0.95,
+    )
     with caplog.at_level(logging.WARNING):
-        generate(hf(model, tokenizer, 2), [GenRequest(0, "Problem: 1+1?", 0.7, 0.9, 1), GenRequest(1, "Hi", 0.0)], 4, progress=False)
+        generate(
+            hf(model, tokenizer, 2),
+            [GenRequest(0, "Problem: 1+1?", 0.7, 0.9, 1), GenRequest(1, "Hi", 0.0)],
+            4,
+            progress=False,
+        )
     assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
-    assert not [str(w.message) for w in recwarn if issubclass(w.category, (DeprecationWarning, FutureWarning, UserWarning))]
+    assert not [
+        str(w.message) for w in recwarn if issubclass(w.category, (DeprecationWarning, FutureWarning, UserWarning))
+    ]
 
 
 def test_an_8bit_base_does_not_print_bitsandbytes_cast_warning_on_every_matmul(monkeypatch):
@@ -253,28 +296,58 @@ def test_auto_is_hf_on_a_cpu_and_vllm_is_refused():
 def test_vllm_sampling_settings_per_request():
     eos = [2, 7]
     sampled = vllm_sampling_kwargs(GenRequest("k", "p", 0.7, 0.95, seed=42), 256, eos, seeded=False)
-    assert sampled == {"temperature": 0.7, "top_p": 0.95, "max_tokens": 256, "stop_token_ids": [2, 7], "detokenize": False}
+    assert sampled == {
+        "temperature": 0.7,
+        "top_p": 0.95,
+        "max_tokens": 256,
+        "stop_token_ids": [2, 7],
+        "detokenize": False,
+    }
     assert vllm_sampling_kwargs(GenRequest("k", "p", 0.7, 0.95, seed=42), 256, eos, seeded=True)["seed"] == 42
     greedy = vllm_sampling_kwargs(GenRequest("k", "p", 0.0, 0.5, seed=42), 16, eos, seeded=True)
     assert greedy["temperature"] == 0.0 and greedy["top_p"] == 1.0 and "seed" not in greedy  # greedy: no draw to seed
 
 
 def test_vllm_engine_arguments():
-    base = dict(dtype="bfloat16", quantization="none", seed=3, max_num_seqs=64, max_model_len=4096, revision=None,
-                trust_remote_code=False, overrides={})
+    base = dict(
+        dtype="bfloat16",
+        quantization="none",
+        seed=3,
+        max_num_seqs=64,
+        max_model_len=4096,
+        revision=None,
+        trust_remote_code=False,
+        overrides={},
+    )
     plain = vllm_engine_args("/m", "/m", adapter_rank=None, **base)
-    assert plain == {"model": "/m", "tokenizer": "/m", "dtype": "bfloat16", "seed": 3, "max_num_seqs": 64,
-                     "max_model_len": 4096, "trust_remote_code": False, "generation_config": "vllm"}
+    assert plain == {
+        "model": "/m",
+        "tokenizer": "/m",
+        "dtype": "bfloat16",
+        "seed": 3,
+        "max_num_seqs": 64,
+        "max_model_len": 4096,
+        "trust_remote_code": False,
+        "generation_config": "vllm",
+    }
     lora = vllm_engine_args("/m", "/m", adapter_rank=48, **base)
-    assert lora["enable_lora"] and lora["max_lora_rank"] == 64 and lora["max_loras"] == 1  # rounded up to a rank vLLM takes
-    assert vllm_engine_args("/m", "/m", adapter_rank=None, **(base | {"quantization": "4bit"}))["quantization"] == "bitsandbytes"
+    assert (
+        lora["enable_lora"] and lora["max_lora_rank"] == 64 and lora["max_loras"] == 1
+    )  # rounded up to a rank vLLM takes
+    assert (
+        vllm_engine_args("/m", "/m", adapter_rank=None, **(base | {"quantization": "4bit"}))["quantization"]
+        == "bitsandbytes"
+    )
     assert "quantization" not in vllm_engine_args("/m", "/m", adapter_rank=None, **(base | {"quantization": "8bit"}))
-    mine = vllm_engine_args("/m", "/m", adapter_rank=None, **(base | {"overrides": {"gpu_memory_utilization": 0.5, "seed": 9}}))
+    mine = vllm_engine_args(
+        "/m", "/m", adapter_rank=None, **(base | {"overrides": {"gpu_memory_utilization": 0.5, "seed": 9}})
+    )
     assert mine["gpu_memory_utilization"] == 0.5 and mine["seed"] == 9  # the user's rollouts.vllm / eval.vllm win
     wide = base | {"max_num_seqs": 1024}
     assert vllm_engine_args("/m", "/m", adapter_rank=None, **wide)["max_cudagraph_capture_size"] == 1024
-    assert "max_cudagraph_capture_size" not in vllm_engine_args("/m", "/m", adapter_rank=None,
-                                                                 **(wide | {"overrides": {"enforce_eager": True}}))
+    assert "max_cudagraph_capture_size" not in vllm_engine_args(
+        "/m", "/m", adapter_rank=None, **(wide | {"overrides": {"enforce_eager": True}})
+    )
     with pytest.raises(InputError, match="vLLM runs LoRA adapters in bfloat16 or float16 only"):  # seen on the H200
         vllm_engine_args("/m", "/m", adapter_rank=8, **(base | {"dtype": "float32"}))
     with pytest.raises(InputError, match="LoRA rank 1024 is above vLLM's largest"):
@@ -313,9 +386,16 @@ def fake_vllm(monkeypatch, tiny):
             done, self.waiting = self.waiting[-3:], self.waiting[:-3]
             outputs = []
             for rid, prompt, params in reversed(done):  # answers: the prompt's last token, then a stop id
-                ids = [prompt["prompt_token_ids"][-1]] * (params.kwargs["max_tokens"] - 1) + [params.kwargs["stop_token_ids"][0]]
-                outputs.append(types.SimpleNamespace(request_id=rid, finished=True,
-                                                     outputs=[types.SimpleNamespace(token_ids=ids[: params.kwargs["max_tokens"]])]))
+                ids = [prompt["prompt_token_ids"][-1]] * (params.kwargs["max_tokens"] - 1) + [
+                    params.kwargs["stop_token_ids"][0]
+                ]
+                outputs.append(
+                    types.SimpleNamespace(
+                        request_id=rid,
+                        finished=True,
+                        outputs=[types.SimpleNamespace(token_ids=ids[: params.kwargs["max_tokens"]])],
+                    )
+                )
             outputs.append(types.SimpleNamespace(request_id="unfinished", finished=False, outputs=[]))
             return outputs
 
@@ -348,7 +428,9 @@ def fake_vllm(monkeypatch, tiny):
 def test_vllm_engine_hands_each_request_its_settings_and_takes_results_as_they_finish(fake_vllm, tmp_path):
     seen, tokenizer = fake_vllm
     adapter = tmp_path / "lora_sft"
-    engine = VLLMEngine({"model": "/m"}, tokenizer, [tokenizer.eos_token_id], {"sft": adapter}, seeded=True).serving("sft")
+    engine = VLLMEngine({"model": "/m"}, tokenizer, [tokenizer.eos_token_id], {"sft": adapter}, seeded=True).serving(
+        "sft"
+    )
     requests = [GenRequest(("q", k), f"Problem {k}: how many?", [0.0, 0.7][k % 2], 0.9, seed=100 + k) for k in range(7)]
     results = generate(engine, requests, 5, progress=False)
     assert seen["engine_args"] == {"model": "/m"}
@@ -374,14 +456,21 @@ def test_vllm_engine_memory_is_read_on_the_device_around_its_child_process(fake_
     monkeypatch.setattr(torch.cuda, "device_memory_used", lambda device: next(readings))
     engine = VLLMEngine({"model": "/m"}, tokenizer, [tokenizer.eos_token_id], {}, seeded=False)
     questions = [{"id": f"q{k}", "question": f"Problem {k}?"} for k in range(3)]
-    tally = generate_records(lambda: engine, tmp_path / "out.jsonl", questions,
-                             lambda q: [GenRequest(q["id"], q["question"], 0.0, 1.0, 0)],
-                             lambda q, results: {"id": q["id"]}, 4, "t")
+    tally = generate_records(
+        lambda: engine,
+        tmp_path / "out.jsonl",
+        questions,
+        lambda q: [GenRequest(q["id"], q["question"], 0.0, 1.0, 0)],
+        lambda q, results: {"id": q["id"]},
+        4,
+        "t",
+    )
     assert engine.gpu_memory_gib == 40.5 and tally["engine_gpu_memory_gib"] == 40.5
     assert generation_speed([{**tally, "peak_gpu_memory_gib": 0.1}])["engine_gpu_memory_gib"] == [40.5]
 
     def no_nvml(device):
         raise ModuleNotFoundError("pynvml")
+
     monkeypatch.setattr(torch.cuda, "device_memory_used", no_nvml)
     assert device_memory_used_gib() is None
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
@@ -391,17 +480,29 @@ def test_vllm_engine_memory_is_read_on_the_device_around_its_child_process(fake_
 
 
 @pytest.mark.parametrize("mode", ["merged", "lora"])
-def test_vllm_serves_an_adapter_merged_in_a_temporary_checkpoint_or_as_a_lora_request(fake_vllm, tiny_model_dir, tmp_path,
-                                                                                     mode):
+def test_vllm_serves_an_adapter_merged_in_a_temporary_checkpoint_or_as_a_lora_request(
+    fake_vllm, tiny_model_dir, tmp_path, mode
+):
     from peft import LoraConfig, get_peft_model
 
     seen, tokenizer = fake_vllm
-    config = load_config(None, [f"runs_dir={tmp_path}", f"model.name_or_path={tiny_model_dir}", "model.dtype=bfloat16",
-                                f"rollouts.vllm_adapter={mode}"])
+    config = load_config(
+        None,
+        [
+            f"runs_dir={tmp_path}",
+            f"model.name_or_path={tiny_model_dir}",
+            "model.dtype=bfloat16",
+            f"rollouts.vllm_adapter={mode}",
+        ],
+    )
     run = RunDir.of(config)
     base = load_model(ModelConfig(name_or_path=str(tiny_model_dir), dtype="float32"))
-    get_peft_model(base, LoraConfig(r=8, lora_alpha=16, init_lora_weights=False, task_type="CAUSAL_LM",
-                                    target_modules=["q_proj", "v_proj"])).save_pretrained(run.lora_sft)
+    get_peft_model(
+        base,
+        LoraConfig(
+            r=8, lora_alpha=16, init_lora_weights=False, task_type="CAUSAL_LM", target_modules=["q_proj", "v_proj"]
+        ),
+    ).save_pretrained(run.lora_sft)
     with vllm_engine_for(config, run, ["sft"], config.rollouts, tokenizer, 16) as engine:
         served = Path(seen["engine_args"]["model"])
         if mode == "merged":  # a plain checkpoint vLLM loads as a model: config, weights, tokenizer; no LoRA
@@ -415,8 +516,9 @@ def test_vllm_serves_an_adapter_merged_in_a_temporary_checkpoint_or_as_a_lora_re
 
 
 @pytest.mark.parametrize("mode", ["lora", "merged"])
-def test_eval_starts_vllm_once_for_base_sft_and_rl_each_adapter_a_lora_request(fake_vllm, tiny_model_dir, tmp_path,
-                                                                             monkeypatch, mode):
+def test_eval_starts_vllm_once_for_base_sft_and_rl_each_adapter_a_lora_request(
+    fake_vllm, tiny_model_dir, tmp_path, monkeypatch, mode
+):
     """eval.vllm_adapter lora: one engine on the base weights serves all three models, every request carrying its
     model's adapter (none for the base); merged: an engine per model, each closed before the next starts."""
     from peft import LoraConfig, get_peft_model
@@ -425,11 +527,20 @@ def test_eval_starts_vllm_once_for_base_sft_and_rl_each_adapter_a_lora_request(f
     from looper.eval import eval_gsm8k
 
     seen, _ = fake_vllm
-    config = load_config("configs/demo.yaml", [f"runs_dir={tmp_path}", f"model.name_or_path={tiny_model_dir}",
-                                               "model.dtype=bfloat16", "data.symbolic_train_size=10",
-                                               "data.symbolic_test_size=3", "eval.max_new_tokens=4",
-                                               "eval.datasets=[gsm_symbolic_dev,gsm_symbolic_test]", "eval.limit=2",
-                                               f"eval.vllm_adapter={mode}"])
+    config = load_config(
+        "configs/demo.yaml",
+        [
+            f"runs_dir={tmp_path}",
+            f"model.name_or_path={tiny_model_dir}",
+            "model.dtype=bfloat16",
+            "data.symbolic_train_size=10",
+            "data.symbolic_test_size=3",
+            "eval.max_new_tokens=4",
+            "eval.datasets=[gsm_symbolic_dev,gsm_symbolic_test]",
+            "eval.limit=2",
+            f"eval.vllm_adapter={mode}",
+        ],
+    )
     run = prepare_data.main(config)
     base = load_model(ModelConfig(name_or_path=str(tiny_model_dir), dtype="float32"))
     lora = get_peft_model(base, LoraConfig(r=8, lora_alpha=16, task_type="CAUSAL_LM", target_modules=["q_proj"]))
@@ -462,8 +573,9 @@ def test_a_merged_checkpoint_left_by_a_killed_process_is_removed_and_a_running_o
     import subprocess
     import sys
 
-    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], check=True, capture_output=True,
-                          text=True)
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], check=True, capture_output=True, text=True
+    )
     host = socket.gethostname()
     stale = tmp_path / f".merged-sft-{host}-{gone.stdout.strip()}-abc123"
     running = tmp_path / f".merged-rl-{host}-{os.getpid()}-def456"
@@ -548,8 +660,14 @@ def test_inverse_cdf_draw_at_the_top_of_the_range_takes_the_most_likely_token(mo
     monkeypatch.setattr(g, "row_uniforms", lambda seeds, steps, device: torch.ones(len(seeds), device=device))
     logits = torch.tensor([[0.0, 5.0, 1.0, -30.0], [2.0, 0.0, 0.0, -1e9]])
     one = torch.ones(2)
-    tokens = g.sample(logits, one, torch.tensor([0.9, 1.0]), torch.tensor([1, 2]), torch.zeros(2, dtype=torch.long),
-                      method="inverse_cdf")
+    tokens = g.sample(
+        logits,
+        one,
+        torch.tensor([0.9, 1.0]),
+        torch.tensor([1, 2]),
+        torch.zeros(2, dtype=torch.long),
+        method="inverse_cdf",
+    )
     assert tokens.tolist() == [1, 0]
 
 
@@ -563,7 +681,9 @@ def test_a_diverged_loss_stops_training_with_a_clear_error(tmp_path):
     args = SimpleNamespace(output_dir=str(tmp_path / "work"))
     cb.on_log(args, state, None, logs={"loss": 0.5, "grad_norm": 0.1})
     state.global_step = 20
-    with pytest.raises(TrainingDiverged, match=r"grad_norm = nan at step 20 \(last finite log at step 10\).*rl.grpo.learning_rate"):
+    with pytest.raises(
+        TrainingDiverged, match=r"grad_norm = nan at step 20 \(last finite log at step 10\).*rl.grpo.learning_rate"
+    ):
         cb.on_log(args, state, None, logs={"loss": 0.4, "grad_norm": float("nan")})
     assert len((tmp_path / "log.jsonl").read_text().splitlines()) == 2  # the bad line is logged too
 
@@ -574,7 +694,9 @@ def test_non_finite_gradients_stop_training_before_the_step_and_keep_its_batches
     from looper.trainers import TrainingDiverged, watch_gradients
 
     layer = torch.nn.Linear(2, 1)
-    trainer = SimpleNamespace(compute_loss=lambda model, inputs, num_items_in_batch=None: torch.tensor(0.5), callbacks=[])
+    trainer = SimpleNamespace(
+        compute_loss=lambda model, inputs, num_items_in_batch=None: torch.tensor(0.5), callbacks=[]
+    )
     trainer.add_callback = trainer.callbacks.append
     watch_gradients(trainer, tmp_path, "rl.grpo")
     (watch,) = trainer.callbacks
@@ -588,12 +710,18 @@ def test_non_finite_gradients_stop_training_before_the_step_and_keep_its_batches
     trainer.compute_loss(layer, {**batch, "input_ids": torch.tensor([[4, 5]])}, num_items_in_batch=torch.tensor(5))
     layer.weight.grad = torch.tensor([[1.0, float("nan")]])
     state.global_step = 7
-    with pytest.raises(TrainingDiverged, match=r"non-finite gradients at step 8, before the optimizer applied them.*"
-                                               r"2 micro-batch\(es\) and the weights before it are in .*diverged_step8.pt"
-                                               r".*rl.grpo.learning_rate"):
+    with pytest.raises(
+        TrainingDiverged,
+        match=r"non-finite gradients at step 8, before the optimizer applied them.*"
+        r"2 micro-batch\(es\) and the weights before it are in .*diverged_step8.pt"
+        r".*rl.grpo.learning_rate",
+    ):
         watch.on_pre_optimizer_step(None, state, None, model=layer)
     dump = torch.load(tmp_path / "diverged_step8.pt")
-    assert dump["step"] == 8 and [m["inputs"]["input_ids"].tolist() for m in dump["micro_batches"]] == [[[1, 2, 3]], [[4, 5]]]
+    assert dump["step"] == 8 and [m["inputs"]["input_ids"].tolist() for m in dump["micro_batches"]] == [
+        [[1, 2, 3]],
+        [[4, 5]],
+    ]
     assert dump["micro_batches"][1]["kwargs"]["num_items_in_batch"].item() == 5
     assert torch.equal(dump["trainable"]["weight"], layer.weight.detach())
 
@@ -619,7 +747,9 @@ def test_thought_markers_survive_decoding_where_they_are_special_tokens(real_tok
     assert tok.convert_tokens_to_ids("<think>") in tok.all_special_ids
     # Qwen3-style: a draft answer inside the thought, the real one after it
     qwen3 = tok("<think>maybe #### 5</think>\nThe answer is \\boxed{72}", add_special_tokens=False)["input_ids"]
-    result = make_result(0, qwen3 + [tok.eos_token_id, tok.pad_token_id or tok.eos_token_id], [tok.eos_token_id], 64, tok)
+    result = make_result(
+        0, qwen3 + [tok.eos_token_id, tok.pad_token_id or tok.eos_token_id], [tok.eos_token_id], 64, tok
+    )
     assert "<think>" in result.text and "</think>" in result.text and tok.eos_token not in result.text
     assert extract_answer(result.text, "flexible") == "72"
     # R1-style: the prompt opened the thought, the completion closes it
@@ -629,8 +759,15 @@ def test_thought_markers_survive_decoding_where_they_are_special_tokens(real_tok
     correct = rewards.functions()[0]
     # TRL hands the reward its own text, decoded with skip_special_tokens=True: the reward reads the ids instead
     trl_text = tok.decode(r1, skip_special_tokens=True)
-    assert correct(prompts=["p"], completions=[trl_text], completion_ids=[r1], id=["q"], gold=["72"], arm=["sft"],
-                   family=["compute"]) == [1.0]
+    assert correct(
+        prompts=["p"],
+        completions=[trl_text],
+        completion_ids=[r1],
+        id=["q"],
+        gold=["72"],
+        arm=["sft"],
+        family=["compute"],
+    ) == [1.0]
 
 
 def test_the_hf_engine_applies_no_sampling_field_of_the_models_generation_config(tiny_model_dir):
@@ -646,8 +783,19 @@ def test_the_hf_engine_applies_no_sampling_field_of_the_models_generation_config
     assert [r.token_ids for r in generate(engine, requests, 24, progress=False)] == plain
     engine.close()  # the model's own generation config is given back: the engine changed it only while it ran
     assert model.generation_config.repetition_penalty == 5.0 and model.generation_config.no_repeat_ngram_size == 1
-    args = vllm_engine_args("m", "m", adapter_rank=None, dtype="bfloat16", quantization="none", seed=0, max_num_seqs=8,
-                            max_model_len=512, revision=None, trust_remote_code=False, overrides={})
+    args = vllm_engine_args(
+        "m",
+        "m",
+        adapter_rank=None,
+        dtype="bfloat16",
+        quantization="none",
+        seed=0,
+        max_num_seqs=8,
+        max_model_len=512,
+        revision=None,
+        trust_remote_code=False,
+        overrides={},
+    )
     assert args["generation_config"] == "vllm"
 
 
@@ -681,7 +829,9 @@ def test_a_plain_completion_ends_where_the_prompt_format_begins_again(tiny_model
 
     cfg = ModelConfig(name_or_path=str(tiny_model_dir), dtype="float32")
     tokenizer = load_tokenizer(cfg, padding_side="left")
-    prompt = render_prompt(tokenizer, "Natalia sold 48 clips in April and half as many in May. How many?", PLAN_SYSTEM_PROMPT, "plain")
+    prompt = render_prompt(
+        tokenizer, "Natalia sold 48 clips in April and half as many in May. How many?", PLAN_SYSTEM_PROMPT, "plain"
+    )
     answer = " 48 / 2 = 24\n48 + 24 = 72\n#### 72"
     invented = "\n\nProblem: Tom has 3 apples and buys 2. How many?\n\nSolution: 3 + 2 = 5\n#### 5"
     script = tokenizer(answer + invented, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
@@ -693,8 +843,12 @@ def test_a_plain_completion_ends_where_the_prompt_format_begins_again(tiny_model
     passes = _scripted(model, script)
     result = generate(hf(model, tokenizer, 1), [GenRequest("q", prompt, 0.0)], len(script) + 8, progress=False)[0]
     assert result.text == answer and extract_answer(result.text) == "72" and not result.truncated
-    assert len(passes) < len(script) - 10 and result.token_ids == script[: result.num_tokens]  # it stopped, not only cut
-    assert "Problem:" in tokenizer.decode(result.token_ids) and "Problem:" not in tokenizer.decode(result.token_ids[:-1])
+    assert (
+        len(passes) < len(script) - 10 and result.token_ids == script[: result.num_tokens]
+    )  # it stopped, not only cut
+    assert "Problem:" in tokenizer.decode(result.token_ids) and "Problem:" not in tokenizer.decode(
+        result.token_ids[:-1]
+    )
     # ... also where the stop lands at the token limit: stopped, so not truncated
     limited = make_result("q", result.token_ids, [tokenizer.eos_token_id], result.num_tokens, tokenizer, prompt)
     assert (limited.text, limited.truncated) == (answer, False)
@@ -707,12 +861,17 @@ def test_a_plain_completion_ends_where_the_prompt_format_begins_again(tiny_model
     assert make_result("q", script, eos, 256, tokenizer, prompt).text == answer
     chat = render_prompt(tokenizer, "Natalia sold 48 clips. How many?", PLAN_SYSTEM_PROMPT, "chat")
     assert "stop" not in vllm_sampling_kwargs(GenRequest("q", chat, 0.0), 256, eos, seeded=False)
-    assert "Problem: Tom" in make_result("q", script, eos, 256, tokenizer, chat).text  # a chat turn ends on its end token
+    assert (
+        "Problem: Tom" in make_result("q", script, eos, 256, tokenizer, chat).text
+    )  # a chat turn ends on its end token
 
     # GRPO / RLOO: TRL generated past the restart up to its length limit; the reward reads the answer, untruncated
     ids = script[:60]
     config = RunConfig()
-    parts = {name: f for name, f in zip(RegimeWRewards.PARTS, RegimeWRewards(config, 60, eos, tokenizer=tokenizer).functions())}
+    parts = {
+        name: f
+        for name, f in zip(RegimeWRewards.PARTS, RegimeWRewards(config, 60, eos, tokenizer=tokenizer).functions())
+    }
     kw = dict(prompts=[prompt], completion_ids=[ids], id=["q"], gold=["72"], arm=["direct"], family=["compute"])
     assert parts["correct"](completions=[tokenizer.decode(ids, skip_special_tokens=True)], **kw) == [1.0]
     assert parts["truncated"](completions=["other text"], **kw) == [0.0]

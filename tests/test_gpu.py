@@ -28,8 +28,9 @@ from looper.modeling import end_token_ids
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 needs_vllm = pytest.mark.skipif(not vllm_installed(), reason="needs vLLM (pip install 'looper[vllm]')")
-needs_bitsandbytes = pytest.mark.skipif(importlib.util.find_spec("bitsandbytes") is None,
-                                        reason="needs bitsandbytes (pip install 'looper[gpu]')")
+needs_bitsandbytes = pytest.mark.skipif(
+    importlib.util.find_spec("bitsandbytes") is None, reason="needs bitsandbytes (pip install 'looper[gpu]')"
+)
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -38,10 +39,20 @@ def small_model_dir(tmp_path_factory, real_tokenizer_dir) -> Path:
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     tokenizer = AutoTokenizer.from_pretrained(real_tokenizer_dir)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=256, intermediate_size=512, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, head_dim=64, max_position_embeddings=4096,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=256,
+        intermediate_size=512,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=64,
+        max_position_embeddings=4096,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False,
+    )
     torch.manual_seed(0)
     model = LlamaForCausalLM(config)
     with torch.no_grad():
@@ -60,17 +71,26 @@ def adapter_dir(small_model_dir, tmp_path_factory) -> Path:
 
     model = AutoModelForCausalLM.from_pretrained(small_model_dir, dtype=torch.float32)
     torch.manual_seed(1)
-    peft = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, init_lora_weights=False, task_type="CAUSAL_LM",
-                                            target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
-                                                            "down_proj"]))
+    peft = get_peft_model(
+        model,
+        LoraConfig(
+            r=8,
+            lora_alpha=16,
+            init_lora_weights=False,
+            task_type="CAUSAL_LM",
+            target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        ),
+    )
     out = tmp_path_factory.mktemp("adapter")
     peft.save_pretrained(out)
     return out
 
 
 def _requests(n: int = 16) -> list[GenRequest]:
-    return [GenRequest(i, f"Problem {i}: Tom has {i} apples and buys {i + 3} more. How many?", 0.0, 1.0, seed=i)
-            for i in range(n)]
+    return [
+        GenRequest(i, f"Problem {i}: Tom has {i} apples and buys {i + 3} more. How many?", 0.0, 1.0, seed=i)
+        for i in range(n)
+    ]
 
 
 def _tokenizer(path: Path):
@@ -82,11 +102,22 @@ def _tokenizer(path: Path):
 
 def _vllm(path: Path, adapter: Path | None = None, seeded: bool = False) -> VLLMEngine:
     tokenizer = _tokenizer(path)
-    args = vllm_engine_args(str(path), str(path), adapter_rank=8 if adapter else None, dtype="bfloat16", quantization="none",
-                            seed=0, max_num_seqs=16, max_model_len=1024, revision=None, trust_remote_code=False,
-                            overrides={"gpu_memory_utilization": 0.3})
-    engine = VLLMEngine(args, tokenizer, end_token_ids(tokenizer, tokenizer.eos_token_id),
-                        {"model": adapter} if adapter else {}, seeded)
+    args = vllm_engine_args(
+        str(path),
+        str(path),
+        adapter_rank=8 if adapter else None,
+        dtype="bfloat16",
+        quantization="none",
+        seed=0,
+        max_num_seqs=16,
+        max_model_len=1024,
+        revision=None,
+        trust_remote_code=False,
+        overrides={"gpu_memory_utilization": 0.3},
+    )
+    engine = VLLMEngine(
+        args, tokenizer, end_token_ids(tokenizer, tokenizer.eos_token_id), {"model": adapter} if adapter else {}, seeded
+    )
     return engine.serving("model")
 
 
@@ -119,7 +150,9 @@ def test_vllm_and_transformers_agree_greedily_with_and_without_an_adapter(small_
     # so the bar is set below that; an adapter that did not reach vLLM, or reached it wrongly, would agree on ~0
     assert agree(("vllm", "base"), ("hf", "base")) >= 10, agree(("vllm", "base"), ("hf", "base"))
     assert agree(("vllm", "lora"), ("hf", "lora")) >= 10, agree(("vllm", "lora"), ("hf", "lora"))
-    assert agree(("vllm", "lora"), ("hf", "base")) <= 3 and agree(("vllm", "lora"), ("vllm", "base")) <= 3  # it changes them
+    assert (
+        agree(("vllm", "lora"), ("hf", "base")) <= 3 and agree(("vllm", "lora"), ("vllm", "base")) <= 3
+    )  # it changes them
     assert all(r.num_tokens <= 24 for r in got[("vllm", "lora")])
 
 
@@ -142,11 +175,25 @@ def test_stages_generate_with_vllm_and_resume(small_model_dir, tmp_path):
     """prepare-data, sft (LoRA r=8), collect-rollouts and eval with engine vllm through the CLI; an eval cut short (its
     last records gone, as after a kill) generates only what is missing."""
     data = write_gsm8k(tmp_path / "gsm8k", 24)
-    cli = ["configs/demo.yaml", f"runs_dir={tmp_path / 'runs'}", "data.source=local", f"data.path={data}",
-           f"model.name_or_path={small_model_dir}", "model.dtype=bfloat16", "sft.trainer.max_steps=2", "sft.lora.r=8", "rollouts.num_questions=6",
-           "rollouts.max_new_tokens=16", "rollouts.engine=vllm", "rollouts.vllm={gpu_memory_utilization: 0.3}",
-           "eval.engine=vllm", "eval.vllm={gpu_memory_utilization: 0.3}", "eval.max_new_tokens=16",
-           "eval.datasets=[gsm8k_test]", "eval.models=[base,sft]"]
+    cli = [
+        "configs/demo.yaml",
+        f"runs_dir={tmp_path / 'runs'}",
+        "data.source=local",
+        f"data.path={data}",
+        f"model.name_or_path={small_model_dir}",
+        "model.dtype=bfloat16",
+        "sft.trainer.max_steps=2",
+        "sft.lora.r=8",
+        "rollouts.num_questions=6",
+        "rollouts.max_new_tokens=16",
+        "rollouts.engine=vllm",
+        "rollouts.vllm={gpu_memory_utilization: 0.3}",
+        "eval.engine=vllm",
+        "eval.vllm={gpu_memory_utilization: 0.3}",
+        "eval.max_new_tokens=16",
+        "eval.datasets=[gsm8k_test]",
+        "eval.models=[base,sft]",
+    ]
     for stage in ("prepare-data", "sft", "collect-rollouts"):
         run_looper(stage, *cli, cwd=REPO)
     run = tmp_path / "runs" / "demo"
@@ -194,10 +241,23 @@ def test_a_quantized_base_loads_trains_an_adapter_and_generates(small_model_dir,
 
     engine = "vllm" if quantization == "4bit" and vllm_installed() else "hf"
     data = write_gsm8k(tmp_path / "gsm8k", 24)
-    cli = ["configs/demo.yaml", f"runs_dir={tmp_path / 'runs'}", "data.source=local", f"data.path={data}",
-           f"model.name_or_path={small_model_dir}", "model.dtype=bfloat16", f"model.quantization={quantization}",
-           "sft.trainer.max_steps=2", "sft.lora.r=8", f"eval.engine={engine}", "eval.vllm={gpu_memory_utilization: 0.3}",
-           "eval.max_new_tokens=16", "eval.datasets=[gsm8k_test]", "eval.models=[base,sft]", "eval.limit=8"]
+    cli = [
+        "configs/demo.yaml",
+        f"runs_dir={tmp_path / 'runs'}",
+        "data.source=local",
+        f"data.path={data}",
+        f"model.name_or_path={small_model_dir}",
+        "model.dtype=bfloat16",
+        f"model.quantization={quantization}",
+        "sft.trainer.max_steps=2",
+        "sft.lora.r=8",
+        f"eval.engine={engine}",
+        "eval.vllm={gpu_memory_utilization: 0.3}",
+        "eval.max_new_tokens=16",
+        "eval.datasets=[gsm8k_test]",
+        "eval.models=[base,sft]",
+        "eval.limit=8",
+    ]
     for stage in ("prepare-data", "sft", "eval"):
         run_looper(stage, *cli, cwd=REPO)
     run = tmp_path / "runs" / "demo"

@@ -24,10 +24,20 @@ LIMIT = 5
 def write_source(folder: Path) -> Path:
     """A GSM8K-format copy whose train rows all differ, so a few-shot pool in the wrong order changes the prompts."""
     folder.mkdir(parents=True, exist_ok=True)
-    train = [{"question": f"Ann has {i} pens and gets {i % 7 + 1} more. How many pens?",
-              "answer": f"{i} + {i % 7 + 1} = {i + i % 7 + 1}\n#### {i + i % 7 + 1}"} for i in range(30)]
-    test = [{"question": f"Bo has {3 * i} cups and breaks {i}. How many cups are left?",
-             "answer": f"{3 * i} - {i} = {2 * i}\n#### {2 * i:,}"} for i in range(1, 9)]
+    train = [
+        {
+            "question": f"Ann has {i} pens and gets {i % 7 + 1} more. How many pens?",
+            "answer": f"{i} + {i % 7 + 1} = {i + i % 7 + 1}\n#### {i + i % 7 + 1}",
+        }
+        for i in range(30)
+    ]
+    test = [
+        {
+            "question": f"Bo has {3 * i} cups and breaks {i}. How many cups are left?",
+            "answer": f"{3 * i} - {i} = {2 * i}\n#### {2 * i:,}",
+        }
+        for i in range(1, 9)
+    ]
     for name, rows in (("train", train), ("test", test)):
         (folder / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return folder
@@ -35,9 +45,21 @@ def write_source(folder: Path) -> Path:
 
 def test_lm_eval_protocol_matches_lm_evals_own_run(tmp_path, tiny_model_dir, capsys):
     source = write_source(tmp_path / "gsm8k")
-    a = ["configs/demo.yaml", f"runs_dir={tmp_path / 'runs'}", f"model.name_or_path={tiny_model_dir}", "data.source=local",
-         f"data.path={source}", "sft.trainer.max_steps=1", "sft.lora.r=4", "eval.protocol=lm-eval", "eval.models=[base,sft]",
-         "eval.datasets=[gsm8k_test]", f"eval.limit={LIMIT}", "eval.batch_size=4", "model.dtype=float32"]
+    a = [
+        "configs/demo.yaml",
+        f"runs_dir={tmp_path / 'runs'}",
+        f"model.name_or_path={tiny_model_dir}",
+        "data.source=local",
+        f"data.path={source}",
+        "sft.trainer.max_steps=1",
+        "sft.lora.r=4",
+        "eval.protocol=lm-eval",
+        "eval.models=[base,sft]",
+        "eval.datasets=[gsm8k_test]",
+        f"eval.limit={LIMIT}",
+        "eval.batch_size=4",
+        "model.dtype=float32",
+    ]
     run_looper("prepare-data", *a, cwd=REPO)
     run_looper("sft", *a, cwd=REPO)
     out = run_looper("eval", *a, cwd=REPO)
@@ -48,7 +70,9 @@ def test_lm_eval_protocol_matches_lm_evals_own_run(tmp_path, tiny_model_dir, cap
     for which, adapter in (("base", None), ("sft", run / "checkpoints" / "lora_sft")):
         mine = read_jsonl(run / "eval" / f"{which}__gsm8k_test.jsonl")
         # lm-eval's own command line on its gsm8k task, the data pointed at the local copy (the agreement bench's run)
-        _, theirs = lm_eval_run(source, str(tiny_model_dir), adapter, "float32", 4, LIMIT, tmp_path / f"lm_eval_{which}")
+        _, theirs = lm_eval_run(
+            source, str(tiny_model_dir), adapter, "float32", 4, LIMIT, tmp_path / f"lm_eval_{which}"
+        )
         assert len(mine) == len(theirs) == LIMIT
         for i, rec in enumerate(mine):
             strict, flexible = theirs[i]["strict-match"], theirs[i]["flexible-extract"]

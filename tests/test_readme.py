@@ -15,7 +15,7 @@ PAGES = [README, *sorted((REPO / "docs").glob("*.md"))]
 
 def section(text: str, heading: str) -> str:
     """The text under a level-2 heading, to the next level-2 heading."""
-    after = text[text.index(heading + "\n") + len(heading):]
+    after = text[text.index(heading + "\n") + len(heading) :]
     end = re.search(r"^## ", after, flags=re.MULTILINE)
     return after[: end.start()] if end else after
 
@@ -30,8 +30,11 @@ def test_the_two_commands_are_what_ci_and_the_scripts_run():
 
 
 def test_the_configs_table_names_every_config_with_its_header_launch_command_and_model():
-    rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in
-            section(README.read_text(), "## Configs").splitlines() if line.startswith("| `configs/")]
+    rows = [
+        [c.strip() for c in line.strip().strip("|").split("|")]
+        for line in section(README.read_text(), "## Configs").splitlines()
+        if line.startswith("| `configs/")
+    ]
     listed = {row[0].strip("`"): row for row in rows}
     assert sorted(listed) == sorted(f"configs/{p.name}" for p in (REPO / "configs").glob("*.yaml"))
     for name, (_, model, _, launch) in listed.items():

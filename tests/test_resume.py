@@ -34,22 +34,40 @@ STAGES = {
 
 # what the rerun after the kill changes: fields that change no result (config.NOT_RESULT_FIELDS), e.g. the generation
 # batch lowered after running out of memory; the rerun must still resume and end where the uninterrupted run did
-RERUN = {"sft": ["sft.trainer.save_total_limit=3"], "collect-rollouts": ["rollouts.batch_size=2"],
-         "train-rl": ["rl.dpo.save_total_limit=3"], "eval": ["eval.batch_size=3"]}
+RERUN = {
+    "sft": ["sft.trainer.save_total_limit=3"],
+    "collect-rollouts": ["rollouts.batch_size=2"],
+    "train-rl": ["rl.dpo.save_total_limit=3"],
+    "eval": ["eval.batch_size=3"],
+}
 
 
 def common(runs: Path, tiny_model_dir: Path) -> list[str]:
-    return ["configs/demo.yaml", f"runs_dir={runs}", f"model.name_or_path={tiny_model_dir}", "data.symbolic_train_size=30",
-            "data.symbolic_test_size=12", "sft.trainer.max_steps=2", "sft.lora.r=4", "rollouts.num_questions=4",
-            "rollouts.max_new_tokens=16", "preferences.min_margin=0.0", "rl.dpo.max_steps=2", "eval.max_new_tokens=12"]
+    return [
+        "configs/demo.yaml",
+        f"runs_dir={runs}",
+        f"model.name_or_path={tiny_model_dir}",
+        "data.symbolic_train_size=30",
+        "data.symbolic_test_size=12",
+        "sft.trainer.max_steps=2",
+        "sft.lora.r=4",
+        "rollouts.num_questions=4",
+        "rollouts.max_new_tokens=16",
+        "preferences.min_margin=0.0",
+        "rl.dpo.max_steps=2",
+        "eval.max_new_tokens=12",
+    ]
 
 
 @pytest.fixture(scope="module")
 def states(tmp_path_factory, tiny_model_dir):
     base = tmp_path_factory.mktemp("resume-states")
     made = {}
-    for state, stages in {"data": ["prepare-data"], "sft": ["prepare-data", "sft"],
-                          "preferences": ["prepare-data", "sft", "collect-rollouts", "build-preferences"]}.items():
+    for state, stages in {
+        "data": ["prepare-data"],
+        "sft": ["prepare-data", "sft"],
+        "preferences": ["prepare-data", "sft", "collect-rollouts", "build-preferences"],
+    }.items():
         for stage in stages:
             run_looper(stage, *common(base / state, tiny_model_dir), cwd=REPO)
         made[state] = base / state
@@ -63,7 +81,11 @@ def progress(run: Path, stage: str, kind: str) -> int:
     if kind == "rollouts":
         path = run / "data" / "rl_rollouts.jsonl"
         return len(path.read_text().splitlines()) if path.exists() else 0
-    return sum(len(p.read_text().splitlines()) for p in (run / "eval").glob("*__*.jsonl")) if (run / "eval").exists() else 0
+    return (
+        sum(len(p.read_text().splitlines()) for p in (run / "eval").glob("*__*.jsonl"))
+        if (run / "eval").exists()
+        else 0
+    )
 
 
 def outcome(run: Path, stage: str) -> dict:
@@ -75,8 +97,10 @@ def outcome(run: Path, stage: str) -> dict:
     if stage == "collect-rollouts":
         return {"records": read_jsonl(run / "data" / "rl_rollouts.jsonl")}
     summary = (run / "eval" / "summary.json").read_text()
-    return {"samples": {p.name: read_jsonl(p) for p in sorted((run / "eval").glob("*__*.jsonl"))},
-            "summary": summary.replace(str(run), "RUN")}
+    return {
+        "samples": {p.name: read_jsonl(p) for p in sorted((run / "eval").glob("*__*.jsonl"))},
+        "summary": summary.replace(str(run), "RUN"),
+    }
 
 
 def assert_same(a: dict, b: dict, what: str) -> None:
@@ -93,9 +117,14 @@ def assert_same(a: dict, b: dict, what: str) -> None:
 def kill_9(command: str, cli: list[str], progress_now, kill_after: int, rng: random.Random, what: str) -> int:
     """Start ``looper COMMAND CLI``, SIGKILL it once ``progress_now()`` reaches ``kill_after`` (plus a random
     0-0.2 s, so the kill can land mid-write or mid-save); returns the progress at the kill."""
-    proc = subprocess.Popen([sys.executable, "-m", "looper.cli", command, *cli], cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "looper.cli", command, *cli],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     extra_wait = rng.uniform(0.0, 0.2)
     deadline = time.monotonic() + 300
     while proc.poll() is None and progress_now() < kill_after and time.monotonic() < deadline:
@@ -121,19 +150,34 @@ def test_kill_9_at_a_random_point_then_rerun_equals_an_uninterrupted_run(stage, 
     run_looper(stage, *common(whole, tiny_model_dir), *overrides, cwd=REPO)
 
     kill_after = rng.randint(1, units - 3)  # progress units seen before the kill...
-    done_at_kill = kill_9(stage, [*common(killed, tiny_model_dir), *overrides], lambda: progress(killed / "demo", stage, kind),
-                          kill_after, rng, what)  # may be all units: then the finishing work (report, save) resumes
+    done_at_kill = kill_9(
+        stage,
+        [*common(killed, tiny_model_dir), *overrides],
+        lambda: progress(killed / "demo", stage, kind),
+        kill_after,
+        rng,
+        what,
+    )  # may be all units: then the finishing work (report, save) resumes
 
     rerun = run_looper(stage, *common(killed, tiny_model_dir), *overrides, *RERUN[stage], cwd=REPO)
     assert "nothing to do" not in rerun.stdout or done_at_kill == units, f"{what}: the rerun did not resume"
-    assert_same(outcome(whole / "demo", stage), outcome(killed / "demo", stage),
-                f"{what}, killed after {done_at_kill} of {units} units, rerun with {RERUN[stage]}")
+    assert_same(
+        outcome(whole / "demo", stage),
+        outcome(killed / "demo", stage),
+        f"{what}, killed after {done_at_kill} of {units} units, rerun with {RERUN[stage]}",
+    )
     assert not (killed / "demo.lock").exists(), f"{what}: the lock was left behind"
 
 
 def test_rl_rounds_killed_in_round_two_then_rerun_equal_an_uninterrupted_run(states, tiny_model_dir, tmp_path):
     """rl.rounds=2: a kill inside round 2 (its rollouts or its DPO) loses nothing and repeats nothing."""
-    overrides = ["rl.rounds=2", "rl.dpo.max_steps=6", "rl.dpo.save_steps=2", "rl.dpo.logging_steps=1", "rollouts.batch_size=2"]
+    overrides = [
+        "rl.rounds=2",
+        "rl.dpo.max_steps=6",
+        "rl.dpo.save_steps=2",
+        "rl.dpo.logging_steps=1",
+        "rollouts.batch_size=2",
+    ]
     seed = int(os.environ.get("LOOPER_KILL_SEED", time.time_ns() % 2**31))
     rng = random.Random(f"rounds-{seed}")
     what = f"train-rl rounds (LOOPER_KILL_SEED={seed})"
@@ -145,13 +189,21 @@ def test_rl_rounds_killed_in_round_two_then_rerun_equal_an_uninterrupted_run(sta
 
     round2 = killed / "demo" / "rounds" / "2"
     units = 4 + 6  # round 2's rollout records, then its DPO steps
-    done = kill_9("train-rl", [*common(killed, tiny_model_dir), *overrides],
-                  lambda: progress(round2, "collect-rollouts", "rollouts") + progress(round2, "train-rl", "log"),
-                  rng.randint(1, units - 3), rng, what)
+    done = kill_9(
+        "train-rl",
+        [*common(killed, tiny_model_dir), *overrides],
+        lambda: progress(round2, "collect-rollouts", "rollouts") + progress(round2, "train-rl", "log"),
+        rng.randint(1, units - 3),
+        rng,
+        what,
+    )
     run_looper("train-rl", *common(killed, tiny_model_dir), *overrides, cwd=REPO)
     for sub, stage in (("", "train-rl"), ("rounds/2", "collect-rollouts"), ("rounds/2", "train-rl")):
-        assert_same(outcome(whole / "demo" / sub, stage), outcome(killed / "demo" / sub, stage),
-                    f"{what}, {sub or 'round 1'} {stage}, killed after {done} units")
+        assert_same(
+            outcome(whole / "demo" / sub, stage),
+            outcome(killed / "demo" / sub, stage),
+            f"{what}, {sub or 'round 1'} {stage}, killed after {done} units",
+        )
 
 
 def test_eval_killed_after_starting_a_file_over_is_not_complete_for_its_old_settings(states, tiny_model_dir, tmp_path):
@@ -167,8 +219,14 @@ def test_eval_killed_after_starting_a_file_over_is_not_complete_for_its_old_sett
     def started_over() -> int:  # files whose settings record is already the new one (written as a file starts over)
         return sum('"max_new_tokens": 10' in p.read_text() for p in (run / "demo" / "eval").glob("*.meta.json"))
 
-    kill_9("eval", [*before, "eval.max_new_tokens=10"], started_over, 1, random.Random(seed),
-           f"eval with changed settings (LOOPER_KILL_SEED={seed})")
+    kill_9(
+        "eval",
+        [*before, "eval.max_new_tokens=10"],
+        started_over,
+        1,
+        random.Random(seed),
+        f"eval with changed settings (LOOPER_KILL_SEED={seed})",
+    )
     rerun = run_looper("eval", *before, cwd=REPO)
     assert "nothing to do" not in rerun.stdout and "starting it over" in rerun.stdout, rerun.stdout
     assert_same(whole, outcome(run / "demo", "eval"), "eval rerun with its earlier settings")

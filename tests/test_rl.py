@@ -14,11 +14,28 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def args(tmp_path, tiny_model_dir, *extra):
-    return ["configs/demo.yaml", f"runs_dir={tmp_path}", f"model.name_or_path={tiny_model_dir}", "data.symbolic_train_size=20",
-            "data.symbolic_test_size=4", "sft.trainer.max_steps=2", "sft.lora.r=4", "rollouts.num_questions=4",
-            "rollouts.max_new_tokens=16", "preferences.min_margin=0.0", "rl.dpo.max_steps=2", "rl.dpo.learning_rate=0.05",
-            "rl.num_questions=2", "rl.grpo.max_steps=2", "rl.grpo.max_completion_length=8", "rl.grpo.learning_rate=0.05",
-            "rl.rloo.max_steps=2", "rl.rloo.max_completion_length=8", "rl.rloo.learning_rate=0.05", *extra]
+    return [
+        "configs/demo.yaml",
+        f"runs_dir={tmp_path}",
+        f"model.name_or_path={tiny_model_dir}",
+        "data.symbolic_train_size=20",
+        "data.symbolic_test_size=4",
+        "sft.trainer.max_steps=2",
+        "sft.lora.r=4",
+        "rollouts.num_questions=4",
+        "rollouts.max_new_tokens=16",
+        "preferences.min_margin=0.0",
+        "rl.dpo.max_steps=2",
+        "rl.dpo.learning_rate=0.05",
+        "rl.num_questions=2",
+        "rl.grpo.max_steps=2",
+        "rl.grpo.max_completion_length=8",
+        "rl.grpo.learning_rate=0.05",
+        "rl.rloo.max_steps=2",
+        "rl.rloo.max_completion_length=8",
+        "rl.rloo.learning_rate=0.05",
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -69,11 +86,18 @@ def test_rl_trains_the_sft_adapter(sft_run, tiny_model_dir, tmp_path, algorithm)
         return
     # TRL's logged reward is the Regime W reward: sum_k w_k x part_k with the config's coefficients, each part in range
     w = load_config(REPO / "configs" / "demo.yaml").regime_w
-    weights = {"correct": w.correct_reward, "consensus": w.consensus_weight, "length": -1.0, "missing": -w.missing_penalty,
-               "truncated": -w.truncation_penalty}  # rl.truncation: penalize (the default)
+    weights = {
+        "correct": w.correct_reward,
+        "consensus": w.consensus_weight,
+        "length": -1.0,
+        "missing": -w.missing_penalty,
+        "truncated": -w.truncation_penalty,
+    }  # rl.truncation: penalize (the default)
     for r in logs:
         parts = {k: r[f"rewards/regime_w_{k}/mean"] for k in weights}
-        assert all(0 <= parts[k] <= 1 for k in ("correct", "consensus", "missing", "truncated")) and parts["length"] >= 0, parts
+        assert (
+            all(0 <= parts[k] <= 1 for k in ("correct", "consensus", "missing", "truncated")) and parts["length"] >= 0
+        ), parts
         assert r["reward"] == pytest.approx(sum(weights[k] * parts[k] for k in weights), abs=1e-4), r
     assert any(r["rewards/regime_w_missing/mean"] < 1.0 for r in logs)  # some answers were scored
 
@@ -98,7 +122,9 @@ def test_grpo_divergence_keeps_the_prepared_batch_and_weights(sft_run, tiny_mode
             if state.global_step == 1:
                 next(p for p in model.parameters() if p.requires_grad).grad.view(-1)[0] = float("nan")
 
-    monkeypatch.setattr(trainers, "metrics_callback", lambda path, section=None: PoisonSecondStep())  # runs before the watch
+    monkeypatch.setattr(
+        trainers, "metrics_callback", lambda path, section=None: PoisonSecondStep()
+    )  # runs before the watch
     run_dir = _fresh_copy(sft_run, tmp_path)
     config = load_config(REPO / "configs" / "demo.yaml", args(run_dir, tiny_model_dir, "rl.algorithm=grpo")[1:])
     with pytest.raises(trainers.TrainingDiverged, match="non-finite gradients at step 2"):
@@ -113,8 +139,13 @@ def test_grpo_divergence_keeps_the_prepared_batch_and_weights(sft_run, tiny_mode
     import subprocess
     import sys
 
-    cmd = [sys.executable, str(REPO / "scripts" / "replay_diverged_step.py"), *args(run_dir, tiny_model_dir, "rl.algorithm=grpo"),
-           "--dump", str(run_dir / "demo" / "work" / "train-rl" / "diverged_step2.pt")]
+    cmd = [
+        sys.executable,
+        str(REPO / "scripts" / "replay_diverged_step.py"),
+        *args(run_dir, tiny_model_dir, "rl.algorithm=grpo"),
+        "--dump",
+        str(run_dir / "demo" / "work" / "train-rl" / "diverged_step2.pt"),
+    ]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "step 2:" in proc.stdout and "micro-batch 1:" in proc.stdout and "advantages:" in proc.stdout
@@ -130,11 +161,19 @@ def test_regime_w_reward_functions_sum_to_the_reward():
     rw = RegimeWRewards(config, max_completion_length=50, end_ids=[0])
     completions = ["2 + 2 = 4\n#### 4", "#### 5", "no idea", "#### 4"]
     ids = [[1] * 10 + [0], [1] * 50, [1] * 50, [1] * 20 + [0]]
-    kw = dict(completion_ids=ids, id=["q"] * 4, gold=["4"] * 4, arm=["a", "b", "c", "d"],
-              family=["compute", "reflective", "compute", "reflective"])
+    kw = dict(
+        completion_ids=ids,
+        id=["q"] * 4,
+        gold=["4"] * 4,
+        arm=["a", "b", "c", "d"],
+        family=["compute", "reflective", "compute", "reflective"],
+    )
     parts = [f(prompts=[""] * 4, completions=completions, **kw) for f in rw.functions()]
     total = [sum(w * p[i] for w, p in zip(rw.weights, parts)) for i in range(4)]
-    outs = [ArmOutput(a, f, c, len(i), len(i) >= 50 and i[-1] != 0) for a, f, c, i in zip(kw["arm"], kw["family"], completions, ids)]
+    outs = [
+        ArmOutput(a, f, c, len(i), len(i) >= 50 and i[-1] != 0)
+        for a, f, c, i in zip(kw["arm"], kw["family"], completions, ids)
+    ]
     _, expected = trajectory_rewards(outs, "4", config.regime_w)
     assert total == pytest.approx([r.reward for r in expected])
 
@@ -145,7 +184,9 @@ def test_online_regime_w_is_refused_on_several_processes(tmp_path, tiny_model_di
     from looper.rl_training import train_rl
     from looper.runs import ConfigValueError
 
-    config = load_config(REPO / "configs" / "demo.yaml", args(tmp_path, tiny_model_dir, f"rl.algorithm={algorithm}")[1:])
+    config = load_config(
+        REPO / "configs" / "demo.yaml", args(tmp_path, tiny_model_dir, f"rl.algorithm={algorithm}")[1:]
+    )
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(ConfigValueError, match=f"rl.algorithm={algorithm} under 2 processes: .* in pieces"):
         train_rl.main(config)
@@ -174,15 +215,27 @@ def test_adapter_on_a_different_base_model_is_refused(sft_run, tiny_model_dir, r
 
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     other = tmp_path / "other-base"
-    LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=48, intermediate_size=96, num_hidden_layers=2,
-                                 num_attention_heads=4, num_key_value_heads=2)).save_pretrained(other)
+    LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=len(tok),
+            hidden_size=48,
+            intermediate_size=96,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+        )
+    ).save_pretrained(other)
     tok.save_pretrained(other)
     run_dir = _fresh_copy(sft_run, tmp_path / "runs")
     proc = run_looper("train-rl", *args(run_dir, other), cwd=REPO, check=False)
     assert proc.returncode != 0 and "trained on a different base model" in proc.stderr
     same_shape = tiny_llama(real_tokenizer_dir, tmp_path / "other-seed", seed=1)
-    proc = run_looper("eval", *args(run_dir, same_shape, "eval.models=[sft]", "eval.limit=2", "eval.max_new_tokens=4"),
-                      cwd=REPO, check=False)
+    proc = run_looper(
+        "eval",
+        *args(run_dir, same_shape, "eval.models=[sft]", "eval.limit=2", "eval.max_new_tokens=4"),
+        cwd=REPO,
+        check=False,
+    )
     refusal = [line for line in proc.stderr.splitlines() if "lora_sft: adapter was trained on base" in line]
     assert proc.returncode != 0 and len(refusal) == 1 and "a different model of the same shape" in refusal[0]
 
@@ -191,7 +244,8 @@ R1_STYLE_TEMPLATE = (  # what DeepSeek-R1's template does that matters here: ass
     # </think>, and the generation prompt opens a <think> block
     "{% for m in messages %}{% set c = m['content'] %}{% if m['role'] == 'assistant' and '</think>' in c %}"
     "{% set c = c.split('</think>')[-1] %}{% endif %}<|{{ m['role'] }}|>{{ c }}{% if m['role'] == 'assistant' %}"
-    "<|im_end|>{% endif %}{% endfor %}{% if add_generation_prompt %}<|assistant|><think>\n{% endif %}")
+    "<|im_end|>{% endif %}{% endfor %}{% if add_generation_prompt %}<|assistant|><think>\n{% endif %}"
+)
 
 
 def test_dpo_trains_on_the_whole_reasoning_under_a_reasoning_template(tmp_path, tiny_model_dir):
@@ -217,15 +271,25 @@ def test_dpo_trains_on_the_whole_reasoning_under_a_reasoning_template(tmp_path, 
     run.preferences.parent.mkdir(parents=True)
     better, worse = "Half of 14 is 7.\n</think>\n#### 7", "14 halves... wait.\n</think>\n#### 8"
     prompt = question_prompt("What is half of 14?", config.model.system_prompt, "chat")
-    run.preferences.write_text(json.dumps({"prompt": prompt, "chosen": [{"role": "assistant", "content": better}],
-                                           "rejected": [{"role": "assistant", "content": worse}], "better": better,
-                                           "worse": worse}) + "\n")
+    run.preferences.write_text(
+        json.dumps(
+            {
+                "prompt": prompt,
+                "chosen": [{"role": "assistant", "content": better}],
+                "rejected": [{"role": "assistant", "content": worse}],
+                "better": better,
+                "worse": worse,
+            }
+        )
+        + "\n"
+    )
     row = dpo_dataset(config, run)[0]
     assert row["prompt"].endswith("<|assistant|><think>\n") and "What is half of 14?" in row["prompt"]
     assert row["chosen"] == better and row["rejected"] == worse  # the reasoning is kept; TRL appends the end token
     # what message form would have trained on: the bare answers
     assert tok.apply_chat_template([*prompt, {"role": "assistant", "content": better}], tokenize=False).endswith(
-        "<|assistant|>\n#### 7<|im_end|>")
+        "<|assistant|>\n#### 7<|im_end|>"
+    )
 
 
 def test_chat_user_format_puts_the_instruction_in_the_user_turn(tiny_model_dir):
@@ -284,15 +348,19 @@ def test_an_adapter_is_refused_on_another_base_of_the_same_shape(tiny_model_dir,
     assert architecture_signature(mine) == architecture_signature(theirs)  # the shape check alone lets it through
     base = ModelConfig(name_or_path=str(tiny_model_dir), dtype="float32")
     adapter = tmp_path / "lora_sft"
-    lora = get_peft_model(load_model(base), LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    lora = get_peft_model(
+        load_model(base), LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    )
     save_atomically(lora, AutoTokenizer.from_pretrained(tiny_model_dir), adapter, {"base_model": str(tiny_model_dir)})
     record = json.loads((adapter / "looper_adapter.json").read_text())
     assert record["base_fingerprint"].startswith("sha256:") and record["base_checkpoint"] == str(tiny_model_dir)
 
     attach_adapter(load_model(base), adapter)  # its own base: accepted
     check_adapter_base(adapter, mine)
-    refused = (rf"lora_sft: adapter was trained on base {tiny_model_dir} \(weights sha256:\w+\), not on {other} "
-               r"\(weights sha256:\w+\), a different model of the same shape; set model.name_or_path to the base")
+    refused = (
+        rf"lora_sft: adapter was trained on base {tiny_model_dir} \(weights sha256:\w+\), not on {other} "
+        r"\(weights sha256:\w+\), a different model of the same shape; set model.name_or_path to the base"
+    )
     with pytest.raises(InputError, match=refused):
         attach_adapter(load_model(ModelConfig(name_or_path=str(other), dtype="float32")), adapter)
     with pytest.raises(InputError, match=refused):

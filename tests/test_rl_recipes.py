@@ -52,8 +52,14 @@ def test_rft_trains_on_distinct_correct_train_trajectories(rollouts_run, tiny_mo
     # record 0: three distinct correct texts (cap 2 keeps the two best); record 1: one text three times
     records = _make_correct(run_dir, {0: [1, 4, 6]})
     records = _make_correct(run_dir, {1: [0, 2, 3]}, duplicate=True)
-    cli = args(run_dir, tiny_model_dir, "rl.algorithm=rft", "rl.rft_per_question=2", "rl.rft.max_steps=2",
-               "rl.rft.learning_rate=0.05")
+    cli = args(
+        run_dir,
+        tiny_model_dir,
+        "rl.algorithm=rft",
+        "rl.rft_per_question=2",
+        "rl.rft.max_steps=2",
+        "rl.rft.learning_rate=0.05",
+    )
     config = load_config(cli[0], cli[1:])
     data = rft_dataset(config, RunDir.of(config))
     train_ids = {r["id"] for r in read_jsonl(run_dir / "demo" / "data" / "gsm_symbolic_train.jsonl")}
@@ -108,8 +114,12 @@ def test_correct_chosen_and_label_free_pairs(rollouts_run, tiny_model_dir, tmp_p
     pairs = {p["id"]: p for p in read_jsonl(run_dir / "demo" / "data" / "preferences.jsonl")}
     assert pairs[rec["id"]]["better"] == "999 + 0 = 999\n#### 999"
 
-    proc = run_looper("build-preferences", *args(run_dir, tiny_model_dir, "preferences.label_free=true",
-                                                 "preferences.require_correct_chosen=true"), cwd=REPO, check=False)
+    proc = run_looper(
+        "build-preferences",
+        *args(run_dir, tiny_model_dir, "preferences.label_free=true", "preferences.require_correct_chosen=true"),
+        cwd=REPO,
+        check=False,
+    )
     assert proc.returncode != 0 and "needs gold answers" in proc.stderr
 
 
@@ -118,8 +128,11 @@ def test_correctness_only_pairs_ignore_regime_w_and_vary_the_arms(rollouts_run, 
     records = _make_correct(run_dir, {r: [0, 1, 2, 3, 4] for r in range(4)})
     # Regime W's saved rewards would pick the same trajectories every time (chosen 0, the highest, in _make_correct);
     # correctness alone ties all correct ones, so the seed and the question decide which are chosen
-    cli = ("preferences.correctness_only=true", "preferences.require_correct_chosen=true",
-           "preferences.max_pairs_per_question=2")
+    cli = (
+        "preferences.correctness_only=true",
+        "preferences.require_correct_chosen=true",
+        "preferences.max_pairs_per_question=2",
+    )
     run_looper("build-preferences", *args(run_dir, tiny_model_dir, *cli), cwd=REPO)
     pairs = read_jsonl(run_dir / "demo" / "data" / "preferences.jsonl")
     assert len(pairs) == 8 and {p["id"] for p in pairs} == {r["id"] for r in records[:4]}
@@ -138,8 +151,12 @@ def test_correctness_only_pairs_ignore_regime_w_and_vary_the_arms(rollouts_run, 
     other = read_jsonl(run_dir / "demo" / "data" / "preferences.jsonl")
     assert [p["better"] for p in other] != [p["better"] for p in pairs]
 
-    proc = run_looper("build-preferences", *args(run_dir, tiny_model_dir, "preferences.correctness_only=true",
-                                                 "preferences.label_free=true"), cwd=REPO, check=False)
+    proc = run_looper(
+        "build-preferences",
+        *args(run_dir, tiny_model_dir, "preferences.correctness_only=true", "preferences.label_free=true"),
+        cwd=REPO,
+        check=False,
+    )
     assert proc.returncode != 0 and "set one of them to false" in proc.stderr
 
 
@@ -153,13 +170,19 @@ def test_two_rounds_of_dpo(rollouts_run, tiny_model_dir, tmp_path):
     proc = run_looper("train-rl", *cli, cwd=REPO)  # ...then extended to two: round 1 is kept, not retrained
     assert "round 2 of 2" in proc.stdout and "train-rl (dpo): " in proc.stdout and "nothing to do" in proc.stdout
     assert (demo / "checkpoints" / "lora_rl" / "adapter_model.safetensors").read_bytes() == first
-    one, two = read_jsonl(demo / "data" / "rl_rollouts.jsonl"), read_jsonl(demo / "rounds" / "2" / "data" / "rl_rollouts.jsonl")
+    one, two = (
+        read_jsonl(demo / "data" / "rl_rollouts.jsonl"),
+        read_jsonl(demo / "rounds" / "2" / "data" / "rl_rollouts.jsonl"),
+    )
     train = [r["id"] for r in read_jsonl(demo / "data" / "gsm_symbolic_train.jsonl")]
     assert [r["id"] for r in one] == train[:4] and [r["id"] for r in two] == train[4:8]  # the next questions
     assert all(r["adapter"] == "checkpoints/lora_rl" for r in two)  # sampled from round 1's policy
     r1, r2 = _lora(demo / "checkpoints" / "lora_rl"), _lora(demo / "rounds" / "2" / "checkpoints" / "lora_rl")
     assert set(r1) == set(r2) and any(not torch.equal(r1[k], r2[k]) for k in r1)
-    assert json.loads((demo / "rounds" / "2" / "checkpoints" / "lora_rl" / "looper_adapter.json").read_text())["round"] == 2
+    assert (
+        json.loads((demo / "rounds" / "2" / "checkpoints" / "lora_rl" / "looper_adapter.json").read_text())["round"]
+        == 2
+    )
     # a rerun has nothing left to do; eval scores the last round
     again = run_looper("train-rl", *cli, cwd=REPO)
     assert again.stdout.count("nothing to do") >= 4

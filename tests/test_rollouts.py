@@ -22,9 +22,18 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def args(tmp_path, tiny_model_dir, *extra):
-    return ["configs/demo.yaml", f"runs_dir={tmp_path}", f"model.name_or_path={tiny_model_dir}", "data.symbolic_train_size=40",
-            "data.symbolic_test_size=8", "sft.trainer.max_steps=2", "sft.lora.r=4", "rollouts.max_new_tokens=12",
-            "rollouts.batch_size=16", *extra]
+    return [
+        "configs/demo.yaml",
+        f"runs_dir={tmp_path}",
+        f"model.name_or_path={tiny_model_dir}",
+        "data.symbolic_train_size=40",
+        "data.symbolic_test_size=8",
+        "sft.trainer.max_steps=2",
+        "sft.lora.r=4",
+        "rollouts.max_new_tokens=12",
+        "rollouts.batch_size=16",
+        *extra,
+    ]
 
 
 @pytest.fixture()
@@ -35,7 +44,9 @@ def sft_done(tmp_path, tiny_model_dir):
 
 
 def test_rollouts_and_preferences(sft_done, tiny_model_dir):
-    a = args(sft_done, tiny_model_dir, "rollouts.num_questions=5", "rollouts.samples_per_arm=2", "preferences.min_margin=0.0")
+    a = args(
+        sft_done, tiny_model_dir, "rollouts.num_questions=5", "rollouts.samples_per_arm=2", "preferences.min_margin=0.0"
+    )
     run_looper("collect-rollouts", *a, cwd=REPO)
     records = read_jsonl(sft_done / "demo" / "data" / "rl_rollouts.jsonl")
     assert len(records) == 5
@@ -44,8 +55,12 @@ def test_rollouts_and_preferences(sft_done, tiny_model_dir):
     # the first rollouts.num_questions training questions, in order, answered by the model given with its SFT
     # adapter under the run's seed
     train = read_jsonl(sft_done / "demo" / "data" / "gsm_symbolic_train.jsonl")[:5]
-    assert [(r["id"], r["question"], r["gold"]) for r in records] == [(q["id"], q["question"], q["gold"]) for q in train]
-    assert {(r["model"], r["adapter"], r["seed"]) for r in records} == {(str(tiny_model_dir), "checkpoints/lora_sft", config.seed)}
+    assert [(r["id"], r["question"], r["gold"]) for r in records] == [
+        (q["id"], q["question"], q["gold"]) for q in train
+    ]
+    assert {(r["model"], r["adapter"], r["seed"]) for r in records} == {
+        (str(tiny_model_dir), "checkpoints/lora_sft", config.seed)
+    }
     assert len({tr["seed"] for tr in records[0]["trajectories"]}) == 16  # per (question, arm, sample)
     # the values hold what the keys promise: every arm's samples 0..n-1 in arm order, each with its own seed and
     # sampling settings, the token limit, the reasoning before '####', the reward parts and reward that recompute
@@ -58,8 +73,10 @@ def test_rollouts_and_preferences(sft_done, tiny_model_dir):
         scores = record["scores"]
         assert set(scores) == {"consensus", "s_end", "s_path", "s_cf", "s_wm"}
         assert all(0.0 <= scores[k] <= 1.0 for k in ("s_end", "s_path", "s_cf", "s_wm"))
-        assert scores["s_wm"] == pytest.approx((rw.w_end * scores["s_end"] + rw.w_path * scores["s_path"]
-                                                + rw.w_cf * scores["s_cf"]) / (rw.w_end + rw.w_path + rw.w_cf))
+        assert scores["s_wm"] == pytest.approx(
+            (rw.w_end * scores["s_end"] + rw.w_path * scores["s_path"] + rw.w_cf * scores["s_cf"])
+            / (rw.w_end + rw.w_path + rw.w_cf)
+        )
         for tr in trajectories:
             parts = tr["parts"]
             assert tr["reasoning"] == tr["text"].rsplit("####", 1)[0].strip()
@@ -69,12 +86,24 @@ def test_rollouts_and_preferences(sft_done, tiny_model_dir):
             assert parts["missing"] is (tr["answer"] is None) and parts["truncated"] is tr["truncated"]
             over = (tr["num_tokens"] - rw.length_free_tokens) / (rw.length_cap_tokens - rw.length_free_tokens)
             assert parts["length_penalty"] == pytest.approx(rw.length_penalty * min(1.0, max(0.0, over)))
-            assert tr["reward"] == parts["reward"] == pytest.approx(
-                rw.correct_reward * parts["correct"] + rw.consensus_weight * scores["s_wm"] * parts["agree"]
-                - parts["length_penalty"] - rw.missing_penalty * parts["missing"] - rw.truncation_penalty * parts["truncated"])
-        assert all(tr["temperature"] == arms[tr["arm"]].temperature and tr["family"] == arms[tr["arm"]].family
-                   for tr in trajectories)
-        assert all(0 < tr["num_tokens"] <= 12 and (tr["num_tokens"] == 12 or not tr["truncated"]) for tr in trajectories)
+            assert (
+                tr["reward"]
+                == parts["reward"]
+                == pytest.approx(
+                    rw.correct_reward * parts["correct"]
+                    + rw.consensus_weight * scores["s_wm"] * parts["agree"]
+                    - parts["length_penalty"]
+                    - rw.missing_penalty * parts["missing"]
+                    - rw.truncation_penalty * parts["truncated"]
+                )
+            )
+        assert all(
+            tr["temperature"] == arms[tr["arm"]].temperature and tr["family"] == arms[tr["arm"]].family
+            for tr in trajectories
+        )
+        assert all(
+            0 < tr["num_tokens"] <= 12 and (tr["num_tokens"] == 12 or not tr["truncated"]) for tr in trajectories
+        )
         assert record["scores"]["s_end"] == pytest.approx(s_end_for_question([tr["answer"] for tr in trajectories]))
         assert record["scores"]["s_cf"] == pytest.approx(s_cf_for_question(trajectories))
     out = run_looper("build-preferences", *a, cwd=REPO)
@@ -89,11 +118,19 @@ def test_rollouts_and_preferences(sft_done, tiny_model_dir):
         rec = by_id[p["id"]]
         assert (p["question"], p["gold"]) == (rec["question"], rec["gold"])
         assert p["prompt"] == question_prompt(rec["question"], config.model.system_prompt, fmt)
-        assert (p["chosen"], p["rejected"]) == (preference_completion(p["better"], fmt), preference_completion(p["worse"], fmt))
-        assert any((t["text"], t["arm"], t["reward"], t["truncated"])
-                   == (p["better"], p["chosen_arm"], p["chosen_reward"], False) for t in rec["trajectories"])
-        assert any((t["text"], t["arm"], t["reward"]) == (p["worse"], p["rejected_arm"], p["rejected_reward"])
-                   for t in rec["trajectories"])
+        assert (p["chosen"], p["rejected"]) == (
+            preference_completion(p["better"], fmt),
+            preference_completion(p["worse"], fmt),
+        )
+        assert any(
+            (t["text"], t["arm"], t["reward"], t["truncated"])
+            == (p["better"], p["chosen_arm"], p["chosen_reward"], False)
+            for t in rec["trajectories"]
+        )
+        assert any(
+            (t["text"], t["arm"], t["reward"]) == (p["worse"], p["rejected_arm"], p["rejected_reward"])
+            for t in rec["trajectories"]
+        )
     for question_id, p in {p["id"]: p for p in reversed(pairs)}.items():
         rewards = [(t["reward"], t["truncated"]) for t in by_id[question_id]["trajectories"]]
         assert p["chosen_reward"] == max(r for r, cut in rewards if not cut)
@@ -106,8 +143,13 @@ def test_rollouts_and_preferences(sft_done, tiny_model_dir):
 def test_killed_rollouts_resume_with_every_question_once(sft_done, tiny_model_dir):
     a = args(sft_done, tiny_model_dir, "rollouts.num_questions=24")
     out_file = sft_done / "demo" / "data" / "rl_rollouts.jsonl"
-    proc = subprocess.Popen([sys.executable, "-m", "looper.cli", "collect-rollouts", *a], cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "looper.cli", "collect-rollouts", *a],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
         if out_file.exists() and len(out_file.read_text().splitlines()) >= 3:

@@ -17,16 +17,42 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def args(runs_dir, tiny_model_dir, *extra):
-    return ["configs/demo.yaml", f"runs_dir={runs_dir}", f"model.name_or_path={tiny_model_dir}", "data.symbolic_train_size=30",
-            "data.symbolic_test_size=6", "sft.trainer.max_steps=1", "sft.lora.r=4", "rollouts.num_questions=5",
-            "rollouts.max_new_tokens=10", "eval.models=[base,sft]", "eval.limit=5",
-            "eval.max_new_tokens=6", *extra]
+    return [
+        "configs/demo.yaml",
+        f"runs_dir={runs_dir}",
+        f"model.name_or_path={tiny_model_dir}",
+        "data.symbolic_train_size=30",
+        "data.symbolic_test_size=6",
+        "sft.trainer.max_steps=1",
+        "sft.lora.r=4",
+        "rollouts.num_questions=5",
+        "rollouts.max_new_tokens=10",
+        "eval.models=[base,sft]",
+        "eval.limit=5",
+        "eval.max_new_tokens=6",
+        *extra,
+    ]
 
 
 def torchrun(*cli_args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           "-m", "looper.cli", *cli_args], cwd=REPO, capture_output=True, text=True, env=env)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "looper.cli",
+            *cli_args,
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     return proc
 
@@ -42,7 +68,9 @@ def test_two_process_rollouts_and_eval_match_one_process(tmp_path, tiny_model_di
     two = read_jsonl(sharded / "demo" / "data" / "rl_rollouts.jsonl")
     assert [r["id"] for r in one] == [r["id"] for r in two]  # same records, same order
     for a, b in zip(one, two):
-        assert [(t["arm"], t["seed"], t["text"]) for t in a["trajectories"]] == [(t["arm"], t["seed"], t["text"]) for t in b["trajectories"]]
+        assert [(t["arm"], t["seed"], t["text"]) for t in a["trajectories"]] == [
+            (t["arm"], t["seed"], t["text"]) for t in b["trajectories"]
+        ]
     assert not list((sharded / "demo" / "data").glob("*.shard*"))  # shards merged and removed
     assert (sharded / "demo" / "stages" / "collect-rollouts.json").exists()
 
@@ -68,7 +96,11 @@ def test_two_process_training_saves_once_and_eval_loads_it(tmp_path, tiny_model_
     run = tmp_path / "demo"
     for stage, folder in (("sft", "lora_sft"), ("train-rl", "lora_rl")):
         marker = json.loads((run / "stages" / f"{stage}.json").read_text())
-        assert marker["processes"] == 2 and marker["distributed"] == "multi_cpu" and len(marker["peak_gpu_memory_gib"]) == 2
+        assert (
+            marker["processes"] == 2
+            and marker["distributed"] == "multi_cpu"
+            and len(marker["peak_gpu_memory_gib"]) == 2
+        )
         saved = sorted(p.name for p in (run / "checkpoints").iterdir())
         assert not [n for n in saved if n.startswith(".")]  # no half-written copy left by a second writer
         assert (run / "checkpoints" / folder / "adapter_config.json").is_file()

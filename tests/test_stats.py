@@ -13,26 +13,32 @@ from looper.stats import (
 )
 
 
-@pytest.mark.parametrize("b,c,p,why", [
-    (0, 0, 1.0, "no discordant pairs: no evidence"),
-    (5, 5, 1.0, "balanced discordance"),
-    (0, 6, 0.03125, "2 * 0.5**6"),
-    (1, 9, 0.021484375, "2 * (1 + 10) / 1024"),
-    (10, 0, 0.001953125, "2 * 0.5**10, symmetric in b and c"),
-    (3, 12, 0.03515625, "2 * (1 + 15 + 105 + 455) / 32768"),
-])
+@pytest.mark.parametrize(
+    "b,c,p,why",
+    [
+        (0, 0, 1.0, "no discordant pairs: no evidence"),
+        (5, 5, 1.0, "balanced discordance"),
+        (0, 6, 0.03125, "2 * 0.5**6"),
+        (1, 9, 0.021484375, "2 * (1 + 10) / 1024"),
+        (10, 0, 0.001953125, "2 * 0.5**10, symmetric in b and c"),
+        (3, 12, 0.03515625, "2 * (1 + 15 + 105 + 455) / 32768"),
+    ],
+)
 def test_mcnemar_exact(b, c, p, why):
     assert mcnemar_exact(b, c) == pytest.approx(p), why
 
 
-@pytest.mark.parametrize("n,c,k,expected,why", [
-    (10, 0, 1, 0.0, "nothing correct"),
-    (10, 10, 5, 1.0, "all correct"),
-    (10, 3, 1, 0.3, "pass@1 is the fraction correct"),
-    (5, 1, 2, 0.4, "1 - C(4,2)/C(5,2) = 1 - 6/10"),
-    (4, 2, 4, 1.0, "n - c < k: a correct one is always drawn"),
-    (8, 2, 3, 1 - math.comb(6, 3) / math.comb(8, 3), "Chen et al. estimator"),
-])
+@pytest.mark.parametrize(
+    "n,c,k,expected,why",
+    [
+        (10, 0, 1, 0.0, "nothing correct"),
+        (10, 10, 5, 1.0, "all correct"),
+        (10, 3, 1, 0.3, "pass@1 is the fraction correct"),
+        (5, 1, 2, 0.4, "1 - C(4,2)/C(5,2) = 1 - 6/10"),
+        (4, 2, 4, 1.0, "n - c < k: a correct one is always drawn"),
+        (8, 2, 3, 1 - math.comb(6, 3) / math.comb(8, 3), "Chen et al. estimator"),
+    ],
+)
 def test_pass_at_k(n, c, k, expected, why):
     assert pass_at_k(n, c, k) == pytest.approx(expected), why
 
@@ -89,8 +95,10 @@ def test_auroc_difference_matches_the_pairwise_definition_and_the_bootstrap():
         return 1.0 if x > y else 0.5 if x == y else 0.0
 
     def placements(s):
-        return ([sum(psi(s[i], s[j]) for j in neg) / len(neg) for i in pos],
-                [sum(psi(s[i], s[j]) for i in pos) / len(pos) for j in neg])
+        return (
+            [sum(psi(s[i], s[j]) for j in neg) / len(neg) for i in pos],
+            [sum(psi(s[i], s[j]) for i in pos) / len(pos) for j in neg],
+        )
 
     def cov(x, y):
         mx, my = sum(x) / len(x), sum(y) / len(y)
@@ -118,7 +126,7 @@ def test_paired_difference_and_mean_interval_known_values():
     a = [0.0, 0.5, 0.25, 1.0, 0.0, 0.75]
     b = [0.25, 0.5, 0.75, 1.0, 0.25, 0.75]  # differences 0.25, 0, 0.5, 0, 0.25, 0: mean 1/6, sd 0.2041
     got = paired_difference(a, b)
-    se = 0.20412414523193154 / 6 ** 0.5
+    se = 0.20412414523193154 / 6**0.5
     assert abs(got["difference"] - 1 / 6) < 1e-12
     assert abs(got["ci95"][0] - (1 / 6 - 1.959964 * se)) < 1e-9 and abs(got["ci95"][1] - (1 / 6 + 1.959964 * se)) < 1e-9
     assert abs(got["p_value"] - 0.04546) < 1e-4  # erfc(|z| / sqrt 2) with z = 2.0: two-sided normal p

@@ -31,7 +31,10 @@ def import_graph() -> dict[str, set[str]]:
             if isinstance(node, ast.Import):
                 targets = [a.name for a in node.names]
             elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                targets = [f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in modules else node.module for a in node.names]
+                targets = [
+                    f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in modules else node.module
+                    for a in node.names
+                ]
             for target in targets:
                 if target.startswith("looper") and target in modules and target != name:
                     graph[name].add(target)
@@ -106,8 +109,15 @@ def test_nothing_imports_up_into_a_stage_or_a_dispatcher():
 
 def test_the_checks_catch_what_they_are_for():
     """The checker itself: a planted circle and a planted upward import are found."""
-    planted = {"looper.config": {"looper.runs"}, "looper.runs": {"looper.config"}, "looper.regime_w.report": {"looper.rl_training.x"},
-               "looper.rl_training.x": {"looper.cli"}, "looper.cli": set()}
+    planted = {
+        "looper.config": {"looper.runs"},
+        "looper.runs": {"looper.config"},
+        "looper.regime_w.report": {"looper.rl_training.x"},
+        "looper.rl_training.x": {"looper.cli"},
+        "looper.cli": set(),
+    }
     assert find_cycles(planted) == [["looper.config", "looper.runs"]]
-    assert upward_imports(planted) == ["looper.regime_w.report (regime_w) imports looper.rl_training.x (rl_training)",
-                                       "looper.rl_training.x (rl_training) imports looper.cli (looper.cli)"]
+    assert upward_imports(planted) == [
+        "looper.regime_w.report (regime_w) imports looper.rl_training.x (rl_training)",
+        "looper.rl_training.x (rl_training) imports looper.cli (looper.cli)",
+    ]

@@ -58,9 +58,21 @@ def regime_w_evidence(run: Path) -> None:
         return
     rollouts, config = run / "data" / "rl_rollouts.jsonl", run / "config.yaml"
     target.write_text(json.dumps(regime_w_comparison.regime_w_evidence(rollouts, str(config), []), indent=1))
-    report = subprocess.run([sys.executable, "-c", "import sys; from looper.cli import main; sys.exit(main())",
-                             "regime-w", "report", str(rollouts), "--config", str(config)], capture_output=True, text=True,
-                            check=False)
+    report = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from looper.cli import main; sys.exit(main())",
+            "regime-w",
+            "report",
+            str(rollouts),
+            "--config",
+            str(config),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     (RES / f"regime_w_report_s{seed}.md").write_text(report.stdout + report.stderr[-3000:])
 
 

@@ -48,8 +48,10 @@ _LATEX_FRAC = re.compile(r"([-+]?)(\d+)?\s*\\[dt]?frac\{\s*([^{}]+?)\s*\}\{\s*([
 _TEXT_MACRO = re.compile(r"\\(?:text|mathrm|textbf|mbox)\{[^{}]*\}")
 _CURRENCY_PERCENT = re.compile(r"\\?[$%]")
 # Macros that only format; any other command left in a span (\sqrt, \pi, \times, ...) means it is not one plain number
-_FORMATTING = re.compile(r"\\(?:left|right|displaystyle|textstyle|quad|qquad|mathbf|boldsymbol|bf|mathit)(?![a-zA-Z])"
-                         r"|\^\s*\{?\\circ\}?|\\[,!;: ]|[{}]")
+_FORMATTING = re.compile(
+    r"\\(?:left|right|displaystyle|textstyle|quad|qquad|mathbf|boldsymbol|bf|mathit)(?![a-zA-Z])"
+    r"|\^\s*\{?\\circ\}?|\\[,!;: ]|[{}]"
+)
 # [sign] a/b, or a mixed number [sign] w a/b
 _SIMPLE_FRAC = re.compile(r"^\s*([-+]?)(?:(\d+)\s+)?(\d+(?:\.\d+)?)\s*/\s*(\d+(?:\.\d+)?)\s*$")
 

@@ -70,8 +70,11 @@ def _command(sub: Any, name: str, help: str) -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = ArgumentParser(prog="looper", description="Teach a reasoning LLM grade-school math and prove it on a clean benchmark.",
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(
+        prog="looper",
+        description="Teach a reasoning LLM grade-school math and prove it on a clean benchmark.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action=_PrintVersions, help="print looper's and its libraries' versions and exit")
     sub = parser.add_subparsers(dest="command", metavar="STAGE", required=True)
     for name in STAGES:
@@ -87,10 +90,16 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("rollouts", help="a data/rl_rollouts.jsonl file")
     report.add_argument("--config", help="run YAML whose regime_w section to use (default: the defaults)")
     report.add_argument("--out", help="write the report as markdown here too")
-    plan = _command(sub, "plan", "the work of every stage and its cost on one GPU (measured rates), before anything runs")
+    plan = _command(
+        sub, "plan", "the work of every stage and its cost on one GPU (measured rates), before anything runs"
+    )
     add_config_args(plan)
-    ppo = _command(sub, "train-ppo", "the plan's PPO entry: runs TRL's RLOO trainer (PPO-clipped, on-policy), not PPO, with "
-                   "the Regime W reward (TRL 1.x has no PPO trainer; docs/plan.md §6)")
+    ppo = _command(
+        sub,
+        "train-ppo",
+        "the plan's PPO entry: runs TRL's RLOO trainer (PPO-clipped, on-policy), not PPO, with "
+        "the Regime W reward (TRL 1.x has no PPO trainer; docs/plan.md §6)",
+    )
     add_config_args(ppo)
     return parser
 
@@ -112,7 +121,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if extra and (not hasattr(args, "overrides") or any(word.startswith("-") for word in extra)):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")  # what parse_args says
     if extra:
-        args.overrides = [*args.overrides, *extra]  # every left-over word comes after the overrides read in the first go
+        args.overrides = [
+            *args.overrides,
+            *extra,
+        ]  # every left-over word comes after the overrides read in the first go
     return args
 
 
@@ -153,20 +165,34 @@ def _dispatch(args: argparse.Namespace) -> Any:
     if args.command == "plan":  # reads the config and the data sizes only: no run-folder lock
         from looper.plan import main as plan_main
 
-        return run_or_fail(plan_main, run_or_fail(load_config, args.config, args.overrides), config_file=args.config,
-                           overrides=args.overrides)
+        return run_or_fail(
+            plan_main,
+            run_or_fail(load_config, args.config, args.overrides),
+            config_file=args.config,
+            overrides=args.overrides,
+        )
     config = load_and_lock(args.config, args.overrides, args.command)
     if args.command == "pipeline":
         from looper.pipeline import main as pipeline_main
 
-        return run_or_fail(pipeline_main, config, from_stage=args.from_stage, to_stage=args.to_stage, config_file=args.config,
-                           overrides=args.overrides)
+        return run_or_fail(
+            pipeline_main,
+            config,
+            from_stage=args.from_stage,
+            to_stage=args.to_stage,
+            config_file=args.config,
+            overrides=args.overrides,
+        )
     if args.command == "train-ppo":
         from looper.rl_training.train_ppo import main as ppo_main
 
         return run_or_fail(ppo_main, config, config_file=args.config, overrides=args.overrides)
-    return run_or_fail(importlib.import_module(STAGE_MODULES[args.command]).main, config, config_file=args.config,
-                       overrides=args.overrides)
+    return run_or_fail(
+        importlib.import_module(STAGE_MODULES[args.command]).main,
+        config,
+        config_file=args.config,
+        overrides=args.overrides,
+    )
 
 
 if __name__ == "__main__":

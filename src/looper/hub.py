@@ -38,5 +38,7 @@ def require_hub(what: str, offline_hint: str) -> None:
         return
     reason = hub_unreachable_reason()
     if reason:
-        raise InputError(f"{what} comes from the Hugging Face Hub, which cannot be reached ({reason}). {offline_hint} "
-                         "(HF_HUB_OFFLINE=1 uses what is already in the Hub cache.)")
+        raise InputError(
+            f"{what} comes from the Hugging Face Hub, which cannot be reached ({reason}). {offline_hint} "
+            "(HF_HUB_OFFLINE=1 uses what is already in the Hub cache.)"
+        )

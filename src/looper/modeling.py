@@ -65,7 +65,9 @@ def convert_gguf(gguf_file: Path, out_dir: Path) -> Path:
     try:
         tokenizer = AutoTokenizer.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name)
         model = AutoModelForCausalLM.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name, dtype=torch.float32)
-    except Exception as err:  # the GGUF reader raises many types (ValueError, KeyError, struct.error, ...) on a bad file
+    except (
+        Exception
+    ) as err:  # the GGUF reader raises many types (ValueError, KeyError, struct.error, ...) on a bad file
         raise InputError(f"{gguf_file}: not a readable GGUF checkpoint ({type(err).__name__}: {err})") from None
     # The weights are dequantized to float32 already; the GGUF quantizer flag only blocks saving.
     model.hf_quantizer = None
@@ -92,8 +94,16 @@ def convert_gguf(gguf_file: Path, out_dir: Path) -> Path:
 
 # Tokens llama.cpp treats as ending generation in any GGUF vocabulary that has them (its vocabulary loader's
 # end-of-generation list): a GGUF names one EOS, but Qwen's own release stops on <|im_end|> and <|endoftext|>.
-GGUF_END_TOKENS = ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<|eom_id|>", "<|end|>", "<end_of_turn>", "<EOT>",
-                   "<｜end▁of▁sentence｜>")
+GGUF_END_TOKENS = (
+    "<|im_end|>",
+    "<|endoftext|>",
+    "<|eot_id|>",
+    "<|eom_id|>",
+    "<|end|>",
+    "<end_of_turn>",
+    "<EOT>",
+    "<｜end▁of▁sentence｜>",
+)
 
 
 def _gguf_end_ids(gguf_file: Path, tokenizer: Any) -> list[int]:
@@ -103,8 +113,11 @@ def _gguf_end_ids(gguf_file: Path, tokenizer: Any) -> list[int]:
     from gguf import GGUFReader
 
     fields = GGUFReader(gguf_file).fields
-    ids = [int(fields[key].contents()) for key in ("tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id")
-           if key in fields]
+    ids = [
+        int(fields[key].contents())
+        for key in ("tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id")
+        if key in fields
+    ]
     specials = _special_tokens(tokenizer)
     return ids + [tokenizer.convert_tokens_to_ids(t) for t in GGUF_END_TOKENS if t in specials]
 
@@ -122,17 +135,20 @@ def turn_end_token(tokenizer: Any) -> str | None:
         return None
     marker = "Looper answer 12345."
     try:
-        text = tokenizer.apply_chat_template([{"role": "user", "content": "1 + 1?"}, {"role": "assistant", "content": marker}],
-                                             tokenize=False)
+        text = tokenizer.apply_chat_template(
+            [{"role": "user", "content": "1 + 1?"}, {"role": "assistant", "content": marker}], tokenize=False
+        )
     except Exception:  # a template that refuses this exchange (e.g. one that requires a system turn) names no end
         return None
     if not isinstance(text, str) or marker not in text:
         return None
-    after = text[text.rindex(marker) + len(marker):]
+    after = text[text.rindex(marker) + len(marker) :]
     return next((t for t in sorted(_special_tokens(tokenizer), key=len, reverse=True) if after.startswith(t)), None)
 
 
-def end_token_ids(tokenizer: Any, generation_eos: int | list[int] | None = None, extra: Sequence[int] = ()) -> list[int]:
+def end_token_ids(
+    tokenizer: Any, generation_eos: int | list[int] | None = None, extra: Sequence[int] = ()
+) -> list[int]:
     """Every id that ends the model's turn, in a stable order: the generation config's ``eos_token_id`` (an id or a
     list), ``extra`` ids, the tokenizer's EOS, and the chat template's turn-end token (``turn_end_token``)."""
     ids = [generation_eos] if isinstance(generation_eos, int) else list(generation_eos or [])
@@ -167,10 +183,14 @@ def resolve_model_path(name_or_path: str) -> str:
     if Path(name_or_path).exists():
         return name_or_path
     if name_or_path.startswith(("/", "./", "../", "~")) or name_or_path.count("/") > 1:
-        raise ConfigValueError(f"model.name_or_path: {name_or_path} does not exist (and is not a Hub id like org/name)",
-                               fields=("model.name_or_path",))
-    require_hub(f"model {name_or_path!r}", "Offline, set model.name_or_path to a local folder, a .gguf file or "
-                                          f"{EMBEDDED_MODEL}.")
+        raise ConfigValueError(
+            f"model.name_or_path: {name_or_path} does not exist (and is not a Hub id like org/name)",
+            fields=("model.name_or_path",),
+        )
+    require_hub(
+        f"model {name_or_path!r}",
+        f"Offline, set model.name_or_path to a local folder, a .gguf file or {EMBEDDED_MODEL}.",
+    )
     return name_or_path
 
 
@@ -201,6 +221,7 @@ def peak_gpu_memory_gib() -> float | None:
 def sharded_training() -> str | None:
     """``fsdp`` or ``deepspeed-zero3`` when this process was started by ``accelerate launch`` with a config that
     shards the weights (configs/accelerate/fsdp.yaml, deepspeed_zero3.yaml); None otherwise (one process, DDP)."""
+
     def flag(name: str) -> bool:
         return os.environ.get(name, "false").lower() in ("1", "true", "yes")
 
@@ -226,11 +247,15 @@ def check_quantization(quantization: str) -> None:
     if quantization == "none":
         return
     if not torch.cuda.is_available():
-        raise ConfigValueError(f"model.quantization={quantization} needs a CUDA GPU (bitsandbytes); use model.quantization=none on CPU",
-                               fields=("model.quantization",))
+        raise ConfigValueError(
+            f"model.quantization={quantization} needs a CUDA GPU (bitsandbytes); use model.quantization=none on CPU",
+            fields=("model.quantization",),
+        )
     if importlib.util.find_spec("bitsandbytes") is None:
-        raise ConfigValueError(f"model.quantization={quantization} needs bitsandbytes: pip install 'looper[gpu]'",
-                               fields=("model.quantization",))
+        raise ConfigValueError(
+            f"model.quantization={quantization} needs bitsandbytes: pip install 'looper[gpu]'",
+            fields=("model.quantization",),
+        )
 
 
 def quantization_config(quantization: str, compute_dtype: torch.dtype) -> Any:
@@ -246,8 +271,12 @@ def quantization_config(quantization: str, compute_dtype: torch.dtype) -> Any:
         # the line once per linear layer per token (115,584 times for 64 answers of 512 tokens: docs/benchmarks.md)
         warnings.filterwarnings("ignore", message="MatMul8bitLt: inputs will be cast", category=UserWarning)
         return BitsAndBytesConfig(load_in_8bit=True)
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                              bnb_4bit_compute_dtype=compute_dtype)
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=compute_dtype,
+    )
 
 
 def load_tokenizer(model_cfg: ModelConfig, padding_side: str = "right") -> Any:
@@ -255,7 +284,9 @@ def load_tokenizer(model_cfg: ModelConfig, padding_side: str = "right") -> Any:
 
     path = resolve_model_path(model_cfg.name_or_path)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path, revision=model_cfg.revision, trust_remote_code=model_cfg.trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(
+            path, revision=model_cfg.revision, trust_remote_code=model_cfg.trust_remote_code
+        )
     except OSError as err:
         raise InputError(f"could not load the tokenizer of {path!r}: {err}") from None
     turn_end = turn_end_token(tokenizer) if model_cfg.prompt_format in CHAT_FORMATS else None
@@ -269,9 +300,15 @@ def load_tokenizer(model_cfg: ModelConfig, padding_side: str = "right") -> Any:
     return tokenizer
 
 
-def load_model(model_cfg: ModelConfig, adapter: str | Path | None = None, trainable_adapter: bool = False,
-               checkpoint: str | Path | None = None, merge: bool = False, for_training: bool = False,
-               dtype: torch.dtype | None = None) -> Any:
+def load_model(
+    model_cfg: ModelConfig,
+    adapter: str | Path | None = None,
+    trainable_adapter: bool = False,
+    checkpoint: str | Path | None = None,
+    merge: bool = False,
+    for_training: bool = False,
+    dtype: torch.dtype | None = None,
+) -> Any:
     """The base model (or a full fine-tuned ``checkpoint``), optionally with a LoRA adapter on top.
 
     With ``trainable_adapter`` the adapter's weights require grad (continued training, e.g. RL on
@@ -293,7 +330,9 @@ def load_model(model_cfg: ModelConfig, adapter: str | Path | None = None, traina
     if sharded:
         from accelerate import PartialState
 
-        PartialState(cpu=not torch.cuda.is_available())  # transformers' sharded loading checks that the process group is up
+        PartialState(
+            cpu=not torch.cuda.is_available()
+        )  # transformers' sharded loading checks that the process group is up
     dtype = dtype or resolve_dtype(model_cfg.dtype)
     path = str(checkpoint) if checkpoint else resolve_model_path(model_cfg.name_or_path)
     kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": model_cfg.trust_remote_code, "use_safetensors": True}
@@ -325,7 +364,9 @@ def attach_adapter(model: Any, adapter: str | Path, trainable: bool = False, ada
 
     adapter = Path(adapter)
     if not (adapter / "adapter_config.json").is_file():
-        raise InputError(f"{adapter}: not a PEFT adapter folder (no adapter_config.json); run the stage that makes it first")
+        raise InputError(
+            f"{adapter}: not a PEFT adapter folder (no adapter_config.json); run the stage that makes it first"
+        )
     check_adapter_base(adapter, model.config)
     peft_model = PeftModel.from_pretrained(model, adapter, is_trainable=trainable, adapter_name=adapter_name)
     check_adapter_complete(peft_model, adapter, adapter_name)
@@ -342,8 +383,10 @@ def check_adapter_complete(peft_model: Any, adapter: Path, adapter_name: str = "
     expected = set(get_peft_model_state_dict(peft_model, adapter_name=adapter_name))
     missing = sorted(expected - set(load_peft_weights(str(adapter), device="cpu")))
     if missing:
-        raise InputError(f"{adapter}: the adapter file lacks {len(missing)} of its {len(expected)} tensors (e.g. "
-                         f"{missing[0]}); it was cut short or made for other target modules: train it again")
+        raise InputError(
+            f"{adapter}: the adapter file lacks {len(missing)} of its {len(expected)} tensors (e.g. "
+            f"{missing[0]}); it was cut short or made for other target modules: train it again"
+        )
 
 
 def check_adapter_base(adapter: Path, model_config: Any) -> None:
@@ -363,8 +406,10 @@ def check_adapter_base(adapter: Path, model_config: Any) -> None:
     want = info.get("base_architecture")
     have = architecture_signature(model_config)
     if want and want != have:
-        raise InputError(f"{adapter}: adapter was trained on a different base model ({want}) than the one loaded ({have}); "
-                         "check model.name_or_path")
+        raise InputError(
+            f"{adapter}: adapter was trained on a different base model ({want}) than the one loaded ({have}); "
+            "check model.name_or_path"
+        )
     recorded = info.get("base_fingerprint")
     if recorded is None:
         # written before looper fingerprinted a base's weights: the shape above is all such a record can be checked
@@ -374,13 +419,17 @@ def check_adapter_base(adapter: Path, model_config: Any) -> None:
     actual = base_fingerprint(base, getattr(model_config, "_commit_hash", None))
     trained_on = info.get("base_checkpoint") or info.get("base_model")
     if actual is None:
-        raise InputError(f"{adapter}: cannot read the safetensors files of the base {base} to check that the adapter was "
-                         f"trained on it ({trained_on}); make them available (a local folder, or the Hub id's files in "
-                         "the Hugging Face cache)")
+        raise InputError(
+            f"{adapter}: cannot read the safetensors files of the base {base} to check that the adapter was "
+            f"trained on it ({trained_on}); make them available (a local folder, or the Hub id's files in "
+            "the Hugging Face cache)"
+        )
     if actual != recorded:
-        raise InputError(f"{adapter}: adapter was trained on base {trained_on} (weights {recorded[:12]}), not on {base} "
-                         f"(weights {actual[:12]}), a different model of the same shape; set model.name_or_path to the "
-                         "base it was trained on, or train it again on this base")
+        raise InputError(
+            f"{adapter}: adapter was trained on base {trained_on} (weights {recorded[:12]}), not on {base} "
+            f"(weights {actual[:12]}), a different model of the same shape; set model.name_or_path to the "
+            "base it was trained on, or train it again on this base"
+        )
 
 
 # The values of each tensor that a base's fingerprint reads: the first ones of its first row (a tensor's first row
@@ -424,7 +473,11 @@ def _safetensors_files(name_or_path: str, revision: str | None) -> list[Path]:
         index = folder / "model.safetensors.index.json"
         if index.is_file():
             return [folder / shard for shard in sorted(set(json.loads(index.read_text())["weight_map"].values()))]
-        return [folder / "model.safetensors"] if (folder / "model.safetensors").is_file() else sorted(folder.glob("*.safetensors"))
+        return (
+            [folder / "model.safetensors"]
+            if (folder / "model.safetensors").is_file()
+            else sorted(folder.glob("*.safetensors"))
+        )
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError
 
@@ -465,10 +518,19 @@ def lora_config(preset: str, overrides: Any, model: Any) -> Any:
     available = linear_module_names(model)
     missing = [t for t in settings["target_modules"] if t not in available]
     if missing:
-        raise ConfigValueError(f"sft.lora.target_modules: {missing} not found in this model; its linear modules are {available}. "
-                               "Set sft.lora.target_modules to some of those.", fields=("sft.lora.target_modules",))
-    return LoraConfig(r=settings["r"], lora_alpha=settings["alpha"], lora_dropout=settings["dropout"],
-                      target_modules=list(settings["target_modules"]), bias="none", task_type="CAUSAL_LM")
+        raise ConfigValueError(
+            f"sft.lora.target_modules: {missing} not found in this model; its linear modules are {available}. "
+            "Set sft.lora.target_modules to some of those.",
+            fields=("sft.lora.target_modules",),
+        )
+    return LoraConfig(
+        r=settings["r"],
+        lora_alpha=settings["alpha"],
+        lora_dropout=settings["dropout"],
+        target_modules=list(settings["target_modules"]),
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
 
 
 def stage_model_path(config: Any, run: Any, which: str) -> Path | None:
@@ -496,13 +558,22 @@ def stage_weights(config: Any, run: Any, which: str) -> tuple[Path | None, Path 
     if which == "sft" and full:
         return Path(path), None
     if not (Path(path) / "adapter_config.json").is_file():
-        raise InputError(f"{path}: not a PEFT adapter folder (no adapter_config.json); run the stage that makes it first")
+        raise InputError(
+            f"{path}: not a PEFT adapter folder (no adapter_config.json); run the stage that makes it first"
+        )
     return (Path(run.full_sft) if full else None), Path(path)
 
 
-def load_stage_model(config: Any, run: Any, which: str, trainable_adapter: bool = False, merge: bool = False,
-                     for_training: bool = False) -> Any:
+def load_stage_model(
+    config: Any, run: Any, which: str, trainable_adapter: bool = False, merge: bool = False, for_training: bool = False
+) -> Any:
     """The model a later stage uses (``stage_weights``); ``merge`` and ``for_training`` as in ``load_model``."""
     checkpoint, adapter = stage_weights(config, run, which)
-    return load_model(config.model, adapter=adapter, trainable_adapter=trainable_adapter, checkpoint=checkpoint,
-                      merge=merge, for_training=for_training)
+    return load_model(
+        config.model,
+        adapter=adapter,
+        trainable_adapter=trainable_adapter,
+        checkpoint=checkpoint,
+        merge=merge,
+        for_training=for_training,
+    )

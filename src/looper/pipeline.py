@@ -47,8 +47,11 @@ def fresh_gpu_accounting(after: str | None = None) -> None:
 
 def unused_stages(config: RunConfig) -> set[str]:
     """Stages whose outputs the configured RL algorithm never reads."""
-    return {"grpo": {"collect-rollouts", "build-preferences"}, "rloo": {"collect-rollouts", "build-preferences"},
-            "rft": {"build-preferences"}}.get(config.rl.algorithm, set())
+    return {
+        "grpo": {"collect-rollouts", "build-preferences"},
+        "rloo": {"collect-rollouts", "build-preferences"},
+        "rft": {"build-preferences"},
+    }.get(config.rl.algorithm, set())
 
 
 def stage_results(config: RunConfig, run: RunDir, stages: list[str]) -> list[str]:
@@ -63,22 +66,33 @@ def stage_results(config: RunConfig, run: RunDir, stages: list[str]) -> list[str
         elif stage in ("sft", "train-rl") and "steps" in marker:
             what = config.sft.method if stage == "sft" else marker.get("algorithm", config.rl.algorithm).upper()
             loss = marker.get("train_loss")
-            lines.append(f"{stage}: {marker['steps']} {what} step{'' if marker['steps'] == 1 else 's'}"
-                         + (f", train loss {loss:.3f}" if loss is not None else ""))
+            lines.append(
+                f"{stage}: {marker['steps']} {what} step{'' if marker['steps'] == 1 else 's'}"
+                + (f", train loss {loss:.3f}" if loss is not None else "")
+            )
         elif stage == "collect-rollouts" and marker and run.rollouts.exists():
             records = read_jsonl(run.rollouts)
             trajs = [t for r in records for t in r["trajectories"]]
             rollouts_right = sum(t["parts"]["correct"] == 1.0 for t in trajs)
-            lines.append(f"collect-rollouts: {len(trajs)} trajectories ({len(records)} questions x "
-                         f"{len(trajs) // max(1, len(records))}), {rollouts_right} right by gold, "
-                         f"{sum(t['truncated'] for t in trajs)} cut at the token limit")
+            lines.append(
+                f"collect-rollouts: {len(trajs)} trajectories ({len(records)} questions x "
+                f"{len(trajs) // max(1, len(records))}), {rollouts_right} right by gold, "
+                f"{sum(t['truncated'] for t in trajs)} cut at the token limit"
+            )
         elif stage == "build-preferences" and marker and run.preferences.exists():
             pairs = read_jsonl(run.preferences)
             clean = sum(p["chosen_correct"] == 1.0 and p["rejected_correct"] != 1.0 for p in pairs)
-            why = ("" if clean else ": no rollout was right, so DPO learns Regime W's ranking among wrong answers"
-                   if rollouts_right == 0 else ": none pairs a right answer with a wrong one")
-            lines.append(f"build-preferences: {len(pairs)} chosen/rejected pairs from {marker['questions']} questions, "
-                         f"chosen right and rejected wrong in {clean}{why}")
+            why = (
+                ""
+                if clean
+                else ": no rollout was right, so DPO learns Regime W's ranking among wrong answers"
+                if rollouts_right == 0
+                else ": none pairs a right answer with a wrong one"
+            )
+            lines.append(
+                f"build-preferences: {len(pairs)} chosen/rejected pairs from {marker['questions']} questions, "
+                f"chosen right and rejected wrong in {clean}{why}"
+            )
         elif stage == "eval" and (run.eval_dir / "summary.json").exists():
             lines += eval_results(config, json.loads((run.eval_dir / "summary.json").read_text()))
     return lines
@@ -95,8 +109,11 @@ def eval_results(config: RunConfig, summary: dict[str, Any]) -> list[str]:
             score = x[mode][f"avg@{k}"] if k > 1 and f"avg@{k}" in x[mode] else x[mode]
             lo, hi = score["ci95"]
             by_dataset.setdefault(f"{d}, n={x['n']}", []).append(
-                f"{model} {100 * score['accuracy']:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}]")
-    lines = [f"eval ({mode}{f' avg@{k}' if k > 1 else ''}, {d}): " + ", ".join(cells) for d, cells in by_dataset.items()]
+                f"{model} {100 * score['accuracy']:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}]"
+            )
+    lines = [
+        f"eval ({mode}{f' avg@{k}' if k > 1 else ''}, {d}): " + ", ".join(cells) for d, cells in by_dataset.items()
+    ]
     return lines + ([summary["reading"]] if summary.get("reading") else [])
 
 
@@ -119,8 +136,11 @@ def main(config: RunConfig, from_stage: str | None = None, to_stage: str | None 
     if "train-rl" in chosen:
         trl_config(config.rl.algorithm, config, run.work_dir("train-rl"))
     # an engine that cannot run here is refused before the first stage, not after hours of training
-    samples = ("collect-rollouts" in chosen or ("sft" in chosen and config.sft.data == "self")
-               or ("train-rl" in chosen and config.rl.num_rounds > 1))
+    samples = (
+        "collect-rollouts" in chosen
+        or ("sft" in chosen and config.sft.data == "self")
+        or ("train-rl" in chosen and config.rl.num_rounds > 1)
+    )
     if samples:
         resolve_engine(config.rollouts.engine, "rollouts.engine")
     if "eval" in chosen:

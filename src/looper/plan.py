@@ -69,8 +69,10 @@ def load_rates() -> dict[tuple[str, str], Rate]:
     for arch in rates:
         gpus = {rate.gpu for (a, _), rate in loaded.items() if a == arch}
         if len(gpus) != 1 or not gpus <= set(GPU_GIB):
-            raise ValueError(f"plan_rates.yaml: {arch}'s rates must all come from one GPU of {sorted(GPU_GIB)}; "
-                             f"they name {sorted(gpus)}")
+            raise ValueError(
+                f"plan_rates.yaml: {arch}'s rates must all come from one GPU of {sorted(GPU_GIB)}; "
+                f"they name {sorted(gpus)}"
+            )
     return loaded
 
 
@@ -98,7 +100,10 @@ def split_sizes(config: RunConfig, run: RunDir) -> dict[str, int]:
     """Questions per split: the prepared files when they exist, else the source's sizes after the 80/20 split."""
     prepared = run.data_info
     # the run folder's prepared splits count only if they were made with this config's data settings
-    if prepared.is_file() and changed_settings(stage_marker(run, "prepare-data"), stage_sections(config, "prepare-data")) == []:
+    if (
+        prepared.is_file()
+        and changed_settings(stage_marker(run, "prepare-data"), stage_sections(config, "prepare-data")) == []
+    ):
         counts = json.loads(prepared.read_text()).get("counts", {})
         if counts:
             return {k.removeprefix(f"{config.data.name}_"): v for k, v in counts.items()}
@@ -139,11 +144,19 @@ def sft_tokens(config: RunConfig, run: RunDir, cut: int | None) -> int | None:
     model, sd = config.model, config.sft.self_data
     rows = read_jsonl(run.train, required=("question", "answer"))
     if config.sft.data == "gold":
-        examples = (sft_example(tokenizer, r["question"], r["answer"], model.system_prompt, model.prompt_format) for r in rows)
+        examples = (
+            sft_example(tokenizer, r["question"], r["answer"], model.system_prompt, model.prompt_format) for r in rows
+        )
         lengths, copies = [len(tokenizer(ex["prompt"] + ex["completion"])["input_ids"]) + 1 for ex in examples], 1
     else:
-        prompts = (render_prompt(tokenizer, r["question"], model.system_prompt, model.prompt_format) for r in rows[: sd.max_questions])
-        lengths, copies = [len(tokenizer(p)["input_ids"]) + sd.max_new_tokens + 1 for p in prompts], min(sd.per_question, sd.samples)
+        prompts = (
+            render_prompt(tokenizer, r["question"], model.system_prompt, model.prompt_format)
+            for r in rows[: sd.max_questions]
+        )
+        lengths, copies = (
+            [len(tokenizer(p)["input_ids"]) + sd.max_new_tokens + 1 for p in prompts],
+            min(sd.per_question, sd.samples),
+        )
     # + 1: the end-of-sequence token TRL appends
     return copies * sum(min(cut, n) if cut else n for n in lengths)
 
@@ -159,7 +172,9 @@ def _minutes(tokens: float, rate: Rate | None) -> str:
     return f"<= {minutes:,.0f}" if rate.upper_bound else f"~{minutes:,.0f}"
 
 
-def _row(stage: str, work: str, tokens: float | None, kind: str, rate: Rate | None, peak: str | None = None) -> dict[str, Any]:
+def _row(
+    stage: str, work: str, tokens: float | None, kind: str, rate: Rate | None, peak: str | None = None
+) -> dict[str, Any]:
     """One stage's row; ``peak``: its peak-memory cell where the rate's measured peak is not the stage's (vLLM)."""
     return {"stage": stage, "work": work, "tokens": tokens, "kind": kind, "rate": rate, "peak": peak}
 
@@ -210,24 +225,43 @@ def plan_rows(config: RunConfig) -> list[dict[str, Any]]:
     def lora_sft(args: Any) -> Rate | None:
         # TRL's SFTTrainer on a LoRA adapter (sft, and rft on the SFT adapter), over the base as quantized
         quant = config.model.quantization
-        return rate("sft:" + ("4bit" if quant == "4bit" else "8bit" if quant == "8bit" else
-                              "bf16:liger" if args.use_liger_kernel else "bf16"))
+        return rate(
+            "sft:"
+            + (
+                "4bit"
+                if quant == "4bit"
+                else "8bit"
+                if quant == "8bit"
+                else "bf16:liger"
+                if args.use_liger_kernel
+                else "bf16"
+            )
+        )
 
     sft = config.sft
     if sft.data == "self":
         sd = sft.self_data
         questions = min(sizes["train"], sd.max_questions or sizes["train"])
         sequences = questions * sd.samples
-        rows.append(_row("sft (self data)", f"{questions:,} questions x {sd.samples} samples = {sequences:,} answers",
-                         sequences * sd.max_new_tokens, "generated, at most", generation(config.rollouts.engine),
-                         vllm_peak(config.rollouts.engine, config.rollouts.vllm)))
+        rows.append(
+            _row(
+                "sft (self data)",
+                f"{questions:,} questions x {sd.samples} samples = {sequences:,} answers",
+                sequences * sd.max_new_tokens,
+                "generated, at most",
+                generation(config.rollouts.engine),
+                vllm_peak(config.rollouts.engine, config.rollouts.vllm),
+            )
+        )
     # as written in the YAML or looper's defaults (TRAINER_DEFAULTS): ints stay ints
     epochs, steps, length = sft_args.num_train_epochs, sft_args.max_steps, sft_args.max_length
     # TRL cuts each example at max_length, except when packing keeps the overflow (bfd_split, wrapped)
     cut = length if not sft_args.packing or sft_args.packing_strategy == "bfd" else None
     if steps > 0:  # max_steps overrides the epochs (TRL); each step: batch x accumulation sequences of <= cut tokens
         work, kind = f"max_steps {steps:,} optimizer steps", "trained, at most"
-        tokens = steps * sft_args.per_device_train_batch_size * sft_args.gradient_accumulation_steps * cut if cut else None
+        tokens = (
+            steps * sft_args.per_device_train_batch_size * sft_args.gradient_accumulation_steps * cut if cut else None
+        )
     else:
         if sft.data == "gold":
             examples = sizes["train"]
@@ -239,7 +273,9 @@ def plan_rows(config: RunConfig) -> list[dict[str, Any]]:
         batch = sft_args.per_device_train_batch_size * sft_args.gradient_accumulation_steps
         work += f" = <= {math.ceil(math.ceil(examples / batch) * epochs):,} optimizer steps of {batch}"
         per_epoch = sft_tokens(config, run, cut)
-        if per_epoch is None and cut:  # not counted here (no split or tokenizer): each example as long as TRL lets it be
+        if (
+            per_epoch is None and cut
+        ):  # not counted here (no split or tokenizer): each example as long as TRL lets it be
             per_epoch, kind = examples * cut, f"trained, at most ({FILLED})"
         tokens = per_epoch * epochs if per_epoch else None
     work += f", sequences <= {cut:,} tokens" if cut else ", sequences not cut"
@@ -250,9 +286,17 @@ def plan_rows(config: RunConfig) -> list[dict[str, Any]]:
     rounds = max(1, config.rl.num_rounds)
     sequences = questions * arms * ro.samples_per_arm
     if config.rl.algorithm in ("dpo", "rft"):
-        rows.append(_row("collect-rollouts", f"{rounds} round(s) x {questions:,} questions x {arms} arms x {ro.samples_per_arm} "
-                         f"= {rounds * sequences:,} trajectories", rounds * sequences * ro.max_new_tokens,
-                         "generated, at most", generation(ro.engine), vllm_peak(ro.engine, ro.vllm)))
+        rows.append(
+            _row(
+                "collect-rollouts",
+                f"{rounds} round(s) x {questions:,} questions x {arms} arms x {ro.samples_per_arm} "
+                f"= {rounds * sequences:,} trajectories",
+                rounds * sequences * ro.max_new_tokens,
+                "generated, at most",
+                generation(ro.engine),
+                vllm_peak(ro.engine, ro.vllm),
+            )
+        )
     rl = config.rl
     if rl.algorithm == "dpo":
         pairs = rounds * questions * config.preferences.max_pairs_per_question
@@ -265,8 +309,15 @@ def plan_rows(config: RunConfig) -> list[dict[str, Any]]:
             seen = math.ceil(pairs * rl_args.num_train_epochs)
             steps = rounds * math.ceil(math.ceil(pairs / rounds / batch) * rl_args.num_train_epochs)
             work = f"<= {pairs:,} pairs x {rl_args.num_train_epochs} epoch(s) = <= {steps:,} optimizer steps of {batch} pairs, "
-        rows.append(_row("train-rl (DPO)", work + (f"chosen + rejected <= {length:,} tokens each" if length else "sequences not cut"),
-                         2 * seen * length if length else None, "trained, at most", rate("dpo")))
+        rows.append(
+            _row(
+                "train-rl (DPO)",
+                work + (f"chosen + rejected <= {length:,} tokens each" if length else "sequences not cut"),
+                2 * seen * length if length else None,
+                "trained, at most",
+                rate("dpo"),
+            )
+        )
     elif rl.algorithm == "rft":
         # each round trains on its own rollouts' distinct correct trajectories, at most rft_per_question per question
         examples = questions * min(rl.rft_per_question, arms * ro.samples_per_arm)
@@ -277,11 +328,20 @@ def plan_rows(config: RunConfig) -> list[dict[str, Any]]:
             work = f"{rounds} round(s) x max_steps {steps:,} optimizer steps of {batch} trajectories"
         else:
             steps, sequences = math.ceil(math.ceil(examples / batch) * epochs), math.ceil(examples * epochs)
-            work = (f"{rounds} round(s) x <= {examples:,} correct trajectories x {epochs} epoch(s) "
-                    f"= <= {rounds * steps:,} optimizer steps")
+            work = (
+                f"{rounds} round(s) x <= {examples:,} correct trajectories x {epochs} epoch(s) "
+                f"= <= {rounds * steps:,} optimizer steps"
+            )
         work += f", sequences <= {length:,} tokens" if length else ", sequences not cut"
-        rows.append(_row("train-rl (RFT)", work, rounds * sequences * length if length else None, "trained, at most",
-                         lora_sft(rl_args)))
+        rows.append(
+            _row(
+                "train-rl (RFT)",
+                work,
+                rounds * sequences * length if length else None,
+                "trained, at most",
+                lora_sft(rl_args),
+            )
+        )
     elif rl.algorithm in ("grpo", "rloo"):
         q = min(sizes["train"], rl.num_questions or sizes["train"])
         # TRL: an optimizer step takes per_device_train_batch_size x gradient_accumulation_steps completions (one
@@ -290,25 +350,52 @@ def plan_rows(config: RunConfig) -> list[dict[str, Any]]:
         reuse = getattr(rl_args, "num_iterations", 1)
         if rl_args.max_steps > 0:
             completions = math.ceil(rl_args.max_steps * batch / reuse)
-            work = f"max_steps {rl_args.max_steps:,} optimizer steps of {batch} completions -> {completions:,} completions"
+            work = (
+                f"max_steps {rl_args.max_steps:,} optimizer steps of {batch} completions -> {completions:,} completions"
+            )
         else:
-            completions = math.ceil(q * rl_args.num_generations * (arms if rl.mix_arms else 1) * rl_args.num_train_epochs)
+            completions = math.ceil(
+                q * rl_args.num_generations * (arms if rl.mix_arms else 1) * rl_args.num_train_epochs
+            )
             steps = math.ceil(completions * reuse / batch)
-            work = (f"{q:,} questions x {rl_args.num_train_epochs} epoch(s) -> {completions:,} completions "
-                    f"= {steps:,} optimizer steps of {batch}")
-        rows.append(_row(f"train-rl ({rl.algorithm.upper()})", work, completions * rl_args.max_completion_length,
-                         "generated, at most", rate(f"{rl.algorithm}:{'vllm' if rl_args.use_vllm else 'hf'}")))
+            work = (
+                f"{q:,} questions x {rl_args.num_train_epochs} epoch(s) -> {completions:,} completions "
+                f"= {steps:,} optimizer steps of {batch}"
+            )
+        rows.append(
+            _row(
+                f"train-rl ({rl.algorithm.upper()})",
+                work,
+                completions * rl_args.max_completion_length,
+                "generated, at most",
+                rate(f"{rl.algorithm}:{'vllm' if rl_args.use_vllm else 'hf'}"),
+            )
+        )
     ev = config.eval
     unknown = [d for d in ev.datasets if d not in DATASETS]
     if unknown:
-        raise ConfigValueError(f"eval.datasets: unknown dataset {unknown[0]!r}; known: {', '.join(DATASETS)}",
-                               fields=("eval.datasets",))
-    names = {"gsm8k_dev": "dev", "gsm8k_test": "test", "gsm_symbolic_dev": "dev", "gsm_symbolic_test": "test",
-             "gsm8k_platinum": "platinum_test"}
+        raise ConfigValueError(
+            f"eval.datasets: unknown dataset {unknown[0]!r}; known: {', '.join(DATASETS)}", fields=("eval.datasets",)
+        )
+    names = {
+        "gsm8k_dev": "dev",
+        "gsm8k_test": "test",
+        "gsm_symbolic_dev": "dev",
+        "gsm_symbolic_test": "test",
+        "gsm8k_platinum": "platinum_test",
+    }
     questions = sum(min(sizes.get(names.get(d, ""), 0), ev.limit or 10**9) for d in ev.datasets)
     answers = len(ev.models) * questions * ev.samples
-    rows.append(_row("eval", f"{len(ev.models)} models x {questions:,} questions x {ev.samples} = {answers:,} answers",
-                     answers * ev.max_new_tokens, "generated, at most", generation(ev.engine), vllm_peak(ev.engine, ev.vllm)))
+    rows.append(
+        _row(
+            "eval",
+            f"{len(ev.models)} models x {questions:,} questions x {ev.samples} = {answers:,} answers",
+            answers * ev.max_new_tokens,
+            "generated, at most",
+            generation(ev.engine),
+            vllm_peak(ev.engine, ev.vllm),
+        )
+    )
     return rows
 
 
@@ -316,9 +403,12 @@ def render(config: RunConfig) -> str:
     rows = plan_rows(config)
     arch = architecture(config.model.name_or_path)
     gpu = measured_on(arch)
-    lines = [f"plan for {config.name}: {config.model.name_or_path} (measured architecture: {arch or 'none'})", "",
-             f"| stage | work | tokens | minutes on one {gpu} | peak GiB | rate used (tokens/s, measured at; docs/bench/) |",
-             "|---|---|---:|---:|---:|---|"]
+    lines = [
+        f"plan for {config.name}: {config.model.name_or_path} (measured architecture: {arch or 'none'})",
+        "",
+        f"| stage | work | tokens | minutes on one {gpu} | peak GiB | rate used (tokens/s, measured at; docs/bench/) |",
+        "|---|---|---:|---:|---:|---|",
+    ]
     total = 0.0
     for r in rows:
         rate = r["rate"]
@@ -333,25 +423,50 @@ def render(config: RunConfig) -> str:
     unpriced = [r["stage"] for r in rows if r["stage"] not in priced]
     shorter = [r["stage"] for r in rows if r["stage"] in priced and not r["rate"].upper_bound]
     hours = "Under 0.1" if total / 60 < 0.05 else f"{'About' if shorter else 'At most'} {total / 60:,.1f}"
-    lines += ["", f"{hours} GPU-hours on one {gpu} for {len(priced)} of {len(rows)} stages "
-              f"({', '.join(priced) or 'none'}: generation to every limit"
-              + "".join(f", {kind} as if every sequence filled its max_length" for kind in ("DPO", "RFT")
-                        if any(r["stage"] == f"train-rl ({kind})" for r in rows))
-              + (", SFT as if every example filled its max_length (not counted: that needs the prepared train split "
-                 "and the model's tokenizer on this machine)" if any(FILLED in r["kind"] for r in rows) else "")
-              + (f"; {', '.join(shorter)} at a rate measured at shorter answers than the stage's limit, which "
-                 "decode faster per token: '~', not a bound" if shorter else "") + ")"
-              + (f"; not priced: {', '.join(unpriced)} (no comparable measured rate"
-                 + (", or SFT's tokens not counted: that needs the prepared train split (`looper prepare-data`) and the "
-                    "model's tokenizer on this machine (nothing is downloaded), or under max_steps a max_length" if any(
-                        r["stage"] == "sft" and not r["tokens"] for r in rows) else "") + ")" if unpriced else "")
-              + ". Not counted: loading each model, and each vLLM engine's start (compile, CUDA graphs, memory "
-              "profiling: about a minute or more per model and stage). Rates: docs/benchmarks.md."]
+    lines += [
+        "",
+        f"{hours} GPU-hours on one {gpu} for {len(priced)} of {len(rows)} stages "
+        f"({', '.join(priced) or 'none'}: generation to every limit"
+        + "".join(
+            f", {kind} as if every sequence filled its max_length"
+            for kind in ("DPO", "RFT")
+            if any(r["stage"] == f"train-rl ({kind})" for r in rows)
+        )
+        + (
+            ", SFT as if every example filled its max_length (not counted: that needs the prepared train split "
+            "and the model's tokenizer on this machine)"
+            if any(FILLED in r["kind"] for r in rows)
+            else ""
+        )
+        + (
+            f"; {', '.join(shorter)} at a rate measured at shorter answers than the stage's limit, which "
+            "decode faster per token: '~', not a bound"
+            if shorter
+            else ""
+        )
+        + ")"
+        + (
+            f"; not priced: {', '.join(unpriced)} (no comparable measured rate"
+            + (
+                ", or SFT's tokens not counted: that needs the prepared train split (`looper prepare-data`) and the "
+                "model's tokenizer on this machine (nothing is downloaded), or under max_steps a max_length"
+                if any(r["stage"] == "sft" and not r["tokens"] for r in rows)
+                else ""
+            )
+            + ")"
+            if unpriced
+            else ""
+        )
+        + ". Not counted: loading each model, and each vLLM engine's start (compile, CUDA graphs, memory "
+        "profiling: about a minute or more per model and stage). Rates: docs/benchmarks.md.",
+    ]
     if not priced:  # a "0 of N stages" total says nothing: say why instead
         measured = ", ".join(sorted({a for a, _ in RATES}))
-        lines[-1] = (f"No stage priced: no rate was measured on one GPU for this model's architecture "
-                     f"({arch or 'not one looper plan knows'}; measured: {measured}), so only the work is shown. "
-                     "Rates: docs/benchmarks.md.")
+        lines[-1] = (
+            f"No stage priced: no rate was measured on one GPU for this model's architecture "
+            f"({arch or 'not one looper plan knows'}; measured: {measured}), so only the work is shown. "
+            "Rates: docs/benchmarks.md."
+        )
     return "\n".join(lines)
 
 

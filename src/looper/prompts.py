@@ -92,16 +92,19 @@ def render_messages(tokenizer: Any, prompt: Any) -> str:
         # date_string is the variable Llama's templates read before they ask transformers' clock (strftime_now); a
         # template that asks the clock without it cannot be given a date (transformers passes no callable to a template)
         if "strftime_now" in source and "date_string" not in source:
-            raise InputError(f"{tokenizer.name_or_path}: its chat template writes today's date (strftime_now) and takes no "
-                             "date_string, so its prompts would change with the day they are rendered; use "
-                             "model.prompt_format=plain or a tokenizer whose template takes date_string")
-        text = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True,
-                                             date_string=TEMPLATE_DATE.strftime("%d %b %Y"))
+            raise InputError(
+                f"{tokenizer.name_or_path}: its chat template writes today's date (strftime_now) and takes no "
+                "date_string, so its prompts would change with the day they are rendered; use "
+                "model.prompt_format=plain or a tokenizer whose template takes date_string"
+            )
+        text = tokenizer.apply_chat_template(
+            prompt, tokenize=False, add_generation_prompt=True, date_string=TEMPLATE_DATE.strftime("%d %b %Y")
+        )
     else:
         text = prompt
     bos = getattr(tokenizer, "bos_token", None)
     if bos and text.startswith(bos) and tokenizer_adds_bos(tokenizer):
-        text = text[len(bos):]
+        text = text[len(bos) :]
     return text
 
 

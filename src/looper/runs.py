@@ -182,8 +182,9 @@ class JsonlAppender:
                 break
             good_end = pos
         if good_end < len(raw):
-            log.warning("%s: dropping a torn record after byte %d (an interrupted run); it will be redone",
-                        self.path, good_end)
+            log.warning(
+                "%s: dropping a torn record after byte %d (an interrupted run); it will be redone", self.path, good_end
+            )
             with self.path.open("r+b") as f:
                 f.truncate(good_end)
 
@@ -240,8 +241,9 @@ class RunDir:
     the policy it starts from (what its rollouts sample and its training continues) is round k-1's RL
     adapter, in the place of the SFT adapter."""
 
-    def __init__(self, root: Path | str, data_name: str, data_root: Path | str | None = None,
-                 start: Path | None = None):
+    def __init__(
+        self, root: Path | str, data_name: str, data_root: Path | str | None = None, start: Path | None = None
+    ):
         self.root = Path(root)
         self.data_name = data_name  # gsm8k or gsm_symbolic (DataConfig.name)
         self.data_root = Path(data_root) if data_root is not None else self.root
@@ -286,12 +288,14 @@ class RunDir:
     def outputs(self, stage: str) -> list[Path]:
         """The files and folders ``stage`` writes that exist now (besides its marker, log and work folder): what to
         delete to redo it."""
-        made = {"prepare-data": [self.train, self.dev, self.test, self.platinum, self.data_info],
-                "sft": [self.lora_sft, self.full_sft, self.sft_self_samples, record_path(self.sft_self_samples)],
-                "collect-rollouts": [self.rollouts, record_path(self.rollouts)],
-                "build-preferences": [self.preferences],
-                "train-rl": [self.lora_rl, self.data_root / "rounds"],
-                "eval": [self.eval_dir]}[stage]
+        made = {
+            "prepare-data": [self.train, self.dev, self.test, self.platinum, self.data_info],
+            "sft": [self.lora_sft, self.full_sft, self.sft_self_samples, record_path(self.sft_self_samples)],
+            "collect-rollouts": [self.rollouts, record_path(self.rollouts)],
+            "build-preferences": [self.preferences],
+            "train-rl": [self.lora_rl, self.data_root / "rounds"],
+            "eval": [self.eval_dir],
+        }[stage]
         return [path for path in made if path.exists()]
 
 
@@ -299,8 +303,18 @@ def library_versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     out = {"python": platform.python_version()}
-    for name in ("looper", "torch", "transformers", "trl", "peft", "datasets", "accelerate",
-                 "bitsandbytes", "reasoning-gym", "gguf"):
+    for name in (
+        "looper",
+        "torch",
+        "transformers",
+        "trl",
+        "peft",
+        "datasets",
+        "accelerate",
+        "bitsandbytes",
+        "reasoning-gym",
+        "gguf",
+    ):
         try:
             out[name] = version(name)
         except PackageNotFoundError:
@@ -312,8 +326,13 @@ def git_commit() -> str | None:
     here = Path(__file__).resolve().parent
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                               capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     if out.returncode != 0:
@@ -342,7 +361,10 @@ def start_stage(config: Any, stage: str, run: RunDir | None = None) -> RunDir:
         # it only logs each stage's start and versions, so a damaged one is kept aside and a new one begun
         damaged = manifest_path.with_suffix(".json.damaged")
         manifest_path.replace(damaged)
-        print(f"warning: {manifest_path}: not valid JSON ({err}); moved to {damaged.name}, a new one begun", file=sys.stderr)
+        print(
+            f"warning: {manifest_path}: not valid JSON ({err}); moved to {damaged.name}, a new one begun",
+            file=sys.stderr,
+        )
         manifest = {}
     manifest.setdefault("stages", {})[stage] = {
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -393,7 +415,11 @@ def changed_settings(record: dict[str, Any] | None, sections: dict[str, Any]) ->
     def shown(value: Any) -> str:  # a null field takes its default (a LoRA field: the preset's), so "unset", not None
         return "unset" if value is None else repr(value)
 
-    return [f"{k}: {shown(old.get(k))} -> {shown(new.get(k))}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    return [
+        f"{k}: {shown(old.get(k))} -> {shown(new.get(k))}"
+        for k in sorted(set(old) | set(new))
+        if old.get(k) != new.get(k)
+    ]
 
 
 def made_with(output: Path | str, record: dict[str, Any] | None, sections: dict[str, Any], remedy: str) -> bool:
@@ -459,8 +485,12 @@ def self_sampling_sections(everything: dict[str, Any]) -> dict[str, Any]:
     draw the answers, and ``regime_w.answer_mode``, which decides the correct ones SFT keeps."""
     from looper.config import result_fields
 
-    return result_fields({"rollouts": {k: everything["rollouts"][k] for k in ("engine", "seeded")},
-                          "regime_w": {"answer_mode": everything["regime_w"]["answer_mode"]}})
+    return result_fields(
+        {
+            "rollouts": {k: everything["rollouts"][k] for k in ("engine", "seeded")},
+            "regime_w": {"answer_mode": everything["regime_w"]["answer_mode"]},
+        }
+    )
 
 
 def finish_stage(run: RunDir, stage: str, config: Any, **info: Any) -> None:
@@ -469,17 +499,28 @@ def finish_stage(run: RunDir, stage: str, config: Any, **info: Any) -> None:
     if not is_main_process():
         return
     record = settings_record(stage_sections(config, stage))
-    atomic_write_json(run.marker(stage), {"config_hash": record["config_hash"],
-                                          "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **info, "config": record["config"]})
+    atomic_write_json(
+        run.marker(stage),
+        {
+            "config_hash": record["config_hash"],
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            **info,
+            "config": record["config"],
+        },
+    )
 
 
 def check_stage(run: RunDir, stage: str, config: Any) -> bool:
     """True when the stage is complete for this config; an InputError naming the differing keys when its
     outputs were made by another config; False when it has not finished (it runs, or resumes)."""
     outputs = " ".join(str(path.relative_to(run.root)) for path in run.outputs(stage) if path.is_relative_to(run.root))
-    return made_with(run.marker(stage), stage_marker(run, stage), stage_sections(config, stage),
-                     f"use another run name, or delete it and the {stage} stage's outputs"
-                     f"{f' ({outputs}, in {run.root})' if outputs else ''} to redo it")
+    return made_with(
+        run.marker(stage),
+        stage_marker(run, stage),
+        stage_sections(config, stage),
+        f"use another run name, or delete it and the {stage} stage's outputs"
+        f"{f' ({outputs}, in {run.root})' if outputs else ''} to redo it",
+    )
 
 
 class Stage:
@@ -489,8 +530,9 @@ class Stage:
     finish (``finish``: the marker, with what the stage reports). ``output``: what the stage makes, named when it is
     complete. ``trainers.TrainingStage`` adds what a training stage needs."""
 
-    def __init__(self, config: Any, name: str, run: RunDir | None = None, output: Path | None = None,
-                 label: str | None = None):
+    def __init__(
+        self, config: Any, name: str, run: RunDir | None = None, output: Path | None = None, label: str | None = None
+    ):
         self.config, self.name, self.run = config, name, run or RunDir.of(config)
         self.output, self.label = output, label or name
         self.settings = stage_sections(config, name)
@@ -577,11 +619,15 @@ class Shards:
         for r in range(self.world):
             for record in read_jsonl(self.path(final, r)):
                 if record[key] in by_key:
-                    raise InputError(f"{final}: {key} {record[key]!r} appears twice; delete the file (and any shards) and redo")
+                    raise InputError(
+                        f"{final}: {key} {record[key]!r} appears twice; delete the file (and any shards) and redo"
+                    )
                 by_key[record[key]] = record
         missing = [k for k in order if k not in by_key]
         if missing:
-            raise InputError(f"{final}: {len(missing)} records missing after merging {self.world} shards (e.g. {missing[0]!r})")
+            raise InputError(
+                f"{final}: {len(missing)} records missing after merging {self.world} shards (e.g. {missing[0]!r})"
+            )
         records = [by_key[k] for k in order]
         atomic_write_jsonl(final, records)
         if self.world > 1:

@@ -78,7 +78,12 @@ def paired_difference(a: Sequence[float], b: Sequence[float]) -> dict[str, float
     mean = sum(d) / n if n else 0.0
     se = _sd(d, mean) / math.sqrt(n) if n > 1 else 0.0
     p = math.erfc(abs(mean) / se / math.sqrt(2)) if se > 0 else (1.0 if mean == 0 else 0.0)
-    return {"difference": mean, "ci95": [mean - Z95 * se, mean + Z95 * se], "p_value": p, "detectable_80": (Z95 + Z80) * se}
+    return {
+        "difference": mean,
+        "ci95": [mean - Z95 * se, mean + Z95 * se],
+        "p_value": p,
+        "detectable_80": (Z95 + Z80) * se,
+    }
 
 
 def holm(p_values: Sequence[float]) -> list[float]:
@@ -152,10 +157,14 @@ def auroc_difference(a: Sequence[float], b: Sequence[float], labels: Sequence[bo
         return None
     (a10, a01), (b10, b01) = _structural_components(a, labels), _structural_components(b, labels)
     difference = sum(b10) / len(b10) - sum(a10) / len(a10)
-    variance = sum((_covariance(x, x) + _covariance(y, y) - 2 * _covariance(x, y)) / len(x)
-                   for x, y in ((a10, b10), (a01, b01)))
+    variance = sum(
+        (_covariance(x, x) + _covariance(y, y) - 2 * _covariance(x, y)) / len(x) for x, y in ((a10, b10), (a01, b01))
+    )
     se = math.sqrt(max(variance, 0.0))
     if se == 0.0:
         return {"difference": difference, "ci95": [difference, difference], "p_value": 1.0 if difference == 0 else 0.0}
-    return {"difference": difference, "ci95": [difference - 1.959964 * se, difference + 1.959964 * se],
-            "p_value": math.erfc(abs(difference / se) / math.sqrt(2))}
+    return {
+        "difference": difference,
+        "ci95": [difference - 1.959964 * se, difference + 1.959964 * se],
+        "p_value": math.erfc(abs(difference / se) / math.sqrt(2)),
+    }

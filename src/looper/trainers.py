@@ -60,23 +60,57 @@ COMMON_DEFAULTS: dict[str, Any] = {
 # (docs/plan.md §2: batch 1, 256-token sequences, kept in configs/r1-distill-llama-8b-plan.yaml): SFT here takes
 # batch 4 x 4 accumulation and 512 tokens (256 tokens cut a quarter of GSM8K examples: §2).
 TRAINER_DEFAULTS: dict[str, dict[str, Any]] = {
-    "sft": {"learning_rate": 2e-4, "num_train_epochs": 1, "per_device_train_batch_size": 4,
-            "gradient_accumulation_steps": 4, "max_length": 512},
-    "dpo": {"learning_rate": 5e-6, "num_train_epochs": 1, "per_device_train_batch_size": 2,
-            "gradient_accumulation_steps": 4, "beta": 0.1, "max_length": 1024},
-    "rft": {"learning_rate": 5e-5, "num_train_epochs": 1, "per_device_train_batch_size": 8,
-            "gradient_accumulation_steps": 1, "max_length": 1024},
-    "grpo": {"learning_rate": 1e-6, "num_generations": 8, "max_completion_length": 256, "per_device_train_batch_size": 8,
-             "beta": 0.0, "num_train_epochs": 1},
-    "rloo": {"learning_rate": 1e-6, "num_generations": 8, "max_completion_length": 256, "per_device_train_batch_size": 8,
-             "beta": 0.0, "num_train_epochs": 1},
+    "sft": {
+        "learning_rate": 2e-4,
+        "num_train_epochs": 1,
+        "per_device_train_batch_size": 4,
+        "gradient_accumulation_steps": 4,
+        "max_length": 512,
+    },
+    "dpo": {
+        "learning_rate": 5e-6,
+        "num_train_epochs": 1,
+        "per_device_train_batch_size": 2,
+        "gradient_accumulation_steps": 4,
+        "beta": 0.1,
+        "max_length": 1024,
+    },
+    "rft": {
+        "learning_rate": 5e-5,
+        "num_train_epochs": 1,
+        "per_device_train_batch_size": 8,
+        "gradient_accumulation_steps": 1,
+        "max_length": 1024,
+    },
+    "grpo": {
+        "learning_rate": 1e-6,
+        "num_generations": 8,
+        "max_completion_length": 256,
+        "per_device_train_batch_size": 8,
+        "beta": 0.0,
+        "num_train_epochs": 1,
+    },
+    "rloo": {
+        "learning_rate": 1e-6,
+        "num_generations": 8,
+        "max_completion_length": 256,
+        "per_device_train_batch_size": 8,
+        "beta": 0.0,
+        "num_train_epochs": 1,
+    },
 }
 
 
 def _trl_class(kind: str) -> type:
     import trl
 
-    return {"sft": trl.SFTConfig, "rft": trl.SFTConfig, "dpo": trl.DPOConfig, "grpo": trl.GRPOConfig, "rloo": trl.RLOOConfig}[kind]
+    return {
+        "sft": trl.SFTConfig,
+        "rft": trl.SFTConfig,
+        "dpo": trl.DPOConfig,
+        "grpo": trl.GRPOConfig,
+        "rloo": trl.RLOOConfig,
+    }[kind]
 
 
 def _check_types(cls: type, user: dict[str, Any], section: str) -> None:
@@ -90,8 +124,11 @@ def _check_types(cls: type, user: dict[str, Any], section: str) -> None:
     for key in user:
         if key not in known:  # TRL's own error would be a TypeError from __init__, with no hint
             close = closest_name(key, known, cutoff=0.75)
-            raise ConfigError(f"{section}.{key}: not a setting of TRL's {cls.__name__}"
-                              + (f" (did you mean {close!r}?)" if close else ""), fields=(f"{section}.{key}",))
+            raise ConfigError(
+                f"{section}.{key}: not a setting of TRL's {cls.__name__}"
+                + (f" (did you mean {close!r}?)" if close else ""),
+                fields=(f"{section}.{key}",),
+            )
     try:
         hints = typing.get_type_hints(cls)
     except Exception:  # a hint that cannot be resolved: leave the values to TRL
@@ -122,25 +159,38 @@ def trl_config(kind: str, config: RunConfig, output_dir: Path, *, on_this_machin
     user = config.sft.trainer if kind == "sft" else getattr(config.rl, kind)
     on_gpu = torch.cuda.is_available()
     bf16 = on_gpu and torch.cuda.is_bf16_supported() and config.model.dtype in ("auto", "bfloat16")
-    kwargs = {**COMMON_DEFAULTS, **TRAINER_DEFAULTS[kind], "bf16": bf16, "use_cpu": not on_gpu, **user,
-              "output_dir": str(output_dir), "seed": config.seed, **forced}
+    kwargs = {
+        **COMMON_DEFAULTS,
+        **TRAINER_DEFAULTS[kind],
+        "bf16": bf16,
+        "use_cpu": not on_gpu,
+        **user,
+        "output_dir": str(output_dir),
+        "seed": config.seed,
+        **forced,
+    }
     if os.environ.get("FSDP_ACTIVATION_CHECKPOINTING", "false").lower() == "true":
         # FSDP's own activation checkpointing (configs/accelerate/fsdp.yaml) replaces the trainer's; transformers
         # refuses both at once, and TRL's SFTConfig turns the trainer's on by default
         if user.get("gradient_checkpointing") or user.get("activation_checkpointing"):
-            raise ConfigError(f"{section}.activation_checkpointing: the accelerate config turns on FSDP's activation "
-                              "checkpointing (fsdp_activation_checkpointing), which replaces it; remove one of the two",
-                              fields=(f"{section}.activation_checkpointing", f"{section}.gradient_checkpointing"))
+            raise ConfigError(
+                f"{section}.activation_checkpointing: the accelerate config turns on FSDP's activation "
+                "checkpointing (fsdp_activation_checkpointing), which replaces it; remove one of the two",
+                fields=(f"{section}.activation_checkpointing", f"{section}.gradient_checkpointing"),
+            )
         kwargs["activation_checkpointing"] = False  # transformers >= 5.24's name (gradient_checkpointing is deprecated)
     # transformers (>= 5.24) renamed gradient_checkpointing* to activation_checkpointing* and warns on the old names,
     # which TRL's configs still default (to True): pass the new names, with TRL's default where none is given
-    for old, new in (("gradient_checkpointing", "activation_checkpointing"),
-                     ("gradient_checkpointing_kwargs", "activation_checkpointing_kwargs")):
+    for old, new in (
+        ("gradient_checkpointing", "activation_checkpointing"),
+        ("gradient_checkpointing_kwargs", "activation_checkpointing_kwargs"),
+    ):
         if old in kwargs and new not in kwargs:
             kwargs[new] = kwargs.pop(old)
     if "activation_checkpointing" not in kwargs:
         kwargs["activation_checkpointing"] = next(
-            f.default for f in dataclasses.fields(_trl_class(kind)) if f.name == "gradient_checkpointing")
+            f.default for f in dataclasses.fields(_trl_class(kind)) if f.name == "gradient_checkpointing"
+        )
     _check_types(_trl_class(kind), kwargs, section)
     if not on_this_machine:
         # transformers refuses tf32: true without an Ampere GPU, and bf16: true on a GPU without bf16 unless use_cpu
@@ -149,33 +199,43 @@ def trl_config(kind: str, config: RunConfig, output_dir: Path, *, on_this_machin
     # rate", a DataLoader of batch size 0), after the stage has loaded the model and written its work folder; and
     # values nothing refuses but that cannot train: an infinite learning rate diverges at the first step, a
     # max_length below 1 cuts every example to nothing (TRL then fails on an empty dataset, or trains on nothing)
-    for field, ok, what in (("learning_rate", lambda v: 0 <= v < math.inf, "a finite number >= 0"),
-                            ("per_device_train_batch_size", lambda v: v >= 1, ">= 1"),
-                            ("gradient_accumulation_steps", lambda v: v >= 1, ">= 1"), ("num_train_epochs", lambda v: v >= 0, ">= 0"),
-                            ("max_steps", lambda v: v == -1 or v > 0, "-1 (run the epochs) or > 0"),
-                            ("max_length", lambda v: v >= 1, ">= 1 tokens, or null (no truncation)"),
-                            ("max_completion_length", lambda v: v >= 1, ">= 1 tokens")):
+    for field, ok, what in (
+        ("learning_rate", lambda v: 0 <= v < math.inf, "a finite number >= 0"),
+        ("per_device_train_batch_size", lambda v: v >= 1, ">= 1"),
+        ("gradient_accumulation_steps", lambda v: v >= 1, ">= 1"),
+        ("num_train_epochs", lambda v: v >= 0, ">= 0"),
+        ("max_steps", lambda v: v == -1 or v > 0, "-1 (run the epochs) or > 0"),
+        ("max_length", lambda v: v >= 1, ">= 1 tokens, or null (no truncation)"),
+        ("max_completion_length", lambda v: v >= 1, ">= 1 tokens"),
+    ):
         value = kwargs.get(field)  # a wrong type was refused above (_check_types)
         if isinstance(value, (int, float)) and not isinstance(value, bool) and not ok(value):
             raise ConfigError(f"{section}.{field}: {value!r}; must be {what}", fields=(f"{section}.{field}",))
     if kwargs.get("max_steps", -1) <= 0 and kwargs.get("num_train_epochs") == 0:
         # transformers runs zero steps and saves the untrained adapter as if it had trained
-        raise ConfigError(f"{section}.num_train_epochs: 0 with max_steps {kwargs.get('max_steps', -1)} trains nothing; "
-                          "set num_train_epochs > 0 or max_steps > 0", fields=(f"{section}.num_train_epochs",))
+        raise ConfigError(
+            f"{section}.num_train_epochs: 0 with max_steps {kwargs.get('max_steps', -1)} trains nothing; "
+            "set num_train_epochs > 0 or max_steps > 0",
+            fields=(f"{section}.num_train_epochs",),
+        )
     if kind == "dpo" and not (isinstance(kwargs.get("beta"), (int, float)) and kwargs["beta"] > 0):
         # TRL takes any number; DPO's beta scales the log-ratio margin (Rafailov et al. 2023, eq. 7): at 0 nothing is
         # learnt, below 0 the policy is trained towards the rejected answers
-        raise ConfigError(f"{section}.beta: {kwargs.get('beta')!r}; DPO's beta must be a number > 0 (e.g. 0.1)",
-                          fields=(f"{section}.beta",))
+        raise ConfigError(
+            f"{section}.beta: {kwargs.get('beta')!r}; DPO's beta must be a number > 0 (e.g. 0.1)",
+            fields=(f"{section}.beta",),
+        )
     if kind == "dpo":
         # DPOConfig takes any name; DPOTrainer refuses an unknown one only at its first step, after the model loaded
         loss_types = kwargs.get("loss_type", ["sigmoid"])
         for name in [loss_types] if isinstance(loss_types, str) else loss_types:
             if name not in DPO_LOSS_TYPES:
                 close = closest_name(str(name), DPO_LOSS_TYPES)
-                raise ConfigError(f"{section}.loss_type: {name!r} is not a DPO loss of TRL's"
-                                  f"{f' (did you mean {close!r}?)' if close else ''}; known: {', '.join(DPO_LOSS_TYPES)}",
-                                  fields=(f"{section}.loss_type",))
+                raise ConfigError(
+                    f"{section}.loss_type: {name!r} is not a DPO loss of TRL's"
+                    f"{f' (did you mean {close!r}?)' if close else ''}; known: {', '.join(DPO_LOSS_TYPES)}",
+                    fields=(f"{section}.loss_type",),
+                )
     if kind in ("grpo", "rloo"):
         _check_online_forced(config, user, section)
     cls = _trl_class(kind)
@@ -184,8 +244,9 @@ def trl_config(kind: str, config: RunConfig, output_dir: Path, *, on_this_machin
     try:
         return cls(**kwargs)
     except TypeError as err:  # unknown field
-        raise ConfigError(f"{section}: {err} (see TRL's {cls.__name__})",
-                          fields=_settings_named(str(err), section, names)) from None
+        raise ConfigError(
+            f"{section}: {err} (see TRL's {cls.__name__})", fields=_settings_named(str(err), section, names)
+        ) from None
     except ValueError as err:  # a value TRL/transformers rejects
         raise ConfigError(f"{section}: {err}", fields=_settings_named(str(err), section, names)) from None
 
@@ -201,30 +262,68 @@ def _check_online_forced(config: RunConfig, user: dict[str, Any], section: str) 
     ``rl_training/train_rl.py``) instead of dropping it silently; a value equal to looper's passes."""
     mask = config.rl.truncation == "mask"
     for key, refused, why, causes in (
-            ("reward_weights", "reward_weights" in user,
-             ("looper sets it to the Regime W weights, one per reward part; set regime_w.correct_reward / "
-              "consensus_weight / missing_penalty / truncation_penalty instead"), ()),
-            ("shuffle_dataset", bool(user.get("shuffle_dataset")),
-             ("looper sets it to false: the training rows keep each question's arms together (rl.mix_arms), and "
-              "looper shuffles the questions itself with the run's seed"), ()),
-            ("mask_truncated_completions", user.get("mask_truncated_completions", mask) != mask,
-             f"looper sets it from rl.truncation (now {config.rl.truncation}); set rl.truncation=mask or penalize instead",
-             ("rl.truncation",)),
-            ("steps_per_generation", config.rl.mix_arms and user.get("steps_per_generation") is not None,
-             ("with rl.mix_arms looper sets generation_batch_size to num_generations x arms (every arm of a question "
-              "generated and scored as one group), from which TRL derives steps_per_generation; set "
-              f"{section}.generation_batch_size to a multiple of num_generations x arms instead, or rl.mix_arms=false"),
-             ("rl.mix_arms",))):
+        (
+            "reward_weights",
+            "reward_weights" in user,
+            (
+                "looper sets it to the Regime W weights, one per reward part; set regime_w.correct_reward / "
+                "consensus_weight / missing_penalty / truncation_penalty instead"
+            ),
+            (),
+        ),
+        (
+            "shuffle_dataset",
+            bool(user.get("shuffle_dataset")),
+            (
+                "looper sets it to false: the training rows keep each question's arms together (rl.mix_arms), and "
+                "looper shuffles the questions itself with the run's seed"
+            ),
+            (),
+        ),
+        (
+            "mask_truncated_completions",
+            user.get("mask_truncated_completions", mask) != mask,
+            f"looper sets it from rl.truncation (now {config.rl.truncation}); set rl.truncation=mask or penalize instead",
+            ("rl.truncation",),
+        ),
+        (
+            "steps_per_generation",
+            config.rl.mix_arms and user.get("steps_per_generation") is not None,
+            (
+                "with rl.mix_arms looper sets generation_batch_size to num_generations x arms (every arm of a question "
+                "generated and scored as one group), from which TRL derives steps_per_generation; set "
+                f"{section}.generation_batch_size to a multiple of num_generations x arms instead, or rl.mix_arms=false"
+            ),
+            ("rl.mix_arms",),
+        ),
+    ):
         if refused:
             # fields: the settings that make the value refused, not those the message suggests instead
-            raise ConfigError(f"{section}.{key}: {json.dumps(user[key], default=str)}: {why}",  # as YAML writes it
-                              fields=(f"{section}.{key}", *causes))
+            raise ConfigError(
+                f"{section}.{key}: {json.dumps(user[key], default=str)}: {why}",  # as YAML writes it
+                fields=(f"{section}.{key}", *causes),
+            )
 
 
 # The loss names TRL 1.16's DPOTrainer computes (DPOConfig.loss_type's help lists the same; tests/test_config.py
 # checks the two agree with the installed TRL)
-DPO_LOSS_TYPES = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
-                  "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm")
+DPO_LOSS_TYPES = (
+    "sigmoid",
+    "hinge",
+    "ipo",
+    "exo_pair",
+    "nca_pair",
+    "robust",
+    "bco_pair",
+    "sppo_hard",
+    "aot",
+    "aot_unpaired",
+    "apo_zero",
+    "apo_down",
+    "discopop",
+    "sft",
+    "sigmoid_norm",
+)
 
 
 def check_trainer_sections(config: RunConfig) -> None:
@@ -253,8 +352,11 @@ def make_trl_config(kind: str, config: RunConfig, output_dir: Path, **forced: An
     for field, package, extra in (("use_liger_kernel", "liger_kernel", "gpu"), ("use_vllm", "vllm", "vllm")):
         # transformers / TRL find a missing package only once the model is loaded (after sampling, for sft.data: self)
         if getattr(args, field, False) and importlib.util.find_spec(package) is None:
-            raise ConfigError(f"{section}.{field}: true needs {package.replace('_', '-')} (looper's {extra} extra: "
-                              f"pip install -e '.[{extra}]'), or set it to false", fields=(f"{section}.{field}",))
+            raise ConfigError(
+                f"{section}.{field}: true needs {package.replace('_', '-')} (looper's {extra} extra: "
+                f"pip install -e '.[{extra}]'), or set it to false",
+                fields=(f"{section}.{field}",),
+            )
     return args
 
 
@@ -267,8 +369,9 @@ def _answer_end(text: str) -> int | None:
     return len(text) if end < 0 else end
 
 
-def check_lengths(examples: Any, tokenizer: Any, max_length: int | None, section: str,
-                  completions: tuple[str, ...] = ("completion",)) -> dict[str, int]:
+def check_lengths(
+    examples: Any, tokenizer: Any, max_length: int | None, section: str, completions: tuple[str, ...] = ("completion",)
+) -> dict[str, int]:
     """How many text examples (``prompt`` + each of ``completions``, with the EOS TRL appends) are longer than
     ``max_length`` tokens, and how many of those lose their answer line, printed as one warning line; the
     counts go into the stage marker. A cut example always loses its EOS: the model learns not to stop.
@@ -285,9 +388,11 @@ def check_lengths(examples: Any, tokenizer: Any, max_length: int | None, section
     if prompts and all(len(ids) >= max_length for ids in prompts):
         # TRL would drop every example (no completion token left to train) and fail at its first step on an empty
         # data loader ("num_samples=0"), after the model loaded
-        raise InputError(f"{section}.max_length={max_length}: every example's prompt alone is at least that long "
-                         f"(the shortest has {min(map(len, prompts))} tokens), so no completion token would be "
-                         f"trained; raise {section}.max_length")
+        raise InputError(
+            f"{section}.max_length={max_length}: every example's prompt alone is at least that long "
+            f"(the shortest has {min(map(len, prompts))} tokens), so no completion token would be "
+            f"trained; raise {section}.max_length"
+        )
     for key in completions:
         full = tokenizer([r["prompt"] + r[key] + eos for r in rows])["input_ids"]
         long = [i for i, ids in enumerate(full) if len(ids) > max_length]
@@ -297,8 +402,10 @@ def check_lengths(examples: Any, tokenizer: Any, max_length: int | None, section
         answers += sum(len(ids) > max_length for ids in tokenizer(heads)["input_ids"]) if heads else 0
     if cut:
         what = " / ".join(completions)
-        print(f"warning: {section}.max_length={max_length}: {cut} of {len(rows) * len(completions)} {what} examples are "
-              f"longer and are cut: all {cut} lose their end-of-sequence token, {answers} lose their answer line too")
+        print(
+            f"warning: {section}.max_length={max_length}: {cut} of {len(rows) * len(completions)} {what} examples are "
+            f"longer and are cut: all {cut} lose their end-of-sequence token, {answers} lose their answer line too"
+        )
     return {"examples_cut": cut, "answers_cut": answers}
 
 
@@ -326,7 +433,8 @@ def metrics_callback(path: Path, section: str = "the trainer section") -> Any:
                 raise TrainingDiverged(
                     f"training diverged: {bad[0]} = {logs[bad[0]]} at step {state.global_step} (last finite log at step "
                     f"{last_finite['step']}); nothing was saved. Lower {section}.learning_rate (or set max_grad_norm), "
-                    f"delete checkpoints after step {last_finite['step']} in {args.output_dir}, and run again")
+                    f"delete checkpoints after step {last_finite['step']} in {args.output_dir}, and run again"
+                )
             if "loss" in logs or "grad_norm" in logs:
                 last_finite["step"] = state.global_step
 
@@ -377,7 +485,8 @@ def watch_gradients(trainer: Any, work_dir: Path, section: str) -> None:
                     f"training diverged: non-finite gradients at step {step}, before the optimizer applied them; "
                     f"nothing was saved. The step's {len(window)} micro-batch(es) and the weights before it are in "
                     f"{dump}: scripts/replay_diverged_step.py replays it and names the operation that made them "
-                    f"(lower {section}.learning_rate only if the step's weights or loss are the cause)")
+                    f"(lower {section}.learning_rate only if the step's weights or loss are the cause)"
+                )
             window.clear()
 
     trainer.add_callback(GradientWatch())
@@ -408,8 +517,10 @@ def watch_training(trainer: Any, log_path: Path, work_dir: Path, section: str) -
     if dataset is not None and len(dataset) == 0:
         # TRL drops the examples that max_length cuts to no completion token; with none left, the data loader's
         # sampler fails with "num_samples=0" at the first step
-        raise InputError(f"{section}: no training example is left after TRL's tokenization: each one's prompt fills "
-                         f"{section}.max_length={getattr(trainer.args, 'max_length', None)} tokens; raise it")
+        raise InputError(
+            f"{section}: no training example is left after TRL's tokenization: each one's prompt fills "
+            f"{section}.max_length={getattr(trainer.args, 'max_length', None)} tokens; raise it"
+        )
     trainer.add_callback(metrics_callback(log_path, section))
     watch_gradients(trainer, work_dir, section)
     avoid_cudnn_attention()
@@ -437,16 +548,24 @@ def check_work_dir(work_dir: Path, settings: dict[str, Any], stage: str) -> None
     only, so a stage calls it before loading anything, and ``prepare_work_dir`` again before it writes."""
     old_stamp = work_dir / "looper_config_hash"
     record = read_record(work_dir / "looper_settings.json") or (
-        {"config_hash": old_stamp.read_text().strip()} if old_stamp.exists() else None)
+        {"config_hash": old_stamp.read_text().strip()} if old_stamp.exists() else None
+    )
     if _last_checkpoint(work_dir)[0] is None:
         # a run that stopped before its first checkpoint (a refused value, a diverged loss) left nothing to resume:
         # the corrected rerun its error message asks for starts over instead of being refused for the change
         record = None
-    made_with(work_dir, record, settings, f"its {stage} checkpoints would resume other settings: delete that folder "
-              "(or use another run name) to start over")
+    made_with(
+        work_dir,
+        record,
+        settings,
+        f"its {stage} checkpoints would resume other settings: delete that folder "
+        "(or use another run name) to start over",
+    )
 
 
-def _prepare_work_dir(work_dir: Path, settings: dict[str, Any], stage: str, metrics_path: Path, write: bool) -> str | None:
+def _prepare_work_dir(
+    work_dir: Path, settings: dict[str, Any], stage: str, metrics_path: Path, write: bool
+) -> str | None:
     record_path, old_stamp = work_dir / "looper_settings.json", work_dir / "looper_config_hash"
     check_work_dir(work_dir, settings, stage)
     if not write:
@@ -467,8 +586,11 @@ def _prepare_work_dir(work_dir: Path, settings: dict[str, Any], stage: str, metr
 def _last_checkpoint(work_dir: Path, remove_incomplete: bool = False) -> tuple[str | None, int]:
     """The newest complete trainer checkpoint in ``work_dir`` and its step ((None, 0) if none); newer incomplete
     ones (no readable ``trainer_state.json``) are skipped, and removed with ``remove_incomplete``."""
-    checkpoints = sorted((p for p in work_dir.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()),
-                         key=lambda p: int(p.name.split("-")[-1]), reverse=True)
+    checkpoints = sorted(
+        (p for p in work_dir.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()),
+        key=lambda p: int(p.name.split("-")[-1]),
+        reverse=True,
+    )
     for ckpt in checkpoints:
         try:
             return str(ckpt), json.loads((ckpt / "trainer_state.json").read_text())["global_step"]
@@ -500,7 +622,9 @@ def training_speed(metrics_path: Path) -> dict[str, Any]:
         return {}
     rows = read_jsonl(metrics_path)
     counted = [r for r in rows if isinstance(r.get("num_tokens"), (int, float)) and "time" in r]
-    runtime = next((r["train_runtime"] for r in reversed(rows) if isinstance(r.get("train_runtime"), (int, float))), None)
+    runtime = next(
+        (r["train_runtime"] for r in reversed(rows) if isinstance(r.get("train_runtime"), (int, float))), None
+    )
     out: dict[str, Any] = {}
     if counted:
         out["train_tokens"] = int(max(r["num_tokens"] for r in counted))
@@ -510,12 +634,16 @@ def training_speed(metrics_path: Path) -> dict[str, Any]:
             out["tokens_per_s"] = round(out["train_tokens"] / runtime, 1)
     first, last = (counted[0], counted[-1]) if counted else ({}, {})
     if len(counted) >= 2 and last["time"] > first["time"] and last["num_tokens"] > first["num_tokens"]:
-        out["steady_tokens_per_s"] = round((last["num_tokens"] - first["num_tokens"]) / (last["time"] - first["time"]), 1)
+        out["steady_tokens_per_s"] = round(
+            (last["num_tokens"] - first["num_tokens"]) / (last["time"] - first["time"]), 1
+        )
         out["steady_steps"] = f"{first['step']}-{last['step']}"
     return out
 
 
-def save_trained(trainer: Any, tokenizer: Any, target: Path, info: dict[str, Any], adapter_names: list[str] | None = None) -> dict[str, Any]:
+def save_trained(
+    trainer: Any, tokenizer: Any, target: Path, info: dict[str, Any], adapter_names: list[str] | None = None
+) -> dict[str, Any]:
     """Save what ``trainer`` trained (``save_atomically``) from the first process, under any launch, and return what
     the stage marker records of it: the peak GPU memory of every process.
 
@@ -535,12 +663,21 @@ def save_trained(trainer: Any, tokenizer: Any, target: Path, info: dict[str, Any
     if acc.is_main_process:
         save_atomically(acc.unwrap_model(trainer.model), tokenizer, target, info, adapter_names, state_dict)
     peaks = Shards().gather(peak_gpu_memory_gib())  # a collective: the processes meet here after the save
-    return {"processes": acc.num_processes, "distributed": str(acc.distributed_type).split(".")[-1].lower(),
-            "peak_gpu_memory_gib": peaks}
+    return {
+        "processes": acc.num_processes,
+        "distributed": str(acc.distributed_type).split(".")[-1].lower(),
+        "peak_gpu_memory_gib": peaks,
+    }
 
 
-def save_atomically(model: Any, tokenizer: Any, target: Path, info: dict[str, Any], adapter_names: list[str] | None = None,
-                    state_dict: dict[str, Any] | None = None) -> None:
+def save_atomically(
+    model: Any,
+    tokenizer: Any,
+    target: Path,
+    info: dict[str, Any],
+    adapter_names: list[str] | None = None,
+    state_dict: dict[str, Any] | None = None,
+) -> None:
     """Save a PEFT adapter (or full model) + tokenizer + looper_adapter.json, then rename into place.
 
     ``adapter_names`` picks the adapters of a PEFT model to save (DPO adds a frozen "ref" copy that
@@ -563,9 +700,15 @@ def save_atomically(model: Any, tokenizer: Any, target: Path, info: dict[str, An
         # the base the weights were trained on, as check_adapter_base compares it: its shape, and its weights read from
         # the checkpoint it was loaded from (a Hub id's commit where it came from the Hub)
         base = model.config.name_or_path
-        atomic_write_json(tmp / "looper_adapter.json", {
-            "base_architecture": architecture_signature(model.config), "base_checkpoint": base,
-            "base_fingerprint": base_fingerprint(base, getattr(model.config, "_commit_hash", None)), **info})
+        atomic_write_json(
+            tmp / "looper_adapter.json",
+            {
+                "base_architecture": architecture_signature(model.config),
+                "base_checkpoint": base,
+                "base_fingerprint": base_fingerprint(base, getattr(model.config, "_commit_hash", None)),
+                **info,
+            },
+        )
         if target.exists():
             shutil.rmtree(target)
         os.replace(tmp, target)
@@ -592,7 +735,9 @@ class TrainingStage(Stage):
     (named in errors). Until ``train`` nothing is written to the run folder.
     """
 
-    def __init__(self, config: RunConfig, stage: str, run: RunDir, output: Path, section: str, label: str | None = None):
+    def __init__(
+        self, config: RunConfig, stage: str, run: RunDir, output: Path, section: str, label: str | None = None
+    ):
         super().__init__(config, stage, run, Path(output), label)
         self.section = section
         self.work_dir, self.log_path = run.work_dir(stage), run.log_path(stage)
@@ -622,14 +767,31 @@ class TrainingStage(Stage):
         watch_training(trainer, self.log_path, self.work_dir, self.section)
         return trainer.train(resume_from_checkpoint=resume_from)
 
-    def finish_training(self, trainer: Any, tokenizer: Any, result: Any, record: dict[str, Any], marker: dict[str, Any],
-                        adapter_names: list[str] | None = None) -> None:
+    def finish_training(
+        self,
+        trainer: Any,
+        tokenizer: Any,
+        result: Any,
+        record: dict[str, Any],
+        marker: dict[str, Any],
+        adapter_names: list[str] | None = None,
+    ) -> None:
         """Save what was trained to ``output`` with its record (the settings, ``record``, the loss and steps), and
         mark the stage complete with ``marker``, the save's figures and the training speed; print the loss."""
         trained = {"train_loss": result.training_loss, "global_step": result.global_step}
-        saved = save_trained(trainer, tokenizer, self.output, {**settings_record(self.settings), **record, **trained},
-                             adapter_names=adapter_names)
-        self.finish(**marker, train_loss=result.training_loss, steps=result.global_step, **saved,
-                    **training_speed(self.log_path))
+        saved = save_trained(
+            trainer,
+            tokenizer,
+            self.output,
+            {**settings_record(self.settings), **record, **trained},
+            adapter_names=adapter_names,
+        )
+        self.finish(
+            **marker,
+            train_loss=result.training_loss,
+            steps=result.global_step,
+            **saved,
+            **training_speed(self.log_path),
+        )
         if is_main_process():  # the loss is this process's own; the others' would repeat the line
             print(f"{self.label}: {result.global_step} steps, train loss {result.training_loss:.4f} -> {self.output}")

@@ -59,8 +59,12 @@ def _read_rows(path: Path) -> list[Row]:
 
 
 def _find_split_file(folder: Path, split: str) -> Path:
-    candidates = [folder / f"{split}.jsonl", folder / f"{split}.parquet",
-                  *sorted(folder.glob(f"**/{split}-*.parquet")), *sorted(folder.glob(f"**/{split}.jsonl"))]
+    candidates = [
+        folder / f"{split}.jsonl",
+        folder / f"{split}.parquet",
+        *sorted(folder.glob(f"**/{split}-*.parquet")),
+        *sorted(folder.glob(f"**/{split}.jsonl")),
+    ]
     for candidate in candidates:
         if candidate.is_file():
             return candidate
@@ -79,8 +83,13 @@ def to_records(rows: Iterable[Row], prefix: str, source: str, keep: tuple[str, .
         gold = parse_gold(row["answer"])
         if gold is None:
             raise InputError(f"{where}: field 'answer' has no parseable '#### <number>' line")
-        record = {"id": f"{prefix}-{i:05d}", "question": row["question"].strip(), "answer": row["answer"].strip(),
-                  "gold": gold, "source": source}
+        record = {
+            "id": f"{prefix}-{i:05d}",
+            "question": row["question"].strip(),
+            "answer": row["answer"].strip(),
+            "gold": gold,
+            "source": source,
+        }
         record.update({k: row[k] for k in keep if k in row})
         records.append(record)
     if not records:
@@ -100,8 +109,10 @@ def load_local(path: Path, split: str) -> list[Row]:
 
 def load_hub(hub_id: str, hub_config: str, split: str) -> list[Row]:
     """Rows of a Hub dataset split (network needed; a clear error offline)."""
-    require_hub(f"dataset {hub_id}", "Offline, use data.source=local with data.path=<folder with train/test JSONL> "
-                                     "or data.source=gsm_symbolic.")
+    require_hub(
+        f"dataset {hub_id}",
+        "Offline, use data.source=local with data.path=<folder with train/test JSONL> or data.source=gsm_symbolic.",
+    )
     try:
         from datasets import load_dataset
 
@@ -123,7 +134,12 @@ def generate_symbolic(size: int, seed: int) -> list[Row]:
         cot = item["metadata"].get("answer_cot", "").strip()
         if not re.search(r"####\s*\S", cot):
             cot = f"{cot}\n#### {item['answer']}".strip()
-        rows.append((f"gsm_symbolic(seed={seed}) item {i}", {"question": _SYMBOLIC_SUFFIX.sub("", item["question"]), "answer": cot}))
+        rows.append(
+            (
+                f"gsm_symbolic(seed={seed}) item {i}",
+                {"question": _SYMBOLIC_SUFFIX.sub("", item["question"]), "answer": cot},
+            )
+        )
     return rows
 
 
@@ -138,7 +154,9 @@ def symbolic_test_records(data: DataConfig, seed: int, exclude: set[str] = froze
 def split_train_dev(records: list[dict[str, Any]], dev_fraction: float, seed: int) -> tuple[list, list]:
     """Deterministic seeded 80/20 split; train and dev keep the source order."""
     if not 0 < dev_fraction < 1:
-        raise ConfigValueError(f"data.dev_fraction must be between 0 and 1, got {dev_fraction}", fields=("data.dev_fraction",))
+        raise ConfigValueError(
+            f"data.dev_fraction must be between 0 and 1, got {dev_fraction}", fields=("data.dev_fraction",)
+        )
     order = list(range(len(records)))
     random.Random(seed).shuffle(order)
     n_dev = max(1, round(len(records) * dev_fraction))
@@ -146,8 +164,10 @@ def split_train_dev(records: list[dict[str, Any]], dev_fraction: float, seed: in
     train = [r for i, r in enumerate(records) if i not in dev_idx]
     dev = [r for i, r in enumerate(records) if i in dev_idx]
     if not train:
-        raise InputError(f"the train split holds {len(records)} {'problem' if len(records) == 1 else 'problems'}: "
-                         f"nothing is left for train after data.dev_fraction={dev_fraction} takes the dev split")
+        raise InputError(
+            f"the train split holds {len(records)} {'problem' if len(records) == 1 else 'problems'}: "
+            f"nothing is left for train after data.dev_fraction={dev_fraction} takes the dev split"
+        )
     return train, dev
 
 
@@ -161,15 +181,21 @@ def load_source(data: DataConfig, seed: int) -> tuple[list[dict[str, Any]], list
         raw_test = load_hub(data.hub_id, data.hub_config, "test")
     else:
         if not data.path:
-            raise ConfigValueError("data.path is required when data.source is local", fields=("data.path", "data.source"))
+            raise ConfigValueError(
+                "data.path is required when data.source is local", fields=("data.path", "data.source")
+            )
         if Path(data.path).is_file() and not data.test_path:
             # the one file would be read as the test split too: every test question trained on
-            raise ConfigValueError(f"data.path: {data.path} is a file, read as the train split; give the test split as "
-                                   "data.test_path=<file>, or data.path=<folder with train and test files>",
-                                   fields=("data.path", "data.test_path"))
+            raise ConfigValueError(
+                f"data.path: {data.path} is a file, read as the train split; give the test split as "
+                "data.test_path=<file>, or data.path=<folder with train and test files>",
+                fields=("data.path", "data.test_path"),
+            )
         raw_train = load_local(Path(data.path), "train")
         raw_test = load_local(Path(data.test_path), "test") if data.test_path else load_local(Path(data.path), "test")
-    return _cap(to_records(raw_train, "gsm8k-train", data.source), to_records(raw_test, "gsm8k-test", data.source), data)
+    return _cap(
+        to_records(raw_train, "gsm8k-train", data.source), to_records(raw_test, "gsm8k-test", data.source), data
+    )
 
 
 def _cap(train: list[dict[str, Any]], test: list[dict[str, Any]], data: DataConfig) -> tuple[list, list]:
@@ -191,16 +217,20 @@ def load_platinum(platinum: PlatinumConfig) -> list[dict[str, Any]] | None:
         rows = load_hub(platinum.hub_id, platinum.hub_config, "test")
     else:
         if not platinum.path:
-            raise ConfigValueError("data.platinum.path is required when data.platinum.source is local",
-                                   fields=("data.platinum.path", "data.platinum.source"))
+            raise ConfigValueError(
+                "data.platinum.path is required when data.platinum.source is local",
+                fields=("data.platinum.path", "data.platinum.source"),
+            )
         rows = load_local(Path(platinum.path), "test")
     rows = list(rows)
     # dropped before numbering, so that ids match the Hub copy's (which has no rejected rows)
     kept = [(where, row) for where, row in rows if str(row.get("cleaning_status", "")).strip().lower() != "rejected"]
     if len(kept) < len(rows):
         dropped = len(rows) - len(kept)
-        print(f"prepare-data: GSM8K-Platinum: {dropped} {'row' if dropped == 1 else 'rows'} marked cleaning_status=rejected "
-              f"dropped, {len(kept)} kept")
+        print(
+            f"prepare-data: GSM8K-Platinum: {dropped} {'row' if dropped == 1 else 'rows'} marked cleaning_status=rejected "
+            f"dropped, {len(kept)} kept"
+        )
     if rows and not kept:
         raise InputError(f"GSM8K-Platinum ({platinum.source}): every row is marked cleaning_status=rejected")
     return to_records(kept, "gsm8k_platinum-test", f"platinum:{platinum.source}", keep=("cleaning_status",))
@@ -216,14 +246,23 @@ def main(config: RunConfig) -> RunDir:
     # Everything is validated; only now does the run folder get outputs.
     run = stage.start()
     name = config.data.name
-    counts = {f"{name}_train": atomic_write_jsonl(run.train, train), f"{name}_dev": atomic_write_jsonl(run.dev, dev),
-              f"{name}_test": atomic_write_jsonl(run.test, test)}
+    counts = {
+        f"{name}_train": atomic_write_jsonl(run.train, train),
+        f"{name}_dev": atomic_write_jsonl(run.dev, dev),
+        f"{name}_test": atomic_write_jsonl(run.test, test),
+    }
     if platinum is not None:
         counts["gsm8k_platinum"] = atomic_write_jsonl(run.platinum, platinum)
-    atomic_write_json(run.data_info, {
-        "source": config.data.source, "seed": config.seed, "dev_fraction": config.data.dev_fraction,
-        "counts": counts, "dev_ids": [r["id"] for r in dev],
-    })
+    atomic_write_json(
+        run.data_info,
+        {
+            "source": config.data.source,
+            "seed": config.seed,
+            "dev_fraction": config.data.dev_fraction,
+            "counts": counts,
+            "dev_ids": [r["id"] for r in dev],
+        },
+    )
     stage.finish(counts=counts)
     print(f"prepare-data: {', '.join(f'{k} {v}' for k, v in counts.items())} -> {run.root / 'data'}")
     return run

@@ -73,11 +73,20 @@ def full_sft_memory_estimate(model: Any, args: Any, shards: int = 1) -> dict[str
     tokens = args.per_device_train_batch_size * (args.max_length or 1024)
     optim_bytes = 2 if "8bit" in str(args.optim) else 8
     per_layer = 2 if args.activation_checkpointing else 34
-    activations = tokens * c.hidden_size * act_width * (per_layer * c.num_hidden_layers + (34 if args.activation_checkpointing else 0))
+    activations = (
+        tokens
+        * c.hidden_size
+        * act_width
+        * (per_layer * c.num_hidden_layers + (34 if args.activation_checkpointing else 0))
+    )
     logits = tokens * c.vocab_size * 4 * 2  # fp32 logits and their gradient
     gib = 2**30
-    est = {"weights": n * width / gib / shards, "gradients": n * width / gib / shards,
-           "optimizer": n * optim_bytes / gib / shards, "activations": (activations + logits) / gib}
+    est = {
+        "weights": n * width / gib / shards,
+        "gradients": n * width / gib / shards,
+        "optimizer": n * optim_bytes / gib / shards,
+        "activations": (activations + logits) / gib,
+    }
     est["total"] = sum(est.values())
     return est
 
@@ -108,12 +117,17 @@ def check_full_sft_fits(model: Any, args: Any) -> None:
     if torch.cuda.is_available():
         have = torch.cuda.get_device_properties(0).total_memory / 2**30
         if est["total"] > 0.95 * have:
-            more = ("more GPUs" if sharded else
-                    "several GPUs: accelerate launch --config_file configs/accelerate/fsdp.yaml (or deepspeed_zero3.yaml) "
-                    "-m looper.cli sft ..., which splits weights, gradients and optimizer states over them (docs/scaling.md)")
-            raise InputError(f"full SFT needs about {est['total']:.0f} GiB per GPU but this GPU has {have:.0f} GiB ({parts}). "
-                             "Options: sft.trainer.optim=paged_adamw_8bit, sft.trainer.activation_checkpointing=true, a smaller "
-                             f"max_length, or {more}.")
+            more = (
+                "more GPUs"
+                if sharded
+                else "several GPUs: accelerate launch --config_file configs/accelerate/fsdp.yaml (or deepspeed_zero3.yaml) "
+                "-m looper.cli sft ..., which splits weights, gradients and optimizer states over them (docs/scaling.md)"
+            )
+            raise InputError(
+                f"full SFT needs about {est['total']:.0f} GiB per GPU but this GPU has {have:.0f} GiB ({parts}). "
+                "Options: sft.trainer.optim=paged_adamw_8bit, sft.trainer.activation_checkpointing=true, a smaller "
+                f"max_length, or {more}."
+            )
 
 
 def build_dataset(config: RunConfig, run: RunDir) -> Any:
@@ -125,8 +139,10 @@ def build_dataset(config: RunConfig, run: RunDir) -> Any:
     if config.sft.data == "self":
         return Dataset.from_list(self_examples(config, run))
     tokenizer = load_tokenizer(config.model)
-    examples = [sft_example(tokenizer, r["question"], r["answer"], config.model.system_prompt, config.model.prompt_format)
-                for r in rows]
+    examples = [
+        sft_example(tokenizer, r["question"], r["answer"], config.model.system_prompt, config.model.prompt_format)
+        for r in rows
+    ]
     return Dataset.from_list(examples)
 
 
@@ -134,8 +150,11 @@ def _self_data_settings(config: RunConfig) -> dict[str, Any]:
     """What the self samples depend on: the seed, the data and model sections, sft.self_data, and the rollouts'
     engine and answer mode they are drawn and judged with (``runs.self_sampling_sections``)."""
     everything = config.to_dict()
-    return ({k: everything[k] for k in ("seed", "data", "model")} | {"self_data": everything["sft"]["self_data"]}
-            | self_sampling_sections(everything))
+    return (
+        {k: everything[k] for k in ("seed", "data", "model")}
+        | {"self_data": everything["sft"]["self_data"]}
+        | self_sampling_sections(everything)
+    )
 
 
 def check_self_samples(config: RunConfig, run: RunDir) -> dict[str, Any] | None:
@@ -165,18 +184,32 @@ def sample_self_data(config: RunConfig, run: RunDir) -> list[dict[str, Any]]:
 
     def requests_of(q: dict[str, Any]) -> list[GenRequest]:
         prompt = render_prompt(tokenizer, q["question"], config.model.system_prompt, config.model.prompt_format)
-        return [GenRequest(s, prompt, sd.temperature, sd.top_p, derive_seed(config.seed, q["id"], "sft-self", s))
-                for s in range(sd.samples)]
+        return [
+            GenRequest(s, prompt, sd.temperature, sd.top_p, derive_seed(config.seed, q["id"], "sft-self", s))
+            for s in range(sd.samples)
+        ]
 
     def record_of(q: dict[str, Any], results: list[GenResult]) -> dict[str, Any]:
-        return {"id": q["id"], "question": q["question"], "gold": q["gold"], "samples": [
-            {"text": r.text, "num_tokens": r.num_tokens, "truncated": r.truncated,
-             "correct": is_correct(r.text, q["gold"], config.regime_w.answer_mode, thought_open)} for r in results]}
+        return {
+            "id": q["id"],
+            "question": q["question"],
+            "gold": q["gold"],
+            "samples": [
+                {
+                    "text": r.text,
+                    "num_tokens": r.num_tokens,
+                    "truncated": r.truncated,
+                    "correct": is_correct(r.text, q["gold"], config.regime_w.answer_mode, thought_open),
+                }
+                for r in results
+            ],
+        }
 
     print(f"sft (self data): sampling {len(questions)} questions x {sd.samples} with the base model")
     with LazyEngine(lambda: open_engine(config, run, "base", engine, "rollouts", sd.max_new_tokens, tokenizer)) as lazy:
-        generate_records(lazy, shards.path(path), shards.mine(questions), requests_of, record_of, sd.max_new_tokens,
-                         "sft self data")
+        generate_records(
+            lazy, shards.path(path), shards.mine(questions), requests_of, record_of, sd.max_new_tokens, "sft self data"
+        )
     shards.wait()
     if shards.is_main:
         shards.merge(path, [q["id"] for q in questions])
@@ -198,8 +231,10 @@ def correct_texts(samples: list[tuple[str, bool, bool]], limit: int) -> list[str
 def generated_example(tokenizer: Any, config: RunConfig, question: str, text: str) -> dict[str, str]:
     """A prompt-completion example from a generated answer: the prompt as generation saw it (chat template
     applied), the completion verbatim (TRL appends the end-of-sequence token)."""
-    return {"prompt": render_prompt(tokenizer, question, config.model.system_prompt, config.model.prompt_format),
-            "completion": text}
+    return {
+        "prompt": render_prompt(tokenizer, question, config.model.system_prompt, config.model.prompt_format),
+        "completion": text,
+    }
 
 
 def self_examples(config: RunConfig, run: RunDir) -> list[dict[str, str]]:
@@ -208,16 +243,22 @@ def self_examples(config: RunConfig, run: RunDir) -> list[dict[str, str]]:
     tokenizer = load_tokenizer(config.model)
     examples, kept_questions = [], 0
     for rec in records:
-        kept = correct_texts([(s["text"], s["correct"], s["truncated"]) for s in rec["samples"]], config.sft.self_data.per_question)
+        kept = correct_texts(
+            [(s["text"], s["correct"], s["truncated"]) for s in rec["samples"]], config.sft.self_data.per_question
+        )
         kept_questions += bool(kept)
         examples += [generated_example(tokenizer, config, rec["question"], text) for text in kept]
     samples = sum(len(r["samples"]) for r in records)
     truncated = sum(s["truncated"] for r in records for s in r["samples"])
-    print(f"sft (self data): {len(examples)} examples from {kept_questions} of {len(records)} questions "
-          f"({truncated / max(1, samples):.1%} of {samples} samples truncated at {config.sft.self_data.max_new_tokens} tokens)")
+    print(
+        f"sft (self data): {len(examples)} examples from {kept_questions} of {len(records)} questions "
+        f"({truncated / max(1, samples):.1%} of {samples} samples truncated at {config.sft.self_data.max_new_tokens} tokens)"
+    )
     if not examples:
-        raise InputError(f"{run.sft_self_samples}: the base model answered no training question correctly "
-                         f"({samples} samples); raise sft.self_data.samples / max_new_tokens or use sft.data=gold")
+        raise InputError(
+            f"{run.sft_self_samples}: the base model answered no training question correctly "
+            f"({samples} samples); raise sft.self_data.samples / max_new_tokens or use sft.data=gold"
+        )
     return examples
 
 
@@ -231,8 +272,10 @@ def main(config: RunConfig) -> RunDir:
     if stage.done():
         return run
     if config.sft.method == "full" and config.model.quantization != "none":
-        raise ConfigValueError("sft.method=full trains every weight and cannot use a quantized base; set model.quantization=none",
-                               fields=("sft.method", "model.quantization"))
+        raise ConfigValueError(
+            "sft.method=full trains every weight and cannot use a quantized base; set model.quantization=none",
+            fields=("sft.method", "model.quantization"),
+        )
     check_quantization(config.model.quantization)  # before the length check and any sampling, not at model load
     # Everything a bad input can break is read and checked before the run folder is written to, the trainer
     # settings first: sft.data=self samples before it trains
@@ -252,15 +295,21 @@ def main(config: RunConfig) -> RunDir:
 
     from trl import SFTTrainer
 
-    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                         peft_config=peft_config)
+    trainer = SFTTrainer(
+        model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config
+    )
     if peft_config is not None:
         trainer.model.print_trainable_parameters()
     result = stage.train(trainer)
     if master is not None:
         trainer.model.to(resolve_dtype(config.model.dtype))  # saved (and loaded by later stages) in model.dtype
-    stage.finish_training(trainer, tokenizer, result, record={"base_model": config.model.name_or_path, "method": config.sft.method},
-                 marker={"output": str(stage.output), **lengths})
+    stage.finish_training(
+        trainer,
+        tokenizer,
+        result,
+        record={"base_model": config.model.name_or_path, "method": config.sft.method},
+        marker={"output": str(stage.output), **lengths},
+    )
     return stage.run
 
 

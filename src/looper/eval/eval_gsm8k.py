@@ -67,8 +67,9 @@ def dataset_path(name: str, config: RunConfig, run: RunDir) -> Path:
     """Where an eval dataset's questions are; a generated gsm_symbolic test set is written on first use."""
     if name not in DATASETS:
         hint = f" (renamed {RENAMED[name]!r})" if name in RENAMED else ""
-        raise ConfigValueError(f"eval.datasets: unknown dataset {name!r}{hint}; known: {', '.join(DATASETS)}",
-                               fields=("eval.datasets",))
+        raise ConfigValueError(
+            f"eval.datasets: unknown dataset {name!r}{hint}; known: {', '.join(DATASETS)}", fields=("eval.datasets",)
+        )
     if name == "gsm8k_platinum":
         return run.platinum
     source, split = name.rsplit("_", 1)
@@ -80,8 +81,11 @@ def dataset_path(name: str, config: RunConfig, run: RunDir) -> Path:
         path = run.split("test").with_name("gsm_symbolic_test.jsonl")
         atomic_write_jsonl(path, symbolic_test_records(config.data, config.seed))
         return path
-    raise ConfigValueError(f"eval.datasets: {name} is not part of this run: data.source={config.data.source} makes "
-                           f"{config.data.name}_dev and {config.data.name}_test", fields=("eval.datasets", "data.source"))
+    raise ConfigValueError(
+        f"eval.datasets: {name} is not part of this run: data.source={config.data.source} makes "
+        f"{config.data.name}_dev and {config.data.name}_test",
+        fields=("eval.datasets", "data.source"),
+    )
 
 
 def dataset_rows(name: str, config: RunConfig, run: RunDir) -> list[dict[str, Any]]:
@@ -112,15 +116,25 @@ def score_record(row: dict[str, Any], outputs: list[Any], thought_open: bool = F
     ``thought_open``: the prompt left a thought open (an output that never closes it has no answer)."""
     samples = []
     for out in outputs:
-        samples.append({
-            "output": out.text, "tokens": out.num_tokens, "truncated": out.truncated,
-            "answer_strict": extract_answer(out.text, "strict", thought_open),
-            "answer_flexible": extract_answer(out.text, "flexible", thought_open),
-            "correct_strict": is_correct(out.text, row["gold"], "strict", thought_open),
-            "correct_flexible": is_correct(out.text, row["gold"], "flexible", thought_open),
-        })
+        samples.append(
+            {
+                "output": out.text,
+                "tokens": out.num_tokens,
+                "truncated": out.truncated,
+                "answer_strict": extract_answer(out.text, "strict", thought_open),
+                "answer_flexible": extract_answer(out.text, "flexible", thought_open),
+                "correct_strict": is_correct(out.text, row["gold"], "strict", thought_open),
+                "correct_flexible": is_correct(out.text, row["gold"], "flexible", thought_open),
+            }
+        )
     first = samples[0]
-    record = {"id": row["id"], "question": row["question"], "gold": row["gold"], **first, "samples": samples[1:] or None}
+    record = {
+        "id": row["id"],
+        "question": row["question"],
+        "gold": row["gold"],
+        **first,
+        "samples": samples[1:] or None,
+    }
     if "cleaning_status" in row:
         record["cleaning_status"] = row["cleaning_status"]
     return record
@@ -146,7 +160,9 @@ def check_protocol(config: RunConfig) -> None:
     if not ev.models:
         raise ConfigValueError("eval.models: empty; name at least one of base, sft, rl", fields=("eval.models",))
     if not ev.datasets:
-        raise ConfigValueError(f"eval.datasets: empty; name at least one of {', '.join(DATASETS)}", fields=("eval.datasets",))
+        raise ConfigValueError(
+            f"eval.datasets: empty; name at least one of {', '.join(DATASETS)}", fields=("eval.datasets",)
+        )
     for field, names in (("eval.models", ev.models), ("eval.datasets", ev.datasets)):
         twice = next((n for i, n in enumerate(names) if n in names[:i]), None)
         if twice is not None:
@@ -154,13 +170,21 @@ def check_protocol(config: RunConfig) -> None:
     if ev.protocol == "lm-eval":
         check_lm_eval_protocol(config)
     if ev.protocol == "deepseek" and ev.samples < 2:
-        raise ConfigValueError("eval.protocol=deepseek samples several answers per question and averages them (DeepSeek advises "
-                               "against greedy decoding for R1 models); set eval.samples >= 2 (e.g. 16)",
-                               fields=("eval.protocol", "eval.samples"))
+        raise ConfigValueError(
+            "eval.protocol=deepseek samples several answers per question and averages them (DeepSeek advises "
+            "against greedy decoding for R1 models); set eval.samples >= 2 (e.g. 16)",
+            fields=("eval.protocol", "eval.samples"),
+        )
 
 
-def evaluate(engine: Callable[[], Engine], tokenizer: Any, rows: list[dict[str, Any]], config: RunConfig, out_path: Path,
-             label: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def evaluate(
+    engine: Callable[[], Engine],
+    tokenizer: Any,
+    rows: list[dict[str, Any]],
+    config: RunConfig,
+    out_path: Path,
+    label: str,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Generate and score every row of one dataset not yet in ``out_path`` (resumable: ``generate_records``); the
     finished file is rewritten in row order. Returns its records in row order and the generation tally."""
     ev = config.eval
@@ -168,11 +192,21 @@ def evaluate(engine: Callable[[], Engine], tokenizer: Any, rows: list[dict[str, 
 
     def requests_of(row: dict[str, Any]) -> list[GenRequest]:
         prompt = eval_prompt(tokenizer, row["question"], config)
-        return [GenRequest(s, prompt, temperature, top_p, derive_seed(config.seed, row["id"], "eval", s)) for s in range(ev.samples)]
+        return [
+            GenRequest(s, prompt, temperature, top_p, derive_seed(config.seed, row["id"], "eval", s))
+            for s in range(ev.samples)
+        ]
 
     thought_open = template_opens_thought(tokenizer, config.model.prompt_format)
-    tally = generate_records(engine, out_path, rows, requests_of, lambda row, outs: score_record(row, outs, thought_open),
-                             ev.max_new_tokens, f"eval {label}")
+    tally = generate_records(
+        engine,
+        out_path,
+        rows,
+        requests_of,
+        lambda row, outs: score_record(row, outs, thought_open),
+        ev.max_new_tokens,
+        f"eval {label}",
+    )
     by_id = {rec["id"]: rec for rec in read_jsonl(out_path)}
     records = [by_id[r["id"]] for r in rows]
     if tally["engine"] is not None:  # records were appended in the order they finished; a file left as it was stays
@@ -193,26 +227,37 @@ def main(config: RunConfig, show_note: bool = True) -> RunDir:
     available = [m for m in config.eval.models if m == "base" or Path(stage_model_path(config, run, m)).exists()]
     if not available:  # refused before the run folder is touched; a later model missing alongside others is skipped
         made_by = {"sft": "sft", "rl": "train-rl"}
-        raise InputError(f"eval.models={config.eval.models}: nothing to evaluate yet: " + "; ".join(
-            f"{m} ({stage_model_path(config, run, m)}) is made by `looper {made_by[m]}`" for m in config.eval.models))
+        raise InputError(
+            f"eval.models={config.eval.models}: nothing to evaluate yet: "
+            + "; ".join(
+                f"{m} ({stage_model_path(config, run, m)}) is made by `looper {made_by[m]}`" for m in config.eval.models
+            )
+        )
     # Unlike training stages, a changed config simply redoes eval: each per-sample file carries the settings
     # record of the weights and eval settings that made it (runs.settings_record) and is started over when they differ.
     marker = stage_marker(run, STAGE)
-    if changed_settings(marker, stage_sections(config, STAGE)) == [] and (run.eval_dir / "report.md").exists() \
-            and set(available) <= set(marker.get("models", [])):
+    if (
+        changed_settings(marker, stage_sections(config, STAGE)) == []
+        and (run.eval_dir / "report.md").exists()
+        and set(available) <= set(marker.get("models", []))
+    ):
         print(f"eval: {run.eval_dir / 'report.md'} is complete for this config; nothing to do")
         print(json.loads((run.eval_dir / "summary.json").read_text()).get("table", ""))
         return run
     datasets = {name: dataset_rows(name, config, run) for name in config.eval.datasets}
-    weights = {which: _model_fingerprint(config, run, which) for which in available}  # each adapter's record, read up front
+    weights = {
+        which: _model_fingerprint(config, run, which) for which in available
+    }  # each adapter's record, read up front
     lm_eval = config.eval.protocol == "lm-eval"
     engine = None if lm_eval else resolve_engine(config.eval.engine, "eval.engine")
     tokenizer = load_tokenizer(config.model)
     shards = Shards()  # one process per GPU under accelerate launch / torchrun; else a single shard
     if lm_eval and shards.world > 1:
-        raise ConfigValueError("eval.protocol=lm-eval runs in one process (lm-eval spreads over GPUs with its own "
-                               "`accelerate launch -m lm_eval`); run looper eval without accelerate launch",
-                               fields=("eval.protocol",))
+        raise ConfigValueError(
+            "eval.protocol=lm-eval runs in one process (lm-eval spreads over GPUs with its own "
+            "`accelerate launch -m lm_eval`); run looper eval without accelerate launch",
+            fields=("eval.protocol",),
+        )
     if shards.is_main:
         run = start_stage(config, STAGE)
         # the files are about to change: until finish_stage, no marker may say they are complete (an eval killed
@@ -249,16 +294,22 @@ def main(config: RunConfig, show_note: bool = True) -> RunDir:
                 meta = record_path(out_path)
                 changed = changed_settings(read_record(meta), made["config"]) if out_path.exists() else []
                 if changed != []:  # other settings, or no record of them
-                    print(f"eval: {out_path}: made with other settings ({'; '.join(changed or ['none recorded'])}); "
-                          "starting it over")
+                    print(
+                        f"eval: {out_path}: made with other settings ({'; '.join(changed or ['none recorded'])}); "
+                        "starting it over"
+                    )
                     out_path.unlink()
                 atomic_write_json(meta, made)
-                records[which][name], used = evaluate(lazy, tokenizer, shards.mine(rows), config, out_path, f"{which}/{name}")
+                records[which][name], used = evaluate(
+                    lazy, tokenizer, shards.mine(rows), config, out_path, f"{which}/{name}"
+                )
                 tally["tokens"] += used["tokens"]
                 tally["seconds"] += used["seconds"]
                 tally["engine"] = used["engine"] or tally["engine"]
                 if used.get("engine_gpu_memory_gib") is not None:  # the largest engine of the stage
-                    tally["engine_gpu_memory_gib"] = max(tally.get("engine_gpu_memory_gib") or 0.0, used["engine_gpu_memory_gib"])
+                    tally["engine_gpu_memory_gib"] = max(
+                        tally.get("engine_gpu_memory_gib") or 0.0, used["engine_gpu_memory_gib"]
+                    )
             shards.wait()
             if shards.world > 1 and shards.is_main:
                 for name, rows in datasets.items():
@@ -267,15 +318,23 @@ def main(config: RunConfig, show_note: bool = True) -> RunDir:
                     atomic_write_json(record_path(final), made)
                     for r in range(shards.world):
                         record_path(shards.path(final, r)).unlink(missing_ok=True)
-    per_process = shards.gather({**tally, "seconds": round(tally["seconds"], 2), "peak_gpu_memory_gib": peak_gpu_memory_gib()})
+    per_process = shards.gather(
+        {**tally, "seconds": round(tally["seconds"], 2), "peak_gpu_memory_gib": peak_gpu_memory_gib()}
+    )
     if not shards.is_main:
         return run
     if not records:
         raise InputError("eval: no model to evaluate")
     summary = write_report(records, config, run.eval_dir)
     temperature, top_p = sampling_of(config.eval)
-    finish_stage(run, STAGE, config, models=list(records), **generation_speed(per_process),
-                 sampling=None if lm_eval else {"temperature": temperature, "top_p": top_p, **STATED_SAMPLING})
+    finish_stage(
+        run,
+        STAGE,
+        config,
+        models=list(records),
+        **generation_speed(per_process),
+        sampling=None if lm_eval else {"temperature": temperature, "top_p": top_p, **STATED_SAMPLING},
+    )
     print(summary["table"])
     print(f"\nreport: {run.eval_dir / 'report.md'}")
     if config.note and show_note:

@@ -15,7 +15,9 @@ from looper.eval import eval_gsm8k
 
 
 def main(config: RunConfig):
-    return eval_gsm8k.main(dataclasses.replace(config, eval=dataclasses.replace(config.eval, datasets=["gsm8k_platinum"])))
+    return eval_gsm8k.main(
+        dataclasses.replace(config, eval=dataclasses.replace(config.eval, datasets=["gsm8k_platinum"]))
+    )
 
 
 if __name__ == "__main__":

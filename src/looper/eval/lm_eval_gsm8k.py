@@ -41,23 +41,34 @@ def check_lm_eval_protocol(config: RunConfig) -> None:
     try:
         import lm_eval  # noqa: F401
     except ImportError:
-        raise InputError("eval.protocol=lm-eval needs lm-evaluation-harness: install looper's lm-eval extra "
-                         "(pip install -e '.[lm-eval]' in a clone)") from None
+        raise InputError(
+            "eval.protocol=lm-eval needs lm-evaluation-harness: install looper's lm-eval extra "
+            "(pip install -e '.[lm-eval]' in a clone)"
+        ) from None
     if config.data.name != "gsm8k":
-        raise ConfigValueError(f"eval.protocol=lm-eval is lm-eval's GSM8K task; data.source={config.data.source} is not GSM8K",
-                               fields=("eval.protocol", "data.source"))
+        raise ConfigValueError(
+            f"eval.protocol=lm-eval is lm-eval's GSM8K task; data.source={config.data.source} is not GSM8K",
+            fields=("eval.protocol", "data.source"),
+        )
     if ev.samples != 1:
-        raise ConfigValueError("eval.protocol=lm-eval is greedy, one answer per question (lm-eval's gsm8k); set eval.samples=1",
-                               fields=("eval.protocol", "eval.samples"))
+        raise ConfigValueError(
+            "eval.protocol=lm-eval is greedy, one answer per question (lm-eval's gsm8k); set eval.samples=1",
+            fields=("eval.protocol", "eval.samples"),
+        )
     if config.model.quantization != "none":
-        raise ConfigValueError(f"eval.protocol=lm-eval loads the model in model.dtype; model.quantization={config.model.quantization} "
-                               "is not passed to lm-eval", fields=("eval.protocol", "model.quantization"))
+        raise ConfigValueError(
+            f"eval.protocol=lm-eval loads the model in model.dtype; model.quantization={config.model.quantization} "
+            "is not passed to lm-eval",
+            fields=("eval.protocol", "model.quantization"),
+        )
 
 
 def few_shot_pool(run: RunDir) -> list[dict[str, str]]:
     """The run's train and dev splits merged back into source order (ids ``gsm8k-train-NNNNN`` number the source
     rows), as lm-eval's few-shot pool: question and answer only, as the Hub's rows hold them."""
-    rows = read_jsonl(run.train, required=("id", "question", "answer")) + read_jsonl(run.dev, required=("id", "question", "answer"))
+    rows = read_jsonl(run.train, required=("id", "question", "answer")) + read_jsonl(
+        run.dev, required=("id", "question", "answer")
+    )
     return [{"question": r["question"], "answer": r["answer"]} for r in sorted(rows, key=lambda r: r["id"])]
 
 
@@ -74,16 +85,23 @@ def task_config(test_file: Path, pool_file: Path) -> dict[str, Any]:
     """lm-eval's own gsm8k task config with only its data swapped for local JSONL files."""
     cfg = dict(task_manager().task_index[LM_EVAL_TASK].cfg)
     cfg.pop("tag", None)  # the task gets a name of its own; it joins none of lm-eval's groups
-    cfg.update(task=f"looper_{LM_EVAL_TASK}", dataset_path="json", dataset_name=None,
-               dataset_kwargs={"data_files": {cfg["training_split"]: str(pool_file), cfg["test_split"]: str(test_file)}})
+    cfg.update(
+        task=f"looper_{LM_EVAL_TASK}",
+        dataset_path="json",
+        dataset_name=None,
+        dataset_kwargs={"data_files": {cfg["training_split"]: str(pool_file), cfg["test_split"]: str(test_file)}},
+    )
     return cfg
 
 
 def model_args(config: RunConfig, run: RunDir, which: str) -> dict[str, Any]:
     """lm-eval ``hf`` model arguments for model ``which``: the base (or full SFT checkpoint) and its adapter."""
     checkpoint, adapter = stage_weights(config, run, which)
-    args: dict[str, Any] = {"pretrained": str(checkpoint or resolve_model_path(config.model.name_or_path)),
-                            "dtype": config.model.dtype, "trust_remote_code": config.model.trust_remote_code}
+    args: dict[str, Any] = {
+        "pretrained": str(checkpoint or resolve_model_path(config.model.name_or_path)),
+        "dtype": config.model.dtype,
+        "trust_remote_code": config.model.trust_remote_code,
+    }
     if config.model.revision and checkpoint is None:
         args["revision"] = config.model.revision
     if adapter is not None:
@@ -110,8 +128,16 @@ def to_record(row: dict[str, Any], by_filter: dict[str, dict[str, Any]], tokeniz
     output = by_filter[FILTERS["strict"]]["resps"][0][0]
     tokens = len(tokenizer(output, add_special_tokens=False)["input_ids"])
     # lm-eval's hash of the whole prompt (the few-shot examples included): what to compare with another lm-eval run
-    record = {"id": row["id"], "question": row["question"], "gold": row["gold"], "output": output, "tokens": tokens,
-              "truncated": tokens >= MAX_GEN_TOKS, "samples": None, "prompt_hash": by_filter[FILTERS["strict"]]["prompt_hash"]}
+    record = {
+        "id": row["id"],
+        "question": row["question"],
+        "gold": row["gold"],
+        "output": output,
+        "tokens": tokens,
+        "truncated": tokens >= MAX_GEN_TOKS,
+        "samples": None,
+        "prompt_hash": by_filter[FILTERS["strict"]]["prompt_hash"],
+    }
     for mode, name in FILTERS.items():
         answer = by_filter[name]["filtered_resps"][0]
         record[f"answer_{mode}"] = None if answer == INVALID else answer
@@ -121,8 +147,9 @@ def to_record(row: dict[str, Any], by_filter: dict[str, dict[str, Any]], tokeniz
     return record
 
 
-def evaluate_lm_eval(config: RunConfig, run: RunDir, which: str, rows: list[dict[str, Any]], tokenizer: Any,
-                     label: str) -> list[dict[str, Any]]:
+def evaluate_lm_eval(
+    config: RunConfig, run: RunDir, which: str, rows: list[dict[str, Any]], tokenizer: Any, label: str
+) -> list[dict[str, Any]]:
     """lm-eval's gsm8k on ``rows`` for model ``which``; looper's records in row order. lm-eval caches each answered
     request (``use_cache``, per model fingerprint), so a rerun after a kill answers only what is left."""
     from lm_eval import simple_evaluate
@@ -133,11 +160,21 @@ def evaluate_lm_eval(config: RunConfig, run: RunDir, which: str, rows: list[dict
     print(f"eval {label}: lm-eval's {LM_EVAL_TASK} task, {len(rows)} questions (lm_eval.simple_evaluate)")
     with tempfile.TemporaryDirectory(prefix="looper-lm-eval-") as tmp:
         test_file, pool_file = Path(tmp) / "test.jsonl", Path(tmp) / "train.jsonl"
-        test_file.write_text("".join(json.dumps({"question": r["question"], "answer": r["answer"]}) + "\n" for r in rows))
+        test_file.write_text(
+            "".join(json.dumps({"question": r["question"], "answer": r["answer"]}) + "\n" for r in rows)
+        )
         pool_file.write_text("".join(json.dumps(r) + "\n" for r in few_shot_pool(run)))
-        out = simple_evaluate(model="hf", model_args=args, tasks=[task_config(test_file, pool_file)], task_manager=task_manager(),
-                              batch_size=config.eval.batch_size, device="cuda" if torch.cuda.is_available() else "cpu",
-                              use_cache=str(cache), log_samples=True, bootstrap_iters=0)
+        out = simple_evaluate(
+            model="hf",
+            model_args=args,
+            tasks=[task_config(test_file, pool_file)],
+            task_manager=task_manager(),
+            batch_size=config.eval.batch_size,
+            device="cuda" if torch.cuda.is_available() else "cpu",
+            use_cache=str(cache),
+            log_samples=True,
+            bootstrap_iters=0,
+        )
     samples = out["samples"][f"looper_{LM_EVAL_TASK}"]
     by_doc: dict[int, dict[str, dict[str, Any]]] = {}
     for sample in samples:

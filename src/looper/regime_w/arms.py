@@ -29,27 +29,67 @@ class ArmSpec:
 
 
 DEFAULT_ARMS = [
-    ArmSpec("direct", "compute",
-            f"You are a careful math tutor. Solve the problem step by step, computing each quantity directly. {FINAL}", 0.2, 1.0),
-    ArmSpec("equations", "compute",
-            f"You solve math word problems with algebra. Name the unknowns, write the equations, then solve them. {FINAL}", 0.4, 0.95),
-    ArmSpec("bookkeeping", "compute",
-            f"You solve math word problems by bookkeeping: list every quantity in the problem with its value, "
-            f"update the list after each step, then read off the result. {FINAL}", 0.6, 0.95),
-    ArmSpec("estimate-then-exact", "compute",
-            f"First estimate the answer roughly, then compute it exactly step by step and make sure the exact "
-            f"answer is close to the estimate. {FINAL}", 0.8, 0.9),
-    ArmSpec("solve-then-verify", "reflective",
-            f"Solve the problem step by step, then verify the answer by substituting it back into the problem. "
-            f"Fix any mistake you find. {FINAL}", 0.3, 1.0),
-    ArmSpec("alternative-method", "reflective",
-            f"Solve the problem in two different ways and compare the results; if they differ, find the error. {FINAL}", 0.5, 0.95),
-    ArmSpec("units-and-edge-cases", "reflective",
-            f"Solve the problem step by step while tracking the units of every quantity, and check edge cases "
-            f"such as remainders, rounding and what exactly the question asks for. {FINAL}", 0.7, 0.95),
-    ArmSpec("critique-then-answer", "reflective",
-            f"Write a first solution, critique it as a strict teacher would, then write the corrected final "
-            f"solution. {FINAL}", 1.0, 0.9),
+    ArmSpec(
+        "direct",
+        "compute",
+        f"You are a careful math tutor. Solve the problem step by step, computing each quantity directly. {FINAL}",
+        0.2,
+        1.0,
+    ),
+    ArmSpec(
+        "equations",
+        "compute",
+        f"You solve math word problems with algebra. Name the unknowns, write the equations, then solve them. {FINAL}",
+        0.4,
+        0.95,
+    ),
+    ArmSpec(
+        "bookkeeping",
+        "compute",
+        f"You solve math word problems by bookkeeping: list every quantity in the problem with its value, "
+        f"update the list after each step, then read off the result. {FINAL}",
+        0.6,
+        0.95,
+    ),
+    ArmSpec(
+        "estimate-then-exact",
+        "compute",
+        f"First estimate the answer roughly, then compute it exactly step by step and make sure the exact "
+        f"answer is close to the estimate. {FINAL}",
+        0.8,
+        0.9,
+    ),
+    ArmSpec(
+        "solve-then-verify",
+        "reflective",
+        f"Solve the problem step by step, then verify the answer by substituting it back into the problem. "
+        f"Fix any mistake you find. {FINAL}",
+        0.3,
+        1.0,
+    ),
+    ArmSpec(
+        "alternative-method",
+        "reflective",
+        f"Solve the problem in two different ways and compare the results; if they differ, find the error. {FINAL}",
+        0.5,
+        0.95,
+    ),
+    ArmSpec(
+        "units-and-edge-cases",
+        "reflective",
+        f"Solve the problem step by step while tracking the units of every quantity, and check edge cases "
+        f"such as remainders, rounding and what exactly the question asks for. {FINAL}",
+        0.7,
+        0.95,
+    ),
+    ArmSpec(
+        "critique-then-answer",
+        "reflective",
+        f"Write a first solution, critique it as a strict teacher would, then write the corrected final "
+        f"solution. {FINAL}",
+        1.0,
+        0.9,
+    ),
 ]
 
 
@@ -71,15 +111,16 @@ def build_all_arms(config: RegimeWConfig | None = None) -> list[ArmSpec]:
             temperature, or a name in ``regime_w.only_arms`` that no arm has.
     """
     arms = {arm.name: arm for arm in DEFAULT_ARMS}
-    for override in (config.arms if config else []):
+    for override in config.arms if config else []:
         if not override.name:
             raise ConfigError("regime_w.arms: every entry needs a name", fields=("regime_w.arms",))
         arms[override.name] = _apply(arms.get(override.name), override)
     if config and config.only_arms is not None:
         unknown = [n for n in config.only_arms if n not in arms]
         if unknown:
-            raise ConfigError(f"regime_w.only_arms: unknown arm(s) {unknown}; known: {sorted(arms)}",
-                              fields=("regime_w.only_arms",))
+            raise ConfigError(
+                f"regime_w.only_arms: unknown arm(s) {unknown}; known: {sorted(arms)}", fields=("regime_w.only_arms",)
+            )
         return [arms[n] for n in config.only_arms]
     return list(arms.values())
 
@@ -95,9 +136,13 @@ def family_of(arm: str | None, family: str | None, index: int, count: int) -> st
     by_name = {a.name: a.family for a in DEFAULT_ARMS}
     if arm is not None:
         if arm not in by_name:
-            raise ValueError(f"arm_outputs[{index}]: arm {arm!r} is not a default arm ({', '.join(by_name)}); give its family")
+            raise ValueError(
+                f"arm_outputs[{index}]: arm {arm!r} is not a default arm ({', '.join(by_name)}); give its family"
+            )
         return by_name[arm]
     if count == len(DEFAULT_ARMS):
         return DEFAULT_ARMS[index].family
-    raise ValueError(f"arm_outputs[{index}]: no 'family' or 'arm', and {count} outputs are not the eight default arms "
-                     "in order; say each output's family")
+    raise ValueError(
+        f"arm_outputs[{index}]: no 'family' or 'arm', and {count} outputs are not the eight default arms "
+        "in order; say each output's family"
+    )

@@ -11,8 +11,9 @@ from collections.abc import Sequence
 from looper.config import PreferencesConfig
 
 
-def select_pairs(rewards: Sequence[float], correct: Sequence[bool], cfg: PreferencesConfig,
-                 truncated: Sequence[bool] | None = None) -> tuple[list[tuple[int, int]], str]:
+def select_pairs(
+    rewards: Sequence[float], correct: Sequence[bool], cfg: PreferencesConfig, truncated: Sequence[bool] | None = None
+) -> tuple[list[tuple[int, int]], str]:
     """Indices (chosen, rejected) for one question's trajectories, and why none when empty.
 
     A trajectory cut off by the token limit (``truncated``) is never chosen: TRL appends the end-of-sequence

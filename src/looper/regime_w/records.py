@@ -24,8 +24,11 @@ def trajectories_problem(trajectories: Any, scored: bool = False) -> str | None:
         for key in ("arm", "family", "full_text", "text", "reasoning"):
             if t.get(key) is not None and not isinstance(t[key], str):
                 return f"trajectories[{i}].{key}: expected a string, got {json_type(t[key])}"
-        if scored and not (isinstance(t.get("parts"), Mapping) and "correct" in t["parts"]
-                           and isinstance(t.get("reward"), (int, float))):
+        if scored and not (
+            isinstance(t.get("parts"), Mapping)
+            and "correct" in t["parts"]
+            and isinstance(t.get("reward"), (int, float))
+        ):
             return f"trajectories[{i}]: no Regime W scores ('parts', 'reward'); `looper collect-rollouts` writes them"
     try:
         as_arm_outputs(trajectories)
@@ -34,7 +37,9 @@ def trajectories_problem(trajectories: Any, scored: bool = False) -> str | None:
     return None
 
 
-def read_rollouts(path: Path, required: tuple[str, ...] = ("id", "trajectories"), scored: bool = False) -> list[dict[str, Any]]:
+def read_rollouts(
+    path: Path, required: tuple[str, ...] = ("id", "trajectories"), scored: bool = False
+) -> list[dict[str, Any]]:
     """The records of a rollouts JSONL file, each record's trajectories checked by ``trajectories_problem``.
 
     Raises:

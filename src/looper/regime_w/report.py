@@ -59,15 +59,28 @@ def family_auroc(records: list[dict[str, Any]], cfg: RegimeWConfig, family: str 
         s_end.append(scores.s_end)
         s_wm.append(scores.s_wm)
         labels.append(answers_equal(scores.consensus, rec.get("gold")))
-    return {"questions": len(labels), "consensus_correct": sum(labels), "auroc_majority": auroc(s_end, labels),
-            "auroc_s_wm": auroc(s_wm, labels), "s_wm_minus_majority": auroc_difference(s_end, s_wm, labels)}
+    return {
+        "questions": len(labels),
+        "consensus_correct": sum(labels),
+        "auroc_majority": auroc(s_end, labels),
+        "auroc_s_wm": auroc(s_wm, labels),
+        "s_wm_minus_majority": auroc_difference(s_end, s_wm, labels),
+    }
 
 
 def _family_row(fam: dict[str, Any]) -> list[str]:
     a_end, a_wm = fam["auroc_majority"], fam["auroc_s_wm"]
-    better = "n/a" if a_end is None or a_wm is None else ("s_wm" if a_wm > a_end else "majority" if a_end > a_wm else "tie")
-    return [str(fam["questions"]), str(fam["consensus_correct"]), _fmt(a_end), _fmt(a_wm),
-            auroc_difference_cell(fam.get("s_wm_minus_majority")), better]
+    better = (
+        "n/a" if a_end is None or a_wm is None else ("s_wm" if a_wm > a_end else "majority" if a_end > a_wm else "tie")
+    )
+    return [
+        str(fam["questions"]),
+        str(fam["consensus_correct"]),
+        _fmt(a_end),
+        _fmt(a_wm),
+        auroc_difference_cell(fam.get("s_wm_minus_majority")),
+        better,
+    ]
 
 
 def auroc_difference_cell(d: dict[str, Any] | None, missing: str = "n/a") -> str:
@@ -90,8 +103,12 @@ def build_report(records: list[dict[str, Any]], cfg: RegimeWConfig, config: RunC
             pairs_by_variant[name] = []
             for rec in records:
                 scores, rewards = trajectory_rewards(as_arm_outputs(rec["trajectories"]), rec.get("gold"), variant)
-                chosen = select_pairs([r.reward for r in rewards], [r.correct == 1.0 for r in rewards], prefs,
-                                      [r.truncated for r in rewards])[0]
+                chosen = select_pairs(
+                    [r.reward for r in rewards],
+                    [r.correct == 1.0 for r in rewards],
+                    prefs,
+                    [r.truncated for r in rewards],
+                )[0]
                 pairs_by_variant[name].append(chosen[0] if chosen else None)
                 if name != "full":
                     continue
@@ -110,21 +127,52 @@ def build_report(records: list[dict[str, Any]], cfg: RegimeWConfig, config: RunC
             pairs_by_variant.pop(name, None)
             print(f"regime-w report: ablation {name!r} skipped: {err}")
     mean = lambda xs: sum(xs) / len(xs) if xs else 0.0  # noqa: E731
-    out = [f"# Regime W report\n\n{len(records)} questions, {sum(len(r['trajectories']) for r in records)} trajectories.\n",
-           "## Per arm\n", "```", text_table(
-               [[arm, f"{mean(s['correct']):.3f}", f"{mean(s['agree']):.3f}", f"{mean(s['tokens']):.0f}",
-                 f"{mean(s['truncated']):.3f}", f"{mean(s['missing']):.3f}"] for arm, s in per_arm.items()],
-               ["arm", "accuracy", "agrees w/ consensus", "mean tokens", "truncated", "no answer"]), "```\n",
-           f"## Scores as predictors of a correct consensus answer\n\nConsensus correct on "
-           f"{sum(consensus_correct)}/{len(consensus_correct)} questions. AUROC (0.5 = no signal):\n", "```",
-           text_table([[k, _fmt(auroc(v, consensus_correct)), f"{mean(v):.3f}"] for k, v in score_rows.items()],
-                        ["score", "AUROC", "mean"]), "```",
-           "s_end alone is plain majority agreement; s_wm is the combined score.\n",
-           "Per arm family (consensus over that family's trajectories only):\n", "```",
-           text_table([[name, *_family_row(family_auroc(records, cfg, fam))] for name, fam in FAMILIES.items()],
-                      ["arms", "questions", "consensus correct", "AUROC majority (s_end)", "AUROC s_wm",
-                       "s_wm - majority [95% CI], p (DeLong)", "better"]), "```\n",
-           "## Ablations: how the best-vs-worst pairs change\n", "```"]
+    out = [
+        f"# Regime W report\n\n{len(records)} questions, {sum(len(r['trajectories']) for r in records)} trajectories.\n",
+        "## Per arm\n",
+        "```",
+        text_table(
+            [
+                [
+                    arm,
+                    f"{mean(s['correct']):.3f}",
+                    f"{mean(s['agree']):.3f}",
+                    f"{mean(s['tokens']):.0f}",
+                    f"{mean(s['truncated']):.3f}",
+                    f"{mean(s['missing']):.3f}",
+                ]
+                for arm, s in per_arm.items()
+            ],
+            ["arm", "accuracy", "agrees w/ consensus", "mean tokens", "truncated", "no answer"],
+        ),
+        "```\n",
+        f"## Scores as predictors of a correct consensus answer\n\nConsensus correct on "
+        f"{sum(consensus_correct)}/{len(consensus_correct)} questions. AUROC (0.5 = no signal):\n",
+        "```",
+        text_table(
+            [[k, _fmt(auroc(v, consensus_correct)), f"{mean(v):.3f}"] for k, v in score_rows.items()],
+            ["score", "AUROC", "mean"],
+        ),
+        "```",
+        "s_end alone is plain majority agreement; s_wm is the combined score.\n",
+        "Per arm family (consensus over that family's trajectories only):\n",
+        "```",
+        text_table(
+            [[name, *_family_row(family_auroc(records, cfg, fam))] for name, fam in FAMILIES.items()],
+            [
+                "arms",
+                "questions",
+                "consensus correct",
+                "AUROC majority (s_end)",
+                "AUROC s_wm",
+                "s_wm - majority [95% CI], p (DeLong)",
+                "better",
+            ],
+        ),
+        "```\n",
+        "## Ablations: how the best-vs-worst pairs change\n",
+        "```",
+    ]
     full = pairs_by_variant.get("full", [])
     rows = []
     for name, pairs in pairs_by_variant.items():
@@ -135,7 +183,12 @@ def build_report(records: list[dict[str, Any]], cfg: RegimeWConfig, config: RunC
             if p is not None:
                 clean += flags[p[0]] and not flags[p[1]]
         rows.append([name, str(kept), str(changed), f"{clean / kept:.3f}" if kept else "n/a"])
-    out += [text_table(rows, ["variant", "questions with a pair", "pairs changed vs full", "chosen correct & rejected wrong"]), "```\n"]
+    out += [
+        text_table(
+            rows, ["variant", "questions with a pair", "pairs changed vs full", "chosen correct & rejected wrong"]
+        ),
+        "```\n",
+    ]
     return "\n".join(out)
 
 

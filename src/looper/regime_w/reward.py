@@ -77,14 +77,21 @@ def check_reward_config(cfg: RegimeWConfig) -> None:
             "regime_w: correct_reward must exceed consensus_weight + length_penalty + truncation_penalty, "
             f"else an incorrect trajectory can outrank a correct one ({cfg.correct_reward} <= "
             f"{cfg.consensus_weight} + {cfg.length_penalty} + {cfg.truncation_penalty})",
-            fields=tuple(f"regime_w.{k}" for k in ("correct_reward", "consensus_weight", "length_penalty",
-                                                   "truncation_penalty")))
+            fields=tuple(
+                f"regime_w.{k}" for k in ("correct_reward", "consensus_weight", "length_penalty", "truncation_penalty")
+            ),
+        )
     if cfg.length_cap_tokens <= cfg.length_free_tokens:
-        raise ConfigError("regime_w: length_cap_tokens must be larger than length_free_tokens",
-                          fields=("regime_w.length_cap_tokens", "regime_w.length_free_tokens"))
+        raise ConfigError(
+            "regime_w: length_cap_tokens must be larger than length_free_tokens",
+            fields=("regime_w.length_cap_tokens", "regime_w.length_free_tokens"),
+        )
     if min(cfg.w_end, cfg.w_path, cfg.w_cf) < 0 or cfg.w_end + cfg.w_path + cfg.w_cf <= 0:
-        raise ConfigError(f"regime_w: w_end, w_path and w_cf must be >= 0 with a positive sum, got {cfg.w_end}, "
-                          f"{cfg.w_path}, {cfg.w_cf}", fields=("regime_w.w_end", "regime_w.w_path", "regime_w.w_cf"))
+        raise ConfigError(
+            f"regime_w: w_end, w_path and w_cf must be >= 0 with a positive sum, got {cfg.w_end}, "
+            f"{cfg.w_path}, {cfg.w_cf}",
+            fields=("regime_w.w_end", "regime_w.w_path", "regime_w.w_cf"),
+        )
 
 
 def length_penalty(num_tokens: int, cfg: RegimeWConfig) -> float:
@@ -104,7 +111,9 @@ def score_question(outputs: Sequence[ArmOutput], cfg: RegimeWConfig) -> Question
     return QuestionScores(consensus_answer(answers, [o.family for o in outputs]), s_end, s_path, s_cf, s_wm)
 
 
-def trajectory_rewards(outputs: Sequence[ArmOutput], gold: str | None, cfg: RegimeWConfig) -> tuple[QuestionScores, list[TrajectoryReward]]:
+def trajectory_rewards(
+    outputs: Sequence[ArmOutput], gold: str | None, cfg: RegimeWConfig
+) -> tuple[QuestionScores, list[TrajectoryReward]]:
     """Per-trajectory rewards with their parts, plus the question's scores. Deterministic."""
     check_reward_config(cfg)
     outputs = as_arm_outputs(outputs)
@@ -121,14 +130,23 @@ def trajectory_rewards(outputs: Sequence[ArmOutput], gold: str | None, cfg: Regi
             correct = scores.s_wm if agree else 0.0
         missing = o.answer is None
         lp = length_penalty(o.num_tokens, cfg)
-        reward = (cfg.correct_reward * correct + cfg.consensus_weight * scores.s_wm * agree - lp
-                  - cfg.missing_penalty * missing - cfg.truncation_penalty * o.truncated)
+        reward = (
+            cfg.correct_reward * correct
+            + cfg.consensus_weight * scores.s_wm * agree
+            - lp
+            - cfg.missing_penalty * missing
+            - cfg.truncation_penalty * o.truncated
+        )
         rewards.append(TrajectoryReward(round(reward, 6), correct, agree, round(lp, 6), missing, o.truncated, o.answer))
     return scores, rewards
 
 
-def compute_reward(question: str, arm_outputs: Sequence[ArmOutput] | Sequence[Mapping[str, Any]], gold_answer: str | None,
-                   cfg: RegimeWConfig | None = None) -> float:
+def compute_reward(
+    question: str,
+    arm_outputs: Sequence[ArmOutput] | Sequence[Mapping[str, Any]],
+    gold_answer: str | None,
+    cfg: RegimeWConfig | None = None,
+) -> float:
     """The plan's question-level reward (docs/plan.md §3): the mean of the question's trajectory rewards. ``arm_outputs`` is
     looper's ArmOutputs or the plan's list of dicts (``as_arm_outputs``)."""
     del question  # the reward depends on the outputs and gold only; kept for the plan's signature

@@ -68,8 +68,16 @@ def as_arm_outputs(arm_outputs: Sequence[Any]) -> list[ArmOutput]:
                 raise ValueError(f"arm_outputs[{i}]: needs 'full_text', or 'reasoning' and/or 'answer'")
             text = (o.get("reasoning") or "").strip() + (f"\n#### {o['answer']}" if o.get("answer") is not None else "")
         family = family_of(o.get("arm"), o.get("family"), i, len(arm_outputs))
-        outs.append(ArmOutput(o.get("arm") or f"arm{i}", family, text, int(o.get("num_tokens") or 0), bool(o.get("truncated")),
-                              bool(o.get("thought_open"))))
+        outs.append(
+            ArmOutput(
+                o.get("arm") or f"arm{i}",
+                family,
+                text,
+                int(o.get("num_tokens") or 0),
+                bool(o.get("truncated")),
+                bool(o.get("thought_open")),
+            )
+        )
     return outs
 
 
@@ -152,8 +160,10 @@ def s_path_for_question(reasonings: Sequence[str], quantities: Sequence[frozense
 def s_cf_for_question(arm_outputs: Sequence[HasFamilyAndAnswer] | Sequence[Mapping[str, Any]]) -> float:
     """Share of (compute, reflective) pairs whose answers agree: does the answer survive a change of regime?
     Takes looper's outputs or the plan's list of dicts (docs/plan.md §3; ``as_arm_outputs``)."""
-    pairs = [(o.family, extract_answer(o.text, thought_open=o.thought_open) if isinstance(raw, Mapping) else o.answer)
-             for raw, o in zip(arm_outputs, as_arm_outputs(arm_outputs))]
+    pairs = [
+        (o.family, extract_answer(o.text, thought_open=o.thought_open) if isinstance(raw, Mapping) else o.answer)
+        for raw, o in zip(arm_outputs, as_arm_outputs(arm_outputs))
+    ]
     compute = [a for f, a in pairs if f == "compute"]
     reflective = [a for f, a in pairs if f == "reflective"]
     if not compute or not reflective:
@@ -162,8 +172,9 @@ def s_cf_for_question(arm_outputs: Sequence[HasFamilyAndAnswer] | Sequence[Mappi
     return agree / (len(compute) * len(reflective))
 
 
-def s_wm_for_question(s_end: float, s_path: float, s_cf: float, w_end: float = 0.4, w_path: float = 0.2,
-                      w_cf: float = 0.4) -> float:
+def s_wm_for_question(
+    s_end: float, s_path: float, s_cf: float, w_end: float = 0.4, w_path: float = 0.2, w_cf: float = 0.4
+) -> float:
     """Weighted mean of the three agreement scores (weights need not sum to 1; they are normalised)."""
     total = w_end + w_path + w_cf
     if total <= 0 or min(w_end, w_path, w_cf) < 0:

@@ -75,13 +75,17 @@ def visiting_order(record: dict[str, Any], config: RunConfig) -> list[int]:
 def main(config: RunConfig, run: RunDir | None = None) -> None:
     run = run or RunDir.of(config)
     if config.preferences.label_free and config.preferences.require_correct_chosen:
-        raise ConfigValueError("preferences.require_correct_chosen needs gold answers; with preferences.label_free a "
-                               "trajectory is 'correct' when it agrees with the consensus (set one of them to false)",
-                               fields=("preferences.require_correct_chosen", "preferences.label_free"))
+        raise ConfigValueError(
+            "preferences.require_correct_chosen needs gold answers; with preferences.label_free a "
+            "trajectory is 'correct' when it agrees with the consensus (set one of them to false)",
+            fields=("preferences.require_correct_chosen", "preferences.label_free"),
+        )
     if config.preferences.label_free and config.preferences.correctness_only:
-        raise ConfigValueError("preferences.correctness_only ranks by gold correctness and preferences.label_free ranks "
-                               "without gold: set one of them to false",
-                               fields=("preferences.correctness_only", "preferences.label_free"))
+        raise ConfigValueError(
+            "preferences.correctness_only ranks by gold correctness and preferences.label_free ranks "
+            "without gold: set one of them to false",
+            fields=("preferences.correctness_only", "preferences.label_free"),
+        )
     stage = Stage(config, STAGE, run, output=run.preferences)
     if stage.done():
         return
@@ -89,7 +93,9 @@ def main(config: RunConfig, run: RunDir | None = None) -> None:
     marker = stage_marker(run, "collect-rollouts")
     records = read_rollouts(run.rollouts, required=("id", "question", "gold", "trajectories"), scored=True)
     if marker is None:
-        print(f"build-preferences: note: {run.rollouts} is from an unfinished collect-rollouts run ({len(records)} questions)")
+        print(
+            f"build-preferences: note: {run.rollouts} is from an unfinished collect-rollouts run ({len(records)} questions)"
+        )
     build_all_arms(config.regime_w)  # validates the config's arm changes before any work
     fmt = config.model.prompt_format
     pairs, reasons = [], Counter()
@@ -97,8 +103,12 @@ def main(config: RunConfig, run: RunDir | None = None) -> None:
         trajs = rec["trajectories"]
         rewards, correct = ranking(rec, config)
         order = visiting_order(rec, config)
-        picked, why = select_pairs([rewards[i] for i in order], [correct[i] for i in order], config.preferences,
-                                   [trajs[i]["truncated"] for i in order])
+        picked, why = select_pairs(
+            [rewards[i] for i in order],
+            [correct[i] for i in order],
+            config.preferences,
+            [trajs[i]["truncated"] for i in order],
+        )
         chosen_rejected = [(order[c], order[r]) for c, r in picked]
         if not chosen_rejected:
             reasons[why] += 1
@@ -107,27 +117,40 @@ def main(config: RunConfig, run: RunDir | None = None) -> None:
             # DPO trains the policy on the plan's SFT prompt (docs/plan.md §2, §5): the chosen arm's system prompt would make
             # chosen and rejected come from different prompts, so both use the SFT system prompt.
             prompt = question_prompt(rec["question"], config.model.system_prompt, fmt)
-            pairs.append({
-                "prompt": prompt, "chosen": preference_completion(chosen["text"], fmt),
-                "rejected": preference_completion(rejected["text"], fmt),
-                "question": rec["question"], "better": chosen["text"], "worse": rejected["text"],
-                "id": rec["id"], "gold": rec["gold"],
-                "chosen_arm": chosen["arm"], "rejected_arm": rejected["arm"],
-                "chosen_reward": rewards[ci], "rejected_reward": rewards[ri],
-                "chosen_correct": chosen["parts"]["correct"], "rejected_correct": rejected["parts"]["correct"],
-            })
+            pairs.append(
+                {
+                    "prompt": prompt,
+                    "chosen": preference_completion(chosen["text"], fmt),
+                    "rejected": preference_completion(rejected["text"], fmt),
+                    "question": rec["question"],
+                    "better": chosen["text"],
+                    "worse": rejected["text"],
+                    "id": rec["id"],
+                    "gold": rec["gold"],
+                    "chosen_arm": chosen["arm"],
+                    "rejected_arm": rejected["arm"],
+                    "chosen_reward": rewards[ci],
+                    "rejected_reward": rewards[ri],
+                    "chosen_correct": chosen["parts"]["correct"],
+                    "rejected_correct": rejected["parts"]["correct"],
+                }
+            )
     if not pairs:
-        hint = ("raise rollouts.max_new_tokens (a truncated trajectory is never chosen)"
-                if set(reasons) <= {"every trajectory truncated", "no untruncated trajectory ranks above another"}
-                else "lower preferences.min_margin or collect more rollouts")
+        hint = (
+            "raise rollouts.max_new_tokens (a truncated trajectory is never chosen)"
+            if set(reasons) <= {"every trajectory truncated", "no untruncated trajectory ranks above another"}
+            else "lower preferences.min_margin or collect more rollouts"
+        )
         raise InputError(f"no preference pairs from {len(records)} questions ({dict(reasons)}); {hint}")
     run = stage.start()
     atomic_write_jsonl(run.preferences, pairs)
     n_q = len({p["id"] for p in pairs})
     stage.finish(pairs=len(pairs), questions=n_q)
     clean = sum(p["chosen_correct"] == 1.0 and p["rejected_correct"] != 1.0 for p in pairs)
-    print(f"build-preferences: {len(pairs)} pairs from {n_q} of {len(records)} questions -> {run.preferences}; "
-          f"by gold, chosen correct and rejected wrong in {clean} ({clean / len(pairs):.0%})")
+    print(
+        f"build-preferences: {len(pairs)} pairs from {n_q} of {len(records)} questions -> {run.preferences}; "
+        f"by gold, chosen correct and rejected wrong in {clean} ({clean / len(pairs):.0%})"
+    )
     for why, count in reasons.most_common():
         print(f"  no pair for {count} questions: {why}")
 

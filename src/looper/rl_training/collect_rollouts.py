@@ -66,26 +66,58 @@ def round_questions(questions: list[dict[str, Any]], num_questions: int | None, 
     return (questions[start:] + questions[:start])[:num_questions]
 
 
-def build_record(question: dict[str, Any], results: list[GenResult], config: RunConfig,
-                 model_name: str, adapter: str | None, thought_open: bool = False) -> dict[str, Any]:
+def build_record(
+    question: dict[str, Any],
+    results: list[GenResult],
+    config: RunConfig,
+    model_name: str,
+    adapter: str | None,
+    thought_open: bool = False,
+) -> dict[str, Any]:
     """One question's record: every trajectory (a result keyed by (arm, sample, seed)) with its reward parts, and
     the question's scores. ``thought_open``: the prompts left a thought open (R1's template)."""
-    outputs = [ArmOutput(res.key[0].name, res.key[0].family, res.text, res.num_tokens, res.truncated, thought_open)
-               for res in results]
+    outputs = [
+        ArmOutput(res.key[0].name, res.key[0].family, res.text, res.num_tokens, res.truncated, thought_open)
+        for res in results
+    ]
     scores, rewards = trajectory_rewards(outputs, question["gold"], config.regime_w)
     trajectories = []
     for res, reward in zip(results, rewards):
         arm, sample, seed = res.key
-        trajectories.append({
-            "arm": arm.name, "family": arm.family, "sample": sample, "temperature": arm.temperature, "top_p": arm.top_p,
-            "seed": seed, "text": res.text, "reasoning": res.text.rsplit("####", 1)[0].strip(), "answer": reward.answer,
-            "num_tokens": res.num_tokens, "truncated": res.truncated, "thought_open": thought_open,
-            "reward": reward.reward, "parts": reward.parts(),
-        })
-    return {"id": question["id"], "question": question["question"], "gold": question["gold"],
-            "scores": {"consensus": scores.consensus, "s_end": scores.s_end, "s_path": scores.s_path,
-                       "s_cf": scores.s_cf, "s_wm": scores.s_wm},
-            "trajectories": trajectories, "model": model_name, "adapter": adapter, "seed": config.seed}
+        trajectories.append(
+            {
+                "arm": arm.name,
+                "family": arm.family,
+                "sample": sample,
+                "temperature": arm.temperature,
+                "top_p": arm.top_p,
+                "seed": seed,
+                "text": res.text,
+                "reasoning": res.text.rsplit("####", 1)[0].strip(),
+                "answer": reward.answer,
+                "num_tokens": res.num_tokens,
+                "truncated": res.truncated,
+                "thought_open": thought_open,
+                "reward": reward.reward,
+                "parts": reward.parts(),
+            }
+        )
+    return {
+        "id": question["id"],
+        "question": question["question"],
+        "gold": question["gold"],
+        "scores": {
+            "consensus": scores.consensus,
+            "s_end": scores.s_end,
+            "s_path": scores.s_path,
+            "s_cf": scores.s_cf,
+            "s_wm": scores.s_wm,
+        },
+        "trajectories": trajectories,
+        "model": model_name,
+        "adapter": adapter,
+        "seed": config.seed,
+    }
 
 
 def main(config: RunConfig, run: RunDir | None = None, round_: int = 1) -> RunDir:
@@ -102,8 +134,12 @@ def main(config: RunConfig, run: RunDir | None = None, round_: int = 1) -> RunDi
     meta_path = record_path(run.rollouts)
     existing = [run.rollouts, *run.rollouts.parent.glob(f"{run.rollouts.stem}.shard*")]
     if any(p.exists() for p in existing):  # a partial collection resumes only under the settings that began it
-        made_with(run.rollouts, read_record(meta_path), stage.settings,
-                  f"delete it, its shards and {meta_path.name} to start over")
+        made_with(
+            run.rollouts,
+            read_record(meta_path),
+            stage.settings,
+            f"delete it, its shards and {meta_path.name} to start over",
+        )
     engine = resolve_engine(config.rollouts.engine, "rollouts.engine")
     _, adapter = stage_weights(config, run, "sft")  # a round's starting adapter in rounds > 1; checked before any write
     shards = Shards()  # one process per GPU under accelerate launch / torchrun; else a single shard
@@ -133,11 +169,21 @@ def main(config: RunConfig, run: RunDir | None = None, round_: int = 1) -> RunDi
     def record_of(q: dict[str, Any], results: list[GenResult]) -> dict[str, Any]:
         return build_record(q, results, config, config.model.name_or_path, adapter_name, thought_open)
 
-    with LazyEngine(lambda: open_engine(config, run, "sft", engine, "rollouts", config.rollouts.max_new_tokens,
-                                        tokenizer)) as lazy:
-        tally = generate_records(lazy, shards.path(run.rollouts), shards.mine(questions), requests_of, record_of,
-                                 config.rollouts.max_new_tokens, f"rollouts{'' if shards.world == 1 else f' [{shards.rank}]'}")
-    per_process = shards.gather({**tally, "seconds": round(tally["seconds"], 2), "peak_gpu_memory_gib": peak_gpu_memory_gib()})
+    with LazyEngine(
+        lambda: open_engine(config, run, "sft", engine, "rollouts", config.rollouts.max_new_tokens, tokenizer)
+    ) as lazy:
+        tally = generate_records(
+            lazy,
+            shards.path(run.rollouts),
+            shards.mine(questions),
+            requests_of,
+            record_of,
+            config.rollouts.max_new_tokens,
+            f"rollouts{'' if shards.world == 1 else f' [{shards.rank}]'}",
+        )
+    per_process = shards.gather(
+        {**tally, "seconds": round(tally["seconds"], 2), "peak_gpu_memory_gib": peak_gpu_memory_gib()}
+    )
     if not shards.is_main:
         return run
     records = shards.merge(run.rollouts, [q["id"] for q in questions])  # in question order; refuses a duplicate id
@@ -146,9 +192,11 @@ def main(config: RunConfig, run: RunDir | None = None, round_: int = 1) -> RunDi
     acc = sum(t["parts"]["correct"] == 1.0 for r in records for t in r["trajectories"])
     cut = sum(t["truncated"] for r in records for t in r["trajectories"])
     total = sum(len(r["trajectories"]) for r in records)
-    print(f"collect-rollouts{f' (round {round_})' if round_ > 1 else ''}: {len(records)} questions x {total // max(1, len(records))} trajectories, "
-          f"{acc / max(1, total):.1%} correct, {cut / max(1, total):.1%} truncated at {config.rollouts.max_new_tokens} tokens, "
-          f"{speed['tokens_per_s']:,.0f} tokens/s over {shards.world} process(es) -> {run.rollouts}")
+    print(
+        f"collect-rollouts{f' (round {round_})' if round_ > 1 else ''}: {len(records)} questions x {total // max(1, len(records))} trajectories, "
+        f"{acc / max(1, total):.1%} correct, {cut / max(1, total):.1%} truncated at {config.rollouts.max_new_tokens} tokens, "
+        f"{speed['tokens_per_s']:,.0f} tokens/s over {shards.world} process(es) -> {run.rollouts}"
+    )
     return run
 
 

@@ -21,7 +21,9 @@ from looper.rl_training import train_rl
 
 def main(config: RunConfig):
     if config.rl.algorithm != "rloo":
-        print(f"train-ppo: running RLOO (TRL's PPO-clipped on-policy trainer) instead of rl.algorithm={config.rl.algorithm}")
+        print(
+            f"train-ppo: running RLOO (TRL's PPO-clipped on-policy trainer) instead of rl.algorithm={config.rl.algorithm}"
+        )
     return train_rl.main(dataclasses.replace(config, rl=dataclasses.replace(config.rl, algorithm="rloo")))
 
 

@@ -87,7 +87,9 @@ def load_reference(config: RunConfig, run: RunDir) -> Any:
     """The plan's two-model layout (docs/plan.md §6): a second, frozen copy of base + SFT, the adapter merged in (TRL
     patches its fused log-prob head onto a plain model, not a PEFT wrapper)."""
     model = load_stage_model(config, run, "sft", for_training=True)  # the trainer's accelerator places it too
-    return model.merge_and_unload() if hasattr(model, "merge_and_unload") else model  # a full SFT checkpoint has no adapter
+    return (
+        model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
+    )  # a full SFT checkpoint has no adapter
 
 
 # ----------------------------------------------------------------------------- DPO
@@ -103,8 +105,12 @@ def dpo_dataset(config: RunConfig, run: RunDir) -> Any:
     # Message form would pass the answers back through the chat template, and a reasoning model's template (DeepSeek-R1)
     # keeps only what follows </think> of an assistant message: DPO would compare two bare answers.
     tokenizer = load_tokenizer(config.model)
-    return Dataset.from_list([{"prompt": render_messages(tokenizer, r["prompt"]), "chosen": r["better"], "rejected": r["worse"]}
-                              for r in rows])
+    return Dataset.from_list(
+        [
+            {"prompt": render_messages(tokenizer, r["prompt"]), "chosen": r["better"], "rejected": r["worse"]}
+            for r in rows
+        ]
+    )
 
 
 def prepare_dpo(config: RunConfig, run: RunDir) -> tuple[type, dict[str, Any]]:
@@ -118,7 +124,13 @@ def prepare_dpo(config: RunConfig, run: RunDir) -> tuple[type, dict[str, Any]]:
         check_lengths(dataset, tokenizer, args.max_length, "rl.dpo", completions=("chosen", "rejected"))
     policy = load_policy(config, run)
     ref = load_reference(config, run) if config.rl.reference == "two_models" else None
-    return DPOTrainer, {"model": policy, "ref_model": ref, "args": args, "train_dataset": dataset, "processing_class": tokenizer}
+    return DPOTrainer, {
+        "model": policy,
+        "ref_model": ref,
+        "args": args,
+        "train_dataset": dataset,
+        "processing_class": tokenizer,
+    }
 
 
 # ----------------------------------------------------------------------------- RFT
@@ -128,23 +140,30 @@ def rft_dataset(config: RunConfig, run: RunDir) -> Any:
     """Prompt-completion examples from the rollouts' correct trajectories, training questions only."""
     from datasets import Dataset
 
-    records = read_jsonl(require_input(run.rollouts, "collect-rollouts"), required=("id", "question", "gold", "trajectories"))
+    records = read_jsonl(
+        require_input(run.rollouts, "collect-rollouts"), required=("id", "question", "gold", "trajectories")
+    )
     train_ids = {r["id"] for r in read_jsonl(require_input(run.train, "prepare-data"), required=("id",))}
     foreign = [r["id"] for r in records if r["id"] not in train_ids]
     if foreign:
-        raise InputError(f"{run.rollouts}: {len(foreign)} questions are not in the train split {run.train} (e.g. "
-                         f"{foreign[0]!r}); rejection-sampling data is built from training questions only")
+        raise InputError(
+            f"{run.rollouts}: {len(foreign)} questions are not in the train split {run.train} (e.g. "
+            f"{foreign[0]!r}); rejection-sampling data is built from training questions only"
+        )
     tokenizer = load_tokenizer(config.model)
     examples, questions = [], 0
     for rec in records:
         best_first = sorted(rec["trajectories"], key=lambda t: -t["reward"])  # stable: ties keep arm order
-        kept = correct_texts([(t["text"], t["parts"]["correct"] == 1.0, t["truncated"]) for t in best_first],
-                             config.rl.rft_per_question)
+        kept = correct_texts(
+            [(t["text"], t["parts"]["correct"] == 1.0, t["truncated"]) for t in best_first], config.rl.rft_per_question
+        )
         examples += [{**generated_example(tokenizer, config, rec["question"], text), "id": rec["id"]} for text in kept]
         questions += bool(kept)
     if not examples:
-        raise InputError(f"{run.rollouts}: no correct, untruncated trajectory in {len(records)} questions; "
-                         "sample more (rollouts.samples_per_arm, rollouts.num_questions) or use rl.algorithm=dpo")
+        raise InputError(
+            f"{run.rollouts}: no correct, untruncated trajectory in {len(records)} questions; "
+            "sample more (rollouts.samples_per_arm, rollouts.num_questions) or use rl.algorithm=dpo"
+        )
     print(f"train-rl (rft): {len(examples)} correct trajectories from {questions} of {len(records)} questions")
     return Dataset.from_list(examples)
 
@@ -158,7 +177,12 @@ def prepare_rft(config: RunConfig, run: RunDir) -> tuple[type, dict[str, Any]]:
     tokenizer = load_tokenizer(config.model)
     if is_main_process():
         check_lengths(dataset, tokenizer, args.max_length, "rl.rft")
-    return SFTTrainer, {"model": load_policy(config, run), "args": args, "train_dataset": dataset, "processing_class": tokenizer}
+    return SFTTrainer, {
+        "model": load_policy(config, run),
+        "args": args,
+        "train_dataset": dataset,
+        "processing_class": tokenizer,
+    }
 
 
 # ----------------------------------------------------------------------------- GRPO / RLOO
@@ -177,12 +201,29 @@ def online_dataset(config: RunConfig, run: RunDir, tokenizer: Any) -> tuple[Any,
     random.Random(config.seed).shuffle(questions)  # TRL's own shuffling is off so that arms stay together
     fmt = config.model.prompt_format
     if not config.rl.mix_arms:
-        rows = [{"prompt": render_prompt(tokenizer, q["question"], config.model.system_prompt, fmt), "id": q["id"], "gold": q["gold"],
-                 "arm": "sft", "family": "compute"} for q in questions]
+        rows = [
+            {
+                "prompt": render_prompt(tokenizer, q["question"], config.model.system_prompt, fmt),
+                "id": q["id"],
+                "gold": q["gold"],
+                "arm": "sft",
+                "family": "compute",
+            }
+            for q in questions
+        ]
         return Dataset.from_list(rows), 1
     arms = build_all_arms(config.regime_w)
-    rows = [{"prompt": render_prompt(tokenizer, q["question"], arm.system_prompt, fmt), "id": q["id"], "gold": q["gold"],
-             "arm": arm.name, "family": arm.family} for q in questions for arm in arms]
+    rows = [
+        {
+            "prompt": render_prompt(tokenizer, q["question"], arm.system_prompt, fmt),
+            "id": q["id"],
+            "gold": q["gold"],
+            "arm": arm.name,
+            "family": arm.family,
+        }
+        for q in questions
+        for arm in arms
+    ]
     return Dataset.from_list(rows), len(arms)
 
 
@@ -205,8 +246,14 @@ class RegimeWRewards:
 
     PARTS = ("correct", "consensus", "length", "missing", "truncated")
 
-    def __init__(self, config: RunConfig, max_completion_length: int, end_ids: list[int], thought_open: bool = False,
-                 tokenizer: Any = None):
+    def __init__(
+        self,
+        config: RunConfig,
+        max_completion_length: int,
+        end_ids: list[int],
+        thought_open: bool = False,
+        tokenizer: Any = None,
+    ):
         cfg = config.regime_w
         self.tokenizer = tokenizer
         self.thought_open = thought_open  # the prompts left a thought open: a completion must close it to answer
@@ -218,11 +265,24 @@ class RegimeWRewards:
         self.penalize_truncation = config.rl.truncation == "penalize"
         self._key: Any = None
         self._parts: dict[str, list[float]] = {}
-        self.weights = [cfg.correct_reward, cfg.consensus_weight, -1.0, -cfg.missing_penalty,
-                        -cfg.truncation_penalty if self.penalize_truncation else 0.0]
+        self.weights = [
+            cfg.correct_reward,
+            cfg.consensus_weight,
+            -1.0,
+            -cfg.missing_penalty,
+            -cfg.truncation_penalty if self.penalize_truncation else 0.0,
+        ]
 
-    def _compute(self, prompts: list[Any] | None, completions: list[Any], completion_ids: list[list[int]] | None,
-                 id: list[str], gold: list[str], arm: list[str], family: list[str]) -> None:
+    def _compute(
+        self,
+        prompts: list[Any] | None,
+        completions: list[Any],
+        completion_ids: list[list[int]] | None,
+        id: list[str],
+        gold: list[str],
+        arm: list[str],
+        family: list[str],
+    ) -> None:
         key = (tuple(map(str, completions)), tuple(id))
         if key == self._key:
             return
@@ -237,8 +297,9 @@ class RegimeWRewards:
                 # engines cut theirs (make_result), so the reward reads what eval scores
                 prompt = _completion_text(prompts[i]) if prompts is not None else ""
                 if self.tokenizer is not None and completion_ids is not None:
-                    result = make_result(id[i], list(completion_ids[i]), sorted(self.end_ids), self.max_len,
-                                         self.tokenizer, prompt)
+                    result = make_result(
+                        id[i], list(completion_ids[i]), sorted(self.end_ids), self.max_len, self.tokenizer, prompt
+                    )
                     text, num_tokens, truncated = result.text, result.num_tokens, result.truncated
                 else:  # TRL's own text (every special token dropped)
                     ids = completion_ids[i] if completion_ids is not None else []
@@ -277,28 +338,43 @@ def prepare_online(config: RunConfig, run: RunDir) -> tuple[type, dict[str, Any]
     tokenizer = load_tokenizer(config.model, padding_side="left")
     dataset, per_question = online_dataset(config, run, tokenizer)
     end_ids = checkpoint_end_ids(resolve_model_path(config.model.name_or_path), tokenizer, config.model.revision)
-    rewards = RegimeWRewards(config, probe.max_completion_length, end_ids,
-                             template_opens_thought(tokenizer, config.model.prompt_format), tokenizer)
+    rewards = RegimeWRewards(
+        config,
+        probe.max_completion_length,
+        end_ids,
+        template_opens_thought(tokenizer, config.model.prompt_format),
+        tokenizer,
+    )
     # set over the user's rl.<algorithm> section (docs/guide.md's Configuration, the help of rl.grpo / rl.rloo); a user value
     # these would drop is refused at the config check (trainers._check_online_forced). shuffle_dataset: the rows are
     # already shuffled by question with the seed (online_dataset), and TRL's shuffle would split a question's arms
-    forced: dict[str, Any] = {"reward_weights": rewards.weights, "shuffle_dataset": False,
-                              "mask_truncated_completions": config.rl.truncation == "mask"}
+    forced: dict[str, Any] = {
+        "reward_weights": rewards.weights,
+        "shuffle_dataset": False,
+        "mask_truncated_completions": config.rl.truncation == "mask",
+    }
     if config.rl.mix_arms:
         # a generation batch holds whole questions: every arm of each, num_generations completions per arm
         # (one question unless rl.<algorithm>.generation_batch_size asks for a multiple of that)
         group = probe.num_generations * per_question
         asked = getattr(config.rl, kind).get("generation_batch_size")
         if asked is not None and asked % group:
-            raise ConfigValueError(f"rl.{kind}.generation_batch_size={asked}: with rl.mix_arms it must be a multiple of "
-                                   f"num_generations x arms = {group}, so that every question's group is generated together",
-                                   fields=(f"rl.{kind}.generation_batch_size", f"rl.{kind}.num_generations", "rl.mix_arms"))
+            raise ConfigValueError(
+                f"rl.{kind}.generation_batch_size={asked}: with rl.mix_arms it must be a multiple of "
+                f"num_generations x arms = {group}, so that every question's group is generated together",
+                fields=(f"rl.{kind}.generation_batch_size", f"rl.{kind}.num_generations", "rl.mix_arms"),
+            )
         forced["generation_batch_size"] = asked or group
         forced["steps_per_generation"] = None  # TRL derives it from generation_batch_size (it refuses both set)
     args = make_trl_config(kind, config, run.work_dir(STAGE), **forced)
     policy = load_policy(config, run)
     return (GRPOTrainer if kind == "grpo" else RLOOTrainer), {
-        "model": policy, "reward_funcs": rewards.functions(), "args": args, "train_dataset": dataset, "processing_class": tokenizer}
+        "model": policy,
+        "reward_funcs": rewards.functions(),
+        "args": args,
+        "train_dataset": dataset,
+        "processing_class": tokenizer,
+    }
 
 
 # ----------------------------------------------------------------------------- stage
@@ -319,10 +395,20 @@ def train_round(config: RunConfig, run: RunDir, round_: int) -> None:
     trainer_cls, trainer_kwargs = PREPARE[config.rl.algorithm](config, run)
     trainer = trainer_cls(**trainer_kwargs)
     result = stage.train(trainer)
-    stage.finish_training(trainer, trainer_kwargs["processing_class"], result, adapter_names=["default"], record={
-        "base_model": config.model.name_or_path, "algorithm": config.rl.algorithm, "round": round_,
-        "on_top_of": "full SFT checkpoint" if config.sft.method == "full" else "base (adapter includes SFT)",
-    }, marker={"algorithm": config.rl.algorithm, "round": round_})
+    stage.finish_training(
+        trainer,
+        trainer_kwargs["processing_class"],
+        result,
+        adapter_names=["default"],
+        record={
+            "base_model": config.model.name_or_path,
+            "algorithm": config.rl.algorithm,
+            "round": round_,
+            "on_top_of": "full SFT checkpoint" if config.sft.method == "full" else "base (adapter includes SFT)",
+        },
+        marker={"algorithm": config.rl.algorithm, "round": round_},
+    )
+
 
 def check_one_process(config: RunConfig) -> None:
     """Refuse GRPO / RLOO under a launch of several processes (ConfigValueError). TRL's sampler hands a prompt's
@@ -332,9 +418,12 @@ def check_one_process(config: RunConfig) -> None:
     function is not something TRL offers; until then the launch is refused."""
     world = int(os.environ.get("WORLD_SIZE", "1"))  # set by accelerate launch and torchrun
     if config.rl.algorithm in ("grpo", "rloo") and world > 1:
-        raise ConfigValueError(f"rl.algorithm={config.rl.algorithm} under {world} processes: TRL spreads a question's "
-                               "completions over the processes, so the Regime W reward would score each group in pieces; "
-                               "run train-rl in one process (without accelerate launch / torchrun)", fields=("rl.algorithm",))
+        raise ConfigValueError(
+            f"rl.algorithm={config.rl.algorithm} under {world} processes: TRL spreads a question's "
+            "completions over the processes, so the Regime W reward would score each group in pieces; "
+            "run train-rl in one process (without accelerate launch / torchrun)",
+            fields=("rl.algorithm",),
+        )
 
 
 def main(config: RunConfig) -> RunDir:
@@ -345,8 +434,10 @@ def main(config: RunConfig) -> RunDir:
     trl_config(config.rl.algorithm, config, run.work_dir(STAGE))
     rounds = config.rl.num_rounds
     if rounds > 1 and config.sft.method == "full":
-        raise ConfigValueError("rl.rounds > 1 continues each round's LoRA adapter; it needs sft.method=lora",
-                               fields=("rl.rounds", "sft.method"))
+        raise ConfigValueError(
+            "rl.rounds > 1 continues each round's LoRA adapter; it needs sft.method=lora",
+            fields=("rl.rounds", "sft.method"),
+        )
     for k in range(1, rounds + 1):
         if k > 1:  # round k samples round k-1's adapter on new questions, then trains on top of it
             from looper.rl_training import build_preferences, collect_rollouts
