@@ -48,6 +48,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--against", help="the label every other file is compared with (default: the first)")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args(argv)
+    if args.json and not args.json.parent.is_dir():  # refused before the files are read, not after
+        raise SystemExit(f"--json {args.json}: its folder {args.json.parent} does not exist")
     runs: dict[str, list[dict[str, Any]]] = {}
     for item in args.files:
         label, sep, path = item.partition("=")

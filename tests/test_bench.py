@@ -508,8 +508,11 @@ def test_eval_files_scores_files_side_by_side_and_refuses_what_is_not_an_eval_fi
         (f"x={tmp_path / 'bad.jsonl'}", "bad.jsonl:1: not a looper eval record (no correct_strict"),
         (f"x={tmp_path / 'none.jsonl'}", "none.jsonl: cannot read it as an eval file"),
         ("x", "x: expected LABEL=PATH"),
+        (f"--json={tmp_path / 'no' / 'out.json'}", "out.json: its folder"),
     ):
         proc = subprocess.run(
-            [sys.executable, str(REPO / "bench" / "eval_files.py"), bad], capture_output=True, text=True
+            [sys.executable, str(REPO / "bench" / "eval_files.py"), f"a={tmp_path / 'a.jsonl'}", bad],
+            capture_output=True,
+            text=True,
         )
         assert proc.returncode == 1 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
