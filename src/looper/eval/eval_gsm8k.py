@@ -42,11 +42,11 @@ from looper.runs import (
     InputError,
     RunDir,
     Shards,
+    Stage,
     atomic_write_json,
     atomic_write_jsonl,
     changed_settings,
     derive_seed,
-    finish_stage,
     read_jsonl,
     read_record,
     record_path,
@@ -54,7 +54,6 @@ from looper.runs import (
     settings_record,
     stage_marker,
     stage_sections,
-    start_stage,
 )
 
 STAGE = "eval"
@@ -258,9 +257,10 @@ def main(config: RunConfig, show_note: bool = True) -> RunDir:
             "`accelerate launch -m lm_eval`); run looper eval without accelerate launch",
             fields=("eval.protocol",),
         )
+    stage = Stage(config, STAGE, run, output=run.eval_dir / "report.md")
     if shards.is_main:
-        run = start_stage(config, STAGE)
-        # the files are about to change: until finish_stage, no marker may say they are complete (an eval killed
+        run = stage.start()
+        # the files are about to change: until stage.finish, no marker may say they are complete (an eval killed
         # after starting a file over would otherwise be "complete" for the settings it had before)
         run.marker(STAGE).unlink(missing_ok=True)
     records: dict[str, dict[str, list[dict]]] = {}
@@ -327,10 +327,7 @@ def main(config: RunConfig, show_note: bool = True) -> RunDir:
         raise InputError("eval: no model to evaluate")
     summary = write_report(records, config, run.eval_dir)
     temperature, top_p = sampling_of(config.eval)
-    finish_stage(
-        run,
-        STAGE,
-        config,
+    stage.finish(
         models=list(records),
         **generation_speed(per_process),
         sampling=None if lm_eval else {"temperature": temperature, "top_p": top_p, **STATED_SAMPLING},
