@@ -182,7 +182,7 @@ def load_and_lock(config_path: str, overrides: list[str], command: str) -> RunCo
     from looper.trainers import check_trainer_sections
 
     config = run_or_fail(load_config, config_path, overrides)
-    run_or_fail(check_trainer_sections, config, config_file=config_path, overrides=overrides)
+    run_or_fail(check_trainer_sections, config, command, config_file=config_path, overrides=overrides)
     run_or_fail(lock_run_folder, config, command)
     return config
 

@@ -326,18 +326,21 @@ DPO_LOSS_TYPES = (
 )
 
 
-def check_trainer_sections(config: RunConfig) -> None:
+def check_trainer_sections(config: RunConfig, command: str = "") -> None:
     """Build, and drop, the TRL config of SFT and of the configured RL algorithm, for the GPU the run is meant for
     (``on_this_machine=False``). Every command calls it after loading, so a value TRL or looper refuses in any
     trainer section stops even a stage that does not train before it writes (the run folder records the whole
-    config); the stage that trains checks its own section again on this machine.
+    config). The section ``command`` trains (``sft``; ``train-rl`` / ``train-ppo``: the RL algorithm's) is left to
+    that stage, which builds it once, on this machine, before it reads the run folder.
 
     Raises:
         ConfigError: a section's value refused, naming ``section.key``.
     """
     run = RunDir.of(config)
-    trl_config("sft", config, run.work_dir("sft"), on_this_machine=False)
-    trl_config(config.rl.algorithm, config, run.work_dir("train-rl"), on_this_machine=False)
+    if command != "sft":
+        trl_config("sft", config, run.work_dir("sft"), on_this_machine=False)
+    if command not in ("train-rl", "train-ppo"):
+        trl_config(config.rl.algorithm, config, run.work_dir("train-rl"), on_this_machine=False)
 
 
 def make_trl_config(kind: str, config: RunConfig, output_dir: Path, **forced: Any) -> Any:

@@ -47,7 +47,7 @@ from looper.runs import (
     set_seed,
     settings_record,
 )
-from looper.trainers import TrainingStage, check_lengths, make_trl_config, trl_config
+from looper.trainers import TrainingStage, check_lengths, make_trl_config
 
 STAGE = "sft"
 
@@ -264,9 +264,9 @@ def self_examples(config: RunConfig, run: RunDir) -> list[dict[str, str]]:
 
 def main(config: RunConfig) -> RunDir:
     run = RunDir.of(config)
-    # the trainer section before anything in the run folder: a finished sft compared with a bad value would report
-    # it as other settings
-    trl_config("sft", config, run.work_dir(STAGE))
+    # the trainer section, built once, before anything in the run folder: a finished sft compared with a bad value
+    # would report it as other settings
+    args = make_trl_config("sft", config, run.work_dir(STAGE))
     require_input(run.train, "prepare-data")
     stage = TrainingStage(config, STAGE, run, sft_output_dir(run, config), "sft.trainer")
     if stage.done():
@@ -277,9 +277,8 @@ def main(config: RunConfig) -> RunDir:
             fields=("sft.method", "model.quantization"),
         )
     check_quantization(config.model.quantization)  # before the length check and any sampling, not at model load
-    # Everything a bad input can break is read and checked before the run folder is written to, the trainer
-    # settings first: sft.data=self samples before it trains
-    args = make_trl_config("sft", config, run.work_dir(STAGE))
+    # Everything a bad input can break is read and checked before the run folder is written to: sft.data=self
+    # samples before it trains
     if config.sft.data == "self":
         check_self_samples(config, run)  # first in the data flow, so named first
     stage.check()  # before sampling and loading, not only before training
