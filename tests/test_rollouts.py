@@ -108,6 +108,10 @@ def test_rollouts_and_preferences(sft_done, tiny_model_dir):
         assert record["scores"]["s_cf"] == pytest.approx(s_cf_for_question(trajectories))
     out = run_looper("build-preferences", *a, cwd=REPO)
     assert "pairs from" in out.stdout
+    # a finished stage whose output was deleted makes it again, not "complete ... nothing to do" over a missing file
+    (sft_done / "demo" / "data" / "preferences.jsonl").unlink()
+    out = run_looper("build-preferences", *a, cwd=REPO)
+    assert "preferences.jsonl is gone; making it again" in out.stdout and "pairs from" in out.stdout
     pairs = read_jsonl(sft_done / "demo" / "data" / "preferences.jsonl")
     assert pairs and all(p["chosen_reward"] - p["rejected_reward"] >= 0.0 for p in pairs)
     # each pair is two trajectories of its question, better one not truncated, with their arms and rewards; the

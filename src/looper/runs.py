@@ -531,19 +531,33 @@ class Stage:
     complete. ``trainers.TrainingStage`` adds what a training stage needs."""
 
     def __init__(
-        self, config: Any, name: str, run: RunDir | None = None, output: Path | None = None, label: str | None = None
+        self,
+        config: Any,
+        name: str,
+        run: RunDir | None = None,
+        output: Path | None = None,
+        label: str | None = None,
+        needs: tuple[Path, ...] | None = None,
     ):
         self.config, self.name, self.run = config, name, run or RunDir.of(config)
         self.output, self.label = output, label or name
+        # what must still exist for the stage to count as done (default: its output)
+        self.needs = needs if needs is not None else ((output,) if output is not None else ())
         self.settings = stage_sections(config, name)
 
     def done(self) -> bool:
-        """Whether the stage finished for this config; says so when it did. Raises InputError: its marker was made
-        with other settings (``check_stage``)."""
-        if check_stage(self.run, self.name, self.config):
-            print(f"{self.label}: {self.output or self.run.root} is complete for this config; nothing to do")
-            return True
-        return False
+        """Whether the stage finished for this config and its outputs are still there; says so when it did. A marker
+        whose output was deleted is withdrawn and the stage runs again (a later kill then cannot leave a marker over a
+        partial output). Raises InputError: its marker was made with other settings (``check_stage``)."""
+        if not check_stage(self.run, self.name, self.config):
+            return False
+        gone = [path for path in self.needs if not path.exists()]
+        if gone:
+            print(f"{self.label}: {gone[0]} is gone; making it again")
+            self.run.marker(self.name).unlink(missing_ok=True)
+            return False
+        print(f"{self.label}: {self.output or self.run.root} is complete for this config; nothing to do")
+        return True
 
     def start(self) -> RunDir:
         """Record the stage's start in the run folder (the first process only); the stage's first write."""

@@ -237,7 +237,8 @@ def load_platinum(platinum: PlatinumConfig) -> list[dict[str, Any]] | None:
 
 
 def main(config: RunConfig) -> RunDir:
-    stage = Stage(config, STAGE, output=config.run_dir / "data")
+    run = RunDir.of(config)
+    stage = Stage(config, STAGE, run, output=config.run_dir / "data", needs=(run.train, run.dev, run.test))
     if stage.done():
         return stage.run
     train_all, test = load_source(config.data, config.seed)
