@@ -453,6 +453,8 @@ CASES = {
     "train-ppo-key-typo": Case(
         ["train-ppo", "{cfg}", "rl.rloo.betta=0.1"], "rl.rloo.betta: not a setting of TRL's RLOOConfig"
     ),
+    # train-ppo trains rl.rloo; the config's own algorithm's section (demo: dpo) is still checked at the start
+    "train-ppo-bad-dpo-section": Case(["train-ppo", "{cfg}", "rl.dpo.beta=-1"], "rl.dpo.beta: -1; DPO's beta must be"),
     # --- the command line itself: argparse's usage line, then its error as looper's one error line
     "stage-marker-corrupt": Case(["sft", "{cfg}"], "stages/sft.json: not a valid settings record", needs="sft"),
     "adapter-record-corrupt": Case(

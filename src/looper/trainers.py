@@ -330,17 +330,17 @@ def check_trainer_sections(config: RunConfig, command: str = "") -> None:
     """Build, and drop, the TRL config of SFT and of the configured RL algorithm, for the GPU the run is meant for
     (``on_this_machine=False``). Every command calls it after loading, so a value TRL or looper refuses in any
     trainer section stops even a stage that does not train before it writes (the run folder records the whole
-    config). The section ``command`` trains (``sft``; ``train-rl`` / ``train-ppo``: the RL algorithm's) is left to
-    that stage, which builds it once, on this machine, before it reads the run folder.
+    config). The section ``command`` trains (``sft``; ``train-rl``: the RL algorithm's; ``train-ppo``: ``rl.rloo``) is
+    left to that stage, which builds it once, on this machine, before it reads the run folder.
 
     Raises:
         ConfigError: a section's value refused, naming ``section.key``.
     """
     run = RunDir.of(config)
-    if command != "sft":
-        trl_config("sft", config, run.work_dir("sft"), on_this_machine=False)
-    if command not in ("train-rl", "train-ppo"):
-        trl_config(config.rl.algorithm, config, run.work_dir("train-rl"), on_this_machine=False)
+    trained_here = {"sft": "sft", "train-rl": config.rl.algorithm, "train-ppo": "rloo"}.get(command)
+    for kind, stage in (("sft", "sft"), (config.rl.algorithm, "train-rl")):
+        if kind != trained_here:
+            trl_config(kind, config, run.work_dir(stage), on_this_machine=False)
 
 
 def make_trl_config(kind: str, config: RunConfig, output_dir: Path, **forced: Any) -> Any:
