@@ -530,6 +530,8 @@ class Stage:
     finish (``finish``: the marker, with what the stage reports). ``output``: what the stage makes, named when it is
     complete. ``trainers.TrainingStage`` adds what a training stage needs."""
 
+    redo_hint = ""  # said after "nothing to do": how to make the stage run again
+
     def __init__(
         self,
         config: Any,
@@ -556,7 +558,9 @@ class Stage:
             print(f"{self.label}: {gone[0]} is gone; making it again")
             self.run.marker(self.name).unlink(missing_ok=True)
             return False
-        print(f"{self.label}: {self.output or self.run.root} is complete for this config; nothing to do")
+        print(
+            f"{self.label}: {self.output or self.run.root} is complete for this config; nothing to do{self.redo_hint}"
+        )
         return True
 
     def start(self) -> RunDir:

@@ -31,7 +31,6 @@ from looper.runs import (
     Stage,
     atomic_write_json,
     atomic_write_jsonl,
-    check_stage,
     is_main_process,
     made_with,
     read_jsonl,
@@ -738,19 +737,15 @@ class TrainingStage(Stage):
     (named in errors). Until ``train`` nothing is written to the run folder.
     """
 
+    redo_hint = " (delete it to train again)"
+
     def __init__(
         self, config: RunConfig, stage: str, run: RunDir, output: Path, section: str, label: str | None = None
     ):
-        super().__init__(config, stage, run, Path(output), label)
+        # done: the marker, and the record every looper save puts into the output
+        super().__init__(config, stage, run, Path(output), label, needs=(Path(output) / "looper_adapter.json",))
         self.section = section
         self.work_dir, self.log_path = run.work_dir(stage), run.log_path(stage)
-
-    def done(self) -> bool:
-        """Whether the stage finished for this config (its marker, and its output's record); says so if it did."""
-        if check_stage(self.run, self.name, self.config) and (self.output / "looper_adapter.json").exists():
-            print(f"{self.label}: {self.output} is complete for this config; nothing to do (delete it to train again)")
-            return True
-        return False
 
     def check(self) -> None:
         """Refuse an output or work folder that other settings made (InputError naming the changed keys); reads only,

@@ -53,7 +53,6 @@ from looper.runs import (
     require_input,
     settings_record,
     stage_marker,
-    stage_sections,
 )
 
 STAGE = "eval"
@@ -234,13 +233,14 @@ def main(config: RunConfig, show_note: bool = True) -> RunDir:
         )
     # Unlike training stages, a changed config simply redoes eval: each per-sample file carries the settings
     # record of the weights and eval settings that made it (runs.settings_record) and is started over when they differ.
+    stage = Stage(config, STAGE, run, output=run.eval_dir / "report.md")
     marker = stage_marker(run, STAGE)
     if (
-        changed_settings(marker, stage_sections(config, STAGE)) == []
-        and (run.eval_dir / "report.md").exists()
+        changed_settings(marker, stage.settings) == []
+        and stage.output.exists()
         and set(available) <= set(marker.get("models", []))
     ):
-        print(f"eval: {run.eval_dir / 'report.md'} is complete for this config; nothing to do")
+        print(f"eval: {stage.output} is complete for this config; nothing to do")
         print(json.loads((run.eval_dir / "summary.json").read_text()).get("table", ""))
         return run
     datasets = {name: dataset_rows(name, config, run) for name in config.eval.datasets}
@@ -257,7 +257,6 @@ def main(config: RunConfig, show_note: bool = True) -> RunDir:
             "`accelerate launch -m lm_eval`); run looper eval without accelerate launch",
             fields=("eval.protocol",),
         )
-    stage = Stage(config, STAGE, run, output=run.eval_dir / "report.md")
     if shards.is_main:
         run = stage.start()
         # the files are about to change: until stage.finish, no marker may say they are complete (an eval killed
