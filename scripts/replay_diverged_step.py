@@ -26,16 +26,18 @@ def build_trainer(config: Any, stage: str, round_: int) -> Any:
 
     run = RunDir.of(config)
     run = run.round(round_) if round_ > 1 else run
+    from looper.trainers import make_trl_config
+
     if stage == "train-rl":
         from looper.rl_training.train_rl import PREPARE
 
-        trainer_cls, kwargs = PREPARE[config.rl.algorithm](config, run)
+        args = make_trl_config(config.rl.algorithm, config, run.work_dir(stage))
+        trainer_cls, kwargs = PREPARE[config.rl.algorithm](config, run, args)
         return trainer_cls(**kwargs)
     from trl import SFTTrainer
 
     from looper.baseline_sft.train_sft import build_dataset
     from looper.modeling import load_model, load_tokenizer, lora_config
-    from looper.trainers import make_trl_config
 
     model = load_model(config.model)
     peft = lora_config(config.sft.lora_preset, config.sft.lora, model) if config.sft.method == "lora" else None

@@ -601,7 +601,9 @@ def test_a_refusal_carries_the_fields_it_is_about(tmp_path):
     from looper.regime_w.reward import check_reward_config
     from looper.trainers import trl_config
 
-    config = load_config(REPO / "configs" / "demo.yaml", ["rl.algorithm=grpo", "rl.grpo.num_generations=3"])
+    config = load_config(
+        REPO / "configs" / "demo.yaml", ["rl.algorithm=grpo", "rl.grpo.num_generations=3", "rl.mix_arms=false"]
+    )
     with pytest.raises(ConfigError, match=r"generation_batch_size \(16\) must be divisible by num_generations") as err:
         trl_config("grpo", config, tmp_path, on_this_machine=False)
     assert err.value.fields == ("rl.grpo.generation_batch_size", "rl.grpo.num_generations")

@@ -351,6 +351,30 @@ def test_an_online_value_train_rl_would_replace_is_refused(tmp_path, kind):
     assert check("rl.mix_arms=false", f"rl.{kind}.steps_per_generation=2").steps_per_generation == 2
 
 
+@pytest.mark.parametrize("kind", ["grpo", "rloo"])
+def test_the_online_config_checked_is_the_one_trained_with(tmp_path, kind):
+    """trl_config sets looper's GRPO / RLOO values itself (trainers.online_settings), so the entry check, looper plan
+    and train-rl build one config: Regime W's part weights, no shuffling, and under rl.mix_arms a generation batch of
+    num_generations x arms; a generation batch that would split a question's group is refused, naming the fields."""
+    from looper.regime_w.arms import build_all_arms
+    from looper.regime_w.reward import reward_part_weights
+    from looper.trainers import trl_config
+
+    def build(*overrides: str):
+        config = load_config("configs/demo.yaml", [f"runs_dir={tmp_path}", f"rl.algorithm={kind}", *overrides])
+        return config, trl_config(kind, config, tmp_path, on_this_machine=False)
+
+    config, args = build(f"rl.{kind}.num_generations=4")
+    arms = len(build_all_arms(config.regime_w))
+    assert args.reward_weights == reward_part_weights(config.regime_w)
+    assert args.shuffle_dataset is False and args.mask_truncated_completions is False
+    assert args.generation_batch_size == 4 * arms
+    assert build("rl.truncation=mask")[1].reward_weights[-1] == 0.0  # masked, not penalised
+    with pytest.raises(ConfigError, match=rf"must be a multiple of num_generations x arms = {4 * arms}") as err:
+        build(f"rl.{kind}.num_generations=4", f"rl.{kind}.generation_batch_size={4 * arms + 1}")
+    assert err.value.fields == (f"rl.{kind}.generation_batch_size", f"rl.{kind}.num_generations", "rl.mix_arms")
+
+
 def test_one_settings_record_and_one_message_for_every_reused_output(tmp_path):
     """Stage markers, .meta.json files, trainer work folders and adapters all keep runs.settings_record and are
     checked by runs.made_with: no record is "not made yet", the same settings pass, other settings are one error

@@ -136,7 +136,7 @@ def test_every_training_path_starts_with_the_generation_prompt(r1_tiny_model_dir
     pair = dpo_dataset(config, run)[0]
     assert tok(pair["prompt"])["input_ids"] == gen  # TRL's DPO encodes text prompts with tokenizer(text)
 
-    rows, _ = online_dataset(config, run, tok)
+    rows = online_dataset(config, run, tok)
     assert tok(rows[0]["prompt"])["input_ids"] == gen  # GRPO / RLOO: text prompts, tokenizer(text) in TRL
 
 

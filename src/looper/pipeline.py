@@ -26,7 +26,7 @@ from looper.generation import resolve_engine
 from looper.modeling import check_quantization
 from looper.regime_w.reward import check_reward_config
 from looper.runs import STAGE_MODULES, STAGES, InputError, RunDir, atomic_write_json, read_jsonl, stage_marker
-from looper.trainers import trl_config
+from looper.trainers import make_trl_config, trl_config
 
 
 def fresh_gpu_accounting(after: str | None = None) -> None:
@@ -130,11 +130,15 @@ def main(config: RunConfig, from_stage: str | None = None, to_stage: str | None 
     # Regime W's arms and reward settings, which collect-rollouts, build-preferences and train-rl check first thing
     if {"collect-rollouts", "build-preferences", "train-rl"} & set(chosen):
         check_reward_config(config.regime_w)
-    # a trainer value the stage would refuse, before the stages ahead of it run (sft's and train-rl's own first check)
-    if "sft" in chosen:
-        trl_config("sft", config, run.work_dir("sft"))
-    if "train-rl" in chosen:
-        trl_config(config.rl.algorithm, config, run.work_dir("train-rl"))
+    # each TRL config built once for the command, before the first stage runs: on this machine and handed to its
+    # stage where the stage runs, else checked for the GPU the run is meant for, as every command checks them
+    # (trainers.check_trainer_sections, which leaves both to the pipeline)
+    trainer_args = {}
+    for kind, stage in (("sft", "sft"), (config.rl.algorithm, "train-rl")):
+        if stage in chosen:
+            trainer_args[stage] = make_trl_config(kind, config, run.work_dir(stage))
+        else:
+            trl_config(kind, config, run.work_dir(stage), on_this_machine=False)
     # an engine that cannot run here is refused before the first stage, not after hours of training
     samples = (
         "collect-rollouts" in chosen
@@ -159,6 +163,8 @@ def main(config: RunConfig, from_stage: str | None = None, to_stage: str | None 
         stage_main = importlib.import_module(STAGE_MODULES[stage]).main
         if stage == "eval":
             stage_main(config, show_note=False)  # the note is printed once, last
+        elif stage in trainer_args:
+            stage_main(config, trainer_args[stage])
         else:
             stage_main(config)
         timings[stage] = round(time.perf_counter() - started, 1)

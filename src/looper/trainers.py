@@ -139,9 +139,10 @@ def _check_types(cls: type, user: dict[str, Any], section: str) -> None:
             check_value(value, hint, f"{section}.{key}")
 
 
-def trl_config(kind: str, config: RunConfig, output_dir: Path, *, on_this_machine: bool = True, **forced: Any) -> Any:
+def trl_config(kind: str, config: RunConfig, output_dir: Path, *, on_this_machine: bool = True) -> Any:
     """TRL's SFTConfig / DPOConfig / GRPOConfig / RLOOConfig from looper defaults + the YAML's trainer section
-    (``rft`` is an SFTConfig read from ``rl.rft``), every value checked; nothing is written.
+    (``rft`` is an SFTConfig read from ``rl.rft``), every value checked; nothing is written. GRPO / RLOO also get the
+    values train-rl sets over the user's section (``online_settings``), so the config checked is the one trained with.
 
     A stage calls it before anything else reads the run folder, so that a bad value is reported as such and not as
     a finished stage "made with other settings"; ``looper plan`` calls it to refuse what the stage would. Whether
@@ -166,7 +167,6 @@ def trl_config(kind: str, config: RunConfig, output_dir: Path, *, on_this_machin
         **user,
         "output_dir": str(output_dir),
         "seed": config.seed,
-        **forced,
     }
     if os.environ.get("FSDP_ACTIVATION_CHECKPOINTING", "false").lower() == "true":
         # FSDP's own activation checkpointing (configs/accelerate/fsdp.yaml) replaces the trainer's; transformers
@@ -237,6 +237,7 @@ def trl_config(kind: str, config: RunConfig, output_dir: Path, *, on_this_machin
                 )
     if kind in ("grpo", "rloo"):
         _check_online_forced(config, user, section)
+        kwargs.update(online_settings(config, kind, kwargs))
     cls = _trl_class(kind)
     # TRL's and transformers' errors are text only: the error is about the section's settings they name
     names = {f.name for f in dataclasses.fields(cls)} | set(user)
@@ -256,9 +257,43 @@ def _settings_named(text: str, section: str, names: set[str]) -> tuple[str, ...]
     return tuple(f"{section}.{name}" for name in sorted(names) if re.search(rf"\b{re.escape(name)}\b", text))
 
 
+def online_settings(config: RunConfig, kind: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The GRPO / RLOO values looper sets over the user's ``rl.<kind>`` section (``kwargs``: the section with looper's
+    defaults): the Regime W part weights as ``reward_weights`` (train-rl's reward functions, one per part), no
+    shuffling (the rows keep each question's arms together and are shuffled by question with the run's seed),
+    ``mask_truncated_completions`` from ``rl.truncation``, and with ``rl.mix_arms`` a generation batch of whole
+    questions: ``num_generations`` completions of every arm (or the user's multiple of that).
+
+    Raises:
+        ConfigError: ``generation_batch_size`` set under ``rl.mix_arms`` to a value that splits a question's group.
+    """
+    from looper.regime_w.arms import build_all_arms
+    from looper.regime_w.reward import reward_part_weights
+
+    section = f"rl.{kind}"
+    settings: dict[str, Any] = {
+        "reward_weights": reward_part_weights(config.regime_w, penalize_truncation=config.rl.truncation == "penalize"),
+        "shuffle_dataset": False,
+        "mask_truncated_completions": config.rl.truncation == "mask",
+    }
+    generations = kwargs.get("num_generations")
+    if config.rl.mix_arms and isinstance(generations, int):  # another type: TRL's own error names it
+        group = generations * len(build_all_arms(config.regime_w))
+        asked = kwargs.get("generation_batch_size")
+        if asked is not None and asked % group:
+            raise ConfigError(
+                f"{section}.generation_batch_size={asked}: with rl.mix_arms it must be a multiple of "
+                f"num_generations x arms = {group}, so that every question's group is generated together",
+                fields=(f"{section}.generation_batch_size", f"{section}.num_generations", "rl.mix_arms"),
+            )
+        settings["generation_batch_size"] = asked or group
+        settings["steps_per_generation"] = None  # TRL derives it from generation_batch_size (it refuses both set)
+    return settings
+
+
 def _check_online_forced(config: RunConfig, user: dict[str, Any], section: str) -> None:
-    """Refuse a GRPO / RLOO value that train-rl would replace with its own (``prepare_online`` in
-    ``rl_training/train_rl.py``) instead of dropping it silently; a value equal to looper's passes."""
+    """Refuse a GRPO / RLOO value that looper would replace with its own (``online_settings``) instead of dropping it
+    silently; a value equal to looper's passes."""
     mask = config.rl.truncation == "mask"
     for key, refused, why, causes in (
         (
@@ -329,27 +364,33 @@ def check_trainer_sections(config: RunConfig, command: str = "") -> None:
     """Build, and drop, the TRL config of SFT and of the configured RL algorithm, for the GPU the run is meant for
     (``on_this_machine=False``). Every command calls it after loading, so a value TRL or looper refuses in any
     trainer section stops even a stage that does not train before it writes (the run folder records the whole
-    config). The section ``command`` trains (``sft``; ``train-rl``: the RL algorithm's; ``train-ppo``: ``rl.rloo``) is
-    left to that stage, which builds it once, on this machine, before it reads the run folder.
+    config). The section ``command`` trains (``sft``; ``train-rl``: the RL algorithm's; ``train-ppo``: ``rl.rloo``;
+    ``pipeline``: both, for the stages it runs) is left to that command, which builds it once, on this machine,
+    before it reads the run folder.
 
     Raises:
         ConfigError: a section's value refused, naming ``section.key``.
     """
     run = RunDir.of(config)
-    trained_here = {"sft": "sft", "train-rl": config.rl.algorithm, "train-ppo": "rloo"}.get(command)
+    trained_here = {
+        "sft": {"sft"},
+        "train-rl": {config.rl.algorithm},
+        "train-ppo": {"rloo"},
+        "pipeline": {"sft", config.rl.algorithm},
+    }.get(command, set())
     for kind, stage in (("sft", "sft"), (config.rl.algorithm, "train-rl")):
-        if kind != trained_here:
+        if kind not in trained_here:
             trl_config(kind, config, run.work_dir(stage), on_this_machine=False)
 
 
-def make_trl_config(kind: str, config: RunConfig, output_dir: Path, **forced: Any) -> Any:
+def make_trl_config(kind: str, config: RunConfig, output_dir: Path) -> Any:
     """``trl_config``, for a stage about to train: also refused where it turns on a package this machine lacks.
 
     Raises:
         ConfigError: as ``trl_config``, or ``use_liger_kernel`` / ``use_vllm`` is true and liger-kernel / vLLM is not
             installed.
     """
-    args = trl_config(kind, config, output_dir, **forced)
+    args = trl_config(kind, config, output_dir)
     section = "sft.trainer" if kind == "sft" else f"rl.{kind}"
     for field, package, extra in (("use_liger_kernel", "liger_kernel", "gpu"), ("use_vllm", "vllm", "vllm")):
         # transformers / TRL find a missing package only once the model is loaded (after sampling, for sft.data: self)

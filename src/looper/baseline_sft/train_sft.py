@@ -262,11 +262,14 @@ def self_examples(config: RunConfig, run: RunDir) -> list[dict[str, str]]:
     return examples
 
 
-def main(config: RunConfig) -> RunDir:
+def main(config: RunConfig, args: Any = None) -> RunDir:
+    """Fine-tune with ``args``, the SFTConfig (built here when not given: the pipeline builds it once for the whole
+    command)."""
     run = RunDir.of(config)
     # the trainer section, built once, before anything in the run folder: a finished sft compared with a bad value
     # would report it as other settings
-    args = make_trl_config("sft", config, run.work_dir(STAGE))
+    if args is None:
+        args = make_trl_config("sft", config, run.work_dir(STAGE))
     require_input(run.train, "prepare-data")
     stage = TrainingStage(config, STAGE, run, sft_output_dir(run, config), "sft.trainer")
     if stage.done():

@@ -94,6 +94,23 @@ def check_reward_config(cfg: RegimeWConfig) -> None:
         )
 
 
+# The reward r_i above as separate parts (TRL's reward functions, each logged on its own) and their weights:
+# sum_k weight_k * part_k = r_i, with part "consensus" = s_wm * agree_i and "correct" = c_i.
+REWARD_PARTS = ("correct", "consensus", "length", "missing", "truncated")
+
+
+def reward_part_weights(cfg: RegimeWConfig, penalize_truncation: bool = True) -> list[float]:
+    """The weight of each of ``REWARD_PARTS``: R_c, R_a, -1 (the part is L_i itself), -P_miss, and -P_trunc (0 where
+    truncated completions are masked out of the loss instead of penalised, ``rl.truncation: mask``)."""
+    return [
+        cfg.correct_reward,
+        cfg.consensus_weight,
+        -1.0,
+        -cfg.missing_penalty,
+        -cfg.truncation_penalty if penalize_truncation else 0.0,
+    ]
+
+
 def length_penalty(num_tokens: int, cfg: RegimeWConfig) -> float:
     span = cfg.length_cap_tokens - cfg.length_free_tokens
     return cfg.length_penalty * min(1.0, max(0.0, (num_tokens - cfg.length_free_tokens) / span))

@@ -42,6 +42,7 @@ adapter at the start).
 
 from __future__ import annotations
 
+import copy
 import os
 import random
 from collections import defaultdict
@@ -53,7 +54,13 @@ from looper.generation import make_result
 from looper.modeling import checkpoint_end_ids, load_stage_model, load_tokenizer, lora_config, resolve_model_path
 from looper.prompts import cut_at_restart, render_messages, render_prompt, template_opens_thought
 from looper.regime_w.arms import build_all_arms
-from looper.regime_w.reward import ArmOutput, check_reward_config, trajectory_rewards
+from looper.regime_w.reward import (
+    REWARD_PARTS,
+    ArmOutput,
+    check_reward_config,
+    reward_part_weights,
+    trajectory_rewards,
+)
 from looper.runs import (
     ConfigValueError,
     InputError,
@@ -63,7 +70,7 @@ from looper.runs import (
     require_input,
     set_seed,
 )
-from looper.trainers import TrainingStage, check_lengths, make_trl_config, trl_config
+from looper.trainers import TrainingStage, check_lengths, make_trl_config
 
 STAGE = "train-rl"
 
@@ -113,12 +120,12 @@ def dpo_dataset(config: RunConfig, run: RunDir) -> Any:
     )
 
 
-def prepare_dpo(config: RunConfig, run: RunDir) -> tuple[type, dict[str, Any]]:
-    """TRL's DPOTrainer and its arguments: pairs, config, tokenizer, policy (and the two-model reference)."""
+def prepare_dpo(config: RunConfig, run: RunDir, args: Any) -> tuple[type, dict[str, Any]]:
+    """TRL's DPOTrainer and its arguments: pairs, ``args`` (a DPOConfig), tokenizer, policy (and the two-model
+    reference)."""
     from trl import DPOTrainer
 
     dataset = dpo_dataset(config, run)
-    args = make_trl_config("dpo", config, run.work_dir(STAGE))
     tokenizer = load_tokenizer(config.model)
     if is_main_process():
         check_lengths(dataset, tokenizer, args.max_length, "rl.dpo", completions=("chosen", "rejected"))
@@ -168,12 +175,12 @@ def rft_dataset(config: RunConfig, run: RunDir) -> Any:
     return Dataset.from_list(examples)
 
 
-def prepare_rft(config: RunConfig, run: RunDir) -> tuple[type, dict[str, Any]]:
-    """TRL's SFTTrainer on the policy (SFT adapter, trainable) and the rollouts' correct trajectories."""
+def prepare_rft(config: RunConfig, run: RunDir, args: Any) -> tuple[type, dict[str, Any]]:
+    """TRL's SFTTrainer on the policy (SFT adapter, trainable) and the rollouts' correct trajectories; ``args``: an
+    SFTConfig from ``rl.rft``."""
     from trl import SFTTrainer
 
     dataset = rft_dataset(config, run).remove_columns("id")
-    args = make_trl_config("rft", config, run.work_dir(STAGE))
     tokenizer = load_tokenizer(config.model)
     if is_main_process():
         check_lengths(dataset, tokenizer, args.max_length, "rl.rft")
@@ -188,8 +195,9 @@ def prepare_rft(config: RunConfig, run: RunDir) -> tuple[type, dict[str, Any]]:
 # ----------------------------------------------------------------------------- GRPO / RLOO
 
 
-def online_dataset(config: RunConfig, run: RunDir, tokenizer: Any) -> tuple[Any, int]:
-    """Training rows for GRPO/RLOO and the number of rows per question (arms in a group). Prompts are text, as
+def online_dataset(config: RunConfig, run: RunDir, tokenizer: Any) -> Any:
+    """Training rows for GRPO/RLOO: one per question, or with ``rl.mix_arms`` one per (question, arm) in question
+    order (``trainers.online_settings`` makes a generation batch of whole questions). Prompts are text, as
     the engines see them (TRL encodes text prompts with the tokenizer's special tokens, ``render_prompt``)."""
     from datasets import Dataset
 
@@ -211,7 +219,7 @@ def online_dataset(config: RunConfig, run: RunDir, tokenizer: Any) -> tuple[Any,
             }
             for q in questions
         ]
-        return Dataset.from_list(rows), 1
+        return Dataset.from_list(rows)
     arms = build_all_arms(config.regime_w)
     rows = [
         {
@@ -224,7 +232,7 @@ def online_dataset(config: RunConfig, run: RunDir, tokenizer: Any) -> tuple[Any,
         for q in questions
         for arm in arms
     ]
-    return Dataset.from_list(rows), len(arms)
+    return Dataset.from_list(rows)
 
 
 def _completion_text(completion: Any) -> str:
@@ -244,7 +252,7 @@ class RegimeWRewards:
     truncated.
     """
 
-    PARTS = ("correct", "consensus", "length", "missing", "truncated")
+    PARTS = REWARD_PARTS
 
     def __init__(
         self,
@@ -265,13 +273,7 @@ class RegimeWRewards:
         self.penalize_truncation = config.rl.truncation == "penalize"
         self._key: Any = None
         self._parts: dict[str, list[float]] = {}
-        self.weights = [
-            cfg.correct_reward,
-            cfg.consensus_weight,
-            -1.0,
-            -cfg.missing_penalty,
-            -cfg.truncation_penalty if self.penalize_truncation else 0.0,
-        ]
+        self.weights = reward_part_weights(cfg, self.penalize_truncation)
 
     def _compute(
         self,
@@ -329,47 +331,24 @@ class RegimeWRewards:
         return [make(p) for p in self.PARTS]
 
 
-def prepare_online(config: RunConfig, run: RunDir) -> tuple[type, dict[str, Any]]:
-    """TRL's GRPOTrainer or RLOOTrainer and its arguments, with Regime W as the reward functions."""
+def prepare_online(config: RunConfig, run: RunDir, args: Any) -> tuple[type, dict[str, Any]]:
+    """TRL's GRPOTrainer or RLOOTrainer and its arguments, with Regime W as the reward functions; ``args``: the
+    GRPOConfig / RLOOConfig, whose reward weights, shuffling and generation batch looper set
+    (``trainers.online_settings``)."""
     from trl import GRPOTrainer, RLOOTrainer
 
-    kind = config.rl.algorithm
-    probe = make_trl_config(kind, config, run.work_dir(STAGE))
     tokenizer = load_tokenizer(config.model, padding_side="left")
-    dataset, per_question = online_dataset(config, run, tokenizer)
+    dataset = online_dataset(config, run, tokenizer)
     end_ids = checkpoint_end_ids(resolve_model_path(config.model.name_or_path), tokenizer, config.model.revision)
     rewards = RegimeWRewards(
         config,
-        probe.max_completion_length,
+        args.max_completion_length,
         end_ids,
         template_opens_thought(tokenizer, config.model.prompt_format),
         tokenizer,
     )
-    # set over the user's rl.<algorithm> section (docs/guide.md's Configuration, the help of rl.grpo / rl.rloo); a user value
-    # these would drop is refused at the config check (trainers._check_online_forced). shuffle_dataset: the rows are
-    # already shuffled by question with the seed (online_dataset), and TRL's shuffle would split a question's arms
-    forced: dict[str, Any] = {
-        "reward_weights": rewards.weights,
-        "shuffle_dataset": False,
-        "mask_truncated_completions": config.rl.truncation == "mask",
-    }
-    if config.rl.mix_arms:
-        # a generation batch holds whole questions: every arm of each, num_generations completions per arm
-        # (one question unless rl.<algorithm>.generation_batch_size asks for a multiple of that)
-        group = probe.num_generations * per_question
-        asked = getattr(config.rl, kind).get("generation_batch_size")
-        if asked is not None and asked % group:
-            raise ConfigValueError(
-                f"rl.{kind}.generation_batch_size={asked}: with rl.mix_arms it must be a multiple of "
-                f"num_generations x arms = {group}, so that every question's group is generated together",
-                fields=(f"rl.{kind}.generation_batch_size", f"rl.{kind}.num_generations", "rl.mix_arms"),
-            )
-        forced["generation_batch_size"] = asked or group
-        forced["steps_per_generation"] = None  # TRL derives it from generation_batch_size (it refuses both set)
-    args = make_trl_config(kind, config, run.work_dir(STAGE), **forced)
-    policy = load_policy(config, run)
-    return (GRPOTrainer if kind == "grpo" else RLOOTrainer), {
-        "model": policy,
+    return (GRPOTrainer if config.rl.algorithm == "grpo" else RLOOTrainer), {
+        "model": load_policy(config, run),
         "reward_funcs": rewards.functions(),
         "args": args,
         "train_dataset": dataset,
@@ -383,8 +362,9 @@ def prepare_online(config: RunConfig, run: RunDir) -> tuple[type, dict[str, Any]
 PREPARE = {"dpo": prepare_dpo, "rft": prepare_rft, "grpo": prepare_online, "rloo": prepare_online}
 
 
-def train_round(config: RunConfig, run: RunDir, round_: int) -> None:
-    """Train one round's adapter (round 1: on the run's own rollouts / pairs / questions)."""
+def train_round(config: RunConfig, run: RunDir, round_: int, args: Any) -> None:
+    """Train one round's adapter (round 1: on the run's own rollouts / pairs / questions) with ``args``, the
+    command's TRL config, in this round's work folder."""
     label = f"train-rl ({config.rl.algorithm}{f', round {round_}' if round_ > 1 else ''})"
     stage = TrainingStage(config, STAGE, run, run.lora_rl, f"rl.{config.rl.algorithm}", label)
     if stage.done():
@@ -392,7 +372,9 @@ def train_round(config: RunConfig, run: RunDir, round_: int) -> None:
     stage.check()  # before the models load, not only before training
     set_seed(config.seed)
     # Inputs, trainer config and models are read and checked before the run folder is written to.
-    trainer_cls, trainer_kwargs = PREPARE[config.rl.algorithm](config, run)
+    args = copy.copy(args)  # a shallow copy, not dataclasses.replace: the config is not built (and checked) again
+    args.output_dir = str(run.work_dir(STAGE))
+    trainer_cls, trainer_kwargs = PREPARE[config.rl.algorithm](config, run, args)
     trainer = trainer_cls(**trainer_kwargs)
     result = stage.train(trainer)
     stage.finish_training(
@@ -426,12 +408,15 @@ def check_one_process(config: RunConfig) -> None:
         )
 
 
-def main(config: RunConfig) -> RunDir:
+def main(config: RunConfig, args: Any = None) -> RunDir:
+    """Train ``rl.rounds`` rounds with ``args``, the RL algorithm's TRL config (built here when not given: the
+    pipeline builds it once for the whole command)."""
     check_one_process(config)
     run = RunDir.of(config)
-    # the trainer section before anything in the run folder (a finished round compared with a bad value would report
+    # built once, before anything in the run folder is read (a finished round compared with a bad value would report
     # it as other settings) and before round k > 1 samples its rollouts
-    trl_config(config.rl.algorithm, config, run.work_dir(STAGE))
+    if args is None:
+        args = make_trl_config(config.rl.algorithm, config, run.work_dir(STAGE))
     rounds = config.rl.num_rounds
     if rounds > 1 and config.sft.method == "full":
         raise ConfigValueError(
@@ -446,7 +431,7 @@ def main(config: RunConfig) -> RunDir:
             collect_rollouts.main(config, run.round(k), round_=k)
             if config.rl.algorithm == "dpo":
                 build_preferences.main(config, run.round(k))
-        train_round(config, run.round(k), k)
+        train_round(config, run.round(k), k, args)
     return run
 
 
