@@ -1,8 +1,9 @@
 """The package's import graph: no circles, and nothing reaches up from a lower layer into a stage.
 
-Layers, bottom to top: the flat shared modules (``looper/*.py``: answers, config, runs, modeling, ...);
-the stage folders in pipeline order (baseline_sft, regime_w, rl_training, eval), each of which may
-import the shared modules, itself and earlier stages; and the top layer (``cli`` and ``pipeline``, which
+Layers, bottom to top: the shared modules (``looper/*.py``: answers, config, runs, modeling, ..., and the
+``regime_w`` library: arms, scoring, reward, pairs, which the RL stages, train-rl's TRL config and eval's reports
+all use and which is no stage of its own); the stage folders in pipeline order (baseline_sft, rl_training, eval),
+each of which may import the shared modules, itself and earlier stages; and the top layer (``cli`` and ``pipeline``, which
 dispatch, and ``plan``, which reads every stage's settings), which nothing below it imports. Every import counts, also one inside a function.
 """
 
@@ -12,7 +13,7 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "looper"
-STAGE_ORDER = ["baseline_sft", "regime_w", "rl_training", "eval"]
+STAGE_ORDER = ["baseline_sft", "rl_training", "eval"]
 DISPATCHERS = {"looper.cli", "looper.pipeline", "looper.plan"}
 
 
@@ -77,7 +78,7 @@ def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 
 def layer(module: str) -> tuple[int, str]:
-    """(rank, label): shared modules 0, stages 1..4 in pipeline order, dispatchers 9."""
+    """(rank, label): shared modules (regime_w too) 0, stages 1..3 in pipeline order, dispatchers 9."""
     if module in DISPATCHERS:
         return 9, module
     parts = module.split(".")
@@ -113,11 +114,14 @@ def test_the_checks_catch_what_they_are_for():
         "looper.config": {"looper.runs"},
         "looper.runs": {"looper.config"},
         "looper.regime_w.report": {"looper.rl_training.x"},
+        "looper.baseline_sft.y": {"looper.eval.z"},
+        "looper.eval.z": set(),
         "looper.rl_training.x": {"looper.cli"},
         "looper.cli": set(),
     }
     assert find_cycles(planted) == [["looper.config", "looper.runs"]]
     assert upward_imports(planted) == [
-        "looper.regime_w.report (regime_w) imports looper.rl_training.x (rl_training)",
+        "looper.baseline_sft.y (baseline_sft) imports looper.eval.z (eval)",
+        "looper.regime_w.report (shared) imports looper.rl_training.x (rl_training)",
         "looper.rl_training.x (rl_training) imports looper.cli (looper.cli)",
     ]
