@@ -52,9 +52,9 @@ from looper.generation import (
     vllm_sampling_kwargs,
 )
 from looper.modeling import end_token_ids, load_model, load_tokenizer, resolve_model_path
+from looper.processes import derive_seed
 from looper.prompts import render_prompt
 from looper.regime_w.arms import build_all_arms
-from looper.runs import derive_seed
 
 TRANSFORMERS_WAYS = ("plain", "hf")
 VLLM_WAYS = ("vllm", "vllm-seeded", "vllm-direct")

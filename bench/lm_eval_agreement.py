@@ -24,8 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import device_info, write_results
 
 from looper.config import load_config
+from looper.files import read_jsonl
 from looper.modeling import resolve_model_path
-from looper.runs import read_jsonl
 
 FILTERS = {"strict": "strict-match", "flexible": "flexible-extract"}
 

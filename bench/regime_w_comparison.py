@@ -41,8 +41,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pooled_flips import flips
 
 from looper.eval.report import dataset_metrics, question_scores
+from looper.files import read_jsonl
 from looper.regime_w.report import auroc_difference_cell
-from looper.runs import read_jsonl
 from looper.stats import holm, mcnemar_exact, paired_difference
 
 ARMS = {"sft": "SFT", "w_regime_w": "Regime W", "w_correct": "correctness only", "w_label_free": "label-free"}

@@ -34,8 +34,9 @@ def make_run(config, gsm8k: Path, pairs: int) -> None:
     from peft import get_peft_model
 
     from looper.baseline_sft import prepare_data
+    from looper.files import atomic_write_jsonl
     from looper.modeling import load_model, load_tokenizer, lora_config
-    from looper.runs import RunDir, atomic_write_jsonl
+    from looper.runs import RunDir
     from looper.trainers import save_atomically
 
     shutil.rmtree(config.run_dir, ignore_errors=True)

@@ -217,7 +217,8 @@ def _leaf_fields_resolved(cls, prefix: str = "") -> list[str]:
 
 
 def test_a_changed_logging_or_batch_field_keeps_a_finished_stage_and_a_result_field_is_refused(tmp_path):
-    from looper.runs import InputError, RunDir, check_stage, finish_stage
+    from looper.errors import InputError
+    from looper.runs import RunDir, check_stage, finish_stage
 
     config = load_config(CONFIGS[0], [f"runs_dir={tmp_path}", "sft.trainer.logging_steps=5", "rollouts.batch_size=64"])
     run = RunDir.of(config)
@@ -379,7 +380,8 @@ def test_one_settings_record_and_one_message_for_every_reused_output(tmp_path):
     """Stage markers, .meta.json files, trainer work folders and adapters all keep runs.settings_record and are
     checked by runs.made_with: no record is "not made yet", the same settings pass, other settings are one error
     naming the output, each changed key (old -> new) and what to do; a record that kept only a hash says so."""
-    from looper.runs import InputError, changed_settings, made_with, settings_record
+    from looper.errors import InputError
+    from looper.runs import changed_settings, made_with, settings_record
 
     sections = {"rollouts": {"max_new_tokens": 16, "samples_per_arm": 1}, "seed": 1}
     record = settings_record(sections)
@@ -473,7 +475,8 @@ def test_a_trainer_work_folder_without_a_checkpoint_is_taken_over_by_other_setti
     under other settings is refused with the key named."""
     import json
 
-    from looper.runs import InputError, settings_record
+    from looper.errors import InputError
+    from looper.runs import settings_record
     from looper.trainers import check_work_dir, prepare_work_dir
 
     work, metrics = tmp_path / "work" / "sft", tmp_path / "sft.jsonl"
@@ -526,7 +529,7 @@ def test_a_key_written_twice_is_found_in_any_mapping_and_an_alias_is_walked_once
 def test_files_written_atomically_get_the_mode_open_would_give(tmp_path):
     """Run-folder files go through a private temporary file (mkstemp: 0600); the file left behind has the mode the
     umask gives a file made with open(), as the plots and checkpoints beside it have."""
-    from looper.runs import atomic_write_json
+    from looper.files import atomic_write_json
 
     atomic_write_json(tmp_path / "a.json", {"x": 1})
     (tmp_path / "b.json").write_text("{}")
@@ -537,7 +540,8 @@ def test_a_damaged_manifest_or_settings_record_is_one_clear_error(tmp_path, caps
     """looper writes both atomically, so a broken one was edited or damaged. A settings record decides what is
     reused: an InputError naming it, not a JSONDecodeError from wherever it is read. The manifest only logs: kept
     aside with a warning, and a new one begun."""
-    from looper.runs import InputError, RunDir, read_record, start_stage
+    from looper.errors import InputError
+    from looper.runs import RunDir, read_record, start_stage
 
     config = load_config("configs/demo.yaml", [f"runs_dir={tmp_path}"])
     run = start_stage(config, "prepare-data")

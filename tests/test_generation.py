@@ -12,6 +12,7 @@ import torch
 from conftest import read_jsonl
 from looper import generation
 from looper.config import ModelConfig, load_config
+from looper.errors import InputError
 from looper.generation import (
     GenRequest,
     HFEngine,
@@ -33,7 +34,7 @@ from looper.generation import (
     vllm_sampling_kwargs,
 )
 from looper.modeling import load_model, load_tokenizer
-from looper.runs import InputError, RunDir
+from looper.runs import RunDir
 
 
 @pytest.fixture(scope="module")

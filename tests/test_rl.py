@@ -181,8 +181,8 @@ def test_regime_w_reward_functions_sum_to_the_reward():
 @pytest.mark.parametrize("algorithm", ["grpo", "rloo"])
 def test_online_regime_w_is_refused_on_several_processes(tmp_path, tiny_model_dir, monkeypatch, algorithm):
     """Issue 44: under accelerate launch each process would score only part of a question's multi-arm group."""
+    from looper.errors import ConfigValueError
     from looper.rl_training import train_rl
-    from looper.runs import ConfigValueError
 
     config = load_config(
         REPO / "configs" / "demo.yaml", args(tmp_path, tiny_model_dir, f"rl.algorithm={algorithm}")[1:]
@@ -315,8 +315,8 @@ def test_an_adapter_missing_tensors_is_refused(tiny_model_dir, tmp_path):
     from safetensors.torch import save_file
     from transformers import AutoModelForCausalLM
 
+    from looper.errors import InputError
     from looper.modeling import attach_adapter
-    from looper.runs import InputError
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"])).save_pretrained(tmp_path / "adapter")
@@ -339,8 +339,8 @@ def test_an_adapter_is_refused_on_another_base_of_the_same_shape(tiny_model_dir,
 
     from conftest import tiny_llama
     from looper.config import ModelConfig
+    from looper.errors import InputError
     from looper.modeling import architecture_signature, attach_adapter, check_adapter_base, load_model
-    from looper.runs import InputError
     from looper.trainers import save_atomically
 
     other = tiny_llama(real_tokenizer_dir, tmp_path / "other-seed", seed=1)  # the same shape, other weights

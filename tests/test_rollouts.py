@@ -13,10 +13,11 @@ import pytest
 from conftest import read_jsonl, run_looper
 from looper.answers import answers_equal, extract_answer
 from looper.config import load_config
+from looper.files import JsonlAppender
+from looper.processes import derive_seed
 from looper.prompts import preference_completion, question_prompt
 from looper.regime_w.arms import build_all_arms
 from looper.regime_w.scoring import s_cf_for_question, s_end_for_question
-from looper.runs import JsonlAppender, derive_seed
 
 REPO = Path(__file__).resolve().parents[1]
 

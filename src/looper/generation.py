@@ -42,6 +42,8 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from looper.errors import ConfigValueError, InputError
+from looper.files import JsonlAppender
 from looper.modeling import (
     check_adapter_base,
     checkpoint_end_ids,
@@ -52,7 +54,6 @@ from looper.modeling import (
     stage_weights,
 )
 from looper.prompts import cut_at_restart, format_restarts
-from looper.runs import ConfigValueError, InputError, JsonlAppender
 
 log = logging.getLogger("looper")
 

@@ -13,7 +13,7 @@ import os
 import socket
 from urllib.parse import urlparse
 
-from looper.runs import InputError
+from looper.errors import InputError
 
 _TRUE = ("1", "true", "yes", "on")
 

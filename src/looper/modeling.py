@@ -30,9 +30,10 @@ import torch
 
 from looper.config import EMBEDDED_MODEL, ModelConfig
 from looper.embedded import embedded_model, fetch_gguf
+from looper.errors import ConfigValueError, InputError
 from looper.hub import require_hub
 from looper.prompts import CHAT_FORMATS
-from looper.runs import ConfigValueError, InputError, read_record
+from looper.runs import read_record
 
 log = logging.getLogger("looper")
 

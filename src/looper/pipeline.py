@@ -21,11 +21,13 @@ import time
 from typing import Any
 
 from looper.config import RunConfig
+from looper.errors import InputError
 from looper.eval.eval_gsm8k import check_protocol
+from looper.files import atomic_write_json, read_jsonl
 from looper.generation import resolve_engine
 from looper.modeling import check_quantization
 from looper.regime_w.reward import check_reward_config
-from looper.runs import STAGE_MODULES, STAGES, InputError, RunDir, atomic_write_json, read_jsonl, stage_marker
+from looper.runs import STAGE_MODULES, STAGES, RunDir, stage_marker
 from looper.trainers import make_trl_config, trl_config
 
 

@@ -26,15 +26,10 @@ from typing import Any
 import yaml
 
 from looper.config import RunConfig
+from looper.errors import ConfigValueError
 from looper.regime_w.arms import build_all_arms
 from looper.regime_w.reward import check_reward_config
-from looper.runs import (
-    ConfigValueError,
-    RunDir,
-    changed_settings,
-    stage_marker,
-    stage_sections,
-)
+from looper.runs import RunDir, changed_settings, stage_marker, stage_sections
 
 GSM8K_SIZES = {"train": 7473, "test": 1319, "platinum": 1209}  # openai/gsm8k main; madrylab/gsm8k-platinum (kept rows)
 # what torch reports for each GPU the rates were measured on (docs/benchmarks.md): vLLM's share is of this
@@ -129,9 +124,9 @@ def sft_tokens(config: RunConfig, run: RunDir, cut: int | None) -> int | None:
     from transformers import AutoTokenizer
 
     from looper.config import EMBEDDED_MODEL
+    from looper.files import read_jsonl
     from looper.modeling import cache_dir
     from looper.prompts import render_prompt, sft_example
-    from looper.runs import read_jsonl
 
     if not run.train.is_file():
         return None

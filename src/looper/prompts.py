@@ -19,7 +19,7 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
-from looper.runs import InputError
+from looper.errors import InputError
 
 # The date a chat template that writes one (Llama 3.1 / 3.2: "Today Date: ...") renders: fixed, so a prompt does not
 # depend on the day it is rendered (SFT before midnight and eval after it would see different prompts; sglang #3296).

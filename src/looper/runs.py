@@ -18,19 +18,18 @@ Layout of ``runs/<name>/`` (file names from the original plan)::
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import os
 import platform
-import random
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+from looper.errors import InputError
+from looper.files import atomic_write_json, atomic_write_text
+from looper.processes import is_main_process
 
 log = logging.getLogger("looper")
 
@@ -54,179 +53,6 @@ STAGE_SECTIONS = {
     "train-rl": ("seed", "data", "model", "sft", "rollouts", "regime_w", "preferences", "rl"),
     "eval": ("seed", "data", "model", "sft", "rollouts", "regime_w", "preferences", "rl", "eval"),
 }
-
-
-class InputError(ValueError):
-    """Bad user input (a file, a line, a field); the CLI prints it and exits non-zero."""
-
-
-class ConfigValueError(InputError):
-    """A config field's value that a stage refuses: a combination the schema cannot see, or one this machine cannot
-    run. The message starts with the field (``eval.datasets: ...``); the CLI puts the config file in front of it, as
-    it does for the schema's own errors, with the command-line overrides that set ``fields``: the dotted config
-    fields whose values it refuses (``("data.path", "data.source")``)."""
-
-    def __init__(self, message: str, *, fields: tuple[str, ...] = ()) -> None:
-        super().__init__(message)
-        self.fields = fields
-
-
-# ----------------------------------------------------------------------------- atomic files
-
-
-_UMASK = os.umask(0)
-os.umask(_UMASK)  # read once: os.umask can only be read by setting it
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes the file private (0600); give it the mode open() would
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
-
-
-def atomic_write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> int:
-    lines = [json.dumps(r, ensure_ascii=False) for r in records]
-    atomic_write_text(path, "".join(line + "\n" for line in lines))
-    return len(lines)
-
-
-def json_type(value: Any) -> str:
-    """A parsed JSON value's type in JSON's own terms, for messages: 'array', not Python's 'list'."""
-    names = {dict: "object", list: "array", str: "string", bool: "boolean", int: "number", float: "number"}
-    return "null" if value is None else names.get(type(value), type(value).__name__)
-
-
-def read_jsonl_lines(path: Path, required: tuple[str, ...] = ()) -> list[tuple[int, dict[str, Any]]]:
-    """(line number, record) pairs of a JSONL file; a malformed line or a missing field is an InputError
-    naming the file and the line."""
-    path = Path(path)
-    if path.is_dir():
-        raise InputError(f"{path}: a folder, not a JSONL file")
-    if not path.is_file():
-        raise InputError(f"{path}: file not found")
-    records = []
-    with path.open("rb") as f:
-        for lineno, raw in enumerate(f, 1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError:
-                raise InputError(f"{path}:{lineno}: not UTF-8 text (is this a binary file?)") from None
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise InputError(f"{path}:{lineno}: not valid JSON ({err.msg})") from None
-            if not isinstance(record, dict):
-                raise InputError(f"{path}:{lineno}: expected a JSON object, got {json_type(record)}")
-            for key in required:
-                if key not in record:
-                    raise InputError(f"{path}:{lineno}: missing field {key!r}")
-            records.append((lineno, record))
-    return records
-
-
-def require_input(path: Path, made_by: str) -> Path:
-    """``path`` if it exists, else an InputError saying which stage makes it."""
-    if not Path(path).exists():
-        raise InputError(f"{path}: not found; run `looper {made_by}` first, with the same config")
-    return Path(path)
-
-
-def read_jsonl(path: Path, required: tuple[str, ...] = ()) -> list[dict[str, Any]]:
-    """The records of a JSONL file, validated as in ``read_jsonl_lines``."""
-    return [record for _, record in read_jsonl_lines(path, required)]
-
-
-class JsonlAppender:
-    """Append-only JSONL for long stages: one whole record per line, flushed and fsynced.
-
-    On open, a torn last line (a crash mid-write) is cut off with a warning, so that the file
-    always holds complete records; ``done_keys`` lists what is already there for resuming.
-    """
-
-    def __init__(self, path: Path, key: str = "id"):
-        self.path = Path(path)
-        self.key = key
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.records: list[dict[str, Any]] = []
-        if self.path.exists():
-            self._recover()
-        self._f = self.path.open("a")
-
-    def _recover(self) -> None:
-        raw = self.path.read_bytes()
-        good_end = 0
-        pos = 0
-        for line in raw.splitlines(keepends=True):
-            pos += len(line)
-            if not line.endswith(b"\n"):
-                break
-            try:
-                self.records.append(json.loads(line))
-            except json.JSONDecodeError:
-                break
-            good_end = pos
-        if good_end < len(raw):
-            log.warning(
-                "%s: dropping a torn record after byte %d (an interrupted run); it will be redone", self.path, good_end
-            )
-            with self.path.open("r+b") as f:
-                f.truncate(good_end)
-
-    @property
-    def done_keys(self) -> set[Any]:
-        return {r[self.key] for r in self.records}
-
-    def append(self, record: dict[str, Any]) -> None:
-        self._f.write(json.dumps(record, ensure_ascii=False) + "\n")
-        self._f.flush()
-        os.fsync(self._f.fileno())
-        self.records.append(record)
-
-    def close(self) -> None:
-        self._f.close()
-
-    def __enter__(self) -> JsonlAppender:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-
-# ----------------------------------------------------------------------------- seeds
-
-
-def set_seed(seed: int) -> None:
-    """The one place the global seed is set (python, numpy, torch, transformers)."""
-    import numpy as np
-    import torch
-    from transformers import set_seed as hf_set_seed
-
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    hf_set_seed(seed)
-
-
-def derive_seed(seed: int, *parts: Any) -> int:
-    """A per-sample seed from (run seed, question id, arm, sample): replayable and batch-independent."""
-    digest = hashlib.sha256(json.dumps([seed, *map(str, parts)]).encode()).digest()
-    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
 # ----------------------------------------------------------------------------- run folder
@@ -338,12 +164,6 @@ def git_commit() -> str | None:
     if out.returncode != 0:
         return None
     return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
-
-
-def is_main_process() -> bool:
-    """True in a single process, and in the first process of an ``accelerate launch`` / ``torchrun`` job (the one
-    that writes the run folder's shared files; the others write only their own shard files)."""
-    return int(os.environ.get("RANK", "0")) == 0
 
 
 def start_stage(config: Any, stage: str, run: RunDir | None = None) -> RunDir:
@@ -576,79 +396,3 @@ class Stage:
 def stage_marker(run: RunDir, stage: str) -> dict[str, Any] | None:
     """The stage's marker (``stages/<stage>.json``), None before the stage has finished; see ``read_record``."""
     return read_record(run.marker(stage))
-
-
-class MetricsLog:
-    """Metrics as JSONL, one flushed line per event."""
-
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-
-    def write(self, **record: Any) -> None:
-        with self.path.open("a") as f:
-            f.write(json.dumps({"time": round(time.time(), 3), **record}, default=str) + "\n")
-
-
-class Shards:
-    """Work split across the processes of an ``accelerate launch`` / ``torchrun`` job (one per GPU).
-
-    Each process takes every ``world``-th item (round robin keeps shards balanced after length
-    sorting), appends its records to its own shard file (so each shard resumes on its own), and the
-    main process merges the shards into the final file in the original order once all are done.
-    With one process nothing changes: the shard file is the final file.
-    """
-
-    def __init__(self) -> None:
-        import torch
-        from accelerate import PartialState
-
-        self.state = PartialState(cpu=not torch.cuda.is_available())
-        self.rank, self.world = self.state.process_index, self.state.num_processes
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    def mine(self, items: list[Any]) -> list[Any]:
-        return items[self.rank :: self.world]
-
-    def path(self, final: Path, rank: int | None = None) -> Path:
-        if self.world == 1:
-            return Path(final)
-        r = self.rank if rank is None else rank
-        return Path(final).with_name(f"{Path(final).stem}.shard{r}-of-{self.world}{Path(final).suffix}")
-
-    def wait(self) -> None:
-        self.state.wait_for_everyone()
-
-    def gather(self, value: Any) -> list[Any]:
-        """Every process's ``value``, in process order (a collective: every process must call it)."""
-        if self.world == 1:
-            return [value]
-        from accelerate.utils import gather_object
-
-        return gather_object([value])
-
-    def merge(self, final: Path, order: list[Any], key: str = "id") -> list[dict[str, Any]]:
-        """Main process: every shard's records, in ``order`` of their keys, written atomically to ``final``
-        (with one process, the file is only put in that order)."""
-        by_key: dict[Any, dict[str, Any]] = {}
-        for r in range(self.world):
-            for record in read_jsonl(self.path(final, r)):
-                if record[key] in by_key:
-                    raise InputError(
-                        f"{final}: {key} {record[key]!r} appears twice; delete the file (and any shards) and redo"
-                    )
-                by_key[record[key]] = record
-        missing = [k for k in order if k not in by_key]
-        if missing:
-            raise InputError(
-                f"{final}: {len(missing)} records missing after merging {self.world} shards (e.g. {missing[0]!r})"
-            )
-        records = [by_key[k] for k in order]
-        atomic_write_jsonl(final, records)
-        if self.world > 1:
-            for r in range(self.world):
-                self.path(final, r).unlink(missing_ok=True)
-        return records

@@ -22,21 +22,10 @@ from typing import Any
 import torch
 
 from looper.config import ConfigError, RunConfig, check_value, closest_name
-from looper.runs import (
-    InputError,
-    JsonlAppender,
-    MetricsLog,
-    RunDir,
-    Shards,
-    Stage,
-    atomic_write_json,
-    atomic_write_jsonl,
-    is_main_process,
-    made_with,
-    read_jsonl,
-    read_record,
-    settings_record,
-)
+from looper.errors import InputError
+from looper.files import JsonlAppender, MetricsLog, atomic_write_json, atomic_write_jsonl, read_jsonl
+from looper.processes import Shards, is_main_process
+from looper.runs import RunDir, Stage, made_with, read_record, settings_record
 
 log = logging.getLogger("looper")
 

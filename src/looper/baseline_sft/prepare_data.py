@@ -22,16 +22,10 @@ from typing import Any
 
 from looper.answers import parse_gold
 from looper.config import DataConfig, PlatinumConfig, RunConfig
+from looper.errors import ConfigValueError, InputError
+from looper.files import atomic_write_json, atomic_write_jsonl, read_jsonl_lines
 from looper.hub import require_hub
-from looper.runs import (
-    ConfigValueError,
-    InputError,
-    RunDir,
-    Stage,
-    atomic_write_json,
-    atomic_write_jsonl,
-    read_jsonl_lines,
-)
+from looper.runs import RunDir, Stage
 
 log = logging.getLogger("looper")
 

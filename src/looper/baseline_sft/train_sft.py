@@ -27,26 +27,13 @@ from typing import Any
 
 from looper.answers import is_correct
 from looper.config import RunConfig
+from looper.errors import ConfigValueError, InputError
+from looper.files import atomic_write_json, read_jsonl, require_input
 from looper.generation import GenRequest, GenResult, LazyEngine, generate_records, open_engine, resolve_engine
 from looper.modeling import check_quantization, load_model, load_tokenizer, lora_config, resolve_dtype, sharded_training
+from looper.processes import Shards, derive_seed, is_main_process, set_seed
 from looper.prompts import render_prompt, sft_example, template_opens_thought
-from looper.runs import (
-    ConfigValueError,
-    InputError,
-    RunDir,
-    Shards,
-    atomic_write_json,
-    derive_seed,
-    is_main_process,
-    made_with,
-    read_jsonl,
-    read_record,
-    record_path,
-    require_input,
-    self_sampling_sections,
-    set_seed,
-    settings_record,
-)
+from looper.runs import RunDir, made_with, read_record, record_path, self_sampling_sections, settings_record
 from looper.trainers import TrainingStage, check_lengths, make_trl_config
 
 STAGE = "sft"

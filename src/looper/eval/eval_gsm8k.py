@@ -24,8 +24,10 @@ from typing import Any
 
 from looper.answers import extract_answer, is_correct
 from looper.config import RunConfig
+from looper.errors import ConfigValueError, InputError
 from looper.eval.lm_eval_gsm8k import check_lm_eval_protocol, evaluate_lm_eval
 from looper.eval.report import write_report
+from looper.files import atomic_write_json, atomic_write_jsonl, read_jsonl, require_input
 from looper.generation import (
     STATED_SAMPLING,
     Engine,
@@ -36,24 +38,9 @@ from looper.generation import (
     resolve_engine,
 )
 from looper.modeling import load_tokenizer, peak_gpu_memory_gib, stage_model_path
+from looper.processes import Shards, derive_seed
 from looper.prompts import deepseek_prompt, render_prompt, template_opens_thought
-from looper.runs import (
-    ConfigValueError,
-    InputError,
-    RunDir,
-    Shards,
-    Stage,
-    atomic_write_json,
-    atomic_write_jsonl,
-    changed_settings,
-    derive_seed,
-    read_jsonl,
-    read_record,
-    record_path,
-    require_input,
-    settings_record,
-    stage_marker,
-)
+from looper.runs import RunDir, Stage, changed_settings, read_record, record_path, settings_record, stage_marker
 
 STAGE = "eval"
 # Named for what they hold; the first four are a run's own dev/test splits, depending on data.source.

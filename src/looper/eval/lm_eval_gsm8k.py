@@ -26,8 +26,10 @@ from typing import Any
 import torch
 
 from looper.config import RunConfig
+from looper.errors import ConfigValueError, InputError
+from looper.files import read_jsonl
 from looper.modeling import resolve_model_path, stage_weights
-from looper.runs import ConfigValueError, InputError, RunDir, read_jsonl, stage_hash
+from looper.runs import RunDir, stage_hash
 
 LM_EVAL_TASK = "gsm8k"
 FILTERS = {"strict": "strict-match", "flexible": "flexible-extract"}

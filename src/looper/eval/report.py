@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from looper.answers import parse_number
-from looper.runs import atomic_write_json, atomic_write_text
+from looper.files import atomic_write_json, atomic_write_text
 from looper.stats import (
     holm,
     mcnemar_exact,

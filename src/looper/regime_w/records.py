@@ -8,8 +8,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from looper.errors import InputError
+from looper.files import json_type, read_jsonl_lines
 from looper.regime_w.scoring import as_arm_outputs
-from looper.runs import InputError, json_type, read_jsonl_lines
 
 
 def trajectories_problem(trajectories: Any, scored: bool = False) -> str | None:

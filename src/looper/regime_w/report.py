@@ -19,10 +19,11 @@ from typing import Any
 
 from looper.answers import answers_equal
 from looper.config import RegimeWConfig, RunConfig
+from looper.errors import InputError
+from looper.files import atomic_write_text
 from looper.regime_w.pairs import select_pairs
 from looper.regime_w.records import read_rollouts
 from looper.regime_w.reward import as_arm_outputs, check_reward_config, trajectory_rewards
-from looper.runs import InputError, atomic_write_text
 from looper.stats import auroc, auroc_difference
 from looper.tables import text_table
 

@@ -31,20 +31,14 @@ from collections import Counter
 from typing import Any
 
 from looper.config import RunConfig
+from looper.errors import ConfigValueError, InputError
+from looper.files import atomic_write_jsonl, require_input
 from looper.prompts import preference_completion, question_prompt
 from looper.regime_w.arms import build_all_arms
 from looper.regime_w.pairs import select_pairs
 from looper.regime_w.records import read_rollouts
 from looper.regime_w.reward import trajectory_rewards
-from looper.runs import (
-    ConfigValueError,
-    InputError,
-    RunDir,
-    Stage,
-    atomic_write_jsonl,
-    require_input,
-    stage_marker,
-)
+from looper.runs import RunDir, Stage, stage_marker
 
 STAGE = "build-preferences"
 

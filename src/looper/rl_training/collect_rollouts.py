@@ -27,6 +27,8 @@ from __future__ import annotations
 from typing import Any
 
 from looper.config import RunConfig
+from looper.errors import InputError
+from looper.files import atomic_write_json, read_jsonl, require_input
 from looper.generation import (
     GenRequest,
     GenResult,
@@ -37,23 +39,11 @@ from looper.generation import (
     resolve_engine,
 )
 from looper.modeling import load_tokenizer, peak_gpu_memory_gib, stage_weights
+from looper.processes import Shards, derive_seed
 from looper.prompts import render_prompt, template_opens_thought
 from looper.regime_w.arms import build_all_arms
 from looper.regime_w.reward import ArmOutput, check_reward_config, trajectory_rewards
-from looper.runs import (
-    InputError,
-    RunDir,
-    Shards,
-    Stage,
-    atomic_write_json,
-    derive_seed,
-    made_with,
-    read_jsonl,
-    read_record,
-    record_path,
-    require_input,
-    settings_record,
-)
+from looper.runs import RunDir, Stage, made_with, read_record, record_path, settings_record
 
 STAGE = "collect-rollouts"
 

@@ -50,8 +50,11 @@ from typing import Any
 
 from looper.baseline_sft.train_sft import correct_texts, generated_example
 from looper.config import RunConfig
+from looper.errors import ConfigValueError, InputError
+from looper.files import read_jsonl, require_input
 from looper.generation import make_result
 from looper.modeling import checkpoint_end_ids, load_stage_model, load_tokenizer, lora_config, resolve_model_path
+from looper.processes import is_main_process, set_seed
 from looper.prompts import cut_at_restart, render_messages, render_prompt, template_opens_thought
 from looper.regime_w.arms import build_all_arms
 from looper.regime_w.reward import (
@@ -61,15 +64,7 @@ from looper.regime_w.reward import (
     reward_part_weights,
     trajectory_rewards,
 )
-from looper.runs import (
-    ConfigValueError,
-    InputError,
-    RunDir,
-    is_main_process,
-    read_jsonl,
-    require_input,
-    set_seed,
-)
+from looper.runs import RunDir
 from looper.trainers import TrainingStage, check_lengths, make_trl_config
 
 STAGE = "train-rl"
