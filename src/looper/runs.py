@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from looper.errors import InputError
-from looper.files import atomic_write_json, atomic_write_text
+from looper.files import atomic_write_json, atomic_write_text, read_jsonl
 from looper.processes import is_main_process
 
 log = logging.getLogger("looper")
@@ -391,6 +391,61 @@ class Stage:
     def finish(self, **info: Any) -> None:
         """Mark the stage complete for this config, with ``info`` (counts, speeds) in its marker."""
         finish_stage(self.run, self.name, self.config, **info)
+
+
+class ResumableOutput:
+    """A JSONL output made one record per question over a long run (collect-rollouts' rollouts, sft's self samples):
+    each process appends to its own shard (``processes.Shards``; with one process the shard is the file), and the
+    settings record beside it (``record_path``) holds the settings that began it. A killed run resumes under those
+    settings; other settings are refused naming what changed; ``finish`` merges the shards in question order and
+    marks the record complete, so a run stopped after the merge does not sample again.
+
+    Usage: ``out.check()`` before anything is written; ``out.complete`` -> ``out.records()``; else
+    ``path = out.begin()``, append to ``path``, then ``records = out.finish(ids)`` (every process calls it).
+    """
+
+    def __init__(self, path: Path, settings: dict[str, Any], shards: Any):
+        self.path, self.settings, self.shards = Path(path), settings, shards
+        self.record_file = record_path(self.path)
+        self._record: dict[str, Any] | None = None
+
+    def check(self) -> None:
+        """Read the record; an InputError when the output (or a shard of it) was begun with other settings."""
+        self._record = read_record(self.record_file)
+        shards = self.path.parent.glob(f"{self.path.stem}.shard*")
+        if self.path.exists() or any(shards):
+            made_with(
+                self.path,
+                self._record,
+                self.settings,
+                f"delete it, its shards and {self.record_file.name} to start over",
+            )
+
+    @property
+    def complete(self) -> bool:
+        """Whether every shard was merged into the output under these settings (``check`` first)."""
+        return self.path.exists() and bool((self._record or {}).get("complete"))
+
+    def records(self) -> list[dict[str, Any]]:
+        return read_jsonl(self.path)
+
+    def begin(self) -> Path:
+        """Record the settings (the first process) and return the file this process appends to."""
+        if self.shards.is_main:
+            atomic_write_json(self.record_file, settings_record(self.settings))
+        return self.shards.path(self.path)
+
+    def finish(self, order: list[Any]) -> list[dict[str, Any]]:
+        """Every process: wait for all, then the first merges the shards in ``order`` of their ids (refusing a
+        duplicate or a missing one, ``Shards.merge``) and marks the record complete. Returns the records (the
+        first process; the others get an empty list)."""
+        self.shards.wait()
+        records: list[dict[str, Any]] = []
+        if self.shards.is_main:
+            records = self.shards.merge(self.path, order)
+            atomic_write_json(self.record_file, {**settings_record(self.settings), "complete": True})
+        self.shards.wait()
+        return records
 
 
 def stage_marker(run: RunDir, stage: str) -> dict[str, Any] | None:

@@ -28,12 +28,12 @@ from typing import Any
 from looper.answers import is_correct
 from looper.config import RunConfig
 from looper.errors import ConfigValueError, InputError
-from looper.files import atomic_write_json, read_jsonl, require_input
+from looper.files import read_jsonl, require_input
 from looper.generation import GenRequest, GenResult, LazyEngine, generate_records, open_engine, resolve_engine
 from looper.modeling import check_quantization, load_model, load_tokenizer, lora_config, resolve_dtype, sharded_training
 from looper.processes import Shards, derive_seed, is_main_process, set_seed
 from looper.prompts import render_prompt, sft_example, template_opens_thought
-from looper.runs import RunDir, made_with, read_record, record_path, self_sampling_sections, settings_record
+from looper.runs import ResumableOutput, RunDir, self_sampling_sections
 from looper.trainers import TrainingStage, check_lengths, make_trl_config
 
 STAGE = "sft"
@@ -144,28 +144,24 @@ def _self_data_settings(config: RunConfig) -> dict[str, Any]:
     )
 
 
-def check_self_samples(config: RunConfig, run: RunDir) -> dict[str, Any] | None:
-    """The saved self-data samples' record (None: none yet), or an InputError when other sampling settings made
+def self_samples(config: RunConfig, run: RunDir) -> ResumableOutput:
+    """The self-data samples (``run.sft_self_samples``), checked: an InputError when other sampling settings began
     them; reads only."""
-    path, meta = run.sft_self_samples, record_path(run.sft_self_samples)
-    made = read_record(meta)
-    made_with(path, made, _self_data_settings(config), f"delete it and {meta.name} to sample again")
-    return made
+    samples = ResumableOutput(run.sft_self_samples, _self_data_settings(config), Shards())
+    samples.check()
+    return samples
 
 
 def sample_self_data(config: RunConfig, run: RunDir) -> list[dict[str, Any]]:
     """The base model's samples of every training question, one record per question (resumable)."""
     sd = config.sft.self_data
-    path, meta = run.sft_self_samples, record_path(run.sft_self_samples)
     questions = read_jsonl(run.train, required=("id", "question", "gold"))[: sd.max_questions]
-    settings = _self_data_settings(config)
-    made = check_self_samples(config, run)
-    if path.exists() and (made or {}).get("complete"):
-        return read_jsonl(path)
+    samples = self_samples(config, run)
+    if samples.complete:
+        return samples.records()
     engine = resolve_engine(config.rollouts.engine, "rollouts.engine")
-    shards = Shards()
-    if shards.is_main:
-        atomic_write_json(meta, settings_record(settings))
+    shards = samples.shards
+    my_file = samples.begin()
     tokenizer = load_tokenizer(config.model)
     thought_open = template_opens_thought(tokenizer, config.model.prompt_format)
 
@@ -195,14 +191,10 @@ def sample_self_data(config: RunConfig, run: RunDir) -> list[dict[str, Any]]:
     print(f"sft (self data): sampling {len(questions)} questions x {sd.samples} with the base model")
     with LazyEngine(lambda: open_engine(config, run, "base", engine, "rollouts", sd.max_new_tokens, tokenizer)) as lazy:
         generate_records(
-            lazy, shards.path(path), shards.mine(questions), requests_of, record_of, sd.max_new_tokens, "sft self data"
+            lazy, my_file, shards.mine(questions), requests_of, record_of, sd.max_new_tokens, "sft self data"
         )
-    shards.wait()
-    if shards.is_main:
-        shards.merge(path, [q["id"] for q in questions])
-        atomic_write_json(meta, {**settings_record(settings), "complete": True})
-    shards.wait()
-    return read_jsonl(path)
+    samples.finish([q["id"] for q in questions])
+    return samples.records()
 
 
 def correct_texts(samples: list[tuple[str, bool, bool]], limit: int) -> list[str]:
@@ -270,7 +262,7 @@ def main(config: RunConfig, args: Any = None) -> RunDir:
     # Everything a bad input can break is read and checked before the run folder is written to: sft.data=self
     # samples before it trains
     if config.sft.data == "self":
-        check_self_samples(config, run)  # first in the data flow, so named first
+        self_samples(config, run)  # first in the data flow, so named first
     stage.check()  # before sampling and loading, not only before training
     dataset = build_dataset(config, run)
     tokenizer = load_tokenizer(config.model)

@@ -28,7 +28,7 @@ from typing import Any
 
 from looper.config import RunConfig
 from looper.errors import InputError
-from looper.files import atomic_write_json, read_jsonl, require_input
+from looper.files import read_jsonl, require_input
 from looper.generation import (
     GenRequest,
     GenResult,
@@ -43,7 +43,7 @@ from looper.processes import Shards, derive_seed
 from looper.prompts import render_prompt, template_opens_thought
 from looper.regime_w.arms import build_all_arms
 from looper.regime_w.reward import ArmOutput, check_reward_config, trajectory_rewards
-from looper.runs import RunDir, Stage, made_with, read_record, record_path, settings_record
+from looper.runs import ResumableOutput, RunDir, Stage
 
 STAGE = "collect-rollouts"
 
@@ -121,27 +121,18 @@ def main(config: RunConfig, run: RunDir | None = None, round_: int = 1) -> RunDi
     if not questions:
         raise InputError(f"{run.train}: no training questions")
     arms = build_all_arms(config.regime_w)
-    meta_path = record_path(run.rollouts)
-    existing = [run.rollouts, *run.rollouts.parent.glob(f"{run.rollouts.stem}.shard*")]
-    if any(p.exists() for p in existing):  # a partial collection resumes only under the settings that began it
-        made_with(
-            run.rollouts,
-            read_record(meta_path),
-            stage.settings,
-            f"delete it, its shards and {meta_path.name} to start over",
-        )
+    shards = Shards()  # one process per GPU under accelerate launch / torchrun; else a single shard
+    rollouts = ResumableOutput(run.rollouts, stage.settings, shards)
+    rollouts.check()  # a partial collection resumes only under the settings that began it
     engine = resolve_engine(config.rollouts.engine, "rollouts.engine")
     _, adapter = stage_weights(config, run, "sft")  # a round's starting adapter in rounds > 1; checked before any write
-    shards = Shards()  # one process per GPU under accelerate launch / torchrun; else a single shard
     if shards.is_main:
         run = stage.start()
-        atomic_write_json(meta_path, settings_record(stage.settings))
-    if shards.world > 1 and run.rollouts.exists():  # merged earlier, stopped before the completion marker
-        merged = {r["id"] for r in read_jsonl(run.rollouts)}
-        if all(q["id"] in merged for q in questions):
-            if shards.is_main:
-                stage.finish(questions=len(questions))
-            return run
+    if rollouts.complete:  # merged earlier, stopped before the completion marker
+        if shards.is_main:
+            stage.finish(questions=len(questions))
+        return run
+    my_file = rollouts.begin()
     tokenizer = load_tokenizer(config.model)
     adapter_name = str(adapter.relative_to(run.data_root)) if adapter else None
 
@@ -164,7 +155,7 @@ def main(config: RunConfig, run: RunDir | None = None, round_: int = 1) -> RunDi
     ) as lazy:
         tally = generate_records(
             lazy,
-            shards.path(run.rollouts),
+            my_file,
             shards.mine(questions),
             requests_of,
             record_of,
@@ -174,9 +165,9 @@ def main(config: RunConfig, run: RunDir | None = None, round_: int = 1) -> RunDi
     per_process = shards.gather(
         {**tally, "seconds": round(tally["seconds"], 2), "peak_gpu_memory_gib": peak_gpu_memory_gib()}
     )
+    records = rollouts.finish([q["id"] for q in questions])  # in question order; refuses a duplicate id
     if not shards.is_main:
         return run
-    records = shards.merge(run.rollouts, [q["id"] for q in questions])  # in question order; refuses a duplicate id
     speed = generation_speed(per_process)
     stage.finish(questions=len(records), **speed)
     acc = sum(t["parts"]["correct"] == 1.0 for r in records for t in r["trajectories"])
