@@ -180,6 +180,12 @@ RECIPES: dict[str, tuple[str, str | None, str | None, list[str]]] = {
         "rollouts",
         ["rollouts.samples_per_arm=4", "preferences.max_pairs_per_question=2", "preferences.label_free=true"],
     ),
+    "w_random": (
+        "random-reward control: the same rollouts, pairs ranked by seeded random rewards (no answer information)",
+        "rollouts_b",
+        "rollouts",
+        ["rollouts.samples_per_arm=4", "preferences.max_pairs_per_question=2", "preferences.random_rewards=true"],
+    ),
     # Not recipes: the shared SFT adapter and its eval alone (listed first, the recipes start as soon as it is done),
     # and the SFT model sampled 16 times per dev question (maj@16 / pass@16: how far sharpening could take it).
     "sft": ("the shared SFT adapter and its greedy eval", None, None, []),

@@ -370,3 +370,36 @@ def test_an_adapter_is_refused_on_another_base_of_the_same_shape(tiny_model_dir,
     del record["base_fingerprint"]
     (adapter / "looper_adapter.json").write_text(json.dumps(record))
     attach_adapter(load_model(ModelConfig(name_or_path=str(other), dtype="float32")), adapter)
+
+
+def test_random_reward_pairs_are_seeded_draws_that_ignore_the_answers():
+    """preferences.random_rewards (the random-reward control): each trajectory's reward is a draw from the seed and
+    the question id, the same on every run, another under another seed, whatever the answers; correct stays gold's
+    (reported, not used). Two rankings at once, or require_correct_chosen with it, are refused naming the fields."""
+    from looper.config import load_config
+    from looper.errors import ConfigValueError
+    from looper.rl_training.build_preferences import check_ranking, ranking
+
+    def traj(correct: float) -> dict:
+        return {"parts": {"correct": correct}, "reward": 1.0 + correct, "truncated": False}
+
+    record = {"id": "q1", "trajectories": [traj(1.0), traj(0.0), traj(1.0), traj(0.0)]}
+    config = load_config("configs/demo.yaml", ["preferences.random_rewards=true"])
+    rewards, correct = ranking(record, config)
+    assert correct == [True, False, True, False] and all(0 <= r < 1 for r in rewards)
+    assert ranking(record, config)[0] == rewards  # seeded: the same pairs on a rerun
+    assert ranking({**record, "id": "q2"}, config)[0] != rewards
+    assert (
+        ranking(record, load_config("configs/demo.yaml", ["preferences.random_rewards=true", "seed=7"]))[0] != rewards
+    )
+    assert ranking(record, load_config("configs/demo.yaml", []))[0] == [2.0, 1.0, 2.0, 1.0]  # Regime W's, as saved
+    for overrides, fields in (
+        (
+            ["preferences.require_correct_chosen=true"],
+            ("preferences.require_correct_chosen", "preferences.random_rewards"),
+        ),
+        (["preferences.correctness_only=true"], ("preferences.correctness_only", "preferences.random_rewards")),
+    ):
+        with pytest.raises(ConfigValueError) as err:
+            check_ranking(load_config("configs/demo.yaml", ["preferences.random_rewards=true", *overrides]))
+        assert err.value.fields == fields

@@ -420,6 +420,12 @@ class PreferencesConfig:
         "(docs/results.md); not with label_free.",
         False,
     )
+    random_rewards: bool = _help(
+        "Rank trajectories by rewards drawn at random (uniform on [0, 1), from the seed and the question id): the "
+        "random-reward control of the Regime W comparison, which a gain must beat (Spurious Rewards, arXiv "
+        "2506.10947); not with label_free, correctness_only or require_correct_chosen.",
+        False,
+    )
 
 
 @dataclass

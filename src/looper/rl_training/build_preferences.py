@@ -18,6 +18,11 @@ parts left out: the control that asks whether they add anything (docs/results.md
 alone"). Equal rewards are then the rule, so the trajectories are visited in an order drawn from the seed and the
 question id: otherwise the first arm's correct answer would always be chosen and the last arm's wrong one rejected.
 
+``preferences.random_rewards``: the random-reward control. Each trajectory's reward is drawn uniformly from [0, 1)
+with the seed and the question id, so the pairs keep the recipe's shape (best vs worst, truncated never chosen) but
+carry no information about the answers: a gain of Regime W over this control is a gain of its ranking, not of DPO
+on the model's own samples (Spurious Rewards, arXiv 2506.10947, saw Qwen2.5-Math improve under random rewards).
+
 ``preferences.label_free``: no gold. Each question's trajectories are re-scored from their saved
 texts with the Regime W reward's label-free form (the consensus answer, trusted as much as s_wm,
 replaces correctness; "correct" then means "agrees with the consensus"), so the same rollouts serve
@@ -45,12 +50,16 @@ STAGE = "build-preferences"
 
 def ranking(record: dict[str, Any], config: RunConfig) -> tuple[list[float], list[bool]]:
     """Each trajectory's reward and whether it counts as correct: as collected (the Regime W reward with gold),
-    gold correctness alone (``preferences.correctness_only``), or re-scored without gold
-    (``preferences.label_free``: correct = agrees with the s_wm-weighted consensus)."""
+    gold correctness alone (``preferences.correctness_only``), drawn at random (``preferences.random_rewards``;
+    correct is gold's, for reporting), or re-scored without gold (``preferences.label_free``: correct = agrees with
+    the s_wm-weighted consensus)."""
     trajs = record["trajectories"]
     correct = [t["parts"]["correct"] == 1.0 for t in trajs]
     if config.preferences.correctness_only:
         return [float(c) for c in correct], correct
+    if config.preferences.random_rewards:
+        draw = random.Random(f"{config.seed}:{record['id']}:random-rewards")
+        return [draw.random() for _ in trajs], correct
     if not config.preferences.label_free:
         return [t["reward"] for t in trajs], correct
     _, rewards = trajectory_rewards(trajs, None, config.regime_w)  # the saved records, re-scored
@@ -66,20 +75,33 @@ def visiting_order(record: dict[str, Any], config: RunConfig) -> list[int]:
     return random.Random(f"{config.seed}:{record['id']}").sample(range(n), n)
 
 
-def main(config: RunConfig, run: RunDir | None = None) -> None:
-    run = run or RunDir.of(config)
-    if config.preferences.label_free and config.preferences.require_correct_chosen:
+def check_ranking(config: RunConfig) -> None:
+    """ConfigValueError naming the fields when the preferences settings ask for two rankings at once, or for
+    require_correct_chosen under a ranking that does not rank correct answers first."""
+    prefs = config.preferences
+    if prefs.label_free and prefs.require_correct_chosen:
         raise ConfigValueError(
             "preferences.require_correct_chosen needs gold answers; with preferences.label_free a "
             "trajectory is 'correct' when it agrees with the consensus (set one of them to false)",
             fields=("preferences.require_correct_chosen", "preferences.label_free"),
         )
-    if config.preferences.label_free and config.preferences.correctness_only:
+    if prefs.random_rewards and prefs.require_correct_chosen:
         raise ConfigValueError(
-            "preferences.correctness_only ranks by gold correctness and preferences.label_free ranks "
-            "without gold: set one of them to false",
-            fields=("preferences.correctness_only", "preferences.label_free"),
+            "preferences.require_correct_chosen would keep only the random pairs that gold ranks right, so the "
+            "random-reward control would learn from gold; set one of them to false",
+            fields=("preferences.require_correct_chosen", "preferences.random_rewards"),
         )
+    asked = [name for name in ("correctness_only", "label_free", "random_rewards") if getattr(prefs, name)]
+    if len(asked) > 1:
+        raise ConfigValueError(
+            f"preferences.{asked[0]} and preferences.{asked[1]} are two rankings: set one of them to false",
+            fields=tuple(f"preferences.{name}" for name in asked),
+        )
+
+
+def main(config: RunConfig, run: RunDir | None = None) -> None:
+    run = run or RunDir.of(config)
+    check_ranking(config)
     stage = Stage(config, STAGE, run, output=run.preferences)
     if stage.done():
         return
