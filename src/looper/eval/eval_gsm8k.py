@@ -199,6 +199,60 @@ def evaluate(
     return records, tally
 
 
+def models_to_score(config: RunConfig, run: RunDir) -> list[str]:
+    """The models of ``eval.models`` whose weights exist (base always), saying which are skipped; an InputError
+    naming the stage that makes each when none does, before the run folder is touched."""
+    available = [m for m in config.eval.models if m == "base" or Path(stage_model_path(config, run, m)).exists()]
+    for which in config.eval.models:
+        if which not in available and available:
+            print(f"eval: skipping {which}: {stage_model_path(config, run, which)} does not exist yet")
+    if not available:
+        made_by = {"sft": "sft", "rl": "train-rl"}
+        raise InputError(
+            f"eval.models={config.eval.models}: nothing to evaluate yet: "
+            + "; ".join(
+                f"{m} ({stage_model_path(config, run, m)}) is made by `looper {made_by[m]}`" for m in config.eval.models
+            )
+        )
+    return available
+
+
+def file_settings(config: RunConfig, engine: str | None) -> dict[str, Any]:
+    """What one model's file for one dataset depends on besides the model's weights: the eval and model settings,
+    not which other models or datasets are evaluated beside it (so narrowing eval.models / eval.datasets reuses the
+    files already made), nor, with the hf engine, how vLLM would serve an adapter."""
+    settings = config.result_sections("eval", "model")
+    unused = ("models", "datasets") + (("vllm_adapter",) if engine != "vllm" else ())
+    settings["eval"] = {k: v for k, v in settings["eval"].items() if k not in unused}
+    return settings
+
+
+def evaluate_file(
+    lazy: Any, tokenizer: Any, rows: list[dict], config: RunConfig, final: Path, made: dict, shards: Shards, label: str
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """One model on one dataset into ``final`` (this process's shard of it): resumed when its settings record
+    (``made``: the weights and eval settings) matches, started over when it differs or is missing; records and the
+    generation tally (``evaluate``)."""
+    out_path = shards.path(final)
+    meta = record_path(out_path)
+    changed = changed_settings(read_record(meta), made["config"]) if out_path.exists() else []
+    if changed != []:  # other settings, or no record of them
+        print(
+            f"eval: {out_path}: made with other settings ({'; '.join(changed or ['none recorded'])}); starting it over"
+        )
+        out_path.unlink()
+    atomic_write_json(meta, made)
+    return evaluate(lazy, tokenizer, shards.mine(rows), config, out_path, label)
+
+
+def _add_tally(tally: dict[str, Any], used: dict[str, Any]) -> None:
+    tally["tokens"] += used["tokens"]
+    tally["seconds"] += used["seconds"]
+    tally["engine"] = used["engine"] or tally["engine"]
+    if used.get("engine_gpu_memory_gib") is not None:  # the largest engine of the stage
+        tally["engine_gpu_memory_gib"] = max(tally.get("engine_gpu_memory_gib") or 0.0, used["engine_gpu_memory_gib"])
+
+
 def main(config: RunConfig, show_note: bool = True) -> RunDir:
     """Score each model of ``eval.models`` on ``eval.datasets``, write the report, print its table and, with
     ``show_note``, the run's note under it (the pipeline prints the note once, at its own end).
@@ -209,15 +263,7 @@ def main(config: RunConfig, show_note: bool = True) -> RunDir:
     """
     check_protocol(config)
     run = RunDir.of(config)
-    available = [m for m in config.eval.models if m == "base" or Path(stage_model_path(config, run, m)).exists()]
-    if not available:  # refused before the run folder is touched; a later model missing alongside others is skipped
-        made_by = {"sft": "sft", "rl": "train-rl"}
-        raise InputError(
-            f"eval.models={config.eval.models}: nothing to evaluate yet: "
-            + "; ".join(
-                f"{m} ({stage_model_path(config, run, m)}) is made by `looper {made_by[m]}`" for m in config.eval.models
-            )
-        )
+    available = models_to_score(config, run)
     # Unlike training stages, a changed config simply redoes eval: each per-sample file carries the settings
     # record of the weights and eval settings that made it (runs.settings_record) and is started over when they differ.
     stage = Stage(config, STAGE, run, output=run.eval_dir / "report.md")
@@ -231,9 +277,7 @@ def main(config: RunConfig, show_note: bool = True) -> RunDir:
         print(json.loads((run.eval_dir / "summary.json").read_text()).get("table", ""))
         return run
     datasets = {name: dataset_rows(name, config, run) for name in config.eval.datasets}
-    weights = {
-        which: _model_fingerprint(config, run, which) for which in available
-    }  # each adapter's record, read up front
+    weights = {which: _model_fingerprint(config, run, which) for which in available}  # each adapter's record, up front
     lm_eval = config.eval.protocol == "lm-eval"
     engine = None if lm_eval else resolve_engine(config.eval.engine, "eval.engine")
     tokenizer = load_tokenizer(config.model)
@@ -250,67 +294,38 @@ def main(config: RunConfig, show_note: bool = True) -> RunDir:
         # after starting a file over would otherwise be "complete" for the settings it had before)
         run.marker(STAGE).unlink(missing_ok=True)
     records: dict[str, dict[str, list[dict]]] = {}
-    # with each model's weights, what one model's file for one dataset depends on: not which other models or datasets
-    # are evaluated beside it, so narrowing eval.models / eval.datasets reuses the files already made
-    eval_settings = config.result_sections("eval", "model")
-    # how vLLM serves an adapter (merged or LoRA) can change its answers; the hf engine has no such choice
-    unused = ("models", "datasets") + (("vllm_adapter",) if engine != "vllm" else ())
-    eval_settings["eval"] = {k: v for k, v in eval_settings["eval"].items() if k not in unused}
+    settings = file_settings(config, engine)
     tally: dict[str, Any] = {"tokens": 0, "seconds": 0.0, "engine": None}
     # vLLM starts once for the models that share weights (adapters served as LoRA: StageEngines)
     with StageEngines(config, run, engine, "eval", config.eval.max_new_tokens, tokenizer, available) as engines:
-        for which in config.eval.models:
-            path = stage_model_path(config, run, which)
-            if path is not None and not Path(path).exists():
-                print(f"eval: skipping {which}: {path} does not exist yet")
-                continue
-            made = settings_record({"weights": weights[which], **eval_settings})
+        for which in available:
+            made = settings_record({"weights": weights[which], **settings})
+            files = {name: run.eval_dir / f"{which}__{name}.jsonl" for name in datasets}
             records[which] = {}
-            if lm_eval:  # lm-eval generates and scores itself; its request cache makes a rerun resume
-                for name, rows in datasets.items():
-                    final = run.eval_dir / f"{which}__{name}.jsonl"
-                    records[which][name] = evaluate_lm_eval(config, run, which, rows, tokenizer, f"{which}/{name}")
-                    atomic_write_jsonl(final, records[which][name])
-                    atomic_write_json(record_path(final), made)
-                continue
-            lazy = engines.for_model(which)
             for name, rows in datasets.items():
-                final = run.eval_dir / f"{which}__{name}.jsonl"
-                out_path = shards.path(final)
-                meta = record_path(out_path)
-                changed = changed_settings(read_record(meta), made["config"]) if out_path.exists() else []
-                if changed != []:  # other settings, or no record of them
-                    print(
-                        f"eval: {out_path}: made with other settings ({'; '.join(changed or ['none recorded'])}); "
-                        "starting it over"
-                    )
-                    out_path.unlink()
-                atomic_write_json(meta, made)
-                records[which][name], used = evaluate(
-                    lazy, tokenizer, shards.mine(rows), config, out_path, f"{which}/{name}"
+                if lm_eval:  # lm-eval generates and scores itself; its request cache makes a rerun resume
+                    records[which][name] = evaluate_lm_eval(config, run, which, rows, tokenizer, f"{which}/{name}")
+                    atomic_write_jsonl(files[name], records[which][name])
+                    atomic_write_json(record_path(files[name]), made)
+                    continue
+                lazy = engines.for_model(which)
+                label = f"{which}/{name}"
+                records[which][name], used = evaluate_file(
+                    lazy, tokenizer, rows, config, files[name], made, shards, label
                 )
-                tally["tokens"] += used["tokens"]
-                tally["seconds"] += used["seconds"]
-                tally["engine"] = used["engine"] or tally["engine"]
-                if used.get("engine_gpu_memory_gib") is not None:  # the largest engine of the stage
-                    tally["engine_gpu_memory_gib"] = max(
-                        tally.get("engine_gpu_memory_gib") or 0.0, used["engine_gpu_memory_gib"]
-                    )
+                _add_tally(tally, used)
             shards.wait()
             if shards.world > 1 and shards.is_main:
                 for name, rows in datasets.items():
-                    final = run.eval_dir / f"{which}__{name}.jsonl"
-                    records[which][name] = shards.merge(final, [r["id"] for r in rows])
-                    atomic_write_json(record_path(final), made)
+                    records[which][name] = shards.merge(files[name], [r["id"] for r in rows])
+                    atomic_write_json(record_path(files[name]), made)
                     for r in range(shards.world):
-                        record_path(shards.path(final, r)).unlink(missing_ok=True)
+                        record_path(shards.path(files[name], r)).unlink(missing_ok=True)
     per_process = shards.gather(
         {**tally, "seconds": round(tally["seconds"], 2), "peak_gpu_memory_gib": peak_gpu_memory_gib()}
     )
     if not shards.is_main:
         return run
-    if not records:
-        raise InputError("eval: no model to evaluate")
     summary = write_report(records, config, run.eval_dir)
     temperature, top_p = sampling_of(config.eval)
     stage.finish(

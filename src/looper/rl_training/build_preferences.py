@@ -75,6 +75,46 @@ def visiting_order(record: dict[str, Any], config: RunConfig) -> list[int]:
     return random.Random(f"{config.seed}:{record['id']}").sample(range(n), n)
 
 
+def question_pairs(rec: dict[str, Any], config: RunConfig) -> tuple[list[dict[str, Any]], str | None]:
+    """One question's chosen/rejected pairs (``select_pairs`` on its ranking, visited in ``visiting_order``), each in
+    TRL's explicit-prompt format with the plan's names and metadata; with none, why not."""
+    trajs = rec["trajectories"]
+    rewards, correct = ranking(rec, config)
+    order = visiting_order(rec, config)
+    picked, why = select_pairs(
+        [rewards[i] for i in order],
+        [correct[i] for i in order],
+        config.preferences,
+        [trajs[i]["truncated"] for i in order],
+    )
+    fmt = config.model.prompt_format
+    # DPO trains the policy on the plan's SFT prompt (docs/plan.md §2, §5): the chosen arm's system prompt would make
+    # chosen and rejected come from different prompts, so both use the SFT system prompt.
+    prompt = question_prompt(rec["question"], config.model.system_prompt, fmt)
+    pairs = []
+    for ci, ri in ((order[c], order[r]) for c, r in picked):
+        chosen, rejected = trajs[ci], trajs[ri]
+        pairs.append(
+            {
+                "prompt": prompt,
+                "chosen": preference_completion(chosen["text"], fmt),
+                "rejected": preference_completion(rejected["text"], fmt),
+                "question": rec["question"],
+                "better": chosen["text"],
+                "worse": rejected["text"],
+                "id": rec["id"],
+                "gold": rec["gold"],
+                "chosen_arm": chosen["arm"],
+                "rejected_arm": rejected["arm"],
+                "chosen_reward": rewards[ci],
+                "rejected_reward": rewards[ri],
+                "chosen_correct": chosen["parts"]["correct"],
+                "rejected_correct": rejected["parts"]["correct"],
+            }
+        )
+    return pairs, (None if pairs else why)
+
+
 def check_ranking(config: RunConfig) -> None:
     """ConfigValueError naming the fields when the preferences settings ask for two rankings at once, or for
     require_correct_chosen under a ranking that does not rank correct answers first."""
@@ -113,44 +153,12 @@ def main(config: RunConfig, run: RunDir | None = None) -> None:
             f"build-preferences: note: {run.rollouts} is from an unfinished collect-rollouts run ({len(records)} questions)"
         )
     build_all_arms(config.regime_w)  # validates the config's arm changes before any work
-    fmt = config.model.prompt_format
     pairs, reasons = [], Counter()
     for rec in records:
-        trajs = rec["trajectories"]
-        rewards, correct = ranking(rec, config)
-        order = visiting_order(rec, config)
-        picked, why = select_pairs(
-            [rewards[i] for i in order],
-            [correct[i] for i in order],
-            config.preferences,
-            [trajs[i]["truncated"] for i in order],
-        )
-        chosen_rejected = [(order[c], order[r]) for c, r in picked]
-        if not chosen_rejected:
+        made, why = question_pairs(rec, config)
+        pairs += made
+        if not made:
             reasons[why] += 1
-        for ci, ri in chosen_rejected:
-            chosen, rejected = trajs[ci], trajs[ri]
-            # DPO trains the policy on the plan's SFT prompt (docs/plan.md §2, §5): the chosen arm's system prompt would make
-            # chosen and rejected come from different prompts, so both use the SFT system prompt.
-            prompt = question_prompt(rec["question"], config.model.system_prompt, fmt)
-            pairs.append(
-                {
-                    "prompt": prompt,
-                    "chosen": preference_completion(chosen["text"], fmt),
-                    "rejected": preference_completion(rejected["text"], fmt),
-                    "question": rec["question"],
-                    "better": chosen["text"],
-                    "worse": rejected["text"],
-                    "id": rec["id"],
-                    "gold": rec["gold"],
-                    "chosen_arm": chosen["arm"],
-                    "rejected_arm": rejected["arm"],
-                    "chosen_reward": rewards[ci],
-                    "rejected_reward": rewards[ri],
-                    "chosen_correct": chosen["parts"]["correct"],
-                    "rejected_correct": rejected["parts"]["correct"],
-                }
-            )
     if not pairs:
         hint = (
             "raise rollouts.max_new_tokens (a truncated trajectory is never chosen)"
