@@ -110,6 +110,21 @@ def build_record(
     }
 
 
+def rollout_requests(
+    q: dict[str, Any], arms: list[Any], tokenizer: Any, config: RunConfig, round_: int
+) -> list[GenRequest]:
+    """One question's generation requests: every arm's prompt, ``rollouts.samples_per_arm`` samples each, in arm order
+    then sample, each keyed (arm, sample, seed) with a seed drawn from the run seed, question, arm, sample (and the
+    round after the first), so that a resumed or resharded run samples the same answers."""
+    requests = []
+    for arm in arms:
+        prompt = render_prompt(tokenizer, q["question"], arm.system_prompt, config.model.prompt_format)
+        for s in range(config.rollouts.samples_per_arm):
+            seed = derive_seed(config.seed, q["id"], arm.name, s, *([f"round{round_}"] if round_ > 1 else []))
+            requests.append(GenRequest((arm, s, seed), prompt, arm.temperature, arm.top_p, seed))
+    return requests
+
+
 def main(config: RunConfig, run: RunDir | None = None, round_: int = 1) -> RunDir:
     run = run or RunDir.of(config)
     check_reward_config(config.regime_w)  # a config error before a missing input: it is what the user must fix first
@@ -135,17 +150,10 @@ def main(config: RunConfig, run: RunDir | None = None, round_: int = 1) -> RunDi
     my_file = rollouts.begin()
     tokenizer = load_tokenizer(config.model)
     adapter_name = str(adapter.relative_to(run.data_root)) if adapter else None
+    thought_open = template_opens_thought(tokenizer, config.model.prompt_format)
 
     def requests_of(q: dict[str, Any]) -> list[GenRequest]:
-        requests = []
-        for arm in arms:  # in arm order, then sample
-            prompt = render_prompt(tokenizer, q["question"], arm.system_prompt, config.model.prompt_format)
-            for s in range(config.rollouts.samples_per_arm):
-                seed = derive_seed(config.seed, q["id"], arm.name, s, *([f"round{round_}"] if round_ > 1 else []))
-                requests.append(GenRequest((arm, s, seed), prompt, arm.temperature, arm.top_p, seed))
-        return requests
-
-    thought_open = template_opens_thought(tokenizer, config.model.prompt_format)
+        return rollout_requests(q, arms, tokenizer, config, round_)
 
     def record_of(q: dict[str, Any], results: list[GenResult]) -> dict[str, Any]:
         return build_record(q, results, config, config.model.name_or_path, adapter_name, thought_open)
