@@ -516,3 +516,33 @@ def test_eval_files_scores_files_side_by_side_and_refuses_what_is_not_an_eval_fi
             text=True,
         )
         assert proc.returncode == 1 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_label_free_rounds_reads_each_rounds_rollouts(tmp_path):
+    """bench/label_free_rounds.py: per round, agreement with the consensus, the consensus's gold accuracy, the
+    samples' accuracy, and a round's dev file when given; hand-made rollouts of two rounds, counted by hand."""
+    sys.path.insert(0, str(REPO / "bench"))
+    from label_free_rounds import analyse
+
+    def record(qid: str, gold: str, consensus: str, answers: list[str]) -> dict:
+        trajectories = [
+            {"arm": "direct", "family": "compute", "text": f"#### {a}", "answer": a, "reward": 0.0,
+             "parts": {"correct": float(a == gold)}}
+            for a in answers
+        ]  # fmt: skip
+        return {"id": qid, "gold": gold, "scores": {"consensus": consensus}, "trajectories": trajectories}
+
+    run = tmp_path / "run"
+    rounds = {
+        run / "data": [record("q1", "3", "3", ["3", "3", "4", "5"]), record("q2", "7", "8", ["8", "7", "2", "1"])],
+        run / "rounds" / "2" / "data": [record("q1", "3", "4", ["4"] * 4), record("q2", "7", "8", ["8"] * 3 + ["7"])],
+    }
+    for folder, records in rounds.items():
+        folder.mkdir(parents=True)
+        (folder / "rl_rollouts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    dev = tmp_path / "dev.jsonl"
+    dev.write_text("".join(json.dumps({"correct_flexible": c, "correct_strict": False}) + "\n" for c in (1, 1, 0, 1)))
+    one, two = analyse(run, {2: dev})
+    assert (one["round"], one["agreement"], one["majority_accuracy"], one["sample_accuracy"]) == (1, 3 / 8, 0.5, 3 / 8)
+    assert (two["round"], two["agreement"], two["majority_accuracy"], two["sample_accuracy"]) == (2, 7 / 8, 0.0, 1 / 8)
+    assert "dev_accuracy" not in one and two["dev_accuracy"] == 0.75  # agreement up, the agreed answers worse
