@@ -48,7 +48,13 @@ step() {  # step LABEL COMMAND...: its output in /tmp/res/LABEL.log, its status 
 }
 looper() { $PY -m looper.cli "$@"; }
 
+need_trl() {  # TRL's trainers import datasets, which needs dill: the vLLM kit brings it, the carried wheels do not
+  # (started with WAIT_KIT=0, a trainer would fail at once: "No package metadata was found for dill")
+  until $PY -c "import dill" 2> /dev/null || [ -f /tmp/install.done ]; do sleep 2; done
+}
+
 diverge_sft() {  # the recipe that diverged on this model, as looper trains it now; a diverged step replayed
+  need_trl
   local diverge="name=qwen-diverge runs_dir=/tmp/cr $data model.name_or_path=embedded:qwen2.5-coder-1.5b-instruct sft.trainer.num_train_epochs=1"
   step diverge_prepare looper prepare-data configs/smollm2-135m-gpu.yaml $diverge
   step diverge_sft looper sft configs/smollm2-135m-gpu.yaml $diverge
@@ -74,6 +80,7 @@ if [ "${1:-}" = diverge ]; then  # jobs/qwen.sh diverge: step 2 alone (needs nei
   diverge_sft; finish; exit 0
 fi
 
+need_trl
 step rl_round1 looper train-rl $cfg $common
 [ -d /tmp/cr/$R2 ] || cp -r /tmp/cr/$A /tmp/cr/$R2
 evaluate eval_rl_test "eval.models=[rl]" "eval.datasets=[gsm8k_test]"
