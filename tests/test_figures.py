@@ -2315,3 +2315,59 @@ def test_qwen_recipe_choice_figures():
     )
     boxed = {k: sum("\\boxed" in json.loads(line)["output"] for line in gzip.open(v, "rt")) for k, v in files.items()}
     assert f"({boxed['base']:,} of 1,495 base answers, {boxed['rl']:,} of B's)" in text
+
+
+def test_qwen_rl_test_score_figures():
+    """The chosen policy's test score (docs/results.md's fourth-session section, its reading at the top, README's
+    headline and results): the prose figures beside the rendered tables, from the per-question files and the stage
+    records."""
+    from importlib import util
+
+    recipe, rltest = (
+        BENCH / "qwen2.5-coder-1.5b_h100_2026-12-07_recipe",
+        BENCH / "qwen2.5-coder-1.5b_h100_2026-12-07_rltest",
+    )
+    text = " ".join((REPO / "docs" / "results.md").read_text().split())
+    readme = " ".join((REPO / "README.md").read_text().split())
+    spec = util.spec_from_file_location("eval_files", REPO / "bench" / "eval_files.py")
+    eval_files = util.module_from_spec(spec)
+    spec.loader.exec_module(eval_files)
+    files = {
+        "base": recipe / "run_a" / "base__gsm8k_test.jsonl.gz",
+        "sft": recipe / "run_a" / "sft__gsm8k_test.jsonl.gz",
+        "rl": rltest / "rl__gsm8k_test.jsonl.gz",
+    }
+    out = eval_files.main([f"{k}={v}" for k, v in files.items()])
+    versus_sft = eval_files.main([f"{k}={files[k]}" for k in ("sft", "rl")])["models"]["rl"]["flexible_vs_against"]
+    acc = {k: 100 * m["metrics"]["flexible"]["accuracy"] for k, m in out["models"].items()}
+    rl = out["models"]["rl"]["flexible_vs_against"]
+    gain, over_sft = f"+{acc['rl'] - acc['base']:.1f} points", f"+{acc['rl'] - acc['sft']:.1f} over SFT"
+    assert (
+        f"**On test the policy gains {gain} over the base ({acc['base']:.1f}% -> {acc['rl']:.1f}%, p = "
+        f"{rl['p_value']:.1g}), and {over_sft} (p = {versus_sft['p_value']:.2f}, not significant)**" in text
+    )
+    assert (
+        f"{acc['base']:.1f}% -> {acc['rl']:.1f}%, {gain} (p = {rl['p_value']:.1g}), {over_sft} (not significant)"
+        in text
+    )
+    assert (
+        f"only from {acc['base']:.1f}% to {acc['rl']:.1f}% ({gain}, p = {rl['p_value']:.1g}; {over_sft}, not" in readme
+    )
+    assert f"**{gain} on test**, {over_sft} (not significant)" in readme
+    assert (
+        f"of the {rl['wrong_to_right']} questions the base got wrong and B right the base ran out of tokens on "
+        f"{rl['wrong_to_right_reference_truncated']}" in text
+    )
+    truncated = {k: 100 * m["metrics"]["truncation_rate"] for k, m in out["models"].items()}
+    assert f"B truncates {truncated['rl']:.1f}% of its answers against the base's {truncated['base']:.1f}%" in text
+    rl_stage = json.loads((rltest / "run" / "stages" / "train-rl.json").read_text())
+    assert (
+        f"(0.{round(rl_stage['train_loss'] * 1e4):04d} against 0.417; {rl_stage['steps']} steps, "
+        f"{rl_stage['train_runtime_s']:.0f} s, {rl_stage['tokens_per_s']:,.0f} tokens/s, peak "
+        f"{rl_stage['peak_gpu_memory_gib'][0]:.1f} GiB)" in text
+    )
+    sft = json.loads((rltest / "diverge" / "stages" / "sft.json").read_text())
+    assert (
+        f"{sft['steps']} steps, no non-finite gradient, loss {sft['train_loss']:.4f}, {sft['train_runtime_s']:.0f} s, "
+        f"{sft['tokens_per_s']:,.0f} tokens/s, peak {sft['peak_gpu_memory_gib'][0]:.1f} GiB" in text
+    )
