@@ -191,6 +191,11 @@ CASES = {
         "rl.mix_arms looper sets generation_batch_size",
         needs="sft",
     ),
+    # a ranking build-preferences refuses stops the pipeline at load, not after SFT and the rollouts
+    "pipeline-two-rankings": Case(
+        ["pipeline", "{cfg}", "preferences.random_rewards=true", "preferences.label_free=true"],
+        "command line: preferences.label_free and preferences.random_rewards are two rankings",
+    ),
     "plan-zero-epochs": Case(
         ["plan", "{cfg}", "sft.trainer.max_steps=-1", "sft.trainer.num_train_epochs=0"],
         "sft.trainer.num_train_epochs: 0 with max_steps -1 trains nothing",

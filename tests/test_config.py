@@ -1,6 +1,7 @@
 """Config: every YAML in configs/ parses; unknown keys and bad values name the key and the file."""
 
 import json
+import math
 import re
 from pathlib import Path
 
@@ -369,7 +370,10 @@ def test_the_online_config_checked_is_the_one_trained_with(tmp_path, kind):
     arms = len(build_all_arms(config.regime_w))
     assert args.reward_weights == reward_part_weights(config.regime_w)
     assert args.shuffle_dataset is False and args.mask_truncated_completions is False
-    assert args.generation_batch_size == 4 * arms
+    assert args.generation_batch_size == 4 * arms  # 32: two steps of 16
+    # 3 x 8 = 24 completions a question; TRL needs whole steps of 16: two questions, 48
+    config, args = build(f"rl.{kind}.num_generations=3")
+    assert args.generation_batch_size == math.lcm(3 * arms, args.per_device_train_batch_size) == 48
     assert build("rl.truncation=mask")[1].reward_weights[-1] == 0.0  # masked, not penalised
     with pytest.raises(ConfigError, match=rf"must be a multiple of num_generations x arms = {4 * arms}") as err:
         build(f"rl.{kind}.num_generations=4", f"rl.{kind}.generation_batch_size={4 * arms + 1}")

@@ -375,10 +375,10 @@ def test_an_adapter_is_refused_on_another_base_of_the_same_shape(tiny_model_dir,
 def test_random_reward_pairs_are_seeded_draws_that_ignore_the_answers():
     """preferences.random_rewards (the random-reward control): each trajectory's reward is a draw from the seed and
     the question id, the same on every run, another under another seed, whatever the answers; correct stays gold's
-    (reported, not used). Two rankings at once, or require_correct_chosen with it, are refused naming the fields."""
-    from looper.config import load_config
-    from looper.errors import ConfigValueError
-    from looper.rl_training.build_preferences import check_ranking, ranking
+    (reported, not used). Two rankings at once, or require_correct_chosen with it, are refused at load (so a pipeline
+    stops before its first stage), naming the fields."""
+    from looper.config import ConfigError, load_config
+    from looper.rl_training.build_preferences import ranking
 
     def traj(correct: float) -> dict:
         return {"parts": {"correct": correct}, "reward": 1.0 + correct, "truncated": False}
@@ -400,6 +400,6 @@ def test_random_reward_pairs_are_seeded_draws_that_ignore_the_answers():
         ),
         (["preferences.correctness_only=true"], ("preferences.correctness_only", "preferences.random_rewards")),
     ):
-        with pytest.raises(ConfigValueError) as err:
-            check_ranking(load_config("configs/demo.yaml", ["preferences.random_rewards=true", *overrides]))
+        with pytest.raises(ConfigError) as err:
+            load_config("configs/demo.yaml", ["preferences.random_rewards=true", *overrides])
         assert err.value.fields == fields

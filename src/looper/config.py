@@ -312,8 +312,9 @@ _ONLINE_FORCED_HELP = (
     " Set by looper, over this section: reward_weights (the Regime W weights, one per reward part); shuffle_dataset "
     "false (TRL: true), as looper shuffles the questions with the seed and TRL's shuffle would split a question's arms; "
     "mask_truncated_completions from rl.truncation (true for mask, TRL: false); with rl.mix_arms, generation_batch_size "
-    "num_generations x arms, so that every arm of a question is generated and scored as one group (a value given must "
-    "be a multiple of it), and steps_per_generation left for TRL to derive from it. A value given for one of these "
+    "num_generations x arms, so that every arm of a question is generated and scored as one group, times as many "
+    "questions as fill whole steps of per_device_train_batch_size (a value given must be a multiple of the group), "
+    "and steps_per_generation left for TRL to derive from it. A value given for one of these "
     "that looper would replace is an error."
 )
 
@@ -796,6 +797,7 @@ def _checked(config: RunConfig) -> RunConfig:
             f"{', '.join('embedded:' + n for n in EMBEDDED_MODELS)}",
             fields=("model.name_or_path",),
         )
+    _check_ranking(config.preferences)
     for section, given in (("data", config.data), ("data.platinum", config.data.platinum)):
         for key in ("path", "test_path"):
             if getattr(given, key, None) and given.source != "local":  # else silently unread
@@ -805,6 +807,30 @@ def _checked(config: RunConfig) -> RunConfig:
                     fields=(f"{section}.{key}", f"{section}.source"),
                 )
     return config
+
+
+def _check_ranking(prefs: PreferencesConfig) -> None:
+    """ConfigError naming the fields when the preferences settings ask for two rankings at once, or for
+    require_correct_chosen under a ranking that does not rank gold's correct answers first (build-preferences' pairs:
+    checked at load, so a pipeline stops before its first stage, not after the rollouts)."""
+    if prefs.label_free and prefs.require_correct_chosen:
+        raise ConfigError(
+            "preferences.require_correct_chosen needs gold answers; with preferences.label_free a "
+            "trajectory is 'correct' when it agrees with the consensus (set one of them to false)",
+            fields=("preferences.require_correct_chosen", "preferences.label_free"),
+        )
+    if prefs.random_rewards and prefs.require_correct_chosen:
+        raise ConfigError(
+            "preferences.require_correct_chosen would keep only the random pairs that gold ranks right, so the "
+            "random-reward control would learn from gold; set one of them to false",
+            fields=("preferences.require_correct_chosen", "preferences.random_rewards"),
+        )
+    asked = [name for name in ("correctness_only", "label_free", "random_rewards") if getattr(prefs, name)]
+    if len(asked) > 1:
+        raise ConfigError(
+            f"preferences.{asked[0]} and preferences.{asked[1]} are two rankings: set one of them to false",
+            fields=tuple(f"preferences.{name}" for name in asked),
+        )
 
 
 def _valid(data: dict[str, Any]) -> bool:

@@ -251,7 +251,8 @@ def online_settings(config: RunConfig, kind: str, kwargs: dict[str, Any]) -> dic
     defaults): the Regime W part weights as ``reward_weights`` (train-rl's reward functions, one per part), no
     shuffling (the rows keep each question's arms together and are shuffled by question with the run's seed),
     ``mask_truncated_completions`` from ``rl.truncation``, and with ``rl.mix_arms`` a generation batch of whole
-    questions: ``num_generations`` completions of every arm (or the user's multiple of that).
+    questions: ``num_generations`` completions of every arm, as many questions as fill whole training steps (the
+    least common multiple of the group and ``per_device_train_batch_size``), or the user's multiple of the group.
 
     Raises:
         ConfigError: ``generation_batch_size`` set under ``rl.mix_arms`` to a value that splits a question's group.
@@ -265,7 +266,7 @@ def online_settings(config: RunConfig, kind: str, kwargs: dict[str, Any]) -> dic
         "shuffle_dataset": False,
         "mask_truncated_completions": config.rl.truncation == "mask",
     }
-    generations = kwargs.get("num_generations")
+    generations, per_step = kwargs.get("num_generations"), kwargs.get("per_device_train_batch_size")
     if config.rl.mix_arms and isinstance(generations, int):  # another type: TRL's own error names it
         group = generations * len(build_all_arms(config.regime_w))
         asked = kwargs.get("generation_batch_size")
@@ -275,7 +276,10 @@ def online_settings(config: RunConfig, kind: str, kwargs: dict[str, Any]) -> dic
                 f"num_generations x arms = {group}, so that every question's group is generated together",
                 fields=(f"{section}.generation_batch_size", f"{section}.num_generations", "rl.mix_arms"),
             )
-        settings["generation_batch_size"] = asked or group
+        # TRL also needs the generation batch to be a multiple of the batch of one step (GRPO / RLOO run in one
+        # process: check_one_process): the fewest whole questions that fill whole steps
+        steps_fill = math.lcm(group, per_step) if isinstance(per_step, int) and per_step > 0 else group
+        settings["generation_batch_size"] = asked or steps_fill
         settings["steps_per_generation"] = None  # TRL derives it from generation_batch_size (it refuses both set)
     return settings
 

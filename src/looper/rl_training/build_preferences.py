@@ -36,7 +36,7 @@ from collections import Counter
 from typing import Any
 
 from looper.config import RunConfig
-from looper.errors import ConfigValueError, InputError
+from looper.errors import InputError
 from looper.files import atomic_write_jsonl, require_input
 from looper.prompts import preference_completion, question_prompt
 from looper.regime_w.arms import build_all_arms
@@ -115,33 +115,8 @@ def question_pairs(rec: dict[str, Any], config: RunConfig) -> tuple[list[dict[st
     return pairs, (None if pairs else why)
 
 
-def check_ranking(config: RunConfig) -> None:
-    """ConfigValueError naming the fields when the preferences settings ask for two rankings at once, or for
-    require_correct_chosen under a ranking that does not rank correct answers first."""
-    prefs = config.preferences
-    if prefs.label_free and prefs.require_correct_chosen:
-        raise ConfigValueError(
-            "preferences.require_correct_chosen needs gold answers; with preferences.label_free a "
-            "trajectory is 'correct' when it agrees with the consensus (set one of them to false)",
-            fields=("preferences.require_correct_chosen", "preferences.label_free"),
-        )
-    if prefs.random_rewards and prefs.require_correct_chosen:
-        raise ConfigValueError(
-            "preferences.require_correct_chosen would keep only the random pairs that gold ranks right, so the "
-            "random-reward control would learn from gold; set one of them to false",
-            fields=("preferences.require_correct_chosen", "preferences.random_rewards"),
-        )
-    asked = [name for name in ("correctness_only", "label_free", "random_rewards") if getattr(prefs, name)]
-    if len(asked) > 1:
-        raise ConfigValueError(
-            f"preferences.{asked[0]} and preferences.{asked[1]} are two rankings: set one of them to false",
-            fields=tuple(f"preferences.{name}" for name in asked),
-        )
-
-
 def main(config: RunConfig, run: RunDir | None = None) -> None:
     run = run or RunDir.of(config)
-    check_ranking(config)
     stage = Stage(config, STAGE, run, output=run.preferences)
     if stage.done():
         return
