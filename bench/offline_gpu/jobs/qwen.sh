@@ -13,7 +13,8 @@
 #      before either is scored, is the higher greedy flexible accuracy on gsm8k_dev (one round on a tie); a chosen
 #      second round is then scored on test too (a second look at test, reported as such)
 #   Steps run in this order, one at a time: a session short of device time stops after the ones it has.
-#   `start.sh qwen diverge` runs step 2 alone (with WAIT_KIT=0 it needs only the wheels and the GGUF).
+#   `start.sh qwen diverge` runs step 2 alone (with WAIT_KIT=0 it needs only the wheels and the GGUF). Done on
+#   2026-12-07 (fourth session): steps 1 (its test score) and 2; the next run: RL_TEST_DONE=1 WAIT_KIT=0 start.sh qwen.
 #   jobs/qwen.sh
 # Needs convert.sh to have converted embedded:qwen2.5-coder-1.5b-instruct (start.sh waits for it).
 set -u
@@ -83,7 +84,9 @@ fi
 need_trl
 step rl_round1 looper train-rl $cfg $common
 [ -d /tmp/cr/$R2 ] || cp -r /tmp/cr/$A /tmp/cr/$R2
-evaluate eval_rl_test "eval.models=[rl]" "eval.datasets=[gsm8k_test]"
+# RL_TEST_DONE=1: the registered test score exists (docs/bench/qwen2.5-coder-1.5b_h100_2026-12-07_rltest/); eval_all
+# scores the policy on test again beside base and SFT
+[ "${RL_TEST_DONE:-0}" = 1 ] || evaluate eval_rl_test "eval.models=[rl]" "eval.datasets=[gsm8k_test]"
 diverge_sft
 evaluate eval_all  # base, SFT and RL on dev and test from one engine (RL's test file above reused)
 step rl_round2 looper train-rl $cfg $common name=$R2 rl.rounds=2
