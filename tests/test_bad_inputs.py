@@ -262,7 +262,7 @@ CASES = {
     "dev-fraction-out-of-range": Case(
         ["prepare-data", "{cfg}", "data.dev_fraction=1.5"], "data.dev_fraction: must be < 1"
     ),
-    "override-without-equals": Case(["sft", "{cfg}", "sft.trainer.max_steps"], "must look like section.key=value"),
+    "override-without-equals": Case(["sft", "{cfg}", "sft.trainer.max_steps"], "must look like key=value"),
     "override-empty-key": Case(["sft", "{cfg}", "=3"], "is not a key like section.key"),
     "override-bad-yaml-value": Case(["eval", "{cfg}", "eval.datasets=[a,"], "the value is not valid YAML"),
     "override-under-a-value": Case(["sft", "{cfg}", "seed.value=3"], "seed: expected int"),

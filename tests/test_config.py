@@ -77,7 +77,7 @@ def test_overrides_apply_with_yaml_types():
         (["sft.lora_presett=baseline"], "unknown key 'lora_presett'"),
         (["model.quantization=3bit"], "'3bit' is not one of"),
         (["rollouts.batch_size=big"], "rollouts.batch_size: expected int"),
-        (["nokey"], "must look like section.key=value"),
+        (["nokey"], "must look like key=value"),
     ],
 )
 def test_bad_overrides_are_errors(overrides, message):

@@ -72,7 +72,7 @@ def _command(sub: Any, name: str, help: str) -> argparse.ArgumentParser:
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(
         prog="looper",
-        description="Teach a reasoning LLM grade-school math and prove it on a clean benchmark.",
+        description="Teach a reasoning LLM grade-school math and measure it on a clean benchmark.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action=_PrintVersions, help="print looper's and its libraries' versions and exit")

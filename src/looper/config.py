@@ -693,7 +693,7 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for item in overrides:
         if "=" not in item:
-            raise ConfigError(f"override {item!r} must look like section.key=value")
+            raise ConfigError(f"override {item!r} must look like key=value (e.g. seed=1, sft.trainer.max_steps=5)")
         key, raw = item.split("=", 1)
         if not key.strip() or any(not part or part != part.strip() for part in key.strip().split(".")):
             raise ConfigError(
