@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,9 @@ from looper.processes import Shards, is_main_process
 from looper.runs import RunDir, Stage, made_with, read_record, settings_record
 
 log = logging.getLogger("looper")
+# TRL 1.16 reads transformers' `is_gradient_checkpointing`, deprecated in transformers 5.24 for
+# `is_activation_checkpointing` (looper passes the new name itself); the warning, once per trainer, asks nothing of a user
+warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 COMMON_DEFAULTS: dict[str, Any] = {
     "report_to": "none",  # "tensorboard" or "wandb" in the config turn those on
