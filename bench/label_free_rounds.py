@@ -20,13 +20,15 @@ round k-1, so round k's row describes the policy of round k-1 (round 1: the SFT 
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from eval_files import read_records
+
 from looper.answers import answers_equal
 from looper.regime_w.records import read_rollouts
 
@@ -55,9 +57,7 @@ def round_row(records: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def dev_accuracy(path: Path) -> float:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt") as f:
-        rows = [json.loads(line) for line in f if line.strip()]
+    rows = read_records(path)
     key = "correct_flexible" if any(r.get("correct_flexible") for r in rows) else "correct_strict"
     return sum(bool(r[key]) for r in rows) / len(rows)
 

@@ -19,7 +19,6 @@ Standard library and looper only; runs in a second on any CPU.
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import math
 import sys
@@ -28,6 +27,9 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
+sys.path.insert(0, str(REPO / "bench"))
+from eval_files import read_records  # noqa: E402
+
 from looper.stats import Z80, Z95, paired_difference  # noqa: E402
 
 RUNS = "docs/bench/qwen2.5-coder-1.5b_h100_2026-12-07_recipe"
@@ -41,8 +43,7 @@ TEST_QUESTIONS, SEEDS = 1319, 3
 
 
 def correct_by_id(path: Path) -> dict[str, float]:
-    with gzip.open(path, "rt") as f:
-        return {r["id"]: float(r["correct_flexible"]) for r in map(json.loads, f)}
+    return {r["id"]: float(r["correct_flexible"]) for r in read_records(path)}
 
 
 def compute(root: Path) -> dict[str, Any]:

@@ -541,7 +541,13 @@ def test_label_free_rounds_reads_each_rounds_rollouts(tmp_path):
         folder.mkdir(parents=True)
         (folder / "rl_rollouts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     dev = tmp_path / "dev.jsonl"
-    dev.write_text("".join(json.dumps({"correct_flexible": c, "correct_strict": False}) + "\n" for c in (1, 1, 0, 1)))
+    dev.write_text(
+        "".join(
+            json.dumps({"id": f"d{i}", "correct_flexible": c, "correct_strict": False, "truncated": False, "tokens": 9})
+            + "\n"
+            for i, c in enumerate((1, 1, 0, 1))
+        )
+    )
     one, two = analyse(run, {2: dev})
     assert (one["round"], one["agreement"], one["majority_accuracy"], one["sample_accuracy"]) == (1, 3 / 8, 0.5, 3 / 8)
     assert (two["round"], two["agreement"], two["majority_accuracy"], two["sample_accuracy"]) == (2, 7 / 8, 0.0, 1 / 8)
